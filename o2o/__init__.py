@@ -1,0 +1,1 @@
+"""Platform core: settings, database, errors, users and auth, orders, Celery, console, CLI."""

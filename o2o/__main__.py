@@ -1,0 +1,3 @@
+from o2o.cli import main
+
+main()

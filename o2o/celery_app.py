@@ -1,0 +1,38 @@
+"""The one Celery app: Redis broker and result backend, task discovery, the one beat schedule.
+
+Tasks are written to be idempotent, so they are acknowledged late and re-queued when a worker
+dies mid-task: a task may run twice, never zero times.
+"""
+
+from celery import Celery
+
+from o2o.config import get_settings
+
+# Task modules, bottom floor first. Each domain adds its tasks module here.
+TASK_MODULES = ["o2o.tasks"]
+
+settings = get_settings()
+
+app = Celery("o2o", broker=settings.redis_url, backend=settings.redis_url, include=TASK_MODULES)
+app.conf.update(
+    task_serializer="json",
+    accept_content=["json"],
+    result_serializer="json",
+    result_expires=3600,
+    timezone="UTC",
+    enable_utc=True,
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_time_limit=300,
+    task_soft_time_limit=240,
+    broker_connection_retry_on_startup=True,
+    # Unacknowledged tasks of a worker that vanished are redelivered after this many seconds.
+    broker_transport_options={"visibility_timeout": settings.task_visibility_timeout_s},
+    result_backend_transport_options={"visibility_timeout": settings.task_visibility_timeout_s},
+    worker_hijack_root_logger=False,
+)
+
+app.conf.beat_schedule = {
+    "heartbeat": {"task": "o2o.tasks.heartbeat", "schedule": 60.0},
+}

@@ -1,0 +1,110 @@
+"""Database plumbing: the declarative Base, the engine, one session per request committed at the
+edge, session_scope() for tasks and the CLI, and tasks queued to run only after commit."""
+
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends
+from sqlalchemy import DateTime, MetaData, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from o2o.config import get_settings
+
+log = logging.getLogger(__name__)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: DateTime(timezone=True)}
+
+
+@functools.cache
+def get_engine() -> Engine:
+    """Return the process-wide engine (created on first use, so imports stay cheap)."""
+    settings = get_settings()
+    return create_engine(
+        settings.database_url,
+        pool_pre_ping=True,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=10,
+        connect_args={"connect_timeout": 5},
+    )
+
+
+@functools.cache
+def get_sessionmaker() -> sessionmaker[Session]:
+    return sessionmaker(bind=get_engine(), expire_on_commit=False)
+
+
+def get_session() -> Iterator[Session]:
+    """Give a request one session; commit once at the end, or roll back on any error."""
+    session = get_sessionmaker()()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+DbSession = Annotated[Session, Depends(get_session)]
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """Run a unit of work outside a request (tasks, CLI): commit on success, roll back on error."""
+    session = get_sessionmaker()()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+# Work (mostly Celery sends) that must happen only once the transaction is durable. A task sent
+# before commit could run before its rows are visible, or for rows that are then rolled back.
+_AFTER_COMMIT = "o2o_after_commit"
+
+
+def run_after_commit(session: Session, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """Queue fn(*args, **kwargs) to run after the session commits; drop it on rollback."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(functools.partial(fn, *args, **kwargs))
+
+
+def enqueue(session: Session, task: Any, *args: Any, **kwargs: Any) -> None:
+    """Send a Celery task after the session commits."""
+    run_after_commit(session, task.apply_async, args=args, kwargs=kwargs)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    pending = session.info.pop(_AFTER_COMMIT, [])
+    for fn in pending:
+        try:
+            fn()
+        except Exception:  # the change is committed; the outbox/periodic sweeps catch up
+            log.exception("after-commit hook failed")
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_after_commit(session: Session) -> None:
+    session.info.pop(_AFTER_COMMIT, None)

@@ -1,0 +1,8 @@
+"""Import every models module so Base.metadata knows the whole schema (Alembic, tests).
+
+This module sits at the top of the import floors: it only collects, nothing imports it but
+migrations and tests.
+"""
+
+import o2o.users.models  # noqa: F401
+import stores.models  # noqa: F401

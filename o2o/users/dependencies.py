@@ -1,0 +1,64 @@
+"""Who is calling: the bearer token's user, and role checks, as chained dependencies."""
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+
+from o2o.db import DbSession
+from o2o.errors import Forbidden, Unauthorized
+from o2o.security import TokenError, decode_access_token
+from o2o.users.models import Role, User
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+
+
+def get_current_user(
+    session: DbSession, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> User:
+    """Load the user the bearer token names, or refuse with 401."""
+    if not token:
+        raise Unauthorized()
+    try:
+        claims = decode_access_token(token)
+    except TokenError as exc:
+        if exc.reason == "expired":
+            raise Unauthorized(
+                "Your session has expired; sign in again.", code="token_expired"
+            ) from None
+        raise Unauthorized("The access token is not valid.", code="invalid_token") from None
+    try:
+        user_id = int(claims["sub"])
+    except (TypeError, ValueError):
+        raise Unauthorized("The access token is not valid.", code="invalid_token") from None
+    user = session.get(User, user_id)
+    if user is None or not user.is_active:
+        raise Unauthorized("The account is no longer active.", code="invalid_token")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def require_role(*roles: Role) -> Callable[[User], User]:
+    """Depend on a signed-in user whose role is one of roles; others get 403."""
+    allowed = frozenset(roles)
+
+    def dependency(user: CurrentUser) -> User:
+        if user.role not in allowed:
+            raise Forbidden(
+                "Your role may not do this.",
+                details={"allowed_roles": sorted(r.value for r in allowed)},
+            )
+        return user
+
+    return dependency
+
+
+AdminUser = Annotated[User, Depends(require_role(Role.ADMIN))]
+PatientUser = Annotated[User, Depends(require_role(Role.PATIENT))]
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"

@@ -1,0 +1,55 @@
+"""Users, their roles, and the stores a pharmacist works at."""
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import Column, ForeignKey, Index, String, Table, func, text
+from sqlalchemy.dialects.postgresql import ENUM
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from o2o.db import Base
+
+
+class Role(enum.StrEnum):
+    PATIENT = "patient"
+    DOCTOR = "doctor"
+    PHARMACIST = "pharmacist"
+    COURIER = "courier"
+    ADMIN = "admin"
+
+
+role_enum = ENUM(Role, name="user_role", values_callable=lambda e: [m.value for m in e])
+
+# Which stores a pharmacist (store staff) works at. `stores.id` is named by string: the stores
+# domain sits above the core and the core never imports it.
+user_stores = Table(
+    "user_stores",
+    Base.metadata,
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("store_id", ForeignKey("stores.id", ondelete="CASCADE"), primary_key=True, index=True),
+)
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (Index("uq_users_email_lower", func.lower(text("email")), unique=True),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254))
+    name: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[Role] = mapped_column(role_enum)
+    is_active: Mapped[bool] = mapped_column(server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    store_links = relationship("UserStoreLink", viewonly=True, lazy="selectin")
+
+    @property
+    def store_ids(self) -> list[int]:
+        return sorted(link.store_id for link in self.store_links)
+
+
+class UserStoreLink(Base):
+    """Read-only mapping of user_stores, so `User.store_ids` loads without the stores domain."""
+
+    __table__ = user_stores

@@ -1,0 +1,56 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, status
+
+from o2o.config import get_settings
+from o2o.db import DbSession
+from o2o.security import create_access_token
+from o2o.users import service
+from o2o.users.dependencies import AdminUser, CurrentUser, client_ip
+from o2o.users.models import Role
+from o2o.users.schemas import MeOut, RegisterIn, TokenOut, UserCreateIn, UserOut
+
+router = APIRouter(tags=["auth and users"])
+
+
+@router.post("/auth/register", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+def register(body: RegisterIn, session: DbSession):
+    """Sign up as a patient."""
+    return service.create_user(
+        session, email=body.email, password=body.password, name=body.name, role=Role.PATIENT
+    )
+
+
+@router.post("/auth/token", response_model=TokenOut)
+def token(
+    session: DbSession,
+    username: Annotated[str, Form(max_length=254)],
+    password: Annotated[str, Form(max_length=128)],
+    ip: Annotated[str, Depends(client_ip)],
+):
+    """Exchange email and password for a bearer token (OAuth2 password flow)."""
+    user = service.authenticate(session, username, password, ip)
+    minutes = get_settings().access_token_minutes
+    return TokenOut(
+        access_token=create_access_token(str(user.id), role=user.role.value, minutes=minutes),
+        expires_in=minutes * 60,
+    )
+
+
+@router.get("/users/me", response_model=MeOut)
+def me(user: CurrentUser):
+    """Return the signed-in user."""
+    return user
+
+
+@router.post("/admin/users", status_code=status.HTTP_201_CREATED, response_model=MeOut)
+def create_user(body: UserCreateIn, session: DbSession, admin: AdminUser):
+    """Create a doctor, pharmacist (with store ids), courier, admin or patient."""
+    return service.create_user(
+        session,
+        email=body.email,
+        password=body.password,
+        name=body.name,
+        role=body.role,
+        store_ids=body.store_ids,
+    )

@@ -1,0 +1,85 @@
+"""Create users, sign them in, and link staff to stores."""
+
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from o2o import ratelimit
+from o2o.config import get_settings
+from o2o.errors import Conflict, InvalidInput, Unauthorized
+from o2o.security import hash_password, verify_password
+from o2o.users.models import Role, User
+
+STORE_ROLES = {Role.PHARMACIST}
+
+
+def get_by_email(session: Session, email: str) -> User | None:
+    return session.scalar(select(User).where(func.lower(User.email) == email.lower()))
+
+
+def create_user(
+    session: Session,
+    *,
+    email: str,
+    password: str,
+    name: str,
+    role: Role,
+    store_ids: list[int] | None = None,
+) -> User:
+    """Create a user; staff may be linked to stores that exist."""
+    store_ids = sorted(set(store_ids or []))
+    if store_ids and role not in STORE_ROLES:
+        raise InvalidInput("Only pharmacists are linked to stores.", code="store_ids_not_allowed")
+    if get_by_email(session, email) is not None:
+        raise Conflict("An account with this email already exists.", code="email_taken")
+    user = User(email=email, name=name, password_hash=hash_password(password), role=role)
+    session.add(user)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        raise Conflict("An account with this email already exists.", code="email_taken") from None
+    if store_ids:
+        link_stores(session, user, store_ids)
+    return user
+
+
+def link_stores(session: Session, user: User, store_ids: list[int]) -> None:
+    """Link a staff member to stores (ignores links that exist)."""
+    found = set(
+        session.scalars(text("SELECT id FROM stores WHERE id = ANY(:ids)"), {"ids": store_ids})
+    )
+    unknown = sorted(set(store_ids) - found)
+    if unknown:
+        raise InvalidInput(
+            "Unknown store ids.", code="unknown_store", details={"store_ids": unknown}
+        )
+    session.execute(
+        text(
+            "INSERT INTO user_stores (user_id, store_id) "
+            "SELECT :uid, unnest(CAST(:ids AS int[])) ON CONFLICT DO NOTHING"
+        ),
+        {"uid": user.id, "ids": store_ids},
+    )
+    session.expire(user, ["store_links"])
+
+
+def _login_limits() -> tuple[ratelimit.RateLimitItem, str]:
+    settings = get_settings()
+    spec = f"{settings.login_failures_allowed}/{settings.login_failure_window_seconds} seconds"
+    return ratelimit.limit(spec), "Too many failed sign-in attempts; wait and try again."
+
+
+def authenticate(session: Session, email: str, password: str, client_ip: str) -> User:
+    """Return the user for these credentials; failures are rate-limited per account and address."""
+    item, message = _login_limits()
+    account_key = email.strip().lower()
+    ratelimit.check(item, "login-account", account_key, message=message)
+    ratelimit.check(item, "login-ip", client_ip, message=message)
+    user = get_by_email(session, account_key)
+    if not verify_password(password, user.password_hash if user else None) or not user.is_active:
+        ratelimit.record(item, "login-account", account_key)
+        ratelimit.record(item, "login-ip", client_ip)
+        raise Unauthorized("Wrong email or password.", code="invalid_credentials")
+    ratelimit.clear(item, "login-account", account_key)
+    return user

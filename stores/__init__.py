@@ -1,0 +1,1 @@
+"""Stores, delivery zones, the catalogue, inventory lots and nearest-stocked-store search."""

@@ -1,0 +1,148 @@
+"""Stores with their location and delivery zone, the product catalogue, and stock kept in lots."""
+
+from datetime import date, datetime
+
+from geoalchemy2 import Geography
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    String,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from o2o.db import Base
+
+
+class Store(Base):
+    __tablename__ = "stores"
+    __table_args__ = (
+        CheckConstraint("prep_minutes BETWEEN 0 AND 600", name="prep_minutes_range"),
+        CheckConstraint("delivery_fee_minor >= 0", name="delivery_fee_nonnegative"),
+        CheckConstraint("min_shelf_life_days BETWEEN 0 AND 3650", name="shelf_life_range"),
+        CheckConstraint("courier_speed_kmh > 0 AND detour_factor >= 1", name="eta_params"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    address: Mapped[str] = mapped_column(String(500))
+    # geography: metres on the spheroid; GiST-indexed (spatial_index) for ST_DWithin and <-> KNN.
+    location = mapped_column(Geography("POINT", srid=4326, spatial_index=True), nullable=False)
+    timezone: Mapped[str] = mapped_column(String(64), server_default="UTC")
+    # [{"weekday": 0..6 (Monday=0), "opens": "08:00", "closes": "22:00"}]; NULL = always open.
+    opening_hours: Mapped[list | None] = mapped_column(JSONB)
+    offers_pickup: Mapped[bool] = mapped_column(server_default=text("true"))
+    offers_delivery: Mapped[bool] = mapped_column(server_default=text("false"))
+    prep_minutes: Mapped[int] = mapped_column(server_default=text("10"))
+    delivery_fee_minor: Mapped[int] = mapped_column(server_default=text("0"))
+    currency: Mapped[str] = mapped_column(String(3), server_default="CNY")
+    delivery_zone = mapped_column(Geography("MULTIPOLYGON", srid=4326, spatial_index=True))
+    min_shelf_life_days: Mapped[int] = mapped_column(server_default=text("30"))
+    # ETA = prep_minutes + distance_m * detour_factor / courier speed (DESIGN.md, Routing).
+    courier_speed_kmh: Mapped[float] = mapped_column(server_default=text("18"))
+    detour_factor: Mapped[float] = mapped_column(server_default=text("1.35"))
+    is_active: Mapped[bool] = mapped_column(server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class Product(Base):
+    __tablename__ = "products"
+    __table_args__ = (
+        CheckConstraint("pack_size > 0", name="pack_size_positive"),
+        CheckConstraint(
+            "max_per_order IS NULL OR max_per_order > 0", name="max_per_order_positive"
+        ),
+        # Trigram indexes make `ILIKE '%q%'` on names an index search, not a scan.
+        Index(
+            "ix_products_name_trgm",
+            "name",
+            postgresql_using="gin",
+            postgresql_ops={"name": "gin_trgm_ops"},
+        ),
+        Index(
+            "ix_products_generic_name_trgm",
+            "generic_name",
+            postgresql_using="gin",
+            postgresql_ops={"generic_name": "gin_trgm_ops"},
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    generic_name: Mapped[str] = mapped_column(String(200))
+    strength: Mapped[str] = mapped_column(String(100))
+    dosage_form: Mapped[str] = mapped_column(String(100))
+    pack_size: Mapped[int]
+    gtin: Mapped[str] = mapped_column(String(14), unique=True)
+    rx_only: Mapped[bool] = mapped_column(server_default=text("false"))
+    controlled: Mapped[bool] = mapped_column(server_default=text("false"))
+    max_per_order: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Lot(Base):
+    """Stock of one product at one store from one manufacturing lot."""
+
+    __tablename__ = "lots"
+    __table_args__ = (
+        UniqueConstraint("store_id", "product_id", "lot_number", name="uq_lots_store_product_lot"),
+        CheckConstraint("on_hand >= 0", name="on_hand_nonnegative"),
+        CheckConstraint("reserved >= 0 AND reserved <= on_hand", name="reserved_within_on_hand"),
+        CheckConstraint("price_minor >= 0", name="price_nonnegative"),
+        # Search from the rarest item: which stores hold product P (index-only with INCLUDE).
+        Index(
+            "ix_lots_product_store",
+            "product_id",
+            "store_id",
+            postgresql_include=["expiry_date", "on_hand", "reserved"],
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    # (store_id, product_id, lot_number) leads with store: "what does store S hold of P".
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"))
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="RESTRICT"))
+    lot_number: Mapped[str] = mapped_column(String(64))
+    expiry_date: Mapped[date] = mapped_column(Date)
+    on_hand: Mapped[int]
+    reserved: Mapped[int] = mapped_column(server_default=text("0"))
+    price_minor: Mapped[int]
+    currency: Mapped[str] = mapped_column(String(3))
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+    product = relationship(Product, lazy="raise")
+
+
+class InventorySync(Base):
+    """A point-of-sale sync already applied; a repeat of its sync_id changes nothing."""
+
+    __tablename__ = "inventory_syncs"
+
+    store_id: Mapped[int] = mapped_column(
+        ForeignKey("stores.id", ondelete="CASCADE"), primary_key=True
+    )
+    sync_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    lot_count: Mapped[int]
+    applied_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class ProductStockStats(Base):
+    """How many stores stock each product: lets search pick its plan by selectivity.
+
+    Refreshed after bulk imports and periodically; staleness only affects speed, never results.
+    """
+
+    __tablename__ = "product_stock_stats"
+
+    product_id: Mapped[int] = mapped_column(
+        ForeignKey("products.id", ondelete="CASCADE"), primary_key=True
+    )
+    store_count: Mapped[int]
+    refreshed_at: Mapped[datetime] = mapped_column(server_default=func.now())

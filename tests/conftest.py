@@ -1,0 +1,167 @@
+"""Test harness: a real PostGIS database migrated once with `alembic upgrade head`, each test
+inside a transaction that is rolled back, real Redis, and a real Celery worker when asked for."""
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session
+
+from o2o.config import get_settings
+from o2o.db import get_session
+from o2o.redis import get_redis
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"
+
+
+def _require_test_database() -> str:
+    url = get_settings().database_url
+    db_name = url.rsplit("/", 1)[-1].split("?")[0]
+    if get_settings().env != "test" or not db_name.endswith("_test"):
+        pytest.exit(
+            "Refusing to run: tests need O2O_ENV=test and a database whose name ends in _test "
+            "(run them with `make test`).",
+            returncode=2,
+        )
+    return url
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg.attributes["database_url"] = url
+    cfg.attributes["configure_logger"] = False
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Engine]:
+    url = _require_test_database()
+    command.upgrade(alembic_config(url), "head")
+    eng = create_engine(url, pool_pre_ping=True)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def connection(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as conn:
+        outer = conn.begin()
+        yield conn
+        outer.rollback()
+
+
+@pytest.fixture
+def db(connection: Connection) -> Iterator[Session]:
+    """A session whose commits are savepoints inside the test's rolled-back transaction."""
+    session = Session(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def app(db: Session):
+    from main import create_app
+
+    application = create_app()
+
+    def _session() -> Iterator[Session]:
+        # Keep what the test set up before the request: a request that fails rolls back its
+        # own work only, as it would against the real database.
+        db.commit()
+        try:
+            yield db
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
+
+    application.dependency_overrides[get_session] = _session
+    return application
+
+
+@pytest.fixture
+def client(app) -> Iterator[TestClient]:
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis_keys() -> Iterator[None]:
+    """Forget rate-limit windows and periodic locks between tests (broker keys are left alone)."""
+    yield
+    r = get_redis()
+    for pattern in ("LIMITS:*", "o2o:*"):
+        keys = list(r.scan_iter(match=pattern, count=1000))
+        if keys:
+            r.delete(*keys)
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(engine: Engine) -> Iterator[subprocess.Popen]:
+    """A real Celery worker on the test Redis and database (prefork, 2 processes)."""
+    from o2o.celery_app import app as celery_app
+
+    logfile = ARTIFACTS / "celery-worker.log"
+    ARTIFACTS.mkdir(exist_ok=True)
+    env = dict(os.environ)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "o2o.celery_app",
+            "worker",
+            "--loglevel=INFO",
+            "--concurrency=2",
+            "--without-gossip",
+            "--without-mingle",
+            "-n",
+            "test-worker@%h",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=open(logfile, "wb"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"Celery worker exited; see {logfile}")
+        if celery_app.control.ping(timeout=0.5):
+            break
+    else:
+        proc.kill()
+        raise RuntimeError(f"Celery worker did not answer in 60 s; see {logfile}")
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def truncate_all(engine: Engine) -> None:
+    """Empty every table (for tests that had to commit for real)."""
+    with engine.begin() as conn:
+        tables = conn.scalars(
+            text(
+                "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename NOT IN ('alembic_version', 'spatial_ref_sys')"
+            )
+        ).all()
+        if tables:
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))

@@ -1,0 +1,146 @@
+import jwt
+import pytest
+
+from o2o.config import get_settings
+from o2o.users.models import Role
+from tests.factories import PASSWORD, auth, make_user, token_for
+
+API = "/api/v1"
+
+
+def login(client, email, password):
+    return client.post(f"{API}/auth/token", data={"username": email, "password": password})
+
+
+def test_register_then_sign_in_and_read_me(client):
+    r = client.post(
+        f"{API}/auth/register",
+        json={"email": "new.patient@example.org", "password": "long-enough-pw", "name": "New"},
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["role"] == "patient" and body["email"] == "new.patient@example.org"
+    assert "password" not in str(body) and "hash" not in str(body)
+
+    r = login(client, "New.Patient@example.org", "long-enough-pw")
+    assert r.status_code == 200, r.text
+    token = r.json()["access_token"]
+    assert r.json()["token_type"] == "bearer"
+
+    me = client.get(f"{API}/users/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200
+    assert me.json() == {
+        "id": body["id"],
+        "email": "new.patient@example.org",
+        "name": "New",
+        "role": "patient",
+        "store_ids": [],
+    }
+
+
+def test_register_same_email_twice_is_a_conflict(client):
+    payload = {"email": "twice@example.org", "password": "long-enough-pw", "name": "T"}
+    assert client.post(f"{API}/auth/register", json=payload).status_code == 201
+    r = client.post(f"{API}/auth/register", json={**payload, "email": "TWICE@example.org"})
+    assert r.status_code == 409
+    assert r.json()["error"]["code"] == "email_taken"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"email": "not-an-email", "password": "long-enough-pw", "name": "X"},
+        {"email": "a@example.org", "password": "short", "name": "X"},
+        {"email": "a@example.org", "password": "long-enough-pw", "name": ""},
+        {"email": "a@example.org", "password": "long-enough-pw", "name": "X", "role": "admin"},
+    ],
+)
+def test_register_refuses_bad_input_without_creating_anyone(client, db, payload):
+    from sqlalchemy import func, select
+
+    from o2o.users.models import User
+
+    before = db.scalar(select(func.count()).select_from(User))
+    r = client.post(f"{API}/auth/register", json=payload)
+    assert r.status_code == 422
+    assert r.json()["error"]["code"] == "invalid_input"
+    assert db.scalar(select(func.count()).select_from(User)) == before
+
+
+def test_wrong_password_is_refused(client, db):
+    user = make_user(db)
+    r = login(client, user.email, "wrong-password")
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "invalid_credentials"
+    assert "access_token" not in r.text
+
+
+def test_sixth_quick_wrong_try_is_rate_limited_even_with_the_right_password(client, db):
+    user = make_user(db)
+    for _ in range(5):
+        assert login(client, user.email, "wrong-password").status_code == 401
+    r = login(client, user.email, PASSWORD)
+    assert r.status_code == 429
+    assert r.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(r.headers["Retry-After"]) <= get_settings().login_failure_window_seconds
+
+
+def test_failures_are_limited_per_client_address_across_accounts(client, db):
+    users = [make_user(db) for _ in range(6)]
+    for user in users[:5]:
+        assert login(client, user.email, "wrong-password").status_code == 401
+    assert login(client, users[5].email, PASSWORD).status_code == 429
+
+
+def test_a_good_login_resets_the_account_counter(client, db):
+    user = make_user(db)
+    for _ in range(3):
+        login(client, user.email, "nope-nope")
+    assert login(client, user.email, PASSWORD).status_code == 200
+
+
+def test_unknown_email_looks_like_a_wrong_password(client):
+    r = login(client, "nobody@example.org", "whatever-pw")
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "invalid_credentials"
+
+
+def test_missing_token_is_401(client):
+    r = client.get(f"{API}/users/me")
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "not_authenticated"
+    assert r.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_expired_token_is_refused(client, db):
+    user = make_user(db)
+    expired = token_for(user, minutes=-1)
+    r = client.get(f"{API}/users/me", headers={"Authorization": f"Bearer {expired}"})
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "token_expired"
+
+
+def test_forged_token_is_refused(client, db):
+    user = make_user(db, role=Role.PATIENT)
+    claims = jwt.decode(token_for(user), options={"verify_signature": False})
+    claims["role"] = "admin"
+    forged = jwt.encode(claims, "another-secret-key-of-enough-length-000000", algorithm="HS256")
+    r = client.get(f"{API}/users/me", headers={"Authorization": f"Bearer {forged}"})
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "invalid_token"
+
+
+def test_unsigned_token_is_refused(client, db):
+    user = make_user(db)
+    claims = jwt.decode(token_for(user), options={"verify_signature": False})
+    unsigned = jwt.encode(claims, None, algorithm="none")
+    r = client.get(f"{API}/users/me", headers={"Authorization": f"Bearer {unsigned}"})
+    assert r.status_code == 401
+
+
+def test_token_of_a_deactivated_user_is_refused(client, db):
+    user = make_user(db)
+    headers = auth(user)
+    user.is_active = False
+    db.flush()
+    assert client.get(f"{API}/users/me", headers=headers).status_code == 401

@@ -1,0 +1,60 @@
+from o2o.config import get_settings
+
+API = "/api/v1"
+
+
+def assert_error_shape(response, status, code):
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message", "details"}
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+
+
+def test_malformed_json_gets_the_error_shape(client):
+    r = client.post(
+        f"{API}/auth/register",
+        content=b'{"email": "a@b.c", "password": ',
+        headers={"Content-Type": "application/json"},
+    )
+    assert_error_shape(r, 422, "malformed_json")
+
+
+def test_a_body_over_the_cap_gets_413(client):
+    big = b"x" * (get_settings().max_body_bytes + 1)
+    r = client.post(
+        f"{API}/auth/register", content=big, headers={"Content-Type": "application/json"}
+    )
+    assert_error_shape(r, 413, "payload_too_large")
+
+
+def test_a_streamed_body_over_the_cap_gets_413(client):
+    chunk = b"x" * (1024 * 1024)
+
+    def chunks():
+        for _ in range(12):
+            yield chunk
+
+    r = client.post(
+        f"{API}/auth/register", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert_error_shape(r, 413, "payload_too_large")
+
+
+def test_unknown_path_and_wrong_method_use_the_shape(client):
+    assert_error_shape(client.get(f"{API}/no-such-thing"), 404, "not_found")
+    assert_error_shape(client.get(f"{API}/auth/register"), 405, "method_not_allowed")
+
+
+def test_validation_errors_say_where(client):
+    r = client.post(f"{API}/auth/register", json={"email": "a@example.org"})
+    assert_error_shape(r, 422, "invalid_input")
+    locs = {tuple(d["loc"]) for d in r.json()["error"]["details"]}
+    assert ("body", "password") in locs and ("body", "name") in locs
+
+
+def test_every_response_carries_a_request_id(client):
+    r = client.get("/healthz", headers={"X-Request-ID": "abc123"})
+    assert r.headers["x-request-id"] == "abc123"
+    assert len(client.get("/healthz").headers["x-request-id"]) == 32
