@@ -18,3 +18,6 @@ lint:
 
 format:
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
+
+bench: ## benchmarks (benchmark city, order and claim races); prints the figures
+	bash scripts/bench.sh

@@ -67,6 +67,9 @@ def demo_data() -> None:
 
 
 def main() -> None:
+    from stores.cli import app as stores_cli
+
+    cli.add_typer(stores_cli, name="stores")
     cli()
 
 

@@ -4,5 +4,7 @@ This module sits at the top of the import floors: it only collects, nothing impo
 migrations and tests.
 """
 
+import o2o.orders.models  # noqa: F401
+import o2o.outbox  # noqa: F401
 import o2o.users.models  # noqa: F401
 import stores.models  # noqa: F401

@@ -1,0 +1,1 @@
+"""Orders: placement (checkout), the state machine (lifecycle), store-side actions, expiry."""

@@ -1,0 +1,120 @@
+"""Apply state changes to orders: check the transition, stamp times, append the timeline, and
+write the outbox event, all in the caller's transaction on a row locked FOR UPDATE."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from o2o import outbox
+from o2o.config import get_settings
+from o2o.errors import NotFound
+from o2o.orders import workflow
+from o2o.orders.models import Fulfillment, Order, OrderEvent, OrderStatus
+
+S = OrderStatus
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def lock_order(session: Session, order_id: uuid.UUID) -> Order:
+    """Load an order locked FOR UPDATE (transitions on one order are serialised)."""
+    order = session.scalar(
+        select(Order)
+        .where(Order.id == order_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if order is None:
+        raise NotFound("No such order.", code="order_not_found")
+    return order
+
+
+def transition(
+    session: Session,
+    order: Order,
+    to: OrderStatus,
+    *,
+    actor_id: int | None = None,
+    reason: str | None = None,
+    at: datetime | None = None,
+) -> OrderEvent:
+    """Move a locked order to `to` (409 if illegal), recording the event and its outbox message.
+
+    Stock effects (returning a reservation, committing it) are the caller's: see `cancel` and
+    `complete` in the checkout layer, which know the allocations.
+    """
+    workflow.check(order.status, to, order.fulfillment)
+    at = at or now_utc()
+    previous = order.status
+    order.status = to
+    if to is S.RELEASED:
+        order.released_at = at
+        order.hold_expires_at = None
+        if order.fulfillment is Fulfillment.DELIVERY:
+            order.sla_deadline = at + timedelta(minutes=get_settings().sla_minutes)
+    elif to is S.READY:
+        order.ready_at = at
+    elif to is S.COMPLETED:
+        order.completed_at = at
+        order.hold_expires_at = None
+    elif to is S.CANCELLED:
+        order.cancelled_at = at
+        order.cancel_reason = reason
+        order.hold_expires_at = None
+    event = OrderEvent(
+        order_id=order.id,
+        from_status=previous,
+        to_status=to,
+        at=at,
+        actor_id=actor_id,
+        reason=reason,
+    )
+    session.add(event)
+    outbox.emit(
+        session,
+        "order.status_changed",
+        "order",
+        order.id,
+        {
+            "order_id": str(order.id),
+            "store_id": order.store_id,
+            "patient_id": order.patient_id,
+            "from": previous.value,
+            "to": to.value,
+            "at": at.isoformat(),
+            "reason": reason,
+        },
+    )
+    session.flush()
+    session.expire(order, ["events"])
+    return event
+
+
+def record_creation(session: Session, order: Order, *, actor_id: int, at: datetime) -> None:
+    """Append the first timeline entry (the order's initial status)."""
+    session.add(
+        OrderEvent(
+            order_id=order.id,
+            from_status=None,
+            to_status=order.status,
+            at=at,
+            actor_id=actor_id,
+            reason=order.routing_reason,
+        )
+    )
+    outbox.emit(
+        session,
+        "order.created",
+        "order",
+        order.id,
+        {
+            "order_id": str(order.id),
+            "store_id": order.store_id,
+            "status": order.status.value,
+            "at": at.isoformat(),
+        },
+    )

@@ -1,0 +1,187 @@
+"""Orders, their lines and lot allocations, the status timeline, and idempotency records."""
+
+import enum
+import uuid
+from datetime import datetime
+
+from geoalchemy2 import Geography
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ENUM, JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from o2o.db import Base
+
+
+class OrderStatus(enum.StrEnum):
+    AWAITING_PRESCRIPTION = "awaiting_prescription"
+    RELEASED = "released"
+    PREPARING = "preparing"
+    READY = "ready"
+    OUT_FOR_DELIVERY = "out_for_delivery"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class Fulfillment(enum.StrEnum):
+    PICKUP = "pickup"
+    DELIVERY = "delivery"
+
+
+def _values(e: type[enum.Enum]) -> list[str]:
+    return [m.value for m in e]
+
+
+status_enum = ENUM(OrderStatus, name="order_status", values_callable=_values)
+fulfillment_enum = ENUM(Fulfillment, name="fulfillment", values_callable=_values)
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    __table_args__ = (
+        CheckConstraint("subtotal_minor >= 0", name="subtotal_nonnegative"),
+        CheckConstraint("delivery_fee_minor >= 0", name="delivery_fee_nonnegative"),
+        CheckConstraint(
+            "compensation_minor >= 0 AND compensation_minor <= subtotal_minor + delivery_fee_minor",
+            name="compensation_range",
+        ),
+        CheckConstraint(
+            "fulfillment = 'pickup' OR delivery_location IS NOT NULL", name="delivery_has_address"
+        ),
+        Index("ix_orders_patient_created", "patient_id", "created_at"),
+        Index("ix_orders_store_status", "store_id", "status"),
+        # The expiry sweep reads only orders that hold stock and have a deadline.
+        Index(
+            "ix_orders_hold_expires_at",
+            "hold_expires_at",
+            postgresql_where=text("hold_expires_at IS NOT NULL"),
+        ),
+    )
+
+    # Not guessable: ids appear in URLs the apps share.
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="RESTRICT"))
+    status: Mapped[OrderStatus] = mapped_column(status_enum)
+    fulfillment: Mapped[Fulfillment] = mapped_column(fulfillment_enum)
+    requested_fulfillment: Mapped[str] = mapped_column(String(16))
+    routing_reason: Mapped[str] = mapped_column(Text)
+
+    patient_location = mapped_column(Geography("POINT", srid=4326, spatial_index=False))
+    delivery_location = mapped_column(Geography("POINT", srid=4326, spatial_index=False))
+    delivery_address_text: Mapped[str | None] = mapped_column(String(500))
+
+    currency: Mapped[str] = mapped_column(String(3))
+    subtotal_minor: Mapped[int]
+    delivery_fee_minor: Mapped[int] = mapped_column(server_default=text("0"))
+    compensation_minor: Mapped[int] = mapped_column(server_default=text("0"))
+
+    # Shown to the order's patient only; compared in constant time.
+    pickup_code: Mapped[str] = mapped_column(String(12))
+    delivery_code: Mapped[str] = mapped_column(String(12))
+    pickup_code_failures: Mapped[int] = mapped_column(server_default=text("0"))
+
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    released_at: Mapped[datetime | None]
+    ready_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    cancelled_at: Mapped[datetime | None]
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
+    # Delivery SLA: released_at + the SLA minutes (set at release).
+    sla_deadline: Mapped[datetime | None]
+    # When held stock is given back if nothing happens (Rx not approved, pickup not collected).
+    hold_expires_at: Mapped[datetime | None]
+
+    lines: Mapped[list["OrderLine"]] = relationship(
+        back_populates="order", lazy="selectin", order_by="OrderLine.id"
+    )
+    events: Mapped[list["OrderEvent"]] = relationship(
+        lazy="selectin", order_by="OrderEvent.id", viewonly=True
+    )
+
+    @property
+    def total_minor(self) -> int:
+        return self.subtotal_minor + self.delivery_fee_minor - self.compensation_minor
+
+    @property
+    def is_rx(self) -> bool:
+        return any(line.rx_only for line in self.lines)
+
+
+class OrderLine(Base):
+    __tablename__ = "order_lines"
+    __table_args__ = (
+        UniqueConstraint("order_id", "product_id", name="uq_order_lines_order_product"),
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint("price_minor >= 0", name="price_nonnegative"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="RESTRICT"))
+    quantity: Mapped[int]
+    # Unit price at the time of the order (weighted over the lots allocated), minor units.
+    price_minor: Mapped[int]
+    rx_only: Mapped[bool]
+
+    order: Mapped[Order] = relationship(back_populates="lines")
+    allocations: Mapped[list["LotAllocation"]] = relationship(
+        lazy="selectin", order_by="LotAllocation.lot_id"
+    )
+
+
+class LotAllocation(Base):
+    """Units of one order line reserved from one lot (FEFO)."""
+
+    __tablename__ = "lot_allocations"
+    __table_args__ = (CheckConstraint("quantity > 0", name="quantity_positive"),)
+
+    order_line_id: Mapped[int] = mapped_column(
+        ForeignKey("order_lines.id", ondelete="CASCADE"), primary_key=True
+    )
+    lot_id: Mapped[int] = mapped_column(
+        ForeignKey("lots.id", ondelete="RESTRICT"), primary_key=True, index=True
+    )
+    quantity: Mapped[int]
+
+
+class OrderEvent(Base):
+    """One status change of an order: the timeline shown to the patient and the store."""
+
+    __tablename__ = "order_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    order_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("orders.id", ondelete="CASCADE"), index=True
+    )
+    from_status: Mapped[OrderStatus | None] = mapped_column(status_enum)
+    to_status: Mapped[OrderStatus] = mapped_column(status_enum)
+    at: Mapped[datetime] = mapped_column(server_default=func.now())
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class IdempotencyRecord(Base):
+    """The first response to a POST with an Idempotency-Key, replayed for retries."""
+
+    __tablename__ = "idempotency_records"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # sha256 of method, path and canonical body: the same key with another body is refused.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    response_status: Mapped[int | None]
+    response_body: Mapped[dict | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(index=True)

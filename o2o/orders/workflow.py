@@ -1,0 +1,54 @@
+"""The order state machine as plain data: the one place that knows the legal transitions.
+
+Pure: no database. `lifecycle.py` applies a checked transition to a locked order row.
+"""
+
+from o2o.errors import Conflict
+from o2o.orders.models import Fulfillment, OrderStatus
+
+S = OrderStatus
+
+# to-state -> from-states; fulfillment-specific rules in `allowed`.
+TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    S.RELEASED: frozenset({S.AWAITING_PRESCRIPTION}),
+    S.PREPARING: frozenset({S.RELEASED}),
+    S.READY: frozenset({S.PREPARING, S.OUT_FOR_DELIVERY}),  # a failed delivery comes back
+    S.OUT_FOR_DELIVERY: frozenset({S.READY}),
+    S.COMPLETED: frozenset({S.READY, S.OUT_FOR_DELIVERY}),
+    S.CANCELLED: frozenset(
+        {S.AWAITING_PRESCRIPTION, S.RELEASED, S.PREPARING, S.READY, S.OUT_FOR_DELIVERY}
+    ),
+}
+
+OPEN_STATES = frozenset(s for s in OrderStatus if s not in (S.COMPLETED, S.CANCELLED))
+# States in which the order holds reserved stock.
+HOLDING_STOCK = OPEN_STATES
+# The patient may cancel until the courier has it.
+PATIENT_CANCELLABLE = frozenset({S.AWAITING_PRESCRIPTION, S.RELEASED, S.PREPARING, S.READY})
+
+
+class IllegalTransition(Conflict):
+    code = "illegal_transition"
+
+
+def allowed(current: OrderStatus, to: OrderStatus, fulfillment: Fulfillment) -> bool:
+    """Say whether an order may go from current to `to`."""
+    if current not in TRANSITIONS.get(to, frozenset()):
+        return False
+    if to is S.OUT_FOR_DELIVERY or (to is S.READY and current is S.OUT_FOR_DELIVERY):
+        return fulfillment is Fulfillment.DELIVERY
+    if to is S.COMPLETED:
+        # Pickup completes at the counter (from ready); delivery at the door.
+        expected = S.READY if fulfillment is Fulfillment.PICKUP else S.OUT_FOR_DELIVERY
+        return current is expected
+    return True
+
+
+def check(current: OrderStatus, to: OrderStatus, fulfillment: Fulfillment) -> None:
+    """Raise IllegalTransition (409) unless the transition is legal."""
+    if not allowed(current, to, fulfillment):
+        raise IllegalTransition(
+            f"An order that is {current.value.replace('_', ' ')} cannot become "
+            f"{to.value.replace('_', ' ')}.",
+            details={"status": current.value, "requested": to.value},
+        )
