@@ -1,0 +1,1 @@
+"""Prescription requests, doctors' signed prescriptions, pharmacist review, audit, FHIR export."""
