@@ -11,19 +11,19 @@ import o2o.models  # noqa: F401
 from o2o.db import Base
 from tests.conftest import alembic_config
 
-SCRATCH_DB = "o2o_migrations_test"
 
 
 @pytest.fixture(scope="module")
 def scratch_url(engine):
     """An empty database of its own, so going down to base never touches the suite's schema."""
+    scratch_db = f"{engine.url.database}_migrations"
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{SCRATCH_DB}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{SCRATCH_DB}"'))
-    url = engine.url.set(database=SCRATCH_DB).render_as_string(hide_password=False)
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch_db}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{scratch_db}"'))
+    url = engine.url.set(database=scratch_db).render_as_string(hide_password=False)
     yield url
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{SCRATCH_DB}" WITH (FORCE)'))
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch_db}" WITH (FORCE)'))
 
 
 def test_single_head():
