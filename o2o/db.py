@@ -63,7 +63,9 @@ def get_session() -> Iterator[Session]:
         session.close()
 
 
-DbSession = Annotated[Session, Depends(get_session)]
+# scope="function": the commit runs when the endpoint returns, before the response is sent, so a
+# failed commit becomes an error response instead of a 2xx for work that was never saved.
+DbSession = Annotated[Session, Depends(get_session, scope="function")]
 
 
 @contextmanager
