@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     login_failures_allowed: int = Field(5, ge=1)
     login_failure_window_seconds: int = Field(300, ge=1)
 
+    # Sign-ups per client address (limits syntax: "N/period").
+    register_rate_limit: str = "10/hour"
+
     max_body_bytes: int = 11 * 1024 * 1024
 
     sla_minutes: int = Field(120, ge=1)

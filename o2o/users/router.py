@@ -2,6 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, status
 
+from o2o import ratelimit
 from o2o.config import get_settings
 from o2o.db import DbSession
 from o2o.security import create_access_token
@@ -14,8 +15,14 @@ router = APIRouter(tags=["auth and users"])
 
 
 @router.post("/auth/register", status_code=status.HTTP_201_CREATED, response_model=UserOut)
-def register(body: RegisterIn, session: DbSession):
+def register(body: RegisterIn, session: DbSession, ip: Annotated[str, Depends(client_ip)]):
     """Sign up as a patient."""
+    ratelimit.hit(
+        ratelimit.limit(get_settings().register_rate_limit),
+        "register-ip",
+        ip,
+        message="Too many sign-ups from this address; try again later.",
+    )
     return service.create_user(
         session, email=body.email, password=body.password, name=body.name, role=Role.PATIENT
     )

@@ -144,3 +144,19 @@ def test_token_of_a_deactivated_user_is_refused(client, db):
     user.is_active = False
     db.flush()
     assert client.get(f"{API}/users/me", headers=headers).status_code == 401
+
+
+def test_sign_ups_are_rate_limited_per_client_address(client, monkeypatch):
+    monkeypatch.setattr(get_settings(), "register_rate_limit", "3/hour")
+    for i in range(3):
+        r = client.post(
+            f"{API}/auth/register",
+            json={"email": f"burst{i}@example.org", "password": "long-enough-pw", "name": "B"},
+        )
+        assert r.status_code == 201
+    r = client.post(
+        f"{API}/auth/register",
+        json={"email": "burst9@example.org", "password": "long-enough-pw", "name": "B"},
+    )
+    assert r.status_code == 429
+    assert int(r.headers["Retry-After"]) > 0
