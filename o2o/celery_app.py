@@ -9,7 +9,7 @@ from celery import Celery
 from o2o.config import get_settings
 
 # Task modules, bottom floor first. Each domain adds its tasks module here.
-TASK_MODULES = ["o2o.tasks"]
+TASK_MODULES = ["o2o.tasks", "prescriptions.tasks", "dispatch.tasks", "o2o.orders.tasks"]
 
 settings = get_settings()
 
@@ -35,4 +35,18 @@ app.conf.update(
 
 app.conf.beat_schedule = {
     "heartbeat": {"task": "o2o.tasks.heartbeat", "schedule": 60.0},
+    "orders-expire-holds": {"task": "o2o.orders.tasks.expire_holds", "schedule": 60.0},
+    "orders-purge-idempotency-records": {
+        "task": "o2o.orders.tasks.purge_idempotency_records",
+        "schedule": 3600.0,
+    },
+    "prescriptions-escalate-unclaimed": {
+        "task": "prescriptions.escalate_unclaimed",
+        "schedule": 60.0,
+    },
+    "prescriptions-flag-unreviewed": {"task": "prescriptions.flag_unreviewed", "schedule": 60.0},
+    "prescriptions-expire-issued": {"task": "prescriptions.expire_issued", "schedule": 60.0},
+    "dispatch-sla-monitor": {"task": "dispatch.sla_monitor", "schedule": 60.0},
+    "dispatch-return-stale-claims": {"task": "dispatch.return_stale_claims", "schedule": 60.0},
+    "dispatch-relay-outbox": {"task": "dispatch.relay_outbox", "schedule": 5.0},
 }

@@ -35,6 +35,71 @@ class Settings(BaseSettings):
 
     sla_minutes: int = Field(120, ge=1)
 
+    # Store search: the widest radius a search may cover (so it never scans a whole country),
+    # and searches per client address (anyone may search, signed in or not).
+    search_max_radius_m: float = Field(50_000, gt=0, le=500_000)
+    search_rate_limit: str = "60/minute"
+    # Order placements per patient (retries with the same Idempotency-Key count too).
+    order_rate_limit: str = "30/minute"
+
+    # Orders: how long stock is held waiting for a prescription, and for a pickup once ready.
+    rx_wait_hours: int = Field(24, ge=1, le=24 * 7)
+    pickup_hold_hours: int = Field(48, ge=1, le=24 * 14)
+    # Wrong pickup codes allowed per order before the code is locked.
+    pickup_code_max_failures: int = Field(5, ge=1, le=20)
+    # Idempotency-Key: how long a first response is replayed, and after how long an unfinished
+    # request (its process died) no longer blocks its key.
+    idempotency_ttl_hours: int = Field(24, ge=24)
+    idempotency_stale_seconds: int = Field(60, ge=5)
+
+    # Prescriptions: minutes a request may wait for a doctor before it escalates, minutes an
+    # issued prescription may wait for the store's pharmacist before the store is flagged.
+    prescription_claim_minutes: int = Field(15, ge=1)
+    prescription_review_minutes: int = Field(30, ge=1)
+    # Validity a doctor may give (DESIGN.md: default 24 h, at most 72 h).
+    prescription_default_valid_hours: int = Field(24, ge=1, le=72)
+    prescription_max_valid_hours: int = Field(72, ge=1, le=72)
+    # A prepared signing payload must be signed within this many minutes.
+    prescription_signing_window_minutes: int = Field(30, ge=1)
+    # Warn the pharmacist when the patient had the same medicine dispensed this recently.
+    prescription_repeat_warning_days: int = Field(7, ge=0)
+    prescription_attachment_max_bytes: int = Field(10 * 1024 * 1024, ge=1)
+
+    # Dispatch: active jobs a courier may hold, how far from a courier a job's store may be (wider
+    # for escalated jobs), minutes a claim may wait for pickup before the job returns to the pool,
+    # the width of the deadline buckets within which nearer jobs go first, wrong delivery codes
+    # allowed before the job is locked for the store, and courier location updates accepted.
+    dispatch_max_active_jobs: int = Field(2, ge=1, le=10)
+    dispatch_radius_m: float = Field(5000, gt=0, le=100_000)
+    dispatch_escalated_radius_m: float = Field(12000, gt=0, le=200_000)
+    # Long enough to ride across the radius (5 km x 1.35 detour at 18 km/h is about 23 minutes):
+    # a shorter limit sweeps honest claims back to the pool while the courier is on the way.
+    dispatch_claim_timeout_minutes: int = Field(30, ge=1)
+    dispatch_deadline_bucket_minutes: int = Field(10, ge=1, le=120)
+    dispatch_code_max_failures: int = Field(5, ge=1, le=20)
+    courier_location_rate_limit: str = "1/5 seconds"
+
+    # SLA monitor: an open delivery is at risk when its predicted finish is later than the
+    # deadline minus this margin; minutes a ready order waits for a courier to claim it and reach
+    # the store, and to hand it over at the door, when nothing better is known.
+    sla_risk_margin_minutes: int = Field(15, ge=0)
+    sla_courier_wait_minutes: float = Field(10, ge=0)
+    sla_handover_minutes: float = Field(2, ge=0)
+    # After a breach: "waive_delivery_fee", "fixed" (sla_compensation_fixed_minor, capped at the
+    # order total) or "none".
+    sla_compensation: Literal["waive_delivery_fee", "fixed", "none"] = "waive_delivery_fee"
+    sla_compensation_fixed_minor: int = Field(0, ge=0)
+
+    # Webhooks (outbox relay): per-request timeout, attempts before a delivery is given up,
+    # exponential backoff, deliveries per relay run, and how far back the fan-out re-reads
+    # events (longer than any transaction, so an event committed late is still seen).
+    webhook_timeout_s: float = Field(5, gt=0, le=60)
+    webhook_max_attempts: int = Field(12, ge=1, le=50)
+    webhook_backoff_base_s: float = Field(10, gt=0)
+    webhook_backoff_max_s: float = Field(3600, gt=0)
+    webhook_batch_size: int = Field(20, ge=1, le=500)
+    outbox_fanout_lag_s: int = Field(600, ge=0)
+
     # Celery: seconds before a task taken by a worker that died is handed out again.
     task_visibility_timeout_s: int = Field(300, ge=10)
 

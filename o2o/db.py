@@ -53,6 +53,7 @@ def get_sessionmaker() -> sessionmaker[Session]:
 def get_session() -> Iterator[Session]:
     """Give a request one session; commit once at the end, or roll back on any error."""
     session = get_sessionmaker()()
+    session.info[COMMIT_ON_RETURN] = True
     try:
         yield session
         session.commit()
@@ -63,9 +64,32 @@ def get_session() -> Iterator[Session]:
         session.close()
 
 
+# Marks a request's session, which its endpoint commits as it returns (see commit_on_return).
+COMMIT_ON_RETURN = "commit_on_return"
+
 # scope="function": the commit runs when the endpoint returns, before the response is sent, so a
 # failed commit becomes an error response instead of a 2xx for work that was never saved.
 DbSession = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def commit_on_return(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a sync endpoint so it commits its request session in its own thread as it returns."""
+
+    # FastAPI validates a sync endpoint's return value in a second worker thread, and only then
+    # closes the session dependency. Under a burst on one row (the last units of a lot) every
+    # worker thread can be waiting for the lock that a finished request still holds while that
+    # request waits for a thread to validate its response: nothing moves until the pool times
+    # out. Committing as the endpoint returns releases the locks before the second hop. The
+    # dependency's own commit then finds nothing to do, and still rolls back on any error.
+    @functools.wraps(endpoint)
+    def run_then_commit(*args: Any, **kwargs: Any) -> Any:
+        result = endpoint(*args, **kwargs)
+        for value in kwargs.values():
+            if isinstance(value, Session) and value.info.get(COMMIT_ON_RETURN):
+                value.commit()
+        return result
+
+    return run_then_commit
 
 
 @contextmanager

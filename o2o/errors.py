@@ -9,8 +9,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from pydantic_core import PydanticCustomError
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +92,40 @@ class ServiceUnavailable(DomainError):
     code = "service_unavailable"
 
 
+class ErrorBodyOut(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorOut(BaseModel):
+    """The one error shape (documented in the OpenAPI schema)."""
+
+    error: ErrorBodyOut
+
+
+def error_responses(**by_status: str) -> dict[int, dict[str, Any]]:
+    """Document error answers for a route: error_responses(e409="order_not_open") -> `responses`."""
+    return {
+        int(key.removeprefix("e")): {"model": ErrorOut, "description": description}
+        for key, description in by_status.items()
+    }
+
+
+def rule_error(code: str, message: str) -> PydanticCustomError:
+    """Refuse input inside a model on a rule no JSON schema can state (a product listed twice, a
+    wrong check digit): the answer is 422 with `code` instead of `invalid_input`."""
+    return PydanticCustomError(code, message, {"rule": True})
+
+
+def _rule_code(exc: RequestValidationError) -> str | None:
+    """The code of the first rule broken, when every error is such a rule (none is malformed)."""
+    errors = exc.errors()
+    if errors and all((err.get("ctx") or {}).get("rule") is True for err in errors):
+        return errors[0]["type"]
+    return None
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     """Build the one error shape."""
     return {"error": {"code": code, "message": message, "details": details}}
@@ -130,6 +168,15 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     return details
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route_methods
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that make every error one JSON shape."""
 
@@ -144,6 +191,9 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(
                 422, "malformed_json", "The request body is not valid JSON.", details
             )
+        rule = _rule_code(exc)
+        if rule is not None:
+            return error_response(422, rule, details[0]["message"], details)
         return error_response(422, "invalid_input", "The request is not valid.", details)
 
     @app.exception_handler(StarletteHTTPException)
@@ -152,7 +202,12 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         if exc.status_code == 404 and message == "Not Found":
             message = "Nothing is here."
-        return error_response(exc.status_code, code, message, None, getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            # Starlette names only the first route that matched the path; a path served by
+            # several routes (GET and POST /orders) allows all of their methods.
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+        return error_response(exc.status_code, code, message, None, headers)
 
     @app.exception_handler(OperationalError)
     async def _db_down(request: Request, exc: OperationalError) -> JSONResponse:
@@ -162,6 +217,19 @@ def install_error_handlers(app: FastAPI) -> None:
             "service_unavailable",
             "The service is briefly unavailable; try again.",
             headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_exhausted(request: Request, exc: PoolTimeout) -> JSONResponse:
+        # Every pooled connection stayed busy for the whole pool timeout: the service is
+        # overloaded, not broken, and the request changed nothing; a client may retry.
+        log.warning("database connection pool exhausted")
+        return error_response(
+            503,
+            "service_unavailable",
+            "The service is busy; try again in a moment.",
+            details={"retry_after_seconds": 2},
+            headers={"Retry-After": "2"},
         )
 
     @app.exception_handler(DBAPIError)

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from o2o.config import get_settings
-from o2o.db import get_session
+from o2o.db import COMMIT_ON_RETURN, get_session
 from o2o.redis import get_redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,6 +81,7 @@ def app(db: Session):
         # Keep what the test set up before the request: a request that fails rolls back its
         # own work only, as it would against the real database.
         db.commit()
+        db.info[COMMIT_ON_RETURN] = True
         try:
             yield db
             db.commit()

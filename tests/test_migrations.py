@@ -12,7 +12,6 @@ from o2o.db import Base
 from tests.conftest import alembic_config
 
 
-
 @pytest.fixture(scope="module")
 def scratch_url(engine):
     """An empty database of its own, so going down to base never touches the suite's schema."""

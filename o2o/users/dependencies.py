@@ -53,6 +53,8 @@ def require_role(*roles: Role) -> Callable[[User], User]:
             )
         return user
 
+    # Read by the OpenAPI builder to document the 403 (o2o/openapi.py).
+    dependency.allowed_roles = allowed
     return dependency
 
 

@@ -3,18 +3,27 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, status
 
 from o2o import ratelimit
+from o2o.api import ApiRoute
 from o2o.config import get_settings
 from o2o.db import DbSession
+from o2o.errors import error_responses
 from o2o.security import create_access_token
 from o2o.users import service
 from o2o.users.dependencies import AdminUser, CurrentUser, client_ip
 from o2o.users.models import Role
 from o2o.users.schemas import MeOut, RegisterIn, TokenOut, UserCreateIn, UserOut
 
-router = APIRouter(tags=["auth and users"])
+router = APIRouter(route_class=ApiRoute, tags=["auth and users"])
 
 
-@router.post("/auth/register", status_code=status.HTTP_201_CREATED, response_model=UserOut)
+@router.post(
+    "/auth/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserOut,
+    responses=error_responses(
+        e409="email_taken", e429="rate_limited: too many sign-ups from this address"
+    ),
+)
 def register(body: RegisterIn, session: DbSession, ip: Annotated[str, Depends(client_ip)]):
     """Sign up as a patient."""
     ratelimit.hit(
@@ -28,7 +37,14 @@ def register(body: RegisterIn, session: DbSession, ip: Annotated[str, Depends(cl
     )
 
 
-@router.post("/auth/token", response_model=TokenOut)
+@router.post(
+    "/auth/token",
+    response_model=TokenOut,
+    responses=error_responses(
+        e401="invalid_credentials",
+        e429="rate_limited: too many failed sign-ins for this account or address",
+    ),
+)
 def token(
     session: DbSession,
     username: Annotated[str, Form(max_length=254)],
@@ -50,7 +66,12 @@ def me(user: CurrentUser):
     return user
 
 
-@router.post("/admin/users", status_code=status.HTTP_201_CREATED, response_model=MeOut)
+@router.post(
+    "/admin/users",
+    status_code=status.HTTP_201_CREATED,
+    response_model=MeOut,
+    responses=error_responses(e409="email_taken"),
+)
 def create_user(body: UserCreateIn, session: DbSession, admin: AdminUser):
     """Create a doctor, pharmacist (with store ids), courier, admin or patient."""
     return service.create_user(

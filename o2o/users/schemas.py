@@ -1,4 +1,4 @@
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StrictInt
 
 from o2o.users.models import Role
 
@@ -15,7 +15,7 @@ class RegisterIn(BaseModel):
 
 class UserCreateIn(RegisterIn):
     role: Role
-    store_ids: list[int] = Field(default_factory=list, max_length=1000)
+    store_ids: list[StrictInt] = Field(default_factory=list, max_length=1000)
 
 
 class UserOut(BaseModel):

@@ -58,3 +58,23 @@ def test_every_response_carries_a_request_id(client):
     r = client.get("/healthz", headers={"X-Request-ID": "abc123"})
     assert r.headers["x-request-id"] == "abc123"
     assert len(client.get("/healthz").headers["x-request-id"]) == 32
+
+
+def test_a_whole_json_number_counts_as_an_integer_and_a_fraction_does_not(client):
+    """JSON Schema counts 3.0 as an integer, so the API does; 2.5, true and "3" are refused."""
+
+    def search(quantity):
+        body = {
+            "location": {"lat": 31.23, "lon": 121.47},
+            "items": [{"product_id": 1, "quantity": quantity}],
+        }
+        return client.post("/api/v1/search/stores", json=body)
+
+    # 3.0 passes the integer check and reaches the catalogue, which has no product 1 here.
+    whole = search(3.0)
+    assert whole.status_code == 422
+    assert whole.json()["error"]["code"] == "unknown_product"
+    for refused in (2.5, True, "3"):
+        response = search(refused)
+        assert response.status_code == 422, refused
+        assert response.json()["error"]["code"] == "invalid_input", refused

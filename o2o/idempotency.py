@@ -1,0 +1,187 @@
+"""Idempotency-Key for POSTs that create things: a retry gets the first answer, not a second order.
+
+The key is claimed first, in its own short transaction (`claim`): a row inserted with
+`ON CONFLICT`, so a concurrent twin sees it at once and is told the first is still in flight. The
+final response is stored by the claim's holder in the same transaction as the work (`finish`), so
+"order exists" and "response recorded" commit together or not at all. Refusals (4xx) are recorded
+too, in a transaction after the work's has rolled back; unexpected failures give the key back
+(`abandon`). A claim whose process died stops blocking after
+`idempotency_stale_seconds` and may be taken over by a retry of the same request.
+"""
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends
+from sqlalchemy import and_, delete, func, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from o2o.config import get_settings
+from o2o.db import session_scope
+from o2o.errors import Conflict, InvalidInput
+from o2o.orders.models import IdempotencyRecord
+
+R = IdempotencyRecord
+
+
+@dataclass(frozen=True)
+class Claim:
+    """This request holds the key and must finish (or abandon) it."""
+
+    user_id: int
+    key: str
+    token: uuid.UUID
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The key was used before with this request: answer with the stored response."""
+
+    status: int
+    body: Any
+
+
+class KeyReused(InvalidInput):
+    code = "idempotency_key_reused"
+
+
+class RequestInFlight(Conflict):
+    code = "request_in_flight"
+
+
+def request_hash(method: str, path: str, body: Any) -> str:
+    """Fingerprint a request: method, path and the body in canonical JSON."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{method.upper()} {path}\n{canonical}".encode()).hexdigest()
+
+
+def claim(session: Session, *, user_id: int, key: str, request_hash: str) -> Claim | Replay:
+    """Take the key for this request, or say what the earlier use of it means.
+
+    Run in a transaction of its own and commit right after, so a twin request sees the claim.
+    Raises 422 `idempotency_key_reused` (another body) or 409 `request_in_flight`.
+    """
+    settings = get_settings()
+    token = uuid.uuid4()
+    stale_before = func.now() - timedelta(seconds=settings.idempotency_stale_seconds)
+    stmt = insert(R).values(
+        user_id=user_id,
+        key=key,
+        request_hash=request_hash,
+        claim_token=token,
+        created_at=func.now(),
+        expires_at=func.now() + timedelta(hours=settings.idempotency_ttl_hours),
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[R.user_id, R.key],
+        set_={
+            "request_hash": stmt.excluded.request_hash,
+            "claim_token": stmt.excluded.claim_token,
+            "created_at": stmt.excluded.created_at,
+            "expires_at": stmt.excluded.expires_at,
+            "response_status": None,
+            "response_body": None,
+        },
+        # Take the row over only when its answer has expired, or when the same request was
+        # left unfinished long enough ago that its process must have died.
+        where=or_(
+            R.expires_at <= func.now(),
+            and_(
+                R.response_status.is_(None),
+                R.created_at < stale_before,
+                R.request_hash == stmt.excluded.request_hash,
+            ),
+        ),
+    ).returning(R.claim_token)
+    if session.scalar(stmt) == token:
+        return Claim(user_id, key, token)
+
+    # The conflicting row is locked by the statement above, so this reads its settled state.
+    existing = session.scalar(
+        select(R)
+        .where(R.user_id == user_id, R.key == key)
+        .execution_options(populate_existing=True)
+    )
+    if existing is None:  # purged between the two statements: the key is free again
+        return claim(session, user_id=user_id, key=key, request_hash=request_hash)
+    if existing.request_hash != request_hash:
+        raise KeyReused(
+            "This Idempotency-Key was already used for a different request; use a new key.",
+        )
+    if existing.response_status is not None:
+        return Replay(existing.response_status, existing.response_body)
+    raise RequestInFlight(
+        "The first request with this Idempotency-Key is still being processed; retry shortly.",
+        details={"retry_after_seconds": 1},
+        headers={"Retry-After": "1"},
+    )
+
+
+def finish(session: Session, claim: Claim, status: int, body: Any) -> bool:
+    """Store the response for the claim's holder; False if the claim was lost (taken over)."""
+    result = session.execute(
+        update(R)
+        .where(
+            R.user_id == claim.user_id,
+            R.key == claim.key,
+            R.claim_token == claim.token,
+            R.response_status.is_(None),
+        )
+        .values(response_status=status, response_body=body)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def abandon(session: Session, claim: Claim) -> None:
+    """Give the key back after an unexpected failure, so a retry runs the request again."""
+    session.execute(
+        delete(R)
+        .where(
+            R.user_id == claim.user_id,
+            R.key == claim.key,
+            R.claim_token == claim.token,
+            R.response_status.is_(None),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def purge_expired(session: Session, *, batch: int = 5000) -> int:
+    """Delete up to `batch` records whose answer is past its time; return how many."""
+    doomed = (
+        select(R.user_id, R.key)
+        .where(R.expires_at <= func.now())
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    )
+    result = session.execute(
+        delete(R)
+        .where(R.expires_at <= func.now(), tuple_(R.user_id, R.key).in_(doomed))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
+@contextmanager
+def _side_transaction() -> Iterator[Session]:
+    with session_scope() as session:
+        yield session
+
+
+SideSessionFactory = Callable[[], AbstractContextManager[Session]]
+
+
+def get_side_sessions() -> SideSessionFactory:
+    """Give a factory of short transactions of their own (claims, recorded refusals)."""
+    return _side_transaction
+
+
+SideSessions = Annotated[SideSessionFactory, Depends(get_side_sessions)]

@@ -1,0 +1,61 @@
+"""The order state machine: every pair of states, pure."""
+
+import itertools
+
+import pytest
+
+from o2o.orders.models import Fulfillment, OrderStatus
+from o2o.orders.workflow import PATIENT_CANCELLABLE, IllegalTransition, allowed, check
+
+S = OrderStatus
+P, D = Fulfillment.PICKUP, Fulfillment.DELIVERY
+
+LEGAL = (
+    {
+        (S.AWAITING_PRESCRIPTION, S.RELEASED, P),
+        (S.AWAITING_PRESCRIPTION, S.RELEASED, D),
+        (S.RELEASED, S.PREPARING, P),
+        (S.RELEASED, S.PREPARING, D),
+        (S.PREPARING, S.READY, P),
+        (S.PREPARING, S.READY, D),
+        (S.READY, S.OUT_FOR_DELIVERY, D),
+        (S.OUT_FOR_DELIVERY, S.READY, D),
+        (S.READY, S.COMPLETED, P),
+        (S.OUT_FOR_DELIVERY, S.COMPLETED, D),
+    }
+    | {
+        (s, S.CANCELLED, f)
+        for s in (S.AWAITING_PRESCRIPTION, S.RELEASED, S.PREPARING, S.READY)
+        for f in (P, D)
+    }
+    | {
+        (S.OUT_FOR_DELIVERY, S.CANCELLED, D),
+        # Unreachable (a pickup is never out for delivery), and harmless: any open order may end.
+        (S.OUT_FOR_DELIVERY, S.CANCELLED, P),
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("current", "to", "fulfillment"), list(itertools.product(S, S, Fulfillment))
+)
+def test_exactly_the_designed_transitions_are_allowed(current, to, fulfillment):
+    assert allowed(current, to, fulfillment) == ((current, to, fulfillment) in LEGAL)
+
+
+def test_illegal_transition_is_a_409_naming_both_states():
+    with pytest.raises(IllegalTransition) as info:
+        check(S.COMPLETED, S.CANCELLED, P)
+    assert info.value.status_code == 409
+    assert info.value.code == "illegal_transition"
+    assert info.value.details == {"status": "completed", "requested": "cancelled"}
+
+
+def test_pickup_skips_the_courier_and_delivery_cannot_complete_at_the_counter():
+    assert not allowed(S.READY, S.OUT_FOR_DELIVERY, P)
+    assert not allowed(S.READY, S.COMPLETED, D)
+
+
+def test_patients_cannot_cancel_once_the_courier_has_it():
+    assert S.OUT_FOR_DELIVERY not in PATIENT_CANCELLABLE
+    assert S.READY in PATIENT_CANCELLABLE
