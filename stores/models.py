@@ -27,6 +27,20 @@ class Store(Base):
         CheckConstraint("delivery_fee_minor >= 0", name="delivery_fee_nonnegative"),
         CheckConstraint("min_shelf_life_days BETWEEN 0 AND 3650", name="shelf_life_range"),
         CheckConstraint("courier_speed_kmh > 0 AND detour_factor >= 1", name="eta_params"),
+        # Search's driven plan fetches a few hundred candidate stores by id and sorts them by
+        # distance: with these columns that is an index-only scan, not a heap fetch each.
+        Index(
+            "ix_stores_id_search",
+            "id",
+            postgresql_include=[
+                "location",
+                "is_active",
+                "offers_pickup",
+                "offers_delivery",
+                "timezone",
+                "min_shelf_life_days",
+            ],
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -147,6 +147,20 @@ def upgrade() -> None:
         postgresql_using="gist",
         postgresql_ops={},
     )
+    op.create_index(
+        "ix_stores_id_search",
+        "stores",
+        ["id"],
+        unique=False,
+        postgresql_include=[
+            "location",
+            "is_active",
+            "offers_pickup",
+            "offers_delivery",
+            "timezone",
+            "min_shelf_life_days",
+        ],
+    )
     op.create_table(
         "inventory_syncs",
         sa.Column("store_id", sa.Integer(), nullable=False),
@@ -258,6 +272,7 @@ def downgrade() -> None:
     )
     op.drop_table("lots")
     op.drop_table("inventory_syncs")
+    op.drop_index("ix_stores_id_search", table_name="stores")
     op.drop_geospatial_index(
         "idx_stores_location", table_name="stores", postgresql_using="gist", column_name="location"
     )

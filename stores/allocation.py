@@ -1,0 +1,203 @@
+"""Lot allocation: the pure FEFO choice, and the locked reserve / release / commit of stock.
+
+The decision (`choose_lots`) is plain code over plain values. The writers lock the lots they touch
+`FOR UPDATE` in id order, so two orders that need the same lots always queue in the same order and
+can never deadlock, and no second transaction can read a quantity this one is about to change.
+"""
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from o2o.errors import Conflict
+from stores.models import Lot
+
+
+@dataclass(frozen=True)
+class LotStock:
+    """What the allocator needs to know about one lot."""
+
+    lot_id: int
+    expiry_date: date
+    available: int  # on_hand - reserved
+    price_minor: int = 0
+
+
+@dataclass(frozen=True)
+class Allocation:
+    lot_id: int
+    quantity: int
+    price_minor: int = 0
+
+
+@dataclass(frozen=True)
+class Shortage:
+    product_id: int
+    quantity_missing: int
+
+
+@dataclass(frozen=True)
+class LineRequest:
+    product_id: int
+    quantity: int
+
+
+class InsufficientStock(Conflict):
+    """Not enough usable stock for one or more lines; every shortage is listed."""
+
+    code = "insufficient_stock"
+
+    def __init__(
+        self,
+        shortages: Sequence[Shortage],
+        message: str | None = None,
+        *,
+        names: Mapping[int, str] | None = None,
+    ) -> None:
+        names = names or {}
+        ordered = sorted(shortages, key=lambda s: s.product_id)
+        missing = []
+        for s in ordered:
+            entry = {"product_id": s.product_id, "quantity_missing": s.quantity_missing}
+            if s.product_id in names:
+                entry["name"] = names[s.product_id]
+            missing.append(entry)
+        # Name each item the way the patient saw it in the catalogue, when the caller knows it.
+        listed = ", ".join(
+            f"{names.get(s.product_id, f'product {s.product_id}')} ({s.quantity_missing} short)"
+            for s in ordered
+        )
+        if message is None:
+            text = f"Not enough stock for {listed}; nothing was reserved."
+        elif names:
+            text = f"{message} Not enough: {listed}."
+        else:
+            text = message
+        super().__init__(text, details={"missing": missing})
+        self.shortages = list(shortages)
+        self._given_message = message
+
+    def naming(self, names: Mapping[int, str]) -> "InsufficientStock":
+        """Return the same refusal with the items named (product id -> name)."""
+        return InsufficientStock(self.shortages, self._given_message, names=names)
+
+
+def choose_lots(lots: Iterable[LotStock], quantity: int, *, min_expiry: date) -> list[Allocation]:
+    """Pick lots first-expiry-first-out for `quantity` units, skipping lots expiring before
+    `min_expiry`; return fewer units than asked when stock is short (the caller decides)."""
+    if quantity <= 0:
+        raise ValueError("quantity must be positive")
+    usable = sorted(
+        (lot for lot in lots if lot.expiry_date >= min_expiry and lot.available > 0),
+        # Same expiry: the lower id (older row) first, so the choice is deterministic.
+        key=lambda lot: (lot.expiry_date, lot.lot_id),
+    )
+    chosen: list[Allocation] = []
+    remaining = quantity
+    for lot in usable:
+        if remaining == 0:
+            break
+        take = min(lot.available, remaining)
+        chosen.append(Allocation(lot.lot_id, take, lot.price_minor))
+        remaining -= take
+    return chosen
+
+
+def allocated(allocations: Iterable[Allocation]) -> int:
+    return sum(a.quantity for a in allocations)
+
+
+def reserve_lines(
+    session: Session,
+    store_id: int,
+    lines: Sequence[LineRequest],
+    *,
+    min_expiry: date,
+    min_expiry_by_product: Mapping[int, date] | None = None,
+) -> dict[int, list[Allocation]]:
+    """Reserve every line at one store FEFO, all or nothing; raise InsufficientStock listing
+    every shortage. Returns product_id -> allocations; the lots' `reserved` is increased."""
+    per_product_min = dict(min_expiry_by_product or {})
+    product_ids = sorted({line.product_id for line in lines})
+    # One statement locks every candidate lot of the cart, in id order (see the module doc).
+    # Lots too close to expiry for every line are left unlocked: nobody can allocate them.
+    floor = min([min_expiry, *per_product_min.values()])
+    lots = session.scalars(
+        select(Lot)
+        .where(
+            Lot.store_id == store_id,
+            Lot.product_id.in_(product_ids),
+            Lot.expiry_date >= floor,
+        )
+        .order_by(Lot.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
+    by_product: dict[int, list[Lot]] = {}
+    for lot in lots:
+        by_product.setdefault(lot.product_id, []).append(lot)
+
+    result: dict[int, list[Allocation]] = {}
+    shortages: list[Shortage] = []
+    for line in lines:
+        candidates = [
+            LotStock(lot.id, lot.expiry_date, lot.on_hand - lot.reserved, lot.price_minor)
+            for lot in by_product.get(line.product_id, [])
+        ]
+        chosen = choose_lots(
+            candidates, line.quantity, min_expiry=per_product_min.get(line.product_id, min_expiry)
+        )
+        got = allocated(chosen)
+        if got < line.quantity:
+            shortages.append(Shortage(line.product_id, line.quantity - got))
+        result[line.product_id] = chosen
+    if shortages:
+        raise InsufficientStock(shortages)
+
+    locked = {lot.id: lot for lot in lots}
+    for chosen in result.values():
+        for a in chosen:
+            locked[a.lot_id].reserved += a.quantity
+    session.flush()
+    return result
+
+
+def _lock_lots(session: Session, lot_ids: Iterable[int]) -> dict[int, Lot]:
+    ids = sorted(set(lot_ids))
+    if not ids:
+        return {}
+    rows = session.scalars(
+        select(Lot)
+        .where(Lot.id.in_(ids))
+        .order_by(Lot.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
+    return {lot.id: lot for lot in rows}
+
+
+def release(session: Session, allocations: Iterable[tuple[int, int]]) -> None:
+    """Give reserved units back to their lots: (lot_id, quantity) pairs."""
+    allocations = list(allocations)
+    lots = _lock_lots(session, (lot_id for lot_id, _ in allocations))
+    for lot_id, quantity in allocations:
+        lot = lots[lot_id]
+        # The point of sale may have counted the lot down below what we reserved; never go
+        # negative, the CHECK would refuse the whole cancellation.
+        lot.reserved = max(0, lot.reserved - quantity)
+    session.flush()
+
+
+def commit(session: Session, allocations: Iterable[tuple[int, int]]) -> None:
+    """Take reserved units out of stock when goods leave the store: on_hand and reserved drop."""
+    allocations = list(allocations)
+    lots = _lock_lots(session, (lot_id for lot_id, _ in allocations))
+    for lot_id, quantity in allocations:
+        lot = lots[lot_id]
+        lot.reserved = max(0, lot.reserved - quantity)
+        lot.on_hand = max(0, lot.on_hand - quantity)
+        lot.reserved = min(lot.reserved, lot.on_hand)
+    session.flush()

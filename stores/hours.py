@@ -1,0 +1,151 @@
+"""Opening hours: is a store open at an instant, and when does it open next (pure code).
+
+Hours are a week of local wall-clock intervals in the store's IANA timezone:
+`[{"weekday": 0..6 (Monday=0), "opens": "08:00", "closes": "22:00"}]`; `None` means always open.
+A `closes` earlier than `opens` runs past midnight into the next day; `closes` may be "24:00" (end
+of the day). Intervals are turned into UTC instants per calendar day, so daylight-saving changes
+move the instants, never the wall-clock times the store keeps.
+"""
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+MINUTES_PER_DAY = 24 * 60
+MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
+# More entries than this is a data error, not a real week (7 days x a few shifts).
+MAX_INTERVALS = 50
+
+_HHMM = re.compile(r"^(?:[01]\d|2[0-3]):[0-5]\d$")
+END_OF_DAY = "24:00"
+
+
+@dataclass(frozen=True)
+class OpeningInterval:
+    """One opening: from `opens` (local) on `weekday`, for `minutes` of wall-clock time."""
+
+    weekday: int
+    opens: time
+    minutes: int
+
+    @property
+    def week_start(self) -> int:
+        return self.weekday * MINUTES_PER_DAY + self.opens.hour * 60 + self.opens.minute
+
+
+def _minutes(hhmm: str) -> int:
+    if hhmm == END_OF_DAY:
+        return MINUTES_PER_DAY
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def parse_interval(entry: Mapping) -> OpeningInterval:
+    """Turn one `{"weekday", "opens", "closes"}` entry into an interval; ValueError says why not."""
+    if not isinstance(entry, Mapping):
+        raise ValueError("each entry must be an object with weekday, opens and closes")
+    weekday, opens, closes = entry.get("weekday"), entry.get("opens"), entry.get("closes")
+    if isinstance(weekday, bool) or not isinstance(weekday, int) or not 0 <= weekday <= 6:
+        raise ValueError("weekday must be an integer from 0 (Monday) to 6 (Sunday)")
+    if not isinstance(opens, str) or not _HHMM.match(opens):
+        raise ValueError(f"opens must be a time HH:MM from 00:00 to 23:59, not {opens!r}")
+    if not isinstance(closes, str) or not (_HHMM.match(closes) or closes == END_OF_DAY):
+        raise ValueError(f"closes must be a time HH:MM from 00:00 to 24:00, not {closes!r}")
+    start, end = _minutes(opens), _minutes(closes)
+    if start == end:
+        raise ValueError(f"opens and closes are both {opens}; write 00:00 to 24:00 for a whole day")
+    minutes = end - start if end > start else end + MINUTES_PER_DAY - start
+    return OpeningInterval(weekday, time(start // 60, start % 60), minutes)
+
+
+def parse_hours(entries: Sequence[Mapping] | None) -> tuple[OpeningInterval, ...] | None:
+    """Validate a week of hours (None = always open); ValueError names the first problem.
+
+    Intervals may not overlap, also across midnight and from Sunday into Monday: overlapping
+    hours are a data-entry mistake that would make "closes at" ambiguous.
+    """
+    if entries is None:
+        return None
+    if len(entries) > MAX_INTERVALS:
+        raise ValueError(f"at most {MAX_INTERVALS} opening intervals are allowed")
+    intervals = []
+    for index, entry in enumerate(entries):
+        try:
+            intervals.append(parse_interval(entry))
+        except ValueError as exc:
+            raise ValueError(f"opening_hours[{index}]: {exc}") from None
+    ordered = sorted(intervals, key=lambda i: i.week_start)
+    for current, following in zip(ordered, ordered[1:] + ordered[:1], strict=True):
+        gap = (following.week_start - current.week_start) % MINUTES_PER_WEEK
+        if len(ordered) > 1 and current.minutes > gap:
+            raise ValueError(
+                f"opening hours overlap: weekday {current.weekday} from "
+                f"{current.opens:%H:%M} runs into weekday {following.weekday} from "
+                f"{following.opens:%H:%M}"
+            )
+    return tuple(intervals)
+
+
+def _as_intervals(hours: Sequence[Mapping] | Sequence[OpeningInterval]) -> list[OpeningInterval]:
+    return [h if isinstance(h, OpeningInterval) else parse_interval(h) for h in hours]
+
+
+def _utc(at: datetime) -> datetime:
+    if at.tzinfo is None:
+        raise ValueError("`at` must be timezone-aware")
+    return at.astimezone(UTC)
+
+
+def _windows(
+    intervals: list[OpeningInterval], zone: ZoneInfo, local_day: date, days: range
+) -> Iterator[tuple[datetime, datetime]]:
+    """Yield the UTC (start, end) of each interval on the local days local_day + days."""
+    for offset in days:
+        day = local_day + timedelta(days=offset)
+        for interval in intervals:
+            if interval.weekday != day.weekday():
+                continue
+            # Wall-clock arithmetic (naive), then localised: 22:00 + 8 h is 06:00 on the
+            # store's clock even on the night the clocks change.
+            start = datetime.combine(day, interval.opens)
+            end = start + timedelta(minutes=interval.minutes)
+            yield (
+                start.replace(tzinfo=zone).astimezone(UTC),
+                end.replace(tzinfo=zone).astimezone(UTC),
+            )
+
+
+def is_open_at(
+    hours: Sequence[Mapping] | Sequence[OpeningInterval] | None, tz: str, at: datetime
+) -> bool:
+    """Return whether a store with these hours in timezone tz is open at the instant `at`."""
+    if hours is None:
+        return True
+    at_utc = _utc(at)
+    zone = ZoneInfo(tz)
+    local_day = at_utc.astimezone(zone).date()
+    # Yesterday's overnight interval may still be running.
+    return any(
+        start <= at_utc < end
+        for start, end in _windows(_as_intervals(hours), zone, local_day, range(-1, 1))
+    )
+
+
+def next_opening(
+    hours: Sequence[Mapping] | Sequence[OpeningInterval] | None, tz: str, at: datetime
+) -> datetime | None:
+    """Return when a store closed at `at` opens next (UTC); None if it is open or never opens."""
+    if hours is None or is_open_at(hours, tz, at):
+        return None
+    at_utc = _utc(at)
+    zone = ZoneInfo(tz)
+    local_day = at_utc.astimezone(zone).date()
+    # Today up to the same weekday next week covers every interval of the week at least once.
+    starts = (
+        start
+        for start, _ in _windows(_as_intervals(hours), zone, local_day, range(0, 8))
+        if start > at_utc
+    )
+    return min(starts, default=None)

@@ -1,0 +1,120 @@
+"""Store search and the nearby list: open to anyone (patients browse before signing in)."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from o2o import ratelimit
+from o2o.api import ApiRoute
+from o2o.config import get_settings
+from o2o.db import DbSession
+from o2o.users.dependencies import client_ip
+from stores import search
+from stores.schemas import PAGE_DEFAULT, ErrorOut, Page
+from stores.search_schemas import NearbyItemOut, SearchIn, SearchOut
+
+router = APIRouter(route_class=ApiRoute, tags=["store search"])
+
+
+def _errors(**by_status: str) -> dict:
+    return {
+        int(key.removeprefix("e")): {"model": ErrorOut, "description": description}
+        for key, description in by_status.items()
+    }
+
+
+@router.get(
+    "/stores/nearby",
+    response_model=Page[NearbyItemOut],
+    summary="Stores near a point",
+    responses=_errors(e422="invalid_input; invalid_radius; invalid_cursor"),
+)
+def nearby(
+    session: DbSession,
+    lat: Annotated[float, Query(ge=-90, le=90)],
+    lon: Annotated[float, Query(ge=-180, le=180)],
+    radius_m: Annotated[
+        float | None, Query(gt=0, description="Default and maximum: the search maximum (50 km)")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=search.MAX_LIMIT)] = PAGE_DEFAULT,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+):
+    """List active stores within radius_m of a point, nearest first, a page at a time."""
+    stores, next_cursor = search.nearby_stores(
+        session, lat=lat, lon=lon, radius_m=radius_m, limit=limit, after=cursor
+    )
+    return {
+        "items": [
+            {
+                "store": {
+                    "id": s.store_id,
+                    "name": s.name,
+                    "address": s.address,
+                    "location": s.location,
+                    "timezone": s.timezone,
+                    "opening_hours": s.opening_hours,
+                    "services": s.services,
+                    "prep_minutes": s.prep_minutes,
+                    "delivery_fee_minor": s.delivery_fee_minor,
+                    "currency": s.currency,
+                    "is_open_now": s.is_open,
+                    "opens_at": s.opens_at,
+                },
+                "distance_m": s.distance_m,
+            }
+            for s in stores
+        ],
+        "next_cursor": next_cursor,
+    }
+
+
+@router.post(
+    "/search/stores",
+    response_model=SearchOut,
+    summary="Nearest stores holding a cart",
+    responses=_errors(
+        e422="invalid_input; unknown_product; controlled_product; max_per_order_exceeded; "
+        "invalid_radius",
+        e429="rate_limited: too many searches from this address",
+    ),
+)
+def search_stores(
+    body: SearchIn, session: DbSession, ip: Annotated[str, Depends(client_ip)]
+) -> SearchOut:
+    """Find the nearest stores holding the whole cart, then those holding part of it."""
+    ratelimit.hit(
+        ratelimit.limit(get_settings().search_rate_limit),
+        "search-ip",
+        ip,
+        message="Too many searches from this address; try again in a minute.",
+    )
+    delivery = body.delivery_location
+    matches = search.search_stores(
+        session,
+        lat=body.location.lat,
+        lon=body.location.lon,
+        lines=[search.CartLine(line.product_id, line.quantity) for line in body.items],
+        fulfillment=body.fulfillment,
+        limit=body.limit,
+        radius_m=body.radius_m,
+        delivery_point=(delivery.lat, delivery.lon) if delivery else None,
+    )
+    return SearchOut(
+        results=[
+            {
+                "store": {"id": m.store_id, "name": m.name, "location": m.location},
+                "distance_m": m.distance_m,
+                "complete": m.complete,
+                "missing": m.missing,
+                "can_deliver": m.can_deliver,
+                "eta_minutes": m.eta_minutes,
+                "is_open": m.is_open,
+                "opens_at": m.opens_at,
+                "offers_pickup": m.offers_pickup,
+                "offers_delivery": m.offers_delivery,
+                "delivery_fee_minor": m.delivery_fee_minor,
+                "currency": m.currency,
+            }
+            for m in matches
+        ]
+    )

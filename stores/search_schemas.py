@@ -1,0 +1,87 @@
+"""Request and response shapes of store search and the nearby list (API.md, Search)."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+
+from o2o.geo import LatLon
+from stores.schemas import INT4_MAX, OpeningHoursEntry, Service
+from stores.search import MAX_LIMIT, MAX_LINES, MAX_QUANTITY
+
+
+class CartLineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    product_id: StrictInt = Field(ge=1, le=INT4_MAX)
+    quantity: StrictInt = Field(ge=1, le=MAX_QUANTITY)
+
+
+class SearchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    location: LatLon = Field(description="Where the patient is; distances are measured from here")
+    items: list[CartLineIn] = Field(min_length=1, max_length=MAX_LINES)
+    fulfillment: Literal["pickup", "delivery", "any"] = "any"
+    limit: StrictInt = Field(5, ge=1, le=MAX_LIMIT)
+    radius_m: StrictFloat | None = Field(
+        None, gt=0, allow_inf_nan=False, description="At most the configured maximum (50 km)"
+    )
+    delivery_location: LatLon | None = Field(
+        None, description="Deliver here instead of `location` (zone and ETA are judged here)"
+    )
+
+
+class StoreBriefOut(BaseModel):
+    id: int
+    name: str
+    location: LatLon
+
+
+class MissingOut(BaseModel):
+    product_id: int
+    quantity_missing: int
+
+
+class SearchResultOut(BaseModel):
+    store: StoreBriefOut
+    distance_m: float = Field(description="Metres on the spheroid from `location`")
+    complete: bool = Field(description="Holds every item in the quantity asked")
+    missing: list[MissingOut]
+    can_deliver: bool = Field(description="Offers delivery and the address is inside its zone")
+    eta_minutes: int = Field(
+        description="Minutes to the door when the store delivers to you (unless you asked for "
+        "pickup), else minutes until a pickup is ready"
+    )
+    is_open: bool
+    opens_at: datetime | None = Field(description="When a closed store opens next (UTC)")
+    offers_pickup: bool
+    offers_delivery: bool
+    delivery_fee_minor: int
+    currency: str
+
+
+class SearchOut(BaseModel):
+    results: list[SearchResultOut]
+
+
+class NearbyStoreOut(BaseModel):
+    """What anyone may see of a store near them."""
+
+    id: int
+    name: str
+    address: str
+    location: LatLon
+    timezone: str
+    opening_hours: list[OpeningHoursEntry] | None
+    services: list[Service]
+    prep_minutes: int
+    delivery_fee_minor: int
+    currency: str
+    is_open_now: bool
+    opens_at: datetime | None = Field(description="When a closed store opens next (UTC)")
+
+
+class NearbyItemOut(BaseModel):
+    store: NearbyStoreOut
+    distance_m: float

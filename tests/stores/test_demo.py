@@ -1,0 +1,39 @@
+from datetime import date, timedelta
+
+from sqlalchemy import func, select
+
+from o2o import demo
+from o2o.users import service as users_service
+from stores.models import Lot, Product, Store
+from tests.stores.helpers import state
+
+
+def test_demo_city_loads_once_and_the_pharmacist_works_at_every_store(db):
+    created, city = demo.load_demo(db)
+    assert len(created) == len(demo.DEMO_ACCOUNTS)
+    assert city.stores_created == len(city.store_ids) == 25
+    assert city.products_created == city.products >= 140
+    assert city.stock_synced == 25 and city.lots > 2000
+
+    stores = db.scalars(select(Store).where(Store.id.in_(city.store_ids))).all()
+    assert sum(s.opening_hours is None for s in stores) == 2  # always open
+    assert sum(not s.offers_delivery for s in stores) == 2  # pickup only
+    assert all(s.delivery_zone is not None for s in stores if s.offers_delivery)
+    products = db.scalars(select(Product)).all()
+    assert any(p.rx_only and "amoxicillin" in p.generic_name for p in products)
+    assert any(p.controlled and "codeine" in p.generic_name for p in products)
+    assert any(p.max_per_order for p in products)
+    soon = date.today() + timedelta(days=30)
+    expiring = db.scalar(select(func.count(Lot.id)).where(Lot.expiry_date < soon))
+    assert expiring > 0
+
+    pharmacist = users_service.get_by_email(db, demo.DEMO_PHARMACIST)
+    db.refresh(pharmacist)
+    assert pharmacist.store_ids == sorted(city.store_ids)
+
+    before = state(db)
+    created_again, again = demo.load_demo(db)
+    assert created_again == []
+    assert (again.stores_created, again.products_created, again.stock_synced) == (0, 0, 0)
+    assert again.store_ids == city.store_ids
+    assert state(db) == before
