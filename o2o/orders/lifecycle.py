@@ -2,22 +2,23 @@
 write the outbox event, all in the caller's transaction on a row locked FOR UPDATE."""
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from o2o import outbox
+from o2o import clock, outbox
 from o2o.config import get_settings
 from o2o.errors import NotFound
 from o2o.orders import workflow
 from o2o.orders.models import Fulfillment, Order, OrderEvent, OrderStatus
+from stores import service as stores_service
 
 S = OrderStatus
 
 
 def now_utc() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 def lock_order(session: Session, order_id: uuid.UUID) -> Order:
@@ -44,8 +45,8 @@ def transition(
 ) -> OrderEvent:
     """Move a locked order to `to` (409 if illegal), recording the event and its outbox message.
 
-    Stock effects (returning a reservation, committing it) are the caller's: see `cancel` and
-    `complete` in the checkout layer, which know the allocations.
+    Stock effects (returning a reservation, committing it) are not made here: use `cancel` and
+    `complete` below, which also move the stock.
     """
     workflow.check(order.status, to, order.fulfillment)
     at = at or now_utc()
@@ -118,3 +119,24 @@ def record_creation(session: Session, order: Order, *, actor_id: int, at: dateti
             "at": at.isoformat(),
         },
     )
+
+
+def allocations_of(order: Order) -> list[tuple[int, int]]:
+    """Return the order's reserved stock as (lot_id, quantity) pairs."""
+    return [(a.lot_id, a.quantity) for line in order.lines for a in line.allocations]
+
+
+def cancel(
+    session: Session, order: Order, *, reason: str, actor_id: int | None = None
+) -> OrderEvent:
+    """Cancel a locked order and give its reserved stock back to the lots (409 if closed)."""
+    event = transition(session, order, S.CANCELLED, actor_id=actor_id, reason=reason)
+    stores_service.release_stock(session, allocations_of(order))
+    return event
+
+
+def complete(session: Session, order: Order, *, actor_id: int | None = None) -> OrderEvent:
+    """Complete a locked order: the goods have left, so reserved units leave on-hand stock."""
+    event = transition(session, order, S.COMPLETED, actor_id=actor_id)
+    stores_service.commit_stock(session, allocations_of(order))
+    return event

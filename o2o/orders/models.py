@@ -181,7 +181,11 @@ class IdempotencyRecord(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     # sha256 of method, path and canonical body: the same key with another body is refused.
     request_hash: Mapped[str] = mapped_column(String(64))
+    # Who holds the key while the first request runs: the response is stored only by the holder,
+    # so a request whose stale claim was taken over cannot also store (and create) an order.
+    claim_token: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     response_status: Mapped[int | None]
     response_body: Mapped[dict | None] = mapped_column(JSONB)
+    # When the current claim was taken (renewed when a stale claim is taken over).
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -1,0 +1,268 @@
+"""Placing an order: validate the cart, find the stores, route (pickup or delivery), reserve every
+line FEFO in one transaction, and record the order with its first timeline entry."""
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from dispatch import service as dispatch_service
+from o2o.config import get_settings
+from o2o.errors import InvalidInput
+from o2o.geo import point_element, to_latlon
+from o2o.orders import lifecycle
+from o2o.orders.models import Fulfillment, LotAllocation, Order, OrderLine, OrderStatus
+from o2o.orders.schemas import OrderIn
+from o2o.security import new_code
+from o2o.users.models import User
+from stores import service as stores_service
+from stores.models import Product, Store
+
+# How many stores routing looks at: enough to find a complete, open one that delivers in time
+# without scanning the city.
+SEARCH_LIMIT = 10
+# A search this wide around the chosen store finds that store alone.
+CHOSEN_STORE_RADIUS_M = 1.0
+
+
+def store_today(store: Store, now: datetime) -> date:
+    """Return the date at the store (shelf life is counted in the store's days)."""
+    try:
+        return now.astimezone(ZoneInfo(store.timezone)).date()
+    except (ZoneInfoNotFoundError, ValueError):
+        return now.date()
+
+
+def min_expiry_for(store: Store, now: datetime) -> date:
+    """Return the earliest expiry date a lot may have to be sold by this store now."""
+    return store_today(store, now) + timedelta(days=store.min_shelf_life_days)
+
+
+def _option(match, *, delivery: bool) -> dispatch_service.StoreOption:
+    return dispatch_service.StoreOption(
+        store_id=match.store_id,
+        name=match.name,
+        distance_m=float(match.distance_m),
+        complete=bool(match.complete),
+        is_open=bool(match.is_open),
+        offers_pickup=bool(match.offers_pickup),
+        offers_delivery=bool(match.offers_delivery),
+        in_zone=bool(match.can_deliver) if delivery else False,
+        eta_minutes=match.eta_minutes if delivery else None,
+        opens_at=match.opens_at,
+        missing=tuple(
+            stores_service.Shortage(int(m["product_id"]), int(m["quantity_missing"]))
+            if isinstance(m, dict)
+            else stores_service.Shortage(int(m.product_id), int(m.quantity_missing))
+            for m in (match.missing or ())
+        ),
+    )
+
+
+def _localised(session: Session, match) -> datetime | None:
+    """Return when a closed store opens, in the store's own time (what the patient reads)."""
+    if match.opens_at is None:
+        return None
+    store = session.get(Store, match.store_id)
+    try:
+        return match.opens_at.astimezone(ZoneInfo(store.timezone))
+    except (ZoneInfoNotFoundError, ValueError):
+        return match.opens_at
+
+
+def _options(
+    session: Session,
+    *,
+    lat: float,
+    lon: float,
+    lines: Sequence,
+    delivery_point: tuple[float, float] | None,
+    chosen: Store | None,
+    now: datetime,
+) -> list[dispatch_service.StoreOption]:
+    """Return the stores routing chooses from, as seen from (lat, lon)."""
+    if chosen is None:
+        matches = stores_service.search_stores(
+            session,
+            lat=lat,
+            lon=lon,
+            lines=list(lines),
+            fulfillment="any",
+            limit=SEARCH_LIMIT,
+            delivery_point=delivery_point,
+            now=now,
+        )
+    else:
+        # The chosen store may be far down the list from the patient: look at it alone, from
+        # where it stands, and measure the distance from the patient separately.
+        at = to_latlon(chosen.location)
+        matches = [
+            m
+            for m in stores_service.search_stores(
+                session,
+                lat=at["lat"],
+                lon=at["lon"],
+                lines=list(lines),
+                fulfillment="any",
+                limit=SEARCH_LIMIT,
+                radius_m=CHOSEN_STORE_RADIUS_M,
+                delivery_point=delivery_point or (lat, lon),
+                now=now,
+            )
+            if m.store_id == chosen.id
+        ]
+        for m in matches:
+            m.distance_m = session.scalar(
+                text(
+                    "SELECT ST_Distance(location, "
+                    "ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)::geography) "
+                    "FROM stores WHERE id = :id"
+                ),
+                {"lat": lat, "lon": lon, "id": chosen.id},
+            )
+    options = []
+    for m in matches:
+        option = _option(m, delivery=delivery_point is not None)
+        if option.opens_at is not None:
+            option = replace(option, opens_at=_localised(session, m))
+        options.append(option)
+    return options
+
+
+def route(
+    session: Session, body: OrderIn, lines: Sequence, *, now: datetime
+) -> dispatch_service.Decision:
+    """Decide pickup or delivery and the store for this cart (409 with the reason if neither)."""
+    settings = get_settings()
+    chosen = None
+    if body.store_id is not None:
+        chosen = session.get(Store, body.store_id)
+        if chosen is None or not chosen.is_active:
+            raise InvalidInput(
+                "The pharmacy you chose does not exist.",
+                code="unknown_store",
+                details={"store_id": body.store_id},
+            )
+    delivery_options = None
+    if body.fulfillment != "pickup" and body.delivery_address is not None:
+        point = body.delivery_address.location
+        delivery_options = _options(
+            session,
+            lat=point.lat,
+            lon=point.lon,
+            lines=lines,
+            delivery_point=(point.lat, point.lon),
+            chosen=chosen,
+            now=now,
+        )
+    pickup_options: list[dispatch_service.StoreOption] = []
+    # Pickup stores are searched from the patient, and only when delivery is not settled already.
+    delivery_settled = (
+        delivery_options is not None
+        and dispatch_service.best_delivery(delivery_options, settings.sla_minutes)[0] is not None
+    )
+    if not delivery_settled:
+        pickup_options = _options(
+            session,
+            lat=body.location.lat,
+            lon=body.location.lon,
+            lines=lines,
+            delivery_point=None,
+            chosen=chosen,
+            now=now,
+        )
+    return dispatch_service.decide(
+        body.fulfillment,
+        pickup_options=pickup_options,
+        delivery_options=delivery_options,
+        sla_minutes=settings.sla_minutes,
+        cart=[(line.product_id, line.quantity) for line in lines],
+        store_chosen=body.store_id is not None,
+    )
+
+
+def _unit_price(allocations: Sequence[stores_service.Allocation], quantity: int) -> int:
+    """Return the unit price over the lots allocated, rounded half up to a minor unit."""
+    total = sum(a.quantity * a.price_minor for a in allocations)
+    return (2 * total + quantity) // (2 * quantity)
+
+
+def place_order(
+    session: Session, patient: User, body: OrderIn, *, now: datetime | None = None
+) -> Order:
+    """Place an order: route it, reserve every line atomically, and record it (flushes only)."""
+    now = now or lifecycle.now_utc()
+    settings = get_settings()
+    cart = body.merged_items()
+    lines = [stores_service.CartLine(product_id, quantity) for product_id, quantity in cart]
+    products: dict[int, Product] = stores_service.validate_cart(session, lines)
+
+    try:
+        decision = route(session, body, lines, now=now)
+        store = session.get(Store, decision.store_id)
+        reserved = stores_service.reserve_lines(
+            session,
+            store.id,
+            [stores_service.LineRequest(product_id, quantity) for product_id, quantity in cart],
+            min_expiry=min_expiry_for(store, now),
+        )
+    except stores_service.InsufficientStock as exc:
+        raise exc.naming({pid: products[pid].name for pid in products}) from None
+
+    is_rx = any(products[product_id].rx_only for product_id, _ in cart)
+    delivery = decision.fulfillment == Fulfillment.DELIVERY.value
+    address = body.delivery_address if delivery else None
+    order = Order(
+        id=uuid.uuid4(),
+        patient_id=patient.id,
+        store_id=store.id,
+        status=OrderStatus.AWAITING_PRESCRIPTION if is_rx else OrderStatus.RELEASED,
+        fulfillment=Fulfillment(decision.fulfillment),
+        requested_fulfillment=body.fulfillment,
+        routing_reason=decision.reason,
+        patient_location=point_element(body.location.lat, body.location.lon),
+        delivery_location=(
+            point_element(address.location.lat, address.location.lon) if address else None
+        ),
+        delivery_address_text=address.text if address else None,
+        currency=store.currency,
+        subtotal_minor=0,
+        delivery_fee_minor=store.delivery_fee_minor if delivery else 0,
+        compensation_minor=0,
+        pickup_code=new_code(),
+        delivery_code=new_code(),
+        pickup_code_failures=0,
+        created_at=now,
+    )
+    if is_rx:
+        # Stock is held while a doctor and the store's pharmacist act; released when they do.
+        order.hold_expires_at = now + timedelta(hours=settings.rx_wait_hours)
+    else:
+        order.released_at = now
+        if delivery:
+            order.sla_deadline = now + timedelta(minutes=settings.sla_minutes)
+    subtotal = 0
+    for product_id, quantity in cart:
+        chosen = reserved[product_id]
+        price = _unit_price(chosen, quantity)
+        subtotal += price * quantity
+        order.lines.append(
+            OrderLine(
+                product_id=product_id,
+                quantity=quantity,
+                price_minor=price,
+                rx_only=products[product_id].rx_only,
+                allocations=[LotAllocation(lot_id=a.lot_id, quantity=a.quantity) for a in chosen],
+            )
+        )
+    order.subtotal_minor = subtotal
+    session.add(order)
+    session.flush()
+    lifecycle.record_creation(session, order, actor_id=patient.id, at=now)
+    session.flush()
+    session.expire(order, ["events"])
+    return order

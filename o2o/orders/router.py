@@ -1,0 +1,217 @@
+"""Orders API: place (idempotent), list, read, cancel; the store's prepare, ready and handover."""
+
+import logging
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, status
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
+
+from o2o import idempotency, ratelimit
+from o2o.api import ApiRoute
+from o2o.config import get_settings
+from o2o.db import DbSession
+from o2o.errors import DomainError, error_body, error_responses
+from o2o.orders import checkout, service
+from o2o.orders.models import OrderStatus
+from o2o.orders.schemas import CancelIn, HandoverIn, OrderIn, OrderOut, OrderPage
+from o2o.users.dependencies import CurrentUser, PatientUser, require_role
+from o2o.users.models import Role, User
+
+log = logging.getLogger(__name__)
+router = APIRouter(route_class=ApiRoute, tags=["orders"])
+
+StaffUser = Annotated[User, Depends(require_role(Role.PHARMACIST, Role.ADMIN))]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="A client-chosen unique key; a retry with the same key and body returns "
+        "the first response instead of placing a second order.",
+    ),
+]
+
+ORDERS_PATH = "/orders"
+
+
+@router.post(
+    ORDERS_PATH,
+    status_code=status.HTTP_201_CREATED,
+    response_model=OrderOut,
+    responses={
+        409: {"description": "insufficient_stock, delivery_unavailable, store_closed, ..."},
+        422: {"description": "invalid input, unknown/controlled product, key reused"},
+        429: {"description": "rate_limited: too many orders from this patient (Retry-After)"},
+    },
+)
+def place_order(
+    body: OrderIn,
+    session: DbSession,
+    patient: PatientUser,
+    idempotency_key: IdempotencyKey = None,
+):
+    """Place an order: choose the store and pickup or delivery, and reserve every item."""
+    ratelimit.hit(
+        ratelimit.limit(get_settings().order_rate_limit),
+        "orders-patient",
+        str(patient.id),
+        message="Too many orders in a short time; wait a minute and try again.",
+    )
+    if idempotency_key is None:
+        order = checkout.place_order(session, patient, body)
+        return service.present(session, order, patient)
+
+    fingerprint = idempotency.request_hash(
+        "POST", ORDERS_PATH, body.model_dump(mode="json", exclude_unset=False)
+    )
+    # The claim, the work and a recorded refusal are three transactions in turn on this one
+    # session, so a request never holds two pooled connections at once: with side transactions,
+    # as many requests as the pool has connections could each hold one and wait for a second.
+    outcome = idempotency.claim(
+        session, user_id=patient.id, key=idempotency_key, request_hash=fingerprint
+    )
+    session.commit()  # a twin request must see the claim at once
+    if isinstance(outcome, idempotency.Replay):
+        return _replay(outcome)
+
+    try:
+        order = checkout.place_order(session, patient, body)
+        payload = service.present(session, order, patient).model_dump(mode="json")
+        if not idempotency.finish(session, outcome, status.HTTP_201_CREATED, payload):
+            raise idempotency.RequestInFlight(
+                "A retry of this request took over its Idempotency-Key; use that answer.",
+            )
+        session.commit()  # the answer is recorded with the order, or neither is
+    except DomainError as exc:
+        session.rollback()
+        if 400 <= exc.status_code < 500 and not isinstance(exc, idempotency.RequestInFlight):
+            # A refusal is an answer too: the retry gets the same one (the work rolled back).
+            idempotency.finish(
+                session, outcome, exc.status_code, error_body(exc.code, exc.message, exc.details)
+            )
+        else:
+            idempotency.abandon(session, outcome)
+        session.commit()
+        raise
+    except BaseException:
+        _give_back(session, outcome)
+        raise
+    return JSONResponse(payload, status_code=status.HTTP_201_CREATED)
+
+
+def _give_back(session: Session, claim: idempotency.Claim) -> None:
+    """Free the key after an unexpected failure, keeping that failure the one reported."""
+    try:
+        session.rollback()
+        idempotency.abandon(session, claim)
+        session.commit()
+    except Exception:
+        # The database is what failed: the claim goes stale and a retry takes it over.
+        log.exception("could not free Idempotency-Key after a failure")
+        session.rollback()
+
+
+def _replay(replay: idempotency.Replay):
+    headers = {"Idempotency-Replayed": "true"}
+    if replay.status >= 400:
+        error = (replay.body or {}).get("error", {})
+        raise DomainError(
+            error.get("message", ""),
+            code=error.get("code"),
+            status_code=replay.status,
+            details=error.get("details"),
+            headers=headers,
+        )
+    return JSONResponse(replay.body, status_code=replay.status, headers=headers)
+
+
+@router.get(
+    ORDERS_PATH,
+    response_model=OrderPage,
+    responses=error_responses(
+        e403="forbidden: couriers and doctors have no order list; not_store_staff",
+        e404="store_not_found",
+    ),
+)
+def list_orders(
+    session: DbSession,
+    user: CurrentUser,
+    store_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    status_: Annotated[OrderStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+):
+    """List my orders (patient), or a store's orders (its staff: `?store_id=`), newest first."""
+    orders, next_cursor = service.list_orders(
+        session, user, store_id=store_id, status=status_, limit=limit, cursor=cursor
+    )
+    return OrderPage(items=service.present_many(session, orders, user), next_cursor=next_cursor)
+
+
+@router.get(
+    ORDERS_PATH + "/{order_id}",
+    response_model=OrderOut,
+    responses=error_responses(e403="forbidden: couriers and doctors do not read orders here"),
+)
+def get_order(order_id: uuid.UUID, session: DbSession, user: CurrentUser):
+    """Read one order with its timeline."""
+    return service.present(session, service.get_order(session, user, order_id), user)
+
+
+@router.post(
+    ORDERS_PATH + "/{order_id}/cancel",
+    response_model=OrderOut,
+    responses=error_responses(
+        e403="forbidden: couriers and doctors do not cancel orders",
+        e409="the order can no longer be cancelled",
+    ),
+)
+def cancel_order(order_id: uuid.UUID, body: CancelIn, session: DbSession, user: CurrentUser):
+    """Cancel an order (its patient until the courier has it, or the store's staff)."""
+    order = service.get_order(session, user, order_id, lock=True)
+    service.cancel_by(session, user, order, body.reason)
+    return service.present(session, order, user)
+
+
+@router.post(
+    ORDERS_PATH + "/{order_id}/prepare",
+    response_model=OrderOut,
+    responses=error_responses(e409="illegal_transition or a refused pickup code"),
+)
+def prepare_order(order_id: uuid.UUID, session: DbSession, staff: StaffUser):
+    """Start preparing a released order (the store's staff)."""
+    order = service.get_order_for_staff(session, staff, order_id)
+    service.prepare(session, order, actor_id=staff.id)
+    return service.present(session, order, staff)
+
+
+@router.post(
+    ORDERS_PATH + "/{order_id}/ready",
+    response_model=OrderOut,
+    responses=error_responses(e409="illegal_transition or a refused pickup code"),
+)
+def ready_order(order_id: uuid.UUID, session: DbSession, staff: StaffUser):
+    """Mark an order ready: a pickup waits for its patient, a delivery goes to the couriers."""
+    order = service.get_order_for_staff(session, staff, order_id)
+    service.mark_ready(session, order, actor_id=staff.id)
+    return service.present(session, order, staff)
+
+
+@router.post(
+    ORDERS_PATH + "/{order_id}/handover",
+    response_model=OrderOut,
+    responses=error_responses(e409="illegal_transition or a refused pickup code"),
+)
+def handover_order(order_id: uuid.UUID, body: HandoverIn, session: DbSession, staff: StaffUser):
+    """Hand a ready pickup to the patient who shows the pickup code."""
+    order = service.get_order_for_staff(session, staff, order_id)
+    try:
+        service.handover(session, order, body.pickup_code, actor_id=staff.id)
+    except service.WrongPickupCode:
+        # The failed try must count although the answer is an error: keep it, then refuse.
+        session.commit()
+        raise
+    return service.present(session, order, staff)

@@ -1,0 +1,148 @@
+"""Request and response shapes of the orders API (API.md, Orders)."""
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
+
+from o2o.geo import LatLon
+from o2o.orders.models import Fulfillment, OrderStatus
+
+# A cart bigger than this is not a pharmacy order; refusing it keeps one request from locking
+# half the store's lots.
+MAX_LINES = 50
+MAX_QUANTITY = 1000
+
+
+class OrderItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    product_id: StrictInt = Field(ge=1, le=2**31 - 1)
+    quantity: StrictInt = Field(ge=1, le=MAX_QUANTITY)
+
+
+class DeliveryAddressIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    location: LatLon
+    text: str = Field(min_length=1, max_length=500)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("the address text must not be blank")
+        return value
+
+
+class OrderIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        # The schema states the rule _delivery_needs_address enforces.
+        json_schema_extra={
+            "if": {
+                "properties": {"fulfillment": {"const": "delivery"}},
+                "required": ["fulfillment"],
+            },
+            "then": {
+                "properties": {"delivery_address": {"type": "object"}},
+                "required": ["delivery_address"],
+            },
+        },
+    )
+
+    items: list[OrderItemIn] = Field(min_length=1, max_length=MAX_LINES)
+    location: LatLon
+    fulfillment: Literal["auto", "pickup", "delivery"] = "auto"
+    delivery_address: DeliveryAddressIn | None = None
+    store_id: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)] | None = None
+
+    @model_validator(mode="after")
+    def _delivery_needs_address(self) -> "OrderIn":
+        if self.fulfillment == "delivery" and self.delivery_address is None:
+            raise ValueError("a delivery order needs a delivery_address")
+        return self
+
+    def merged_items(self) -> list[tuple[int, int]]:
+        """Return (product_id, quantity) with repeated products added up, in product order."""
+        totals: dict[int, int] = {}
+        for item in self.items:
+            totals[item.product_id] = totals.get(item.product_id, 0) + item.quantity
+        return sorted(totals.items())
+
+
+class CancelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class HandoverIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pickup_code: str = Field(
+        pattern=r"^([0-9]{6}|O2O-PICKUP:[0-9a-fA-F-]{36}:[0-9]{6})$",
+        description="The 6-digit code the patient shows, or the scanned `pickup_qr` payload.",
+    )
+
+
+class StoreRef(BaseModel):
+    id: int
+    name: str
+
+
+class OrderLineOut(BaseModel):
+    product_id: int
+    quantity: int
+    price_minor: int
+
+
+class TimelineEntry(BaseModel):
+    status: OrderStatus
+    at: datetime
+    reason: str | None
+
+
+class OrderOut(BaseModel):
+    id: uuid.UUID
+    status: OrderStatus
+    fulfillment: Fulfillment
+    store: StoreRef
+    routing_reason: str
+    lines: list[OrderLineOut]
+    subtotal_minor: int
+    delivery_fee_minor: int
+    compensation_minor: int
+    total_minor: int
+    currency: str
+    delivery_address: DeliveryAddressIn | None
+    created_at: datetime
+    released_at: datetime | None
+    ready_at: datetime | None
+    completed_at: datetime | None
+    cancelled_at: datetime | None
+    cancel_reason: str | None
+    sla_deadline: datetime | None
+    # When held stock is given back if nothing happens (prescription wait, pickup window).
+    hold_expires_at: datetime | None
+    prescription_id: uuid.UUID | None
+    # Only to the order's patient; null for everyone else.
+    pickup_code: str | None
+    # The pickup code as a QR payload for the counter's scanner (pickup orders only).
+    pickup_qr: str | None = None
+    delivery_code: str | None
+    timeline: list[TimelineEntry]
+
+
+class OrderPage(BaseModel):
+    items: list[OrderOut]
+    next_cursor: str | None

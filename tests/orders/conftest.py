@@ -1,0 +1,26 @@
+"""Orders test fixtures: a real-commit client for the tests that need separate transactions
+(idempotency, races, workers)."""
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import truncate_all
+
+
+@pytest.fixture
+def committed(engine) -> Iterator[None]:
+    """For tests that commit for real (races, workers, idempotency): empty every table after."""
+    truncate_all(engine)
+    yield
+    truncate_all(engine)
+
+
+@pytest.fixture
+def real_client(committed) -> Iterator[TestClient]:
+    """A client on the real application: every request has its own committed transaction."""
+    from main import create_app
+
+    with TestClient(create_app(), raise_server_exceptions=False) as c:
+        yield c

@@ -1,0 +1,246 @@
+"""Idempotency-Key on POST /orders, with real commits: a retry gets the first answer."""
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+from o2o import idempotency
+from o2o.db import session_scope
+from o2o.orders import checkout
+from o2o.orders.models import IdempotencyRecord, Order
+from o2o.orders.router import ORDERS_PATH
+from o2o.orders.schemas import OrderIn
+from o2o.orders.tasks import purge_idempotency_records
+from o2o.users.models import Role
+from stores.models import Lot
+from tests.factories import auth
+from tests.orders.helpers import make_lot, make_product, make_store, make_user, offset, order_body
+
+URL = "/api/v1/orders"
+
+
+@pytest.fixture
+def world(real_client):
+    with session_scope() as s:
+        store = make_store(s, at=offset(400, 0))
+        product = make_product(s)
+        other = make_product(s)
+        lot = make_lot(s, store, product, on_hand=10)
+        make_lot(s, store, other, on_hand=10)
+        patient = make_user(s, role=Role.PATIENT)
+        second = make_user(s, role=Role.PATIENT)
+        return {
+            "client": real_client,
+            "lot_id": lot.id,
+            "product_id": product.id,
+            "other_id": other.id,
+            "patient": patient,
+            "headers": auth(patient),
+            "second_headers": auth(second),
+        }
+
+
+def orders() -> int:
+    with session_scope() as s:
+        return s.scalar(select(func.count()).select_from(Order))
+
+
+def reserved(w) -> int:
+    with session_scope() as s:
+        return s.get(Lot, w["lot_id"]).reserved
+
+
+def keyed(w, key: str, headers=None) -> dict:
+    return {**(headers or w["headers"]), "Idempotency-Key": key}
+
+
+def fingerprint(body: dict) -> str:
+    return idempotency.request_hash("POST", ORDERS_PATH, OrderIn(**body).model_dump(mode="json"))
+
+
+def test_a_retry_with_the_same_key_returns_the_first_order_not_a_second(world):
+    client, body = world["client"], order_body([(world["product_id"], 2)])
+    first = client.post(URL, json=body, headers=keyed(world, "k-1"))
+    again = client.post(URL, json=body, headers=keyed(world, "k-1"))
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers.get("Idempotency-Replayed") == "true"
+    assert orders() == 1 and reserved(world) == 2
+
+
+def test_the_same_key_with_another_body_is_refused(world):
+    client = world["client"]
+    client.post(URL, json=order_body([(world["product_id"], 2)]), headers=keyed(world, "k-2"))
+    r = client.post(URL, json=order_body([(world["product_id"], 3)]), headers=keyed(world, "k-2"))
+    assert r.status_code == 422
+    assert r.json()["error"]["code"] == "idempotency_key_reused"
+    assert orders() == 1 and reserved(world) == 2
+
+
+def test_keys_belong_to_one_patient(world):
+    client, body = world["client"], order_body([(world["product_id"], 1)])
+    a = client.post(URL, json=body, headers=keyed(world, "shared"))
+    b = client.post(URL, json=body, headers=keyed(world, "shared", world["second_headers"]))
+    assert a.status_code == b.status_code == 201 and a.json()["id"] != b.json()["id"]
+
+
+def test_a_refusal_is_replayed_too(world):
+    client = world["client"]
+    body = order_body([(world["product_id"], 11)])
+    first = client.post(URL, json=body, headers=keyed(world, "k-3"))
+    assert first.status_code == 409 and first.json()["error"]["code"] == "insufficient_stock"
+    with session_scope() as s:
+        s.get(Lot, world["lot_id"]).on_hand = 50
+    again = client.post(URL, json=body, headers=keyed(world, "k-3"))
+    assert (again.status_code, again.json()) == (409, first.json())
+    assert client.post(URL, json=body, headers=keyed(world, "k-4")).status_code == 201
+
+
+def test_without_a_key_each_post_is_a_new_order(world):
+    client, body = world["client"], order_body([(world["product_id"], 1)])
+    assert client.post(URL, json=body, headers=world["headers"]).status_code == 201
+    assert client.post(URL, json=body, headers=world["headers"]).status_code == 201
+    assert orders() == 2
+
+
+def test_a_twin_sent_while_the_first_is_in_flight_gets_409_then_the_first_answer(
+    world, monkeypatch
+):
+    client, body = world["client"], order_body([(world["product_id"], 1)])
+    inside, release = threading.Event(), threading.Event()
+    real_place = checkout.place_order
+
+    def slow_place(*args, **kwargs):
+        inside.set()
+        assert release.wait(20)
+        return real_place(*args, **kwargs)
+
+    monkeypatch.setattr(checkout, "place_order", slow_place)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        first = pool.submit(client.post, URL, json=body, headers=keyed(world, "k-5"))
+        assert inside.wait(20)
+        twin = client.post(URL, json=body, headers=keyed(world, "k-5"))
+        release.set()
+        first = first.result(timeout=30)
+    assert twin.status_code == 409
+    assert twin.json()["error"]["code"] == "request_in_flight"
+    assert first.status_code == 201
+    retry = client.post(URL, json=body, headers=keyed(world, "k-5"))
+    assert retry.json()["id"] == first.json()["id"]
+    assert orders() == 1
+
+
+def test_many_concurrent_twins_make_exactly_one_order(world):
+    client, body = world["client"], order_body([(world["product_id"], 1)])
+    start = threading.Barrier(8)
+
+    def send(_):
+        start.wait()
+        return client.post(URL, json=body, headers=keyed(world, "k-6"))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(send, range(8)))
+    created = {r.json()["id"] for r in responses if r.status_code == 201}
+    assert len(created) == 1
+    assert all(
+        r.status_code == 201 or r.json()["error"]["code"] == "request_in_flight" for r in responses
+    )
+    assert orders() == 1 and reserved(world) == 1
+
+
+def test_a_claim_left_by_a_crashed_request_is_taken_over_after_a_minute(world):
+    client, body = world["client"], order_body([(world["product_id"], 1)])
+    with session_scope() as s:
+        s.add(
+            IdempotencyRecord(
+                user_id=world["patient"].id,
+                key="k-7",
+                request_hash=fingerprint(body),
+                claim_token=uuid.uuid4(),
+                created_at=datetime.now(UTC) - timedelta(seconds=30),
+                expires_at=datetime.now(UTC) + timedelta(hours=24),
+            )
+        )
+    assert client.post(URL, json=body, headers=keyed(world, "k-7")).status_code == 409
+    with session_scope() as s:
+        s.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.key == "k-7")
+            .values(created_at=datetime.now(UTC) - timedelta(seconds=61))
+        )
+    r = client.post(URL, json=body, headers=keyed(world, "k-7"))
+    assert r.status_code == 201
+    assert client.post(URL, json=body, headers=keyed(world, "k-7")).json()["id"] == r.json()["id"]
+
+
+def test_a_request_whose_claim_was_taken_over_cannot_store_its_answer(world):
+    user_id = world["patient"].id
+    with session_scope() as s:
+        old = idempotency.claim(s, user_id=user_id, key="k-8", request_hash="h")
+    with session_scope() as s:
+        s.execute(
+            update(IdempotencyRecord)
+            .where(IdempotencyRecord.key == "k-8")
+            .values(created_at=datetime.now(UTC) - timedelta(minutes=5))
+        )
+    with session_scope() as s:
+        new = idempotency.claim(s, user_id=user_id, key="k-8", request_hash="h")
+    assert isinstance(new, idempotency.Claim) and new.token != old.token
+    with session_scope() as s:
+        assert idempotency.finish(s, old, 201, {"id": "late"}) is False
+        assert idempotency.finish(s, new, 201, {"id": "winner"}) is True
+    with session_scope() as s:
+        assert idempotency.claim(s, user_id=user_id, key="k-8", request_hash="h") == (
+            idempotency.Replay(201, {"id": "winner"})
+        )
+
+
+def test_an_unexpected_failure_gives_the_key_back(world, monkeypatch):
+    client, body = world["client"], order_body([(world["product_id"], 1)])
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("database fell over")
+
+    monkeypatch.setattr(checkout, "place_order", broken)
+    assert client.post(URL, json=body, headers=keyed(world, "k-9")).status_code == 500
+    monkeypatch.undo()
+    assert client.post(URL, json=body, headers=keyed(world, "k-9")).status_code == 201
+
+
+def test_answers_are_kept_a_day_then_purged_and_the_key_is_free_again(world):
+    client = world["client"]
+    client.post(URL, json=order_body([(world["product_id"], 1)]), headers=keyed(world, "old"))
+    client.post(URL, json=order_body([(world["product_id"], 1)]), headers=keyed(world, "new"))
+    with session_scope() as s:
+        record = s.get(IdempotencyRecord, (world["patient"].id, "old"))
+        assert record.expires_at - record.created_at >= timedelta(hours=24)
+        record.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    assert purge_idempotency_records() == 1
+    with session_scope() as s:
+        keys = s.scalars(select(IdempotencyRecord.key)).all()
+    assert keys == ["new"]
+    other_body = order_body([(world["other_id"], 1)])
+    assert client.post(URL, json=other_body, headers=keyed(world, "old")).status_code == 201
+
+
+def test_an_expired_answer_is_not_replayed(world):
+    client, body = world["client"], order_body([(world["product_id"], 1)])
+    first = client.post(URL, json=body, headers=keyed(world, "k-10"))
+    with session_scope() as s:
+        s.get(IdempotencyRecord, (world["patient"].id, "k-10")).expires_at = datetime.now(
+            UTC
+        ) - timedelta(seconds=1)
+    second = client.post(URL, json=body, headers=keyed(world, "k-10"))
+    assert second.status_code == 201 and second.json()["id"] != first.json()["id"]
+
+
+def test_an_overlong_key_is_refused(world):
+    r = world["client"].post(
+        URL, json=order_body([(world["product_id"], 1)]), headers=keyed(world, "k" * 256)
+    )
+    assert r.status_code == 422
+    assert orders() == 0

@@ -1,0 +1,46 @@
+"""An exhausted connection pool is an overload the client can retry (503), never a 500."""
+
+from collections.abc import Iterator
+
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from o2o.db import get_session, session_scope
+from o2o.users.models import Role
+from tests.factories import auth
+from tests.orders.helpers import make_user
+
+
+def test_a_request_that_waits_out_the_pool_gets_503_with_retry_after(engine, committed):
+    with session_scope() as s:
+        patient = make_user(s, role=Role.PATIENT)
+    tiny = create_engine(engine.url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+    make_session = sessionmaker(bind=tiny)
+
+    def session_from_tiny_pool() -> Iterator[Session]:
+        session = make_session()
+        try:
+            yield session
+            session.commit()
+        finally:
+            session.close()
+
+    from main import create_app
+
+    app = create_app()
+    app.dependency_overrides[get_session] = session_from_tiny_pool
+    try:
+        # Someone else holds the only connection for longer than the pool timeout.
+        with tiny.connect(), TestClient(app, raise_server_exceptions=False) as client:
+            response = client.get("/api/v1/orders", headers=auth(patient))
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "2"
+        assert response.json()["error"]["code"] == "service_unavailable"
+        # Once the connection is free the same request is served.
+        with TestClient(app, raise_server_exceptions=False) as client:
+            served = client.get("/api/v1/orders", headers=auth(patient))
+        assert served.status_code == 200
+        assert served.json() == {"items": [], "next_cursor": None}
+    finally:
+        tiny.dispose()

@@ -1,0 +1,147 @@
+"""Never oversell: real concurrent orders, each in its own committed transaction."""
+
+import random
+import threading
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import func, select, text
+
+from o2o.db import get_engine, session_scope
+from o2o.errors import DomainError
+from o2o.orders import checkout
+from o2o.orders.models import LotAllocation, Order, OrderLine
+from o2o.orders.schemas import OrderIn
+from o2o.users.models import Role
+from stores.models import Lot
+from tests.factories import auth
+from tests.orders.helpers import make_lot, make_product, make_store, make_user, offset, order_body
+
+pytestmark = pytest.mark.slow
+
+
+def test_fifty_patients_racing_for_the_last_ten_units_never_oversell(real_client):
+    # Fifty requests at once through the real application with its real pool (10 + 20
+    # connections) and worker threads (40): more requests than either, all on one locked lot.
+    # Every request must be answered on its merits, none dropped as busy or failed.
+    with session_scope() as s:
+        store = make_store(s, at=offset(400, 0))
+        product = make_product(s, name="Oseltamivir 75 mg")
+        # Plenty of an expiring lot that may not be sold, and the last 10 sellable units.
+        make_lot(s, store, product, on_hand=100, days=5)
+        lot = make_lot(s, store, product, on_hand=10)
+        patients = [make_user(s, role=Role.PATIENT) for _ in range(10)]
+        lot_id, product_id = lot.id, product.id
+    headers = [auth(p) for p in patients]
+    body = order_body([(product_id, 1)])
+
+    lowest_available = [10]
+    done = threading.Event()
+
+    def watch():
+        with get_engine().connect() as conn:
+            while not done.is_set():
+                value = conn.execute(
+                    text("SELECT on_hand - reserved FROM lots WHERE id = :id"), {"id": lot_id}
+                ).scalar_one()
+                conn.commit()
+                lowest_available[0] = min(lowest_available[0], value)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    start = threading.Barrier(50)
+
+    def place(i: int):
+        # Most send an Idempotency-Key, as apps are told to: that path takes its claim in a
+        # transaction of its own and must not need a second connection while holding one.
+        keyed = {"Idempotency-Key": f"race-{i}"} if i % 5 else {}
+        start.wait()
+        return real_client.post("/api/v1/orders", json=body, headers=headers[i % 10] | keyed)
+
+    try:
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            responses = list(pool.map(place, range(50)))
+    finally:
+        done.set()
+        watcher.join()
+
+    statuses = Counter(r.status_code for r in responses)
+    assert statuses == {201: 10, 409: 40}, [r.text for r in responses if r.status_code != 409]
+    for r in responses:
+        if r.status_code == 409:
+            error = r.json()["error"]
+            assert error["code"] == "insufficient_stock"
+            assert "Oseltamivir 75 mg" in error["message"]
+            assert error["details"]["missing"] == [
+                {"product_id": product_id, "quantity_missing": 1, "name": "Oseltamivir 75 mg"}
+            ]
+        else:
+            assert r.json()["lines"] == [
+                {"product_id": product_id, "quantity": 1, "price_minor": 1850}
+            ]
+    with session_scope() as s:
+        sold = s.get(Lot, lot_id)
+        assert (sold.on_hand, sold.reserved) == (10, 10)
+        assert s.scalar(select(func.count()).select_from(Order)) == 10
+    assert lowest_available[0] >= 0
+
+
+def test_random_multi_item_carts_racing_on_overlapping_stock_add_up(committed):
+    rng = random.Random(20261123)
+    with session_scope() as s:
+        store = make_store(s, at=offset(400, 0))
+        products = [make_product(s) for _ in range(4)]
+        lots = [
+            make_lot(s, store, p, on_hand=rng.randint(1, 8), days=rng.randint(60, 900))
+            for p in products
+            for _ in range(rng.randint(1, 3))
+        ]
+        patient = make_user(s, role=Role.PATIENT)
+        product_ids = [p.id for p in products]
+        on_hand = {lot.id: lot.on_hand for lot in lots}
+        lot_products = [(lot.product_id, lot.id) for lot in lots]
+    carts = [
+        [(pid, rng.randint(1, 4)) for pid in rng.sample(product_ids, rng.randint(1, 3))]
+        for _ in range(40)
+    ]
+    start = threading.Barrier(len(carts))
+
+    def place(cart):
+        start.wait()
+        try:
+            with session_scope() as session:
+                order = checkout.place_order(session, patient, OrderIn(**order_body(cart)))
+                return order.id
+        except DomainError as exc:
+            assert exc.code == "insufficient_stock", exc.message
+            return None
+
+    with ThreadPoolExecutor(max_workers=len(carts)) as pool:
+        results = list(pool.map(place, carts))
+
+    placed = [(oid, cart) for oid, cart in zip(results, carts, strict=True) if oid is not None]
+    assert placed, "some carts must fit"
+    with session_scope() as s:
+        reserved = dict(s.execute(select(Lot.id, Lot.reserved)).all())
+        allocated = defaultdict(int)
+        for lot_id, qty in s.execute(select(LotAllocation.lot_id, LotAllocation.quantity)):
+            allocated[lot_id] += qty
+        # Every reserved unit belongs to an order, and no lot holds more than it has.
+        assert reserved == {lot_id: allocated.get(lot_id, 0) for lot_id in on_hand}
+        assert all(reserved[i] <= on_hand[i] for i in on_hand)
+        assert s.scalar(select(func.count()).select_from(Order)) == len(placed)
+        for oid, cart in placed:
+            lines = s.scalars(select(OrderLine).where(OrderLine.order_id == oid)).all()
+            assert {(line.product_id, line.quantity) for line in lines} == set(cart)
+            for line in lines:
+                assert sum(a.quantity for a in line.allocations) == line.quantity
+    # Stock only went down during the race, so a refused cart must still not fit at the end:
+    # no order was refused while its stock was there.
+    lot_product = {lot_id: pid for pid, lot_id in lot_products}
+    left = defaultdict(int)
+    for lot_id, units in on_hand.items():
+        left[lot_product[lot_id]] += units - reserved[lot_id]
+    for oid, cart in zip(results, carts, strict=True):
+        if oid is None:
+            assert any(left[pid] < qty for pid, qty in cart), (cart, dict(left))
