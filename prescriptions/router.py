@@ -1,0 +1,291 @@
+"""Prescription endpoints: the patient's request, doctors' keys and decisions, the pharmacist's
+review, the queue, the audit trail and the FHIR export."""
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response, status
+from fastapi.responses import JSONResponse
+
+from o2o.api import ApiRoute
+from o2o.db import DbSession
+from o2o.errors import InvalidInput, error_responses
+from o2o.users.dependencies import AdminUser, CurrentUser, PatientUser
+from prescriptions import service, signing
+from prescriptions.dependencies import (
+    DoctorUser,
+    PharmacistUser,
+    QueueUser,
+    RequestBody,
+    request_body_openapi,
+)
+from prescriptions.models import DoctorKey, DoctorKeyStatus
+from prescriptions.schemas import (
+    AuditPage,
+    DeclineIn,
+    DoctorKeyIn,
+    DoctorKeyOut,
+    DoctorKeyPage,
+    IssueIn,
+    PrescriptionOut,
+    QueuePage,
+    ReviewBody,
+    ReviewOut,
+    SigningPayloadIn,
+    SigningPayloadOut,
+)
+from prescriptions.workflow import EXTENSIONS
+
+router = APIRouter(route_class=ApiRoute, tags=["prescriptions"])
+
+Limit = Annotated[int, Query(ge=1, le=100)]
+Cursor = Annotated[str | None, Query(max_length=200)]
+KeyId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+def _key_out(key: DoctorKey) -> DoctorKeyOut:
+    return DoctorKeyOut(
+        id=key.id,
+        doctor_id=key.doctor_id,
+        status=key.status,
+        public_key=signing.b64encode(key.public_key),
+        created_at=key.created_at,
+        approved_at=key.approved_at,
+        superseded_at=key.superseded_at,
+        revoked_at=key.revoked_at,
+    )
+
+
+def _int_cursor(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    if not cursor.isdigit() or len(cursor) > 18:
+        raise InvalidInput("The cursor is not valid.", code="invalid_cursor")
+    return int(cursor)
+
+
+# --- patient -----------------------------------------------------------------------------------
+
+
+@router.post(
+    "/prescriptions",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PrescriptionOut,
+    openapi_extra=request_body_openapi(),
+    responses=error_responses(
+        e404="order_not_found",
+        e409="the order does not need, or already has, a prescription request",
+        e413="attachment_too_large; payload_too_large",
+        e415="unsupported_media_type: JSON or multipart only; attachment not PNG, JPEG or PDF",
+        e422="invalid_input; malformed_json",
+    ),
+)
+def request_prescription(patient: PatientUser, request_body: RequestBody, session: DbSession):
+    """Ask for a prescription for your order (JSON, or multipart with an `attachment`)."""
+    body, attachment = request_body
+    p = service.request_prescription(session, patient, body, attachment)
+    return service.to_view(session, patient, p)
+
+
+# --- queue (before /prescriptions/{id} so "queue" is never taken for an id) --------------------
+
+
+@router.get("/prescriptions/queue", response_model=QueuePage)
+def prescription_queue(
+    user: QueueUser, session: DbSession, limit: Limit = 20, cursor: Cursor = None
+):
+    """What awaits you, oldest first: doctors' requests, or pharmacists' issued prescriptions."""
+    items, next_cursor = service.queue(session, user, limit=limit, cursor=cursor)
+    return {"items": items, "next_cursor": next_cursor}
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+@router.get("/prescriptions/{prescription_id}", response_model=PrescriptionOut)
+def get_prescription(prescription_id: uuid.UUID, user: CurrentUser, session: DbSession):
+    """Read a prescription (owner, its doctor, a pharmacist of the store, admin)."""
+    p = service.get_visible(session, user, prescription_id)
+    return service.to_view(session, user, p)
+
+
+@router.get(
+    "/prescriptions/{prescription_id}/attachment",
+    response_class=Response,
+    responses={200: {"content": {ct: {} for ct in EXTENSIONS}}},
+)
+def get_attachment(prescription_id: uuid.UUID, user: CurrentUser, session: DbSession):
+    """Download the request's attachment (as a file, never rendered inline)."""
+    att = service.attachment_for(session, user, prescription_id)
+    filename = f"prescription-{prescription_id}.{EXTENSIONS[att.content_type]}"
+    return Response(
+        content=att.data,
+        media_type=att.content_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "private, no-store",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+        },
+    )
+
+
+@router.get("/prescriptions/{prescription_id}/audit", response_model=AuditPage)
+def get_audit(
+    prescription_id: uuid.UUID,
+    user: CurrentUser,
+    session: DbSession,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+):
+    """Every step of the prescription, oldest first."""
+    entries = service.audit_entries(
+        session, user, prescription_id, limit=limit, after_id=_int_cursor(cursor)
+    )
+    next_cursor = str(entries[-1].id) if len(entries) == limit else None
+    return {"items": entries, "next_cursor": next_cursor}
+
+
+@router.get(
+    "/prescriptions/{prescription_id}/fhir",
+    response_class=JSONResponse,
+    responses={
+        200: {"content": {"application/fhir+json": {}}},
+        **error_responses(e409="not_issued: only a signed prescription can be exported"),
+    },
+)
+def get_fhir(prescription_id: uuid.UUID, user: CurrentUser, session: DbSession):
+    """The prescription as a FHIR R4 Bundle: MedicationRequest(s) and a signed Provenance."""
+    bundle = service.fhir_export(session, user, prescription_id)
+    return JSONResponse(bundle, media_type="application/fhir+json")
+
+
+# --- doctor ------------------------------------------------------------------------------------
+
+
+@router.post("/doctors/me/keys", status_code=status.HTTP_201_CREATED, response_model=DoctorKeyOut)
+def register_key(body: DoctorKeyIn, doctor: DoctorUser, session: DbSession):
+    """Register your Ed25519 public key; it signs once an admin approves it."""
+    return _key_out(service.register_key(session, doctor, body.public_key))
+
+
+@router.get("/doctors/me/keys", response_model=DoctorKeyPage)
+def my_keys(doctor: DoctorUser, session: DbSession, limit: Limit = 20, cursor: Cursor = None):
+    """Your keys and their status."""
+    keys = service.list_keys(
+        session, doctor_id=doctor.id, limit=limit, after_id=_int_cursor(cursor)
+    )
+    return {
+        "items": [_key_out(k) for k in keys],
+        "next_cursor": str(keys[-1].id) if len(keys) == limit else None,
+    }
+
+
+@router.post(
+    "/prescriptions/{prescription_id}/claim",
+    response_model=PrescriptionOut,
+    responses=error_responses(e409="claimed_by_another_doctor; not claimable in this state"),
+)
+def claim(prescription_id: uuid.UUID, doctor: DoctorUser, session: DbSession):
+    """Take a waiting request (one doctor wins; the others get 409)."""
+    p = service.claim(session, doctor, prescription_id)
+    return service.to_view(session, doctor, p)
+
+
+@router.post(
+    "/prescriptions/{prescription_id}/signing-payload",
+    response_model=SigningPayloadOut,
+    responses=error_responses(
+        e409="claimed_by_another_doctor; illegal_transition; no approved key"
+    ),
+)
+def signing_payload(
+    prescription_id: uuid.UUID, body: SigningPayloadIn, doctor: DoctorUser, session: DbSession
+):
+    """Prepare the canonical payload of your decision for your key to sign."""
+    payload, key, sign_by = service.prepare_signing_payload(session, doctor, prescription_id, body)
+    return {"payload": signing.b64encode(payload), "key_id": key.id, "sign_by": sign_by}
+
+
+@router.post(
+    "/prescriptions/{prescription_id}/issue",
+    response_model=PrescriptionOut,
+    responses=error_responses(
+        e409="claimed_by_another_doctor; no_pending_payload; illegal_transition"
+    ),
+)
+def issue(prescription_id: uuid.UUID, body: IssueIn, doctor: DoctorUser, session: DbSession):
+    """Issue the prescription with your signature over the prepared payload."""
+    p = service.issue(session, doctor, prescription_id, body.payload, body.signature)
+    return service.to_view(session, doctor, p)
+
+
+@router.post(
+    "/prescriptions/{prescription_id}/decline",
+    response_model=PrescriptionOut,
+    responses=error_responses(e409="claimed_by_another_doctor; illegal_transition"),
+)
+def decline(prescription_id: uuid.UUID, body: DeclineIn, doctor: DoctorUser, session: DbSession):
+    """Decline the request with a reason; the order is cancelled and its stock returned."""
+    p = service.decline(session, doctor, prescription_id, body.reason)
+    return service.to_view(session, doctor, p)
+
+
+# --- pharmacist --------------------------------------------------------------------------------
+
+
+@router.post(
+    "/prescriptions/{prescription_id}/review",
+    response_model=ReviewOut,
+    responses=error_responses(e409="not_issued; illegal_transition; prescription expired or used"),
+)
+def review(
+    prescription_id: uuid.UUID, body: ReviewBody, pharmacist: PharmacistUser, session: DbSession
+):
+    """Approve (the order is released) or reject with a reason (the order is cancelled)."""
+    p, order, moved = service.review(session, pharmacist, prescription_id, body)
+    return {
+        **service.to_view(session, pharmacist, p),
+        "order_status": order.status.value,
+        "reallocated": moved,
+    }
+
+
+# --- admin -------------------------------------------------------------------------------------
+
+
+@router.get("/admin/doctor-keys", response_model=DoctorKeyPage)
+def list_doctor_keys(
+    admin: AdminUser,
+    session: DbSession,
+    key_status: Annotated[DoctorKeyStatus | None, Query(alias="status")] = None,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+):
+    """Doctors' keys, for example the pending ones to approve."""
+    keys = service.list_keys(session, status=key_status, limit=limit, after_id=_int_cursor(cursor))
+    return {
+        "items": [_key_out(k) for k in keys],
+        "next_cursor": str(keys[-1].id) if len(keys) == limit else None,
+    }
+
+
+@router.post(
+    "/admin/doctor-keys/{key_id}/approve",
+    response_model=DoctorKeyOut,
+    responses=error_responses(e409="key_not_pending"),
+)
+def approve_key(key_id: KeyId, admin: AdminUser, session: DbSession):
+    """Make a pending key the doctor's active key (the previous one is superseded)."""
+    return _key_out(service.approve_key(session, admin, key_id))
+
+
+@router.post(
+    "/admin/doctor-keys/{key_id}/revoke",
+    response_model=DoctorKeyOut,
+    responses=error_responses(e409="the key is already revoked"),
+)
+def revoke_key(key_id: KeyId, admin: AdminUser, session: DbSession):
+    """Revoke a key: what it signs from now on is refused, and unreviewed prescriptions it
+    signed can no longer be approved."""
+    return _key_out(service.revoke_key(session, admin, key_id))

@@ -1,0 +1,262 @@
+"""Stores, products, lots, prescription-only orders and doctors with keys for the prescription
+tests (plain functions, flushed rows), and the API steps of the prescription flow."""
+
+import base64
+import functools
+import itertools
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from o2o.geo import point_element
+from o2o.orders.models import (
+    Fulfillment,
+    LotAllocation,
+    Order,
+    OrderLine,
+    OrderStatus,
+)
+from o2o.security import hash_password
+from o2o.users import service as users_service
+from o2o.users.models import Role, User
+from prescriptions import signing
+from stores.models import Lot, Product, Store
+from tests.factories import PASSWORD, auth
+
+_seq = itertools.count(1)
+API = "/api/v1"
+
+# Smallest files whose first bytes prove their type.
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64
+PDF = b"%PDF-1.7\n" + b"0" * 64
+EXE = b"MZ\x90\x00" + b"\x00" * 64
+
+
+@functools.cache
+def _password_hash() -> str:
+    return hash_password(PASSWORD)
+
+
+def make_user(
+    session: Session, *, role: Role, name: str | None = None, store_ids: list[int] | None = None
+) -> User:
+    """A user like tests.factories.make_user, but hashing the password once per run (argon2 is
+    deliberately slow, and these tests need many users)."""
+    n = next(_seq)
+    user = User(
+        email=f"rx-{role.value}{n}@test.example.com",
+        name=name or f"{role.value.title()} {n}",
+        password_hash=_password_hash(),
+        role=role,
+    )
+    session.add(user)
+    session.flush()
+    if store_ids:
+        users_service.link_stores(session, user, store_ids)
+    return user
+
+
+def make_store(session: Session, **overrides) -> Store:
+    n = next(_seq)
+    values = dict(
+        name=f"Rx Pharmacy {n}",
+        address=f"{n} Prescription Road",
+        location=point_element(31.23 + n / 1000, 121.47),
+        timezone="Asia/Shanghai",
+        offers_pickup=True,
+        offers_delivery=False,
+        prep_minutes=10,
+        delivery_fee_minor=0,
+        currency="CNY",
+        min_shelf_life_days=30,
+    )
+    values.update(overrides)
+    store = Store(**values)
+    session.add(store)
+    session.flush()
+    return store
+
+
+def make_product(session: Session, *, rx_only: bool = True, **overrides) -> Product:
+    n = next(_seq)
+    values = dict(
+        name=f"Amoxicillin {n}",
+        generic_name=f"amoxicillin-{n}",
+        strength="500 mg",
+        dosage_form="capsule",
+        pack_size=20,
+        gtin=f"{8_000_000_000_000 + n:014d}",
+        rx_only=rx_only,
+        controlled=False,
+    )
+    values.update(overrides)
+    product = Product(**values)
+    session.add(product)
+    session.flush()
+    return product
+
+
+def make_lot(
+    session: Session, store: Store, product: Product, *, on_hand: int = 10, days: int = 365
+) -> Lot:
+    lot = Lot(
+        store_id=store.id,
+        product_id=product.id,
+        lot_number=f"RX{next(_seq)}",
+        expiry_date=date.today() + timedelta(days=days),
+        on_hand=on_hand,
+        reserved=0,
+        price_minor=2500,
+        currency="CNY",
+    )
+    session.add(lot)
+    session.flush()
+    return lot
+
+
+def make_rx_order(
+    session: Session,
+    patient: User,
+    store: Store,
+    lines: list[tuple[Product, int, Lot]],
+    *,
+    status: OrderStatus = OrderStatus.AWAITING_PRESCRIPTION,
+) -> Order:
+    """An order as checkout leaves it: lines, allocations, and the lots' reserved raised."""
+    order = Order(
+        id=uuid.uuid4(),
+        patient_id=patient.id,
+        store_id=store.id,
+        status=status,
+        fulfillment=Fulfillment.PICKUP,
+        requested_fulfillment="pickup",
+        routing_reason="Pickup at the nearest store that has everything.",
+        currency="CNY",
+        subtotal_minor=sum(2500 * qty for _, qty, _ in lines),
+        pickup_code=secrets.token_hex(3),
+        delivery_code=secrets.token_hex(3),
+    )
+    session.add(order)
+    session.flush()
+    for product, qty, lot in lines:
+        line = OrderLine(
+            order_id=order.id,
+            product_id=product.id,
+            quantity=qty,
+            price_minor=2500,
+            rx_only=product.rx_only,
+        )
+        session.add(line)
+        session.flush()
+        session.add(LotAllocation(order_line_id=line.id, lot_id=lot.id, quantity=qty))
+        lot.reserved += qty
+    session.flush()
+    session.expire(order, ["lines"])
+    return order
+
+
+@dataclass
+class Doctor:
+    user: User
+    private_key: Ed25519PrivateKey
+    key_id: int | None = None
+    headers: dict = field(default_factory=dict)
+
+
+def make_doctor_with_key(client: TestClient, db: Session, admin: User, **kw) -> Doctor:
+    """A doctor whose key (made by the signing module) was registered and approved via the API."""
+    user = make_user(db, role=Role.DOCTOR, **kw)
+    doctor = Doctor(user=user, private_key=signing.generate_private_key(), headers=auth(user))
+    r = client.post(
+        f"{API}/doctors/me/keys",
+        json={"public_key": signing.public_key_b64(doctor.private_key)},
+        headers=doctor.headers,
+    )
+    assert r.status_code == 201, r.text
+    doctor.key_id = r.json()["id"]
+    r = client.post(f"{API}/admin/doctor-keys/{doctor.key_id}/approve", headers=auth(admin))
+    assert r.status_code == 200, r.text
+    return doctor
+
+
+def request_body(order: Order, **overrides) -> dict:
+    body = {
+        "order_id": str(order.id),
+        "patient_name": "Li Wei",
+        "id_number": "110101199001011234",
+        "symptoms": "Sore throat and fever for three days",
+        "allergies": "none",
+        "current_medication": "none",
+    }
+    body.update(overrides)
+    return body
+
+
+def request_rx(client: TestClient, patient: User, order: Order, **overrides) -> dict:
+    r = client.post(
+        f"{API}/prescriptions", json=request_body(order, **overrides), headers=auth(patient)
+    )
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def items_for(*lines: tuple[Product, int], duration_days: int = 7) -> list[dict]:
+    return [
+        {
+            "product_id": product.id,
+            "quantity": qty,
+            "dose": "500 mg",
+            "frequency": "three times a day",
+            "duration_days": duration_days,
+        }
+        for product, qty in lines
+    ]
+
+
+def sign_payload(doctor: Doctor, payload_b64: str) -> str:
+    return signing.b64encode(signing.sign(doctor.private_key, base64.b64decode(payload_b64)))
+
+
+def claim_and_issue(
+    client: TestClient,
+    doctor: Doctor,
+    pid: str,
+    items: list[dict],
+    *,
+    refills: int = 0,
+    valid_hours: int | None = None,
+) -> dict:
+    """Claim, fetch the payload, sign it with the doctor's key and issue; return the issue reply."""
+    r = client.post(f"{API}/prescriptions/{pid}/claim", headers=doctor.headers)
+    assert r.status_code == 200, r.text
+    payload = prepare(client, doctor, pid, items, refills=refills, valid_hours=valid_hours)
+    r = client.post(
+        f"{API}/prescriptions/{pid}/issue",
+        json={"payload": payload, "signature": sign_payload(doctor, payload)},
+        headers=doctor.headers,
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def prepare(
+    client: TestClient,
+    doctor: Doctor,
+    pid: str,
+    items: list[dict],
+    *,
+    refills: int = 0,
+    valid_hours: int | None = None,
+) -> str:
+    body: dict = {"items": items, "refills": refills}
+    if valid_hours is not None:
+        body["valid_hours"] = valid_hours
+    r = client.post(f"{API}/prescriptions/{pid}/signing-payload", json=body, headers=doctor.headers)
+    assert r.status_code == 200, r.text
+    return r.json()["payload"]

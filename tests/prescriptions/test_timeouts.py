@@ -1,0 +1,133 @@
+"""The periodic sweeps: requests no doctor took escalate, issued prescriptions no pharmacist
+reviewed are flagged to the store, and prescriptions past their validity expire. Each acts once."""
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from o2o.outbox import OutboxEvent
+from prescriptions import service, tasks
+from prescriptions.models import Prescription
+from tests.factories import auth
+from tests.prescriptions.helpers import API, claim_and_issue, items_for, request_rx
+
+
+def _events(db, pid, event_type):
+    return db.scalars(
+        select(OutboxEvent).where(
+            OutboxEvent.aggregate_id == pid, OutboxEvent.event_type == event_type
+        )
+    ).all()
+
+
+def _actions(client, world, pid):
+    r = client.get(f"{API}/prescriptions/{pid}/audit", headers=auth(world.admin))
+    return [e["action"] for e in r.json()["items"]]
+
+
+def test_unclaimed_request_escalates_once_and_shows_overdue(client, db, world):
+    order = world.order(db)
+    pid = request_rx(client, world.patient, order)["id"]
+    now = service.now_utc()
+    assert service.escalate_unclaimed(db, now + timedelta(minutes=14)) == 0
+
+    later = now + timedelta(minutes=16)
+    assert service.escalate_unclaimed(db, later) == 1
+    assert service.escalate_unclaimed(db, later + timedelta(minutes=5)) == 0  # once
+    events = _events(db, pid, "prescription.escalated")
+    assert len(events) == 1 and events[0].payload["store_id"] == world.store.id
+    assert _actions(client, world, pid) == ["requested", "escalated"]
+
+    item = next(
+        i
+        for i in client.get(f"{API}/prescriptions/queue", headers=world.doctor.headers).json()[
+            "items"
+        ]
+        if i["id"] == pid
+    )
+    assert item["overdue"] is True
+    assert client.get(f"{API}/prescriptions/{pid}", headers=auth(world.patient)).json()["escalated"]
+
+
+def test_queue_overdue_by_waiting_time_before_the_sweep(client, db, world, monkeypatch):
+    order = world.order(db)
+    pid = request_rx(client, world.patient, order)["id"]
+    later = service.now_utc() + timedelta(minutes=20)
+    monkeypatch.setattr(service, "now_utc", lambda: later)
+    item = client.get(f"{API}/prescriptions/queue", headers=world.doctor.headers).json()["items"][0]
+    assert item["id"] == pid
+    assert item["overdue"] is True and item["waited_minutes"] >= 19
+
+
+def test_claimed_requests_do_not_escalate(client, db, world):
+    order = world.order(db)
+    pid = request_rx(client, world.patient, order)["id"]
+    client.post(f"{API}/prescriptions/{pid}/claim", headers=world.doctor.headers)
+    assert service.escalate_unclaimed(db, service.now_utc() + timedelta(hours=1)) == 0
+
+
+def test_unreviewed_prescription_is_flagged_to_the_store_once(client, db, world):
+    order = world.order(db)
+    pid = request_rx(client, world.patient, order)["id"]
+    claim_and_issue(client, world.doctor, pid, items_for((world.rx, 2)))
+    later = service.now_utc() + timedelta(minutes=31)
+    assert service.flag_unreviewed(db, later) == 1
+    assert service.flag_unreviewed(db, later) == 0
+    events = _events(db, pid, "prescription.review_overdue")
+    assert len(events) == 1 and events[0].payload["store_id"] == world.store.id
+    r = client.get(f"{API}/prescriptions/{pid}", headers=auth(world.pharmacist))
+    assert r.json()["review_overdue"] is True
+    item = client.get(f"{API}/prescriptions/queue", headers=auth(world.pharmacist)).json()["items"][
+        0
+    ]
+    assert item["id"] == pid and item["overdue"] is True
+
+
+def test_expired_prescriptions_are_marked_with_an_audit_entry(client, db, world):
+    order = world.order(db)
+    pid = request_rx(client, world.patient, order)["id"]
+    claim_and_issue(client, world.doctor, pid, items_for((world.rx, 2)), valid_hours=2)
+    assert service.expire_issued(db, service.now_utc() + timedelta(hours=1)) == 0
+    later = service.now_utc() + timedelta(hours=2, minutes=1)
+    assert service.expire_issued(db, later) == 1
+    assert service.expire_issued(db, later) == 0
+    db.expire_all()
+    assert db.get(Prescription, uuid.UUID(pid)).status.value == "expired"
+    assert _actions(client, world, pid)[-1] == "expired"
+    assert len(_events(db, pid, "prescription.expired")) == 1
+    # Gone from the pharmacist's queue; the patient may ask again for the same order.
+    assert (
+        client.get(f"{API}/prescriptions/queue", headers=auth(world.pharmacist)).json()["items"]
+        == []
+    )
+    assert request_rx(client, world.patient, order)["status"] == "requested"
+
+
+def test_tasks_run_once_per_period(monkeypatch):
+    calls = []
+    monkeypatch.setattr(service, "expire_issued", lambda session: calls.append(1) or 0)
+    monkeypatch.setattr(tasks, "session_scope", _fake_scope)
+    assert tasks.expire_issued() == 0
+    assert tasks.expire_issued() is None  # a second beat in the same period does nothing
+    assert calls == [1]
+
+
+class _fake_scope:
+    def __enter__(self):
+        return object()
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_beat_schedules_the_sweeps():
+    from o2o.celery_app import TASK_MODULES, app
+
+    assert "prescriptions.tasks" in TASK_MODULES
+    scheduled = {entry["task"] for entry in app.conf.beat_schedule.values()}
+    assert {
+        "prescriptions.escalate_unclaimed",
+        "prescriptions.flag_unreviewed",
+        "prescriptions.expire_issued",
+    } <= scheduled
