@@ -1,0 +1,248 @@
+"""Couriers, delivery jobs, SLA escalations and breaches, webhook endpoints and their deliveries."""
+
+import enum
+import uuid
+from datetime import datetime
+
+from geoalchemy2 import Geography
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, ENUM, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from o2o.db import Base
+from o2o.orders.models import Order
+
+
+class JobStatus(enum.StrEnum):
+    OPEN = "open"  # in the pool
+    CLAIMED = "claimed"  # a courier is on the way to the store
+    PICKED_UP = "picked_up"  # out for delivery
+    LOCKED = "locked"  # too many wrong delivery codes: the store takes over
+    DELIVERED = "delivered"
+    FAILED = "failed"  # handed back to the store with a reason
+    CANCELLED = "cancelled"  # the order was cancelled
+
+
+# A job in one of these states belongs to the order's current delivery attempt.
+LIVE_JOB_STATES = (JobStatus.OPEN, JobStatus.CLAIMED, JobStatus.PICKED_UP, JobStatus.LOCKED)
+# Jobs that count towards a courier's limit.
+ACTIVE_JOB_STATES = (JobStatus.CLAIMED, JobStatus.PICKED_UP)
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    GAVE_UP = "gave_up"
+
+
+def _values(e: type[enum.Enum]) -> list[str]:
+    return [m.value for m in e]
+
+
+def _in(states) -> str:
+    return "status IN (" + ", ".join(f"'{s.value}'" for s in states) + ")"
+
+
+job_status_enum = ENUM(JobStatus, name="job_status", values_callable=_values)
+delivery_status_enum = ENUM(DeliveryStatus, name="outbox_delivery_status", values_callable=_values)
+
+
+class Courier(Base):
+    """A courier's working profile: home store or service area, and last known location."""
+
+    __tablename__ = "couriers"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    home_store_id: Mapped[int | None] = mapped_column(
+        ForeignKey("stores.id", ondelete="SET NULL"), index=True
+    )
+    service_area = mapped_column(Geography("MULTIPOLYGON", srid=4326, spatial_index=False))
+    location = mapped_column(Geography("POINT", srid=4326, spatial_index=False))
+    location_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+
+
+class Job(Base):
+    """One delivery attempt of an order: open in the pool, claimed, picked up, then closed."""
+
+    __tablename__ = "dispatch_jobs"
+    __table_args__ = (
+        # One live job per order: a second open would let two couriers carry one parcel.
+        Index(
+            "uq_dispatch_jobs_live_order",
+            "order_id",
+            unique=True,
+            postgresql_where=text(_in(LIVE_JOB_STATES)),
+        ),
+        Index(
+            "ix_dispatch_jobs_courier_active",
+            "courier_id",
+            postgresql_where=text(_in(ACTIVE_JOB_STATES)),
+        ),
+        # The stale-claim sweep.
+        Index(
+            "ix_dispatch_jobs_claimed_at",
+            "claimed_at",
+            postgresql_where=text("status = 'claimed'"),
+        ),
+        CheckConstraint("priority BETWEEN 0 AND 10", name="priority_range"),
+        CheckConstraint("code_failures >= 0", name="code_failures_nonnegative"),
+        CheckConstraint("status <> 'open' OR courier_id IS NULL", name="open_has_no_courier"),
+        CheckConstraint(
+            "status NOT IN ('claimed', 'picked_up') OR courier_id IS NOT NULL",
+            name="taken_has_courier",
+        ),
+    )
+
+    # Not guessable, like order ids: a courier's app shares them.
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    order_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("orders.id", ondelete="CASCADE"), index=True
+    )
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="RESTRICT"))
+    dropoff = mapped_column(Geography("POINT", srid=4326, spatial_index=False), nullable=False)
+    deadline: Mapped[datetime]
+    priority: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"))
+    status: Mapped[JobStatus] = mapped_column(job_status_enum)
+    # 1 for the first job of an order, +1 after each failed delivery.
+    attempt: Mapped[int] = mapped_column(SmallInteger, server_default=text("1"))
+    courier_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    opened_at: Mapped[datetime]
+    claimed_at: Mapped[datetime | None]
+    picked_up_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    code_failures: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"))
+    fail_reason: Mapped[str | None] = mapped_column(Text)
+
+
+# The pool: claims and listings start from the stores near the courier (GiST on stores) and read
+# each store's open jobs in rank order (most urgent first, then by deadline), stopping at the
+# first few visible ones instead of ranking every open job.
+Index(
+    "ix_dispatch_jobs_open_rank",
+    Job.__table__.c.store_id,
+    Job.__table__.c.priority.desc(),
+    Job.__table__.c.deadline,
+    Job.__table__.c.id,
+    postgresql_where=text("status = 'open'"),
+)
+
+
+class SlaEscalation(Base):
+    """An order flagged at risk: recorded once, so the store is told once."""
+
+    __tablename__ = "sla_escalations"
+
+    order_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("orders.id", ondelete="CASCADE"), primary_key=True
+    )
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"), index=True)
+    deadline: Mapped[datetime]
+    predicted_finish: Mapped[datetime]
+    escalated_at: Mapped[datetime]
+
+
+class SlaBreach(Base):
+    """A delivery that missed its deadline: recorded once, compensated once."""
+
+    __tablename__ = "sla_breaches"
+    __table_args__ = (
+        UniqueConstraint("order_id", name="uq_sla_breaches_order_id"),
+        Index("ix_sla_breaches_store_deadline", "store_id", "deadline"),
+        CheckConstraint("compensation_minor >= 0", name="compensation_nonnegative"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"))
+    deadline: Mapped[datetime]
+    detected_at: Mapped[datetime]
+    # A stable word (dispatch.sla.BREACH_REASONS, "delivered_late").
+    reason: Mapped[str] = mapped_column(String(32))
+    compensation_minor: Mapped[int]
+    currency: Mapped[str] = mapped_column(String(3))
+
+
+class WebhookEndpoint(Base):
+    """Where events are sent: a URL, the secret that signs them, and the event types wanted."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (
+        CheckConstraint("cardinality(event_types) > 0", name="event_types_not_empty"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    # Kept readable: each request is signed with it (HMAC), so it cannot be stored hashed.
+    secret: Mapped[str] = mapped_column(String(128))
+    # Exact types ("order.sla_breached"), a family ("order.*"), or everything ("*").
+    event_types: Mapped[list[str]] = mapped_column(ARRAY(String(64)))
+    description: Mapped[str | None] = mapped_column(String(200))
+    is_active: Mapped[bool] = mapped_column(server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class OutboxDelivery(Base):
+    """One event for one endpoint: sent until it is acknowledged, or given up after retries."""
+
+    __tablename__ = "outbox_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "endpoint_id", name="uq_outbox_deliveries_event_endpoint"),
+        Index(
+            "ix_outbox_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        CheckConstraint("attempts >= 0", name="attempts_nonnegative"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("outbox_events.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[DeliveryStatus] = mapped_column(
+        delivery_status_enum, server_default=DeliveryStatus.PENDING.value
+    )
+    attempts: Mapped[int] = mapped_column(server_default=text("0"))
+    # Due time for a pending delivery; while a relay sends it, the end of that relay's lease.
+    next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_status_code: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class OutboxRelayState(Base):
+    """How far the relay has fanned events out to endpoints (a single row)."""
+
+    __tablename__ = "outbox_relay_state"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    fanned_out_until: Mapped[datetime | None]
+
+
+# The SLA monitor reads only open deliveries; without this index it would scan every order ever
+# placed each minute. Declared here (on the orders table) because the monitor is its only reader.
+Index(
+    "ix_orders_open_delivery_deadline",
+    Order.__table__.c.sla_deadline,
+    postgresql_where=text(
+        "fulfillment = 'delivery' AND status IN ('released', 'preparing', 'ready', "
+        "'out_for_delivery')"
+    ),
+)

@@ -1,0 +1,803 @@
+"""A simulated day in the demo city, run through the real services on an accelerated clock.
+
+Patients order (some need a prescription: a doctor signs one, the store's pharmacist approves
+it), pharmacists prepare and mark orders ready, couriers poll the job board, claim, ride to the
+store, pick up, ride to the door and hand over with the delivery code; the SLA monitor and the
+stale-claim sweep run every simulated minute. Every step is a real service call in its own
+transaction, with `now` from the simulated clock (`o2o.clock.use`).
+
+The same day (seed, demand, couriers and their speeds) is replayed twice: with the platform's
+ranking (escalated first, deadline buckets, nearest store) and with a plain first-come-first-
+served dispatcher (oldest job first), and the two SLA reports are printed side by side.
+
+It empties the database it runs on, so the command refuses any database whose name does not end
+in `_sim`; `make simulate` (scripts/simulate.sh) gives it one of its own. This module is a tool at
+the CLI floor: it calls the order flow from above, as the API does.
+"""
+
+import heapq
+import itertools
+import math
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from dispatch import monitor, reports, service
+from dispatch.eta import EtaModel
+from dispatch.models import SlaBreach, SlaEscalation
+from dispatch.service import Ranking, WrongDeliveryCode
+from o2o import clock
+from o2o.config import get_settings
+from o2o.db import session_scope
+from o2o.errors import DomainError
+from o2o.geo import LatLon
+from o2o.orders import lifecycle
+from o2o.orders import service as orders_service
+from o2o.orders.checkout import place_order
+from o2o.orders.models import Order, OrderStatus
+from o2o.orders.schemas import DeliveryAddressIn, OrderIn, OrderItemIn
+from o2o.users import service as users_service
+from o2o.users.models import Role, User
+from prescriptions import service as prescriptions_service
+from prescriptions import signing
+from prescriptions.schemas import (
+    PrescribedItemIn,
+    PrescriptionRequestIn,
+    ReviewIn,
+    SigningPayloadIn,
+)
+from stores import demo as stores_demo
+from stores.models import Product, Store
+
+LOCAL = ZoneInfo(stores_demo.TIMEZONE)
+EARTH_RADIUS_M = 6_371_008.8
+DAY_STARTS_AT = 9  # local hour: most demo pharmacies are open from here ...
+POLICIES = {"ranked": Ranking.URGENCY, "first come, first served": Ranking.FIFO}
+SIM_DB_SUFFIX = "_sim"
+# Simulated minutes the day may overrun (for the last orders) before it stops anyway.
+DRAIN_MINUTES = 240
+POSITION_EVERY_MIN = 2
+COURIER_AREA_KM = 7.0
+
+
+@dataclass(frozen=True)
+class Options:
+    seed: int = 7
+    orders: int = 600
+    couriers: int = 40
+    hours: float = 12.0
+    rx_share: float = 0.2  # orders with a prescription medicine
+    not_home_share: float = 0.01  # first delivery attempts that fail (nobody at the door)
+    wrong_code_share: float = 0.02  # hand-overs where the first code typed is wrong
+    doctors: int = 3
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan: the day's demand and fleet, drawn once from the seed and replayed by every policy
+
+
+@dataclass(frozen=True)
+class PlannedOrder:
+    n: int
+    at: datetime
+    patient: int
+    dropoff: tuple[float, float]
+    items: tuple[tuple[str, int], ...]  # (GTIN, quantity)
+    rx: bool
+    staff_delay_min: float  # until a pharmacist starts preparing
+    prep_factor: float  # x the store's preparation minutes
+    rx_delays_min: tuple[float, float, float, float]  # request, doctor claim, sign, review
+    ride_factor: float  # x the modelled ride to the door (traffic, stairs)
+    not_home: bool
+    wrong_code_first: bool
+
+
+@dataclass(frozen=True)
+class PlannedCourier:
+    n: int
+    home: tuple[float, float]  # the centre of their service area
+    start: tuple[float, float]
+    speed_factor: float  # x the store's modelled courier speed
+    poll_offset_s: float  # when in each minute their app refreshes the job board
+
+
+@dataclass(frozen=True)
+class DayPlan:
+    options: Options
+    start: datetime
+    end: datetime
+    orders: tuple[PlannedOrder, ...]
+    couriers: tuple[PlannedCourier, ...]
+
+
+def day_start(today: date | None = None) -> datetime:
+    """The simulated day: the last weekday before today, from 09:00 in the demo city."""
+    day = (today or datetime.now(LOCAL).date()) - timedelta(days=1)
+    while day.weekday() >= 5:
+        day -= timedelta(days=1)
+    return datetime(day.year, day.month, day.day, DAY_STARTS_AT, tzinfo=LOCAL).astimezone(UTC)
+
+
+def demand_weight(local_hour: float) -> float:
+    """Relative order rate by local time: a lunchtime peak and a bigger evening one."""
+    return (
+        1.0
+        + 0.7 * math.exp(-((local_hour - 12.5) ** 2) / 2.0)
+        + 1.0 * math.exp(-((local_hour - 19.0) ** 2) / 2.5)
+    )
+
+
+def _point_near(rng: random.Random, centre: tuple[float, float], radius_m: float):
+    """A point uniformly distributed in a disc around centre."""
+    distance = radius_m * math.sqrt(rng.random())
+    bearing = rng.uniform(0, 2 * math.pi)
+    dlat = distance * math.cos(bearing) / 111_320.0
+    dlon = distance * math.sin(bearing) / (111_320.0 * math.cos(math.radians(centre[0])))
+    return round(centre[0] + dlat, 6), round(centre[1] + dlon, 6)
+
+
+def plan_day(options: Options, *, start: datetime | None = None) -> DayPlan:
+    """Draw the day's orders and couriers from the seed (no database)."""
+    rng = random.Random(options.seed)
+    start = start or day_start()
+    end = start + timedelta(hours=options.hours)
+    delivering = [s for s in stores_demo.STORES if s.zone_km]
+    catalogue = stores_demo.demo_products()
+    otc = [p.data.gtin for p in catalogue if not p.data.rx_only and not p.data.controlled]
+    rx = [p.data.gtin for p in catalogue if p.data.rx_only and not p.data.controlled]
+    patients = max(20, options.orders // 3)
+
+    # Order times: rejection sampling against the demand curve.
+    peak = max(demand_weight(h / 4) for h in range(24 * 4))
+    times = []
+    while len(times) < options.orders:
+        at = start + timedelta(seconds=rng.uniform(0, options.hours * 3600))
+        local = at.astimezone(LOCAL)
+        if rng.random() * peak <= demand_weight(local.hour + local.minute / 60):
+            times.append(at)
+    times.sort()
+
+    orders = []
+    for n, at in enumerate(times):
+        store = rng.choice(delivering)
+        # Inside the store's zone, mostly well inside: patients live around their pharmacy.
+        dropoff = _point_near(rng, (store.lat, store.lon), store.zone_km * 1000 * 0.8)
+        needs_rx = rng.random() < options.rx_share
+        items = {rng.choice(rx): 1} if needs_rx else {}
+        for gtin in rng.sample(otc, rng.choice((1, 1, 1, 2))):
+            items[gtin] = 1
+        orders.append(
+            PlannedOrder(
+                n=n,
+                at=at,
+                patient=rng.randrange(patients),
+                dropoff=dropoff,
+                items=tuple(sorted(items.items())),
+                rx=needs_rx,
+                staff_delay_min=rng.uniform(0.5, 4.0),
+                prep_factor=rng.uniform(0.75, 1.3),
+                rx_delays_min=(
+                    rng.uniform(1, 4),
+                    rng.uniform(2, 12),
+                    rng.uniform(2, 6),
+                    rng.uniform(2, 10),
+                ),
+                ride_factor=rng.uniform(0.9, 1.25),
+                not_home=rng.random() < options.not_home_share,
+                wrong_code_first=rng.random() < options.wrong_code_share,
+            )
+        )
+    couriers = []
+    for n in range(options.couriers):
+        home = delivering[n % len(delivering)]
+        couriers.append(
+            PlannedCourier(
+                n=n,
+                home=(home.lat, home.lon),
+                start=_point_near(rng, (home.lat, home.lon), 1500),
+                speed_factor=rng.uniform(0.85, 1.15),
+                poll_offset_s=rng.uniform(0, 60),
+            )
+        )
+    return DayPlan(options, start, end, tuple(orders), tuple(couriers))
+
+
+# ---------------------------------------------------------------------------------------------
+# Replaying the plan
+
+
+def distance_m(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Great-circle metres between two (lat, lon) points."""
+    lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
+    h = (
+        math.sin((lat2 - lat1) / 2) ** 2
+        + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    )
+    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(h))
+
+
+@dataclass
+class CourierState:
+    plan: PlannedCourier
+    user_id: int
+    at: tuple[float, float]
+    job_id: uuid.UUID | None = None
+    order_n: int | None = None
+    # The leg being ridden: from, to, departure, arrival.
+    leg: tuple[tuple[float, float], tuple[float, float], datetime, datetime] | None = None
+
+    def position(self, now: datetime) -> tuple[float, float]:
+        if self.leg is None:
+            return self.at
+        origin, target, left, arrives = self.leg
+        span = (arrives - left).total_seconds()
+        share = 1.0 if span <= 0 else min(1.0, max(0.0, (now - left).total_seconds() / span))
+        return (
+            origin[0] + (target[0] - origin[0]) * share,
+            origin[1] + (target[1] - origin[1]) * share,
+        )
+
+
+@dataclass
+class DayResult:
+    policy: str
+    placed: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    rx_orders: int = 0
+    rx_rejected: int = 0
+    claims: int = 0
+    claims_lost: int = 0  # claims returned to the pool before the courier got to the store
+    failed_attempts: int = 0
+    wrong_codes: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
+    at_risk: int = 0
+    breaches: int = 0
+    compensation_minor: int = 0
+    undelivered: int = 0
+    wall_s: float = 0.0
+
+
+class Day:
+    """One replay of a plan under one dispatch policy."""
+
+    def __init__(self, plan: DayPlan, policy: str, on_minute: Callable[[], None]) -> None:
+        self.plan = plan
+        self.policy = policy
+        self.ranking = POLICIES[policy]
+        self.on_minute = on_minute
+        self.result = DayResult(policy)
+        self.now = plan.start
+        self.rng = random.Random(plan.options.seed + 1)
+        self.queue: list[tuple[datetime, int, Callable[[], None]]] = []
+        self.seq = itertools.count()
+        self.orders: dict[uuid.UUID, PlannedOrder] = {}
+        self.open_orders: set[uuid.UUID] = set()
+        self.couriers: list[CourierState] = []
+        # False once a poll found the board empty, until something can open a job again (an
+        # order made ready, a failed attempt, a claim swept back): idle apps skip the request.
+        self.board_may_have_jobs = False
+
+    # -- the event queue ------------------------------------------------------------------------
+
+    def at(self, when: datetime, action: Callable[[], None]) -> None:
+        heapq.heappush(self.queue, (when, next(self.seq), action))
+
+    def after(self, minutes: float, action: Callable[[], None]) -> None:
+        self.at(self.now + timedelta(minutes=minutes), action)
+
+    def run(self) -> DayResult:
+        started = time.perf_counter()
+        with clock.use(lambda: self.now):
+            self._setup()
+            for order in self.plan.orders:
+                self.at(order.at, _bind(self._place, order))
+            self.at(self.plan.start, self._minute)
+            stop = self.plan.end + timedelta(minutes=DRAIN_MINUTES)
+            while self.queue:
+                when, _, action = heapq.heappop(self.queue)
+                if when > stop:
+                    break
+                self.now = when
+                action()
+            self._report()
+        self.result.wall_s = round(time.perf_counter() - started, 1)
+        return self.result
+
+    # -- setup ----------------------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        with session_scope() as session:
+            reset_day(session)
+        with session_scope() as session:
+            # The demo city (as `python -m o2o demo-data` loads it): created on the first run,
+            # and its stock pushed again on every run, so each day starts from the same shelves.
+            stores_demo.load_demo_city(session, today=self.plan.start.astimezone(LOCAL).date())
+        with session_scope() as session:
+            self.stores = {s.id: s for s in session.scalars(select(Store))}
+            for store in self.stores.values():
+                session.expunge(store)
+            self.gtins = dict(session.execute(select(Product.gtin, Product.id)).all())
+            (admin_id,) = _fast_users(session, Role.ADMIN, 1)
+            self.patients = _fast_users(session, Role.PATIENT, max(20, len(self.plan.orders) // 3))
+            self.pharmacists = {}
+            for store_id in self.stores:
+                (pharmacist,) = _fast_users(session, Role.PHARMACIST, 1, tag=f"store{store_id}")
+                users_service.link_stores(session, session.get(User, pharmacist), [store_id])
+                self.pharmacists[store_id] = pharmacist
+            self.doctor_keys = []
+            for doctor_id in _fast_users(session, Role.DOCTOR, self.plan.options.doctors):
+                private = signing.generate_private_key()
+                doctor = session.get(User, doctor_id)
+                key = prescriptions_service.register_key(
+                    session, doctor, signing.public_key_b64(private)
+                )
+                prescriptions_service.approve_key(session, session.get(User, admin_id), key.id)
+                self.doctor_keys.append((doctor_id, private))
+            courier_ids = _fast_users(session, Role.COURIER, len(self.plan.couriers))
+            for planned, user_id in zip(self.plan.couriers, courier_ids, strict=True):
+                lat, lon = planned.home
+                service.set_courier_area(
+                    session,
+                    user_id,
+                    home_store_id=None,
+                    service_area=stores_demo.zone_around(lat, lon, COURIER_AREA_KM),
+                )
+                service.record_position(session, user_id, *planned.start, now=self.now)
+                self.couriers.append(CourierState(planned, user_id, planned.start))
+
+    # -- patients, doctors, pharmacists ---------------------------------------------------------
+
+    def _place(self, planned: PlannedOrder) -> None:
+        lat, lon = planned.dropoff
+        body = OrderIn(
+            items=[
+                OrderItemIn(product_id=self.gtins[gtin], quantity=quantity)
+                for gtin, quantity in planned.items
+            ],
+            location=LatLon(lat=lat, lon=lon),
+            fulfillment="delivery",
+            delivery_address=DeliveryAddressIn(
+                location=LatLon(lat=lat, lon=lon), text=f"Flat {planned.n % 40 + 1}, demo street"
+            ),
+        )
+        try:
+            with session_scope() as session:
+                patient = session.get(User, self.patients[planned.patient])
+                order = place_order(session, patient, body, now=self.now)
+                order_id = order.id
+        except DomainError as exc:
+            self.result.refused[exc.code] = self.result.refused.get(exc.code, 0) + 1
+            return
+        self.result.placed += 1
+        self.orders[order_id] = planned
+        self.open_orders.add(order_id)
+        if planned.rx:
+            self.result.rx_orders += 1
+            self.after(planned.rx_delays_min[0], _bind(self._request_rx, order_id))
+        else:
+            self.after(planned.staff_delay_min, _bind(self._prepare, order_id))
+
+    def _request_rx(self, order_id: uuid.UUID) -> None:
+        planned = self.orders[order_id]
+        with session_scope() as session:
+            patient = session.get(User, self.patients[planned.patient])
+            p = prescriptions_service.request_prescription(
+                session,
+                patient,
+                PrescriptionRequestIn(
+                    order_id=order_id,
+                    patient_name=f"Patient {planned.patient}",
+                    id_number=f"31010119800101{planned.patient:04d}",
+                    symptoms="Follow-up of a known condition.",
+                    allergies="none",
+                    current_medication="none",
+                ),
+            )
+            prescription_id = p.id
+        self.after(planned.rx_delays_min[1], _bind(self._doctor_signs, order_id, prescription_id))
+
+    def _doctor_signs(self, order_id: uuid.UUID, prescription_id: uuid.UUID) -> None:
+        planned = self.orders[order_id]
+        doctor_id, private = self.doctor_keys[planned.n % len(self.doctor_keys)]
+        with session_scope() as session:
+            doctor = session.get(User, doctor_id)
+            prescriptions_service.claim(session, doctor, prescription_id)
+            order = session.get(Order, order_id)
+            items = [
+                PrescribedItemIn(
+                    product_id=line.product_id,
+                    quantity=line.quantity,
+                    dose="as directed",
+                    frequency="twice a day",
+                    duration_days=5,
+                )
+                for line in order.lines
+                if line.rx_only
+            ]
+            payload, _, _ = prescriptions_service.prepare_signing_payload(
+                session, doctor, prescription_id, SigningPayloadIn(items=items)
+            )
+        self.after(
+            planned.rx_delays_min[2],
+            _bind(self._doctor_issues, order_id, prescription_id, doctor_id, private, payload),
+        )
+
+    def _doctor_issues(self, order_id, prescription_id, doctor_id, private, payload) -> None:
+        with session_scope() as session:
+            prescriptions_service.issue(
+                session,
+                session.get(User, doctor_id),
+                prescription_id,
+                signing.b64encode(payload),
+                signing.b64encode(signing.sign(private, payload)),
+            )
+        self.after(
+            self.orders[order_id].rx_delays_min[3],
+            _bind(self._pharmacist_reviews, order_id, prescription_id),
+        )
+
+    def _pharmacist_reviews(self, order_id: uuid.UUID, prescription_id: uuid.UUID) -> None:
+        try:
+            with session_scope() as session:
+                order = session.get(Order, order_id)
+                pharmacist = session.get(User, self.pharmacists[order.store_id])
+                prescriptions_service.review(
+                    session, pharmacist, prescription_id, ReviewIn(decision="approve")
+                )
+        except DomainError:
+            # e.g. no lot lasts the course: the pharmacist rejects; the order is cancelled.
+            self.result.rx_rejected += 1
+            with session_scope() as session:
+                order = session.get(Order, order_id)
+                pharmacist = session.get(User, self.pharmacists[order.store_id])
+                prescriptions_service.review(
+                    session,
+                    pharmacist,
+                    prescription_id,
+                    ReviewIn(decision="reject", reason="Cannot be dispensed from our stock."),
+                )
+            self.open_orders.discard(order_id)
+            return
+        self.after(self.orders[order_id].staff_delay_min, _bind(self._prepare, order_id))
+
+    def _prepare(self, order_id: uuid.UUID) -> None:
+        with session_scope() as session:
+            order = lifecycle.lock_order(session, order_id)
+            orders_service.prepare(session, order, actor_id=self.pharmacists[order.store_id])
+            minutes = self.stores[order.store_id].prep_minutes * self.orders[order_id].prep_factor
+        self.after(minutes, _bind(self._ready, order_id))
+
+    def _ready(self, order_id: uuid.UUID) -> None:
+        with session_scope() as session:
+            order = lifecycle.lock_order(session, order_id)
+            orders_service.mark_ready(
+                session, order, actor_id=self.pharmacists[order.store_id], now=self.now
+            )
+        self.board_may_have_jobs = True
+
+    # -- the clock's minute: monitor, sweep, positions, couriers polling -------------------------
+
+    def _minute(self) -> None:
+        with session_scope() as session:
+            result = monitor.run(session, now=self.now)
+            if service.return_stale_claims(session, now=self.now):
+                self.board_may_have_jobs = True
+        self.result.at_risk += result.at_risk
+        minute = round((self.now - self.plan.start).total_seconds() / 60)
+        if minute % POSITION_EVERY_MIN == 0:
+            with session_scope() as session:
+                for c in self.couriers:
+                    if c.leg is not None:
+                        service.record_position(session, c.user_id, *c.position(self.now))
+        # Each idle courier's app refreshes the board once a minute, at its own second.
+        for c in self.couriers:
+            if c.job_id is None:
+                self.after(c.plan.poll_offset_s / 60, _bind(self._poll, c))
+        self.on_minute()
+        if self.now < self.plan.end or self.open_orders:
+            self.after(1, self._minute)
+
+    def _poll(self, c: CourierState) -> None:
+        if c.job_id is not None or not self.board_may_have_jobs:
+            return
+        with session_scope() as session:
+            any_open = session.scalar(
+                text("SELECT EXISTS (SELECT 1 FROM dispatch_jobs WHERE status = 'open')")
+            )
+            if not any_open:
+                self.board_may_have_jobs = False
+                return
+            courier = session.get(User, c.user_id)
+            lat, lon = c.position(self.now)
+            job = service.claim_next_job(
+                session, courier, lat=lat, lon=lon, now=self.now, ranking=self.ranking
+            )
+            if job is None:
+                return
+            job_id, store_id, order_id = job.id, job.store_id, job.order_id
+        c.at, c.leg = (lat, lon), None  # stops riding home to take the job
+        self.result.claims += 1
+        self._ride_to_store(c, job_id, store_id, order_id)
+
+    def _ride_to_store(self, c, job_id, store_id, order_id) -> None:
+        store = self.stores[store_id]
+        target = _latlon(store)
+        minutes = self._ride_minutes(c, store, c.at, target, 1.0)
+        c.job_id, c.order_n = job_id, self.orders[order_id].n
+        c.leg = (c.at, target, self.now, self.now + timedelta(minutes=minutes))
+        self.after(minutes, _bind(self._at_store, c, job_id, order_id, store_id))
+
+    def _ride_minutes(self, c, store, origin, target, factor: float) -> float:
+        eta = EtaModel.for_store(store)
+        leg_noise = self.rng.uniform(0.9, 1.15)
+        return (
+            eta.travel_minutes(distance_m(origin, target))
+            * factor
+            * leg_noise
+            / c.plan.speed_factor
+        )
+
+    def _at_store(self, c: CourierState, job_id: uuid.UUID, order_id: uuid.UUID, store_id: int):
+        c.at, c.leg = c.leg[1], None
+        try:
+            with session_scope() as session:
+                courier = session.get(User, c.user_id)
+                try:
+                    service.pickup(session, courier, job_id, now=self.now)
+                except DomainError:
+                    # The claim went stale on the way and returned to the pool: claim it again
+                    # at the counter if nobody else has.
+                    session.rollback()
+                    self.result.claims_lost += 1
+                    service.claim_job(
+                        session, courier, job_id, lat=c.at[0], lon=c.at[1], now=self.now
+                    )
+                    service.pickup(session, courier, job_id, now=self.now)
+        except DomainError:
+            c.job_id = c.order_n = None
+            return
+        planned = self.orders[order_id]
+        store = self.stores[store_id]
+        minutes = self._ride_minutes(c, store, c.at, planned.dropoff, planned.ride_factor)
+        handover = get_settings().sla_handover_minutes * self.rng.uniform(0.5, 1.5)
+        c.leg = (c.at, planned.dropoff, self.now, self.now + timedelta(minutes=minutes))
+        self.after(minutes + handover, _bind(self._at_door, c, job_id, order_id))
+
+    def _at_door(self, c: CourierState, job_id: uuid.UUID, order_id: uuid.UUID) -> None:
+        c.at, c.leg = c.leg[1], None
+        c.job_id = c.order_n = None
+        planned = self.orders[order_id]
+        with session_scope() as session:
+            courier = session.get(User, c.user_id)
+            job = service.get_held_job(session, courier, job_id)
+            nobody_home = planned.not_home and job.attempt == 1
+            if nobody_home:
+                service.fail(session, courier, job_id, "Nobody at the door.", now=self.now)
+            else:
+                code = session.scalar(select(Order.delivery_code).where(Order.id == order_id))
+                if planned.wrong_code_first:
+                    try:
+                        service.deliver(session, courier, job_id, "000000", now=self.now)
+                    except WrongDeliveryCode:
+                        self.result.wrong_codes += 1
+                service.deliver(session, courier, job_id, code, now=self.now)
+        if nobody_home:
+            self.result.failed_attempts += 1
+            self.board_may_have_jobs = True  # the order is ready again: a new job is open
+        else:
+            self.open_orders.discard(order_id)
+        self._ride_home(c)
+
+    def _ride_home(self, c: CourierState) -> None:
+        """Head back towards the home pharmacy to wait (where the next job most likely is)."""
+        home = c.plan.home
+        if distance_m(c.at, home) < 300:
+            return
+        store = next(iter(self.stores.values()))
+        minutes = self._ride_minutes(c, store, c.at, home, 1.0)
+        c.leg = (c.at, home, self.now, self.now + timedelta(minutes=minutes))
+
+    # -- the report -----------------------------------------------------------------------------
+
+    def _report(self) -> None:
+        r = self.result
+        with session_scope() as session:
+            r.stats = reports.delivery_stats(
+                session, from_=self.plan.start, to=self.now + timedelta(seconds=1)
+            )
+            r.breaches = session.scalar(select(func.count()).select_from(SlaBreach))
+            r.compensation_minor = int(
+                session.scalar(select(func.coalesce(func.sum(SlaBreach.compensation_minor), 0)))
+            )
+            r.at_risk = session.scalar(select(func.count()).select_from(SlaEscalation))
+            r.undelivered = session.scalar(
+                select(func.count())
+                .select_from(Order)
+                .where(
+                    Order.status.in_(
+                        (
+                            OrderStatus.RELEASED,
+                            OrderStatus.PREPARING,
+                            OrderStatus.READY,
+                            OrderStatus.OUT_FOR_DELIVERY,
+                        )
+                    )
+                )
+            )
+
+
+def _bind(fn: Callable, *args) -> Callable[[], None]:
+    """Bind arguments now (a lambda in a loop would see the loop's last values)."""
+    return lambda: fn(*args)
+
+
+def _latlon(store: Store) -> tuple[float, float]:
+    from o2o.geo import to_latlon
+
+    point = to_latlon(store.location)
+    return point["lat"], point["lon"]
+
+
+def _fast_users(session: Session, role: Role, n: int, *, tag: str = "") -> list[int]:
+    """Users nobody signs in as (an unusable password hash: hashing is slow by design)."""
+    rows = session.scalars(
+        text(
+            """
+            INSERT INTO users (email, name, password_hash, role)
+            SELECT 'sim-' || :role || :tag || '-' || g || '@sim.example.com',
+                   initcap(:role) || ' ' || g, '!', CAST(:role AS user_role)
+            FROM generate_series(1, :n) g
+            RETURNING id
+            """
+        ),
+        {"role": role.value, "tag": tag, "n": n},
+    ).all()
+    return list(rows)
+
+
+# Kept from one simulated day to the next: loading the demo city is the slow part of a day's
+# setup, and its stock is pushed again anyway (the inventory syncs are emptied).
+CITY_TABLES = ("stores", "products", "lots", "product_stock_stats")
+
+
+def reset_day(session: Session) -> None:
+    """Empty the simulation's database for a fresh day, keeping the demo city's stores and lots."""
+    kept = ("alembic_version", "spatial_ref_sys", *CITY_TABLES)
+    tables = session.scalars(
+        text(
+            "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' "
+            "AND tablename <> ALL(:kept) ORDER BY tablename"
+        ),
+        {"kept": list(kept)},
+    ).all()
+    session.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    # Nothing is reserved once the orders are gone; the stock push then sets what is on hand.
+    session.execute(text("UPDATE lots SET reserved = 0 WHERE reserved <> 0"))
+
+
+def simulate(
+    options: Options, *, console: Console | None = None, progress: bool = True
+) -> list[DayResult]:
+    """Replay one planned day under each dispatch policy; return their results."""
+    plan = plan_day(options)
+    results = []
+    minutes = int(options.hours * 60)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("simulated minutes"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not progress,
+        transient=False,
+    ) as bar:
+        for policy in POLICIES:
+            task = bar.add_task(f"{policy:>26}", total=minutes)
+
+            def tick(task=task) -> None:
+                if not bar.tasks[task].finished:
+                    bar.advance(task)
+
+            results.append(Day(plan, policy, tick).run())
+            bar.update(task, completed=minutes)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+def _fmt_rate(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate * 100:.1f}%"
+
+
+def _fmt_min(minutes: float | None) -> str:
+    return "-" if minutes is None else f"{minutes:.1f}"
+
+
+def results_table(plan: Options, results: list[DayResult]) -> Table:
+    """The SLA reports of the policies side by side."""
+    table = Table(
+        title=(
+            f"Simulated day: {plan.orders} orders, {plan.couriers} couriers, {plan.hours:g} h, "
+            f"seed {plan.seed}"
+        )
+    )
+    table.add_column("measure")
+    for r in results:
+        table.add_column(r.policy, justify="right")
+    rows: list[tuple[str, Callable[[DayResult], str]]] = [
+        ("orders placed (refused)", lambda r: f"{r.placed} ({sum(r.refused.values())})"),
+        ("with a prescription", lambda r: str(r.rx_orders)),
+        ("deliveries", lambda r: str(r.stats["delivered"])),
+        ("on time (within 2 h)", lambda r: _fmt_rate(r.stats["on_time_rate"])),
+        ("p50 minutes, release to door", lambda r: _fmt_min(r.stats["p50_minutes"])),
+        ("p95 minutes, release to door", lambda r: _fmt_min(r.stats["p95_minutes"])),
+        ("escalated at risk", lambda r: str(r.at_risk)),
+        ("breaches (compensation, minor)", lambda r: f"{r.breaches} ({r.compensation_minor})"),
+        ("claims (lost to the stale sweep)", lambda r: f"{r.claims} ({r.claims_lost})"),
+        ("failed attempts, wrong codes", lambda r: f"{r.failed_attempts}, {r.wrong_codes}"),
+        ("still open at the end", lambda r: str(r.undelivered)),
+        ("wall time (s)", lambda r: f"{r.wall_s:.1f}"),
+    ]
+    for label, cell in rows:
+        table.add_row(label, *(cell(r) for r in results))
+    return table
+
+
+def meets_aims(result: DayResult, baseline: DayResult) -> bool:
+    """>= 99% on time, median <= 30 min, and ahead of the baseline (on time, then median)."""
+    s, b = result.stats, baseline.stats
+    if not s["delivered"] or result.undelivered:
+        return False
+    ahead = (s["on_time_rate"], -s["p50_minutes"]) > (
+        b["on_time_rate"] or 0,
+        -(b["p50_minutes"] or 0),
+    )
+    return s["on_time_rate"] >= 0.99 and s["p50_minutes"] <= 30 and ahead
+
+
+app = typer.Typer(
+    help="Replay a day in the demo city through the real services (ranked vs first come).",
+    invoke_without_command=True,
+)
+
+
+@app.callback()
+def simulate_command(
+    seed: Annotated[int, typer.Option(help="Seed of the day's demand and fleet.")] = 7,
+    orders: Annotated[int, typer.Option(min=1, max=20_000, help="Orders placed in the day.")] = 600,
+    couriers: Annotated[int, typer.Option(min=1, max=2000, help="Couriers on shift.")] = 40,
+    hours: Annotated[float, typer.Option(min=0.25, max=24, help="Length of the day.")] = 12.0,
+) -> None:
+    """Simulate a day twice (ranked dispatch, then first come first served); print both reports."""
+    console = Console()
+    database = make_url(get_settings().database_url).database or ""
+    if not database.endswith(SIM_DB_SUFFIX):
+        console.print(
+            f"[red]error:[/red] the simulation empties its database; {database!r} does not end "
+            f"in {SIM_DB_SUFFIX!r}. Run `make simulate` (it uses a database of its own)."
+        )
+        raise typer.Exit(2)
+    options = Options(seed=seed, orders=orders, couriers=couriers, hours=hours)
+    results = simulate(options, console=console)
+    console.print(results_table(options, results))
+    ranked, baseline = results
+    if meets_aims(ranked, baseline):
+        console.print("Aims met: >= 99% within 2 h, median <= 30 min, ahead of the baseline.")
+    else:
+        console.print("[yellow]Aims not met[/yellow] (>= 99% within 2 h, median <= 30 min, ahead).")

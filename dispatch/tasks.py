@@ -1,0 +1,51 @@
+"""Periodic dispatch work: the SLA monitor, stale claims back to the pool, the webhook relay."""
+
+import logging
+from dataclasses import asdict
+
+from dispatch import monitor, service, webhooks
+from o2o.celery_app import app
+from o2o.db import session_scope
+from o2o.tasks import once_per_period
+
+log = logging.getLogger(__name__)
+
+SLA_MONITOR_EVERY_S = 60
+STALE_CLAIMS_EVERY_S = 60
+RELAY_EVERY_S = 5
+
+
+def run_sla_monitor() -> dict:
+    """Run the SLA monitor once, in its own transaction."""
+    with session_scope() as session:
+        result = monitor.run(session)
+    if result.at_risk or result.breached:
+        log.info("sla monitor: %s", result)
+    return asdict(result)
+
+
+def run_return_stale_claims() -> int:
+    with session_scope() as session:
+        return service.return_stale_claims(session)
+
+
+@app.task(name="dispatch.sla_monitor")
+@once_per_period("dispatch.sla_monitor", SLA_MONITOR_EVERY_S)
+def sla_monitor_task() -> dict:
+    """Periodic: predict open deliveries, escalate those at risk, record breaches (once each)."""
+    return run_sla_monitor()
+
+
+@app.task(name="dispatch.return_stale_claims")
+@once_per_period("dispatch.return_stale_claims", STALE_CLAIMS_EVERY_S)
+def return_stale_claims_task() -> int:
+    """Periodic: jobs claimed but not picked up in time go back to the pool."""
+    return run_return_stale_claims()
+
+
+# No once_per_period: relays may overlap safely (deliveries are leased with SKIP LOCKED), and more
+# workers should be able to share a backlog.
+@app.task(name="dispatch.relay_outbox")
+def relay_outbox_task() -> dict:
+    """Periodic: send outbox events to the webhook endpoints that want them, with retries."""
+    return asdict(webhooks.relay(session_scope))

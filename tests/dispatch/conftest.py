@@ -1,0 +1,38 @@
+import pytest
+
+from o2o.users.models import Role
+from tests.dispatch import helpers
+from tests.factories import auth
+
+
+@pytest.fixture
+def store(db):
+    return helpers.make_store(db, at=helpers.CENTRE)
+
+
+@pytest.fixture
+def courier(db, store):
+    """A courier whose home store is `store`, standing 300 m from it."""
+    return helpers.make_courier(db, home_store=store, at=helpers.offset(300, 0))
+
+
+@pytest.fixture
+def courier_headers(courier):
+    return auth(courier)
+
+
+@pytest.fixture
+def admin(db):
+    return helpers.make_user_fast(db, Role.ADMIN)
+
+
+@pytest.fixture
+def committed(engine):
+    """Sessions that really commit (threads, tasks, a worker); every table is emptied after."""
+    from sqlalchemy.orm import sessionmaker
+
+    from tests.conftest import truncate_all
+
+    truncate_all(engine)
+    yield sessionmaker(bind=engine, expire_on_commit=False)
+    truncate_all(engine)

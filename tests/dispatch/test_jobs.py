@@ -1,0 +1,364 @@
+"""The job pool through the API: opening, listing, claiming, the courier's area and radius."""
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, select
+
+from dispatch import service
+from dispatch.models import Job, JobStatus
+from o2o.orders import lifecycle
+from o2o.orders.models import OrderStatus
+from o2o.users.models import Role
+from tests.dispatch import helpers
+from tests.factories import auth
+
+API = "/api/v1"
+HERE = {"lat": helpers.offset(300, 0)[0], "lon": helpers.offset(300, 0)[1]}
+
+
+def _params(point=HERE, **extra):
+    return {"lat": point["lat"], "lon": point["lon"], **extra}
+
+
+def test_a_ready_delivery_opens_a_job_with_store_dropoff_deadline_and_priority(db, store):
+    order = helpers.make_delivery_order(db, store, dropoff=helpers.offset(1000, 1000))
+    job = helpers.job_of(db, order)
+    assert job.status is JobStatus.OPEN
+    assert job.store_id == store.id
+    assert job.deadline == order.sla_deadline
+    assert job.priority == 0 and job.attempt == 1
+    # Opening again (a retried call) keeps the one live job.
+    assert service.open_job_for_order(db, order).id == job.id
+    assert db.scalar(select(func.count()).select_from(Job).where(Job.order_id == order.id)) == 1
+
+
+def test_listing_ranks_by_deadline_bucket_then_distance_and_shows_the_api_shape(
+    db, client, store, courier_headers
+):
+    now = datetime.now(UTC)
+    far_store = helpers.make_store(db, at=helpers.offset(3000, 0))
+    courier_area = helpers.square(helpers.CENTRE, 6000)
+    courier = helpers.make_courier(db, area=courier_area, at=helpers.offset(300, 0))
+    # Same deadline bucket: the nearer store first. An earlier bucket beats distance.
+    near = helpers.make_delivery_order(db, store, released_at=now - timedelta(minutes=20))
+    far = helpers.make_delivery_order(db, far_store, released_at=now - timedelta(minutes=20))
+    urgent_far = helpers.make_delivery_order(db, far_store, released_at=now - timedelta(minutes=80))
+    for order in (far, urgent_far):  # open long enough for the ring to reach 3 km
+        helpers.job_of(db, order).opened_at = now - timedelta(minutes=5)
+    db.flush()
+
+    r = client.get(f"{API}/dispatch/jobs", params=_params(), headers=auth(courier))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [item["order_id"] for item in body["items"]] == [
+        str(urgent_far.id),
+        str(near.id),
+        str(far.id),
+    ]
+    first = body["items"][1]
+    assert set(first) >= {
+        "id",
+        "order_id",
+        "store",
+        "dropoff",
+        "deadline",
+        "priority",
+        "distance_m",
+    }
+    assert first["store"]["id"] == store.id and first["store"]["name"] == store.name
+    assert abs(first["store"]["location"]["lat"] - helpers.CENTRE[0]) < 1e-9
+    assert 290 < first["distance_m"] < 310
+    assert set(first["dropoff"]) == {"lat", "lon"}
+    assert body["next_cursor"] is None
+    assert "address_text" not in first  # only the holder sees the address
+
+
+def test_listing_pages_with_a_cursor_without_repeats(db, client, store, courier_headers):
+    orders = [helpers.make_delivery_order(db, store) for _ in range(5)]
+    seen, cursor = [], None
+    for _ in range(5):
+        params = _params(limit=2) | ({"cursor": cursor} if cursor else {})
+        r = client.get(f"{API}/dispatch/jobs", params=params, headers=courier_headers)
+        assert r.status_code == 200, r.text
+        seen += [item["order_id"] for item in r.json()["items"]]
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(str(o.id) for o in orders)
+    bad = client.get(
+        f"{API}/dispatch/jobs", params=_params(cursor="not-a-cursor"), headers=courier_headers
+    )
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_cursor"
+
+
+def test_jobs_outside_the_area_are_not_listed_and_cannot_be_claimed(
+    db, client, store, courier_headers
+):
+    elsewhere = helpers.make_store(db, at=helpers.offset(1000, 1000))  # not the home store
+    theirs = helpers.make_delivery_order(db, elsewhere)
+    mine = helpers.make_delivery_order(db, store)
+
+    r = client.get(f"{API}/dispatch/jobs", params=_params(), headers=courier_headers)
+    assert [i["order_id"] for i in r.json()["items"]] == [str(mine.id)]
+
+    job = helpers.job_of(db, theirs)
+    r = client.post(f"{API}/dispatch/jobs/{job.id}/claim", json=HERE, headers=courier_headers)
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "job_not_found"
+    db.refresh(job)
+    assert job.status is JobStatus.OPEN and job.courier_id is None
+
+
+def test_a_service_area_courier_is_refused_stores_outside_the_area(db, client):
+    """Even escalated (wide radius) and 1.1 km away: a store outside the area is not theirs."""
+    area = helpers.square(helpers.CENTRE, 1500)
+    inside = helpers.make_store(db, at=helpers.offset(500, 0))
+    outside = helpers.make_store(db, at=helpers.offset(0, 2500))
+    courier = helpers.make_courier(db, area=area, at=helpers.offset(0, 1400))
+    far_job = helpers.job_of(db, helpers.make_delivery_order(db, outside))
+    far_job.priority = 2
+    db.flush()
+    near_job = helpers.job_of(db, helpers.make_delivery_order(db, inside))
+    by_outside = {"lat": helpers.offset(0, 1400)[0], "lon": helpers.offset(0, 1400)[1]}
+
+    r = client.get(f"{API}/dispatch/jobs", params=_params(by_outside), headers=auth(courier))
+    assert [i["id"] for i in r.json()["items"]] == [str(near_job.id)]
+    r = client.post(
+        f"{API}/dispatch/jobs/{far_job.id}/claim", json=by_outside, headers=auth(courier)
+    )
+    assert r.status_code == 404 and r.json()["error"]["code"] == "job_not_found"
+    r = client.post(f"{API}/dispatch/claim", json=by_outside, headers=auth(courier))
+    assert r.status_code == 200 and r.json()["id"] == str(near_job.id)
+    r = client.post(f"{API}/dispatch/claim", json=by_outside, headers=auth(courier))
+    assert r.status_code == 204
+    db.refresh(far_job)
+    assert far_job.status is JobStatus.OPEN and far_job.courier_id is None
+
+
+def test_a_fresh_job_goes_to_nearby_couriers_first_then_the_ring_widens(db, store):
+    now = datetime.now(UTC)
+    area = helpers.square(helpers.CENTRE, 9000)
+    near = helpers.make_courier(db, area=area, at=helpers.offset(500, 0))
+    far = helpers.make_courier(db, area=area, at=helpers.offset(4000, 0))
+    job = helpers.job_of(db, helpers.make_delivery_order(db, store))
+    job.opened_at = now
+    db.flush()
+    far_at = helpers.offset(4000, 0)
+
+    assert service.claim_next_job(db, far, lat=far_at[0], lon=far_at[1], now=now) is None
+    minutes_to_reach = (4000 - service.RING_START_M) / service.RING_GROWTH_M_PER_MIN
+    later = now + timedelta(minutes=minutes_to_reach + 0.5)
+    assert service.claim_next_job(db, far, lat=far_at[0], lon=far_at[1], now=later).id == job.id
+    service.release(db, far, job.id)
+    # The plain first-come baseline offers it across the whole radius at once.
+    assert (
+        service.claim_next_job(
+            db, far, lat=far_at[0], lon=far_at[1], now=now, ranking=service.Ranking.FIFO
+        ).id
+        == job.id
+    )
+    service.release(db, far, job.id)
+    near_at = helpers.offset(500, 0)
+    assert service.claim_next_job(db, near, lat=near_at[0], lon=near_at[1], now=now).id == job.id
+
+
+def test_the_radius_widens_for_escalated_jobs(db, client):
+    area = helpers.square(helpers.CENTRE, 20_000)
+    far_store = helpers.make_store(db, at=helpers.offset(8000, 0))  # 8 km: beyond 5 km
+    courier = helpers.make_courier(db, area=area, at=helpers.CENTRE)
+    here = {"lat": helpers.CENTRE[0], "lon": helpers.CENTRE[1]}
+    order = helpers.make_delivery_order(db, far_store, dropoff=helpers.offset(8500, 0))
+    job = helpers.job_of(db, order)
+
+    r = client.get(f"{API}/dispatch/jobs", params=_params(here), headers=auth(courier))
+    assert r.json()["items"] == []
+    r = client.post(f"{API}/dispatch/jobs/{job.id}/claim", json=here, headers=auth(courier))
+    assert r.status_code == 404
+
+    job.priority = 1  # what the SLA monitor does to an at-risk job
+    db.flush()
+    r = client.get(f"{API}/dispatch/jobs", params=_params(here), headers=auth(courier))
+    assert [i["id"] for i in r.json()["items"]] == [str(job.id)]
+    assert r.json()["items"][0]["priority"] == 1
+
+
+def test_claim_next_takes_the_best_job_then_answers_204(db, client, store, courier_headers):
+    now = datetime.now(UTC)
+    later = helpers.make_delivery_order(db, store, released_at=now - timedelta(minutes=5))
+    sooner = helpers.make_delivery_order(db, store, released_at=now - timedelta(minutes=60))
+
+    r = client.post(f"{API}/dispatch/claim", json=HERE, headers=courier_headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["order_id"] == str(sooner.id)
+    assert r.json()["status"] == "claimed"
+    assert r.json()["address_text"] == "Room 501, 8 Example Rd"
+
+    r = client.post(f"{API}/dispatch/claim", json=HERE, headers=courier_headers)
+    assert r.json()["order_id"] == str(later.id)
+
+    other = helpers.make_courier(db, home_store=store, at=helpers.offset(300, 0))
+    r = client.post(f"{API}/dispatch/claim", json=HERE, headers=auth(other))
+    assert r.status_code == 204 and r.content == b""
+
+
+def test_a_courier_holds_at_most_the_configured_number_of_jobs(db, client, store, courier_headers):
+    for _ in range(3):
+        helpers.make_delivery_order(db, store)
+    for _ in range(2):
+        assert (
+            client.post(f"{API}/dispatch/claim", json=HERE, headers=courier_headers).status_code
+            == 200
+        )
+    r = client.post(f"{API}/dispatch/claim", json=HERE, headers=courier_headers)
+    assert r.status_code == 409
+    assert r.json()["error"]["code"] == "too_many_jobs"
+    open_left = db.scalar(select(func.count()).select_from(Job).where(Job.status == JobStatus.OPEN))
+    assert open_left == 1
+    mine = client.get(f"{API}/couriers/me/jobs", headers=courier_headers).json()
+    assert len(mine) == 2
+
+
+def test_claiming_a_job_someone_took_is_a_conflict(db, client, store, courier, courier_headers):
+    order = helpers.make_delivery_order(db, store)
+    job = helpers.job_of(db, order)
+    rival = helpers.make_courier(db, home_store=store, at=helpers.offset(300, 0))
+    assert (
+        client.post(
+            f"{API}/dispatch/jobs/{job.id}/claim", json=HERE, headers=auth(rival)
+        ).status_code
+        == 200
+    )
+    r = client.post(f"{API}/dispatch/jobs/{job.id}/claim", json=HERE, headers=courier_headers)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "job_taken"
+    db.refresh(job)
+    assert job.courier_id == rival.id
+
+
+def test_claim_without_a_position_uses_the_last_known_one(db, client, store, courier_headers):
+    job = helpers.job_of(db, helpers.make_delivery_order(db, store))
+    r = client.post(f"{API}/dispatch/jobs/{job.id}/claim", headers=courier_headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "claimed"
+
+
+def test_an_unconfigured_courier_is_told_so(db, client, store):
+    helpers.make_delivery_order(db, store)
+    courier = helpers.make_user_fast(db, Role.COURIER)
+    r = client.post(f"{API}/dispatch/claim", json=HERE, headers=auth(courier))
+    assert r.status_code == 409
+    assert r.json()["error"]["code"] == "courier_not_configured"
+
+
+def test_a_cancelled_order_is_not_offered_and_its_job_closes(db, client, store, courier_headers):
+    order = helpers.make_delivery_order(db, store)
+    job = helpers.job_of(db, order)
+    lifecycle.cancel(db, lifecycle.lock_order(db, order.id), reason="patient changed their mind")
+    r = client.get(f"{API}/dispatch/jobs", params=_params(), headers=courier_headers)
+    assert r.json()["items"] == []
+    assert (
+        client.post(f"{API}/dispatch/claim", json=HERE, headers=courier_headers).status_code == 204
+    )
+    assert service.return_stale_claims(db) == 0
+    db.refresh(job)
+    assert job.status is JobStatus.CANCELLED
+
+
+def test_bad_positions_are_refused(client, courier_headers):
+    r = client.post(f"{API}/dispatch/claim", json={"lat": 91, "lon": 0}, headers=courier_headers)
+    assert r.status_code == 422
+    r = client.get(f"{API}/dispatch/jobs", params={"lat": 10, "lon": 500}, headers=courier_headers)
+    assert r.status_code == 422
+    r = client.get(f"{API}/dispatch/jobs", params={"lat": 10}, headers=courier_headers)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "location_required"
+
+
+def test_only_couriers_use_courier_endpoints(db, client, store):
+    job = helpers.job_of(db, helpers.make_delivery_order(db, store))
+    for role in (Role.PATIENT, Role.PHARMACIST, Role.DOCTOR):
+        headers = auth(helpers.make_user_fast(db, role))
+        calls = [
+            client.get(f"{API}/dispatch/jobs", params=_params(), headers=headers),
+            client.post(f"{API}/dispatch/claim", json=HERE, headers=headers),
+            client.post(f"{API}/dispatch/jobs/{job.id}/claim", json=HERE, headers=headers),
+            client.post(f"{API}/dispatch/jobs/{job.id}/pickup", headers=headers),
+            client.put(f"{API}/couriers/me/location", json=HERE, headers=headers),
+        ]
+        assert [c.status_code for c in calls] == [403] * len(calls), role
+    assert client.get(f"{API}/dispatch/jobs", params=_params()).status_code == 401
+    db.refresh(job)
+    assert job.status is JobStatus.OPEN
+
+
+def test_location_updates_are_throttled(client, courier_headers, db, courier):
+    r = client.put(
+        f"{API}/couriers/me/location", json={"lat": 31.24, "lon": 121.48}, headers=courier_headers
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["lat"] == 31.24 and r.json()["lon"] == 121.48
+    r = client.put(
+        f"{API}/couriers/me/location", json={"lat": 31.25, "lon": 121.49}, headers=courier_headers
+    )
+    assert r.status_code == 429
+    assert int(r.headers["Retry-After"]) >= 1
+    profile = service.courier_profile(db, courier.id)
+    assert profile["location"] == {"lat": 31.24, "lon": 121.48}
+    bad = client.put(
+        f"{API}/couriers/me/location", json={"lat": "x", "lon": 0}, headers=courier_headers
+    )
+    assert bad.status_code == 422
+
+
+def test_admin_sets_a_couriers_home_store_and_area(db, client, store, admin):
+    courier = helpers.make_user_fast(db, Role.COURIER)
+    area = helpers.square(helpers.CENTRE, 3000)
+    r = client.put(
+        f"{API}/admin/couriers/{courier.id}",
+        json={"home_store_id": store.id, "service_area": area},
+        headers=auth(admin),
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["home_store_id"] == store.id
+    assert r.json()["service_area"]["type"] == "Polygon"
+    assert (
+        client.get(f"{API}/admin/couriers/{courier.id}", headers=auth(admin)).json()["active_jobs"]
+        == 0
+    )
+
+
+def test_admin_courier_area_refuses_bad_input_and_changes_nothing(db, client, store, admin):
+    courier = helpers.make_user_fast(db, Role.COURIER)
+    bowtie = {
+        "type": "Polygon",
+        "coordinates": [
+            [[121.0, 31.0], [121.1, 31.1], [121.1, 31.0], [121.0, 31.1], [121.0, 31.0]]
+        ],
+    }
+    r = client.put(
+        f"{API}/admin/couriers/{courier.id}", json={"service_area": bowtie}, headers=auth(admin)
+    )
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_area"
+    assert "Self-intersection" in r.json()["error"]["message"]
+    r = client.put(
+        f"{API}/admin/couriers/{courier.id}", json={"home_store_id": 999999}, headers=auth(admin)
+    )
+    assert r.status_code == 422 and r.json()["error"]["code"] == "unknown_store"
+    patient = helpers.make_user_fast(db, Role.PATIENT)
+    r = client.put(
+        f"{API}/admin/couriers/{patient.id}", json={"home_store_id": store.id}, headers=auth(admin)
+    )
+    assert r.status_code == 404
+    r = client.put(
+        f"{API}/admin/couriers/{courier.id}",
+        json={"home_store_id": store.id},
+        headers=auth(courier),
+    )
+    assert r.status_code == 403
+    assert service.get_courier(db, courier.id) is None
+
+
+def test_the_claimed_order_state_is_untouched_until_pickup(db, store, courier):
+    order = helpers.make_delivery_order(db, store)
+    job = service.claim_next_job(db, courier, lat=HERE["lat"], lon=HERE["lon"])
+    assert job is not None and job.order_id == order.id
+    db.refresh(order)
+    assert order.status is OrderStatus.READY
