@@ -4,11 +4,18 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
+from dispatch.router import router as dispatch_router
 from o2o import health
 from o2o.config import get_settings
+from o2o.console.app import create_console_app
 from o2o.errors import install_error_handlers
 from o2o.observability import BodySizeLimitMiddleware, RequestContextMiddleware, configure_logging
+from o2o.openapi import install_error_docs
+from o2o.orders.router import router as orders_router
 from o2o.users.router import router as users_router
+from prescriptions.router import router as prescriptions_router
+from stores.router import router as stores_router
+from stores.search_router import router as stores_search_router
 
 API_PREFIX = "/api/v1"
 
@@ -16,6 +23,13 @@ API_PREFIX = "/api/v1"
 def api_router() -> APIRouter:
     router = APIRouter(prefix=API_PREFIX)
     router.include_router(users_router)
+    router.include_router(orders_router)
+    router.include_router(prescriptions_router)
+    router.include_router(dispatch_router)
+    # Before the stores router, so /stores/nearby is never read as a store id.
+    router.include_router(stores_search_router)
+    # Store paths take integer ids only (/stores/{id:int}): /stores/nearby never lands here.
+    router.include_router(stores_router)
     router.include_router(health.router)
     return router
 
@@ -41,6 +55,8 @@ def create_app() -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(api_router())
+    install_error_docs(app)
+    app.mount("/console", create_console_app(app.dependency_overrides), name="console")
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -55,7 +55,7 @@ def demo_data() -> None:
     from o2o import demo
 
     with session_scope() as session:
-        created = demo.load_demo_accounts(session)
+        created, city = demo.load_demo(session)
     table = Table(title="Demo accounts (development only)")
     table.add_column("email")
     table.add_column("role")
@@ -64,12 +64,17 @@ def demo_data() -> None:
         table.add_row(account.email, account.role.value, demo.DEMO_PASSWORD)
     Console().print(table)
     console.print(f"{len(created)} account(s) created, the others existed already.")
+    console.print(city.summary())
 
 
 def main() -> None:
+    from dispatch.simulation import app as simulate_cli
+    from prescriptions.cli import app as doctor_cli
     from stores.cli import app as stores_cli
 
     cli.add_typer(stores_cli, name="stores")
+    cli.add_typer(doctor_cli, name="doctor")
+    cli.add_typer(simulate_cli, name="simulate")
     cli()
 
 

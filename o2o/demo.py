@@ -2,13 +2,18 @@
 a demo city). Idempotent: running it again changes nothing that exists."""
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
 from o2o.users import service as users_service
 from o2o.users.models import Role
 
+if TYPE_CHECKING:
+    from stores.demo import DemoCity
+
 DEMO_PASSWORD = "demo-password"
+DEMO_PHARMACIST = "pharmacist@example.com"
 
 
 @dataclass(frozen=True)
@@ -21,7 +26,7 @@ class DemoAccount:
 DEMO_ACCOUNTS = (
     DemoAccount("admin@example.com", "Ada Admin", Role.ADMIN),
     DemoAccount("doctor@example.com", "Dr. Li Wei", Role.DOCTOR),
-    DemoAccount("pharmacist@example.com", "Pat Pharmacist", Role.PHARMACIST),
+    DemoAccount(DEMO_PHARMACIST, "Pat Pharmacist", Role.PHARMACIST),
     DemoAccount("courier@example.com", "Cory Courier", Role.COURIER),
     DemoAccount("patient@example.com", "Pia Patient", Role.PATIENT),
 )
@@ -41,3 +46,15 @@ def load_demo_accounts(session: Session) -> list[str]:
             )
             created.append(account.email)
     return created
+
+
+def load_demo(session: Session) -> tuple[list[str], "DemoCity"]:
+    """Load the demo accounts and the demo city; the demo pharmacist works at every demo store."""
+    # Imported here: the core sits below the stores domain and never imports it at load time.
+    from stores.demo import load_demo_city
+
+    created = load_demo_accounts(session)
+    city = load_demo_city(session)
+    pharmacist = users_service.get_by_email(session, DEMO_PHARMACIST)
+    users_service.link_stores(session, pharmacist, city.store_ids)
+    return created, city

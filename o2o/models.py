@@ -4,7 +4,9 @@ This module sits at the top of the import floors: it only collects, nothing impo
 migrations and tests.
 """
 
+import dispatch.models  # noqa: F401
 import o2o.orders.models  # noqa: F401
 import o2o.outbox  # noqa: F401
 import o2o.users.models  # noqa: F401
+import prescriptions.models  # noqa: F401
 import stores.models  # noqa: F401
