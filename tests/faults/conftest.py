@@ -1,0 +1,155 @@
+"""Fault-test harness: private PostgreSQL and Redis servers that a test may stop, and the API
+(uvicorn) and Celery worker/beat as real subprocesses against them."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+from alembic import command
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Engine
+
+from tests.conftest import ARTIFACTS, ROOT, alembic_config
+from tests.spare_services import SparePostgres, SpareRedis, free_port
+
+
+@pytest.fixture(scope="package")
+def spare_pg() -> Iterator[SparePostgres]:
+    """A private PostGIS cluster migrated to head (tests may stop and start it)."""
+    pg = SparePostgres()
+    pg.start()
+    try:
+        command.upgrade(alembic_config(pg.url), "head")
+        yield pg
+    finally:
+        pg.destroy()
+
+
+@pytest.fixture
+def spare_engine(spare_pg: SparePostgres) -> Iterator[Engine]:
+    engine = create_engine(spare_pg.url, pool_pre_ping=True, connect_args={"connect_timeout": 2})
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def spare_redis() -> Iterator[SpareRedis]:
+    server = SpareRedis()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+def service_env(pg_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    """Environment of a platform process pointed at the private servers."""
+    env = dict(os.environ)
+    env.update(O2O_ENV="test", O2O_DATABASE_URL=pg_url, O2O_REDIS_URL=redis_url)
+    env.update(extra)
+    return env
+
+
+def spawn(args: list[str], env: dict[str, str], log_name: str) -> subprocess.Popen:
+    """Start a process in its own process group (so a test can kill it and its children)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env=env,
+        stdout=open(ARTIFACTS / log_name, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def kill(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    """Signal the process group; escalate to SIGKILL if it does not exit in time."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+def celery_worker(env: dict[str, str], log_name: str, *extra: str) -> subprocess.Popen:
+    """A real worker of the fault-test app (the platform app plus test-only tasks)."""
+    return spawn(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tests.faults.fault_app",
+            "worker",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            f"{log_name}@%h",
+            *extra,
+        ],
+        env,
+        log_name + ".log",
+    )
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    """Poll until predicate() is truthy; fail the test with `what` after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@contextmanager
+def running_api(env: dict[str, str], log_name: str = "faults-api.log") -> Iterator[str]:
+    """Serve the app with uvicorn in a subprocess; yield its base URL."""
+    port = free_port()
+    proc = spawn(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--no-access-log",
+        ],
+        env,
+        log_name,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"uvicorn exited; see {ARTIFACTS / log_name}")
+        try:
+            return httpx.get(base + "/healthz", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, 120, "the API to start", interval=0.5)
+        yield base
+    finally:
+        kill(proc)
