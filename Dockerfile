@@ -39,4 +39,16 @@ ENV PATH=/app/.venv/bin:$PATH
 
 EXPOSE 8000
 
-CMD ["uvicorn", "main:app", "--host", "0.0.0.0", "--port", "8000", "--workers", "4", "--proxy-headers"]
+# Slow or huge requests must not exhaust the workers (tests/test_resource_limits.py checks these):
+# --timeout-keep-alive 5        idle keep-alive connections close after 5 s;
+# --limit-concurrency 256       past 256 open connections+tasks per worker, new ones get 503 at once
+#                               instead of queueing behind a flood;
+# --backlog 2048                connections the kernel holds while every worker is busy;
+# --h11-max-incomplete-event-size 16384  request line + headers capped at 16 KB;
+# --timeout-graceful-shutdown 20  a deploy waits at most 20 s for requests in flight.
+# Bodies are capped in the app (O2O_MAX_BODY_BYTES, 413, counted while streaming) and the reverse
+# proxy in front buffers request bodies, so a client trickling bytes holds a proxy connection, not
+# a worker.
+CMD ["uvicorn", "main:app", "--host", "0.0.0.0", "--port", "8000", "--workers", "4", "--proxy-headers", \
+     "--timeout-keep-alive", "5", "--limit-concurrency", "256", "--backlog", "2048", \
+     "--h11-max-incomplete-event-size", "16384", "--timeout-graceful-shutdown", "20"]

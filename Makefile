@@ -1,5 +1,5 @@
 # The two commands of the README are `make run` and `make test`; the rest are helpers.
-.PHONY: run test stop status bench lint format
+.PHONY: run test stop status bench load simulate lint format
 
 run: ## install what is missing, start everything, serve on http://127.0.0.1:8000 (PORT overrides)
 	bash scripts/run.sh
@@ -21,3 +21,9 @@ format:
 
 bench: ## benchmarks (benchmark city, order and claim races); prints the figures
 	bash scripts/bench.sh
+
+load: ## the API under load (uvicorn, production workers) on the benchmark city; prints the figures
+	bash scripts/load.sh $(ARGS)
+
+simulate: ## a simulated day of the demo city, ranked dispatch vs first come first served (ARGS="--orders 300")
+	bash scripts/simulate.sh $(ARGS)
