@@ -81,6 +81,7 @@ class Prescription(Base):
         Index("ix_prescriptions_status_requested_at", "status", "requested_at"),
         CheckConstraint("refills >= 0 AND refills <= 12", name="refills_range"),
         CheckConstraint("fills_used >= 0", name="fills_used_nonnegative"),
+        CheckConstraint("refill_of IS NULL OR refill_of <> id", name="refill_not_self"),
         CheckConstraint(
             "status IN ('requested', 'cancelled') OR doctor_id IS NOT NULL",
             name="claimed_has_doctor",
@@ -146,7 +147,13 @@ class Prescription(Base):
     reviewed_at: Mapped[datetime | None]
     review_reason: Mapped[str | None] = mapped_column(Text)
 
-    # How many times it was approved for dispensing: once, plus the refills the doctor allowed.
+    # A refill: a later order of the patient filled from this earlier prescription, carrying its
+    # signed payload and signature unchanged. Fills are counted on that first row.
+    refill_of: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("prescriptions.id", ondelete="RESTRICT"), index=True
+    )
+    # On the first row: how many times the prescription was approved for dispensing, across its
+    # refills (at most 1 + refills). On a refill row: 1 once that refill was approved.
     fills_used: Mapped[int] = mapped_column(server_default=text("0"))
     dispensed_at: Mapped[datetime | None]
     closed_reason: Mapped[str | None] = mapped_column(Text)

@@ -29,6 +29,7 @@ from prescriptions.schemas import (
     IssueIn,
     PrescriptionOut,
     QueuePage,
+    RefillIn,
     ReviewBody,
     ReviewOut,
     SigningPayloadIn,
@@ -84,6 +85,25 @@ def request_prescription(patient: PatientUser, request_body: RequestBody, sessio
     """Ask for a prescription for your order (JSON, or multipart with an `attachment`)."""
     body, attachment = request_body
     p = service.request_prescription(session, patient, body, attachment)
+    return service.to_view(session, patient, p)
+
+
+@router.post(
+    "/prescriptions/{prescription_id}/refill",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PrescriptionOut,
+    responses=error_responses(
+        e404="prescription_not_found; order_not_found",
+        e409="prescription_not_filled; prescription_expired; no_refills_left; the order does not "
+        "need, or already has, a prescription request",
+    ),
+)
+def request_refill(
+    prescription_id: uuid.UUID, body: RefillIn, patient: PatientUser, session: DbSession
+):
+    """Fill another order of yours from a prescription already filled, when the doctor allowed
+    refills and it is still valid; the store's pharmacist reviews it as any prescription."""
+    p = service.request_refill(session, patient, prescription_id, body.order_id)
     return service.to_view(session, patient, p)
 
 

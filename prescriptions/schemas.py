@@ -83,6 +83,10 @@ class IssueIn(_In):
     signature: str = Field(min_length=1, max_length=256)
 
 
+class RefillIn(_In):
+    order_id: uuid.UUID = Field(description="Your order waiting for a prescription.")
+
+
 class DeclineIn(_In):
     reason: str = Field(min_length=1, max_length=2000)
 
@@ -192,6 +196,8 @@ class PrescriptionOut(BaseModel):
     reviewed_at: datetime | None
     review_reason: str | None
     fills_used: int
+    # A refill: the earlier prescription (of the same patient) this order is filled from.
+    refill_of: uuid.UUID | None
     dispensed_at: datetime | None
     # Shown to pharmacists (and admins): the same medicine dispensed to the patient recently.
     warnings: list[WarningOut]

@@ -224,6 +224,50 @@ def _lock_order_then_prescription(
 # --- patient: the request ----------------------------------------------------------------------
 
 
+def _lock_order_awaiting_prescription(
+    session: Session, patient: User, order_id: uuid.UUID
+) -> Order:
+    """Lock the patient's order that waits for a prescription and has no open request yet."""
+    owner = session.scalar(select(Order.patient_id).where(Order.id == order_id))
+    if owner is None or owner != patient.id:
+        raise NotFound("No such order.", code="order_not_found")
+    order = lifecycle.lock_order(session, order_id)
+    if order.status is not OrderStatus.AWAITING_PRESCRIPTION:
+        raise Conflict(
+            "This order is not waiting for a prescription.",
+            code="order_not_awaiting_prescription",
+            details={"order_status": order.status.value},
+        )
+    if not order.is_rx:
+        raise Conflict("This order needs no prescription.", code="prescription_not_needed")
+    open_id = session.scalar(
+        select(Prescription.id).where(
+            Prescription.order_id == order.id,
+            Prescription.status.in_(workflow.OPEN_STATES),
+        )
+    )
+    if open_id is not None:
+        raise Conflict(
+            "This order already has an open prescription request.",
+            code="prescription_already_requested",
+            details={"prescription_id": str(open_id)},
+        )
+    return order
+
+
+def _add_open_request(session: Session, p: Prescription) -> None:
+    session.add(p)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        # The order lock serialises requests; the unique index is the backstop.
+        raise Conflict(
+            "This order already has an open prescription request.",
+            code="prescription_already_requested",
+        ) from None
+
+
 def request_prescription(
     session: Session,
     patient: User,
@@ -259,31 +303,7 @@ def request_prescription(
                 details={"detected": content_type, "claimed": sorted(claimed)},
             )
 
-    owner = session.scalar(select(Order.patient_id).where(Order.id == body.order_id))
-    if owner is None or owner != patient.id:
-        raise NotFound("No such order.", code="order_not_found")
-    order = lifecycle.lock_order(session, body.order_id)
-    if order.status is not OrderStatus.AWAITING_PRESCRIPTION:
-        raise Conflict(
-            "This order is not waiting for a prescription.",
-            code="order_not_awaiting_prescription",
-            details={"order_status": order.status.value},
-        )
-    if not order.is_rx:
-        raise Conflict("This order needs no prescription.", code="prescription_not_needed")
-    open_id = session.scalar(
-        select(Prescription.id).where(
-            Prescription.order_id == order.id,
-            Prescription.status.in_(workflow.OPEN_STATES),
-        )
-    )
-    if open_id is not None:
-        raise Conflict(
-            "This order already has an open prescription request.",
-            code="prescription_already_requested",
-            details={"prescription_id": str(open_id)},
-        )
-
+    order = _lock_order_awaiting_prescription(session, patient, body.order_id)
     at = now_utc()
     p = Prescription(
         id=uuid.uuid4(),
@@ -300,16 +320,7 @@ def request_prescription(
         refills=0,
         fills_used=0,
     )
-    session.add(p)
-    try:
-        with session.begin_nested():
-            session.flush()
-    except IntegrityError:
-        # The order lock serialises requests; the unique index is the backstop.
-        raise Conflict(
-            "This order already has an open prescription request.",
-            code="prescription_already_requested",
-        ) from None
+    _add_open_request(session, p)
     if attachment is not None:
         session.add(
             PrescriptionAttachment(
@@ -322,6 +333,89 @@ def request_prescription(
         )
     _audit(session, p, "requested", actor=patient, from_status=None, to_status=S.REQUESTED, at=at)
     _event(session, "prescription.requested", p, order.store_id, requested_at=at.isoformat())
+    session.flush()
+    return p
+
+
+def request_refill(
+    session: Session, patient: User, prescription_id: uuid.UUID, order_id: uuid.UUID
+) -> Prescription:
+    """Fill a later order of the patient from a prescription already filled once, when the doctor
+    allowed refills and it is still valid.
+
+    The refill carries the doctor's signed payload and signature unchanged, so it goes straight to
+    the store's pharmacist, who checks it as any prescription (signature now, validity, items
+    within it) and counts the fill on the first prescription when approving.
+    """
+    first = session.get(Prescription, prescription_id)
+    if first is None or first.patient_id != patient.id:
+        raise _not_found()
+    if first.refill_of is not None:
+        first = session.get(Prescription, first.refill_of)
+    order = _lock_order_awaiting_prescription(session, patient, order_id)
+    first = _lock(session, first.id)
+    if first.status not in (S.APPROVED, S.DISPENSED):
+        raise Conflict(
+            "Only a prescription that was filled once can be refilled.",
+            code="prescription_not_filled",
+            details={"status": first.status.value},
+        )
+    at = now_utc()
+    if at >= first.expires_at:
+        raise Conflict(
+            "This prescription has expired.",
+            code="prescription_expired",
+            details={"expired_at": first.expires_at.isoformat()},
+        )
+    if first.fills_used > first.refills:
+        raise Conflict(
+            "This prescription has no refills left.",
+            code="no_refills_left",
+            details={"refills": first.refills, "fills_used": first.fills_used},
+        )
+    p = Prescription(
+        id=uuid.uuid4(),
+        order_id=order.id,
+        patient_id=patient.id,
+        status=S.ISSUED,
+        legal_name=first.legal_name,
+        id_number_hmac=first.id_number_hmac,
+        id_number_masked=first.id_number_masked,
+        symptoms=first.symptoms,
+        allergies=first.allergies,
+        current_medication=first.current_medication,
+        requested_at=at,
+        doctor_id=first.doctor_id,
+        claimed_at=first.claimed_at,
+        items=first.items,
+        refills=first.refills,
+        issued_at=first.issued_at,
+        expires_at=first.expires_at,
+        signed_payload=first.signed_payload,
+        signature=first.signature,
+        doctor_key_id=first.doctor_key_id,
+        refill_of=first.id,
+        fills_used=0,
+    )
+    _add_open_request(session, p)
+    _audit(
+        session,
+        p,
+        "refill_requested",
+        actor=patient,
+        from_status=None,
+        to_status=S.ISSUED,
+        at=at,
+        details={"refill_of": str(first.id), "fills_used": first.fills_used},
+    )
+    _event(
+        session,
+        "prescription.issued",
+        p,
+        order.store_id,
+        refill_of=str(first.id),
+        expires_at=p.expires_at.isoformat(),
+    )
     session.flush()
     return p
 
@@ -669,6 +763,11 @@ def decline(
 # --- pharmacist: review ------------------------------------------------------------------------
 
 
+def review_since(p: Prescription) -> datetime:
+    """When the prescription reached the pharmacist: at issue, or a refill when it was asked for."""
+    return max(p.issued_at, p.requested_at)
+
+
 def signed_document(p: Prescription) -> dict:
     """The prescription as the doctor signed it (the stored columns are a copy of this)."""
     return json.loads(p.signed_payload)
@@ -830,9 +929,19 @@ def review(
             code="prescription_expired",
             details={"expired_at": expires_at.isoformat()},
         )
-    if p.fills_used > document["refills"]:
-        raise Conflict("This prescription has already been used.", code="prescription_used")
-    if document["patient"]["id"] != order.patient_id or document["prescription_id"] != str(p.id):
+    # Fills are counted on the first prescription; a refill locks it (after the order and the
+    # refill, the order every path takes) so two refills racing cannot both take the last fill.
+    first = p if p.refill_of is None else _lock(session, p.refill_of)
+    if first.fills_used > document["refills"]:
+        raise Conflict(
+            "This prescription has already been used."
+            + (" It has no refills left." if first is not p else ""),
+            code="prescription_used",
+            details={"refills": document["refills"], "fills_used": first.fills_used},
+        )
+    if document["patient"]["id"] != order.patient_id or document["prescription_id"] != str(
+        first.id
+    ):
         raise Conflict("The prescription is for another patient.", code="patient_mismatch")
     if order.status is not OrderStatus.AWAITING_PRESCRIPTION:
         raise Conflict(
@@ -854,8 +963,10 @@ def review(
             code="exceeds_prescription",
             details={"items": problems},
         )
+    # A refill's course starts when it is filled, not when the doctor signed.
+    course_start = issued_at if first is p else at
     moved = _ensure_lots_last_course(
-        session, order, dict(workflow.durations_by_product(prescribed)), issued_at, at.date()
+        session, order, dict(workflow.durations_by_product(prescribed)), course_start, at.date()
     )
     _move(
         session,
@@ -867,7 +978,9 @@ def review(
         reason=body.reason,
         details={"reallocated": moved} if moved else None,
     )
-    p.fills_used += 1
+    first.fills_used += 1
+    if first is not p:
+        p.fills_used = 1
     p.reviewed_by = pharmacist.id
     p.reviewed_at = at
     p.review_reason = body.reason
@@ -1033,9 +1146,9 @@ def queue(
             }
         else:
             item |= {
-                "waited_minutes": workflow.waited_minutes(p.issued_at, now),
+                "waited_minutes": workflow.waited_minutes(review_since(p), now),
                 "overdue": p.review_flagged_at is not None
-                or workflow.is_overdue(p.issued_at, now, settings.prescription_review_minutes),
+                or workflow.is_overdue(review_since(p), now, settings.prescription_review_minutes),
                 "store_id": store_ids[p.order_id],
                 "issued_at": p.issued_at,
                 "expires_at": p.expires_at,
@@ -1081,7 +1194,7 @@ def to_view(session: Session, user: User, p: Prescription) -> dict:
     now = now_utc()
     review_overdue = p.status is S.ISSUED and (
         p.review_flagged_at is not None
-        or workflow.is_overdue(p.issued_at, now, settings.prescription_review_minutes)
+        or workflow.is_overdue(review_since(p), now, settings.prescription_review_minutes)
     )
     warnings = (
         repeat_dispense_warnings(session, p) if user.role in (Role.PHARMACIST, Role.ADMIN) else []
@@ -1122,6 +1235,7 @@ def to_view(session: Session, user: User, p: Prescription) -> dict:
         "reviewed_at": p.reviewed_at,
         "review_reason": p.review_reason,
         "fills_used": p.fills_used,
+        "refill_of": p.refill_of,
         "dispensed_at": p.dispensed_at,
         "warnings": warnings,
     }
@@ -1182,7 +1296,7 @@ def flag_unreviewed(session: Session, now: datetime | None = None) -> int:
             .where(
                 Prescription.status == S.ISSUED,
                 Prescription.review_flagged_at.is_(None),
-                Prescription.issued_at <= limit_at,
+                func.greatest(Prescription.issued_at, Prescription.requested_at) <= limit_at,
                 Prescription.expires_at > now,
             )
             .order_by(Prescription.issued_at)
@@ -1207,7 +1321,7 @@ def flag_unreviewed(session: Session, now: datetime | None = None) -> int:
             "prescription.review_overdue",
             p,
             _store_id(session, p),
-            waited_minutes=workflow.waited_minutes(p.issued_at, now),
+            waited_minutes=workflow.waited_minutes(review_since(p), now),
         )
     session.flush()
     return len(rows)

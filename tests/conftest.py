@@ -166,3 +166,12 @@ def truncate_all(engine: Engine) -> None:
         ).all()
         if tables:
             conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def committed(engine):
+    """For tests that commit for real (races, workers, idempotency): every table is emptied
+    before and after."""
+    truncate_all(engine)
+    yield
+    truncate_all(engine)

@@ -117,6 +117,15 @@ ROWS = [
         for tail in ("", "/attachment", "/audit")
     ],
     Row(
+        "POST",
+        "/prescriptions/{prescription_id}/refill",
+        _rx,
+        # Not yet filled, and its order already has this request open: a state conflict.
+        {"patient": {409}},
+        {"patient"},
+        body=lambda w: {"order_id": str(w.rx_order.id)},
+    ),
+    Row(
         "GET",
         "/prescriptions/{prescription_id}/fhir",
         _rx,

@@ -12,7 +12,7 @@ from prescriptions.models import DoctorKey, Prescription
 from prescriptions.workflow import PrescriptionStatus
 from tests.console.conftest import console_login
 from tests.console.helpers import csrf_from
-from tests.console.world import build_world
+from tests.console.world import build_world, place_order
 
 
 @pytest.fixture
@@ -78,6 +78,27 @@ def test_detail_shows_request_attachment_prescription_signature_and_order(client
         f"/console/stores/{world.store_a}/prescriptions/{world.rx_reject}/attachment"
     )
     assert other.status_code == 404
+
+
+def test_a_refill_is_marked_with_the_fills_counted_on_the_first(client, db, world, as_user):
+    token = as_user(world.pharmacist_a)
+    base = f"/console/stores/{world.store_a}/prescriptions"
+    html = client.get(f"{base}/{world.rx_approve}").text
+    assert "1 allowed · filled 0 of 2 times" in html
+    client.post(
+        f"{base}/{world.rx_approve}/review", data={"csrf_token": token, "decision": "approve"}
+    )
+    patient = users_service.get_by_email(db, world.patient)
+    order = place_order(db, patient, world.store_a, [(world.extra["amoxicillin"], 2)])
+    refill = rx_service.request_refill(db, patient, uuid.UUID(world.rx_approve), order.id)
+    db.flush()
+
+    queue = client.get(base).text
+    assert str(refill.id) in queue
+    html = client.get(f"{base}/{refill.id}").text
+    assert "this order is a refill" in html
+    assert "1 allowed · filled 1 of 2 times" in html
+    assert "Signature valid" in html
 
 
 def test_a_revoked_key_is_shown_and_approval_is_not_offered(client, db, world, as_user):

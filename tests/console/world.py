@@ -76,7 +76,9 @@ class World:
     extra: dict = field(default_factory=dict)
 
 
-def _order(session: Session, patient: User, store_id: int, items, *, delivery_at=None, now=None):
+def place_order(
+    session: Session, patient: User, store_id: int, items, *, delivery_at=None, now=None
+):
     body = {
         "items": [{"product_id": p, "quantity": q} for p, q in items],
         "location": {"lat": STORE_A[0] + 0.001, "lon": STORE_A[1]},
@@ -104,7 +106,15 @@ def _request(session: Session, patient: User, order: Order, name: str, *, attach
     return rx_service.request_prescription(session, patient, body, att)
 
 
-def _issue(session: Session, doctor: User, key: Ed25519PrivateKey, p, product_id: int, qty: int):
+def _issue(
+    session: Session,
+    doctor: User,
+    key: Ed25519PrivateKey,
+    p,
+    product_id: int,
+    qty: int,
+    refills: int = 0,
+):
     rx_service.claim(session, doctor, p.id)
     payload, _, _ = rx_service.prepare_signing_payload(
         session,
@@ -120,6 +130,7 @@ def _issue(session: Session, doctor: User, key: Ed25519PrivateKey, p, product_id
                     "duration_days": 5,
                 }
             ],
+            refills=refills,
             valid_hours=24,
         ),
     )
@@ -142,7 +153,7 @@ def _delivery_history(session: Session, patient: User, store_id: int, product, n
     for days_ago, durations in HISTORY.items():
         for n, minutes in enumerate(durations):
             released = now - timedelta(days=days_ago, hours=3 + n)
-            order = _order(
+            order = place_order(
                 session,
                 patient,
                 store_id,
@@ -202,7 +213,7 @@ def build_world(session: Session) -> World:
     # doctors, each through the real checkout and prescription services.
     ids = {}
     for label, qty in (("approve", 2), ("reject", 1), ("requested", 1)):
-        order = _order(session, patient, store_a.id, [(amoxicillin.id, qty)])
+        order = place_order(session, patient, store_a.id, [(amoxicillin.id, qty)])
         p = _request(
             session,
             patient,
@@ -211,18 +222,19 @@ def build_world(session: Session) -> World:
             attachment=tiny_png() if label == "approve" else None,
         )
         if label != "requested":
-            _issue(session, doctor, key, p, amoxicillin.id, qty)
+            # The one to approve allows a refill (the pages show refills of it).
+            _issue(session, doctor, key, p, amoxicillin.id, qty, refills=int(label == "approve"))
         ids[label] = str(p.id)
 
     # A pickup ready at the counter.
-    pickup = _order(session, patient, store_a.id, [(ibuprofen.id, 1)])
+    pickup = place_order(session, patient, store_a.id, [(ibuprofen.id, 1)])
     orders_service.prepare(session, pickup, actor_id=pharmacist_a.id)
     orders_service.mark_ready(session, pickup, actor_id=pharmacist_a.id)
 
     # Deliveries released a while ago: one close to its deadline (the SLA monitor flags it),
     # one fresh.
     now = datetime.now(UTC)
-    late = _order(
+    late = place_order(
         session,
         patient,
         store_a.id,
@@ -230,7 +242,7 @@ def build_world(session: Session) -> World:
         delivery_at=(STORE_A[0] + 0.012, STORE_A[1] + 0.008),
         now=now - timedelta(minutes=105),
     )
-    _order(
+    place_order(
         session,
         patient,
         store_a.id,

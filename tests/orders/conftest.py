@@ -6,16 +6,6 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import truncate_all
-
-
-@pytest.fixture
-def committed(engine) -> Iterator[None]:
-    """For tests that commit for real (races, workers, idempotency): empty every table after."""
-    truncate_all(engine)
-    yield
-    truncate_all(engine)
-
 
 @pytest.fixture
 def real_client(committed) -> Iterator[TestClient]:

@@ -8,7 +8,6 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -17,7 +16,6 @@ from o2o.users.models import Role
 from prescriptions import service
 from prescriptions.models import Prescription, PrescriptionAudit
 from prescriptions.schemas import PrescriptionRequestIn
-from tests.conftest import truncate_all
 from tests.factories import auth
 from tests.prescriptions.helpers import (
     API,
@@ -29,13 +27,6 @@ from tests.prescriptions.helpers import (
 )
 
 DOCTORS = 6
-
-
-@pytest.fixture
-def committed(engine):
-    truncate_all(engine)
-    yield
-    truncate_all(engine)
 
 
 def test_concurrent_claims_one_winner(engine, committed):
