@@ -94,8 +94,8 @@ def request_prescription(patient: PatientUser, request_body: RequestBody, sessio
     response_model=PrescriptionOut,
     responses=error_responses(
         e404="prescription_not_found; order_not_found",
-        e409="prescription_not_filled; prescription_expired; no_refills_left; the order does not "
-        "need, or already has, a prescription request",
+        e409="prescription_not_filled; refill_too_early; prescription_expired; no_refills_left; "
+        "order_not_awaiting_prescription; prescription_not_needed; prescription_already_requested",
     ),
 )
 def request_refill(

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -337,6 +338,25 @@ def request_prescription(
     return p
 
 
+def _check_last_fill_handed_over(session: Session, first: Prescription) -> None:
+    """Refuse a refill while an earlier fill of the prescription is approved but not yet handed
+    over: one course at a time (the caller holds the first prescription's lock)."""
+    pending = session.scalar(
+        select(Prescription.order_id)
+        .where(
+            or_(Prescription.id == first.id, Prescription.refill_of == first.id),
+            Prescription.status == S.APPROVED,
+        )
+        .limit(1)
+    )
+    if pending is not None:
+        raise Conflict(
+            "The last fill of this prescription has not been handed over yet.",
+            code="refill_too_early",
+            details={"order_id": str(pending)},
+        )
+
+
 def request_refill(
     session: Session, patient: User, prescription_id: uuid.UUID, order_id: uuid.UUID
 ) -> Prescription:
@@ -360,6 +380,7 @@ def request_refill(
             code="prescription_not_filled",
             details={"status": first.status.value},
         )
+    _check_last_fill_handed_over(session, first)
     at = now_utc()
     if at >= first.expires_at:
         raise Conflict(
@@ -783,20 +804,36 @@ def verify_stored_signature(session: Session, p: Prescription) -> tuple[bool, Do
     return signing.verify(key.public_key, p.signed_payload, p.signature), key
 
 
+def _course_ends(
+    durations: Mapping[int, int], issued_at: datetime, at: datetime, fills_before: int
+) -> dict[int, date]:
+    """The day each prescribed product's course ends, for the fill approved at `at`.
+
+    The first fill's course starts when the doctor signed. A refill's starts once the fills
+    before it are taken, and not before it is handed over: the later of the two.
+    """
+    if fills_before == 0:
+        return {pid: workflow.course_end(issued_at, days) for pid, days in durations.items()}
+    return {
+        pid: max(
+            workflow.course_end(issued_at, days * (fills_before + 1)),
+            workflow.course_end(at, days),
+        )
+        for pid, days in durations.items()
+    }
+
+
 def _ensure_lots_last_course(
-    session: Session, order: Order, durations: dict[int, int], issued_at: datetime, today: date
+    session: Session, order: Order, course_ends: dict[int, date], today: date
 ) -> list[dict]:
     """Move the reservation of prescription items to lots that last the course, or refuse."""
-    lines = [line for line in order.lines if line.rx_only and line.product_id in durations]
+    lines = [line for line in order.lines if line.rx_only and line.product_id in course_ends]
     lot_ids = {a.lot_id for line in lines for a in line.allocations}
     expiry = dict(session.execute(select(Lot.id, Lot.expiry_date).where(Lot.id.in_(lot_ids))).all())
     short_lines = [
         line
         for line in lines
-        if any(
-            not workflow.lot_lasts_course(expiry[a.lot_id], issued_at, durations[line.product_id])
-            for a in line.allocations
-        )
+        if any(expiry[a.lot_id] < course_ends[line.product_id] for a in line.allocations)
     ]
     if not short_lines:
         return []
@@ -820,7 +857,7 @@ def _ensure_lots_last_course(
     plans = []
     missing = []
     for line in short_lines:
-        ends = workflow.course_end(issued_at, durations[line.product_id])
+        ends = course_ends[line.product_id]
         earliest = max(ends, shelf_floor)
         short = [a for a in line.allocations if lots[a.lot_id].expiry_date < ends]
         needed = sum(a.quantity for a in short)
@@ -943,6 +980,8 @@ def review(
         first.id
     ):
         raise Conflict("The prescription is for another patient.", code="patient_mismatch")
+    if first is not p:
+        _check_last_fill_handed_over(session, first)
     if order.status is not OrderStatus.AWAITING_PRESCRIPTION:
         raise Conflict(
             "The order is not waiting for a prescription.",
@@ -963,11 +1002,9 @@ def review(
             code="exceeds_prescription",
             details={"items": problems},
         )
-    # A refill's course starts when it is filled, not when the doctor signed.
-    course_start = issued_at if first is p else at
-    moved = _ensure_lots_last_course(
-        session, order, dict(workflow.durations_by_product(prescribed)), course_start, at.date()
-    )
+    fills_before = 0 if first is p else first.fills_used
+    ends = _course_ends(workflow.durations_by_product(prescribed), issued_at, at, fills_before)
+    moved = _ensure_lots_last_course(session, order, ends, at.date())
     _move(
         session,
         p,
@@ -981,6 +1018,22 @@ def review(
     first.fills_used += 1
     if first is not p:
         p.fills_used = 1
+        _audit(
+            session,
+            first,
+            "refill_approved",
+            actor=pharmacist,
+            from_status=first.status,
+            to_status=first.status,
+            at=at,
+            reason=f"Refill {p.id} approved for order {order.id}: fill {first.fills_used} of "
+            f"{first.refills + 1}.",
+            details={
+                "refill": str(p.id),
+                "order_id": str(order.id),
+                "fills_used": first.fills_used,
+            },
+        )
     p.reviewed_by = pharmacist.id
     p.reviewed_at = at
     p.review_reason = body.reason
@@ -1091,7 +1144,7 @@ def queue(
             )
         )
     elif user.role is Role.PHARMACIST:
-        since = Prescription.issued_at
+        since = func.greatest(Prescription.issued_at, Prescription.requested_at)
         query = (
             select(Prescription)
             .join(Order, Order.id == Prescription.order_id)
@@ -1158,7 +1211,7 @@ def queue(
     if more and rows:
         last = rows[-1]
         next_cursor = _encode_cursor(
-            last.requested_at if user.role is Role.DOCTOR else last.issued_at, last.id
+            last.requested_at if user.role is Role.DOCTOR else review_since(last), last.id
         )
     return items, next_cursor
 
@@ -1234,7 +1287,12 @@ def to_view(session: Session, user: User, p: Prescription) -> dict:
         "review_overdue": review_overdue,
         "reviewed_at": p.reviewed_at,
         "review_reason": p.review_reason,
-        "fills_used": p.fills_used,
+        # Counted on the first prescription, across its refills.
+        "fills_used": (
+            session.scalar(select(Prescription.fills_used).where(Prescription.id == p.refill_of))
+            if p.refill_of
+            else p.fills_used
+        ),
         "refill_of": p.refill_of,
         "dispensed_at": p.dispensed_at,
         "warnings": warnings,
@@ -1360,10 +1418,14 @@ def prescription_id_for_order(session: Session, order_id: uuid.UUID) -> uuid.UUI
 
 
 def on_order_cancelled(session: Session, order) -> None:
-    """Close the order's open prescription request, if any."""
+    """Close the order's open prescription request, if any; an approved fill that was not handed
+    over is given back (counted again as unused on the first prescription)."""
     rows = session.scalars(
         select(Prescription)
-        .where(Prescription.order_id == order.id, Prescription.status.in_(workflow.OPEN_STATES))
+        .where(
+            Prescription.order_id == order.id,
+            Prescription.status.in_(workflow.OPEN_STATES | {S.APPROVED}),
+        )
         .order_by(Prescription.id)
         .with_for_update()
         .execution_options(populate_existing=True)
@@ -1371,12 +1433,35 @@ def on_order_cancelled(session: Session, order) -> None:
     at = now_utc()
     reason = order.cancel_reason or "The order was cancelled."
     for p in rows:
+        if p.status is S.APPROVED:
+            _give_back_fill(session, p, at)
         _move(session, p, S.CANCELLED, "cancelled", actor=None, at=at, reason=reason)
         p.closed_reason = reason
         p.pending_payload = None
         p.pending_payload_at = None
         p.pending_key_id = None
     session.flush()
+
+
+def _give_back_fill(session: Session, p: Prescription, at: datetime) -> None:
+    if p.refill_of is None:
+        p.fills_used -= 1
+        return
+    first = _lock(session, p.refill_of)  # after the order and the refill, as review locks
+    first.fills_used -= 1
+    p.fills_used = 0
+    _audit(
+        session,
+        first,
+        "refill_returned",
+        actor=None,
+        from_status=first.status,
+        to_status=first.status,
+        at=at,
+        reason=f"Refill {p.id}: its order was cancelled before the hand-over; the fill is "
+        "given back.",
+        details={"refill": str(p.id), "order_id": str(p.order_id), "fills_used": first.fills_used},
+    )
 
 
 def mark_dispensed(session: Session, order, *, actor_id: int | None = None) -> None:
@@ -1405,6 +1490,9 @@ def fhir_export(session: Session, user: User, prescription_id: uuid.UUID) -> dic
             code="not_issued",
             details={"status": p.status.value},
         )
+    if p.refill_of is not None:
+        # A refill fills the same signed prescription again: export that prescription.
+        p = session.get(Prescription, p.refill_of)
     document = signed_document(p)
     ids = [item["product_id"] for item in document["items"]]
     products = {

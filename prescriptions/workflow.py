@@ -21,7 +21,9 @@ class PrescriptionStatus(enum.StrEnum):
     REJECTED = "rejected"  # the pharmacist refused it (the order is cancelled)
     DISPENSED = "dispensed"  # handed over: the prescription is used
     EXPIRED = "expired"  # validity passed before approval
-    CANCELLED = "cancelled"  # the order was cancelled while the request was open
+    # The order was cancelled while the request was open, or after approval but before the
+    # hand-over (the fill is given back).
+    CANCELLED = "cancelled"
 
 
 S = PrescriptionStatus
@@ -35,7 +37,7 @@ TRANSITIONS: dict[PrescriptionStatus, frozenset[PrescriptionStatus]] = {
     S.REJECTED: frozenset({S.ISSUED}),
     S.DISPENSED: frozenset({S.APPROVED}),
     S.EXPIRED: frozenset({S.ISSUED}),
-    S.CANCELLED: frozenset({S.REQUESTED, S.CLAIMED, S.ISSUED}),
+    S.CANCELLED: frozenset({S.REQUESTED, S.CLAIMED, S.ISSUED, S.APPROVED}),
 }
 
 # A request still waiting for someone: at most one of these per order.

@@ -36,7 +36,7 @@ from o2o.orders.models import Order
 from o2o.users.models import Role, User
 from prescriptions import service as prescriptions_service
 from prescriptions import signing, workflow
-from prescriptions.models import DoctorKeyStatus, Prescription
+from prescriptions.models import DoctorKeyStatus
 from prescriptions.schemas import ReviewIn, SigningPayloadIn
 from prescriptions.workflow import PrescriptionStatus
 from stores.models import Store
@@ -508,10 +508,6 @@ def _prescription_context(
             (view["expires_at"] - now).total_seconds() / 60 if view["expires_at"] else None
         ),
         "reviewable": view["status"] is PrescriptionStatus.ISSUED,
-        # Fills are counted on the first prescription; a refill shows that count.
-        "fills_used": (
-            db.get(Prescription, p.refill_of).fills_used if p.refill_of else p.fills_used
-        ),
         **extra,
     }
 

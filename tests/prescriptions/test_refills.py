@@ -29,26 +29,32 @@ from tests.prescriptions.helpers import (
 )
 
 
-def _filled(client, world, db, *, refills: int, rx_qty: int = 2, collect: bool = False) -> str:
-    """A prescription issued with `refills` and approved once for a first order (collected by the
-    patient when asked); its id."""
-    order = world.order(db, rx_qty=rx_qty)
+def _filled(
+    client, world, db, *, refills: int, rx_qty: int = 2, collect: bool = True, lot=None
+) -> str:
+    """A prescription issued with `refills` and approved once for a first order, which the
+    patient collected (unless asked not to); its id."""
+    order = world.order(db, rx_qty=rx_qty) if lot is None else _order_from(db, world, lot, rx_qty)
     pid = request_rx(client, world.patient, order)["id"]
     claim_and_issue(client, world.doctor, pid, items_for((world.rx, rx_qty)), refills=refills)
     r = _review(client, world.pharmacist, pid)
     assert r.status_code == 200, r.text
     if collect:
-        order.pickup_code = "123456"
-        db.flush()
-        staff = auth(world.pharmacist)
-        for step, body in (
-            ("prepare", None),
-            ("ready", None),
-            ("handover", {"pickup_code": "123456"}),
-        ):
-            r = client.post(f"{API}/orders/{order.id}/{step}", json=body, headers=staff)
-            assert r.status_code == 200, r.text
+        _hand_over(client, db, world.pharmacist, order)
     return pid
+
+
+def _order_from(db, world, lot, rx_qty: int = 2, store=None):
+    return make_rx_order(db, world.patient, store or world.store, [(world.rx, rx_qty, lot)])
+
+
+def _hand_over(client, db, pharmacist, order) -> None:
+    order.pickup_code = "123456"
+    db.flush()
+    staff = auth(pharmacist)
+    for step, body in (("prepare", None), ("ready", None), ("handover", {"pickup_code": "123456"})):
+        r = client.post(f"{API}/orders/{order.id}/{step}", json=body, headers=staff)
+        assert r.status_code == 200, r.text
 
 
 def _review(client, pharmacist, pid, decision: str = "approve"):
@@ -63,7 +69,7 @@ def _refill(client, patient, pid, order):
 
 
 def test_a_refill_goes_to_the_pharmacist_and_releases_the_order(client, db, world):
-    first = _filled(client, world, db, refills=1, collect=True)
+    first = _filled(client, world, db, refills=1)
     order = world.order(db, rx_qty=2)
 
     r = _refill(client, world.patient, first, order)
@@ -96,11 +102,24 @@ def test_a_refill_goes_to_the_pharmacist_and_releases_the_order(client, db, worl
         .order_by(PrescriptionAudit.id)
     ).all()
     assert actions == ["refill_requested", "approved"]
-    # The first prescription was dispensed with its order; the refill counts there too.
+    # The first prescription was dispensed with its order; the refill is counted, and recorded,
+    # there.
     assert db.get(Prescription, first).status.value == "dispensed"
+    trail = client.get(f"{API}/prescriptions/{first}/audit", headers=auth(world.patient)).json()
+    assert trail["items"][-1]["action"] == "refill_approved"
+    assert refill["id"] in trail["items"][-1]["reason"]
+    assert "fill 2 of 2" in trail["items"][-1]["reason"]
+    seen = client.get(f"{API}/prescriptions/{refill['id']}", headers=auth(world.patient)).json()
+    assert seen["fills_used"] == 2
+
+    # One course at a time: no further refill before this one is handed over.
+    third = world.order(db, rx_qty=2)
+    r = _refill(client, world.patient, first, third)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "refill_too_early"
+    assert r.json()["error"]["details"]["order_id"] == str(order.id)
+    _hand_over(client, db, world.pharmacist, order)
 
     # Both fills used: a third order is refused, from the first row or from the refill's.
-    third = world.order(db, rx_qty=2)
     for pid in (first, refill["id"]):
         r = _refill(client, world.patient, pid, third)
         assert r.status_code == 409, r.text
@@ -142,13 +161,89 @@ def test_a_refill_is_for_its_patient_only(client, db, world):
     assert db.scalars(select(Prescription).where(Prescription.refill_of == first)).all() == []
 
 
-def test_another_stores_pharmacist_cannot_review_a_refill(client, db, world):
+def test_a_refill_at_another_store_is_that_store_s_to_review(client, db, world):
     first = _filled(client, world, db, refills=1)
-    refill = _refill(client, world.patient, first, world.order(db)).json()
-    r = _review(client, world.other_pharmacist, refill["id"])
+    there = make_lot(db, world.other_store, world.rx, on_hand=10, days=400)
+    order = _order_from(db, world, there, store=world.other_store)
+    refill = _refill(client, world.patient, first, order).json()
+    # The first prescription's store does not review another store's order.
+    r = _review(client, world.pharmacist, refill["id"])
     assert r.status_code == 404
     db.expire_all()
     assert db.get(Prescription, refill["id"]).status.value == "issued"
+    r = _review(client, world.other_pharmacist, refill["id"])
+    assert r.status_code == 200, r.text
+    assert r.json()["order_status"] == "released"
+
+
+def test_a_refill_from_a_refill_counts_on_the_first(client, db, world):
+    first = _filled(client, world, db, refills=2)
+    order = world.order(db)
+    refill = _refill(client, world.patient, first, order).json()
+    assert _review(client, world.pharmacist, refill["id"]).status_code == 200
+    _hand_over(client, db, world.pharmacist, order)
+
+    again = _refill(client, world.patient, refill["id"], world.order(db))
+    assert again.status_code == 201, again.text
+    assert again.json()["refill_of"] == first
+    assert _review(client, world.pharmacist, again.json()["id"]).status_code == 200
+    db.expire_all()
+    assert db.get(Prescription, first).fills_used == 3
+
+
+def test_cancelling_an_approved_refill_gives_the_fill_back(client, db, world):
+    first = _filled(client, world, db, refills=1)
+    order = world.order(db)
+    refill = _refill(client, world.patient, first, order).json()
+    assert _review(client, world.pharmacist, refill["id"]).status_code == 200
+    r = client.post(
+        f"{API}/orders/{order.id}/cancel",
+        json={"reason": "Bought elsewhere"},
+        headers=auth(world.patient),
+    )
+    assert r.status_code == 200, r.text
+
+    db.expire_all()
+    assert db.get(Prescription, refill["id"]).status.value == "cancelled"
+    assert db.get(Prescription, first).fills_used == 1
+    trail = client.get(f"{API}/prescriptions/{first}/audit", headers=auth(world.patient)).json()
+    assert [e["action"] for e in trail["items"]][-2:] == ["refill_approved", "refill_returned"]
+    # The refill can be used for another order.
+    r = _refill(client, world.patient, first, world.order(db))
+    assert r.status_code == 201, r.text
+
+
+def test_a_refill_s_lots_must_last_its_own_course(client, db, world):
+    """A 7-day course filled twice: the refill's course ends 14 days after signing, so a lot that
+    lasts the first course (10 days) is swapped for a longer-dated one on approval."""
+    short = make_lot(db, world.store, world.rx, on_hand=10, days=10)
+    order = _order_from(db, world, short)
+    pid = request_rx(client, world.patient, order)["id"]
+    claim_and_issue(client, world.doctor, pid, items_for((world.rx, 2)), refills=1)
+    r = _review(client, world.pharmacist, pid)
+    assert r.status_code == 200 and r.json()["reallocated"] == []
+    _hand_over(client, db, world.pharmacist, order)
+
+    refill_order = _order_from(db, world, short)
+    refill = _refill(client, world.patient, pid, refill_order).json()
+    r = _review(client, world.pharmacist, refill["id"])
+    assert r.status_code == 200, r.text
+    assert r.json()["reallocated"] == [
+        {"product_id": world.rx.id, "from_lots": [short.id], "to_lots": [world.rx_lot.id]}
+    ]
+
+
+def test_a_refill_exports_the_prescription_it_fills(client, db, world):
+    first = _filled(client, world, db, refills=1)
+    refill = _refill(client, world.patient, first, world.order(db)).json()
+    exports = [
+        client.get(f"{API}/prescriptions/{pid}/fhir", headers=auth(world.patient)).json()
+        for pid in (first, refill["id"])
+    ]
+    for bundle in exports:
+        bundle.pop("timestamp")
+    assert exports[0] == exports[1]
+    assert exports[0]["id"] == first
 
 
 def test_refills_need_a_filled_and_valid_prescription(client, db, world):
@@ -158,6 +253,11 @@ def test_refills_need_a_filled_and_valid_prescription(client, db, world):
     claim_and_issue(client, world.doctor, pid, items_for((world.rx, 2)), refills=2)
     r = _refill(client, world.patient, pid, world.order(db))
     assert r.status_code == 409 and r.json()["error"]["code"] == "prescription_not_filled"
+
+    # Approved but not handed over yet: one course at a time.
+    waiting = _filled(client, world, db, refills=2, collect=False)
+    r = _refill(client, world.patient, waiting, world.order(db))
+    assert r.status_code == 409 and r.json()["error"]["code"] == "refill_too_early"
 
     # Filled, then past its validity.
     first = _filled(client, world, db, refills=2)
@@ -207,6 +307,7 @@ def test_racing_approvals_take_the_last_refill_once(engine, committed):
             make_user(s, role=Role.PHARMACIST, store_ids=[store.id]) for _ in range(ORDERS)
         ]
         orders = [make_rx_order(s, patient, store, [(product, 1, lot)]) for _ in range(ORDERS + 1)]
+        orders[0].pickup_code = "123456"
         s.commit()
 
     app = create_app()
@@ -223,6 +324,15 @@ def test_racing_approvals_take_the_last_refill_once(engine, committed):
         first = request_rx(c, patient, orders[0])["id"]
         claim_and_issue(c, doctor, first, items_for((product, 1)), refills=1)
         assert _review(c, pharmacists[0], first).status_code == 200
+        for step, body in (
+            ("prepare", None),
+            ("ready", None),
+            ("handover", {"pickup_code": "123456"}),
+        ):
+            r = c.post(
+                f"{API}/orders/{orders[0].id}/{step}", json=body, headers=auth(pharmacists[0])
+            )
+            assert r.status_code == 200, r.text
         refills = []
         for order in orders[1:]:
             r = _refill(c, patient, first, order)
@@ -254,4 +364,5 @@ def test_racing_approvals_take_the_last_refill_once(engine, committed):
         assert statuses == [OrderStatus.AWAITING_PRESCRIPTION] * (ORDERS - 1) + [
             OrderStatus.RELEASED
         ]
-        assert s.get(Lot, lot.id).reserved == ORDERS + 1
+        # The first order's unit left the shelf at the hand-over; the rest stay reserved.
+        assert s.get(Lot, lot.id).reserved == ORDERS

@@ -34,7 +34,7 @@ def test_happy_path_is_legal():
         (S.DISPENSED, S.APPROVED),
         (S.EXPIRED, S.APPROVED),
         (S.DECLINED, S.CLAIMED),
-        (S.APPROVED, S.CANCELLED),
+        (S.DISPENSED, S.CANCELLED),  # handed over: nothing to give back
         (S.REJECTED, S.ISSUED),
     ],
 )
@@ -43,6 +43,10 @@ def test_illegal_transitions_are_409(current, to):
     with pytest.raises(Conflict) as exc:
         workflow.check(current, to)
     assert exc.value.status_code == 409 and exc.value.code == "illegal_transition"
+
+
+def test_an_approved_fill_not_handed_over_can_be_cancelled():
+    workflow.check(S.APPROVED, S.CANCELLED)
 
 
 def test_closed_states_go_nowhere():
