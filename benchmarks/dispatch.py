@@ -16,7 +16,6 @@ Run: `bash scripts/bench.sh dispatch` (options: `python -m benchmarks.dispatch -
 
 import argparse
 import json
-import math
 import os
 import random
 import statistics
@@ -30,6 +29,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
+from benchmarks.search import percentile
 from dispatch import monitor, service
 from o2o.config import get_settings
 from o2o.db import session_scope
@@ -39,13 +39,6 @@ from o2o.users.models import User
 SITE = (-33.9249, 18.4241)
 TAG = "bench-dispatch"
 console = Console(stderr=True)
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def load_average() -> str:

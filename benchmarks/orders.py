@@ -14,7 +14,6 @@ Run: `bash scripts/bench.sh orders` (options: `python -m benchmarks.orders --hel
 
 import argparse
 import json
-import math
 import os
 import statistics
 import threading
@@ -26,6 +25,7 @@ from datetime import date, timedelta
 
 from sqlalchemy import delete, func, select
 
+from benchmarks.search import percentile
 from o2o.config import get_settings
 from o2o.db import get_engine, session_scope
 from o2o.errors import DomainError
@@ -51,14 +51,6 @@ class Phase:
     latencies_ms: list[float] = field(default_factory=list)
     outcomes: Counter = field(default_factory=Counter)
     units_sold: int = 0
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    # Nearest rank: the smallest value with at least q% of the values at or below it.
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def setup(clients: int, units: int, lots: int) -> dict:

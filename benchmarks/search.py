@@ -750,7 +750,8 @@ def write_docs(section: str) -> None:
     current = (
         DOCS.read_text()
         if DOCS.exists()
-        else "# Benchmarks\n\nFigures from `make bench` (`bash scripts/bench.sh`); each section says its command.\n"
+        else "# Benchmarks\n\nFigures from `make bench`, `make load` and `make simulate`; each section "
+        "says its command.\n"
     )
     start = current.find("\n## Search\n")
     if start == -1:

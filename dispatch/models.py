@@ -38,6 +38,8 @@ class JobStatus(enum.StrEnum):
 LIVE_JOB_STATES = (JobStatus.OPEN, JobStatus.CLAIMED, JobStatus.PICKED_UP, JobStatus.LOCKED)
 # Jobs that count towards a courier's limit.
 ACTIVE_JOB_STATES = (JobStatus.CLAIMED, JobStatus.PICKED_UP)
+# Jobs a courier holds: the active ones, and those locked after too many wrong delivery codes.
+HELD_JOB_STATES = (JobStatus.CLAIMED, JobStatus.PICKED_UP, JobStatus.LOCKED)
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -170,7 +172,8 @@ class SlaBreach(Base):
     store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="CASCADE"))
     deadline: Mapped[datetime]
     detected_at: Mapped[datetime]
-    # A stable word (dispatch.sla.BREACH_REASONS, "delivered_late").
+    # A stable word: not_prepared, no_courier, not_collected, in_transit (by the phase the
+    # delivery was in when its deadline passed) or delivered_late (dispatch.sla.LATE_DELIVERY).
     reason: Mapped[str] = mapped_column(String(32))
     compensation_minor: Mapped[int]
     currency: Mapped[str] = mapped_column(String(3))

@@ -53,7 +53,8 @@ def _compensation_sql(policy: str) -> str:
     raise ValueError(f"unknown compensation policy {policy!r}")
 
 
-# The breach reason of `sla.BREACH_REASONS`, from the order's and its live job's state.
+# Why a delivery missed its deadline, by the phase it was in when the deadline passed (from the
+# order's and its live job's state): not prepared, no courier, not collected, or in transit.
 _REASON_SQL = """
     CASE
       WHEN o.status IN ('released', 'preparing') THEN 'not_prepared'

@@ -2,7 +2,7 @@
 courier areas and webhook endpoints (admin), and SLA reports."""
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
@@ -24,6 +24,7 @@ from dispatch.schemas import (
     WebhookIn,
     WebhookOut,
 )
+from o2o import clock
 from o2o.api import ApiRoute
 from o2o.db import DbSession
 from o2o.errors import error_responses
@@ -210,7 +211,7 @@ def sla_report(
     The period is [from, to); by default the last 7 days.
     """
     store = reports.check_access(session, user, store_id)
-    to = to or datetime.now(UTC)
+    to = to or clock.now()
     from_ = from_ or to - timedelta(days=7)
     return reports.sla_report(session, store, from_=from_, to=to)
 

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from dispatch import monitor
 from dispatch.models import (
     ACTIVE_JOB_STATES,
+    HELD_JOB_STATES,
     LIVE_JOB_STATES,
     Courier,
     Job,
@@ -39,7 +40,7 @@ from dispatch.routing import (  # noqa: F401 (for checkout)
 from dispatch.sla import PRIORITY_AT_RISK, PRIORITY_BREACHED, PRIORITY_NORMAL
 from o2o import clock, outbox, ratelimit
 from o2o.config import get_settings
-from o2o.errors import Conflict, Forbidden, InvalidInput, NotFound
+from o2o.errors import Conflict, InvalidInput, NotFound
 from o2o.geo import GeometryError, area_element, area_geojson, parse_area, point_wkt, to_latlon
 from o2o.orders import lifecycle
 from o2o.orders.models import Fulfillment, Order, OrderStatus
@@ -526,12 +527,7 @@ def claim_job(
     now = now or now_utc()
     where = _where(session, courier.id, lat, lon)
     _configured_courier(session, courier.id, lock=True)
-    job = session.scalar(
-        select(Job)
-        .where(Job.id == job_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
     if job is None:
         raise _job_not_found()
     if job.courier_id == courier.id and job.status in ACTIVE_JOB_STATES:
@@ -559,7 +555,7 @@ def claim_job(
         raise Conflict("Another courier has taken this job.", code="job_taken")
     _check_capacity(session, courier.id)
     if lat is not None and lon is not None:
-        _store_location(session, courier.id, lat, lon, now)
+        _upsert_location(session, courier.id, lat, lon, now)
     _take(job, courier.id, now)
     session.flush()
     return job
@@ -581,16 +577,9 @@ def _job_not_found() -> NotFound:
 
 def _held_job(session: Session, courier: User, job_id: uuid.UUID) -> Job:
     """Lock a job the courier holds and its order (order first); others get 404."""
-    job = session.scalar(select(Job).where(Job.id == job_id, Job.courier_id == courier.id))
-    if job is None or job.status not in (J.CLAIMED, J.PICKED_UP, J.LOCKED):
-        raise _job_not_found()
+    job = get_held_job(session, courier, job_id)
     lifecycle.lock_order(session, job.order_id)
-    job = session.scalar(
-        select(Job)
-        .where(Job.id == job_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
     if job.courier_id != courier.id:
         raise _job_not_found()
     return job
@@ -599,7 +588,7 @@ def _held_job(session: Session, courier: User, job_id: uuid.UUID) -> Job:
 def get_held_job(session: Session, courier: User, job_id: uuid.UUID) -> Job:
     """Return a job the courier holds (404 for anyone else)."""
     job = session.scalar(select(Job).where(Job.id == job_id, Job.courier_id == courier.id))
-    if job is None or job.status not in (J.CLAIMED, J.PICKED_UP, J.LOCKED):
+    if job is None or job.status not in HELD_JOB_STATES:
         raise _job_not_found()
     return job
 
@@ -609,7 +598,7 @@ def my_jobs(session: Session, courier: User) -> list[Job]:
     return list(
         session.scalars(
             select(Job)
-            .where(Job.courier_id == courier.id, Job.status.in_((*ACTIVE_JOB_STATES, J.LOCKED)))
+            .where(Job.courier_id == courier.id, Job.status.in_(HELD_JOB_STATES))
             .order_by(Job.claimed_at, Job.id)
         )
     )
@@ -679,9 +668,8 @@ def deliver(
             + (" The job is now locked; the store will contact you." if left == 0 else ""),
             details={"attempts_left": left},
         )
-    lifecycle.complete(session, order, actor_id=courier.id)
     # The hand-over time is the caller's clock (the simulation runs an accelerated one).
-    order.completed_at = now
+    lifecycle.complete(session, order, actor_id=courier.id, at=now)
     if order.is_rx:
         prescriptions_service.mark_dispensed(session, order)
     job.status = J.DELIVERED
@@ -741,9 +729,7 @@ def fail(
     return job
 
 
-def release(
-    session: Session, courier: User, job_id: uuid.UUID, *, now: datetime | None = None
-) -> Job:
+def release(session: Session, courier: User, job_id: uuid.UUID) -> Job:
     """Give a claimed job back to the pool (before pickup)."""
     job = _held_job(session, courier, job_id)
     if job.status is not J.CLAIMED:
@@ -768,12 +754,7 @@ def unlock(session: Session, staff: User, job_id: uuid.UUID) -> Job:
     if job is None or not _is_staff_of(staff, job.store_id):
         raise NotFound("No such job.", code="job_not_found")
     lifecycle.lock_order(session, job.order_id)
-    job = session.scalar(
-        select(Job)
-        .where(Job.id == job_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
     if job.status is not J.LOCKED:
         raise Conflict("This job is not locked.", code="job_not_locked")
     job.status = J.PICKED_UP
@@ -785,9 +766,7 @@ def unlock(session: Session, staff: User, job_id: uuid.UUID) -> Job:
 def _is_staff_of(user: User, store_id: int) -> bool:
     if user.role is Role.ADMIN:
         return True
-    if user.role is Role.PHARMACIST:
-        return store_id in user.store_ids
-    raise Forbidden("Your role may not do this.")
+    return user.role is Role.PHARMACIST and store_id in user.store_ids
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from o2o import clock
 from o2o.config import get_settings
 from o2o.db import session_scope
 from o2o.errors import DomainError
-from o2o.geo import LatLon
+from o2o.geo import EARTH_RADIUS_M, LatLon, to_latlon
 from o2o.orders import lifecycle
 from o2o.orders import service as orders_service
 from o2o.orders.checkout import place_order
@@ -63,7 +63,6 @@ from stores import demo as stores_demo
 from stores.models import Product, Store
 
 LOCAL = ZoneInfo(stores_demo.TIMEZONE)
-EARTH_RADIUS_M = 6_371_008.8
 DAY_STARTS_AT = 9  # local hour: most demo pharmacies are open from here ...
 POLICIES = {"ranked": Ranking.URGENCY, "first come, first served": Ranking.FIFO}
 SIM_DB_SUFFIX = "_sim"
@@ -144,8 +143,12 @@ def _point_near(rng: random.Random, centre: tuple[float, float], radius_m: float
     """A point uniformly distributed in a disc around centre."""
     distance = radius_m * math.sqrt(rng.random())
     bearing = rng.uniform(0, 2 * math.pi)
-    dlat = distance * math.cos(bearing) / 111_320.0
-    dlon = distance * math.sin(bearing) / (111_320.0 * math.cos(math.radians(centre[0])))
+    dlat = distance * math.cos(bearing) / stores_demo.METRES_PER_DEGREE
+    dlon = (
+        distance
+        * math.sin(bearing)
+        / (stores_demo.METRES_PER_DEGREE * math.cos(math.radians(centre[0])))
+    )
     return round(centre[0] + dlat, 6), round(centre[1] + dlon, 6)
 
 
@@ -645,8 +648,6 @@ def _bind(fn: Callable, *args) -> Callable[[], None]:
 
 
 def _latlon(store: Store) -> tuple[float, float]:
-    from o2o.geo import to_latlon
-
     point = to_latlon(store.location)
     return point["lat"], point["lon"]
 

@@ -32,17 +32,7 @@ PRIORITY_NORMAL = 0
 PRIORITY_AT_RISK = 1
 PRIORITY_BREACHED = 2
 
-# Why a delivery missed its deadline, by the phase it was in when the deadline passed.
-BREACH_REASONS: dict[Phase, str] = {
-    Phase.RELEASED: "not_prepared",
-    Phase.PREPARING: "not_prepared",
-    Phase.AWAITING_COURIER: "no_courier",
-    Phase.CLAIMED: "not_collected",
-    Phase.PICKED_UP: "in_transit",
-}
 LATE_DELIVERY = "delivered_late"
-
-COMPENSATION_POLICIES = ("waive_delivery_fee", "fixed", "none")
 
 
 @dataclass(frozen=True)
@@ -92,10 +82,6 @@ def remaining_minutes(
             else max(0.0, to_dropoff - minutes_since_pickup)
         )
     return rest + assumptions.handover_minutes
-
-
-def predicted_finish(now: datetime, remaining: float) -> datetime:
-    return now + timedelta(minutes=remaining)
 
 
 def assess(now: datetime, deadline: datetime, finish: datetime, *, margin_minutes: float) -> Risk:

@@ -12,19 +12,15 @@ too, in a transaction after the work's has rolled back; unexpected failures give
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends
 from sqlalchemy import and_, delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from o2o.config import get_settings
-from o2o.db import session_scope
 from o2o.errors import Conflict, InvalidInput
 from o2o.orders.models import IdempotencyRecord
 
@@ -168,20 +164,3 @@ def purge_expired(session: Session, *, batch: int = 5000) -> int:
         .execution_options(synchronize_session=False)
     )
     return result.rowcount
-
-
-@contextmanager
-def _side_transaction() -> Iterator[Session]:
-    with session_scope() as session:
-        yield session
-
-
-SideSessionFactory = Callable[[], AbstractContextManager[Session]]
-
-
-def get_side_sessions() -> SideSessionFactory:
-    """Give a factory of short transactions of their own (claims, recorded refusals)."""
-    return _side_transaction
-
-
-SideSessions = Annotated[SideSessionFactory, Depends(get_side_sessions)]

@@ -1,7 +1,5 @@
 """Doctor key tools: `python -m o2o doctor keygen|sign` (the reference signing client)."""
 
-import base64
-import binascii
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -41,8 +39,8 @@ def sign(
     if payload == "-":
         payload = sys.stdin.read()
     try:
-        data = base64.b64decode(payload.strip(), validate=True)
-    except (binascii.Error, ValueError):
+        data = signing.b64decode(payload, what="payload")
+    except signing.KeyFormatError:
         typer.echo("error: the payload is not valid base64", err=True)
         raise typer.Exit(2) from None
     try:

@@ -12,7 +12,7 @@ from o2o.errors import DomainError, InvalidInput
 from o2o.users.dependencies import require_role
 from o2o.users.models import Role, User
 from prescriptions.schemas import PrescriptionRequestIn
-from prescriptions.service import Attachment, AttachmentTooLarge
+from prescriptions.service import Attachment
 
 DoctorUser = Annotated[User, Depends(require_role(Role.DOCTOR))]
 PharmacistUser = Annotated[User, Depends(require_role(Role.PHARMACIST))]
@@ -61,14 +61,9 @@ async def prescription_request_body(
         if upload is None:
             return body, None
         limit = get_settings().prescription_attachment_max_bytes
-        # One byte more than allowed is enough to know it is too large.
+        # One byte more than allowed is enough for the service to know it is too large.
         data = await upload.read(limit + 1)
         await upload.close()
-        if len(data) > limit:
-            raise AttachmentTooLarge(
-                f"The attachment is larger than {limit // (1024 * 1024)} MB.",
-                details={"max_bytes": limit},
-            )
         return body, Attachment(
             data=data, filename=upload.filename, declared_type=upload.content_type
         )

@@ -153,7 +153,8 @@ class Prescription(Base):
         ForeignKey("prescriptions.id", ondelete="RESTRICT"), index=True
     )
     # On the first row: how many times the prescription was approved for dispensing, across its
-    # refills (at most 1 + refills). On a refill row: 1 once that refill was approved.
+    # refills (at most 1 + refills). On a refill row it stays 0: the count lives on the first
+    # prescription.
     fills_used: Mapped[int] = mapped_column(server_default=text("0"))
     dispensed_at: Mapped[datetime | None]
     closed_reason: Mapped[str | None] = mapped_column(Text)

@@ -57,6 +57,14 @@ def _key_out(key: DoctorKey) -> DoctorKeyOut:
     )
 
 
+def _key_page(keys: list[DoctorKey], limit: int) -> dict:
+    """A page of keys; the last id is the next cursor when the page is full."""
+    return {
+        "items": [_key_out(k) for k in keys],
+        "next_cursor": str(keys[-1].id) if len(keys) == limit else None,
+    }
+
+
 def _int_cursor(cursor: str | None) -> int | None:
     if cursor is None:
         return None
@@ -195,10 +203,7 @@ def my_keys(doctor: DoctorUser, session: DbSession, limit: Limit = 20, cursor: C
     keys = service.list_keys(
         session, doctor_id=doctor.id, limit=limit, after_id=_int_cursor(cursor)
     )
-    return {
-        "items": [_key_out(k) for k in keys],
-        "next_cursor": str(keys[-1].id) if len(keys) == limit else None,
-    }
+    return _key_page(keys, limit)
 
 
 @router.post(
@@ -284,10 +289,7 @@ def list_doctor_keys(
 ):
     """Doctors' keys, for example the pending ones to approve."""
     keys = service.list_keys(session, status=key_status, limit=limit, after_id=_int_cursor(cursor))
-    return {
-        "items": [_key_out(k) for k in keys],
-        "next_cursor": str(keys[-1].id) if len(keys) == limit else None,
-    }
+    return _key_page(keys, limit)
 
 
 @router.post(

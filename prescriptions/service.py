@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -160,6 +160,17 @@ def _not_found() -> NotFound:
 
 def _store_id(session: Session, p: Prescription) -> int:
     return session.scalar(select(Order.store_id).where(Order.id == p.order_id))
+
+
+def _store_ids(session: Session, rows: list[Prescription]) -> dict[uuid.UUID, int]:
+    """The store of each row's order, keyed by order id, in one query."""
+    if not rows:
+        return {}
+    return dict(
+        session.execute(
+            select(Order.id, Order.store_id).where(Order.id.in_({p.order_id for p in rows}))
+        ).all()
+    )
 
 
 def can_view(user: User, p: Prescription, store_id: int) -> bool:
@@ -685,11 +696,18 @@ def prepare_signing_payload(
     return payload, key, issued_at + window
 
 
+def _clear_pending(p: Prescription) -> None:
+    """Forget the prepared signing payload (issued, declined or cancelled: no longer signable)."""
+    p.pending_payload = None
+    p.pending_payload_at = None
+    p.pending_key_id = None
+
+
 def _b64(value: str, code: str, what: str) -> bytes:
     try:
-        return base64.b64decode(value.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidInput(f"The {what} is not valid base64.", code=code) from None
+        return signing.b64decode(value, what=what)
+    except signing.KeyFormatError as exc:
+        raise InvalidInput(str(exc), code=code) from None
 
 
 def issue(
@@ -737,9 +755,7 @@ def issue(
     p.signed_payload = payload
     p.signature = signature
     p.doctor_key_id = key.id
-    p.pending_payload = None
-    p.pending_payload_at = None
-    p.pending_key_id = None
+    _clear_pending(p)
     _move(
         session,
         p,
@@ -770,9 +786,7 @@ def decline(
     at = now_utc()
     _move(session, p, S.DECLINED, "declined", actor=doctor, at=at, reason=reason)
     p.decline_reason = reason
-    p.pending_payload = None
-    p.pending_payload_at = None
-    p.pending_key_id = None
+    _clear_pending(p)
     _event(session, "prescription.declined", p, order.store_id, reason=reason)
     session.flush()
     lifecycle.cancel(
@@ -1017,7 +1031,6 @@ def review(
     )
     first.fills_used += 1
     if first is not p:
-        p.fills_used = 1
         _audit(
             session,
             first,
@@ -1163,17 +1176,17 @@ def queue(
     rows = list(session.scalars(query.order_by(since, Prescription.id).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
-    store_ids = dict(
-        session.execute(
-            select(Order.id, Order.store_id).where(Order.id.in_([p.order_id for p in rows]))
-        ).all()
-    )
-    with_attachment = set(
-        session.scalars(
-            select(PrescriptionAttachment.prescription_id).where(
-                PrescriptionAttachment.prescription_id.in_([p.id for p in rows])
+    store_ids = _store_ids(session, rows)
+    with_attachment = (
+        set(
+            session.scalars(
+                select(PrescriptionAttachment.prescription_id).where(
+                    PrescriptionAttachment.prescription_id.in_([p.id for p in rows])
+                )
             )
         )
+        if user.role is Role.DOCTOR
+        else set()
     )
     items = []
     for p in rows:
@@ -1289,9 +1302,7 @@ def to_view(session: Session, user: User, p: Prescription) -> dict:
         "review_reason": p.review_reason,
         # Counted on the first prescription, across its refills.
         "fills_used": (
-            session.scalar(select(Prescription.fills_used).where(Prescription.id == p.refill_of))
-            if p.refill_of
-            else p.fills_used
+            session.get(Prescription, p.refill_of).fills_used if p.refill_of else p.fills_used
         ),
         "refill_of": p.refill_of,
         "dispensed_at": p.dispensed_at,
@@ -1321,6 +1332,7 @@ def escalate_unclaimed(session: Session, now: datetime | None = None) -> int:
             .with_for_update(skip_locked=True)
         )
     )
+    store_ids = _store_ids(session, rows)
     for p in rows:
         p.escalated_at = now
         _audit(
@@ -1337,7 +1349,7 @@ def escalate_unclaimed(session: Session, now: datetime | None = None) -> int:
             session,
             "prescription.escalated",
             p,
-            _store_id(session, p),
+            store_ids[p.order_id],
             waited_minutes=workflow.waited_minutes(p.requested_at, now),
         )
     session.flush()
@@ -1362,6 +1374,7 @@ def flag_unreviewed(session: Session, now: datetime | None = None) -> int:
             .with_for_update(skip_locked=True)
         )
     )
+    store_ids = _store_ids(session, rows)
     for p in rows:
         p.review_flagged_at = now
         _audit(
@@ -1378,7 +1391,7 @@ def flag_unreviewed(session: Session, now: datetime | None = None) -> int:
             session,
             "prescription.review_overdue",
             p,
-            _store_id(session, p),
+            store_ids[p.order_id],
             waited_minutes=workflow.waited_minutes(review_since(p), now),
         )
     session.flush()
@@ -1397,9 +1410,10 @@ def expire_issued(session: Session, now: datetime | None = None) -> int:
             .with_for_update(skip_locked=True)
         )
     )
+    store_ids = _store_ids(session, rows)
     for p in rows:
         _move(session, p, S.EXPIRED, "expired", actor=None, at=now, reason="Validity passed.")
-        _event(session, "prescription.expired", p, _store_id(session, p))
+        _event(session, "prescription.expired", p, store_ids[p.order_id])
     session.flush()
     return len(rows)
 
@@ -1415,6 +1429,21 @@ def prescription_id_for_order(session: Session, order_id: uuid.UUID) -> uuid.UUI
         .order_by(Prescription.requested_at.desc(), Prescription.id)
         .limit(1)
     )
+
+
+def prescription_ids_for_orders(
+    session: Session, order_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, uuid.UUID]:
+    """Each order's latest prescription request (for a page of order responses, in one query)."""
+    if not order_ids:
+        return {}
+    rows = session.execute(
+        select(Prescription.order_id, Prescription.id)
+        .where(Prescription.order_id.in_(order_ids))
+        .distinct(Prescription.order_id)
+        .order_by(Prescription.order_id, Prescription.requested_at.desc(), Prescription.id)
+    )
+    return dict(rows.all())
 
 
 def on_order_cancelled(session: Session, order) -> None:
@@ -1437,9 +1466,7 @@ def on_order_cancelled(session: Session, order) -> None:
             _give_back_fill(session, p, at)
         _move(session, p, S.CANCELLED, "cancelled", actor=None, at=at, reason=reason)
         p.closed_reason = reason
-        p.pending_payload = None
-        p.pending_payload_at = None
-        p.pending_key_id = None
+        _clear_pending(p)
     session.flush()
 
 
@@ -1449,7 +1476,6 @@ def _give_back_fill(session: Session, p: Prescription, at: datetime) -> None:
         return
     first = _lock(session, p.refill_of)  # after the order and the refill, as review locks
     first.fills_used -= 1
-    p.fills_used = 0
     _audit(
         session,
         first,

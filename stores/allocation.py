@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from o2o.errors import Conflict
 from stores.models import Lot
+from stores.search import CartLine
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,8 @@ class Shortage:
     quantity_missing: int
 
 
-@dataclass(frozen=True)
-class LineRequest:
-    product_id: int
-    quantity: int
+# A line to reserve is a cart line: (product_id, quantity).
+LineRequest = CartLine
 
 
 class InsufficientStock(Conflict):
@@ -199,5 +198,4 @@ def commit(session: Session, allocations: Iterable[tuple[int, int]]) -> None:
         lot = lots[lot_id]
         lot.reserved = max(0, lot.reserved - quantity)
         lot.on_hand = max(0, lot.on_hand - quantity)
-        lot.reserved = min(lot.reserved, lot.on_hand)
     session.flush()

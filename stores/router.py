@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, status
 
 from o2o.api import ApiRoute
 from o2o.db import DbSession
+from o2o.errors import error_responses
 from o2o.users.dependencies import AdminUser
 from stores import service
 from stores.dependencies import StoreStaff, ValidStore
@@ -13,7 +14,6 @@ from stores.schemas import (
     INT4_MAX,
     PAGE_DEFAULT,
     PAGE_MAX,
-    ErrorOut,
     InventoryIn,
     InventorySyncOut,
     LotOut,
@@ -40,14 +40,6 @@ Cursor = Annotated[
 ]
 
 
-def _errors(**by_status: str) -> dict:
-    """Document error responses: _errors(e404="store_not_found") -> OpenAPI `responses`."""
-    return {
-        int(key.removeprefix("e")): {"model": ErrorOut, "description": description}
-        for key, description in by_status.items()
-    }
-
-
 ADMIN = {"e401": "Not signed in", "e403": "Only admins may do this"}
 STAFF = {"e401": "Not signed in", "e403": "not_store_staff: not staff of this store"}
 
@@ -57,7 +49,9 @@ STAFF = {"e401": "Not signed in", "e403": "not_store_staff: not staff of this st
     status_code=status.HTTP_201_CREATED,
     response_model=StoreOut,
     summary="Register a store",
-    responses=_errors(**ADMIN, e422="invalid_input; invalid_zone (with the reason); zone_required"),
+    responses=error_responses(
+        **ADMIN, e422="invalid_input; invalid_zone (with the reason); zone_required"
+    ),
 )
 def create_store(body: StoreIn, session: DbSession, admin: AdminUser):
     """Register a store with its location, timezone, hours, services and delivery zone."""
@@ -68,7 +62,7 @@ def create_store(body: StoreIn, session: DbSession, admin: AdminUser):
     STORE_PATH,
     response_model=StoreOut,
     summary="Read a store",
-    responses=_errors(e404="store_not_found"),
+    responses=error_responses(e404="store_not_found"),
 )
 def get_store(store: ValidStore):
     """Return a store, whether it is open now and, when closed, when it opens next."""
@@ -79,7 +73,7 @@ def get_store(store: ValidStore):
     STORE_PATH,
     response_model=StoreOut,
     summary="Change a store",
-    responses=_errors(
+    responses=error_responses(
         **ADMIN, e404="store_not_found", e422="invalid_input; invalid_zone; zone_required"
     ),
 )
@@ -92,7 +86,7 @@ def update_store(store: ValidStore, body: StoreUpdate, session: DbSession, admin
     "/stores/import",
     response_model=StoreImportOut,
     summary="Import stores from GeoJSON",
-    responses=_errors(
+    responses=error_responses(
         **ADMIN, e422="invalid_features: details.refused lists {index, reason}; nothing imported"
     ),
 )
@@ -116,7 +110,7 @@ def import_stores(
     "/products",
     response_model=Page[ProductOut],
     summary="Search the catalogue",
-    responses=_errors(e422="invalid_input; invalid_cursor"),
+    responses=error_responses(e422="invalid_input; invalid_cursor"),
 )
 def search_products(
     session: DbSession,
@@ -136,7 +130,7 @@ def search_products(
     PRODUCT_PATH,
     response_model=ProductOut,
     summary="Read a product",
-    responses=_errors(e404="product_not_found"),
+    responses=error_responses(e404="product_not_found"),
 )
 def get_product(product_id: int, session: DbSession):
     """Return a product."""
@@ -148,7 +142,7 @@ def get_product(product_id: int, session: DbSession):
     status_code=status.HTTP_201_CREATED,
     response_model=ProductOut,
     summary="Add a product",
-    responses=_errors(
+    responses=error_responses(
         **ADMIN, e409="gtin_taken", e422="invalid_input (e.g. a wrong GTIN check digit)"
     ),
 )
@@ -161,7 +155,7 @@ def create_product(body: ProductIn, session: DbSession, admin: AdminUser):
     f"{STORE_PATH}/inventory",
     response_model=InventorySyncOut,
     summary="Sync stock from the point of sale",
-    responses=_errors(
+    responses=error_responses(
         **STAFF,
         e404="store_not_found",
         e409="below_reserved: details.lots lists the lots; nothing applied",
@@ -180,7 +174,9 @@ def sync_inventory(staff: StoreStaff, store: ValidStore, body: InventoryIn, sess
     f"{STORE_PATH}/inventory",
     response_model=Page[LotOut],
     summary="List a store's lots",
-    responses=_errors(**STAFF, e404="store_not_found", e422="invalid_input; invalid_cursor"),
+    responses=error_responses(
+        **STAFF, e404="store_not_found", e422="invalid_input; invalid_cursor"
+    ),
 )
 def list_inventory(
     staff: StoreStaff,

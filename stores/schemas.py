@@ -351,8 +351,3 @@ T = TypeVar("T")
 class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None
-
-
-# The one error shape lives with the error handler; re-exported for the routers here.
-ErrorBodyOut = errors.ErrorBodyOut
-ErrorOut = errors.ErrorOut

@@ -277,10 +277,12 @@ def _remember_counts(session: Session, counts: Mapping[int, int], store_total: i
 
 
 def _load_cart(
-    session: Session, lines: Sequence[Any]
+    session: Session, lines: Sequence[Any], *, checked: list[CartLine] | None = None
 ) -> tuple[list[CartLine], dict[int, int], int]:
-    """Check the cart; return its merged lines, the stores holding each product, all stores."""
-    merged = _check_lines(lines)
+    """Check the cart; return its merged lines, the stores holding each product, all stores.
+
+    `checked` is what `_check_lines(lines)` already returned, to spare checking them again."""
+    merged = _check_lines(lines) if checked is None else checked
     ids = [line.product_id for line in merged]
     rows = session.execute(_CART_SQL, {"ids": ids}).all()
     _check_products(merged, {row.id: row for row in rows})
@@ -739,7 +741,7 @@ def search_stores(
     merged = _check_lines(lines)
     cached = _cached_counts(session, [line.product_id for line in merged])
     if cached is None:
-        merged, counts, store_total = _load_cart(session, lines)
+        _, counts, store_total = _load_cart(session, lines, checked=merged)
     else:
         counts, store_total = cached
     rarest_first = sorted(merged, key=lambda line: (counts[line.product_id], line.product_id))
@@ -765,11 +767,11 @@ def search_stores(
     )
     complete = _nearest(session, query, "complete", limit)
     if cached is not None and complete and not complete[0].cart_ok:
-        _load_cart(session, lines)  # raises the cart's error
+        _load_cart(session, lines, checked=merged)  # raises the cart's error
     partial = _nearest(session, query, "partial", limit - len(complete))
     if cached is not None and not complete and not (partial and partial[0].cart_ok):
         # Finding nothing says nothing of the cart: check it in full.
-        _load_cart(session, lines)
+        _load_cart(session, lines, checked=merged)
     return [_to_match(row, query, merged, now, True) for row in complete] + [
         _to_match(row, query, merged, now, False) for row in partial
     ]
@@ -797,17 +799,6 @@ class NearbyStore:
     is_open: bool
     opens_at: datetime | None
     distance_m: float
-
-    @property
-    def services(self) -> list[str]:
-        return [
-            service
-            for service, offered in (
-                ("pickup", self.offers_pickup),
-                ("delivery", self.offers_delivery),
-            )
-            if offered
-        ]
 
 
 # Plan: Limit <- Index Scan idx_stores_location ordered by `location <-> point`, filtered by

@@ -8,26 +8,20 @@ from o2o import ratelimit
 from o2o.api import ApiRoute
 from o2o.config import get_settings
 from o2o.db import DbSession
+from o2o.errors import error_responses
 from o2o.users.dependencies import client_ip
-from stores import search
-from stores.schemas import PAGE_DEFAULT, ErrorOut, Page
+from stores import search, service
+from stores.schemas import PAGE_DEFAULT, Page
 from stores.search_schemas import NearbyItemOut, SearchIn, SearchOut
 
 router = APIRouter(route_class=ApiRoute, tags=["store search"])
-
-
-def _errors(**by_status: str) -> dict:
-    return {
-        int(key.removeprefix("e")): {"model": ErrorOut, "description": description}
-        for key, description in by_status.items()
-    }
 
 
 @router.get(
     "/stores/nearby",
     response_model=Page[NearbyItemOut],
     summary="Stores near a point",
-    responses=_errors(e422="invalid_input; invalid_radius; invalid_cursor"),
+    responses=error_responses(e422="invalid_input; invalid_radius; invalid_cursor"),
 )
 def nearby(
     session: DbSession,
@@ -53,7 +47,7 @@ def nearby(
                     "location": s.location,
                     "timezone": s.timezone,
                     "opening_hours": s.opening_hours,
-                    "services": s.services,
+                    "services": service.services_of(s),
                     "prep_minutes": s.prep_minutes,
                     "delivery_fee_minor": s.delivery_fee_minor,
                     "currency": s.currency,
@@ -72,7 +66,7 @@ def nearby(
     "/search/stores",
     response_model=SearchOut,
     summary="Nearest stores holding a cart",
-    responses=_errors(
+    responses=error_responses(
         e422="invalid_input; unknown_product; controlled_product; max_per_order_exceeded; "
         "invalid_radius",
         e429="rate_limited: too many searches from this address",

@@ -44,6 +44,7 @@ from stores.schemas import (
     StoreOut,
     StoreUpdate,
 )
+from stores.search import NearbyStore
 
 # Stores ----------------------------------------------------------------------------------------
 
@@ -56,7 +57,7 @@ def get_store(session: Session, store_id: int) -> Store:
     return store
 
 
-def services_of(store: Store) -> list[str]:
+def services_of(store: Store | NearbyStore) -> list[str]:
     return [
         name
         for name, on in (("pickup", store.offers_pickup), ("delivery", store.offers_delivery))
@@ -320,7 +321,8 @@ def create_product(session: Session, data: ProductIn) -> Product:
 TRIGRAM = 3
 
 
-def _like_pattern(q: str) -> str:
+def like_pattern(q: str) -> str:
+    """A LIKE pattern that finds q anywhere, its wildcards taken literally ("50%" finds "50%")."""
     escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
 
@@ -359,7 +361,7 @@ def search_products(
         keys = [(Product.gtin, str)]
         kind = "gtin"
     else:
-        pattern = _like_pattern(q)
+        pattern = like_pattern(q)
         query = query.where(Product.name.ilike(pattern) | Product.generic_name.ilike(pattern))
         score = func.greatest(
             func.similarity(Product.name, q, type_=Float),

@@ -1,15 +1,22 @@
 """Plain factory functions: make_x(session, **overrides) -> the row, flushed."""
 
+import functools
 import itertools
 
 from sqlalchemy.orm import Session
 
-from o2o.security import create_access_token
+from o2o.security import create_access_token, hash_password
 from o2o.users import service as users_service
 from o2o.users.models import Role, User
 
 PASSWORD = "correct-horse-battery"
 _seq = itertools.count(1)
+
+
+@functools.cache
+def _password_hash(password: str) -> str:
+    # argon2 is slow on purpose; tests need many users with a handful of passwords.
+    return hash_password(password)
 
 
 def make_user(
@@ -21,15 +28,19 @@ def make_user(
     name: str | None = None,
     store_ids: list[int] | None = None,
 ) -> User:
+    """A user (linked to stores when staff), flushed; each password is hashed once per run."""
     n = next(_seq)
-    return users_service.create_user(
-        session,
+    user = User(
         email=email or f"{role.value}{n}@test.example.com",
-        password=password,
         name=name or f"{role.value.title()} {n}",
+        password_hash=_password_hash(password),
         role=role,
-        store_ids=store_ids,
     )
+    session.add(user)
+    session.flush()
+    if store_ids:
+        users_service.link_stores(session, user, store_ids)
+    return user
 
 
 def token_for(user: User, minutes: int | None = None) -> str:

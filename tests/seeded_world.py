@@ -6,8 +6,6 @@ delivery one claimed by `courier`), and a prescription-only order whose prescrip
 a photo) is claimed by `doctor`. Store B has its own pharmacist and nothing else of interest.
 """
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from fastapi.testclient import TestClient
@@ -18,7 +16,7 @@ from o2o.orders.models import Order, OrderStatus
 from o2o.users.models import Role, User
 from stores.models import Lot, Product, Store
 from tests.dispatch import helpers as dispatch_helpers
-from tests.factories import auth
+from tests.factories import auth, make_user
 from tests.orders import helpers as order_helpers
 from tests.prescriptions import helpers as rx_helpers
 
@@ -56,28 +54,16 @@ class World:
         return found.user if isinstance(found, rx_helpers.Doctor) else found
 
 
-def share_session_for_idempotency(app, db: Session) -> None:
-    """Make checkout's side transactions savepoints of the test's session (as tests/orders does)."""
-    from o2o import idempotency
-
-    @contextmanager
-    def side() -> Iterator[Session]:
-        with db.begin_nested():
-            yield db
-
-    app.dependency_overrides[idempotency.get_side_sessions] = lambda: side
-
-
 def build_world(db: Session, client: TestClient) -> World:
     """Seed the world through factories and, where the API is the only honest way, the API."""
     at = dispatch_helpers.CENTRE
     store = dispatch_helpers.make_store(db, at=at)
     other_store = dispatch_helpers.make_store(db, at=dispatch_helpers.offset(20_000, 0))
-    admin = rx_helpers.make_user(db, role=Role.ADMIN)
-    patient = rx_helpers.make_user(db, role=Role.PATIENT)
-    other_patient = rx_helpers.make_user(db, role=Role.PATIENT)
-    pharmacist = rx_helpers.make_user(db, role=Role.PHARMACIST, store_ids=[store.id])
-    other_pharmacist = rx_helpers.make_user(db, role=Role.PHARMACIST, store_ids=[other_store.id])
+    admin = make_user(db, role=Role.ADMIN)
+    patient = make_user(db, role=Role.PATIENT)
+    other_patient = make_user(db, role=Role.PATIENT)
+    pharmacist = make_user(db, role=Role.PHARMACIST, store_ids=[store.id])
+    other_pharmacist = make_user(db, role=Role.PHARMACIST, store_ids=[other_store.id])
     courier = dispatch_helpers.make_courier(db, home_store=store, at=dispatch_helpers.offset(300))
     other_courier = dispatch_helpers.make_courier(
         db, home_store=other_store, at=dispatch_helpers.offset(20_300)
@@ -145,7 +131,6 @@ def build_world(db: Session, client: TestClient) -> World:
     )
 
 
-def seed(app, db: Session, client: TestClient) -> World:
+def seed(db: Session, client: TestClient) -> World:
     """Seed the world for a test (the body of each module's `world` fixture)."""
-    share_session_for_idempotency(app, db)
     return build_world(db, client)

@@ -24,8 +24,8 @@ from tests.seeded_world import API, World, seed
 
 
 @pytest.fixture
-def world(app, db, client) -> World:
-    return seed(app, db, client)
+def world(db, client) -> World:
+    return seed(db, client)
 
 
 ANON = "anonymous"

@@ -35,8 +35,8 @@ from tests.seeded_world import World, seed
 
 
 @pytest.fixture
-def world(app, db, client) -> World:
-    return seed(app, db, client)
+def world(db, client) -> World:
+    return seed(db, client)
 
 
 MAX_EXAMPLES = 6

@@ -72,13 +72,10 @@ def test_searches_are_limited_per_address(client, db, monkeypatch):
     _assert_limited(client.post(f"{API}/search/stores", json=body))
 
 
-def test_order_placement_is_limited_per_patient(client, db, app, monkeypatch):
-    from tests.seeded_world import share_session_for_idempotency
-
-    share_session_for_idempotency(app, db)
+def test_order_placement_is_limited_per_patient(client, db, monkeypatch):
     monkeypatch.setattr(get_settings(), "order_rate_limit", "2/minute")
     _, product = _stocked(db)
-    patient = order_helpers.make_user(db)
+    patient = make_user(db)
     body = order_helpers.order_body([(product.id, 1)])
     for _ in range(2):
         r = client.post(f"{API}/orders", json=body, headers=auth(patient))
@@ -86,7 +83,7 @@ def test_order_placement_is_limited_per_patient(client, db, app, monkeypatch):
     r = client.post(f"{API}/orders", json=body, headers=auth(patient))
     _assert_limited(r)
     # Another patient is not held back by the first one's window.
-    other = order_helpers.make_user(db)
+    other = make_user(db)
     assert client.post(f"{API}/orders", json=body, headers=auth(other)).status_code == 201
 
 
@@ -101,7 +98,7 @@ def test_order_placement_is_limited_per_patient(client, db, app, monkeypatch):
     ],
 )
 def test_page_size_is_capped_at_100(client, db, role, path):
-    headers = auth(order_helpers.make_user(db, role=role))
+    headers = auth(make_user(db, role=role))
     sep = "&" if "?" in path else "?"
     assert client.get(f"{API}{path}{sep}limit=100", headers=headers).status_code == 200
     r = client.get(f"{API}{path}{sep}limit=101", headers=headers)
@@ -109,7 +106,7 @@ def test_page_size_is_capped_at_100(client, db, role, path):
 
 
 def test_cart_size_is_capped(client, db):
-    patient = order_helpers.make_user(db)
+    patient = make_user(db)
     items = [(n, 1) for n in range(1, 52)]
     r = client.post(f"{API}/orders", json=order_helpers.order_body(items), headers=auth(patient))
     assert r.status_code == 422
@@ -125,7 +122,7 @@ def test_upload_over_the_cap_is_refused_with_413(client, db, monkeypatch):
     store = rx_helpers.make_store(db)
     product = rx_helpers.make_product(db)
     lot = rx_helpers.make_lot(db, store, product)
-    patient = rx_helpers.make_user(db, role=Role.PATIENT)
+    patient = make_user(db, role=Role.PATIENT)
     order = rx_helpers.make_rx_order(db, patient, store, [(product, 1, lot)])
     r = client.post(
         f"{API}/prescriptions",

@@ -23,6 +23,7 @@ from o2o.db import DbSession
 from o2o.errors import DomainError, Forbidden, NotFound
 from o2o.redis import get_redis
 from o2o.users import service as users_service
+from o2o.users.dependencies import client_ip
 from o2o.users.models import Role, User
 
 COOKIE_NAME = "o2o_console"
@@ -154,7 +155,8 @@ class ConsoleSessionMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        # Static files need no session: skip the signature check and the Redis sign-out lookup.
+        if scope["type"] != "http" or "/static/" in scope.get("path", ""):
             await self.app(scope, receive, send)
             return
         session = load_session(_cookie_value(scope))
@@ -218,8 +220,7 @@ class LoginRequired(DomainError):
 
 def sign_in(session: Session, request: Request, email: str, password: str) -> User:
     """Check credentials (with the API's rate limits) and refuse roles that have no console."""
-    ip = request.client.host if request.client else "unknown"
-    user = users_service.authenticate(session, email, password, ip)
+    user = users_service.authenticate(session, email, password, client_ip(request))
     if user.role not in CONSOLE_ROLES:
         raise Forbidden(
             "The console is for pharmacists and doctors. Patients and couriers use the app.",

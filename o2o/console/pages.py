@@ -39,6 +39,7 @@ from prescriptions import signing, workflow
 from prescriptions.models import DoctorKeyStatus
 from prescriptions.schemas import ReviewIn, SigningPayloadIn
 from prescriptions.workflow import PrescriptionStatus
+from stores import service as stores_service
 from stores.models import Store
 
 router = APIRouter(
@@ -168,7 +169,7 @@ def store_list(
     if user.role is Role.ADMIN:
         stmt = select(Store).order_by(Store.name).limit(100)
         if q:
-            stmt = stmt.where(Store.name.ilike(f"%{queries.escape_like(q)}%", escape="\\"))
+            stmt = stmt.where(Store.name.ilike(stores_service.like_pattern(q), escape="\\"))
         stores = list(db.scalars(stmt))
     else:
         stores = staff_stores(db, user)
@@ -538,9 +539,7 @@ def prescription_attachment(
 def _attachment_response(att, prescription_id) -> Response:
     # Images are shown in the page; a PDF is downloaded, never rendered in the console's origin.
     disposition = "inline" if att.content_type.startswith("image/") else "attachment"
-    extension = {"image/jpeg": "jpg", "image/png": "png", "application/pdf": "pdf"}.get(
-        att.content_type, "bin"
-    )
+    extension = workflow.EXTENSIONS.get(att.content_type, "bin")
     filename = f"prescription-{prescription_id}.{extension}"
     return Response(
         content=att.data,
@@ -640,19 +639,16 @@ def doctor_claim(
     return redirect(f"{url}?done=claimed")
 
 
-def _rx_lines(db: DbSession, order: Order) -> list[dict]:
-    return [line for line in _order_lines(db, order) if line["rx_only"]]
-
-
 def _doctor_context(db: DbSession, doctor: User, p, **extra) -> dict:
     order = db.get(Order, p.order_id)
     view = prescriptions_service.to_view(db, doctor, p)
+    lines = _order_lines(db, order)
     return {
         "title": f"Request from {view['patient']['legal_name']}",
         "section": "doctor",
         "p": view,
-        "lines": _order_lines(db, order),
-        "rx_lines": _rx_lines(db, order),
+        "lines": lines,
+        "rx_lines": [line for line in lines if line["rx_only"]],
         "claimed": view["status"] is PrescriptionStatus.CLAIMED,
         "default_valid_hours": get_settings().prescription_default_valid_hours,
         "max_valid_hours": get_settings().prescription_max_valid_hours,
@@ -866,18 +862,20 @@ def _day_bounds(store: Store, day: date) -> tuple[datetime, datetime]:
     return start, datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz)
 
 
-def _sla_figures(db: DbSession, store: Store, start: date, end: date) -> dict:
-    """The dispatch SLA report for the period, per day for the chart, and the map."""
-    period_from, _ = _day_bounds(store, start)
-    _, period_to = _day_bounds(store, end)
-    report = sla_reports.sla_report(db, store, from_=period_from, to=period_to)
+def _daily_rates(db: DbSession, store: Store, start: date, end: date) -> list[svg.DayRate]:
+    """Deliveries and on-time deliveries per day of the store's calendar, for the chart."""
     days = []
     day = start
     while day <= end:
         day_from, day_to = _day_bounds(store, day)
-        daily = sla_reports.sla_report(db, store, from_=day_from, to=day_to)
-        days.append(svg.DayRate(day, daily["delivered"], daily["on_time"]))
+        stats = sla_reports.delivery_stats(db, from_=day_from, to=day_to, store_id=store.id)
+        days.append(svg.DayRate(day, stats["delivered"], stats["on_time"]))
         day += timedelta(days=1)
+    return days
+
+
+def _today_map(db: DbSession, store: Store) -> str:
+    """The store, its delivery zone and today's drop-offs (open, on time or late), as SVG."""
     location = to_latlon(store.location)
     dropoffs = [
         svg.MapPoint(
@@ -888,15 +886,23 @@ def _sla_figures(db: DbSession, store: Store, start: date, end: date) -> dict:
         )
         for d in queries.todays_dropoffs(db, store)
     ]
+    return svg.delivery_map(
+        svg.MapPoint(location["lat"], location["lon"], store.name),
+        area_geojson(store.delivery_zone),
+        dropoffs,
+    )
+
+
+def _sla_figures(db: DbSession, store: Store, start: date, end: date) -> dict:
+    """The dispatch SLA report for the period, per day for the chart, and today's map."""
+    period_from, _ = _day_bounds(store, start)
+    _, period_to = _day_bounds(store, end)
+    days = _daily_rates(db, store, start, end)
     return {
-        "report": report,
+        "report": sla_reports.sla_report(db, store, from_=period_from, to=period_to),
         "days": days,
         "chart_svg": svg.on_time_chart(days, target=SLA_TARGET),
-        "map_svg": svg.delivery_map(
-            svg.MapPoint(location["lat"], location["lon"], store.name),
-            area_geojson(store.delivery_zone),
-            dropoffs,
-        ),
+        "map_svg": _today_map(db, store),
     }
 
 
@@ -950,11 +956,10 @@ def sla_chart(
 ) -> Response:
     """The on-time chart alone, as an SVG file."""
     start, end = _sla_period(store, from_, to)
-    return _svg_response(_sla_figures(db, store, start, end)["chart_svg"])
+    return _svg_response(svg.on_time_chart(_daily_rates(db, store, start, end), target=SLA_TARGET))
 
 
 @router.get("/stores/{store_id}/sla/map.svg", name="sla_map")
 def sla_map(db: DbSession, user: StaffUser, store: StorePage) -> Response:
     """The store, its zone and today's drop-offs, as an SVG file."""
-    today = queries.store_today(store)
-    return _svg_response(_sla_figures(db, store, today, today)["map_svg"])
+    return _svg_response(_today_map(db, store))

@@ -7,12 +7,13 @@ come from the owning domain.
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
 from dispatch.models import SlaEscalation
+from o2o.console.rendering import zone_named
 from o2o.geo import to_latlon
 from o2o.orders.models import Fulfillment, Order, OrderStatus
 from stores import service as stores_service
@@ -31,17 +32,9 @@ BOARD_COLUMNS = (
 RECENT_DONE = 10
 
 
-def escape_like(text: str) -> str:
-    """Escape LIKE wildcards so a search for "50%" finds the text "50%"."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def store_zone(store: Store) -> ZoneInfo:
     """The store's time zone (UTC if the stored name is unknown)."""
-    try:
-        return ZoneInfo(store.timezone or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
+    return zone_named(store.timezone)
 
 
 def store_today(store: Store, now: datetime | None = None) -> date:
@@ -193,16 +186,6 @@ def orders_board(session: Session, store: Store) -> Board:
         done=[_board_order(o, names) for o in done],
         at_risk_count=at_risk,
     )
-
-
-def store_order(session: Session, store: Store, order_id: uuid.UUID) -> Order:
-    """Load one of the store's orders, or 404 (another store's order is not revealed)."""
-    from o2o.errors import NotFound
-
-    order = session.get(Order, order_id)
-    if order is None or order.store_id != store.id:
-        raise NotFound("No such order at this store.", code="order_not_found")
-    return order
 
 
 # --- inventory -----------------------------------------------------------------------------
@@ -378,8 +361,14 @@ def todays_dropoffs(session: Session, store: Store, *, limit: int = 500) -> list
     """Delivery addresses of the store's delivery orders created today (store time)."""
     today = store_today(store)
     start = datetime(today.year, today.month, today.day, tzinfo=store_zone(store))
-    orders = session.scalars(
-        select(Order)
+    orders = session.execute(
+        select(
+            Order.id,
+            Order.delivery_location,
+            Order.status,
+            Order.sla_deadline,
+            Order.completed_at,
+        )
         .where(
             Order.store_id == store.id,
             Order.fulfillment == Fulfillment.DELIVERY,

@@ -29,7 +29,8 @@ def money(amount_minor: int | None, currency: str = "CNY") -> str:
     return f"{sign}{whole:,}.{cents:02d} {currency}"
 
 
-def _zone(name: str | None) -> ZoneInfo:
+def zone_named(name: str | None) -> ZoneInfo:
+    """The named time zone (UTC if the name is unknown)."""
     try:
         return ZoneInfo(name or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
@@ -42,7 +43,7 @@ def local_time(value: datetime | None, tz: str | None = None, fmt: str = "%Y-%m-
         return "–"
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(_zone(tz)).strftime(fmt)
+    return value.astimezone(zone_named(tz)).strftime(fmt)
 
 
 def waited(minutes: float | int | None) -> str:

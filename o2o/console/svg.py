@@ -12,8 +12,10 @@ from datetime import date
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
+from o2o.geo import EARTH_RADIUS_M
+
 SVG_NS = "http://www.w3.org/2000/svg"
-METRES_PER_DEGREE = 6_371_008.8 * math.pi / 180
+METRES_PER_DEGREE = EARTH_RADIUS_M * math.pi / 180
 
 GRID = "#c8ccd2"
 AXIS = "#3d434b"

@@ -4,7 +4,7 @@ line FEFO in one transaction, and record the order with its first timeline entry
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import text
@@ -29,19 +29,6 @@ SEARCH_LIMIT = 10
 CHOSEN_STORE_RADIUS_M = 1.0
 
 
-def store_today(store: Store, now: datetime) -> date:
-    """Return the date at the store (shelf life is counted in the store's days)."""
-    try:
-        return now.astimezone(ZoneInfo(store.timezone)).date()
-    except (ZoneInfoNotFoundError, ValueError):
-        return now.date()
-
-
-def min_expiry_for(store: Store, now: datetime) -> date:
-    """Return the earliest expiry date a lot may have to be sold by this store now."""
-    return store_today(store, now) + timedelta(days=store.min_shelf_life_days)
-
-
 def _option(match, *, delivery: bool) -> dispatch_service.StoreOption:
     return dispatch_service.StoreOption(
         store_id=match.store_id,
@@ -56,8 +43,6 @@ def _option(match, *, delivery: bool) -> dispatch_service.StoreOption:
         opens_at=match.opens_at,
         missing=tuple(
             stores_service.Shortage(int(m["product_id"]), int(m["quantity_missing"]))
-            if isinstance(m, dict)
-            else stores_service.Shortage(int(m.product_id), int(m.quantity_missing))
             for m in (match.missing or ())
         ),
     )
@@ -208,7 +193,7 @@ def place_order(
             session,
             store.id,
             [stores_service.LineRequest(product_id, quantity) for product_id, quantity in cart],
-            min_expiry=min_expiry_for(store, now),
+            min_expiry=stores_service.min_sellable_expiry(store, now),
         )
     except stores_service.InsufficientStock as exc:
         raise exc.naming({pid: products[pid].name for pid in products}) from None

@@ -135,8 +135,10 @@ def cancel(
     return event
 
 
-def complete(session: Session, order: Order, *, actor_id: int | None = None) -> OrderEvent:
+def complete(
+    session: Session, order: Order, *, actor_id: int | None = None, at: datetime | None = None
+) -> OrderEvent:
     """Complete a locked order: the goods have left, so reserved units leave on-hand stock."""
-    event = transition(session, order, S.COMPLETED, actor_id=actor_id)
+    event = transition(session, order, S.COMPLETED, actor_id=actor_id, at=at)
     stores_service.commit_stock(session, allocations_of(order))
     return event

@@ -41,11 +41,11 @@ ORDERS_PATH = "/orders"
     ORDERS_PATH,
     status_code=status.HTTP_201_CREATED,
     response_model=OrderOut,
-    responses={
-        409: {"description": "insufficient_stock, delivery_unavailable, store_closed, ..."},
-        422: {"description": "invalid input, unknown/controlled product, key reused"},
-        429: {"description": "rate_limited: too many orders from this patient (Retry-After)"},
-    },
+    responses=error_responses(
+        e409="insufficient_stock, delivery_unavailable, store_closed, ...",
+        e422="invalid input, unknown/controlled product, key reused",
+        e429="rate_limited: too many orders from this patient (Retry-After)",
+    ),
 )
 def place_order(
     body: OrderIn,
@@ -179,7 +179,7 @@ def cancel_order(order_id: uuid.UUID, body: CancelIn, session: DbSession, user: 
 @router.post(
     ORDERS_PATH + "/{order_id}/prepare",
     response_model=OrderOut,
-    responses=error_responses(e409="illegal_transition or a refused pickup code"),
+    responses=error_responses(e409="illegal_transition"),
 )
 def prepare_order(order_id: uuid.UUID, session: DbSession, staff: StaffUser):
     """Start preparing a released order (the store's staff)."""
@@ -191,7 +191,7 @@ def prepare_order(order_id: uuid.UUID, session: DbSession, staff: StaffUser):
 @router.post(
     ORDERS_PATH + "/{order_id}/ready",
     response_model=OrderOut,
-    responses=error_responses(e409="illegal_transition or a refused pickup code"),
+    responses=error_responses(e409="illegal_transition"),
 )
 def ready_order(order_id: uuid.UUID, session: DbSession, staff: StaffUser):
     """Mark an order ready: a pickup waits for its patient, a delivery goes to the couriers."""

@@ -260,8 +260,10 @@ def present(
     viewer: User,
     *,
     store_names: dict[int, str] | None = None,
+    prescription_ids: dict[uuid.UUID, uuid.UUID] | None = None,
 ) -> OrderOut:
-    """Build the order view for this viewer (codes only for the order's own patient)."""
+    """Build the order view for this viewer (codes only for the order's own patient); a page
+    passes the store names and prescription ids it read at once."""
     if store_names is None or order.store_id not in store_names:
         store = session.get(Store, order.store_id)
         name = store.name if store else ""
@@ -302,7 +304,11 @@ def present(
         cancel_reason=order.cancel_reason,
         sla_deadline=order.sla_deadline,
         hold_expires_at=order.hold_expires_at,
-        prescription_id=prescription_id_for(session, order),
+        prescription_id=(
+            prescription_ids.get(order.id)
+            if prescription_ids is not None
+            else prescription_id_for(session, order)
+        ),
         pickup_code=order.pickup_code if own else None,
         pickup_qr=pickup_qr(order) if own and order.fulfillment is Fulfillment.PICKUP else None,
         delivery_code=order.delivery_code if own else None,
@@ -311,7 +317,10 @@ def present(
 
 
 def present_many(session: Session, orders: Sequence[Order], viewer: User) -> list[OrderOut]:
-    """Build views for a page of orders (store names read once)."""
+    """Build views for a page of orders (store names and prescriptions read once)."""
     ids = sorted({o.store_id for o in orders})
     names = dict(session.execute(select(Store.id, Store.name).where(Store.id.in_(ids))).all())
-    return [present(session, o, viewer, store_names=names) for o in orders]
+    rx = prescriptions_service.prescription_ids_for_orders(
+        session, [o.id for o in orders if o.is_rx]
+    )
+    return [present(session, o, viewer, store_names=names, prescription_ids=rx) for o in orders]

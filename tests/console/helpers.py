@@ -1,6 +1,5 @@
 """Data builders and form helpers for the console tests."""
 
-import functools
 import itertools
 import re
 from datetime import date, timedelta
@@ -8,11 +7,7 @@ from datetime import date, timedelta
 from sqlalchemy.orm import Session
 
 from o2o.geo import area_element, parse_area, point_element
-from o2o.security import hash_password
-from o2o.users import service as users_service
-from o2o.users.models import Role, User
 from stores.models import Lot, Product, Store
-from tests.factories import PASSWORD
 
 _seq = itertools.count(1)
 
@@ -94,27 +89,3 @@ def csrf_from(html: str) -> str:
     match = _CSRF.search(html)
     assert match, "page has no CSRF field"
     return match.group(1)
-
-
-@functools.cache
-def _password_hash() -> str:
-    return hash_password(PASSWORD)
-
-
-def make_user(
-    session: Session, *, role: Role, name: str | None = None, store_ids: list[int] | None = None
-) -> User:
-    """Like tests.factories.make_user (same password), hashing it once per run: argon2 is slow
-    on purpose, and every console test needs several users."""
-    n = next(_seq)
-    user = User(
-        email=f"console-{role.value}{n}@test.example.com",
-        name=name or f"{role.value.title()} {n}",
-        password_hash=_password_hash(),
-        role=role,
-    )
-    session.add(user)
-    session.flush()
-    if store_ids:
-        users_service.link_stores(session, user, store_ids)
-    return user

@@ -434,7 +434,7 @@ def test_a_doctor_cannot_open_another_doctor_s_request(client, db, world, as_use
 
 def test_admin_finds_any_store_and_sees_its_board(client, db, world, as_user):
     from o2o.users.models import Role
-    from tests.console.helpers import make_user
+    from tests.factories import make_user
 
     admin = make_user(db, role=Role.ADMIN)
     as_user(admin.email)

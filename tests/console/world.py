@@ -22,7 +22,8 @@ from prescriptions import service as rx_service
 from prescriptions import signing
 from prescriptions.schemas import PrescriptionRequestIn, SigningPayloadIn
 from stores.models import Store
-from tests.console.helpers import make_lot, make_product, make_store, make_user, square_zone
+from tests.console.helpers import make_lot, make_product, make_store, square_zone
+from tests.factories import make_user
 
 S = OrderStatus
 STORE_A = (31.2304, 121.4737)

@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 from dispatch import service
 from dispatch.models import Job, JobStatus
 from o2o.orders import lifecycle
+from o2o.orders import service as orders_service
 from o2o.orders.models import OrderStatus
 from o2o.users.models import Role
 from tests.dispatch import helpers
@@ -252,7 +253,12 @@ def test_an_unconfigured_courier_is_told_so(db, client, store):
 def test_a_cancelled_order_is_not_offered_and_its_job_closes(db, client, store, courier_headers):
     order = helpers.make_delivery_order(db, store)
     job = helpers.job_of(db, order)
-    lifecycle.cancel(db, lifecycle.lock_order(db, order.id), reason="patient changed their mind")
+    orders_service.cancel_order(
+        db, lifecycle.lock_order(db, order.id), reason="patient changed their mind", actor_id=None
+    )
+    # The cancellation closes the job itself, before any sweep runs.
+    db.refresh(job)
+    assert job.status is JobStatus.CANCELLED
     r = client.get(f"{API}/dispatch/jobs", params=_params(), headers=courier_headers)
     assert r.json()["items"] == []
     assert (

@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 
 from o2o.orders.models import Order
 from stores.models import Lot
-from tests.factories import auth
+from tests.factories import auth, make_user
 from tests.faults.conftest import running_api, service_env, wait_for
-from tests.orders.helpers import make_lot, make_product, make_store, make_user, order_body
+from tests.orders.helpers import make_lot, make_product, make_store, order_body
 
 pytestmark = pytest.mark.slow
 

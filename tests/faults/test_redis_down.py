@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy.orm import Session
 
 from dispatch import webhooks
-from tests.factories import auth
+from tests.factories import auth, make_user
 from tests.faults.conftest import celery_worker, kill, running_api, service_env, wait_for
-from tests.orders.helpers import HOME, make_lot, make_product, make_store, make_user, order_body
+from tests.orders.helpers import HOME, make_lot, make_product, make_store, order_body
 from tests.spare_services import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.worker]

@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 from o2o.orders.models import Order, OrderEvent, OrderStatus
 from o2o.outbox import OutboxEvent
 from stores.models import Lot
+from tests.factories import make_user
 from tests.faults.conftest import celery_worker, kill, service_env, wait_for
-from tests.orders.helpers import make_lot, make_order, make_product, make_store, make_user
+from tests.orders.helpers import make_lot, make_order, make_product, make_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.worker]
 

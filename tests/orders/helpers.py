@@ -9,8 +9,6 @@ from sqlalchemy.orm import Session
 
 from o2o.geo import area_element, parse_area, point_element
 from o2o.orders.models import Order
-from o2o.users import service as users_service
-from o2o.users.models import Role, User
 from stores.models import Lot, Product, Store
 
 _seq = itertools.count(1)
@@ -18,31 +16,6 @@ _seq = itertools.count(1)
 # A quiet street grid: the patient stands at HOME; stores are placed by offsets in metres.
 HOME = (31.2304, 121.4737)
 M_PER_DEG_LAT = 111_320.0
-
-
-# These tests sign in with tokens, never passwords: one hash for everyone keeps setup fast.
-_HASH = None
-
-
-def make_user(session: Session, *, role: Role = Role.PATIENT, store_ids=None) -> User:
-    """A user (with store links for staff), without hashing a password per user."""
-    global _HASH
-    if _HASH is None:
-        from o2o.security import hash_password
-
-        _HASH = hash_password("orders-tests-password")
-    n = next(_seq)
-    user = User(
-        email=f"{role.value}-o{n}@test.example.com",
-        name=f"{role.value.title()} {n}",
-        password_hash=_HASH,
-        role=role,
-    )
-    session.add(user)
-    session.flush()
-    if store_ids:
-        users_service.link_stores(session, user, store_ids)
-    return user
 
 
 def offset(metres_north: float = 0.0, metres_east: float = 0.0) -> tuple[float, float]:

@@ -2,6 +2,7 @@
 stock returned, exactly once, also when the sweep runs twice or two workers race."""
 
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,9 +13,12 @@ from o2o.orders import lifecycle
 from o2o.orders.models import Order, OrderEvent, OrderStatus
 from o2o.orders.tasks import expire_due_orders, expire_holds, expire_holds_task
 from o2o.users.models import Role
-from prescriptions import service as prescriptions_service
+from prescriptions.models import Prescription, PrescriptionAudit
+from prescriptions.workflow import PrescriptionStatus
 from stores.models import Lot
-from tests.orders.helpers import make_lot, make_order, make_product, make_store, make_user, offset
+from tests.factories import make_user
+from tests.orders.helpers import make_lot, make_order, make_product, make_store, offset
+from tests.prescriptions.helpers import request_rx
 
 S = OrderStatus
 
@@ -56,22 +60,27 @@ def test_an_uncollected_pickup_is_cancelled_after_the_hold_and_its_stock_returns
     assert (lot.on_hand, lot.reserved) == (20, 2)
 
 
-def test_an_order_waiting_too_long_for_a_prescription_is_cancelled(db, world, monkeypatch):
-    closed = []
-    monkeypatch.setattr(
-        prescriptions_service, "on_order_cancelled", lambda s, o: closed.append(o.id)
-    )
+def test_an_order_waiting_too_long_for_a_prescription_is_cancelled(db, client, world):
     rx = make_product(db, rx_only=True)
     rx_lot = make_lot(db, world["store"], rx, on_hand=5)
     now = datetime.now(UTC)
     order = make_order(
         db, world["patient"], world["store"], [(rx_lot, 2)], rx=True, now=now - timedelta(hours=25)
     )
+    pid = uuid.UUID(request_rx(client, world["patient"], order)["id"])
     assert expire_due_orders(db, now=now) == (1, 1)
     db.expire_all()
     assert db.get(Order, order.id).status is S.CANCELLED
     assert "No approved prescription within 24 h" in db.get(Order, order.id).cancel_reason
-    assert closed == [order.id]
+    # The order's open prescription request is closed with it.
+    assert db.get(Prescription, pid).status is PrescriptionStatus.CANCELLED
+    last_action = db.scalar(
+        select(PrescriptionAudit.action)
+        .where(PrescriptionAudit.prescription_id == pid)
+        .order_by(PrescriptionAudit.id.desc())
+        .limit(1)
+    )
+    assert last_action == "cancelled"
     assert (rx_lot.on_hand, rx_lot.reserved) == (5, 0)
 
 

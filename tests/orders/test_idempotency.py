@@ -17,8 +17,8 @@ from o2o.orders.schemas import OrderIn
 from o2o.orders.tasks import purge_idempotency_records
 from o2o.users.models import Role
 from stores.models import Lot
-from tests.factories import auth
-from tests.orders.helpers import make_lot, make_product, make_store, make_user, offset, order_body
+from tests.factories import auth, make_user
+from tests.orders.helpers import make_lot, make_product, make_store, offset, order_body
 
 URL = "/api/v1/orders"
 

@@ -8,8 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from o2o.db import get_session, session_scope
 from o2o.users.models import Role
-from tests.factories import auth
-from tests.orders.helpers import make_user
+from tests.factories import auth, make_user
 
 
 def test_a_request_that_waits_out_the_pool_gets_503_with_retry_after(engine, committed):

@@ -7,13 +7,12 @@ from sqlalchemy import select
 
 from o2o.orders.models import LotAllocation, Order
 from o2o.users.models import Role
-from tests.factories import auth
+from tests.factories import auth, make_user
 from tests.orders.helpers import (
     HOME,
     make_lot,
     make_product,
     make_store,
-    make_user,
     offset,
     order_body,
     order_count,

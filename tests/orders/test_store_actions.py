@@ -8,14 +8,12 @@ from sqlalchemy import select
 from o2o.orders import lifecycle
 from o2o.orders.models import Order, OrderEvent, OrderStatus
 from o2o.users.models import Role
-from prescriptions import service as prescriptions_service
-from tests.factories import auth
+from tests.factories import auth, make_user
 from tests.orders.helpers import (
     make_lot,
     make_order,
     make_product,
     make_store,
-    make_user,
     offset,
     stock,
 )
@@ -216,39 +214,6 @@ def test_a_cancel_needs_a_reason(client, db, world, order):
         r = post(client, order, "cancel", world["patient"], body)
         assert r.status_code == 422
     assert stock(db, world["lot"]) == (10, 2)
-
-
-def test_prescription_orders_tell_the_prescriptions_domain(client, db, world, monkeypatch):
-    calls = []
-    monkeypatch.setattr(
-        prescriptions_service, "on_order_cancelled", lambda s, o: calls.append(("cancelled", o.id))
-    )
-    rx = make_product(db, rx_only=True)
-    rx_lot = make_lot(db, world["store"], rx)
-    rx_order = make_order(db, world["patient"], world["store"], [(rx_lot, 1)], rx=True)
-    r = post(client, rx_order, "cancel", world["patient"], {"reason": "no longer needed"})
-    assert r.status_code == 200
-    assert calls == [("cancelled", rx_order.id)]
-    assert stock(db, rx_lot) == (10, 0)
-
-
-def test_handing_over_a_prescription_order_marks_it_dispensed(client, db, world, monkeypatch):
-    calls = []
-    monkeypatch.setattr(
-        prescriptions_service,
-        "mark_dispensed",
-        lambda s, o, actor_id=None: calls.append((o.id, actor_id)),
-    )
-    rx = make_product(db, rx_only=True)
-    rx_lot = make_lot(db, world["store"], rx)
-    rx_order = make_order(db, world["patient"], world["store"], [(rx_lot, 1)], rx=True)
-    lifecycle.transition(db, rx_order, OrderStatus.RELEASED)
-    db.commit()
-    staff = world["pharmacist"]
-    _to_ready(client, rx_order, staff)
-    r = post(client, rx_order, "handover", staff, {"pickup_code": rx_order.pickup_code})
-    assert r.status_code == 200
-    assert calls == [(rx_order.id, staff.id)]
 
 
 STAFF_ACTIONS = [

@@ -1,8 +1,6 @@
 """Prescription fixtures: a store with its pharmacist, a second store, patients, doctors whose
 Ed25519 keys were registered and approved through the API, and prescription-only stock."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -10,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from o2o.users.models import Role, User
 from stores.models import Lot, Product, Store
+from tests.factories import make_user
 from tests.prescriptions.helpers import (
     Doctor,
     make_doctor_with_key,
@@ -17,22 +16,7 @@ from tests.prescriptions.helpers import (
     make_product,
     make_rx_order,
     make_store,
-    make_user,
 )
-
-
-@pytest.fixture
-def app(app, db: Session):
-    """Checkout's idempotency side transaction joins the test's session (as in tests/orders)."""
-    from o2o import idempotency
-
-    @contextmanager
-    def side() -> Iterator[Session]:
-        with db.begin_nested():
-            yield db
-
-    app.dependency_overrides[idempotency.get_side_sessions] = lambda: side
-    return app
 
 
 @dataclass

@@ -2,7 +2,6 @@
 tests (plain functions, flushed rows), and the API steps of the prescription flow."""
 
 import base64
-import functools
 import itertools
 import secrets
 import uuid
@@ -21,12 +20,10 @@ from o2o.orders.models import (
     OrderLine,
     OrderStatus,
 )
-from o2o.security import hash_password
-from o2o.users import service as users_service
 from o2o.users.models import Role, User
 from prescriptions import signing
 from stores.models import Lot, Product, Store
-from tests.factories import PASSWORD, auth
+from tests.factories import auth, make_user
 
 _seq = itertools.count(1)
 API = "/api/v1"
@@ -36,30 +33,6 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 64
 PDF = b"%PDF-1.7\n" + b"0" * 64
 EXE = b"MZ\x90\x00" + b"\x00" * 64
-
-
-@functools.cache
-def _password_hash() -> str:
-    return hash_password(PASSWORD)
-
-
-def make_user(
-    session: Session, *, role: Role, name: str | None = None, store_ids: list[int] | None = None
-) -> User:
-    """A user like tests.factories.make_user, but hashing the password once per run (argon2 is
-    deliberately slow, and these tests need many users)."""
-    n = next(_seq)
-    user = User(
-        email=f"rx-{role.value}{n}@test.example.com",
-        name=name or f"{role.value.title()} {n}",
-        password_hash=_password_hash(),
-        role=role,
-    )
-    session.add(user)
-    session.flush()
-    if store_ids:
-        users_service.link_stores(session, user, store_ids)
-    return user
 
 
 def make_store(session: Session, **overrides) -> Store:

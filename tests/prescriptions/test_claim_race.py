@@ -16,14 +16,13 @@ from o2o.users.models import Role
 from prescriptions import service
 from prescriptions.models import Prescription, PrescriptionAudit
 from prescriptions.schemas import PrescriptionRequestIn
-from tests.factories import auth
+from tests.factories import auth, make_user
 from tests.prescriptions.helpers import (
     API,
     make_lot,
     make_product,
     make_rx_order,
     make_store,
-    make_user,
 )
 
 DOCTORS = 6

@@ -15,13 +15,12 @@ from o2o.users.models import Role
 from prescriptions import service, signing
 from prescriptions.cli import app as doctor_cli
 from prescriptions.models import Prescription
-from tests.factories import auth
+from tests.factories import auth, make_user
 from tests.prescriptions.helpers import (
     API,
     PNG,
     claim_and_issue,
     items_for,
-    make_user,
     request_body,
     request_rx,
 )

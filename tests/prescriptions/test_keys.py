@@ -16,8 +16,8 @@ from o2o.users.models import Role
 from prescriptions import signing
 from prescriptions.cli import app as doctor_cli
 from tests.conftest import ROOT
-from tests.factories import auth
-from tests.prescriptions.helpers import API, make_user
+from tests.factories import auth, make_user
+from tests.prescriptions.helpers import API
 
 
 def _register(client, doctor, key=None):

@@ -14,7 +14,7 @@ from o2o.users.models import Role
 from prescriptions import signing
 from prescriptions.models import Prescription, PrescriptionAudit
 from stores.models import Lot
-from tests.factories import auth
+from tests.factories import auth, make_user
 from tests.prescriptions.helpers import (
     API,
     Doctor,
@@ -24,7 +24,6 @@ from tests.prescriptions.helpers import (
     make_product,
     make_rx_order,
     make_store,
-    make_user,
     request_rx,
 )
 

@@ -6,11 +6,23 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from o2o.db import session_scope
 from o2o.outbox import OutboxEvent
+from o2o.users.models import Role
 from prescriptions import service, tasks
-from prescriptions.models import Prescription
-from tests.factories import auth
-from tests.prescriptions.helpers import API, claim_and_issue, items_for, request_rx
+from prescriptions.models import Prescription, PrescriptionAudit
+from prescriptions.workflow import PrescriptionStatus
+from tests.factories import auth, make_user
+from tests.prescriptions.helpers import (
+    API,
+    claim_and_issue,
+    items_for,
+    make_lot,
+    make_product,
+    make_rx_order,
+    make_store,
+    request_rx,
+)
 
 
 def _events(db, pid, event_type):
@@ -104,21 +116,53 @@ def test_expired_prescriptions_are_marked_with_an_audit_entry(client, db, world)
     assert request_rx(client, world.patient, order)["status"] == "requested"
 
 
-def test_tasks_run_once_per_period(monkeypatch):
-    calls = []
-    monkeypatch.setattr(service, "expire_issued", lambda session: calls.append(1) or 0)
-    monkeypatch.setattr(tasks, "session_scope", _fake_scope)
-    assert tasks.expire_issued() == 0
+def _committed_expired_prescription() -> uuid.UUID:
+    """An issued prescription whose validity has passed, committed for the task's own session."""
+    now = service.now_utc()
+    with session_scope() as s:
+        store = make_store(s)
+        product = make_product(s)
+        patient = make_user(s, role=Role.PATIENT)
+        doctor = make_user(s, role=Role.DOCTOR)
+        order = make_rx_order(s, patient, store, [(product, 1, make_lot(s, store, product))])
+        p = Prescription(
+            order_id=order.id,
+            patient_id=patient.id,
+            status=PrescriptionStatus.ISSUED,
+            legal_name="Li Wei",
+            id_number_hmac=service.id_number_hmac("110101199001011234"),
+            id_number_masked="1101**********1234",
+            symptoms="Sore throat",
+            allergies="none",
+            current_medication="none",
+            requested_at=now - timedelta(hours=3),
+            doctor_id=doctor.id,
+            claimed_at=now - timedelta(hours=3),
+            items=[],
+            refills=0,
+            issued_at=now - timedelta(hours=3),
+            expires_at=now - timedelta(hours=1),
+            signed_payload=b"{}",
+            signature=b"\x00" * 64,
+            fills_used=0,
+        )
+        s.add(p)
+        s.flush()
+        return p.id
+
+
+def test_tasks_run_once_per_period(committed):
+    pid = _committed_expired_prescription()
+    assert tasks.expire_issued() == 1
     assert tasks.expire_issued() is None  # a second beat in the same period does nothing
-    assert calls == [1]
-
-
-class _fake_scope:
-    def __enter__(self):
-        return object()
-
-    def __exit__(self, *exc):
-        return False
+    with session_scope() as s:
+        assert s.get(Prescription, pid).status is PrescriptionStatus.EXPIRED
+        expired = s.scalars(
+            select(PrescriptionAudit.action).where(
+                PrescriptionAudit.prescription_id == pid, PrescriptionAudit.action == "expired"
+            )
+        ).all()
+        assert expired == ["expired"]  # the sweep ran once
 
 
 def test_beat_schedules_the_sweeps():
