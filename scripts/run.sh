@@ -9,6 +9,8 @@ DB_NAME=${O2O_DB_NAME:-o2o}
 RUN="$ROOT/.local/run"
 
 bash scripts/platform.sh up
+# These servers are now the platform's: a test run that ends must not stop them.
+rm -f "$ROOT/.local/servers-started-by-tests"
 bash scripts/platform.sh createdb "$DB_NAME"
 
 export O2O_DATABASE_URL=${O2O_DATABASE_URL:-postgresql+psycopg://o2o:o2o-dev-only@127.0.0.1:${O2O_PG_PORT:-55432}/$DB_NAME}

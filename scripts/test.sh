@@ -5,29 +5,34 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
+# Servers a test run started belong to the test runs (this marker) until the last of them stops
+# them; servers `make run` started (it removes the marker) are left running.
+owned="$ROOT/.local/servers-started-by-tests"
 already_up=false
 if bash scripts/platform.sh pg-running 2>/dev/null && bash scripts/platform.sh redis-running 2>/dev/null; then
   already_up=true
 fi
 bash scripts/platform.sh up test
+mkdir -p "$ROOT/.local"
+[ "$already_up" = true ] || touch "$owned"
 stop_if_last() {
+  # Give up this run's slot first, so two runs ending together cannot each wait for the other.
+  [ -n "${lockfd:-}" ] && flock -u "$lockfd"
+  [ -e "$owned" ] || return 0
   # Leave the servers to a run that is still going in another slot.
   local n fd
   for n in 1 2 3 4 5 6 7; do
-    [ "$n" = "$slot" ] && continue
     exec {fd}>"$ROOT/.local/test-slot-$n.lock"
     if ! flock -n "$fd"; then exec {fd}>&-; return 0; fi
     flock -u "$fd"; exec {fd}>&-
   done
+  rm -f "$owned"
   bash scripts/platform.sh down
 }
-if [ "$already_up" = false ]; then
-  trap stop_if_last EXIT
-fi
+trap stop_if_last EXIT
 
 # Each run takes a free slot: its own database and Redis database number, so several runs (and a
 # `make run` on database 0) never share state. Slot 1 is the usual one.
-mkdir -p "$ROOT/.local"
 slot=""
 for n in 1 2 3 4 5 6 7; do
   exec {lockfd}>"$ROOT/.local/test-slot-$n.lock"
