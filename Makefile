@@ -13,8 +13,8 @@ stop: ## stop anything `make run` or `make test` left running
 status:
 	bash scripts/platform.sh status
 
-lint:
-	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+lint: ## ruff, and the import-linter contracts that keep the floors (pyproject.toml)
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/lint-imports
 
 format:
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .

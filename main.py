@@ -5,13 +5,13 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from dispatch.router import router as dispatch_router
-from o2o import health
+from o2o import health, wiring
 from o2o.config import get_settings
 from o2o.console.app import create_console_app
 from o2o.errors import install_error_handlers
 from o2o.observability import BodySizeLimitMiddleware, RequestContextMiddleware, configure_logging
 from o2o.openapi import install_error_docs
-from o2o.orders.router import router as orders_router
+from o2o.order_flow.router import router as orders_router
 from o2o.users.router import router as users_router
 from prescriptions.router import router as prescriptions_router
 from stores.router import router as stores_router
@@ -37,6 +37,7 @@ def api_router() -> APIRouter:
 def create_app() -> FastAPI:
     """Create the FastAPI application."""
     settings = get_settings()
+    wiring.connect()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

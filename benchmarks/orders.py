@@ -30,9 +30,9 @@ from o2o.config import get_settings
 from o2o.db import get_engine, session_scope
 from o2o.errors import DomainError
 from o2o.geo import point_element
-from o2o.orders import checkout, service
+from o2o.order_flow import checkout, views
+from o2o.order_flow.schemas import OrderIn
 from o2o.orders.models import LotAllocation, Order, OrderEvent, OrderLine
-from o2o.orders.schemas import OrderIn
 from o2o.outbox import OutboxEvent
 from o2o.security import hash_password
 from o2o.users.models import Role, User
@@ -139,7 +139,7 @@ def run_phase(name: str, world: dict, clients: int, attempts: int, max_qty: int)
             try:
                 with session_scope() as s:
                     order = checkout.place_order(s, patient, body)
-                    service.present(s, order, patient)
+                    views.present(s, order, patient)
                 outcome, sold = "placed", qty
             except DomainError as exc:
                 outcome, sold = exc.code, 0

@@ -45,7 +45,6 @@ from o2o.geo import GeometryError, area_element, area_geojson, parse_area, point
 from o2o.orders import lifecycle
 from o2o.orders.models import Fulfillment, Order, OrderStatus
 from o2o.users.models import Role, User
-from prescriptions import service as prescriptions_service
 from stores.models import Store
 
 J = JobStatus
@@ -670,8 +669,6 @@ def deliver(
         )
     # The hand-over time is the caller's clock (the simulation runs an accelerated one).
     lifecycle.complete(session, order, actor_id=courier.id, at=now)
-    if order.is_rx:
-        prescriptions_service.mark_dispensed(session, order)
     job.status = J.DELIVERED
     job.closed_at = now
     if order.sla_deadline is not None and now > order.sla_deadline:

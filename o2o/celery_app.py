@@ -1,4 +1,4 @@
-"""The one Celery app: Redis broker and result backend, task discovery, the one beat schedule.
+"""The one Celery app: Redis broker and result backend, the one beat schedule.
 
 Tasks are written to be idempotent, so they are acknowledged late and re-queued when a worker
 dies mid-task: a task may run twice, never zero times.
@@ -8,12 +8,11 @@ from celery import Celery
 
 from o2o.config import get_settings
 
-# Task modules, bottom floor first. Each domain adds its tasks module here.
-TASK_MODULES = ["o2o.tasks", "prescriptions.tasks", "dispatch.tasks", "o2o.orders.tasks"]
-
 settings = get_settings()
 
-app = Celery("o2o", broker=settings.redis_url, backend=settings.redis_url, include=TASK_MODULES)
+# The task modules are listed by the worker's entry point (`o2o.worker`), which stands above the
+# domains; core names none of them.
+app = Celery("o2o", broker=settings.redis_url, backend=settings.redis_url)
 app.conf.update(
     task_serializer="json",
     accept_content=["json"],

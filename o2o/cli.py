@@ -6,6 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from o2o import wiring
 from o2o.db import session_scope
 from o2o.errors import DomainError
 
@@ -68,13 +69,14 @@ def demo_data() -> None:
 
 
 def main() -> None:
-    from dispatch.simulation import app as simulate_cli
+    from o2o.simulation import app as simulate_cli
     from prescriptions.cli import app as doctor_cli
     from stores.cli import app as stores_cli
 
     cli.add_typer(stores_cli, name="stores")
     cli.add_typer(doctor_cli, name="doctor")
     cli.add_typer(simulate_cli, name="simulate")
+    wiring.connect()
     cli()
 
 

@@ -13,16 +13,38 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session
+from sqlalchemy import ForeignKey, String, and_, delete, func, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from o2o.config import get_settings
+from o2o.db import Base
 from o2o.errors import Conflict, InvalidInput
-from o2o.orders.models import IdempotencyRecord
+
+
+class IdempotencyRecord(Base):
+    """The first response to a POST with an Idempotency-Key, replayed for retries."""
+
+    __tablename__ = "idempotency_records"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # sha256 of method, path and canonical body: the same key with another body is refused.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    # Who holds the key while the first request runs: the response is stored only by the holder,
+    # so a request whose stale claim was taken over cannot also store (and create) an order.
+    claim_token: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    response_status: Mapped[int | None]
+    response_body: Mapped[dict | None] = mapped_column(JSONB)
+    # When the current claim was taken (renewed when a stale claim is taken over).
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
 
 R = IdempotencyRecord
 

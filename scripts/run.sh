@@ -42,8 +42,8 @@ stop_all() {
 trap stop_all INT TERM EXIT
 
 start api "$ROOT/.venv/bin/uvicorn" main:app --host 127.0.0.1 --port "$PORT"
-start worker "$ROOT/.venv/bin/celery" -A o2o.celery_app worker --loglevel=INFO --concurrency=2
-start beat "$ROOT/.venv/bin/celery" -A o2o.celery_app beat --loglevel=INFO \
+start worker "$ROOT/.venv/bin/celery" -A o2o.worker worker --loglevel=INFO --concurrency=2
+start beat "$ROOT/.venv/bin/celery" -A o2o.worker beat --loglevel=INFO \
   --schedule "$RUN/celerybeat-schedule"
 
 cat >&2 <<MSG

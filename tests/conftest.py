@@ -16,9 +16,14 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
+from o2o import wiring
 from o2o.config import get_settings
 from o2o.db import COMMIT_ON_RETURN, get_session
 from o2o.redis import get_redis
+
+# The suite runs the services as the API and the worker do: with the domains subscribed to the
+# order record's events.
+wiring.connect()
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
@@ -113,7 +118,7 @@ def _clean_redis_keys() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def celery_worker_process(engine: Engine) -> Iterator[subprocess.Popen]:
     """A real Celery worker on the test Redis and database (prefork, 2 processes)."""
-    from o2o.celery_app import app as celery_app
+    from o2o.worker import app as celery_app
 
     logfile = ARTIFACTS / "celery-worker.log"
     ARTIFACTS.mkdir(exist_ok=True)
@@ -124,7 +129,7 @@ def celery_worker_process(engine: Engine) -> Iterator[subprocess.Popen]:
             "-m",
             "celery",
             "-A",
-            "o2o.celery_app",
+            "o2o.worker",
             "worker",
             "--loglevel=INFO",
             "--concurrency=2",

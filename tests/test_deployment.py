@@ -144,7 +144,7 @@ def test_worker_and_beat_start_celery_with_the_app(services: dict) -> None:
     beat = _command(services["beat"])
     for command, role in ((worker, "worker"), (beat, "beat")):
         assert command[0] == "celery"
-        assert "-A" in command and command[command.index("-A") + 1] == "o2o.celery_app"
+        assert "-A" in command and command[command.index("-A") + 1] == "o2o.worker"
         assert role in command
     assert "--schedule" in beat and beat[beat.index("--schedule") + 1].startswith("/tmp/")
 

@@ -1,49 +1,37 @@
-"""Imports run one way (STYLE.md, "Floors"): a module imports only from its own floor or below,
-other domains only through their `service` module (or the plain data of `models`/`schemas`), and
-nothing imports in a cycle."""
+"""The floors (DESIGN.md section 3) as CI sees them.
+
+The import-linter contracts in pyproject.toml say which floor may import which (`make lint`
+runs them too); this file runs them and checks what they cannot say: that every module of `o2o/`
+stands on a floor, and that a domain is reached through its entry points, not its internals."""
 
 import ast
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("o2o", "stores", "prescriptions", "dispatch")
-DOMAINS = ("stores", "prescriptions", "dispatch", "o2o.orders")
-
-# Floors, bottom to top. The first matching prefix decides a module's floor.
-FLOORS: list[tuple[str, int]] = [
-    ("o2o.orders.lifecycle", 2),
-    ("o2o.orders.workflow", 0),
-    ("o2o.orders.models", 0),
-    ("o2o.orders.schemas", 0),
-    ("o2o.orders", 4),  # checkout, service, router, tasks
-    ("o2o.console", 5),
-    ("o2o.cli", 5),
-    ("o2o.demo", 5),
-    ("o2o.models", 5),  # the registry of every model, for migrations
-    ("o2o.__main__", 5),
-    ("dispatch.simulation", 5),  # replays a day through every domain, as the CLI does
-    ("o2o", 0),
-    ("stores", 1),
-    ("prescriptions", 3),
-    ("dispatch", 3),
-    ("main", 5),
-]
-CROSS_DOMAIN_ENTRY_POINTS = ("service", "models", "schemas")
-# The order state machine is the orders' entry point for the domains above it (STYLE.md).
-ORDERS_ENTRY_POINTS = ("lifecycle", "workflow")
+CONTRACTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+# A domain's entry points: what another floor may import from it.
+ENTRY_POINTS = {
+    "stores": ("service", "models", "schemas"),
+    "prescriptions": ("service", "models", "schemas"),
+    "dispatch": ("service", "models", "schemas"),
+    # The order record is reached through its lifecycle, its states, its events and its rows.
+    "o2o.orders": ("lifecycle", "states", "events", "models"),
+}
+COMPOSITION_FLOOR = 0
 
 
-def floor(module: str) -> int:
-    for prefix, level in FLOORS:
-        if module == prefix or module.startswith(prefix + "."):
-            return level
-    raise AssertionError(f"{module} has no floor in FLOORS")
-
-
-def domain(module: str) -> str | None:
-    return next((d for d in DOMAINS if module == d or module.startswith(d + ".")), None)
+def floors() -> list[list[str]]:
+    contract = next(c for c in CONTRACTS["contracts"] if c["id"] == "floors")
+    return [
+        [name.strip() for name in layer.replace("|", ":").split(":")]
+        for layer in contract["layers"]
+    ]
 
 
 def module_name(path: Path) -> str:
@@ -51,6 +39,31 @@ def module_name(path: Path) -> str:
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
+
+
+def floor_of(module: str) -> int | None:
+    for level, layer in enumerate(floors()):
+        if any(module == name or module.startswith(name + ".") for name in layer):
+            return level
+    return None
+
+
+def test_import_linter_contracts_are_kept() -> None:
+    lint = Path(sys.executable).with_name("lint-imports")
+    result = subprocess.run(
+        [str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "broken" not in result.stdout.split("Contracts:")[-1].replace("0 broken", "")
+
+
+def test_every_module_of_o2o_stands_on_a_floor() -> None:
+    loose = sorted(
+        name
+        for path in (ROOT / "o2o").rglob("*.py")
+        if (name := module_name(path)) != "o2o" and floor_of(name) is None
+    )
+    assert not loose, f"modules of o2o/ on no floor of the `floors` contract: {loose}"
 
 
 def project_imports(path: Path) -> set[str]:
@@ -65,75 +78,36 @@ def project_imports(path: Path) -> set[str]:
             names = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module]
         else:
             continue
-        for name in names:
-            # A package's __init__ only names the package; the modules imported from it count.
-            if name.split(".")[0] in (*PACKAGES, "main") and _is_module(name):
-                found.add(name)
+        found.update(name for name in names if name.split(".")[0] in PACKAGES and _is_module(name))
     return found
 
 
 def _is_module(module: str) -> bool:
-    return ROOT.joinpath(*module.split(".")).with_suffix(".py").exists()
+    base = ROOT.joinpath(*module.split("."))
+    return base.with_suffix(".py").exists() or (base / "__init__.py").exists()
 
 
-def all_modules() -> dict[str, Path]:
-    files = [ROOT / "main.py"] + [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]
-    return {module_name(p): p for p in files}
+def domain_of(module: str) -> str | None:
+    return next((d for d in ENTRY_POINTS if module == d or module.startswith(d + ".")), None)
 
 
-MODULES = all_modules()
-GRAPH = {name: project_imports(path) for name, path in MODULES.items()}
-
-
-def test_every_module_has_a_floor() -> None:
-    for name in MODULES:
-        floor(name)
-
-
-@pytest.mark.parametrize("module", sorted(MODULES))
-def test_imports_run_down_the_floors(module: str) -> None:
-    upward = [target for target in sorted(GRAPH[module]) if floor(target) > floor(module)]
-    assert not upward, f"{module} (floor {floor(module)}) imports from above: {upward}"
+MODULES = {
+    module_name(p): p
+    for pkg in PACKAGES
+    for p in (ROOT / pkg).rglob("*.py")
+    if floor_of(module_name(p)) not in (None, COMPOSITION_FLOOR)
+}
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
-def test_other_domains_are_reached_through_their_service(module: str) -> None:
-    own = domain(module)
-    if floor(module) == 5:
-        return  # the app, the console and the CLI assemble every domain
+def test_other_domains_are_reached_through_their_entry_points(module: str) -> None:
+    own = domain_of(module)
     reached_in = [
         target
-        for target in sorted(GRAPH[module])
-        if (other := domain(target)) is not None
+        for target in sorted(project_imports(MODULES[module]))
+        if (other := domain_of(target)) is not None
         and other != own
         and target != other
-        and _inner(target, other) not in CROSS_DOMAIN_ENTRY_POINTS
-        and not (other == "o2o.orders" and _inner(target, other) in ORDERS_ENTRY_POINTS)
+        and target.removeprefix(other + ".").split(".")[0] not in ENTRY_POINTS[other]
     ]
     assert not reached_in, f"{module} reaches into another domain's internals: {reached_in}"
-
-
-def test_no_import_cycles() -> None:
-    edges = {m: {t for t in ts if t in MODULES} for m, ts in GRAPH.items()}
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in sorted(edges.get(node, ())):
-            if state.get(nxt) == 1:
-                cycle = stack[stack.index(nxt) :] + [nxt]
-                raise AssertionError("import cycle: " + " -> ".join(cycle))
-            if nxt not in state:
-                visit(nxt)
-        stack.pop()
-        state[node] = 2
-
-    for node in sorted(edges):
-        if node not in state:
-            visit(node)
-
-
-def _inner(module: str, package: str) -> str:
-    return module.removeprefix(package + ".").split(".")[0]

@@ -31,7 +31,7 @@ from o2o.console.rendering import console_url, render
 from o2o.db import DbSession
 from o2o.errors import DomainError, InvalidInput, NotFound, RateLimited
 from o2o.geo import area_geojson, to_latlon
-from o2o.orders import service as orders_service
+from o2o.order_flow import access, store_actions
 from o2o.orders.models import Order
 from o2o.users.models import Role, User
 from prescriptions import service as prescriptions_service
@@ -288,7 +288,7 @@ def orders_board_fragment(
 
 def _staff_order(db: DbSession, user: User, store: Store, order_id: str) -> Order:
     """Lock one of this store's orders for a store action (the orders service checks staff)."""
-    order = orders_service.get_order_for_staff(db, user, queries.parse_uuid(order_id))
+    order = access.get_order_for_staff(db, user, queries.parse_uuid(order_id))
     if order.store_id != store.id:
         raise NotFound("No such order at this store.", code="order_not_found")
     return order
@@ -319,7 +319,7 @@ def order_prepare(
     """Start preparing a released order."""
     try:
         order = _staff_order(db, user, store, order_id)
-        orders_service.prepare(db, order, actor_id=user.id)
+        store_actions.prepare(db, order, actor_id=user.id)
     except DomainError as exc:
         db.rollback()
         return _board_refusal(request, db, user, store, exc)
@@ -333,7 +333,7 @@ def order_ready(
     """Mark a prepared order ready (a delivery goes to the couriers)."""
     try:
         order = _staff_order(db, user, store, order_id)
-        orders_service.mark_ready(db, order, actor_id=user.id)
+        store_actions.mark_ready(db, order, actor_id=user.id)
     except DomainError as exc:
         db.rollback()
         return _board_refusal(request, db, user, store, exc)
@@ -362,9 +362,9 @@ def order_handover(
         )
     try:
         order = _staff_order(db, user, store, order_id)
-        orders_service.handover(db, order, pickup_code.strip(), actor_id=user.id)
-    except (orders_service.WrongPickupCode, orders_service.PickupCodeLocked) as exc:
-        if isinstance(exc, orders_service.WrongPickupCode):
+        store_actions.handover(db, order, pickup_code.strip(), actor_id=user.id)
+    except (store_actions.WrongPickupCode, store_actions.PickupCodeLocked) as exc:
+        if isinstance(exc, store_actions.WrongPickupCode):
             # The failed try counts although the answer is a refusal (as in the API).
             db.commit()
         else:

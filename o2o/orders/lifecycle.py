@@ -10,15 +10,11 @@ from sqlalchemy.orm import Session
 from o2o import clock, outbox
 from o2o.config import get_settings
 from o2o.errors import NotFound
-from o2o.orders import workflow
+from o2o.orders import events, states
 from o2o.orders.models import Fulfillment, Order, OrderEvent, OrderStatus
 from stores import service as stores_service
 
 S = OrderStatus
-
-
-def now_utc() -> datetime:
-    return clock.now()
 
 
 def lock_order(session: Session, order_id: uuid.UUID) -> Order:
@@ -48,8 +44,8 @@ def transition(
     Stock effects (returning a reservation, committing it) are not made here: use `cancel` and
     `complete` below, which also move the stock.
     """
-    workflow.check(order.status, to, order.fulfillment)
-    at = at or now_utc()
+    states.check(order.status, to, order.fulfillment)
+    at = at or clock.now()
     previous = order.status
     order.status = to
     if to is S.RELEASED:
@@ -129,16 +125,20 @@ def allocations_of(order: Order) -> list[tuple[int, int]]:
 def cancel(
     session: Session, order: Order, *, reason: str, actor_id: int | None = None
 ) -> OrderEvent:
-    """Cancel a locked order and give its reserved stock back to the lots (409 if closed)."""
+    """Cancel a locked order and give its reserved stock back to the lots (409 if closed);
+    the domains above close what they hold for it (`events.order_cancelled`)."""
     event = transition(session, order, S.CANCELLED, actor_id=actor_id, reason=reason)
     stores_service.release_stock(session, allocations_of(order))
+    events.order_cancelled.send(session, order)
     return event
 
 
 def complete(
     session: Session, order: Order, *, actor_id: int | None = None, at: datetime | None = None
 ) -> OrderEvent:
-    """Complete a locked order: the goods have left, so reserved units leave on-hand stock."""
+    """Complete a locked order: the goods have left, so reserved units leave on-hand stock;
+    the domains above record the hand-over (`events.order_completed`)."""
     event = transition(session, order, S.COMPLETED, actor_id=actor_id, at=at)
     stores_service.commit_stock(session, allocations_of(order))
+    events.order_completed.send(session, order, actor_id=actor_id)
     return event

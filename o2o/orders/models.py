@@ -16,7 +16,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ENUM, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ENUM, UUID
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from o2o.db import Base
@@ -168,24 +168,3 @@ class OrderEvent(Base):
     at: Mapped[datetime] = mapped_column(server_default=func.now())
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     reason: Mapped[str | None] = mapped_column(Text)
-
-
-class IdempotencyRecord(Base):
-    """The first response to a POST with an Idempotency-Key, replayed for retries."""
-
-    __tablename__ = "idempotency_records"
-
-    user_id: Mapped[int] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
-    )
-    key: Mapped[str] = mapped_column(String(255), primary_key=True)
-    # sha256 of method, path and canonical body: the same key with another body is refused.
-    request_hash: Mapped[str] = mapped_column(String(64))
-    # Who holds the key while the first request runs: the response is stored only by the holder,
-    # so a request whose stale claim was taken over cannot also store (and create) an order.
-    claim_token: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
-    response_status: Mapped[int | None]
-    response_body: Mapped[dict | None] = mapped_column(JSONB)
-    # When the current claim was taken (renewed when a stale claim is taken over).
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    expires_at: Mapped[datetime] = mapped_column(index=True)

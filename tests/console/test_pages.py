@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from o2o.orders import service as orders_service
+from o2o.order_flow import store_actions
 from o2o.orders.models import Order, OrderStatus
 from o2o.users import service as users_service
 from prescriptions import service as rx_service
@@ -92,9 +92,9 @@ def test_a_refill_is_marked_with_the_fills_counted_on_the_first(client, db, worl
     # The first fill is handed over; then the patient asks for the refill.
     first_order = _order_of(db, world.rx_approve)
     staff_id = users_service.get_by_email(db, world.pharmacist_a).id
-    orders_service.prepare(db, first_order, actor_id=staff_id)
-    orders_service.mark_ready(db, first_order, actor_id=staff_id)
-    orders_service.handover(db, first_order, first_order.pickup_code, actor_id=staff_id)
+    store_actions.prepare(db, first_order, actor_id=staff_id)
+    store_actions.mark_ready(db, first_order, actor_id=staff_id)
+    store_actions.handover(db, first_order, first_order.pickup_code, actor_id=staff_id)
     patient = users_service.get_by_email(db, world.patient)
     order = place_order(db, patient, world.store_a, [(world.extra["amoxicillin"], 2)])
     refill = rx_service.request_refill(db, patient, uuid.UUID(world.rx_approve), order.id)

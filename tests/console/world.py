@@ -13,10 +13,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.orm import Session
 
 from dispatch import monitor
-from o2o.orders import checkout, lifecycle
-from o2o.orders import service as orders_service
+from o2o.order_flow import checkout, store_actions
+from o2o.order_flow.schemas import OrderIn
+from o2o.orders import lifecycle
 from o2o.orders.models import Order, OrderStatus
-from o2o.orders.schemas import OrderIn
 from o2o.users.models import Role, User
 from prescriptions import service as rx_service
 from prescriptions import signing
@@ -229,8 +229,8 @@ def build_world(session: Session) -> World:
 
     # A pickup ready at the counter.
     pickup = place_order(session, patient, store_a.id, [(ibuprofen.id, 1)])
-    orders_service.prepare(session, pickup, actor_id=pharmacist_a.id)
-    orders_service.mark_ready(session, pickup, actor_id=pharmacist_a.id)
+    store_actions.prepare(session, pickup, actor_id=pharmacist_a.id)
+    store_actions.mark_ready(session, pickup, actor_id=pharmacist_a.id)
 
     # Deliveries released a while ago: one close to its deadline (the SLA monitor flags it),
     # one fresh.

@@ -6,8 +6,8 @@ from sqlalchemy import func, select
 
 from dispatch import service
 from dispatch.models import Job, JobStatus
+from o2o.order_flow import store_actions
 from o2o.orders import lifecycle
-from o2o.orders import service as orders_service
 from o2o.orders.models import OrderStatus
 from o2o.users.models import Role
 from tests.dispatch import helpers
@@ -253,7 +253,7 @@ def test_an_unconfigured_courier_is_told_so(db, client, store):
 def test_a_cancelled_order_is_not_offered_and_its_job_closes(db, client, store, courier_headers):
     order = helpers.make_delivery_order(db, store)
     job = helpers.job_of(db, order)
-    orders_service.cancel_order(
+    store_actions.cancel_order(
         db, lifecycle.lock_order(db, order.id), reason="patient changed their mind", actor_id=None
     )
     # The cancellation closes the job itself, before any sweep runs.

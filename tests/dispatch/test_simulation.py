@@ -6,8 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from typer.testing import CliRunner
 
-from dispatch import simulation
-from o2o import clock
+from o2o import clock, simulation
 
 # A quarter of an hour of demand near the couriers' home stores: every order is claimed at once
 # and the day drains in about an hour of simulated time (seconds of wall time), with two orders

@@ -3,7 +3,7 @@ test-only tasks and, for the two-beats test, a fast beat schedule (`celery -A` t
 
 import os
 
-from o2o.celery_app import app
+from o2o.worker import app
 from tests.faults import fault_tasks  # noqa: F401  (registers the test-only tasks)
 
 if os.environ.get("O2O_FAULTS_FAST_BEAT"):

@@ -5,7 +5,7 @@ import time
 from datetime import datetime
 
 from o2o.celery_app import app
-from o2o.orders.tasks import expire_holds
+from o2o.order_flow.tasks import expire_holds
 from o2o.redis import get_redis
 from o2o.tasks import once_per_period
 

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import func, select
 
 from o2o.db import session_scope
+from o2o.order_flow.tasks import expire_due_orders, expire_holds, expire_holds_task
 from o2o.orders import lifecycle
 from o2o.orders.models import Order, OrderEvent, OrderStatus
-from o2o.orders.tasks import expire_due_orders, expire_holds, expire_holds_task
 from o2o.users.models import Role
 from prescriptions.models import Prescription, PrescriptionAudit
 from prescriptions.workflow import PrescriptionStatus

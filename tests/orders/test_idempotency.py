@@ -10,11 +10,12 @@ from sqlalchemy import func, select, update
 
 from o2o import idempotency
 from o2o.db import session_scope
-from o2o.orders import checkout
-from o2o.orders.models import IdempotencyRecord, Order
-from o2o.orders.router import ORDERS_PATH
-from o2o.orders.schemas import OrderIn
-from o2o.orders.tasks import purge_idempotency_records
+from o2o.idempotency import IdempotencyRecord
+from o2o.order_flow import checkout
+from o2o.order_flow.router import ORDERS_PATH
+from o2o.order_flow.schemas import OrderIn
+from o2o.order_flow.tasks import purge_idempotency_records
+from o2o.orders.models import Order
 from o2o.users.models import Role
 from stores.models import Lot
 from tests.factories import auth, make_user

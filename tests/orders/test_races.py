@@ -10,9 +10,9 @@ from sqlalchemy import func, select, text
 
 from o2o.db import get_engine, session_scope
 from o2o.errors import DomainError
-from o2o.orders import checkout
+from o2o.order_flow import checkout
+from o2o.order_flow.schemas import OrderIn
 from o2o.orders.models import LotAllocation, Order, OrderLine
-from o2o.orders.schemas import OrderIn
 from o2o.users.models import Role
 from stores.models import Lot
 from tests.factories import auth, make_user

@@ -284,11 +284,11 @@ def test_pharmacist_rejects_with_reason_cancels_the_order_and_frees_stock(client
 def test_order_cancelled_by_patient_closes_the_open_request(client, db, world):
     order = world.order(db)
     pid = request_rx(client, world.patient, order)["id"]
+    from o2o.order_flow import store_actions
     from o2o.orders import lifecycle
-    from o2o.orders import service as orders_service
 
     locked = lifecycle.lock_order(db, order.id)
-    orders_service.cancel_order(db, locked, reason="Changed my mind", actor_id=world.patient.id)
+    store_actions.cancel_order(db, locked, reason="Changed my mind", actor_id=world.patient.id)
     db.flush()
     r = client.get(f"{API}/prescriptions/{pid}", headers=auth(world.patient))
     assert r.json()["status"] == "cancelled"

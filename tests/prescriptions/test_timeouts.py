@@ -166,9 +166,9 @@ def test_tasks_run_once_per_period(committed):
 
 
 def test_beat_schedules_the_sweeps():
-    from o2o.celery_app import TASK_MODULES, app
+    from o2o.worker import app
 
-    assert "prescriptions.tasks" in TASK_MODULES
+    assert "prescriptions.tasks" in app.conf.include
     scheduled = {entry["task"] for entry in app.conf.beat_schedule.values()}
     assert {
         "prescriptions.escalate_unclaimed",

@@ -11,12 +11,13 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from dispatch import service as dispatch_service
+from o2o import clock
 from o2o.config import get_settings
 from o2o.errors import InvalidInput
 from o2o.geo import point_element, to_latlon
+from o2o.order_flow.schemas import OrderIn
 from o2o.orders import lifecycle
 from o2o.orders.models import Fulfillment, LotAllocation, Order, OrderLine, OrderStatus
-from o2o.orders.schemas import OrderIn
 from o2o.security import new_code
 from o2o.users.models import User
 from stores import service as stores_service
@@ -180,7 +181,7 @@ def place_order(
     session: Session, patient: User, body: OrderIn, *, now: datetime | None = None
 ) -> Order:
     """Place an order: route it, reserve every line atomically, and record it (flushes only)."""
-    now = now or lifecycle.now_utc()
+    now = now or clock.now()
     settings = get_settings()
     cart = body.merged_items()
     lines = [stores_service.CartLine(product_id, quantity) for product_id, quantity in cart]

@@ -13,9 +13,9 @@ from o2o.api import ApiRoute
 from o2o.config import get_settings
 from o2o.db import DbSession
 from o2o.errors import DomainError, error_body, error_responses
-from o2o.orders import checkout, service
+from o2o.order_flow import access, checkout, store_actions, views
+from o2o.order_flow.schemas import CancelIn, HandoverIn, OrderIn, OrderOut, OrderPage
 from o2o.orders.models import OrderStatus
-from o2o.orders.schemas import CancelIn, HandoverIn, OrderIn, OrderOut, OrderPage
 from o2o.users.dependencies import CurrentUser, PatientUser, require_role
 from o2o.users.models import Role, User
 
@@ -62,7 +62,7 @@ def place_order(
     )
     if idempotency_key is None:
         order = checkout.place_order(session, patient, body)
-        return service.present(session, order, patient)
+        return views.present(session, order, patient)
 
     fingerprint = idempotency.request_hash(
         "POST", ORDERS_PATH, body.model_dump(mode="json", exclude_unset=False)
@@ -79,7 +79,7 @@ def place_order(
 
     try:
         order = checkout.place_order(session, patient, body)
-        payload = service.present(session, order, patient).model_dump(mode="json")
+        payload = views.present(session, order, patient).model_dump(mode="json")
         if not idempotency.finish(session, outcome, status.HTTP_201_CREATED, payload):
             raise idempotency.RequestInFlight(
                 "A retry of this request took over its Idempotency-Key; use that answer.",
@@ -145,10 +145,10 @@ def list_orders(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ):
     """List my orders (patient), or a store's orders (its staff: `?store_id=`), newest first."""
-    orders, next_cursor = service.list_orders(
+    orders, next_cursor = views.list_orders(
         session, user, store_id=store_id, status=status_, limit=limit, cursor=cursor
     )
-    return OrderPage(items=service.present_many(session, orders, user), next_cursor=next_cursor)
+    return OrderPage(items=views.present_many(session, orders, user), next_cursor=next_cursor)
 
 
 @router.get(
@@ -158,7 +158,7 @@ def list_orders(
 )
 def get_order(order_id: uuid.UUID, session: DbSession, user: CurrentUser):
     """Read one order with its timeline."""
-    return service.present(session, service.get_order(session, user, order_id), user)
+    return views.present(session, access.get_order(session, user, order_id), user)
 
 
 @router.post(
@@ -171,9 +171,9 @@ def get_order(order_id: uuid.UUID, session: DbSession, user: CurrentUser):
 )
 def cancel_order(order_id: uuid.UUID, body: CancelIn, session: DbSession, user: CurrentUser):
     """Cancel an order (its patient until the courier has it, or the store's staff)."""
-    order = service.get_order(session, user, order_id, lock=True)
-    service.cancel_by(session, user, order, body.reason)
-    return service.present(session, order, user)
+    order = access.get_order(session, user, order_id, lock=True)
+    store_actions.cancel_by(session, user, order, body.reason)
+    return views.present(session, order, user)
 
 
 @router.post(
@@ -183,9 +183,9 @@ def cancel_order(order_id: uuid.UUID, body: CancelIn, session: DbSession, user: 
 )
 def prepare_order(order_id: uuid.UUID, session: DbSession, staff: StaffUser):
     """Start preparing a released order (the store's staff)."""
-    order = service.get_order_for_staff(session, staff, order_id)
-    service.prepare(session, order, actor_id=staff.id)
-    return service.present(session, order, staff)
+    order = access.get_order_for_staff(session, staff, order_id)
+    store_actions.prepare(session, order, actor_id=staff.id)
+    return views.present(session, order, staff)
 
 
 @router.post(
@@ -195,9 +195,9 @@ def prepare_order(order_id: uuid.UUID, session: DbSession, staff: StaffUser):
 )
 def ready_order(order_id: uuid.UUID, session: DbSession, staff: StaffUser):
     """Mark an order ready: a pickup waits for its patient, a delivery goes to the couriers."""
-    order = service.get_order_for_staff(session, staff, order_id)
-    service.mark_ready(session, order, actor_id=staff.id)
-    return service.present(session, order, staff)
+    order = access.get_order_for_staff(session, staff, order_id)
+    store_actions.mark_ready(session, order, actor_id=staff.id)
+    return views.present(session, order, staff)
 
 
 @router.post(
@@ -207,11 +207,11 @@ def ready_order(order_id: uuid.UUID, session: DbSession, staff: StaffUser):
 )
 def handover_order(order_id: uuid.UUID, body: HandoverIn, session: DbSession, staff: StaffUser):
     """Hand a ready pickup to the patient who shows the pickup code."""
-    order = service.get_order_for_staff(session, staff, order_id)
+    order = access.get_order_for_staff(session, staff, order_id)
     try:
-        service.handover(session, order, body.pickup_code, actor_id=staff.id)
-    except service.WrongPickupCode:
+        store_actions.handover(session, order, body.pickup_code, actor_id=staff.id)
+    except store_actions.WrongPickupCode:
         # The failed try must count although the answer is an error: keep it, then refuse.
         session.commit()
         raise
-    return service.present(session, order, staff)
+    return views.present(session, order, staff)

@@ -44,11 +44,11 @@ from o2o.config import get_settings
 from o2o.db import session_scope
 from o2o.errors import DomainError
 from o2o.geo import EARTH_RADIUS_M, LatLon, to_latlon
+from o2o.order_flow import store_actions
+from o2o.order_flow.checkout import place_order
+from o2o.order_flow.schemas import DeliveryAddressIn, OrderIn, OrderItemIn
 from o2o.orders import lifecycle
-from o2o.orders import service as orders_service
-from o2o.orders.checkout import place_order
 from o2o.orders.models import Order, OrderStatus
-from o2o.orders.schemas import DeliveryAddressIn, OrderIn, OrderItemIn
 from o2o.users import service as users_service
 from o2o.users.models import Role, User
 from prescriptions import service as prescriptions_service
@@ -479,14 +479,14 @@ class Day:
     def _prepare(self, order_id: uuid.UUID) -> None:
         with session_scope() as session:
             order = lifecycle.lock_order(session, order_id)
-            orders_service.prepare(session, order, actor_id=self.pharmacists[order.store_id])
+            store_actions.prepare(session, order, actor_id=self.pharmacists[order.store_id])
             minutes = self.stores[order.store_id].prep_minutes * self.orders[order_id].prep_factor
         self.after(minutes, _bind(self._ready, order_id))
 
     def _ready(self, order_id: uuid.UUID) -> None:
         with session_scope() as session:
             order = lifecycle.lock_order(session, order_id)
-            orders_service.mark_ready(
+            store_actions.mark_ready(
                 session, order, actor_id=self.pharmacists[order.store_id], now=self.now
             )
         self.board_may_have_jobs = True

@@ -5,7 +5,7 @@ import itertools
 import pytest
 
 from o2o.orders.models import Fulfillment, OrderStatus
-from o2o.orders.workflow import PATIENT_CANCELLABLE, IllegalTransition, allowed, check
+from o2o.orders.states import PATIENT_CANCELLABLE, IllegalTransition, allowed, check
 
 S = OrderStatus
 P, D = Fulfillment.PICKUP, Fulfillment.DELIVERY

@@ -7,11 +7,12 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from o2o import idempotency
+from o2o import clock, idempotency
 from o2o.celery_app import app
 from o2o.config import get_settings
 from o2o.db import session_scope
-from o2o.orders import lifecycle, service
+from o2o.order_flow import store_actions
+from o2o.orders import lifecycle
 from o2o.orders.models import Order, OrderStatus
 from o2o.tasks import once_per_period
 
@@ -58,7 +59,9 @@ def expire_due_orders(session: Session, *, now: datetime, batch: int = 200) -> t
             continue
         try:
             with session.begin_nested():
-                service.cancel_order(session, order, reason=expiry_reason(order), actor_id=None)
+                store_actions.cancel_order(
+                    session, order, reason=expiry_reason(order), actor_id=None
+                )
             cancelled += 1
         except Exception:
             # One bad order must not block the rest; it stays due and is retried next sweep.
@@ -71,9 +74,7 @@ def expire_holds(*, now: datetime | None = None, batch: int = 200, max_batches: 
     total = 0
     for _ in range(max_batches):
         with session_scope() as session:
-            cancelled, seen = expire_due_orders(
-                session, now=now or lifecycle.now_utc(), batch=batch
-            )
+            cancelled, seen = expire_due_orders(session, now=now or clock.now(), batch=batch)
         total += cancelled
         if seen < batch:
             break
