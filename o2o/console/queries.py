@@ -6,13 +6,14 @@ come from the owning domain.
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
 from dispatch.models import SlaEscalation
+from o2o import clock
 from o2o.console.rendering import zone_named
 from o2o.geo import to_latlon
 from o2o.orders.models import Fulfillment, Order, OrderStatus
@@ -39,7 +40,7 @@ def store_zone(store: Store) -> ZoneInfo:
 
 def store_today(store: Store, now: datetime | None = None) -> date:
     """Today's date where the store is."""
-    return (now or datetime.now(UTC)).astimezone(store_zone(store)).date()
+    return clock.today(store_zone(store), at=now)
 
 
 def parse_uuid(value: str, what: str = "order") -> uuid.UUID:
@@ -172,7 +173,7 @@ def orders_board(session: Session, store: Store) -> Board:
         store.id,
         [o.id for o in open_orders if o.fulfillment is Fulfillment.DELIVERY],
     )
-    now = datetime.now(UTC)
+    now = clock.now()
     by_status: dict[OrderStatus, list[BoardOrder]] = {s: [] for s in open_states}
     at_risk = 0
     for order in open_orders:
@@ -221,7 +222,7 @@ class ExpiringLot:
 def _sellable_from(store: Store, now: datetime | None) -> date:
     # The stores domain owns the rule (on hand - reserved over lots that last the store's
     # minimum shelf life); the console only asks where the line falls today.
-    return stores_service.min_sellable_expiry(store, now or datetime.now(UTC))
+    return stores_service.min_sellable_expiry(store, now or clock.now())
 
 
 def _stock_columns(sellable_from: date):

@@ -1,0 +1,9 @@
+"""The console's pages, one module per area; `router` holds them in the order they match."""
+
+from fastapi import APIRouter
+
+from o2o.console.pages import board, doctor, prescriptions, signin, sla, stores
+
+router = APIRouter()
+for area in (signin, stores, board, prescriptions, doctor, sla):
+    router.include_router(area.router)
