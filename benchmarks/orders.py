@@ -21,11 +21,12 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import timedelta
 
 from sqlalchemy import delete, func, select
 
 from benchmarks.search import percentile
+from o2o import clock
 from o2o.config import get_settings
 from o2o.db import get_engine, session_scope
 from o2o.errors import DomainError
@@ -85,7 +86,7 @@ def setup(clients: int, units: int, lots: int) -> dict:
                     store_id=store.id,
                     product_id=product.id,
                     lot_number=f"{TAG}-{i}",
-                    expiry_date=date.today() + timedelta(days=120 + 30 * i),
+                    expiry_date=clock.today(store.timezone) + timedelta(days=120 + 30 * i),
                     on_hand=per_lot + (units - per_lot * lots if i == 0 else 0),
                     price_minor=1200,
                     currency="CNY",
