@@ -13,6 +13,7 @@ from o2o.observability import BodySizeLimitMiddleware, RequestContextMiddleware,
 from o2o.openapi import install_error_docs
 from o2o.order_flow.router import router as orders_router
 from o2o.users.router import router as users_router
+from o2o.webhooks.router import router as webhooks_router
 from prescriptions.router import router as prescriptions_router
 from stores.router import router as stores_router
 from stores.search_router import router as stores_search_router
@@ -26,6 +27,7 @@ def api_router() -> APIRouter:
     router.include_router(orders_router)
     router.include_router(prescriptions_router)
     router.include_router(dispatch_router)
+    router.include_router(webhooks_router)
     # Before the stores router, so /stores/nearby is never read as a store id.
     router.include_router(stores_search_router)
     # Store paths take integer ids only (/stores/{id:int}): /stores/nearby never lands here.

@@ -1,1 +1,1 @@
-"""Fulfilment routing, pickup, courier jobs, ETA, the SLA monitor and outbound webhooks."""
+"""Fulfilment routing, pickup, courier jobs, ETA, the SLA monitor and its reports."""

@@ -1,4 +1,4 @@
-"""Couriers, delivery jobs, SLA escalations and breaches, webhook endpoints and their deliveries."""
+"""Couriers, delivery jobs, SLA escalations and breaches."""
 
 import enum
 import uuid
@@ -17,7 +17,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, ENUM, UUID
+from sqlalchemy.dialects.postgresql import ENUM, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from o2o.db import Base
@@ -42,12 +42,6 @@ ACTIVE_JOB_STATES = (JobStatus.CLAIMED, JobStatus.PICKED_UP)
 HELD_JOB_STATES = (JobStatus.CLAIMED, JobStatus.PICKED_UP, JobStatus.LOCKED)
 
 
-class DeliveryStatus(enum.StrEnum):
-    PENDING = "pending"
-    DELIVERED = "delivered"
-    GAVE_UP = "gave_up"
-
-
 def _values(e: type[enum.Enum]) -> list[str]:
     return [m.value for m in e]
 
@@ -57,7 +51,6 @@ def _in(states) -> str:
 
 
 job_status_enum = ENUM(JobStatus, name="job_status", values_callable=_values)
-delivery_status_enum = ENUM(DeliveryStatus, name="outbox_delivery_status", values_callable=_values)
 
 
 class Courier(Base):
@@ -177,66 +170,6 @@ class SlaBreach(Base):
     reason: Mapped[str] = mapped_column(String(32))
     compensation_minor: Mapped[int]
     currency: Mapped[str] = mapped_column(String(3))
-
-
-class WebhookEndpoint(Base):
-    """Where events are sent: a URL, the secret that signs them, and the event types wanted."""
-
-    __tablename__ = "webhook_endpoints"
-    __table_args__ = (
-        CheckConstraint("cardinality(event_types) > 0", name="event_types_not_empty"),
-    )
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    url: Mapped[str] = mapped_column(String(2000))
-    # Kept readable: each request is signed with it (HMAC), so it cannot be stored hashed.
-    secret: Mapped[str] = mapped_column(String(128))
-    # Exact types ("order.sla_breached"), a family ("order.*"), or everything ("*").
-    event_types: Mapped[list[str]] = mapped_column(ARRAY(String(64)))
-    description: Mapped[str | None] = mapped_column(String(200))
-    is_active: Mapped[bool] = mapped_column(server_default=text("true"))
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
-
-
-class OutboxDelivery(Base):
-    """One event for one endpoint: sent until it is acknowledged, or given up after retries."""
-
-    __tablename__ = "outbox_deliveries"
-    __table_args__ = (
-        UniqueConstraint("event_id", "endpoint_id", name="uq_outbox_deliveries_event_endpoint"),
-        Index(
-            "ix_outbox_deliveries_due",
-            "next_attempt_at",
-            postgresql_where=text("status = 'pending'"),
-        ),
-        CheckConstraint("attempts >= 0", name="attempts_nonnegative"),
-    )
-
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("outbox_events.id", ondelete="CASCADE"))
-    endpoint_id: Mapped[int] = mapped_column(
-        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
-    )
-    status: Mapped[DeliveryStatus] = mapped_column(
-        delivery_status_enum, server_default=DeliveryStatus.PENDING.value
-    )
-    attempts: Mapped[int] = mapped_column(server_default=text("0"))
-    # Due time for a pending delivery; while a relay sends it, the end of that relay's lease.
-    next_attempt_at: Mapped[datetime] = mapped_column(server_default=func.now())
-    last_status_code: Mapped[int | None]
-    last_error: Mapped[str | None] = mapped_column(Text)
-    delivered_at: Mapped[datetime | None]
-    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
-
-
-class OutboxRelayState(Base):
-    """How far the relay has fanned events out to endpoints (a single row)."""
-
-    __tablename__ = "outbox_relay_state"
-    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
-
-    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
-    fanned_out_until: Mapped[datetime | None]
 
 
 # The SLA monitor reads only open deliveries; without this index it would scan every order ever

@@ -1,15 +1,12 @@
-import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
-    AnyHttpUrl,
     BaseModel,
     ConfigDict,
     Field,
     StrictInt,
-    StringConstraints,
     field_validator,
 )
 
@@ -127,50 +124,3 @@ class SlaReportOut(BaseModel):
     breach_count: int
     compensation_minor: int
     currency: str
-
-
-EVENT_TYPE = re.compile(r"^(\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*)?)$")
-EventType = Annotated[str, StringConstraints(max_length=64, pattern=EVENT_TYPE.pattern)]
-
-
-class WebhookIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    url: AnyHttpUrl
-    event_types: list[EventType] = Field(min_length=1, max_length=50)
-    # Leave out to have one generated (returned once, in the 201 response).
-    secret: str | None = Field(None, min_length=24, max_length=128)
-    description: str | None = Field(None, max_length=200)
-
-    @field_validator("url")
-    @classmethod
-    def _url_length(cls, value: AnyHttpUrl) -> AnyHttpUrl:
-        if len(str(value)) > 2000:
-            raise ValueError("The URL is longer than 2000 characters.")
-        return value
-
-    @field_validator("event_types")
-    @classmethod
-    def _event_types(cls, value: list[str]) -> list[str]:
-        for item in value:
-            if len(item) > 64 or not EVENT_TYPE.match(item):
-                raise ValueError(
-                    f"{item!r} is not an event type: use e.g. 'order.sla_breached', 'order.*' "
-                    "or '*'."
-                )
-        return sorted(set(value))
-
-
-class WebhookOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    url: str
-    event_types: list[str]
-    description: str | None
-    is_active: bool
-    created_at: datetime
-
-
-class WebhookCreatedOut(WebhookOut):
-    secret: str

@@ -1,9 +1,9 @@
-"""Periodic dispatch work: the SLA monitor, stale claims back to the pool, the webhook relay."""
+"""Periodic dispatch work: the SLA monitor, and stale claims back to the pool."""
 
 import logging
 from dataclasses import asdict
 
-from dispatch import monitor, service, webhooks
+from dispatch import actions, monitor
 from o2o.celery_app import app
 from o2o.db import session_scope
 from o2o.tasks import once_per_period
@@ -12,7 +12,6 @@ log = logging.getLogger(__name__)
 
 SLA_MONITOR_EVERY_S = 60
 STALE_CLAIMS_EVERY_S = 60
-RELAY_EVERY_S = 5
 
 
 def run_sla_monitor() -> dict:
@@ -25,8 +24,9 @@ def run_sla_monitor() -> dict:
 
 
 def run_return_stale_claims() -> int:
+    """Return stale claims to the pool once, in its own transaction."""
     with session_scope() as session:
-        return service.return_stale_claims(session)
+        return actions.return_stale_claims(session)
 
 
 @app.task(name="dispatch.sla_monitor")
@@ -41,11 +41,3 @@ def sla_monitor_task() -> dict:
 def return_stale_claims_task() -> int:
     """Periodic: jobs claimed but not picked up in time go back to the pool."""
     return run_return_stale_claims()
-
-
-# No once_per_period: relays may overlap safely (deliveries are leased with SKIP LOCKED), and more
-# workers should be able to share a backlog.
-@app.task(name="dispatch.relay_outbox")
-def relay_outbox_task() -> dict:
-    """Periodic: send outbox events to the webhook endpoints that want them, with retries."""
-    return asdict(webhooks.relay(session_scope))

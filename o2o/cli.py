@@ -69,7 +69,7 @@ def demo_data() -> None:
 
 
 def main() -> None:
-    from o2o.simulation import app as simulate_cli
+    from o2o.simulation.cli import app as simulate_cli
     from prescriptions.cli import app as doctor_cli
     from stores.cli import app as stores_cli
 

@@ -8,5 +8,6 @@ import dispatch.models  # noqa: F401
 import o2o.orders.models  # noqa: F401
 import o2o.outbox  # noqa: F401
 import o2o.users.models  # noqa: F401
+import o2o.webhooks.models  # noqa: F401
 import prescriptions.models  # noqa: F401
 import stores.models  # noqa: F401

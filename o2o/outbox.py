@@ -1,6 +1,6 @@
 """Events that leave the system, written in the same transaction as the change they describe.
 
-A relay task (dispatch domain) delivers them to webhook endpoints, each carrying its event id, so
+The relay (`o2o.webhooks.relay`) delivers them to webhook endpoints, each carrying its event id, so
 a retried delivery is recognisably the same event.
 """
 

@@ -10,6 +10,7 @@ from o2o.celery_app import app
 # Task modules, bottom floor first.
 app.conf.include = [
     "o2o.tasks",
+    "o2o.webhooks.tasks",
     "prescriptions.tasks",
     "dispatch.tasks",
     "o2o.order_flow.tasks",

@@ -19,7 +19,8 @@ CONTRACTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["import
 ENTRY_POINTS = {
     "stores": ("service", "models", "schemas"),
     "prescriptions": ("service", "models", "schemas"),
-    "dispatch": ("service", "models", "schemas"),
+    # Checkout asks dispatch's routing (pure) whether to offer pickup or delivery.
+    "dispatch": ("service", "models", "schemas", "routing"),
     # The order record is reached through its lifecycle, its states, its events and its rows.
     "o2o.orders": ("lifecycle", "states", "events", "models"),
 }

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from dispatch import service as dispatch_service
+from dispatch import routing
 from o2o import clock
 from o2o.config import get_settings
 from o2o.errors import InvalidInput
@@ -30,8 +30,8 @@ SEARCH_LIMIT = 10
 CHOSEN_STORE_RADIUS_M = 1.0
 
 
-def _option(match, *, delivery: bool) -> dispatch_service.StoreOption:
-    return dispatch_service.StoreOption(
+def _option(match, *, delivery: bool) -> routing.StoreOption:
+    return routing.StoreOption(
         store_id=match.store_id,
         name=match.name,
         distance_m=float(match.distance_m),
@@ -69,7 +69,7 @@ def _options(
     delivery_point: tuple[float, float] | None,
     chosen: Store | None,
     now: datetime,
-) -> list[dispatch_service.StoreOption]:
+) -> list[routing.StoreOption]:
     """Return the stores routing chooses from, as seen from (lat, lon)."""
     if chosen is None:
         matches = stores_service.search_stores(
@@ -119,9 +119,7 @@ def _options(
     return options
 
 
-def route(
-    session: Session, body: OrderIn, lines: Sequence, *, now: datetime
-) -> dispatch_service.Decision:
+def route(session: Session, body: OrderIn, lines: Sequence, *, now: datetime) -> routing.Decision:
     """Decide pickup or delivery and the store for this cart (409 with the reason if neither)."""
     settings = get_settings()
     chosen = None
@@ -145,11 +143,11 @@ def route(
             chosen=chosen,
             now=now,
         )
-    pickup_options: list[dispatch_service.StoreOption] = []
+    pickup_options: list[routing.StoreOption] = []
     # Pickup stores are searched from the patient, and only when delivery is not settled already.
     delivery_settled = (
         delivery_options is not None
-        and dispatch_service.best_delivery(delivery_options, settings.sla_minutes)[0] is not None
+        and routing.best_delivery(delivery_options, settings.sla_minutes)[0] is not None
     )
     if not delivery_settled:
         pickup_options = _options(
@@ -161,7 +159,7 @@ def route(
             chosen=chosen,
             now=now,
         )
-    return dispatch_service.decide(
+    return routing.decide(
         body.fulfillment,
         pickup_options=pickup_options,
         delivery_options=delivery_options,

@@ -8,7 +8,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from dispatch import service
+from dispatch import couriers, pool
 from dispatch.models import Job, JobStatus
 from o2o.errors import Conflict
 from o2o.geo import area_element, parse_area
@@ -46,7 +46,7 @@ def test_concurrent_claims_never_give_one_job_to_two_couriers(committed, engine)
                 barrier.wait(timeout=60)
                 while True:
                     try:
-                        job = service.claim_next_job(session, courier, lat=lat, lon=lon)
+                        job = pool.claim_next_job(session, courier, lat=lat, lon=lon)
                     except Conflict as exc:
                         session.rollback()
                         assert exc.code == "too_many_jobs"
@@ -85,12 +85,12 @@ def test_ordering_by_deadline_means_an_old_job_is_never_passed_over(db, store, c
         helpers.make_store(db, at=helpers.offset(4000, 0)),
         released_at=now - timedelta(minutes=70),
     )
-    courier_row = service.get_courier(db, courier.id)
+    courier_row = couriers.get_courier(db, courier.id)
     courier_row.service_area = area_element(parse_area(helpers.square(helpers.CENTRE, 9000)))
     db.flush()
     for _ in range(3):
         helpers.make_delivery_order(db, store, released_at=now)
     lat, lon = helpers.offset(300, 0)
     # Once the far job has waited long enough for the ring to reach its store (3.7 km away).
-    job = service.claim_next_job(db, courier, lat=lat, lon=lon, now=now + timedelta(minutes=5))
+    job = pool.claim_next_job(db, courier, lat=lat, lon=lon, now=now + timedelta(minutes=5))
     assert job.order_id == far.id

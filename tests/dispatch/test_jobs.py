@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from dispatch import service
+from dispatch import actions, couriers, pool, service
 from dispatch.models import Job, JobStatus
 from o2o.order_flow import store_actions
 from o2o.orders import lifecycle
@@ -146,21 +146,21 @@ def test_a_fresh_job_goes_to_nearby_couriers_first_then_the_ring_widens(db, stor
     db.flush()
     far_at = helpers.offset(4000, 0)
 
-    assert service.claim_next_job(db, far, lat=far_at[0], lon=far_at[1], now=now) is None
-    minutes_to_reach = (4000 - service.RING_START_M) / service.RING_GROWTH_M_PER_MIN
+    assert pool.claim_next_job(db, far, lat=far_at[0], lon=far_at[1], now=now) is None
+    minutes_to_reach = (4000 - pool.RING_START_M) / pool.RING_GROWTH_M_PER_MIN
     later = now + timedelta(minutes=minutes_to_reach + 0.5)
-    assert service.claim_next_job(db, far, lat=far_at[0], lon=far_at[1], now=later).id == job.id
-    service.release(db, far, job.id)
+    assert pool.claim_next_job(db, far, lat=far_at[0], lon=far_at[1], now=later).id == job.id
+    actions.release(db, far, job.id)
     # The plain first-come baseline offers it across the whole radius at once.
     assert (
-        service.claim_next_job(
-            db, far, lat=far_at[0], lon=far_at[1], now=now, ranking=service.Ranking.FIFO
+        pool.claim_next_job(
+            db, far, lat=far_at[0], lon=far_at[1], now=now, ranking=pool.Ranking.FIFO
         ).id
         == job.id
     )
-    service.release(db, far, job.id)
+    actions.release(db, far, job.id)
     near_at = helpers.offset(500, 0)
-    assert service.claim_next_job(db, near, lat=near_at[0], lon=near_at[1], now=now).id == job.id
+    assert pool.claim_next_job(db, near, lat=near_at[0], lon=near_at[1], now=now).id == job.id
 
 
 def test_the_radius_widens_for_escalated_jobs(db, client):
@@ -264,7 +264,7 @@ def test_a_cancelled_order_is_not_offered_and_its_job_closes(db, client, store, 
     assert (
         client.post(f"{API}/dispatch/claim", json=HERE, headers=courier_headers).status_code == 204
     )
-    assert service.return_stale_claims(db) == 0
+    assert actions.return_stale_claims(db) == 0
     db.refresh(job)
     assert job.status is JobStatus.CANCELLED
 
@@ -306,7 +306,7 @@ def test_location_updates_are_throttled(client, courier_headers, db, courier):
     )
     assert r.status_code == 429
     assert int(r.headers["Retry-After"]) >= 1
-    profile = service.courier_profile(db, courier.id)
+    profile = couriers.courier_profile(db, courier.id)
     assert profile["location"] == {"lat": 31.24, "lon": 121.48}
     bad = client.put(
         f"{API}/couriers/me/location", json={"lat": "x", "lon": 0}, headers=courier_headers
@@ -359,12 +359,12 @@ def test_admin_courier_area_refuses_bad_input_and_changes_nothing(db, client, st
         headers=auth(courier),
     )
     assert r.status_code == 403
-    assert service.get_courier(db, courier.id) is None
+    assert couriers.get_courier(db, courier.id) is None
 
 
 def test_the_claimed_order_state_is_untouched_until_pickup(db, store, courier):
     order = helpers.make_delivery_order(db, store)
-    job = service.claim_next_job(db, courier, lat=HERE["lat"], lon=HERE["lon"])
+    job = pool.claim_next_job(db, courier, lat=HERE["lat"], lon=HERE["lon"])
     assert job is not None and job.order_id == order.id
     db.refresh(order)
     assert order.status is OrderStatus.READY

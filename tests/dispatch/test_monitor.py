@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select, text
 
-from dispatch import monitor, service, sla
+from dispatch import actions, couriers, monitor, pool, sla
 from dispatch.eta import EtaModel
 from dispatch.models import SlaBreach, SlaEscalation
 from o2o.config import get_settings
@@ -40,24 +40,24 @@ def test_the_sql_prediction_follows_the_pure_rules_in_every_phase(db, store, cou
     )
     waiting = helpers.make_delivery_order(db, store, dropoff=helpers.offset(-2000, 500))
     claimed = helpers.make_delivery_order(db, store, dropoff=helpers.offset(2500, -700))
-    claimed_job = service.claim_job(
+    claimed_job = pool.claim_job(
         db, courier, helpers.job_of(db, claimed).id, lat=HERE[0], lon=HERE[1], now=now
     )
     rider = helpers.make_courier(db, home_store=store, at=HERE)
     picked = helpers.make_delivery_order(db, store, dropoff=helpers.offset(900, 900))
-    picked_job = service.claim_job(
+    picked_job = pool.claim_job(
         db, rider, helpers.job_of(db, picked).id, lat=HERE[0], lon=HERE[1], now=now
     )
-    service.pickup(db, rider, picked_job.id, now=now)
-    service._store_location(db, rider.id, *helpers.offset(600, 600), now)
+    actions.pickup(db, rider, picked_job.id, now=now)
+    couriers._store_location(db, rider.id, *helpers.offset(600, 600), now)
 
     predicted = monitor.predict(db, now=now)
 
     def store_to_dropoff(order):
         return _sphere_m(db, store.location, order.delivery_location)
 
-    courier_row = service.get_courier(db, courier.id)
-    rider_row = service.get_courier(db, rider.id)
+    courier_row = couriers.get_courier(db, courier.id)
+    rider_row = couriers.get_courier(db, rider.id)
     expected = {
         released.id: sla.remaining_minutes(
             sla.Phase.RELEASED, eta, assumptions, store_to_dropoff_m=store_to_dropoff(released)
@@ -148,7 +148,7 @@ def test_breach_reasons_follow_the_phase(db, store, courier):
         db, store, status=OrderStatus.PREPARING, released_at=long_ago
     )
     claimed = helpers.make_delivery_order(db, store, released_at=long_ago)
-    service.claim_job(db, courier, helpers.job_of(db, claimed).id, lat=HERE[0], lon=HERE[1])
+    pool.claim_job(db, courier, helpers.job_of(db, claimed).id, lat=HERE[0], lon=HERE[1])
     monitor.run(db, now=now)
     reasons = dict(db.execute(select(SlaBreach.order_id, SlaBreach.reason)).all())
     assert reasons[preparing.id] == "not_prepared"
@@ -176,10 +176,10 @@ def test_the_compensation_follows_the_configured_policy(
 def test_a_late_delivery_is_a_breach_recorded_at_the_door_once(db, store, courier):
     now = datetime.now(UTC)
     order = helpers.make_delivery_order(db, store, released_at=now - timedelta(minutes=110))
-    job = service.claim_job(db, courier, helpers.job_of(db, order).id, lat=HERE[0], lon=HERE[1])
-    service.pickup(db, courier, job.id, now=now)
+    job = pool.claim_job(db, courier, helpers.job_of(db, order).id, lat=HERE[0], lon=HERE[1])
+    actions.pickup(db, courier, job.id, now=now)
     later = now + timedelta(minutes=15)  # past the deadline, before any monitor run
-    service.deliver(db, courier, job.id, helpers.DELIVERY_CODE, now=later)
+    actions.deliver(db, courier, job.id, helpers.DELIVERY_CODE, now=later)
     monitor.run(db, now=later + timedelta(minutes=1))
 
     breach = db.scalars(select(SlaBreach).where(SlaBreach.order_id == order.id)).one()
@@ -192,9 +192,9 @@ def test_a_late_delivery_is_a_breach_recorded_at_the_door_once(db, store, courie
 def test_the_monitor_leaves_finished_and_pickup_orders_alone(db, store, courier):
     now = datetime.now(UTC)
     order = helpers.make_delivery_order(db, store, released_at=now - timedelta(minutes=30))
-    job = service.claim_job(db, courier, helpers.job_of(db, order).id, lat=HERE[0], lon=HERE[1])
-    service.pickup(db, courier, job.id, now=now)
-    service.deliver(db, courier, job.id, helpers.DELIVERY_CODE, now=now)
+    job = pool.claim_job(db, courier, helpers.job_of(db, order).id, lat=HERE[0], lon=HERE[1])
+    actions.pickup(db, courier, job.id, now=now)
+    actions.deliver(db, courier, job.id, helpers.DELIVERY_CODE, now=now)
     result = monitor.run(db, now=now + timedelta(hours=5))
     assert (result.at_risk, result.breached) == (0, 0)
     assert db.scalar(text("SELECT count(*) FROM sla_breaches")) == 0

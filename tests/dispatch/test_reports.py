@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dispatch import monitor, service
+from dispatch import actions, monitor, pool
 from o2o.users.models import Role
 from tests.dispatch import helpers
 from tests.factories import auth, make_user
@@ -17,9 +17,9 @@ HERE = helpers.offset(300, 0)
 def _deliver_after(db, store, courier, minutes: float, *, released_at: datetime):
     """A delivery released at `released_at` and handed over `minutes` later."""
     order = helpers.make_delivery_order(db, store, released_at=released_at)
-    job = service.claim_job(db, courier, helpers.job_of(db, order).id, lat=HERE[0], lon=HERE[1])
-    service.pickup(db, courier, job.id, now=released_at + timedelta(minutes=minutes / 2))
-    service.deliver(
+    job = pool.claim_job(db, courier, helpers.job_of(db, order).id, lat=HERE[0], lon=HERE[1])
+    actions.pickup(db, courier, job.id, now=released_at + timedelta(minutes=minutes / 2))
+    actions.deliver(
         db, courier, job.id, helpers.DELIVERY_CODE, now=released_at + timedelta(minutes=minutes)
     )
     return order

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from dispatch import service, tasks
+from dispatch import actions, pool, tasks
 from dispatch.models import Job, JobStatus, SlaBreach, SlaEscalation
 from o2o.config import get_settings
 from o2o.outbox import OutboxEvent
@@ -22,7 +22,7 @@ def test_a_claim_not_picked_up_in_time_returns_to_the_pool(db, store, courier):
     fresh = helpers.make_delivery_order(db, store)
     picked = helpers.make_delivery_order(db, store)
     other = helpers.make_courier(db, home_store=store, at=HERE)
-    stale_job = service.claim_job(
+    stale_job = pool.claim_job(
         db,
         courier,
         helpers.job_of(db, stale).id,
@@ -30,7 +30,7 @@ def test_a_claim_not_picked_up_in_time_returns_to_the_pool(db, store, courier):
         lon=HERE[1],
         now=now - timedelta(minutes=timeout + 1),
     )
-    fresh_job = service.claim_job(
+    fresh_job = pool.claim_job(
         db,
         courier,
         helpers.job_of(db, fresh).id,
@@ -38,7 +38,7 @@ def test_a_claim_not_picked_up_in_time_returns_to_the_pool(db, store, courier):
         lon=HERE[1],
         now=now - timedelta(minutes=timeout - 1),
     )
-    picked_job = service.claim_job(
+    picked_job = pool.claim_job(
         db,
         other,
         helpers.job_of(db, picked).id,
@@ -46,10 +46,10 @@ def test_a_claim_not_picked_up_in_time_returns_to_the_pool(db, store, courier):
         lon=HERE[1],
         now=now - timedelta(minutes=timeout + 20),
     )
-    service.pickup(db, other, picked_job.id, now=now - timedelta(minutes=timeout + 15))
+    actions.pickup(db, other, picked_job.id, now=now - timedelta(minutes=timeout + 15))
 
-    assert service.return_stale_claims(db, now=now) == 1
-    assert service.return_stale_claims(db, now=now) == 0  # idempotent
+    assert actions.return_stale_claims(db, now=now) == 1
+    assert actions.return_stale_claims(db, now=now) == 0  # idempotent
     statuses = {
         job_id: db.get(Job, job_id).status for job_id in (stale_job.id, fresh_job.id, picked_job.id)
     }
@@ -61,7 +61,7 @@ def test_a_claim_not_picked_up_in_time_returns_to_the_pool(db, store, courier):
     assert db.get(Job, stale_job.id).courier_id is None
     # The returned job is open to others again.
     lat, lon = HERE
-    again = service.claim_next_job(db, other, lat=lat, lon=lon, now=now)
+    again = pool.claim_next_job(db, other, lat=lat, lon=lon, now=now)
     assert again.id == stale_job.id
 
 
@@ -78,7 +78,7 @@ def _seed_for_tasks(committed):
             session, store, released_at=now - timedelta(minutes=130)
         )
         stale = helpers.make_delivery_order(session, store, released_at=now - timedelta(minutes=10))
-        job = service.claim_job(
+        job = pool.claim_job(
             session,
             courier,
             helpers.job_of(session, stale).id,

@@ -13,14 +13,14 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from o2o.webhooks.models import DeliveryStatus, OutboxDelivery
 from sqlalchemy import select
 
-from dispatch import webhooks
-from dispatch.models import DeliveryStatus, OutboxDelivery
 from o2o import clock, outbox
 from o2o.config import get_settings
 from o2o.db import session_scope
 from o2o.users.models import Role
+from o2o.webhooks import relay
 from tests.dispatch import helpers
 from tests.factories import auth
 
@@ -101,7 +101,7 @@ def _deliveries(committed) -> list[OutboxDelivery]:
 
 def _register(committed, url: str, event_types: list[str]) -> int:
     with committed() as session:
-        endpoint = webhooks.create_endpoint(
+        endpoint = relay.create_endpoint(
             session, url=url, event_types=event_types, secret=SECRET, description="test"
         )
         session.commit()
@@ -126,7 +126,7 @@ def test_signed_deliveries_are_retried_with_backoff_and_never_duplicated(committ
         _emit(committed, "prescription.issued")  # not subscribed
         sent_from = int(time.time())
 
-        first = webhooks.relay(session_scope)
+        first = relay.relay(session_scope)
         assert (first.fanned_out, first.delivered, first.retrying) == (3, 0, 3)
         failed_at = relay_clock.now
         for row in _deliveries(committed):
@@ -138,14 +138,14 @@ def test_signed_deliveries_are_retried_with_backoff_and_never_duplicated(committ
             assert row.next_attempt_at == failed_at + timedelta(seconds=base_s)
 
         relay_clock.advance(base_s - 1)  # the backoff has not passed: nothing is sent
-        early = webhooks.relay(session_scope)
+        early = relay.relay(session_scope)
         assert (early.delivered, early.retrying, len(receiver.requests)) == (0, 0, 3)
 
         relay_clock.advance(1)
-        second = webhooks.relay(session_scope)
+        second = relay.relay(session_scope)
         assert (second.delivered, second.retrying) == (3, 0)
         relay_clock.advance(3600)
-        third = webhooks.relay(session_scope)
+        third = relay.relay(session_scope)
         assert (third.fanned_out, third.delivered, third.retrying) == (0, 0, 0)
         sent_until = int(time.time())
 
@@ -157,7 +157,7 @@ def test_signed_deliveries_are_retried_with_backoff_and_never_duplicated(committ
             SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256
         ).hexdigest()
         assert headers["X-O2O-Signature"] == f"sha256={expected}"
-        assert webhooks.verify(SECRET, timestamp, body, headers["X-O2O-Signature"])
+        assert relay.verify(SECRET, timestamp, body, headers["X-O2O-Signature"])
         assert sent_from <= int(timestamp) <= sent_until  # real time, whatever the relay's clock
         payload = json.loads(body)
         assert payload["id"] == headers["X-O2O-Event-Id"]
@@ -185,7 +185,7 @@ def test_two_relays_at_once_never_send_the_same_delivery(committed, monkeypatch)
         def run() -> None:
             try:
                 barrier.wait(timeout=10)
-                webhooks.relay(session_scope, max_batches=20)
+                relay.relay(session_scope, max_batches=20)
             except BaseException as exc:
                 errors.append(exc)
 
@@ -209,15 +209,15 @@ def test_backoff_doubles_and_a_delivery_is_given_up_after_the_last_attempt(
         _emit(committed, "order.sla_breached")
         waits = []
         for attempt in (1, 2):
-            assert webhooks.relay(session_scope).retrying == 1
+            assert relay.relay(session_scope).retrying == 1
             (row,) = _deliveries(committed)
             assert row.attempts == attempt
             waits.append((row.next_attempt_at - relay_clock.now).total_seconds())
             relay_clock.advance(waits[-1])
         assert waits == [base_s, 2 * base_s]
-        assert webhooks.relay(session_scope).gave_up == 1
+        assert relay.relay(session_scope).gave_up == 1
         relay_clock.advance(24 * 3600)
-        assert webhooks.relay(session_scope) == webhooks.RelayResult()
+        assert relay.relay(session_scope) == relay.RelayResult()
     assert len(receiver.requests) == 3
     (row,) = _deliveries(committed)
     assert (row.status, row.attempts, row.last_status_code) == (DeliveryStatus.GAVE_UP, 3, 500)
@@ -229,7 +229,7 @@ def test_an_unreachable_endpoint_is_retried_later(committed, relay_clock):
     # The receiver is gone: the connection is refused.
     _register(committed, url, ["*"])
     _emit(committed, "order.created")
-    result = webhooks.relay(session_scope)
+    result = relay.relay(session_scope)
     assert result.retrying == 1
     with committed() as session:
         row = session.scalars(select(OutboxDelivery)).one()
@@ -240,12 +240,12 @@ def test_an_unreachable_endpoint_is_retried_later(committed, relay_clock):
 def test_verify_accepts_a_fresh_signature_and_refuses_tampering():
     body = b'{"id":"e1"}'
     now = 1_800_000_000
-    header = webhooks.sign(SECRET, now, body)
-    assert webhooks.verify(SECRET, str(now), body, header, now=now + 10)
-    assert not webhooks.verify(SECRET, str(now), body + b" ", header, now=now)
-    assert not webhooks.verify("another-secret", str(now), body, header, now=now)
-    assert not webhooks.verify(SECRET, str(now), body, header, now=now + 3600)  # replayed later
-    assert not webhooks.verify(SECRET, "soon", body, header, now=now)
+    header = relay.sign(SECRET, now, body)
+    assert relay.verify(SECRET, str(now), body, header, now=now + 10)
+    assert not relay.verify(SECRET, str(now), body + b" ", header, now=now)
+    assert not relay.verify("another-secret", str(now), body, header, now=now)
+    assert not relay.verify(SECRET, str(now), body, header, now=now + 3600)  # replayed later
+    assert not relay.verify(SECRET, "soon", body, header, now=now)
 
 
 def test_admin_registers_lists_and_removes_endpoints(db, client):
@@ -286,7 +286,7 @@ def test_bad_webhook_registrations_are_refused(db, client, body):
     admin = helpers.make_user_fast(db, Role.ADMIN)
     r = client.post(f"{API}/admin/webhooks", json=body, headers=auth(admin))
     assert r.status_code == 422
-    assert webhooks.list_endpoints(db) == []
+    assert relay.list_endpoints(db) == []
 
 
 def test_only_admins_manage_webhooks(db, client):
@@ -295,4 +295,4 @@ def test_only_admins_manage_webhooks(db, client):
         body = {"url": "https://hooks.example.com/x", "event_types": ["*"]}
         assert client.post(f"{API}/admin/webhooks", json=body, headers=headers).status_code == 403
         assert client.get(f"{API}/admin/webhooks", headers=headers).status_code == 403
-    assert webhooks.list_endpoints(db) == []
+    assert relay.list_endpoints(db) == []

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session
 
-from dispatch import webhooks
+from o2o.webhooks import relay
 from tests.factories import auth, make_user
 from tests.faults.conftest import celery_worker, kill, running_api, service_env, wait_for
 from tests.orders.helpers import HOME, make_lot, make_product, make_store, order_body
@@ -58,7 +58,7 @@ def test_with_redis_down_reads_work_readiness_says_so_and_queued_work_resumes(
         product = make_product(s)
         make_lot(s, store, product, on_hand=1000)
         headers = auth(make_user(s))
-        webhooks.create_endpoint(
+        relay.create_endpoint(
             s,
             url=f"http://127.0.0.1:{server.server_address[1]}/hook",
             event_types=["order.created"],

@@ -28,11 +28,11 @@ import httpx
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from dispatch.models import DeliveryStatus, OutboxDelivery, WebhookEndpoint
 from o2o import clock
 from o2o.config import get_settings
 from o2o.errors import NotFound
 from o2o.outbox import OutboxEvent
+from o2o.webhooks.models import DeliveryStatus, OutboxDelivery, WebhookEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,7 @@ def create_endpoint(
 
 
 def list_endpoints(session: Session) -> list[WebhookEndpoint]:
+    """Return every endpoint, active or not, oldest first."""
     return list(session.scalars(select(WebhookEndpoint).order_by(WebhookEndpoint.id)))
 
 

@@ -1,19 +1,4 @@
-"""A simulated day in the demo city, run through the real services on an accelerated clock.
-
-Patients order (some need a prescription: a doctor signs one, the store's pharmacist approves
-it), pharmacists prepare and mark orders ready, couriers poll the job board, claim, ride to the
-store, pick up, ride to the door and hand over with the delivery code; the SLA monitor and the
-stale-claim sweep run every simulated minute. Every step is a real service call in its own
-transaction, with `now` from the simulated clock (`o2o.clock.use`).
-
-The same day (seed, demand, couriers and their speeds) is replayed twice: with the platform's
-ranking (escalated first, deadline buckets, nearest store) and with a plain first-come-first-
-served dispatcher (oldest job first), and the two SLA reports are printed side by side.
-
-It empties the database it runs on, so the command refuses any database whose name does not end
-in `_sim`; `make simulate` (scripts/simulate.sh) gives it one of its own. This module is a tool at
-the CLI floor: it calls the order flow from above, as the API does.
-"""
+"""Replaying a planned day through the real services on an accelerated clock, policy by policy."""
 
 import heapq
 import itertools
@@ -23,22 +8,19 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Any
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta
+from typing import Any
 
-import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from sqlalchemy import func, select, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from dispatch import monitor, reports, service
+from dispatch import actions, couriers, monitor, pool, reports
+from dispatch.actions import WrongDeliveryCode
 from dispatch.eta import EtaModel
 from dispatch.models import SlaBreach, SlaEscalation
-from dispatch.service import Ranking, WrongDeliveryCode
+from dispatch.pool import Ranking
 from o2o import clock
 from o2o.config import get_settings
 from o2o.db import session_scope
@@ -49,6 +31,7 @@ from o2o.order_flow.checkout import place_order
 from o2o.order_flow.schemas import DeliveryAddressIn, OrderIn, OrderItemIn
 from o2o.orders import lifecycle
 from o2o.orders.models import Order, OrderStatus
+from o2o.simulation.day import LOCAL, DayPlan, Options, PlannedCourier, PlannedOrder, plan_day
 from o2o.users import service as users_service
 from o2o.users.models import Role, User
 from prescriptions import service as prescriptions_service
@@ -62,164 +45,11 @@ from prescriptions.schemas import (
 from stores import demo as stores_demo
 from stores.models import Product, Store
 
-LOCAL = ZoneInfo(stores_demo.TIMEZONE)
-DAY_STARTS_AT = 9  # local hour: most demo pharmacies are open from here ...
 POLICIES = {"ranked": Ranking.URGENCY, "first come, first served": Ranking.FIFO}
-SIM_DB_SUFFIX = "_sim"
 # Simulated minutes the day may overrun (for the last orders) before it stops anyway.
 DRAIN_MINUTES = 240
 POSITION_EVERY_MIN = 2
 COURIER_AREA_KM = 7.0
-
-
-@dataclass(frozen=True)
-class Options:
-    seed: int = 7
-    orders: int = 600
-    couriers: int = 40
-    hours: float = 12.0
-    rx_share: float = 0.2  # orders with a prescription medicine
-    not_home_share: float = 0.01  # first delivery attempts that fail (nobody at the door)
-    wrong_code_share: float = 0.02  # hand-overs where the first code typed is wrong
-    doctors: int = 3
-
-
-# ---------------------------------------------------------------------------------------------
-# The plan: the day's demand and fleet, drawn once from the seed and replayed by every policy
-
-
-@dataclass(frozen=True)
-class PlannedOrder:
-    n: int
-    at: datetime
-    patient: int
-    dropoff: tuple[float, float]
-    items: tuple[tuple[str, int], ...]  # (GTIN, quantity)
-    rx: bool
-    staff_delay_min: float  # until a pharmacist starts preparing
-    prep_factor: float  # x the store's preparation minutes
-    rx_delays_min: tuple[float, float, float, float]  # request, doctor claim, sign, review
-    ride_factor: float  # x the modelled ride to the door (traffic, stairs)
-    not_home: bool
-    wrong_code_first: bool
-
-
-@dataclass(frozen=True)
-class PlannedCourier:
-    n: int
-    home: tuple[float, float]  # the centre of their service area
-    start: tuple[float, float]
-    speed_factor: float  # x the store's modelled courier speed
-    poll_offset_s: float  # when in each minute their app refreshes the job board
-
-
-@dataclass(frozen=True)
-class DayPlan:
-    options: Options
-    start: datetime
-    end: datetime
-    orders: tuple[PlannedOrder, ...]
-    couriers: tuple[PlannedCourier, ...]
-
-
-def day_start(today: date | None = None) -> datetime:
-    """The simulated day: the last weekday before today, from 09:00 in the demo city."""
-    day = (today or datetime.now(LOCAL).date()) - timedelta(days=1)
-    while day.weekday() >= 5:
-        day -= timedelta(days=1)
-    return datetime(day.year, day.month, day.day, DAY_STARTS_AT, tzinfo=LOCAL).astimezone(UTC)
-
-
-def demand_weight(local_hour: float) -> float:
-    """Relative order rate by local time: a lunchtime peak and a bigger evening one."""
-    return (
-        1.0
-        + 0.7 * math.exp(-((local_hour - 12.5) ** 2) / 2.0)
-        + 1.0 * math.exp(-((local_hour - 19.0) ** 2) / 2.5)
-    )
-
-
-def _point_near(rng: random.Random, centre: tuple[float, float], radius_m: float):
-    """A point uniformly distributed in a disc around centre."""
-    distance = radius_m * math.sqrt(rng.random())
-    bearing = rng.uniform(0, 2 * math.pi)
-    dlat = distance * math.cos(bearing) / stores_demo.METRES_PER_DEGREE
-    dlon = (
-        distance
-        * math.sin(bearing)
-        / (stores_demo.METRES_PER_DEGREE * math.cos(math.radians(centre[0])))
-    )
-    return round(centre[0] + dlat, 6), round(centre[1] + dlon, 6)
-
-
-def plan_day(options: Options, *, start: datetime | None = None) -> DayPlan:
-    """Draw the day's orders and couriers from the seed (no database)."""
-    rng = random.Random(options.seed)
-    start = start or day_start()
-    end = start + timedelta(hours=options.hours)
-    delivering = [s for s in stores_demo.STORES if s.zone_km]
-    catalogue = stores_demo.demo_products()
-    otc = [p.data.gtin for p in catalogue if not p.data.rx_only and not p.data.controlled]
-    rx = [p.data.gtin for p in catalogue if p.data.rx_only and not p.data.controlled]
-    patients = max(20, options.orders // 3)
-
-    # Order times: rejection sampling against the demand curve.
-    peak = max(demand_weight(h / 4) for h in range(24 * 4))
-    times = []
-    while len(times) < options.orders:
-        at = start + timedelta(seconds=rng.uniform(0, options.hours * 3600))
-        local = at.astimezone(LOCAL)
-        if rng.random() * peak <= demand_weight(local.hour + local.minute / 60):
-            times.append(at)
-    times.sort()
-
-    orders = []
-    for n, at in enumerate(times):
-        store = rng.choice(delivering)
-        # Inside the store's zone, mostly well inside: patients live around their pharmacy.
-        dropoff = _point_near(rng, (store.lat, store.lon), store.zone_km * 1000 * 0.8)
-        needs_rx = rng.random() < options.rx_share
-        items = {rng.choice(rx): 1} if needs_rx else {}
-        for gtin in rng.sample(otc, rng.choice((1, 1, 1, 2))):
-            items[gtin] = 1
-        orders.append(
-            PlannedOrder(
-                n=n,
-                at=at,
-                patient=rng.randrange(patients),
-                dropoff=dropoff,
-                items=tuple(sorted(items.items())),
-                rx=needs_rx,
-                staff_delay_min=rng.uniform(0.5, 4.0),
-                prep_factor=rng.uniform(0.75, 1.3),
-                rx_delays_min=(
-                    rng.uniform(1, 4),
-                    rng.uniform(2, 12),
-                    rng.uniform(2, 6),
-                    rng.uniform(2, 10),
-                ),
-                ride_factor=rng.uniform(0.9, 1.25),
-                not_home=rng.random() < options.not_home_share,
-                wrong_code_first=rng.random() < options.wrong_code_share,
-            )
-        )
-    couriers = []
-    for n in range(options.couriers):
-        home = delivering[n % len(delivering)]
-        couriers.append(
-            PlannedCourier(
-                n=n,
-                home=(home.lat, home.lon),
-                start=_point_near(rng, (home.lat, home.lon), 1500),
-                speed_factor=rng.uniform(0.85, 1.15),
-                poll_offset_s=rng.uniform(0, 60),
-            )
-        )
-    return DayPlan(options, start, end, tuple(orders), tuple(couriers))
-
-
-# ---------------------------------------------------------------------------------------------
-# Replaying the plan
 
 
 def distance_m(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -352,13 +182,13 @@ class Day:
             courier_ids = _fast_users(session, Role.COURIER, len(self.plan.couriers))
             for planned, user_id in zip(self.plan.couriers, courier_ids, strict=True):
                 lat, lon = planned.home
-                service.set_courier_area(
+                couriers.set_courier_area(
                     session,
                     user_id,
                     home_store_id=None,
                     service_area=stores_demo.zone_around(lat, lon, COURIER_AREA_KM),
                 )
-                service.record_position(session, user_id, *planned.start, now=self.now)
+                couriers.record_position(session, user_id, *planned.start, now=self.now)
                 self.couriers.append(CourierState(planned, user_id, planned.start))
 
     # -- patients, doctors, pharmacists ---------------------------------------------------------
@@ -496,7 +326,7 @@ class Day:
     def _minute(self) -> None:
         with session_scope() as session:
             result = monitor.run(session, now=self.now)
-            if service.return_stale_claims(session, now=self.now):
+            if actions.return_stale_claims(session, now=self.now):
                 self.board_may_have_jobs = True
         self.result.at_risk += result.at_risk
         minute = round((self.now - self.plan.start).total_seconds() / 60)
@@ -504,7 +334,7 @@ class Day:
             with session_scope() as session:
                 for c in self.couriers:
                     if c.leg is not None:
-                        service.record_position(session, c.user_id, *c.position(self.now))
+                        couriers.record_position(session, c.user_id, *c.position(self.now))
         # Each idle courier's app refreshes the board once a minute, at its own second.
         for c in self.couriers:
             if c.job_id is None:
@@ -525,7 +355,7 @@ class Day:
                 return
             courier = session.get(User, c.user_id)
             lat, lon = c.position(self.now)
-            job = service.claim_next_job(
+            job = pool.claim_next_job(
                 session, courier, lat=lat, lon=lon, now=self.now, ranking=self.ranking
             )
             if job is None:
@@ -559,16 +389,14 @@ class Day:
             with session_scope() as session:
                 courier = session.get(User, c.user_id)
                 try:
-                    service.pickup(session, courier, job_id, now=self.now)
+                    actions.pickup(session, courier, job_id, now=self.now)
                 except DomainError:
                     # The claim went stale on the way and returned to the pool: claim it again
                     # at the counter if nobody else has.
                     session.rollback()
                     self.result.claims_lost += 1
-                    service.claim_job(
-                        session, courier, job_id, lat=c.at[0], lon=c.at[1], now=self.now
-                    )
-                    service.pickup(session, courier, job_id, now=self.now)
+                    pool.claim_job(session, courier, job_id, lat=c.at[0], lon=c.at[1], now=self.now)
+                    actions.pickup(session, courier, job_id, now=self.now)
         except DomainError:
             c.job_id = c.order_n = None
             return
@@ -585,18 +413,18 @@ class Day:
         planned = self.orders[order_id]
         with session_scope() as session:
             courier = session.get(User, c.user_id)
-            job = service.get_held_job(session, courier, job_id)
+            job = actions.get_held_job(session, courier, job_id)
             nobody_home = planned.not_home and job.attempt == 1
             if nobody_home:
-                service.fail(session, courier, job_id, "Nobody at the door.", now=self.now)
+                actions.fail(session, courier, job_id, "Nobody at the door.", now=self.now)
             else:
                 code = session.scalar(select(Order.delivery_code).where(Order.id == order_id))
                 if planned.wrong_code_first:
                     try:
-                        service.deliver(session, courier, job_id, "000000", now=self.now)
+                        actions.deliver(session, courier, job_id, "000000", now=self.now)
                     except WrongDeliveryCode:
                         self.result.wrong_codes += 1
-                service.deliver(session, courier, job_id, code, now=self.now)
+                actions.deliver(session, courier, job_id, code, now=self.now)
         if nobody_home:
             self.result.failed_attempts += 1
             self.board_may_have_jobs = True  # the order is ready again: a new job is open
@@ -716,89 +544,3 @@ def simulate(
             results.append(Day(plan, policy, tick).run())
             bar.update(task, completed=minutes)
     return results
-
-
-# ---------------------------------------------------------------------------------------------
-# The command
-
-
-def _fmt_rate(rate: float | None) -> str:
-    return "-" if rate is None else f"{rate * 100:.1f}%"
-
-
-def _fmt_min(minutes: float | None) -> str:
-    return "-" if minutes is None else f"{minutes:.1f}"
-
-
-def results_table(plan: Options, results: list[DayResult]) -> Table:
-    """The SLA reports of the policies side by side."""
-    table = Table(
-        title=(
-            f"Simulated day: {plan.orders} orders, {plan.couriers} couriers, {plan.hours:g} h, "
-            f"seed {plan.seed}"
-        )
-    )
-    table.add_column("measure")
-    for r in results:
-        table.add_column(r.policy, justify="right")
-    rows: list[tuple[str, Callable[[DayResult], str]]] = [
-        ("orders placed (refused)", lambda r: f"{r.placed} ({sum(r.refused.values())})"),
-        ("with a prescription", lambda r: str(r.rx_orders)),
-        ("deliveries", lambda r: str(r.stats["delivered"])),
-        ("on time (within 2 h)", lambda r: _fmt_rate(r.stats["on_time_rate"])),
-        ("p50 minutes, release to door", lambda r: _fmt_min(r.stats["p50_minutes"])),
-        ("p95 minutes, release to door", lambda r: _fmt_min(r.stats["p95_minutes"])),
-        ("escalated at risk", lambda r: str(r.at_risk)),
-        ("breaches (compensation, minor)", lambda r: f"{r.breaches} ({r.compensation_minor})"),
-        ("claims (lost to the stale sweep)", lambda r: f"{r.claims} ({r.claims_lost})"),
-        ("failed attempts, wrong codes", lambda r: f"{r.failed_attempts}, {r.wrong_codes}"),
-        ("still open at the end", lambda r: str(r.undelivered)),
-        ("wall time (s)", lambda r: f"{r.wall_s:.1f}"),
-    ]
-    for label, cell in rows:
-        table.add_row(label, *(cell(r) for r in results))
-    return table
-
-
-def meets_aims(result: DayResult, baseline: DayResult) -> bool:
-    """>= 99% on time, median <= 30 min, and ahead of the baseline (on time, then median)."""
-    s, b = result.stats, baseline.stats
-    if not s["delivered"] or result.undelivered:
-        return False
-    ahead = (s["on_time_rate"], -s["p50_minutes"]) > (
-        b["on_time_rate"] or 0,
-        -(b["p50_minutes"] or 0),
-    )
-    return s["on_time_rate"] >= 0.99 and s["p50_minutes"] <= 30 and ahead
-
-
-app = typer.Typer(
-    help="Replay a day in the demo city through the real services (ranked vs first come).",
-    invoke_without_command=True,
-)
-
-
-@app.callback()
-def simulate_command(
-    seed: Annotated[int, typer.Option(help="Seed of the day's demand and fleet.")] = 7,
-    orders: Annotated[int, typer.Option(min=1, max=20_000, help="Orders placed in the day.")] = 600,
-    couriers: Annotated[int, typer.Option(min=1, max=2000, help="Couriers on shift.")] = 40,
-    hours: Annotated[float, typer.Option(min=0.25, max=24, help="Length of the day.")] = 12.0,
-) -> None:
-    """Simulate a day twice (ranked dispatch, then first come first served); print both reports."""
-    console = Console()
-    database = make_url(get_settings().database_url).database or ""
-    if not database.endswith(SIM_DB_SUFFIX):
-        console.print(
-            f"[red]error:[/red] the simulation empties its database; {database!r} does not end "
-            f"in {SIM_DB_SUFFIX!r}. Run `make simulate` (it uses a database of its own)."
-        )
-        raise typer.Exit(2)
-    options = Options(seed=seed, orders=orders, couriers=couriers, hours=hours)
-    results = simulate(options, console=console)
-    console.print(results_table(options, results))
-    ranked, baseline = results
-    if meets_aims(ranked, baseline):
-        console.print("Aims met: >= 99% within 2 h, median <= 30 min, ahead of the baseline.")
-    else:
-        console.print("[yellow]Aims not met[/yellow] (>= 99% within 2 h, median <= 30 min, ahead).")

@@ -1,0 +1,188 @@
+"""Couriers: their working profiles (home store, service area), their positions, the limit on
+the jobs one courier may hold, and where a courier is asking from."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from dispatch.models import ACTIVE_JOB_STATES, Courier, Job
+from o2o import clock, ratelimit
+from o2o.config import get_settings
+from o2o.errors import Conflict, InvalidInput, NotFound
+from o2o.geo import GeometryError, area_element, area_geojson, parse_area, point_wkt, to_latlon
+from o2o.users.models import Role, User
+from stores.models import Store
+
+
+def get_courier(session: Session, user_id: int) -> Courier | None:
+    """Return a courier's working profile, or None when none is set yet."""
+    return session.get(Courier, user_id)
+
+
+def _courier_user(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None or user.role is not Role.COURIER:
+        raise NotFound("No such courier.", code="courier_not_found")
+    return user
+
+
+def set_courier_area(
+    session: Session,
+    user_id: int,
+    *,
+    home_store_id: int | None,
+    service_area: dict[str, Any] | None,
+) -> Courier:
+    """Set where a courier works: a home store, a service area, or both (admin)."""
+    _courier_user(session, user_id)
+    if home_store_id is not None and session.get(Store, home_store_id) is None:
+        raise InvalidInput(
+            "No store has this id.", code="unknown_store", details={"home_store_id": home_store_id}
+        )
+    area = None
+    if service_area is not None:
+        try:
+            area = area_element(parse_area(service_area))
+        except GeometryError as exc:
+            raise InvalidInput(str(exc), code="invalid_area") from None
+    stmt = pg_insert(Courier).values(
+        user_id=user_id, home_store_id=home_store_id, service_area=area
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Courier.user_id],
+        set_={"home_store_id": home_store_id, "service_area": area, "updated_at": func.now()},
+    )
+    session.execute(stmt)
+    return session.get(Courier, user_id, populate_existing=True)
+
+
+def courier_profile(session: Session, user_id: int) -> dict[str, Any]:
+    """Describe a courier's working profile (admin)."""
+    _courier_user(session, user_id)
+    courier = session.get(Courier, user_id)
+    return {
+        "user_id": user_id,
+        "home_store_id": courier.home_store_id if courier else None,
+        "service_area": area_geojson(courier.service_area) if courier else None,
+        "location": to_latlon(courier.location) if courier else None,
+        "location_at": courier.location_at if courier else None,
+        "active_jobs": active_job_count(session, user_id),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Positions
+
+
+def update_location(
+    session: Session, courier: User, lat: float, lon: float, *, now: datetime | None = None
+) -> Courier:
+    """Record a courier's position; at most one update per window is accepted (429 beyond)."""
+    settings = get_settings()
+    ratelimit.hit(
+        ratelimit.limit(settings.courier_location_rate_limit),
+        "courier-location",
+        str(courier.id),
+        message="Location updates are arriving too fast; send the next one a little later.",
+    )
+    return _store_location(session, courier.id, lat, lon, now or clock.now())
+
+
+def record_position(
+    session: Session, user_id: int, lat: float, lon: float, *, now: datetime | None = None
+) -> Courier:
+    """Record a position from a trusted feed (no rate limit): fleet trackers, the simulation."""
+    return _store_location(session, user_id, lat, lon, now or clock.now())
+
+
+def _store_location(
+    session: Session, user_id: int, lat: float, lon: float, now: datetime
+) -> Courier:
+    upsert_location(session, user_id, lat, lon, now)
+    return session.get(Courier, user_id, populate_existing=True)
+
+
+def upsert_location(session: Session, user_id: int, lat: float, lon: float, now: datetime) -> None:
+    """Write a courier's position (creating the profile row if there is none yet)."""
+    point = point_wkt(lat, lon)
+    stmt = pg_insert(Courier).values(
+        user_id=user_id, location=func.ST_GeogFromText(point), location_at=now
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Courier.user_id],
+        set_={"location": func.ST_GeogFromText(point), "location_at": now},
+    )
+    session.execute(stmt)
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a courier is asking from, with the radii that apply."""
+
+    lat: float
+    lon: float
+
+    @property
+    def wkt(self) -> str:
+        return point_wkt(self.lat, self.lon)
+
+
+def where_from(session: Session, courier_id: int, lat: float | None, lon: float | None) -> Where:
+    """Return the position sent, or else the courier's last known one (422 when neither)."""
+    if lat is not None and lon is not None:
+        return Where(lat, lon)
+    if (lat is None) != (lon is None):
+        raise InvalidInput("Send both lat and lon, or neither.", code="location_required")
+    courier = session.get(Courier, courier_id)
+    last = to_latlon(courier.location) if courier is not None else None
+    if last is None:
+        raise InvalidInput(
+            "Send your position (lat, lon): none is known yet.", code="location_required"
+        )
+    return Where(last["lat"], last["lon"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Readiness to claim
+
+
+def active_job_count(session: Session, courier_id: int) -> int:
+    """Count the jobs a courier has claimed or picked up and not yet closed."""
+    return session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.courier_id == courier_id, Job.status.in_(ACTIVE_JOB_STATES))
+    )
+
+
+def configured_courier(session: Session, user_id: int, *, lock: bool = False) -> Courier:
+    """Load the courier's profile, refusing one with neither home store nor service area.
+
+    With lock=True the row is locked FOR UPDATE: one claim at a time per courier, so the limit
+    on active jobs holds under concurrent claims.
+    """
+    stmt = select(Courier).where(Courier.user_id == user_id)
+    if lock:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    courier = session.scalar(stmt)
+    if courier is None or (courier.home_store_id is None and courier.service_area is None):
+        raise Conflict(
+            "You have no home store or service area yet; ask an administrator to set one.",
+            code="courier_not_configured",
+        )
+    return courier
+
+
+def check_capacity(session: Session, courier_id: int) -> None:
+    """Refuse another claim to a courier who already holds the most active jobs allowed."""
+    limit = get_settings().dispatch_max_active_jobs
+    if active_job_count(session, courier_id) >= limit:
+        raise Conflict(
+            f"You already hold {limit} active job(s); deliver or release one first.",
+            code="too_many_jobs",
+            details={"max_active_jobs": limit},
+        )

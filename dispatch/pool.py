@@ -1,0 +1,304 @@
+"""The job pool: which open jobs a courier sees (area, ring, radius), how they are ranked, the
+keyset-paged listing, and claims (the next best job, or one chosen job).
+
+A claim locks the courier's profile row (one claim at a time per courier) and then one job row,
+never an order, so it cannot wait on the order-then-job locks of the job actions.
+"""
+
+import enum
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from dispatch import couriers, views
+from dispatch.couriers import Where
+from dispatch.models import ACTIVE_JOB_STATES, Job, JobStatus
+from o2o import clock, pagination
+from o2o.config import get_settings
+from o2o.errors import Conflict, NotFound
+from o2o.users.models import User
+
+# Any fixed origin works for deadline buckets; it only has to be the same for every job.
+_BUCKET_ORIGIN = "TIMESTAMPTZ '2000-01-01 00:00:00+00'"
+JOBS_LISTING = "dispatch_jobs"
+
+
+class Ranking(enum.StrEnum):
+    """How the pool is ordered for a courier."""
+
+    # Escalated first, then by deadline in buckets; within a bucket the nearest store first.
+    # Deadlines only grow for new jobs, so every open job reaches the front: nothing starves.
+    URGENCY = "urgency"
+    # Plain first come, first served (the simulation's baseline): oldest job first.
+    FIFO = "fifo"
+
+
+# A fresh job is offered first to couriers near its store, and the ring widens while it waits,
+# up to the radius: couriers pull, so whoever asks first takes the job, and without the ring a
+# courier across town would often beat one next door (the simulation showed rides to the store
+# dominating delivery times). A minute's wait costs the job little; a long ride costs minutes.
+RING_START_M = 2000.0
+RING_GROWTH_M_PER_MIN = 600.0
+
+# A job is open to a courier when it is in the pool, its order is still ready, its store is the
+# courier's home store or lies in their service area, and the store is within the ring (the wide
+# radius for escalated jobs).
+#
+# The ring is a rule on the store's distance and the job's age, so it is turned around into one
+# time per store: a job of a store d metres away is visible once it opened at or before
+# `visible_from` (now minus the minutes the ring needs to grow to d; +infinity inside the first
+# ring, -infinity beyond the radius, where only escalated jobs are seen). The geography work is
+# then done once per store in reach (the stores' GiST index), never per job, and each store's
+# open jobs are read in rank order from the partial index (store_id, priority DESC, deadline, id)
+# until the first visible ones: the cost follows the stores in reach, not the size of the pool.
+# (The stores are MATERIALIZED so each one's distance and visible_from are computed once, not
+# inlined into the filter of every job row read.)
+_IN_AREA = "(s.id = c.home_store_id OR ST_Covers(c.service_area, s.location))"
+_DISTANCE = "ST_Distance(s.location, ST_GeogFromText(:point))"
+
+
+def _visible_from(distance: str) -> str:
+    return f"""CASE
+        WHEN {distance} <= :ring_m THEN CAST('infinity' AS timestamptz)
+        WHEN {distance} <= :radius_m THEN CAST(:now AS timestamptz)
+            - make_interval(secs => ({distance} - :ring_m) / :ring_growth_m * 60.0)
+        ELSE CAST('-infinity' AS timestamptz)
+    END"""
+
+
+_REACH = f"""
+    SELECT s.id AS store_id, {_DISTANCE} AS distance_m, {_visible_from(_DISTANCE)} AS visible_from
+    FROM stores s
+    JOIN couriers c ON c.user_id = :courier_id
+    WHERE ST_DWithin(s.location, ST_GeogFromText(:point), :wide_m) AND {_IN_AREA}
+"""
+
+
+def _visible(visible_from: str) -> str:
+    # Escalated jobs skip the ring: they reach the wide radius at once.
+    return f"(j.priority > 0 OR j.opened_at <= {visible_from})"
+
+
+_ORDER_READY = "EXISTS (SELECT 1 FROM orders o WHERE o.id = j.order_id AND o.status = 'ready')"
+_BUCKET = f"date_bin(:bucket, j.deadline, {_BUCKET_ORIGIN})"
+# Within one store the rank is (priority, deadline bucket, deadline, id): the index order.
+_STORE_ORDER = {
+    "urgency": "j.priority DESC, j.deadline, j.id",
+    "fifo": "j.opened_at, j.id",
+}
+_POOL_ORDER = {
+    "urgency": "p.priority DESC, p.bucket, p.distance_m, p.deadline, p.id",
+    "fifo": "p.opened_at, p.id",
+}
+# The listing's keyset: (-priority, bucket, distance, deadline, id), the order of the listing.
+_AFTER_CURSOR = (
+    f"AND (-j.priority, {_BUCKET}, r.distance_m, j.deadline, j.id)"
+    " > (:c_np, CAST(:c_b AS timestamptz), :c_d, CAST(:c_dl AS timestamptz), :c_id)"
+)
+# What a cursor of the listing holds: the last row's (priority, bucket, distance, deadline, id).
+_CURSOR_READERS = (
+    pagination.integer,
+    pagination.timestamp,
+    pagination.number,
+    pagination.timestamp,
+    pagination.identifier,
+)
+
+
+def _pool_sql(ranking: Ranking, *, extra: str = "") -> str:
+    """Rank the jobs open to a courier: the best `:limit` of each store in reach, then overall."""
+    return f"""
+        WITH r AS MATERIALIZED ({_REACH})
+        SELECT p.* FROM (
+            SELECT x.*, r.distance_m
+            FROM r CROSS JOIN LATERAL (
+                SELECT j.id, j.priority, j.deadline, j.opened_at, {_BUCKET} AS bucket
+                FROM dispatch_jobs j
+                WHERE j.store_id = r.store_id AND j.status = 'open'
+                  AND {_visible("r.visible_from")}
+                  AND {_ORDER_READY} {extra}
+                ORDER BY {_STORE_ORDER[ranking.value]}
+                LIMIT :limit
+            ) x
+        ) p
+        ORDER BY {_POOL_ORDER[ranking.value]}
+        LIMIT :limit
+    """
+
+
+def _pool_params(
+    courier_id: int, where: Where, *, now: datetime, ranking: Ranking = Ranking.URGENCY
+) -> dict[str, Any]:
+    settings = get_settings()
+    radius = settings.dispatch_radius_m
+    # The plain first-come-first-served baseline has no ring: every job reaches the radius at once.
+    ring = RING_START_M if ranking is Ranking.URGENCY else radius
+    return {
+        "courier_id": courier_id,
+        "point": where.wkt,
+        "now": now,
+        "radius_m": radius,
+        "ring_m": min(ring, radius),
+        "ring_growth_m": RING_GROWTH_M_PER_MIN,
+        "wide_m": max(radius, settings.dispatch_escalated_radius_m),
+        "bucket": timedelta(minutes=settings.dispatch_deadline_bucket_minutes),
+    }
+
+
+def list_jobs(
+    session: Session,
+    courier: User,
+    *,
+    lat: float | None,
+    lon: float | None,
+    limit: int = 20,
+    cursor: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """List the jobs open to a courier, most urgent first, then nearest; keyset-paged."""
+    couriers.configured_courier(session, courier.id)
+    where = couriers.where_from(session, courier.id, lat, lon)
+    params = _pool_params(courier.id, where, now=clock.now()) | {"limit": limit + 1}
+    extra = ""
+    if cursor:
+        priority, bucket, distance_m, deadline, job_id = pagination.decode_cursor(
+            cursor, JOBS_LISTING, _CURSOR_READERS
+        )
+        params |= {"c_np": -priority, "c_b": bucket, "c_d": distance_m, "c_dl": deadline}
+        params["c_id"] = job_id
+        extra = _AFTER_CURSOR
+    rows = session.execute(text(_pool_sql(Ranking.URGENCY, extra=extra)), params).all()
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = pagination.encode_cursor(
+            JOBS_LISTING, [last.priority, last.bucket, last.distance_m, last.deadline, last.id]
+        )
+    rows = rows[:limit]
+    distances = {row.id: row.distance_m for row in rows}
+    return views.describe_jobs(session, list(distances), distances), next_cursor
+
+
+# ---------------------------------------------------------------------------------------------
+# Claims
+
+
+# Candidates read per round of a claim. Concurrent claimers near each other see the same best
+# jobs; SKIP LOCKED hands each the first one nobody else holds, and a claimer that finds all of a
+# round's candidates held reads the next ones (skipping those) instead of waiting.
+CLAIM_CANDIDATES = 8
+
+
+def _claim_sql(ranking: Ranking, extra: str) -> str:
+    """Lock the best candidate nobody holds (the ranked candidates are read without locks)."""
+    return f"""
+        SELECT j.id FROM dispatch_jobs j
+        JOIN ({_pool_sql(ranking, extra=extra)}) p ON p.id = j.id
+        WHERE j.status = 'open'
+        ORDER BY {_POOL_ORDER[ranking.value]}
+        LIMIT 1
+        FOR UPDATE OF j SKIP LOCKED
+    """
+
+
+def claim_next_job(
+    session: Session,
+    courier: User,
+    *,
+    lat: float,
+    lon: float,
+    now: datetime | None = None,
+    ranking: Ranking = Ranking.URGENCY,
+) -> Job | None:
+    """Claim the best job open to the courier, or return None when there is none.
+
+    The ranked candidates are read without locks, then the first of them nobody holds is locked
+    FOR UPDATE SKIP LOCKED: concurrent claimers each lock a different row instead of queueing on
+    the same one, and a row claimed and committed meanwhile no longer matches `status = 'open'`
+    when PostgreSQL re-checks it, so no job is ever claimed twice.
+    """
+    now = now or clock.now()
+    couriers.configured_courier(session, courier.id, lock=True)
+    couriers.check_capacity(session, courier.id)
+    where = Where(lat, lon)
+    couriers.upsert_location(session, courier.id, lat, lon, now)
+    params = _pool_params(courier.id, where, now=now, ranking=ranking)
+    params["limit"] = CLAIM_CANDIDATES
+    skipped: list[uuid.UUID] = []
+    while True:
+        extra = "AND j.id <> ALL(CAST(:skipped AS uuid[]))" if skipped else ""
+        params["skipped"] = skipped
+        job_id = session.scalar(text(_claim_sql(ranking, extra)), params)
+        if job_id is not None:
+            break
+        # Every candidate was held by another claimer (or there is none): read past them.
+        held = session.scalars(
+            text(f"SELECT p.id FROM ({_pool_sql(ranking, extra=extra)}) p"), params
+        ).all()
+        if not held:
+            return None
+        skipped += held
+    job = session.get(Job, job_id, populate_existing=True)
+    _take(job, courier.id, now)
+    session.flush()
+    return job
+
+
+def claim_job(
+    session: Session,
+    courier: User,
+    job_id: uuid.UUID,
+    *,
+    lat: float | None,
+    lon: float | None,
+    now: datetime | None = None,
+) -> Job:
+    """Claim one chosen job: 404 unless it is open to the courier, 409 if someone was faster."""
+    now = now or clock.now()
+    where = couriers.where_from(session, courier.id, lat, lon)
+    couriers.configured_courier(session, courier.id, lock=True)
+    job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
+    if job is None:
+        raise job_not_found()
+    if job.courier_id == courier.id and job.status in ACTIVE_JOB_STATES:
+        return job  # a retried claim
+    visible = _visible(_visible_from(_DISTANCE))
+    seen = session.execute(
+        text(
+            f"""
+            SELECT {_IN_AREA} AS in_area,
+                   (ST_DWithin(s.location, ST_GeogFromText(:point), :wide_m) AND {visible})
+                       AS in_radius,
+                   (j.status = 'open' AND o.status = 'ready') AS is_open
+            FROM dispatch_jobs j
+            JOIN stores s ON s.id = j.store_id
+            JOIN orders o ON o.id = j.order_id
+            JOIN couriers c ON c.user_id = :courier_id
+            WHERE j.id = :job_id
+            """
+        ),
+        _pool_params(courier.id, where, now=now) | {"job_id": job_id},
+    ).one()
+    if not seen.in_area or (seen.is_open and not seen.in_radius):
+        raise job_not_found()
+    if not seen.is_open:
+        raise Conflict("Another courier has taken this job.", code="job_taken")
+    couriers.check_capacity(session, courier.id)
+    if lat is not None and lon is not None:
+        couriers.upsert_location(session, courier.id, lat, lon, now)
+    _take(job, courier.id, now)
+    session.flush()
+    return job
+
+
+def _take(job: Job, courier_id: int, now: datetime) -> None:
+    job.status = JobStatus.CLAIMED
+    job.courier_id = courier_id
+    job.claimed_at = now
+
+
+def job_not_found() -> NotFound:
+    """The 404 for a job that is not open to the courier, or not theirs (one answer for both)."""
+    return NotFound("No such job is open to you.", code="job_not_found")
