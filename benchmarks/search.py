@@ -27,10 +27,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.schema import AddConstraint, CreateIndex
 
 from o2o.config import get_settings
-from stores import search
-from stores import service as stores_service
+from stores import inventory, search
+from stores.cart import CartLine
 from stores.models import Lot
-from stores.search import CartLine
 
 console = Console(stderr=True)
 ROOT = Path(__file__).resolve().parent.parent
@@ -192,7 +191,7 @@ def generate(engine: Engine, city: City) -> float:
                 progress.advance(phases["vacuum"])
 
         with Session(engine) as session:
-            stores_service.refresh_stock_stats(session)
+            inventory.refresh_stock_stats(session)
             session.commit()
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM (ANALYZE) product_stock_stats"))

@@ -10,9 +10,9 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from stores import service as stores_service
+from o2o.geo import METRES_PER_KM
+from stores import eta as stores_eta
 
-METRES_PER_KM = 1000.0
 MINUTES_PER_HOUR = 60.0
 
 
@@ -47,7 +47,7 @@ class EtaModel:
 
     def travel_minutes(self, distance_m: float) -> float:
         """Minutes a courier needs for a straight-line distance (roads make it longer)."""
-        return stores_service.travel_minutes(distance_m, self.detour_factor, self.courier_speed_kmh)
+        return stores_eta.travel_minutes(distance_m, self.detour_factor, self.courier_speed_kmh)
 
     def delivery_minutes(
         self,

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from o2o.errors import Conflict
-from stores.service import InsufficientStock, Shortage
+from stores.allocation import InsufficientStock, Shortage
 
 
 class Requested(enum.StrEnum):

@@ -17,6 +17,7 @@ SRID = 4326
 
 # Mean earth radius; used only for rough sizing (e.g. a bounding-box margin), never for results.
 EARTH_RADIUS_M = 6_371_008.8
+METRES_PER_KM = 1000.0
 
 
 class LatLon(BaseModel):

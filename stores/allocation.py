@@ -13,8 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from o2o.errors import Conflict
+from stores.cart import CartLine
 from stores.models import Lot
-from stores.search import CartLine
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from datetime import date, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from stores import service
+from o2o import clock
+from stores import inventory, service
 from stores.models import Lot, Product, Store
 from stores.schemas import InventoryIn, ProductIn, StoreIn, gtin_check_digit
 
@@ -296,7 +297,7 @@ class DemoCity:
 
 def load_demo_city(session: Session, *, today: date | None = None) -> DemoCity:
     """Create what is missing of the demo city; return what it holds."""
-    today = today or date.today()
+    today = today or clock.today(TIMEZONE)
     existing = {
         store.name: store
         for store in session.scalars(
@@ -320,7 +321,7 @@ def load_demo_city(session: Session, *, today: date | None = None) -> DemoCity:
     ]
 
     synced = sum(
-        service.apply_inventory_sync(session, store, _stock(store.name, products, today)).applied
+        inventory.apply_inventory_sync(session, store, _stock(store.name, products, today)).applied
         for store in stores
     )
     store_ids = [store.id for store in stores]

@@ -6,7 +6,8 @@ rounded up to whole minutes; pickup = preparation alone (DESIGN.md, Routing).
 
 import math
 
-METRES_PER_KM = 1000.0
+from o2o.geo import METRES_PER_KM
+
 MINUTES_PER_HOUR = 60.0
 
 

@@ -7,6 +7,7 @@ of the day). Intervals are turned into UTC instants per calendar day, so dayligh
 move the instants, never the wall-clock times the store keeps.
 """
 
+import functools
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -149,3 +150,26 @@ def next_opening(
         if start > at_utc
     )
     return min(starts, default=None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _intervals(week: tuple[tuple[int, str, str], ...]) -> tuple[OpeningInterval, ...]:
+    return tuple(
+        parse_interval({"weekday": weekday, "opens": opens, "closes": closes})
+        for weekday, opens, closes in week
+    )
+
+
+def open_state(
+    opening_hours: list[dict] | None, tz: str, at: datetime
+) -> tuple[bool, datetime | None]:
+    """Return whether a store with stored hours is open at `at` and, if not, when it opens next."""
+    # Stores share a few weeks of hours: a search or a list parses each once, not once a store.
+    week = (
+        None
+        if opening_hours is None
+        else _intervals(tuple((e["weekday"], e["opens"], e["closes"]) for e in opening_hours))
+    )
+    if is_open_at(week, tz, at):
+        return True, None
+    return False, next_opening(week, tz, at)

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from o2o.errors import InvalidInput
-from stores import service
+from stores import inventory
 from stores.schemas import INT4_MAX, MAX_ON_HAND, MAX_PRICE_MINOR
 
 CSV_COLUMNS = (
@@ -132,7 +132,7 @@ SELECT problem, count(*) AS rows,
 FROM tmp_lots WHERE problem IS NOT NULL GROUP BY problem ORDER BY problem
 """
 
-_UPSERT = service.lot_upsert_sql(
+_UPSERT = inventory.lot_upsert_sql(
     f"""
     SELECT t.store_id, p.id, t.lot_number, t.expiry_date, t.on_hand, t.price_minor, t.currency
     FROM tmp_lots AS t {_PRODUCT_JOIN}
@@ -232,9 +232,9 @@ def import_lots_csv(
             on_phase("refreshing stock statistics")
             product_ids = session.scalars(text(_TOUCHED_PRODUCTS)).all()
             result.products = len(product_ids)
-            service.refresh_stock_stats(session, product_ids)
+            inventory.refresh_stock_stats(session, product_ids)
     except IntegrityError as exc:
-        service.raise_if_below_reserved(exc)
+        inventory.raise_if_below_reserved(exc)
         raise
-    service.expire_lots(session)
+    inventory.expire_lots(session)
     return result

@@ -8,7 +8,7 @@ from o2o.api import ApiRoute
 from o2o.db import DbSession
 from o2o.errors import error_responses
 from o2o.users.dependencies import AdminUser
-from stores import service
+from stores import inventory, service
 from stores.dependencies import StoreStaff, ValidStore
 from stores.schemas import (
     INT4_MAX,
@@ -167,7 +167,7 @@ def sync_inventory(staff: StoreStaff, store: ValidStore, body: InventoryIn, sess
 
     A `sync_id` applied before for this store returns `applied: false` and changes nothing.
     """
-    return service.apply_inventory_sync(session, store, body)
+    return inventory.apply_inventory_sync(session, store, body)
 
 
 @router.get(
@@ -187,7 +187,7 @@ def list_inventory(
     cursor: Cursor = None,
 ):
     """List the store's lots with on hand, reserved, available, and whether each is sellable."""
-    items, next_cursor = service.list_store_lots(
+    items, next_cursor = inventory.list_store_lots(
         session, store, product_id=product_id, limit=limit, cursor=cursor
     )
     return {"items": items, "next_cursor": next_cursor}

@@ -18,7 +18,8 @@ how many stores hold each product (`product_stock_stats`):
 Both are streams of stores in sphere order, tested lazily and cut off by a LIMIT once enough
 match; the spheroid distance (the costly one) is computed only for matches. An answer is final
 once proven: the k best spheroid distances seen are shorter than any store not yet seen can be
-(a sphere distance d means a spheroid distance above d x (1 - SPHEROID_BOUND)).
+(a sphere distance d means a spheroid distance above d x (1 - SPHEROID_BOUND), see
+`stores.proximity`).
 
 Complete stores are found first; only when fewer than the limit exist is a second query made for
 the nearest partial ones, with its own plan.
@@ -33,38 +34,27 @@ The clusters run with jit = off (scripts/platform.sh, docker-compose.yml): PostG
 function costs would trigger a compilation that takes longer than these queries run.
 """
 
-import base64
-import binascii
 import functools
-import hashlib
-import json
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Row, TextClause, select, text
+from sqlalchemy import Row, TextClause, text
 from sqlalchemy.orm import Session
 
-from o2o.config import get_settings
+from o2o import clock
 from o2o.errors import InvalidInput
-from stores import hours
+from stores import cart, hours, proximity
+from stores.cart import CartLine
 from stores.eta import delivery_eta_minutes, pickup_eta_minutes
-from stores.models import Product
+from stores.proximity import POINT_SQL
 
 Fulfillment = Literal["pickup", "delivery", "any"]
 FULFILLMENTS: tuple[str, ...] = ("pickup", "delivery", "any")
 
-MAX_LINES = 50
-MAX_QUANTITY = 1000
-MAX_LIMIT = 100
-
-# On WGS84 a geodesic is between 0.56% shorter and 0.45% longer than the great circle on the
-# mean sphere that `<->` measures (meridian and prime-vertical radii of curvature against the
-# mean radius); 0.6% bounds both with room for rounding.
-SPHEROID_BOUND = 0.006
 # Matches a walk asks for beyond the k it needs: enough, nearly always, to prove the order.
 SPARE_MATCHES = 2
 
@@ -90,12 +80,6 @@ MAX_DRIVERS = 4
 STOCK_COUNT_CAP = 512
 
 
-@dataclass(frozen=True)
-class CartLine:
-    product_id: int
-    quantity: int
-
-
 @dataclass
 class StoreMatch:
     """One store in a search answer."""
@@ -118,102 +102,7 @@ class StoreMatch:
 
 
 # ---------------------------------------------------------------------------------------------
-# The cart
-
-
-def merge_lines(lines: Iterable[Any]) -> list[CartLine]:
-    """Add up lines of the same product, keeping the order each product first appeared in."""
-    merged: dict[int, int] = {}
-    for line in lines:
-        merged[line.product_id] = merged.get(line.product_id, 0) + line.quantity
-    return [CartLine(product_id, quantity) for product_id, quantity in merged.items()]
-
-
-def _check_lines(lines: Sequence[Any]) -> list[CartLine]:
-    """Check line count and quantities; return the lines merged by product."""
-    if not lines:
-        raise InvalidInput("The cart is empty.", code="empty_cart")
-    if len(lines) > MAX_LINES:
-        raise InvalidInput(
-            f"A cart has at most {MAX_LINES} lines.",
-            code="too_many_lines",
-            details={"max_lines": MAX_LINES, "lines": len(lines)},
-        )
-    for line in lines:
-        if isinstance(line.quantity, bool) or not isinstance(line.quantity, int):
-            raise InvalidInput("Quantities are whole numbers.", code="invalid_quantity")
-        if not 1 <= line.quantity <= MAX_QUANTITY:
-            raise InvalidInput(
-                f"Each quantity must be from 1 to {MAX_QUANTITY}.",
-                code="invalid_quantity",
-                details={"product_id": line.product_id, "quantity": line.quantity},
-            )
-    merged = merge_lines(lines)
-    for line in merged:
-        if line.quantity > MAX_QUANTITY:
-            raise InvalidInput(
-                f"Each product's quantity must be at most {MAX_QUANTITY}.",
-                code="invalid_quantity",
-                details={"product_id": line.product_id, "quantity": line.quantity},
-            )
-    return merged
-
-
-def _check_products(merged: Sequence[CartLine], products: Mapping[int, Any]) -> None:
-    """Refuse unknown and controlled products and quantities above a product's limit."""
-    ids = [line.product_id for line in merged]
-    unknown = [product_id for product_id in ids if product_id not in products]
-    if unknown:
-        raise InvalidInput(
-            "Some products do not exist: " + ", ".join(map(str, unknown)) + ".",
-            code="unknown_product",
-            details={"product_ids": unknown},
-        )
-    controlled = [products[product_id] for product_id in ids if products[product_id].controlled]
-    if controlled:
-        names = ", ".join(p.name for p in controlled)
-        raise InvalidInput(
-            f"Controlled medicines are never sold online: {names}.",
-            code="controlled_product",
-            details={"product_ids": [p.id for p in controlled]},
-        )
-    over = [
-        (products[line.product_id], line.quantity)
-        for line in merged
-        if products[line.product_id].max_per_order is not None
-        and line.quantity > products[line.product_id].max_per_order
-    ]
-    if over:
-        raise InvalidInput(
-            " ".join(
-                f"At most {p.max_per_order} of {p.name} per order (asked {quantity})."
-                for p, quantity in over
-            ),
-            code="max_per_order_exceeded",
-            details={
-                "products": [
-                    {
-                        "product_id": p.id,
-                        "name": p.name,
-                        "max_per_order": p.max_per_order,
-                        "quantity": quantity,
-                    }
-                    for p, quantity in over
-                ]
-            },
-        )
-
-
-def validate_cart(session: Session, lines: Sequence[Any]) -> dict[int, Product]:
-    """Check a cart (merging lines of one product); return its products by id, or raise 422."""
-    merged = _check_lines(lines)
-    products = session.scalars(
-        select(Product).where(Product.id.in_([line.product_id for line in merged]))
-    )
-    by_id = {product.id: product for product in products}
-    _check_products(merged, by_id)
-    return by_id
-
+# Planning statistics
 
 # A cart's products (to check them), how many stores hold each and how many stores there are
 # (the planner's estimate is plenty for a selectivity; a table never analysed is counted).
@@ -281,11 +170,11 @@ def _load_cart(
 ) -> tuple[list[CartLine], dict[int, int], int]:
     """Check the cart; return its merged lines, the stores holding each product, all stores.
 
-    `checked` is what `_check_lines(lines)` already returned, to spare checking them again."""
-    merged = _check_lines(lines) if checked is None else checked
+    `checked` is what `cart.check_lines(lines)` already returned, to spare checking them again."""
+    merged = cart.check_lines(lines) if checked is None else checked
     ids = [line.product_id for line in merged]
     rows = session.execute(_CART_SQL, {"ids": ids}).all()
-    _check_products(merged, {row.id: row for row in rows})
+    cart.check_products(merged, {row.id: row for row in rows})
     store_total = max(int(rows[0].store_total), 1)
     counts = {row.id: row.store_count for row in rows if row.store_count is not None}
     unknown = [product_id for product_id in ids if product_id not in counts]
@@ -301,7 +190,6 @@ def _load_cart(
 # indexed, never cast. Each query is a stream of stores nearest first, tested lazily: its LIMIT
 # ends the stream once enough stores matched, so most stores are never probed.
 
-_POINT = "ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)::geography"
 _DELIVERY_POINT = "ST_SetSRID(ST_MakePoint(:delivery_lon, :delivery_lat), 4326)"
 
 _CART = (
@@ -354,7 +242,7 @@ _SERVES = {
 # A stream's row: narrow, because a stream handles hundreds of stores and returns a handful.
 _STREAM_COLUMNS = f"""
     s.id, s.location, s.offers_pickup, s.offers_delivery, s.timezone, s.min_shelf_life_days,
-    s.location <-> {_POINT} AS sphere_m"""
+    s.location <-> {POINT_SQL} AS sphere_m"""
 
 
 def _matches(kind: str, fulfillment: str) -> str:
@@ -363,12 +251,12 @@ def _matches(kind: str, fulfillment: str) -> str:
     # the sphere cutoff before it rules out the rest of the world.
     return (
         f"s.sphere_m <= :cutoff_m AND {_HOLDS[kind]} AND {_SERVES[fulfillment][1]} "
-        f"AND ST_Distance(s.location, {_POINT}) <= :radius_m"
+        f"AND ST_Distance(s.location, {POINT_SQL}) <= :radius_m"
     )
 
 
 # Whether every product of the cart exists, none is controlled and no quantity is above its
-# product's limit: the checks of _check_products, done inside a search's first query (an
+# product's limit: the checks of `cart.check_products`, done inside a search's first query (an
 # InitPlan, run once) when its statistics came from the cache. Only a cart that fails it, or a
 # search that finds no store, pays for the full check and its detailed error.
 _CART_OK = f"""(
@@ -387,7 +275,7 @@ def _with_output(stream: str, kind: str) -> str:
         SELECT w.rn, w.sphere_m, w.matched{available}, {_CART_OK} AS cart_ok,
                s.id AS store_id, s.name, ST_Y(s.location::geometry) AS lat,
                ST_X(s.location::geometry) AS lon,
-               ST_Distance(s.location, {_POINT}) AS distance_m,
+               ST_Distance(s.location, {POINT_SQL}) AS distance_m,
                ST_Distance(s.location, {_DELIVERY_POINT}::geography) AS delivery_distance_m,
                {_CAN_DELIVER} AS can_deliver,
                s.offers_pickup, s.offers_delivery, s.delivery_fee_minor, s.currency,
@@ -440,7 +328,7 @@ def _walk_sql(kind: str, fulfillment: str) -> str:
                 SELECT {_STREAM_COLUMNS}
                 FROM stores AS s
                 WHERE s.is_active AND {cheap}
-                ORDER BY s.location <-> {_POINT}
+                ORDER BY s.location <-> {POINT_SQL}
                 LIMIT :budget
             ) AS walk
         ) AS s
@@ -518,15 +406,6 @@ class _Query:
     store_total: int
 
 
-def _sort_key(row: Row) -> tuple[float, int]:
-    return (row.distance_m, row.store_id)
-
-
-def _proven(best: list[Row], k: int, unseen_sphere_m: float) -> bool:
-    """Whether no store beyond a sphere distance can beat the k-th best spheroid distance."""
-    return len(best) >= k and best[k - 1].distance_m < unseen_sphere_m * (1 - SPHEROID_BOUND)
-
-
 def _nearest_in_stream(
     session: Session, sql: str, params: dict[str, Any], k: int, budget: int | None = None
 ) -> list[Row] | None:
@@ -536,13 +415,13 @@ def _nearest_in_stream(
     while True:
         rows = session.execute(_statement(sql, want, budget), params).all()
         rows.sort(key=lambda r: (r.rn, r.sphere_m))
-        matches = sorted((r for r in rows if r.matched), key=_sort_key)
+        matches = sorted((r for r in rows if r.matched), key=proximity.sort_key)
         if not rows or rows[-1].sphere_m > params["cutoff_m"]:
             return matches[:k]  # every store in the radius was seen
         spent = budget is not None and rows[-1].rn == budget
         if len(matches) < want and not spent:
             return matches[:k]  # every store there is was seen
-        if _proven(matches, k, rows[-1].sphere_m):
+        if proximity.proven(matches, k, rows[-1].sphere_m):
             return matches[:k]
         if spent:
             return None
@@ -611,62 +490,12 @@ def _nearest(session: Session, query: _Query, kind: str, k: int) -> list[Row]:
     return _driven(session, query, kind, k)
 
 
-def _sphere_cutoff(radius_m: float) -> float:
-    """Return the sphere distance beyond which no store can be within radius_m on the spheroid."""
-    return radius_m / (1 - SPHEROID_BOUND)
-
-
 # ---------------------------------------------------------------------------------------------
 # Search
 
 
-def _check_point(lat: float, lon: float, what: str) -> None:
-    if not (math.isfinite(lat) and math.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
-        raise InvalidInput(
-            f"The {what} must have lat in [-90, 90] and lon in [-180, 180].",
-            code="invalid_location",
-            details={"lat": lat, "lon": lon},
-        )
-
-
-def _radius(radius_m: float | None) -> float:
-    max_radius = get_settings().search_max_radius_m
-    if radius_m is None:
-        return max_radius
-    if not (math.isfinite(radius_m) and 0 < radius_m <= max_radius):
-        raise InvalidInput(
-            f"The search radius must be more than 0 and at most {max_radius:g} m.",
-            code="invalid_radius",
-            details={"radius_m": radius_m, "max_radius_m": max_radius},
-        )
-    return radius_m
-
-
-@functools.lru_cache(maxsize=4096)
-def _intervals(week: tuple[tuple[int, str, str], ...]) -> tuple[hours.OpeningInterval, ...]:
-    return tuple(
-        hours.parse_interval({"weekday": weekday, "opens": opens, "closes": closes})
-        for weekday, opens, closes in week
-    )
-
-
-def _open_state(
-    opening_hours: list[dict] | None, timezone: str, now: datetime
-) -> tuple[bool, datetime | None]:
-    """Return whether a store is open now and, if not, when it opens next."""
-    # Stores share a few weeks of hours: parse each once, not on every search.
-    week = (
-        None
-        if opening_hours is None
-        else _intervals(tuple((e["weekday"], e["opens"], e["closes"]) for e in opening_hours))
-    )
-    if hours.is_open_at(week, timezone, now):
-        return True, None
-    return False, hours.next_opening(week, timezone, now)
-
-
 def _to_match(
-    row: Row, query: _Query, cart: list[CartLine], now: datetime, complete: bool
+    row: Row, query: _Query, merged: list[CartLine], now: datetime, complete: bool
 ) -> StoreMatch:
     missing = []
     if not complete:
@@ -677,7 +506,7 @@ def _to_match(
                 "product_id": line.product_id,
                 "quantity_missing": line.quantity - available[line.product_id],
             }
-            for line in cart
+            for line in merged
             if available[line.product_id] < line.quantity
         ]
     if row.can_deliver and query.fulfillment != "pickup":
@@ -686,7 +515,7 @@ def _to_match(
         )
     else:
         eta = pickup_eta_minutes(row.prep_minutes)
-    is_open, opens_at = _open_state(row.opening_hours, row.timezone, now)
+    is_open, opens_at = hours.open_state(row.opening_hours, row.timezone, now)
     return StoreMatch(
         store_id=row.store_id,
         name=row.name,
@@ -724,21 +553,20 @@ def search_stores(
     nearest partial stores follow with what they miss. `distance_m` is from (lat, lon);
     delivery (zone, ETA) is judged at `delivery_point` when given, else at (lat, lon).
     """
-    _check_point(lat, lon, "location")
+    proximity.check_point(lat, lon, "location")
     if delivery_point is not None:
-        _check_point(*delivery_point, "delivery address")
+        proximity.check_point(*delivery_point, "delivery address")
     if fulfillment not in FULFILLMENTS:
         raise InvalidInput(
             "fulfillment must be pickup, delivery or any.", code="invalid_fulfillment"
         )
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-        raise InvalidInput(f"limit must be from 1 to {MAX_LIMIT}.", code="invalid_limit")
-    radius = _radius(radius_m)
-    now = now or datetime.now(UTC)
+    proximity.check_limit(limit)
+    radius = proximity.search_radius(radius_m)
+    now = now or clock.now()
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
 
-    merged = _check_lines(lines)
+    merged = cart.check_lines(lines)
     cached = _cached_counts(session, [line.product_id for line in merged])
     if cached is None:
         _, counts, store_total = _load_cart(session, lines, checked=merged)
@@ -753,7 +581,7 @@ def search_stores(
             "delivery_lat": delivery_lat,
             "delivery_lon": delivery_lon,
             "radius_m": radius,
-            "cutoff_m": _sphere_cutoff(radius),
+            "cutoff_m": proximity.sphere_cutoff(radius),
             "now": now,
             # The earliest "today" of any timezone: a safe lower bound for expiry prefilters.
             "earliest": (now.astimezone(UTC) - timedelta(days=1)).date(),
@@ -775,149 +603,3 @@ def search_stores(
     return [_to_match(row, query, merged, now, True) for row in complete] + [
         _to_match(row, query, merged, now, False) for row in partial
     ]
-
-
-# ---------------------------------------------------------------------------------------------
-# Stores near a point, paged
-
-
-@dataclass
-class NearbyStore:
-    """A store near a point, with what a patient sees before choosing it."""
-
-    store_id: int
-    name: str
-    address: str
-    location: dict[str, float]
-    timezone: str
-    opening_hours: list | None
-    offers_pickup: bool
-    offers_delivery: bool
-    prep_minutes: int
-    delivery_fee_minor: int
-    currency: str
-    is_open: bool
-    opens_at: datetime | None
-    distance_m: float
-
-
-# Plan: Limit <- Index Scan idx_stores_location ordered by `location <-> point`, filtered by
-# the keyset; as in the search walk, stores beyond :cutoff_m come back as markers that end it.
-_NEARBY_SQL = text(
-    f"""
-SELECT s.store_id, s.name, s.address, s.lat, s.lon, s.timezone, s.opening_hours,
-       s.offers_pickup, s.offers_delivery, s.prep_minutes, s.delivery_fee_minor, s.currency,
-       s.distance_m, s.sphere_m, s.sphere_m <= :cutoff_m AND s.distance_m <= :radius_m AS matched
-FROM (
-    SELECT s.id AS store_id, s.name, s.address, ST_Y(s.location::geometry) AS lat,
-           ST_X(s.location::geometry) AS lon, s.timezone, s.opening_hours, s.offers_pickup,
-           s.offers_delivery, s.prep_minutes, s.delivery_fee_minor, s.currency,
-           ST_Distance(s.location, {_POINT}) AS distance_m, s.location <-> {_POINT} AS sphere_m
-    FROM stores AS s
-    WHERE s.is_active
-    ORDER BY s.location <-> {_POINT}
-    OFFSET 0
-) AS s
-WHERE s.sphere_m > :cutoff_m
-   OR (s.distance_m <= :radius_m AND (s.distance_m, s.store_id) > (:after_distance, :after_id))
-LIMIT :want
-"""
-)
-
-
-def _query_key(lat: float, lon: float, radius_m: float) -> str:
-    return hashlib.sha256(f"{lat!r},{lon!r},{radius_m!r}".encode()).hexdigest()[:12]
-
-
-def _encode_cursor(distance_m: float, store_id: int, key: str) -> str:
-    raw = json.dumps([distance_m, store_id, key], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str, key: str) -> tuple[float, int]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        distance_m, store_id, cursor_key = json.loads(raw)
-        valid = (
-            isinstance(distance_m, int | float)
-            and math.isfinite(distance_m)
-            and isinstance(store_id, int)
-            and not isinstance(store_id, bool)
-        )
-    except (binascii.Error, ValueError, TypeError):
-        valid = False
-    if not valid:
-        raise InvalidInput("The cursor is not one this list gave out.", code="invalid_cursor")
-    if cursor_key != key:
-        # A cursor from another search would silently skip or repeat stores.
-        raise InvalidInput(
-            "The cursor belongs to a different location or radius.", code="invalid_cursor"
-        )
-    return float(distance_m), store_id
-
-
-def nearby_stores(
-    session: Session,
-    *,
-    lat: float,
-    lon: float,
-    radius_m: float | None,
-    limit: int,
-    after: str | None = None,
-    now: datetime | None = None,
-) -> tuple[list[NearbyStore], str | None]:
-    """List active stores within radius_m, nearest first; return a page and the next cursor."""
-    _check_point(lat, lon, "location")
-    radius = _radius(radius_m)
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-        raise InvalidInput(f"limit must be from 1 to {MAX_LIMIT}.", code="invalid_limit")
-    now = now or datetime.now(UTC)
-    key = _query_key(lat, lon, radius)
-    # Keyset (distance_m, id): stable across pages even when stores are added in between.
-    after_distance, after_id = _decode_cursor(after, key) if after else (-1.0, 0)
-    params = {
-        "lat": lat,
-        "lon": lon,
-        "radius_m": radius,
-        "cutoff_m": _sphere_cutoff(radius),
-        "after_distance": after_distance,
-        "after_id": after_id,
-    }
-    # One more than the page tells whether another page follows.
-    k = limit + 1
-    want = 2 * k + 2
-    while True:
-        rows = session.execute(_NEARBY_SQL, {**params, "want": want}).all()
-        best = sorted((r for r in rows if r.matched), key=_sort_key)
-        last_sphere_m = max((r.sphere_m for r in rows), default=math.inf)
-        if len(rows) < want or last_sphere_m > params["cutoff_m"]:
-            break  # every store in the radius was seen
-        if _proven(best, k, last_sphere_m):
-            break
-        want *= 2
-    page = best[:limit]
-    next_cursor = None
-    if len(best) > limit:
-        last = page[-1]
-        next_cursor = _encode_cursor(last.distance_m, last.store_id, key)
-    return [_to_nearby(row, now) for row in page], next_cursor
-
-
-def _to_nearby(row: Row, now: datetime) -> NearbyStore:
-    is_open, opens_at = _open_state(row.opening_hours, row.timezone, now)
-    return NearbyStore(
-        store_id=row.store_id,
-        name=row.name,
-        address=row.address,
-        location={"lat": row.lat, "lon": row.lon},
-        timezone=row.timezone,
-        opening_hours=row.opening_hours,
-        offers_pickup=row.offers_pickup,
-        offers_delivery=row.offers_delivery,
-        prep_minutes=row.prep_minutes,
-        delivery_fee_minor=row.delivery_fee_minor,
-        currency=row.currency,
-        is_open=is_open,
-        opens_at=opens_at,
-        distance_m=row.distance_m,
-    )

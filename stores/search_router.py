@@ -10,7 +10,8 @@ from o2o.config import get_settings
 from o2o.db import DbSession
 from o2o.errors import error_responses
 from o2o.users.dependencies import client_ip
-from stores import search, service
+from stores import cart, proximity, search, service
+from stores.nearby import nearby_stores
 from stores.schemas import PAGE_DEFAULT, Page
 from stores.search_schemas import NearbyItemOut, SearchIn, SearchOut
 
@@ -30,11 +31,11 @@ def nearby(
     radius_m: Annotated[
         float | None, Query(gt=0, description="Default and maximum: the search maximum (50 km)")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=search.MAX_LIMIT)] = PAGE_DEFAULT,
+    limit: Annotated[int, Query(ge=1, le=proximity.MAX_LIMIT)] = PAGE_DEFAULT,
     cursor: Annotated[str | None, Query(max_length=1024)] = None,
 ):
     """List active stores within radius_m of a point, nearest first, a page at a time."""
-    stores, next_cursor = search.nearby_stores(
+    stores, next_cursor = nearby_stores(
         session, lat=lat, lon=lon, radius_m=radius_m, limit=limit, after=cursor
     )
     return {
@@ -87,7 +88,7 @@ def search_stores(
         session,
         lat=body.location.lat,
         lon=body.location.lon,
-        lines=[search.CartLine(line.product_id, line.quantity) for line in body.items],
+        lines=[cart.CartLine(line.product_id, line.quantity) for line in body.items],
         fulfillment=body.fulfillment,
         limit=body.limit,
         radius_m=body.radius_m,

@@ -6,8 +6,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 from o2o.geo import LatLon
+from stores.cart import MAX_LINES, MAX_QUANTITY
+from stores.proximity import MAX_LIMIT
 from stores.schemas import INT4_MAX, OpeningHoursEntry, Service
-from stores.search import MAX_LIMIT, MAX_LINES, MAX_QUANTITY
 
 
 class CartLineIn(BaseModel):

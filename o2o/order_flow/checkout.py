@@ -20,7 +20,9 @@ from o2o.orders import lifecycle
 from o2o.orders.models import Fulfillment, LotAllocation, Order, OrderLine, OrderStatus
 from o2o.security import new_code
 from o2o.users.models import User
+from stores import allocation, search
 from stores import service as stores_service
+from stores.cart import CartLine, validate_cart
 from stores.models import Product, Store
 
 # How many stores routing looks at: enough to find a complete, open one that delivers in time
@@ -43,7 +45,7 @@ def _option(match, *, delivery: bool) -> routing.StoreOption:
         eta_minutes=match.eta_minutes if delivery else None,
         opens_at=match.opens_at,
         missing=tuple(
-            stores_service.Shortage(int(m["product_id"]), int(m["quantity_missing"]))
+            allocation.Shortage(int(m["product_id"]), int(m["quantity_missing"]))
             for m in (match.missing or ())
         ),
     )
@@ -72,7 +74,7 @@ def _options(
 ) -> list[routing.StoreOption]:
     """Return the stores routing chooses from, as seen from (lat, lon)."""
     if chosen is None:
-        matches = stores_service.search_stores(
+        matches = search.search_stores(
             session,
             lat=lat,
             lon=lon,
@@ -88,7 +90,7 @@ def _options(
         at = to_latlon(chosen.location)
         matches = [
             m
-            for m in stores_service.search_stores(
+            for m in search.search_stores(
                 session,
                 lat=at["lat"],
                 lon=at["lon"],
@@ -169,7 +171,7 @@ def route(session: Session, body: OrderIn, lines: Sequence, *, now: datetime) ->
     )
 
 
-def _unit_price(allocations: Sequence[stores_service.Allocation], quantity: int) -> int:
+def _unit_price(allocations: Sequence[allocation.Allocation], quantity: int) -> int:
     """Return the unit price over the lots allocated, rounded half up to a minor unit."""
     total = sum(a.quantity * a.price_minor for a in allocations)
     return (2 * total + quantity) // (2 * quantity)
@@ -182,19 +184,19 @@ def place_order(
     now = now or clock.now()
     settings = get_settings()
     cart = body.merged_items()
-    lines = [stores_service.CartLine(product_id, quantity) for product_id, quantity in cart]
-    products: dict[int, Product] = stores_service.validate_cart(session, lines)
+    lines = [CartLine(product_id, quantity) for product_id, quantity in cart]
+    products: dict[int, Product] = validate_cart(session, lines)
 
     try:
         decision = route(session, body, lines, now=now)
         store = session.get(Store, decision.store_id)
-        reserved = stores_service.reserve_lines(
+        reserved = allocation.reserve_lines(
             session,
             store.id,
-            [stores_service.LineRequest(product_id, quantity) for product_id, quantity in cart],
+            [allocation.LineRequest(product_id, quantity) for product_id, quantity in cart],
             min_expiry=stores_service.min_sellable_expiry(store, now),
         )
-    except stores_service.InsufficientStock as exc:
+    except allocation.InsufficientStock as exc:
         raise exc.naming({pid: products[pid].name for pid in products}) from None
 
     is_rx = any(products[product_id].rx_only for product_id, _ in cart)

@@ -12,7 +12,7 @@ from o2o.config import get_settings
 from o2o.errors import NotFound
 from o2o.orders import events, states
 from o2o.orders.models import Fulfillment, Order, OrderEvent, OrderStatus
-from stores import service as stores_service
+from stores import allocation
 
 S = OrderStatus
 
@@ -128,7 +128,7 @@ def cancel(
     """Cancel a locked order and give its reserved stock back to the lots (409 if closed);
     the domains above close what they hold for it (`events.order_cancelled`)."""
     event = transition(session, order, S.CANCELLED, actor_id=actor_id, reason=reason)
-    stores_service.release_stock(session, allocations_of(order))
+    allocation.release(session, allocations_of(order))
     events.order_cancelled.send(session, order)
     return event
 
@@ -139,6 +139,6 @@ def complete(
     """Complete a locked order: the goods have left, so reserved units leave on-hand stock;
     the domains above record the hand-over (`events.order_completed`)."""
     event = transition(session, order, S.COMPLETED, actor_id=actor_id, at=at)
-    stores_service.commit_stock(session, allocations_of(order))
+    allocation.commit(session, allocations_of(order))
     events.order_completed.send(session, order, actor_id=actor_id)
     return event

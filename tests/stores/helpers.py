@@ -1,12 +1,13 @@
 """Builders and state snapshots for the stores, catalogue and inventory tests."""
 
 import itertools
-from datetime import date, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from o2o import clock
 from stores import service
 from stores.models import Product, Store
 from stores.schemas import ProductIn, StoreIn, gtin_check_digit
@@ -87,7 +88,7 @@ def lot_line(product_id: int, **overrides: Any) -> dict:
     line = {
         "product_id": product_id,
         "lot_number": "L1",
-        "expiry_date": (date.today() + timedelta(days=365)).isoformat(),
+        "expiry_date": (clock.today(UTC) + timedelta(days=365)).isoformat(),
         "on_hand": 12,
         "price_minor": 1850,
         "currency": "CNY",

@@ -3,8 +3,9 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
+from o2o import clock
 from o2o.users.models import Role
-from stores import service
+from stores import inventory, service
 from stores.models import Lot, ProductStockStats
 from stores.schemas import InventoryIn
 from tests.factories import auth, make_user
@@ -246,7 +247,7 @@ def test_admin_may_sync_any_store_and_unknown_store_is_404(client, db, store, pr
 
 def test_staff_see_on_hand_reserved_available_and_sellable(client, db, store, staff, products):
     a, b, _ = products
-    soon = (date.today() + timedelta(days=10)).isoformat()
+    soon = (clock.today(UTC) + timedelta(days=10)).isoformat()
     put(
         client,
         store,
@@ -301,27 +302,27 @@ def test_inventory_filters_by_product_and_pages(client, db, store, staff, produc
 def test_stock_stats_count_stores_with_available_unexpired_stock(db, products):
     a, b, c = products
     stores = [make_store(db) for _ in range(3)]
-    expired = date.today() - timedelta(days=1)
+    expired = clock.today(UTC) - timedelta(days=1)
     lots = {
         0: [lot_line(a.id), lot_line(b.id, on_hand=0)],
         1: [lot_line(a.id), lot_line(b.id, expiry_date=expired.isoformat())],
         2: [lot_line(c.id, on_hand=4)],
     }
     for n, store in enumerate(stores):
-        service.apply_inventory_sync(db, store, InventoryIn(sync_id="s", lots=lots[n]))
+        inventory.apply_inventory_sync(db, store, InventoryIn(sync_id="s", lots=lots[n]))
     assert (store_count(db, a), store_count(db, b), store_count(db, c)) == (2, 0, 1)
 
     db.execute(update(Lot).where(Lot.product_id == c.id).values(reserved=4))
-    service.refresh_stock_stats(db)
+    inventory.refresh_stock_stats(db)
     assert store_count(db, c) == 0  # all of it is held for orders
 
 
 def test_sync_expires_lots_the_session_holds(db, store, products):
     a = products[0]
-    service.apply_inventory_sync(db, store, InventoryIn(sync_id="1", lots=[lot_line(a.id)]))
+    inventory.apply_inventory_sync(db, store, InventoryIn(sync_id="1", lots=[lot_line(a.id)]))
     lot = db.scalars(select(Lot).where(Lot.store_id == store.id)).one()
     assert lot.on_hand == 12
-    service.apply_inventory_sync(
+    inventory.apply_inventory_sync(
         db, store, InventoryIn(sync_id="2", lots=[lot_line(a.id, on_hand=3)])
     )
     assert lot.on_hand == 3

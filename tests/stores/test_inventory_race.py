@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from stores import service
+from stores import inventory
 from stores.models import InventorySync, Lot, Product, Store
 from stores.schemas import InventoryIn
 from tests.stores.helpers import lot_line, make_product, make_store
@@ -46,7 +46,7 @@ def _race(sessions, store_id, product_id, *, first_commits: bool) -> dict:
         try:
             store = session.get(Store, store_id)
             sync = _sync(product_id)
-            outcome["a"] = service.apply_inventory_sync(session, store, sync).applied
+            outcome["a"] = inventory.apply_inventory_sync(session, store, sync).applied
             a_applied.set()
             time.sleep(HOLD_S)  # B is now blocked on A's claim of the sync id
             session.commit() if first_commits else session.rollback()
@@ -61,7 +61,7 @@ def _race(sessions, store_id, product_id, *, first_commits: bool) -> dict:
             with sessions.begin() as session:
                 store = session.get(Store, store_id)
                 sync = _sync(product_id)
-                outcome["b"] = service.apply_inventory_sync(session, store, sync).applied
+                outcome["b"] = inventory.apply_inventory_sync(session, store, sync).applied
         except Exception as exc:  # reported by the test, not lost in the thread
             outcome["b"] = exc
         outcome["b_waited_s"] = time.monotonic() - started

@@ -4,12 +4,13 @@
 import io
 import json
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import UTC, timedelta
 
 import pytest
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
+from o2o import clock
 from o2o.errors import DomainError
 from stores import cli as stores_cli
 from stores.lot_import import CSV_COLUMNS, import_lots_csv
@@ -17,7 +18,7 @@ from stores.models import Lot, ProductStockStats, Store
 from tests.stores.helpers import make_product, make_store, state, store_body
 
 HEADER = ",".join(CSV_COLUMNS)
-EXPIRY = (date.today() + timedelta(days=400)).isoformat()
+EXPIRY = (clock.today(UTC) + timedelta(days=400)).isoformat()
 
 
 @pytest.fixture

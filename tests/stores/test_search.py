@@ -8,9 +8,10 @@ import pytest
 from pyproj import Geod
 from sqlalchemy import insert, text
 
+from o2o import clock
 from o2o.config import get_settings
 from o2o.errors import InvalidInput
-from stores import search
+from stores import cart, search
 from stores.models import Lot, ProductStockStats
 from tests.stores.helpers import API, SHANGHAI, make_product, make_store, square_zone
 
@@ -33,13 +34,24 @@ def store_at(db, north_m: float = 0, east_m: float = 0, **overrides):
     return make_store(db, location=at(north_m, east_m), **overrides)
 
 
-def stock(db, store, product, on_hand: int = 10, *, reserved: int = 0, days: int = 365, lot="L1"):
+def stock(
+    db,
+    store,
+    product,
+    on_hand: int = 10,
+    *,
+    reserved: int = 0,
+    days: int = 365,
+    lot="L1",
+    today: date | None = None,
+):
+    """Give `store` a lot of `product` expiring `days` after today (the store's own day)."""
     db.execute(
         insert(Lot).values(
             store_id=store.id,
             product_id=product.id,
             lot_number=lot,
-            expiry_date=date.today() + timedelta(days=days),
+            expiry_date=(today or clock.today(store.timezone)) + timedelta(days=days),
             on_hand=on_hand,
             reserved=reserved,
             price_minor=1000,
@@ -142,15 +154,15 @@ def test_reserved_and_soon_expiring_stock_does_not_count(client, db):
 def test_shelf_life_is_counted_in_the_stores_own_day(db):
     # At noon UTC it is already tomorrow on Kiritimati (UTC+14) and still today on Pago Pago
     # (UTC-11): a lot expiring today is past its date only on Kiritimati.
-    today = date.today()
+    today = clock.today(UTC)
     noon = datetime(today.year, today.month, today.day, 12, tzinfo=UTC)
     a = make_product(db)
     kiritimati = store_at(db, 100, timezone="Pacific/Kiritimati", min_shelf_life_days=0)
     pago_pago = store_at(db, 200, timezone="Pacific/Pago_Pago", min_shelf_life_days=0)
     for s in (kiritimati, pago_pago):
-        stock(db, s, a, 1, days=0)
+        stock(db, s, a, 1, days=0, today=today)
     found = search.search_stores(
-        db, lat=HERE["lat"], lon=HERE["lon"], lines=[search.CartLine(a.id, 1)], now=noon
+        db, lat=HERE["lat"], lon=HERE["lon"], lines=[cart.CartLine(a.id, 1)], now=noon
     )
     assert [m.store_id for m in found] == [pago_pago.id]
 
@@ -197,7 +209,7 @@ def test_rare_carts_start_from_the_rarest_item_and_common_ones_walk_the_index():
         query = search._Query(
             params={},
             fulfillment="any",
-            lines=[search.CartLine(p, 1) for p in product_ids],
+            lines=[cart.CartLine(p, 1) for p in product_ids],
             store_counts=counts,
             store_total=10_000,
         )
@@ -220,9 +232,9 @@ def test_stock_counts_stand_in_for_missing_statistics(db):
     db.add(ProductStockStats(product_id=b.id, store_count=7))
     db.flush()
     merged, counts, _ = search._load_cart(
-        db, [search.CartLine(a.id, 1), search.CartLine(b.id, 1), search.CartLine(a.id, 2)]
+        db, [cart.CartLine(a.id, 1), cart.CartLine(b.id, 1), cart.CartLine(a.id, 2)]
     )
-    assert merged == [search.CartLine(a.id, 3), search.CartLine(b.id, 1)]
+    assert merged == [cart.CartLine(a.id, 3), cart.CartLine(b.id, 1)]
     assert counts == {a.id: 3, b.id: 7}
 
 
@@ -334,7 +346,7 @@ def test_eta_is_the_pickup_time_when_picking_up(client, db):
 
 def test_closed_stores_are_flagged_with_their_next_opening(client, db):
     a = make_product(db)
-    now = datetime.now(UTC)
+    now = clock.now()
     # Open one hour a week, starting in two days: closed now whatever the time.
     opens = now + timedelta(days=2)
     hours = [
@@ -519,17 +531,17 @@ def test_bad_options_are_refused(client, db, extra, code):
 def test_the_service_refuses_what_the_api_would(db):
     product = make_product(db)
     with pytest.raises(InvalidInput) as refused:
-        search.search_stores(db, lat=91, lon=0, lines=[search.CartLine(product.id, 1)])
+        search.search_stores(db, lat=91, lon=0, lines=[cart.CartLine(product.id, 1)])
     assert refused.value.code == "invalid_location"
     for quantity in (0, 1001):
         with pytest.raises(InvalidInput) as refused:
-            search.search_stores(db, lat=0, lon=0, lines=[search.CartLine(product.id, quantity)])
+            search.search_stores(db, lat=0, lon=0, lines=[cart.CartLine(product.id, quantity)])
         assert refused.value.code == "invalid_quantity"
     with pytest.raises(InvalidInput) as refused:
-        search.validate_cart(db, [search.CartLine(product.id, 600)] * 2)
+        cart.validate_cart(db, [cart.CartLine(product.id, 600)] * 2)
     assert refused.value.code == "invalid_quantity"
     with pytest.raises(InvalidInput) as refused:
-        search.validate_cart(db, [])
+        cart.validate_cart(db, [])
     assert refused.value.code == "empty_cart"
 
 
