@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from o2o.webhooks.models import DeliveryStatus, OutboxDelivery
 from sqlalchemy import select
 
 from o2o import clock, outbox
@@ -21,6 +20,7 @@ from o2o.config import get_settings
 from o2o.db import session_scope
 from o2o.users.models import Role
 from o2o.webhooks import relay
+from o2o.webhooks.models import DeliveryStatus, OutboxDelivery
 from tests.dispatch import helpers
 from tests.factories import auth
 
