@@ -11,8 +11,8 @@ from o2o.config import get_settings
 from o2o.errors import DomainError, InvalidInput
 from o2o.users.dependencies import require_role
 from o2o.users.models import Role, User
+from prescriptions.requests import Attachment
 from prescriptions.schemas import PrescriptionRequestIn
-from prescriptions.service import Attachment
 
 DoctorUser = Annotated[User, Depends(require_role(Role.DOCTOR))]
 PharmacistUser = Annotated[User, Depends(require_role(Role.PHARMACIST))]

@@ -11,7 +11,18 @@ from o2o.api import ApiRoute
 from o2o.db import DbSession
 from o2o.errors import InvalidInput, error_responses
 from o2o.users.dependencies import AdminUser, CurrentUser, PatientUser
-from prescriptions import service, signing
+from prescriptions import (
+    audit,
+    doctor_keys,
+    issuing,
+    queue,
+    refills,
+    requests,
+    signing,
+    trail,
+    views,
+)
+from prescriptions import review as pharmacist_review
 from prescriptions.dependencies import (
     DoctorUser,
     PharmacistUser,
@@ -92,8 +103,8 @@ def _int_cursor(cursor: str | None) -> int | None:
 def request_prescription(patient: PatientUser, request_body: RequestBody, session: DbSession):
     """Ask for a prescription for your order (JSON, or multipart with an `attachment`)."""
     body, attachment = request_body
-    p = service.request_prescription(session, patient, body, attachment)
-    return service.to_view(session, patient, p)
+    p = requests.request_prescription(session, patient, body, attachment)
+    return views.to_view(session, patient, p)
 
 
 @router.post(
@@ -111,8 +122,8 @@ def request_refill(
 ):
     """Fill another order of yours from a prescription already filled, when the doctor allowed
     refills and it is still valid; the store's pharmacist reviews it as any prescription."""
-    p = service.request_refill(session, patient, prescription_id, body.order_id)
-    return service.to_view(session, patient, p)
+    p = refills.request_refill(session, patient, prescription_id, body.order_id)
+    return views.to_view(session, patient, p)
 
 
 # --- queue (before /prescriptions/{id} so "queue" is never taken for an id) --------------------
@@ -123,7 +134,7 @@ def prescription_queue(
     user: QueueUser, session: DbSession, limit: Limit = 20, cursor: Cursor = None
 ):
     """What awaits you, oldest first: doctors' requests, or pharmacists' issued prescriptions."""
-    items, next_cursor = service.queue(session, user, limit=limit, cursor=cursor)
+    items, next_cursor = queue.queue(session, user, limit=limit, cursor=cursor)
     return {"items": items, "next_cursor": next_cursor}
 
 
@@ -133,8 +144,8 @@ def prescription_queue(
 @router.get("/prescriptions/{prescription_id}", response_model=PrescriptionOut)
 def get_prescription(prescription_id: uuid.UUID, user: CurrentUser, session: DbSession):
     """Read a prescription (owner, its doctor, a pharmacist of the store, admin)."""
-    p = service.get_visible(session, user, prescription_id)
-    return service.to_view(session, user, p)
+    p = trail.get_visible(session, user, prescription_id)
+    return views.to_view(session, user, p)
 
 
 @router.get(
@@ -144,7 +155,7 @@ def get_prescription(prescription_id: uuid.UUID, user: CurrentUser, session: DbS
 )
 def get_attachment(prescription_id: uuid.UUID, user: CurrentUser, session: DbSession):
     """Download the request's attachment (as a file, never rendered inline)."""
-    att = service.attachment_for(session, user, prescription_id)
+    att = requests.attachment_for(session, user, prescription_id)
     filename = f"prescription-{prescription_id}.{EXTENSIONS[att.content_type]}"
     return Response(
         content=att.data,
@@ -167,7 +178,7 @@ def get_audit(
     cursor: Cursor = None,
 ):
     """Every step of the prescription, oldest first."""
-    entries = service.audit_entries(
+    entries = audit.audit_entries(
         session, user, prescription_id, limit=limit, after_id=_int_cursor(cursor)
     )
     next_cursor = str(entries[-1].id) if len(entries) == limit else None
@@ -184,7 +195,7 @@ def get_audit(
 )
 def get_fhir(prescription_id: uuid.UUID, user: CurrentUser, session: DbSession):
     """The prescription as a FHIR R4 Bundle: MedicationRequest(s) and a signed Provenance."""
-    bundle = service.fhir_export(session, user, prescription_id)
+    bundle = audit.fhir_export(session, user, prescription_id)
     return JSONResponse(bundle, media_type="application/fhir+json")
 
 
@@ -194,13 +205,13 @@ def get_fhir(prescription_id: uuid.UUID, user: CurrentUser, session: DbSession):
 @router.post("/doctors/me/keys", status_code=status.HTTP_201_CREATED, response_model=DoctorKeyOut)
 def register_key(body: DoctorKeyIn, doctor: DoctorUser, session: DbSession):
     """Register your Ed25519 public key; it signs once an admin approves it."""
-    return _key_out(service.register_key(session, doctor, body.public_key))
+    return _key_out(doctor_keys.register_key(session, doctor, body.public_key))
 
 
 @router.get("/doctors/me/keys", response_model=DoctorKeyPage)
 def my_keys(doctor: DoctorUser, session: DbSession, limit: Limit = 20, cursor: Cursor = None):
     """Your keys and their status."""
-    keys = service.list_keys(
+    keys = doctor_keys.list_keys(
         session, doctor_id=doctor.id, limit=limit, after_id=_int_cursor(cursor)
     )
     return _key_page(keys, limit)
@@ -213,8 +224,8 @@ def my_keys(doctor: DoctorUser, session: DbSession, limit: Limit = 20, cursor: C
 )
 def claim(prescription_id: uuid.UUID, doctor: DoctorUser, session: DbSession):
     """Take a waiting request (one doctor wins; the others get 409)."""
-    p = service.claim(session, doctor, prescription_id)
-    return service.to_view(session, doctor, p)
+    p = issuing.claim(session, doctor, prescription_id)
+    return views.to_view(session, doctor, p)
 
 
 @router.post(
@@ -228,7 +239,7 @@ def signing_payload(
     prescription_id: uuid.UUID, body: SigningPayloadIn, doctor: DoctorUser, session: DbSession
 ):
     """Prepare the canonical payload of your decision for your key to sign."""
-    payload, key, sign_by = service.prepare_signing_payload(session, doctor, prescription_id, body)
+    payload, key, sign_by = issuing.prepare_signing_payload(session, doctor, prescription_id, body)
     return {"payload": signing.b64encode(payload), "key_id": key.id, "sign_by": sign_by}
 
 
@@ -241,8 +252,8 @@ def signing_payload(
 )
 def issue(prescription_id: uuid.UUID, body: IssueIn, doctor: DoctorUser, session: DbSession):
     """Issue the prescription with your signature over the prepared payload."""
-    p = service.issue(session, doctor, prescription_id, body.payload, body.signature)
-    return service.to_view(session, doctor, p)
+    p = issuing.issue(session, doctor, prescription_id, body.payload, body.signature)
+    return views.to_view(session, doctor, p)
 
 
 @router.post(
@@ -252,8 +263,8 @@ def issue(prescription_id: uuid.UUID, body: IssueIn, doctor: DoctorUser, session
 )
 def decline(prescription_id: uuid.UUID, body: DeclineIn, doctor: DoctorUser, session: DbSession):
     """Decline the request with a reason; the order is cancelled and its stock returned."""
-    p = service.decline(session, doctor, prescription_id, body.reason)
-    return service.to_view(session, doctor, p)
+    p = issuing.decline(session, doctor, prescription_id, body.reason)
+    return views.to_view(session, doctor, p)
 
 
 # --- pharmacist --------------------------------------------------------------------------------
@@ -268,9 +279,9 @@ def review(
     prescription_id: uuid.UUID, body: ReviewBody, pharmacist: PharmacistUser, session: DbSession
 ):
     """Approve (the order is released) or reject with a reason (the order is cancelled)."""
-    p, order, moved = service.review(session, pharmacist, prescription_id, body)
+    p, order, moved = pharmacist_review.review(session, pharmacist, prescription_id, body)
     return {
-        **service.to_view(session, pharmacist, p),
+        **views.to_view(session, pharmacist, p),
         "order_status": order.status.value,
         "reallocated": moved,
     }
@@ -288,7 +299,9 @@ def list_doctor_keys(
     cursor: Cursor = None,
 ):
     """Doctors' keys, for example the pending ones to approve."""
-    keys = service.list_keys(session, status=key_status, limit=limit, after_id=_int_cursor(cursor))
+    keys = doctor_keys.list_keys(
+        session, status=key_status, limit=limit, after_id=_int_cursor(cursor)
+    )
     return _key_page(keys, limit)
 
 
@@ -299,7 +312,7 @@ def list_doctor_keys(
 )
 def approve_key(key_id: KeyId, admin: AdminUser, session: DbSession):
     """Make a pending key the doctor's active key (the previous one is superseded)."""
-    return _key_out(service.approve_key(session, admin, key_id))
+    return _key_out(doctor_keys.approve_key(session, admin, key_id))
 
 
 @router.post(
@@ -310,4 +323,4 @@ def approve_key(key_id: KeyId, admin: AdminUser, session: DbSession):
 def revoke_key(key_id: KeyId, admin: AdminUser, session: DbSession):
     """Revoke a key: what it signs from now on is refused, and unreviewed prescriptions it
     signed can no longer be approved."""
-    return _key_out(service.revoke_key(session, admin, key_id))
+    return _key_out(doctor_keys.revoke_key(session, admin, key_id))

@@ -5,7 +5,7 @@ on rows not yet flagged or moved) and runs once per period however many beats se
 from o2o.celery_app import app
 from o2o.db import session_scope
 from o2o.tasks import once_per_period
-from prescriptions import service
+from prescriptions import sweeps
 
 SWEEP_PERIOD_S = 60
 
@@ -15,7 +15,7 @@ SWEEP_PERIOD_S = 60
 def escalate_unclaimed() -> int:
     """Escalate requests that waited too long for a doctor."""
     with session_scope() as session:
-        return service.escalate_unclaimed(session)
+        return sweeps.escalate_unclaimed(session)
 
 
 @app.task(name="prescriptions.flag_unreviewed")
@@ -23,7 +23,7 @@ def escalate_unclaimed() -> int:
 def flag_unreviewed() -> int:
     """Flag to their store issued prescriptions that waited too long for review."""
     with session_scope() as session:
-        return service.flag_unreviewed(session)
+        return sweeps.flag_unreviewed(session)
 
 
 @app.task(name="prescriptions.expire_issued")
@@ -31,4 +31,4 @@ def flag_unreviewed() -> int:
 def expire_issued() -> int:
     """Mark issued prescriptions past their validity as expired."""
     with session_scope() as session:
-        return service.expire_issued(session)
+        return sweeps.expire_issued(session)

@@ -151,31 +151,6 @@ def durations_by_product(items: Iterable[PrescribedItem]) -> Mapping[int, int]:
     return out
 
 
-@dataclass(frozen=True)
-class LotStock:
-    lot_id: int
-    expiry_date: date
-    available: int
-
-
-def choose_lots(lots: Iterable[LotStock], quantity: int, earliest_expiry: date) -> list[tuple]:
-    """Choose lots FEFO among those in date on `earliest_expiry`; [] if they cannot cover quantity.
-
-    Returns [(lot_id, units)].
-    """
-    chosen: list[tuple[int, int]] = []
-    needed = quantity
-    for lot in sorted(lots, key=lambda lot: (lot.expiry_date, lot.lot_id)):
-        if lot.expiry_date < earliest_expiry or lot.available <= 0:
-            continue
-        take = min(needed, lot.available)
-        chosen.append((lot.lot_id, take))
-        needed -= take
-        if needed == 0:
-            return chosen
-    return []
-
-
 # --- attachments -------------------------------------------------------------------------------
 
 # Magic numbers at the start of the file; the name and the declared type are never trusted.

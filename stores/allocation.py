@@ -1,4 +1,4 @@
-"""Lot allocation: the pure FEFO choice, and the locked reserve / release / commit of stock.
+"""Lot allocation: the pure FEFO choice, and the locked reserve / move / release / commit of stock.
 
 The decision (`choose_lots`) is plain code over plain values. The writers lock the lots they touch
 `FOR UPDATE` in id order, so two orders that need the same lots always queue in the same order and
@@ -84,9 +84,12 @@ class InsufficientStock(Conflict):
         return InsufficientStock(self.shortages, self._given_message, names=names)
 
 
-def choose_lots(lots: Iterable[LotStock], quantity: int, *, min_expiry: date) -> list[Allocation]:
+def choose_lots(
+    lots: Iterable[LotStock], quantity: int, *, min_expiry: date, all_or_nothing: bool = False
+) -> list[Allocation]:
     """Pick lots first-expiry-first-out for `quantity` units, skipping lots expiring before
-    `min_expiry`; return fewer units than asked when stock is short (the caller decides)."""
+    `min_expiry`; return fewer units than asked when stock is short (the caller decides), or
+    none at all with `all_or_nothing`."""
     if quantity <= 0:
         raise ValueError("quantity must be positive")
     usable = sorted(
@@ -102,6 +105,8 @@ def choose_lots(lots: Iterable[LotStock], quantity: int, *, min_expiry: date) ->
         take = min(lot.available, remaining)
         chosen.append(Allocation(lot.lot_id, take, lot.price_minor))
         remaining -= take
+    if all_or_nothing and remaining:
+        return []
     return chosen
 
 
@@ -199,3 +204,85 @@ def commit(session: Session, allocations: Iterable[tuple[int, int]]) -> None:
         lot.reserved = max(0, lot.reserved - quantity)
         lot.on_hand = max(0, lot.on_hand - quantity)
     session.flush()
+
+
+@dataclass(frozen=True)
+class HeldUnits:
+    """Units of one product an order holds at a store, and the days its lots must last."""
+
+    product_id: int
+    held: Sequence[tuple[int, int]]  # (lot_id, quantity) reserved now
+    keep_until: date  # a held lot that expires before this day is given up
+    min_expiry: date  # a lot taken instead must be in date on this day (keep_until or later)
+
+
+@dataclass(frozen=True)
+class MovedUnits:
+    """Units of one product moved to longer-dated lots."""
+
+    product_id: int
+    released: list[tuple[int, int]]  # (lot_id, quantity) given back
+    reserved: list[Allocation]  # taken instead, FEFO
+
+
+def move_reservations(
+    session: Session, store_id: int, holds: Sequence[HeldUnits]
+) -> list[MovedUnits]:
+    """Move held units off lots that expire before each hold's `keep_until` to lots in date on its
+    `min_expiry`, FEFO, all or nothing: raise InsufficientStock (nothing moved) listing the units
+    of each product that no such lot can take. Returns the moves, one per hold that had any."""
+    held_ids = {lot_id for hold in holds for lot_id, _ in hold.held}
+    if not held_ids:
+        return []
+    # Read without a lock first: most holds already last, and then no lot is locked at all.
+    expiry = dict(
+        session.execute(select(Lot.id, Lot.expiry_date).where(Lot.id.in_(held_ids))).all()
+    )
+    short_holds = [
+        hold for hold in holds if any(expiry[lot_id] < hold.keep_until for lot_id, _ in hold.held)
+    ]
+    if not short_holds:
+        return []
+    # Every lot of the store for these products, locked by id in one statement: the order
+    # reserve_lines takes, so a move and a checkout never deadlock.
+    lots = {
+        lot.id: lot
+        for lot in session.scalars(
+            select(Lot)
+            .where(
+                Lot.store_id == store_id,
+                Lot.product_id.in_(sorted({hold.product_id for hold in short_holds})),
+            )
+            .order_by(Lot.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    }
+    moves: list[MovedUnits] = []
+    shortages: list[Shortage] = []
+    for hold in short_holds:
+        short = [
+            (lot_id, qty) for lot_id, qty in hold.held if lots[lot_id].expiry_date < hold.keep_until
+        ]
+        if not short:
+            continue  # its lots' expiry changed before the lock: they last now
+        needed = sum(qty for _, qty in short)
+        candidates = [
+            LotStock(lot.id, lot.expiry_date, lot.on_hand - lot.reserved, lot.price_minor)
+            for lot in lots.values()
+            if lot.product_id == hold.product_id
+        ]
+        chosen = choose_lots(candidates, needed, min_expiry=hold.min_expiry, all_or_nothing=True)
+        if chosen:
+            moves.append(MovedUnits(hold.product_id, short, chosen))
+        else:
+            shortages.append(Shortage(hold.product_id, needed))
+    if shortages:
+        raise InsufficientStock(shortages)
+    for move in moves:
+        for lot_id, qty in move.released:
+            lots[lot_id].reserved -= qty
+        for a in move.reserved:
+            lots[a.lot_id].reserved += a.quantity
+    session.flush()
+    return moves

@@ -34,8 +34,10 @@ from o2o.orders.models import Order, OrderStatus
 from o2o.simulation.day import LOCAL, DayPlan, Options, PlannedCourier, PlannedOrder, plan_day
 from o2o.users import service as users_service
 from o2o.users.models import Role, User
-from prescriptions import service as prescriptions_service
-from prescriptions import signing
+from prescriptions import doctor_keys, signing
+from prescriptions import issuing as rx_issuing
+from prescriptions import requests as rx_requests
+from prescriptions import review as rx_review
 from prescriptions.schemas import (
     PrescribedItemIn,
     PrescriptionRequestIn,
@@ -174,10 +176,8 @@ class Day:
             for doctor_id in _fast_users(session, Role.DOCTOR, self.plan.options.doctors):
                 private = signing.generate_private_key()
                 doctor = session.get(User, doctor_id)
-                key = prescriptions_service.register_key(
-                    session, doctor, signing.public_key_b64(private)
-                )
-                prescriptions_service.approve_key(session, session.get(User, admin_id), key.id)
+                key = doctor_keys.register_key(session, doctor, signing.public_key_b64(private))
+                doctor_keys.approve_key(session, session.get(User, admin_id), key.id)
                 self.doctor_keys.append((doctor_id, private))
             courier_ids = _fast_users(session, Role.COURIER, len(self.plan.couriers))
             for planned, user_id in zip(self.plan.couriers, courier_ids, strict=True):
@@ -227,7 +227,7 @@ class Day:
         planned = self.orders[order_id]
         with session_scope() as session:
             patient = session.get(User, self.patients[planned.patient])
-            p = prescriptions_service.request_prescription(
+            p = rx_requests.request_prescription(
                 session,
                 patient,
                 PrescriptionRequestIn(
@@ -247,7 +247,7 @@ class Day:
         doctor_id, private = self.doctor_keys[planned.n % len(self.doctor_keys)]
         with session_scope() as session:
             doctor = session.get(User, doctor_id)
-            prescriptions_service.claim(session, doctor, prescription_id)
+            rx_issuing.claim(session, doctor, prescription_id)
             order = session.get(Order, order_id)
             items = [
                 PrescribedItemIn(
@@ -260,7 +260,7 @@ class Day:
                 for line in order.lines
                 if line.rx_only
             ]
-            payload, _, _ = prescriptions_service.prepare_signing_payload(
+            payload, _, _ = rx_issuing.prepare_signing_payload(
                 session, doctor, prescription_id, SigningPayloadIn(items=items)
             )
         self.after(
@@ -270,7 +270,7 @@ class Day:
 
     def _doctor_issues(self, order_id, prescription_id, doctor_id, private, payload) -> None:
         with session_scope() as session:
-            prescriptions_service.issue(
+            rx_issuing.issue(
                 session,
                 session.get(User, doctor_id),
                 prescription_id,
@@ -287,16 +287,14 @@ class Day:
             with session_scope() as session:
                 order = session.get(Order, order_id)
                 pharmacist = session.get(User, self.pharmacists[order.store_id])
-                prescriptions_service.review(
-                    session, pharmacist, prescription_id, ReviewIn(decision="approve")
-                )
+                rx_review.review(session, pharmacist, prescription_id, ReviewIn(decision="approve"))
         except DomainError:
             # e.g. no lot lasts the course: the pharmacist rejects; the order is cancelled.
             self.result.rx_rejected += 1
             with session_scope() as session:
                 order = session.get(Order, order_id)
                 pharmacist = session.get(User, self.pharmacists[order.store_id])
-                prescriptions_service.review(
+                rx_review.review(
                     session,
                     pharmacist,
                     prescription_id,

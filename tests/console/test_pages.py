@@ -8,7 +8,7 @@ import pytest
 from o2o.order_flow import store_actions
 from o2o.orders.models import Order, OrderStatus
 from o2o.users import service as users_service
-from prescriptions import service as rx_service
+from prescriptions import doctor_keys, refills
 from prescriptions.models import DoctorKey, Prescription
 from prescriptions.workflow import PrescriptionStatus
 from tests.console.conftest import console_login
@@ -97,7 +97,7 @@ def test_a_refill_is_marked_with_the_fills_counted_on_the_first(client, db, worl
     store_actions.handover(db, first_order, first_order.pickup_code, actor_id=staff_id)
     patient = users_service.get_by_email(db, world.patient)
     order = place_order(db, patient, world.store_a, [(world.extra["amoxicillin"], 2)])
-    refill = rx_service.request_refill(db, patient, uuid.UUID(world.rx_approve), order.id)
+    refill = refills.request_refill(db, patient, uuid.UUID(world.rx_approve), order.id)
     db.flush()
 
     queue = client.get(base).text
@@ -112,7 +112,7 @@ def test_a_revoked_key_is_shown_and_approval_is_not_offered(client, db, world, a
     p = db.get(Prescription, uuid.UUID(world.rx_approve))
     key = db.get(DoctorKey, p.doctor_key_id)
     admin = users_service.get_by_email(db, world.doctor)  # any user id works as the revoker
-    rx_service.revoke_key(db, admin, key.id)
+    doctor_keys.revoke_key(db, admin, key.id)
     db.flush()
     as_user(world.pharmacist_a)
     html = client.get(f"/console/stores/{world.store_a}/prescriptions/{world.rx_approve}").text

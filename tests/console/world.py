@@ -18,8 +18,7 @@ from o2o.order_flow.schemas import OrderIn
 from o2o.orders import lifecycle
 from o2o.orders.models import Order, OrderStatus
 from o2o.users.models import Role, User
-from prescriptions import service as rx_service
-from prescriptions import signing
+from prescriptions import doctor_keys, issuing, requests, signing
 from prescriptions.schemas import PrescriptionRequestIn, SigningPayloadIn
 from stores.models import Store
 from tests.console.helpers import make_lot, make_product, make_store, square_zone
@@ -103,8 +102,8 @@ def _request(session: Session, patient: User, order: Order, name: str, *, attach
         allergies="none",
         current_medication="none",
     )
-    att = rx_service.Attachment(attachment, "scan.png", "image/png") if attachment else None
-    return rx_service.request_prescription(session, patient, body, att)
+    att = requests.Attachment(attachment, "scan.png", "image/png") if attachment else None
+    return requests.request_prescription(session, patient, body, att)
 
 
 def _issue(
@@ -116,8 +115,8 @@ def _issue(
     qty: int,
     refills: int = 0,
 ):
-    rx_service.claim(session, doctor, p.id)
-    payload, _, _ = rx_service.prepare_signing_payload(
+    issuing.claim(session, doctor, p.id)
+    payload, _, _ = issuing.prepare_signing_payload(
         session,
         doctor,
         p.id,
@@ -136,7 +135,7 @@ def _issue(
         ),
     )
     signature = signing.b64encode(signing.sign(key, payload))
-    rx_service.issue(session, doctor, p.id, signing.b64encode(payload), signature)
+    issuing.issue(session, doctor, p.id, signing.b64encode(payload), signature)
 
 
 # Minutes from release to hand-over of past deliveries, by days ago: the SLA chart's history.
@@ -207,8 +206,8 @@ def build_world(session: Session) -> World:
     make_lot(session, store_b, amoxicillin, on_hand=10)
 
     key = Ed25519PrivateKey.generate()
-    key_row = rx_service.register_key(session, doctor, signing.public_key_b64(key))
-    rx_service.approve_key(session, admin, key_row.id)
+    key_row = doctor_keys.register_key(session, doctor, signing.public_key_b64(key))
+    doctor_keys.approve_key(session, admin, key_row.id)
 
     # Two prescription orders whose prescriptions wait for the pharmacist, one still with the
     # doctors, each through the real checkout and prescription services.

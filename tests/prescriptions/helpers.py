@@ -6,12 +6,13 @@ import itertools
 import secrets
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from o2o import clock
 from o2o.geo import point_element
 from o2o.orders.models import (
     Fulfillment,
@@ -82,7 +83,7 @@ def make_lot(
         store_id=store.id,
         product_id=product.id,
         lot_number=f"RX{next(_seq)}",
-        expiry_date=date.today() + timedelta(days=days),
+        expiry_date=clock.today(store.timezone) + timedelta(days=days),
         on_hand=on_hand,
         reserved=0,
         price_minor=2500,

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from o2o.users.models import Role
-from prescriptions import service
+from prescriptions import requests
 from prescriptions.models import Prescription, PrescriptionAudit
 from prescriptions.schemas import PrescriptionRequestIn
 from tests.factories import auth, make_user
@@ -46,7 +46,7 @@ def test_concurrent_claims_one_winner(engine, committed):
             allergies="none",
             current_medication="none",
         )
-        pid = service.request_prescription(s, patient, body).id
+        pid = requests.request_prescription(s, patient, body).id
         s.commit()
 
     app = create_app()

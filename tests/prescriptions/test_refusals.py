@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
+from o2o import clock
 from o2o.orders.models import OrderStatus
-from prescriptions import service, signing
+from prescriptions import issuing, service, signing, sweeps
 from prescriptions.models import Prescription, PrescriptionAudit
 from tests.factories import auth
 from tests.prescriptions.helpers import (
@@ -169,15 +170,15 @@ def test_tampered_stored_prescription_is_refused_at_review(client, db, world):
     assert r.status_code == 409 and _error(r) == "invalid_signature"
 
 
-def test_signing_payload_is_stale_after_the_window(client, db, world, claimed, monkeypatch):
+def test_signing_payload_is_stale_after_the_window(client, db, world, claimed):
     pid, payload = claimed
-    later = service.now_utc() + timedelta(minutes=31)
-    monkeypatch.setattr(service, "now_utc", lambda: later)
-    r = client.post(
-        f"{API}/prescriptions/{pid}/issue",
-        json={"payload": payload, "signature": sign_payload(world.doctor, payload)},
-        headers=world.doctor.headers,
-    )
+    later = clock.now() + timedelta(minutes=31)
+    with clock.use(lambda: later):
+        r = client.post(
+            f"{API}/prescriptions/{pid}/issue",
+            json={"payload": payload, "signature": sign_payload(world.doctor, payload)},
+            headers=world.doctor.headers,
+        )
     assert r.status_code == 409 and _error(r) == "payload_stale"
 
 
@@ -231,11 +232,11 @@ def test_signing_payload_refuses_unknown_and_duplicate_products(client, db, worl
 def test_validity_defaults_to_24_hours_and_allows_72(client, db, world, claimed):
     pid, payload = claimed
     validity = json.loads(base64.b64decode(payload))["validity"]
-    issued = service._parse_iso(validity["issued_at"])
-    assert service._parse_iso(validity["expires_at"]) - issued == timedelta(hours=24)
+    issued = issuing.parse_signed_time(validity["issued_at"])
+    assert issuing.parse_signed_time(validity["expires_at"]) - issued == timedelta(hours=24)
     payload = prepare(client, world.doctor, pid, items_for((world.rx, 2)), valid_hours=72)
     validity = json.loads(base64.b64decode(payload))["validity"]
-    assert service._parse_iso(validity["expires_at"]) - service._parse_iso(
+    assert issuing.parse_signed_time(validity["expires_at"]) - issuing.parse_signed_time(
         validity["issued_at"]
     ) == timedelta(hours=72)
 
@@ -298,20 +299,20 @@ def test_claiming_twice_by_the_same_doctor_is_harmless(client, db, world):
 # --- review ------------------------------------------------------------------------------------
 
 
-def test_expired_prescription_cannot_be_approved(client, db, world, monkeypatch):
+def test_expired_prescription_cannot_be_approved(client, db, world):
     order = world.order(db)
     pid = request_rx(client, world.patient, order)["id"]
     claim_and_issue(client, world.doctor, pid, items_for((world.rx, 2)), valid_hours=1)
-    later = service.now_utc() + timedelta(hours=1, seconds=1)
-    monkeypatch.setattr(service, "now_utc", lambda: later)
-    r = _review(client, world, pid)
-    assert r.status_code == 409 and _error(r) == "prescription_expired"
-    db.expire(order)
-    assert order.status is OrderStatus.AWAITING_PRESCRIPTION
-    # Once the sweep has marked it expired, still refused.
-    assert service.expire_issued(db, later) == 1
-    r = _review(client, world, pid)
-    assert r.status_code == 409 and _error(r) == "prescription_expired"
+    later = clock.now() + timedelta(hours=1, seconds=1)
+    with clock.use(lambda: later):
+        r = _review(client, world, pid)
+        assert r.status_code == 409 and _error(r) == "prescription_expired"
+        db.expire(order)
+        assert order.status is OrderStatus.AWAITING_PRESCRIPTION
+        # Once the sweep has marked it expired, still refused.
+        assert sweeps.expire_issued(db, later) == 1
+        r = _review(client, world, pid)
+        assert r.status_code == 409 and _error(r) == "prescription_expired"
 
 
 def test_used_prescription_cannot_be_approved_again(client, db, world):

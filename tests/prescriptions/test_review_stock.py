@@ -2,10 +2,11 @@
 lots are swapped for longer-dated ones of the same store, or approval is refused. And the
 pharmacist is warned when the patient had the same medicine dispensed within 7 days."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import select
 
+from o2o import clock
 from o2o.orders.models import LotAllocation, Order, OrderLine, OrderStatus
 from tests.factories import auth
 from tests.prescriptions.helpers import (
@@ -92,7 +93,7 @@ def _completed_order(db, world, product, days_ago):
     done = make_rx_order(
         db, world.patient, world.store, [(product, 1, lot)], status=OrderStatus.COMPLETED
     )
-    done.completed_at = datetime.now(UTC) - timedelta(days=days_ago)
+    done.completed_at = clock.now() - timedelta(days=days_ago)
     db.flush()
     return done
 
@@ -134,7 +135,7 @@ def test_no_warning_after_7_days_or_for_other_patients(client, db, world):
         [(world.rx, 1, world.rx_lot)],
         status=OrderStatus.COMPLETED,
     )
-    other.completed_at = datetime.now(UTC)
+    other.completed_at = clock.now()
     db.flush()
     order = world.order(db)
     pid = request_rx(client, world.patient, order)["id"]

@@ -6,10 +6,11 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from o2o import clock
 from o2o.db import session_scope
 from o2o.outbox import OutboxEvent
 from o2o.users.models import Role
-from prescriptions import service, tasks
+from prescriptions import requests, sweeps, tasks
 from prescriptions.models import Prescription, PrescriptionAudit
 from prescriptions.workflow import PrescriptionStatus
 from tests.factories import auth, make_user
@@ -41,12 +42,12 @@ def _actions(client, world, pid):
 def test_unclaimed_request_escalates_once_and_shows_overdue(client, db, world):
     order = world.order(db)
     pid = request_rx(client, world.patient, order)["id"]
-    now = service.now_utc()
-    assert service.escalate_unclaimed(db, now + timedelta(minutes=14)) == 0
+    now = clock.now()
+    assert sweeps.escalate_unclaimed(db, now + timedelta(minutes=14)) == 0
 
     later = now + timedelta(minutes=16)
-    assert service.escalate_unclaimed(db, later) == 1
-    assert service.escalate_unclaimed(db, later + timedelta(minutes=5)) == 0  # once
+    assert sweeps.escalate_unclaimed(db, later) == 1
+    assert sweeps.escalate_unclaimed(db, later + timedelta(minutes=5)) == 0  # once
     events = _events(db, pid, "prescription.escalated")
     assert len(events) == 1 and events[0].payload["store_id"] == world.store.id
     assert _actions(client, world, pid) == ["requested", "escalated"]
@@ -62,12 +63,13 @@ def test_unclaimed_request_escalates_once_and_shows_overdue(client, db, world):
     assert client.get(f"{API}/prescriptions/{pid}", headers=auth(world.patient)).json()["escalated"]
 
 
-def test_queue_overdue_by_waiting_time_before_the_sweep(client, db, world, monkeypatch):
+def test_queue_overdue_by_waiting_time_before_the_sweep(client, db, world):
     order = world.order(db)
     pid = request_rx(client, world.patient, order)["id"]
-    later = service.now_utc() + timedelta(minutes=20)
-    monkeypatch.setattr(service, "now_utc", lambda: later)
-    item = client.get(f"{API}/prescriptions/queue", headers=world.doctor.headers).json()["items"][0]
+    later = clock.now() + timedelta(minutes=20)
+    with clock.use(lambda: later):
+        r = client.get(f"{API}/prescriptions/queue", headers=world.doctor.headers)
+    item = r.json()["items"][0]
     assert item["id"] == pid
     assert item["overdue"] is True and item["waited_minutes"] >= 19
 
@@ -76,16 +78,16 @@ def test_claimed_requests_do_not_escalate(client, db, world):
     order = world.order(db)
     pid = request_rx(client, world.patient, order)["id"]
     client.post(f"{API}/prescriptions/{pid}/claim", headers=world.doctor.headers)
-    assert service.escalate_unclaimed(db, service.now_utc() + timedelta(hours=1)) == 0
+    assert sweeps.escalate_unclaimed(db, clock.now() + timedelta(hours=1)) == 0
 
 
 def test_unreviewed_prescription_is_flagged_to_the_store_once(client, db, world):
     order = world.order(db)
     pid = request_rx(client, world.patient, order)["id"]
     claim_and_issue(client, world.doctor, pid, items_for((world.rx, 2)))
-    later = service.now_utc() + timedelta(minutes=31)
-    assert service.flag_unreviewed(db, later) == 1
-    assert service.flag_unreviewed(db, later) == 0
+    later = clock.now() + timedelta(minutes=31)
+    assert sweeps.flag_unreviewed(db, later) == 1
+    assert sweeps.flag_unreviewed(db, later) == 0
     events = _events(db, pid, "prescription.review_overdue")
     assert len(events) == 1 and events[0].payload["store_id"] == world.store.id
     r = client.get(f"{API}/prescriptions/{pid}", headers=auth(world.pharmacist))
@@ -100,10 +102,10 @@ def test_expired_prescriptions_are_marked_with_an_audit_entry(client, db, world)
     order = world.order(db)
     pid = request_rx(client, world.patient, order)["id"]
     claim_and_issue(client, world.doctor, pid, items_for((world.rx, 2)), valid_hours=2)
-    assert service.expire_issued(db, service.now_utc() + timedelta(hours=1)) == 0
-    later = service.now_utc() + timedelta(hours=2, minutes=1)
-    assert service.expire_issued(db, later) == 1
-    assert service.expire_issued(db, later) == 0
+    assert sweeps.expire_issued(db, clock.now() + timedelta(hours=1)) == 0
+    later = clock.now() + timedelta(hours=2, minutes=1)
+    assert sweeps.expire_issued(db, later) == 1
+    assert sweeps.expire_issued(db, later) == 0
     db.expire_all()
     assert db.get(Prescription, uuid.UUID(pid)).status.value == "expired"
     assert _actions(client, world, pid)[-1] == "expired"
@@ -118,7 +120,7 @@ def test_expired_prescriptions_are_marked_with_an_audit_entry(client, db, world)
 
 def _committed_expired_prescription() -> uuid.UUID:
     """An issued prescription whose validity has passed, committed for the task's own session."""
-    now = service.now_utc()
+    now = clock.now()
     with session_scope() as s:
         store = make_store(s)
         product = make_product(s)
@@ -130,7 +132,7 @@ def _committed_expired_prescription() -> uuid.UUID:
             patient_id=patient.id,
             status=PrescriptionStatus.ISSUED,
             legal_name="Li Wei",
-            id_number_hmac=service.id_number_hmac("110101199001011234"),
+            id_number_hmac=requests.id_number_hmac("110101199001011234"),
             id_number_masked="1101**********1234",
             symptoms="Sore throat",
             allergies="none",

@@ -46,6 +46,18 @@ def test_prices_follow_the_lot():
     assert [a.price_minor for a in chosen] == [900, 1000]
 
 
+def test_all_or_nothing_chooses_fefo_among_lots_that_last_or_nothing():
+    lots = [
+        LotStock(1, date(2027, 1, 1), 10),  # too early
+        LotStock(2, date(2027, 6, 1), 2),
+        LotStock(3, date(2027, 3, 1), 1),
+        LotStock(4, date(2027, 3, 1), 0),  # nothing left
+    ]
+    chosen = choose_lots(lots, 3, min_expiry=date(2027, 2, 1), all_or_nothing=True)
+    assert [(a.lot_id, a.quantity) for a in chosen] == [(3, 1), (2, 2)]
+    assert choose_lots(lots, 4, min_expiry=date(2027, 2, 1), all_or_nothing=True) == []
+
+
 def test_quantity_must_be_positive():
     with pytest.raises(ValueError):
         choose_lots([lot(1, 60, 1)], 0, min_expiry=MIN_EXPIRY)

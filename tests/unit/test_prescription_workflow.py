@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from o2o.errors import Conflict
 from prescriptions import workflow
 from prescriptions.workflow import (
-    LotStock,
     OrderedItem,
     PrescribedItem,
 )
@@ -94,17 +93,6 @@ def test_course_end_and_lot_lasts():
     assert workflow.course_end(issued, 7) == date(2026, 11, 30)
     assert workflow.lot_lasts_course(date(2026, 11, 30), issued, 7)
     assert not workflow.lot_lasts_course(date(2026, 11, 29), issued, 7)
-
-
-def test_choose_lots_fefo_among_lots_that_last():
-    lots = [
-        LotStock(1, date(2027, 1, 1), 10),  # too early
-        LotStock(2, date(2027, 6, 1), 2),
-        LotStock(3, date(2027, 3, 1), 1),
-        LotStock(4, date(2027, 3, 1), 0),  # nothing left
-    ]
-    assert workflow.choose_lots(lots, 3, date(2027, 2, 1)) == [(3, 1), (2, 2)]
-    assert workflow.choose_lots(lots, 4, date(2027, 2, 1)) == []
 
 
 @pytest.mark.parametrize(

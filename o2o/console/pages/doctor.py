@@ -21,8 +21,12 @@ from o2o.db import DbSession
 from o2o.errors import DomainError, InvalidInput
 from o2o.orders.models import Order
 from o2o.users.models import User
-from prescriptions import service as prescriptions_service
+from prescriptions import issuing as rx_issuing
+from prescriptions import queue as rx_queue
+from prescriptions import requests as rx_requests
 from prescriptions import signing
+from prescriptions import trail as rx_trail
+from prescriptions import views as rx_views
 from prescriptions.schemas import SigningPayloadIn
 from prescriptions.workflow import PrescriptionStatus
 
@@ -42,7 +46,7 @@ def doctor_queue(
     done: Annotated[str | None, Query(max_length=40)] = None,
 ) -> Response:
     """Requests waiting for a doctor, and the ones this doctor has claimed, oldest first."""
-    items, _ = prescriptions_service.queue(db, doctor, limit=DOCTOR_QUEUE_LIMIT, cursor=None)
+    items, _ = rx_queue.queue(db, doctor, limit=DOCTOR_QUEUE_LIMIT, cursor=None)
     return render(
         request,
         "doctor_queue.html",
@@ -63,14 +67,14 @@ def doctor_claim(
 ) -> Response:
     """Take a waiting request (of doctors claiming at once, one wins)."""
     pid = queries.parse_uuid(prescription_id, "prescription")
-    prescriptions_service.claim(db, doctor, pid)
+    rx_issuing.claim(db, doctor, pid)
     url = console_url(request, "doctor_prescription", prescription_id=pid)
     return redirect(f"{url}?done=claimed")
 
 
 def _doctor_context(db: DbSession, doctor: User, p, **extra) -> dict:
     order = db.get(Order, p.order_id)
-    view = prescriptions_service.to_view(db, doctor, p)
+    view = rx_views.to_view(db, doctor, p)
     lines = order_lines(db, order)
     return {
         "title": f"Request from {view['patient']['legal_name']}",
@@ -88,7 +92,7 @@ def _doctor_context(db: DbSession, doctor: User, p, **extra) -> dict:
 
 def _doctor_prescription(db: DbSession, doctor: User, prescription_id: str):
     pid = queries.parse_uuid(prescription_id, "prescription")
-    return prescriptions_service.get_visible(db, doctor, pid)
+    return rx_trail.get_visible(db, doctor, pid)
 
 
 @router.get("/doctor/prescriptions/{prescription_id}", name="doctor_prescription")
@@ -110,7 +114,7 @@ def doctor_prescription(
 def doctor_attachment(db: DbSession, doctor: DoctorUser, prescription_id: str) -> Response:
     """The patient's photo or PDF, for the doctor who claimed the request."""
     p = _doctor_prescription(db, doctor, prescription_id)
-    return attachment_response(prescriptions_service.attachment_for(db, doctor, p.id), p.id)
+    return attachment_response(rx_requests.attachment_for(db, doctor, p.id), p.id)
 
 
 async def _issue_form(request: Request) -> dict:
@@ -190,9 +194,7 @@ def doctor_payload(
             status_code=422,
         )
     try:
-        payload, key, sign_by = prescriptions_service.prepare_signing_payload(
-            db, doctor, p.id, body
-        )
+        payload, key, sign_by = rx_issuing.prepare_signing_payload(db, doctor, p.id, body)
     except DomainError as exc:
         db.rollback()
         p = _doctor_prescription(db, doctor, prescription_id)
@@ -231,7 +233,7 @@ def doctor_issue(
     try:
         if not signature.strip():
             raise InvalidInput("Sign the prescription first, or paste the signature.")
-        prescriptions_service.issue(db, doctor, p.id, payload, signature)
+        rx_issuing.issue(db, doctor, p.id, payload, signature)
     except DomainError as exc:
         db.rollback()
         p = _doctor_prescription(db, doctor, prescription_id)
@@ -273,5 +275,5 @@ def doctor_decline(
             _doctor_context(db, doctor, p, decline_error="Give a reason to decline."),
             status_code=422,
         )
-    prescriptions_service.decline(db, doctor, p.id, reason.strip())
+    rx_issuing.decline(db, doctor, p.id, reason.strip())
     return redirect(console_url(request, "doctor_queue") + "?done=declined")

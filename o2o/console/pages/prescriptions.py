@@ -29,7 +29,13 @@ from o2o.db import DbSession
 from o2o.errors import DomainError, NotFound
 from o2o.orders.models import Order
 from o2o.users.models import User
-from prescriptions import service as prescriptions_service
+from prescriptions import audit as rx_audit
+from prescriptions import issuing as rx_issuing
+from prescriptions import queue as rx_queue
+from prescriptions import requests as rx_requests
+from prescriptions import review as rx_review
+from prescriptions import trail as rx_trail
+from prescriptions import views as rx_views
 from prescriptions import workflow
 from prescriptions.models import DoctorKeyStatus
 from prescriptions.schemas import ReviewIn
@@ -49,7 +55,7 @@ QUEUE_LIMIT = 100
 def _store_prescription(db: DbSession, user: User, store: Store, prescription_id: str):
     """A prescription the user may see whose order belongs to this store; 404 otherwise."""
     pid = queries.parse_uuid(prescription_id, "prescription")
-    p = prescriptions_service.get_visible(db, user, pid)
+    p = rx_trail.get_visible(db, user, pid)
     order = db.get(Order, p.order_id)
     if order is None or order.store_id != store.id:
         raise NotFound("No such prescription.", code="prescription_not_found")
@@ -65,14 +71,14 @@ def prescription_queue(
     done: Annotated[str | None, Query(max_length=40)] = None,
 ) -> Response:
     """Issued prescriptions waiting for this store's review: most urgent, then oldest, first."""
-    items, _ = prescriptions_service.queue(db, user, limit=QUEUE_LIMIT, cursor=None)
+    items, _ = rx_queue.queue(db, user, limit=QUEUE_LIMIT, cursor=None)
     now = clock.now()
     rows = []
     for item in items:
         if item.get("store_id") != store.id:
             continue
-        p = prescriptions_service.get_visible(db, user, item["id"])
-        view = prescriptions_service.to_view(db, user, p)
+        p = rx_trail.get_visible(db, user, item["id"])
+        view = rx_views.to_view(db, user, p)
         expiring = item["expires_at"] is not None and item["expires_at"] - now <= EXPIRY_URGENT
         rows.append({**item, "view": view, "expiring": expiring})
     rows.sort(key=lambda r: (not (r["overdue"] or r["expiring"]), -r["waited_minutes"]))
@@ -94,7 +100,7 @@ def _signature_state(db: DbSession, p) -> str:
     """ "valid", "invalid", "key_revoked" or "unsigned", checked now against the doctor's key."""
     if p.signature is None:
         return "unsigned"
-    verifies, key = prescriptions_service.verify_stored_signature(db, p)
+    verifies, key = rx_review.verify_stored_signature(db, p)
     if key is not None and key.status is DoctorKeyStatus.REVOKED:
         return "key_revoked"
     return "valid" if verifies else "invalid"
@@ -103,8 +109,8 @@ def _signature_state(db: DbSession, p) -> str:
 def _prescription_context(
     db: DbSession, user: User, store: Store, p, order: Order, **extra
 ) -> dict:
-    view = prescriptions_service.to_view(db, user, p)
-    document = prescriptions_service.signed_document(p) if p.signed_payload else None
+    view = rx_views.to_view(db, user, p)
+    document = rx_issuing.signed_document(p) if p.signed_payload else None
     prescribed = (document or {}).get("items") or view["items"] or []
     lines = order_lines(db, order)
     problems = {
@@ -126,7 +132,7 @@ def _prescription_context(
         }
         for li in lines
     ]
-    audit = prescriptions_service.audit_entries(db, user, p.id, limit=100, after_id=None)
+    audit = rx_audit.audit_entries(db, user, p.id, limit=100, after_id=None)
     actors = {
         u.id: u.name
         for u in db.scalars(
@@ -176,7 +182,7 @@ def prescription_attachment(
 ) -> Response:
     """The patient's photo or PDF, only for staff of the order's store."""
     p, _ = _store_prescription(db, user, store, prescription_id)
-    return attachment_response(prescriptions_service.attachment_for(db, user, p.id), p.id)
+    return attachment_response(rx_requests.attachment_for(db, user, p.id), p.id)
 
 
 @router.post(
@@ -211,7 +217,7 @@ def prescription_review(
             status_code=422,
         )
     try:
-        prescriptions_service.review(db, user, p.id, body)
+        rx_review.review(db, user, p.id, body)
     except DomainError as exc:
         db.rollback()
         p, order = _store_prescription(db, user, store, prescription_id)
