@@ -2,21 +2,14 @@
 lots are swapped for longer-dated ones of the same store, or approval is refused. And the
 pharmacist is warned when the patient had the same medicine dispensed within 7 days."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import select
 
+from o2o import clock
 from o2o.orders.models import LotAllocation, Order, OrderLine, OrderStatus
-from tests.factories import auth
-from tests.prescriptions.helpers import (
-    API,
-    claim_and_issue,
-    items_for,
-    make_lot,
-    make_product,
-    make_rx_order,
-    request_rx,
-)
+from tests.factories import auth, make_lot, make_product
+from tests.prescriptions.helpers import API, claim_and_issue, items_for, make_rx_order, request_rx
 
 
 def _allocations(db, order):
@@ -39,7 +32,7 @@ def _review(client, world, pid):
 
 
 def test_short_dated_lot_is_swapped_for_one_that_lasts_the_course(client, db, world):
-    product = make_product(db)
+    product = make_product(db, rx_only=True)
     short = make_lot(db, world.store, product, on_hand=5, days=40)  # ok for FEFO, not for 60 days
     long_a = make_lot(db, world.store, product, on_hand=1, days=200)
     long_b = make_lot(db, world.store, product, on_hand=5, days=300)
@@ -60,7 +53,7 @@ def test_short_dated_lot_is_swapped_for_one_that_lasts_the_course(client, db, wo
 
 
 def test_approval_is_refused_when_no_lot_lasts_the_course(client, db, world):
-    product = make_product(db)
+    product = make_product(db, rx_only=True)
     short = make_lot(db, world.store, product, on_hand=5, days=40)
     make_lot(db, world.other_store, product, on_hand=50, days=900)  # another store's stock
     order = make_rx_order(db, world.patient, world.store, [(product, 2, short)])
@@ -92,7 +85,7 @@ def _completed_order(db, world, product, days_ago):
     done = make_rx_order(
         db, world.patient, world.store, [(product, 1, lot)], status=OrderStatus.COMPLETED
     )
-    done.completed_at = datetime.now(UTC) - timedelta(days=days_ago)
+    done.completed_at = clock.now() - timedelta(days=days_ago)
     db.flush()
     return done
 
@@ -117,7 +110,7 @@ def test_pharmacist_is_warned_of_the_same_medicine_dispensed_within_7_days(clien
 
 
 def test_same_generic_under_another_brand_also_warns(client, db, world):
-    brand = make_product(db, generic_name=world.rx.generic_name.upper())
+    brand = make_product(db, rx_only=True, generic_name=world.rx.generic_name.upper())
     _completed_order(db, world, brand, days_ago=1)
     order = world.order(db)
     pid = request_rx(client, world.patient, order)["id"]
@@ -134,7 +127,7 @@ def test_no_warning_after_7_days_or_for_other_patients(client, db, world):
         [(world.rx, 1, world.rx_lot)],
         status=OrderStatus.COMPLETED,
     )
-    other.completed_at = datetime.now(UTC)
+    other.completed_at = clock.now()
     db.flush()
     order = world.order(db)
     pid = request_rx(client, world.patient, order)["id"]

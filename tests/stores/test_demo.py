@@ -1,8 +1,8 @@
-from datetime import date, timedelta
+from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from o2o import demo
+from o2o import clock, demo
 from o2o.users import service as users_service
 from stores.models import Lot, Product, Store
 from tests.stores.helpers import state
@@ -23,7 +23,7 @@ def test_demo_city_loads_once_and_the_pharmacist_works_at_every_store(db):
     assert any(p.rx_only and "amoxicillin" in p.generic_name for p in products)
     assert any(p.controlled and "codeine" in p.generic_name for p in products)
     assert any(p.max_per_order for p in products)
-    soon = date.today() + timedelta(days=30)
+    soon = clock.today(stores[0].timezone) + timedelta(days=30)  # all in one zone
     expiring = db.scalar(select(func.count(Lot.id)).where(Lot.expiry_date < soon))
     assert expiring > 0
 

@@ -4,20 +4,23 @@
 import io
 import json
 from contextlib import contextmanager
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
+from o2o import clock
 from o2o.errors import DomainError
 from stores import cli as stores_cli
 from stores.lot_import import CSV_COLUMNS, import_lots_csv
 from stores.models import Lot, ProductStockStats, Store
-from tests.stores.helpers import make_product, make_store, state, store_body
+from tests.factories import STORE_ZONE, make_product, make_store
+from tests.stores.helpers import state, store_body
 
 HEADER = ",".join(CSV_COLUMNS)
-EXPIRY = (date.today() + timedelta(days=400)).isoformat()
+# The stores these tests build count days in STORE_ZONE.
+EXPIRY = (clock.today(STORE_ZONE) + timedelta(days=400)).isoformat()
 
 
 @pytest.fixture
