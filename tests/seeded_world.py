@@ -16,8 +16,7 @@ from o2o.orders.models import Order, OrderStatus
 from o2o.users.models import Role, User
 from stores.models import Lot, Product, Store
 from tests.dispatch import helpers as dispatch_helpers
-from tests.factories import auth, make_user
-from tests.orders import helpers as order_helpers
+from tests.factories import auth, make_lot, make_order, make_product, make_store, make_user
 from tests.prescriptions import helpers as rx_helpers
 
 API = "/api/v1"
@@ -57,8 +56,10 @@ class World:
 def build_world(db: Session, client: TestClient) -> World:
     """Seed the world through factories and, where the API is the only honest way, the API."""
     at = dispatch_helpers.CENTRE
-    store = dispatch_helpers.make_store(db, at=at)
-    other_store = dispatch_helpers.make_store(db, at=dispatch_helpers.offset(20_000, 0))
+    store = make_store(db, at=at, zone_half_side_m=dispatch_helpers.DELIVERY_ZONE_M)
+    other_store = make_store(
+        db, at=dispatch_helpers.offset(20_000, 0), zone_half_side_m=dispatch_helpers.DELIVERY_ZONE_M
+    )
     admin = make_user(db, role=Role.ADMIN)
     patient = make_user(db, role=Role.PATIENT)
     other_patient = make_user(db, role=Role.PATIENT)
@@ -68,15 +69,15 @@ def build_world(db: Session, client: TestClient) -> World:
     other_courier = dispatch_helpers.make_courier(
         db, home_store=other_store, at=dispatch_helpers.offset(20_300)
     )
-    otc = order_helpers.make_product(db)
-    rx = rx_helpers.make_product(db, rx_only=True)
-    otc_lot = order_helpers.make_lot(db, store, otc, on_hand=500)
-    rx_lot = rx_helpers.make_lot(db, store, rx, on_hand=50, days=400)
+    otc = make_product(db)
+    rx = make_product(db, rx_only=True)
+    otc_lot = make_lot(db, store, otc, on_hand=500)
+    rx_lot = make_lot(db, store, rx, on_hand=50, days=400)
 
     doctor = rx_helpers.make_doctor_with_key(client, db, admin, name="Dr Zhang")
     other_doctor = rx_helpers.make_doctor_with_key(client, db, admin, name="Dr Chen")
 
-    pickup_order = order_helpers.make_order(db, patient, store, [(otc_lot, 2)])
+    pickup_order = make_order(db, patient, store, [(otc_lot, 2)])
     delivery_order = dispatch_helpers.make_delivery_order(
         db, store, patient=patient, dropoff=dispatch_helpers.offset(1500, 800)
     )

@@ -13,7 +13,7 @@ import pytest
 from o2o.config import get_settings
 from o2o.redis import get_redis
 from o2o.users.models import Role
-from tests.factories import PASSWORD, auth, make_user
+from tests.factories import PASSWORD, auth, make_lot, make_product, make_store, make_user, offset
 from tests.orders import helpers as order_helpers
 from tests.prescriptions import helpers as rx_helpers
 
@@ -54,9 +54,9 @@ def test_sign_ups_are_limited_per_address(client, monkeypatch):
 
 
 def _stocked(db):
-    store = order_helpers.make_store(db)
-    product = order_helpers.make_product(db)
-    order_helpers.make_lot(db, store, product, on_hand=100)
+    store = make_store(db, at=offset(500, 0))
+    product = make_product(db)
+    make_lot(db, store, product, on_hand=100)
     return store, product
 
 
@@ -119,9 +119,9 @@ def test_cart_size_is_capped(client, db):
 
 def test_upload_over_the_cap_is_refused_with_413(client, db, monkeypatch):
     monkeypatch.setattr(get_settings(), "prescription_attachment_max_bytes", 1024)
-    store = rx_helpers.make_store(db)
-    product = rx_helpers.make_product(db)
-    lot = rx_helpers.make_lot(db, store, product)
+    store = make_store(db)
+    product = make_product(db, rx_only=True)
+    lot = make_lot(db, store, product)
     patient = make_user(db, role=Role.PATIENT)
     order = rx_helpers.make_rx_order(db, patient, store, [(product, 1, lot)])
     r = client.post(

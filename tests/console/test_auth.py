@@ -3,8 +3,8 @@
 from o2o.console.auth import COOKIE_NAME
 from o2o.users.models import Role
 from tests.console.conftest import console_login
-from tests.console.helpers import csrf_from, make_store
-from tests.factories import make_user
+from tests.console.helpers import csrf_from
+from tests.factories import make_store, make_user
 
 
 def test_pharmacist_signs_in_with_api_credentials_and_gets_a_safe_cookie(client, db):

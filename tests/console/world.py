@@ -6,13 +6,14 @@ import base64
 import struct
 import zlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.orm import Session
 
 from dispatch import monitor
+from o2o import clock
 from o2o.order_flow import checkout, store_actions
 from o2o.order_flow.schemas import OrderIn
 from o2o.orders import lifecycle
@@ -21,8 +22,8 @@ from o2o.users.models import Role, User
 from prescriptions import doctor_keys, issuing, requests, signing
 from prescriptions.schemas import PrescriptionRequestIn, SigningPayloadIn
 from stores.models import Store
-from tests.console.helpers import make_lot, make_product, make_store, square_zone
-from tests.factories import make_user
+from tests.console.helpers import square_zone
+from tests.factories import make_lot, make_product, make_store, make_user
 
 S = OrderStatus
 STORE_A = (31.2304, 121.4737)
@@ -175,13 +176,18 @@ def build_world(session: Session) -> World:
     store_a = make_store(
         session,
         name="Jing'an Pharmacy",
-        lat=STORE_A[0],
-        lon=STORE_A[1],
+        at=STORE_A,
         zone=square_zone(*STORE_A, 0.03),
         prep_minutes=10,
         delivery_fee_minor=500,
     )
-    store_b = make_store(session, name="Chaoyang Pharmacy", lat=STORE_B[0], lon=STORE_B[1])
+    store_b = make_store(
+        session,
+        name="Chaoyang Pharmacy",
+        at=STORE_B,
+        zone=square_zone(*STORE_B),
+        delivery_fee_minor=0,
+    )
     admin = make_user(session, role=Role.ADMIN)
     pharmacist_a = make_user(session, role=Role.PHARMACIST, store_ids=[store_a.id], name="Pat Lin")
     pharmacist_b = make_user(session, role=Role.PHARMACIST, store_ids=[store_b.id], name="Bo Wang")
@@ -201,7 +207,7 @@ def build_world(session: Session) -> World:
         store_a,
         ibuprofen,
         on_hand=12,
-        expiry_date=datetime.now(UTC).date() + timedelta(days=20),
+        days=20,
     )
     make_lot(session, store_b, amoxicillin, on_hand=10)
 
@@ -233,7 +239,7 @@ def build_world(session: Session) -> World:
 
     # Deliveries released a while ago: one close to its deadline (the SLA monitor flags it),
     # one fresh.
-    now = datetime.now(UTC)
+    now = clock.now()
     late = place_order(
         session,
         patient,

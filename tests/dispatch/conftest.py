@@ -2,12 +2,12 @@ import pytest
 
 from o2o.users.models import Role
 from tests.dispatch import helpers
-from tests.factories import auth
+from tests.factories import auth, make_store
 
 
 @pytest.fixture
 def store(db):
-    return helpers.make_store(db, at=helpers.CENTRE)
+    return make_store(db, at=helpers.CENTRE, zone_half_side_m=helpers.DELIVERY_ZONE_M)
 
 
 @pytest.fixture

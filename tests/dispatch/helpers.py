@@ -1,4 +1,5 @@
-"""Stores, couriers and delivery orders for the dispatch tests (plain functions, flushed rows).
+"""Couriers and delivery orders for the dispatch tests (plain functions, flushed rows); stores
+and products come from tests.factories (dispatch stores deliver within DELIVERY_ZONE_M).
 
 Delivery orders are built directly from the models (store, product, lot with reserved units, an
 order with lines and allocations), so a test can start from any state in one call.
@@ -6,23 +7,27 @@ order with lines and allocations), so a test can start from any state in one cal
 
 import itertools
 import math
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
 from dispatch import service
 from dispatch.models import Courier, Job
+from o2o import clock
 from o2o.geo import area_element, parse_area, point_element
 from o2o.orders import lifecycle
 from o2o.orders.models import Fulfillment, LotAllocation, Order, OrderLine, OrderStatus
 from o2o.users.models import Role, User
-from stores.models import Lot, Product, Store
+from stores.models import Lot, Store
+from tests.factories import make_lot, make_product
 
 _seq = itertools.count(1)
 
 CENTRE = (31.2304, 121.4737)
 M_PER_DEG_LAT = 111_320.0
 DELIVERY_CODE = "482913"
+# Half the side of the square delivery zone the dispatch tests give their stores.
+DELIVERY_ZONE_M = 8000
 
 
 def offset(metres_north: float = 0.0, metres_east: float = 0.0, *, origin=CENTRE):
@@ -47,48 +52,6 @@ def square(center: tuple[float, float], half_side_m: float) -> dict:
     return {"type": "Polygon", "coordinates": [ring]}
 
 
-def make_store(session: Session, *, at=CENTRE, **overrides) -> Store:
-    n = next(_seq)
-    values = dict(
-        name=f"Dispatch Pharmacy {n}",
-        address=f"{n} Courier Road",
-        location=point_element(*at),
-        timezone="Asia/Shanghai",
-        opening_hours=None,
-        offers_pickup=True,
-        offers_delivery=True,
-        prep_minutes=10,
-        delivery_fee_minor=500,
-        currency="CNY",
-        delivery_zone=area_element(parse_area(square(at, 8000))),
-        min_shelf_life_days=30,
-        courier_speed_kmh=18,
-        detour_factor=1.35,
-    )
-    values.update(overrides)
-    store = Store(**values)
-    session.add(store)
-    session.flush()
-    return store
-
-
-def make_product(session: Session, *, rx_only: bool = False) -> Product:
-    n = next(_seq)
-    product = Product(
-        name=f"Dispatch product {n}",
-        generic_name=f"generic {n}",
-        strength="500 mg",
-        dosage_form="tablet",
-        pack_size=20,
-        gtin=f"{8_000_000_000_000 + n:014d}",
-        rx_only=rx_only,
-        controlled=False,
-    )
-    session.add(product)
-    session.flush()
-    return product
-
-
 def make_courier(
     session: Session,
     *,
@@ -103,7 +66,7 @@ def make_courier(
         home_store_id=home_store.id if home_store else None,
         service_area=area_element(parse_area(area)) if area else None,
         location=point_element(*at) if at else None,
-        location_at=datetime.now(UTC) if at else None,
+        location_at=clock.now() if at else None,
     )
     session.add(courier)
     session.flush()
@@ -124,22 +87,18 @@ def make_delivery_order(
     subtotal_minor: int = 3700,
 ) -> Order:
     """A delivery order in `status`, its stock reserved from a fresh lot; a job if ready."""
-    now = datetime.now(UTC)
+    now = clock.now()
     released_at = released_at or now - timedelta(minutes=20)
     patient = patient or make_user_fast(session, Role.PATIENT)
     product = make_product(session, rx_only=rx)
-    lot = Lot(
-        store_id=store.id,
-        product_id=product.id,
-        lot_number=f"D{next(_seq)}",
-        expiry_date=date.today() + timedelta(days=365),
+    lot = make_lot(
+        session,
+        store,
+        product,
         on_hand=quantity + 5,
         reserved=quantity,
         price_minor=subtotal_minor // quantity,
-        currency="CNY",
     )
-    session.add(lot)
-    session.flush()
     dropoff = dropoff or offset(1500, 800)
     order = Order(
         patient_id=patient.id,

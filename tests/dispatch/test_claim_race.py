@@ -2,7 +2,7 @@
 
 import threading
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
@@ -10,19 +10,21 @@ from sqlalchemy.pool import NullPool
 
 from dispatch import couriers, pool
 from dispatch.models import Job, JobStatus
+from o2o import clock
 from o2o.errors import Conflict
 from o2o.geo import area_element, parse_area
 from o2o.users.models import User
 from tests.dispatch import helpers
+from tests.factories import make_store
 
 COURIERS = 100
 JOBS = 150  # fewer than the couriers can hold (2 each): every job must end up claimed
 
 
 def test_concurrent_claims_never_give_one_job_to_two_couriers(committed, engine):
-    now = datetime.now(UTC)
+    now = clock.now()
     with committed() as session:
-        store = helpers.make_store(session)
+        store = make_store(session, zone_half_side_m=helpers.DELIVERY_ZONE_M)
         for i in range(JOBS):
             helpers.make_delivery_order(session, store, released_at=now - timedelta(minutes=i % 60))
         couriers = helpers.make_couriers_fast(
@@ -79,10 +81,10 @@ def test_concurrent_claims_never_give_one_job_to_two_couriers(committed, engine)
 
 def test_ordering_by_deadline_means_an_old_job_is_never_passed_over(db, store, courier):
     """Aging: a far job with the earliest deadline goes before a stream of nearer, newer ones."""
-    now = datetime.now(UTC)
+    now = clock.now()
     far = helpers.make_delivery_order(
         db,
-        helpers.make_store(db, at=helpers.offset(4000, 0)),
+        make_store(db, at=helpers.offset(4000, 0), zone_half_side_m=helpers.DELIVERY_ZONE_M),
         released_at=now - timedelta(minutes=70),
     )
     courier_row = couriers.get_courier(db, courier.id)

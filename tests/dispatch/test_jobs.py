@@ -1,17 +1,18 @@
 """The job pool through the API: opening, listing, claiming, the courier's area and radius."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import func, select
 
 from dispatch import actions, couriers, pool, service
 from dispatch.models import Job, JobStatus
+from o2o import clock
 from o2o.order_flow import store_actions
 from o2o.orders import lifecycle
 from o2o.orders.models import OrderStatus
 from o2o.users.models import Role
 from tests.dispatch import helpers
-from tests.factories import auth
+from tests.factories import auth, make_store
 
 API = "/api/v1"
 HERE = {"lat": helpers.offset(300, 0)[0], "lon": helpers.offset(300, 0)[1]}
@@ -36,8 +37,8 @@ def test_a_ready_delivery_opens_a_job_with_store_dropoff_deadline_and_priority(d
 def test_listing_ranks_by_deadline_bucket_then_distance_and_shows_the_api_shape(
     db, client, store, courier_headers
 ):
-    now = datetime.now(UTC)
-    far_store = helpers.make_store(db, at=helpers.offset(3000, 0))
+    now = clock.now()
+    far_store = make_store(db, at=helpers.offset(3000, 0), zone_half_side_m=helpers.DELIVERY_ZONE_M)
     courier_area = helpers.square(helpers.CENTRE, 6000)
     courier = helpers.make_courier(db, area=courier_area, at=helpers.offset(300, 0))
     # Same deadline bucket: the nearer store first. An earlier bucket beats distance.
@@ -95,7 +96,9 @@ def test_listing_pages_with_a_cursor_without_repeats(db, client, store, courier_
 def test_jobs_outside_the_area_are_not_listed_and_cannot_be_claimed(
     db, client, store, courier_headers
 ):
-    elsewhere = helpers.make_store(db, at=helpers.offset(1000, 1000))  # not the home store
+    elsewhere = make_store(
+        db, at=helpers.offset(1000, 1000), zone_half_side_m=helpers.DELIVERY_ZONE_M
+    )  # not the home store
     theirs = helpers.make_delivery_order(db, elsewhere)
     mine = helpers.make_delivery_order(db, store)
 
@@ -113,8 +116,8 @@ def test_jobs_outside_the_area_are_not_listed_and_cannot_be_claimed(
 def test_a_service_area_courier_is_refused_stores_outside_the_area(db, client):
     """Even escalated (wide radius) and 1.1 km away: a store outside the area is not theirs."""
     area = helpers.square(helpers.CENTRE, 1500)
-    inside = helpers.make_store(db, at=helpers.offset(500, 0))
-    outside = helpers.make_store(db, at=helpers.offset(0, 2500))
+    inside = make_store(db, at=helpers.offset(500, 0), zone_half_side_m=helpers.DELIVERY_ZONE_M)
+    outside = make_store(db, at=helpers.offset(0, 2500), zone_half_side_m=helpers.DELIVERY_ZONE_M)
     courier = helpers.make_courier(db, area=area, at=helpers.offset(0, 1400))
     far_job = helpers.job_of(db, helpers.make_delivery_order(db, outside))
     far_job.priority = 2
@@ -137,7 +140,7 @@ def test_a_service_area_courier_is_refused_stores_outside_the_area(db, client):
 
 
 def test_a_fresh_job_goes_to_nearby_couriers_first_then_the_ring_widens(db, store):
-    now = datetime.now(UTC)
+    now = clock.now()
     area = helpers.square(helpers.CENTRE, 9000)
     near = helpers.make_courier(db, area=area, at=helpers.offset(500, 0))
     far = helpers.make_courier(db, area=area, at=helpers.offset(4000, 0))
@@ -165,7 +168,9 @@ def test_a_fresh_job_goes_to_nearby_couriers_first_then_the_ring_widens(db, stor
 
 def test_the_radius_widens_for_escalated_jobs(db, client):
     area = helpers.square(helpers.CENTRE, 20_000)
-    far_store = helpers.make_store(db, at=helpers.offset(8000, 0))  # 8 km: beyond 5 km
+    far_store = make_store(
+        db, at=helpers.offset(8000, 0), zone_half_side_m=helpers.DELIVERY_ZONE_M
+    )  # 8 km: beyond 5 km
     courier = helpers.make_courier(db, area=area, at=helpers.CENTRE)
     here = {"lat": helpers.CENTRE[0], "lon": helpers.CENTRE[1]}
     order = helpers.make_delivery_order(db, far_store, dropoff=helpers.offset(8500, 0))
@@ -184,7 +189,7 @@ def test_the_radius_widens_for_escalated_jobs(db, client):
 
 
 def test_claim_next_takes_the_best_job_then_answers_204(db, client, store, courier_headers):
-    now = datetime.now(UTC)
+    now = clock.now()
     later = helpers.make_delivery_order(db, store, released_at=now - timedelta(minutes=5))
     sooner = helpers.make_delivery_order(db, store, released_at=now - timedelta(minutes=60))
 

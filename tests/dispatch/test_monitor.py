@@ -1,7 +1,7 @@
 """The SLA monitor: predictions by phase, at-risk escalation and breach exactly once, the
 compensation, the events, and a late delivery caught at the door."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, text
@@ -9,6 +9,7 @@ from sqlalchemy import func, select, text
 from dispatch import actions, couriers, monitor, pool, sla
 from dispatch.eta import EtaModel
 from dispatch.models import SlaBreach, SlaEscalation
+from o2o import clock
 from o2o.config import get_settings
 from o2o.orders.models import OrderStatus
 from o2o.outbox import OutboxEvent
@@ -30,7 +31,7 @@ def _sphere_m(db, a_wkb, b_wkb) -> float:
 
 
 def test_the_sql_prediction_follows_the_pure_rules_in_every_phase(db, store, courier):
-    now = datetime.now(UTC)
+    now = clock.now()
     settings = get_settings()
     assumptions = sla.Assumptions(settings.sla_courier_wait_minutes, settings.sla_handover_minutes)
     eta = EtaModel.for_store(store)
@@ -97,7 +98,7 @@ def test_the_sql_prediction_follows_the_pure_rules_in_every_phase(db, store, cou
 
 
 def test_at_risk_escalates_once_however_often_the_monitor_runs(db, store, courier):
-    now = datetime.now(UTC)
+    now = clock.now()
     # Released 100 minutes ago and still waiting for a courier: 20 minutes left, ~14 needed,
     # inside the 15-minute margin.
     order = helpers.make_delivery_order(db, store, released_at=now - timedelta(minutes=100))
@@ -118,7 +119,7 @@ def test_at_risk_escalates_once_however_often_the_monitor_runs(db, store, courie
 
 
 def test_breach_is_recorded_compensated_and_told_exactly_once(db, store):
-    now = datetime.now(UTC)
+    now = clock.now()
     order = helpers.make_delivery_order(db, store, released_at=now - timedelta(minutes=125))
     assert order.delivery_fee_minor == 500
 
@@ -142,7 +143,7 @@ def test_breach_is_recorded_compensated_and_told_exactly_once(db, store):
 
 
 def test_breach_reasons_follow_the_phase(db, store, courier):
-    now = datetime.now(UTC)
+    now = clock.now()
     long_ago = now - timedelta(minutes=130)
     preparing = helpers.make_delivery_order(
         db, store, status=OrderStatus.PREPARING, released_at=long_ago
@@ -164,7 +165,7 @@ def test_the_compensation_follows_the_configured_policy(
 ):
     monkeypatch.setattr(get_settings(), "sla_compensation", policy)
     monkeypatch.setattr(get_settings(), "sla_compensation_fixed_minor", fixed)
-    now = datetime.now(UTC)
+    now = clock.now()
     order = helpers.make_delivery_order(
         db, store, released_at=now - timedelta(minutes=125), subtotal_minor=3700
     )
@@ -174,7 +175,7 @@ def test_the_compensation_follows_the_configured_policy(
 
 
 def test_a_late_delivery_is_a_breach_recorded_at_the_door_once(db, store, courier):
-    now = datetime.now(UTC)
+    now = clock.now()
     order = helpers.make_delivery_order(db, store, released_at=now - timedelta(minutes=110))
     job = pool.claim_job(db, courier, helpers.job_of(db, order).id, lat=HERE[0], lon=HERE[1])
     actions.pickup(db, courier, job.id, now=now)
@@ -190,7 +191,7 @@ def test_a_late_delivery_is_a_breach_recorded_at_the_door_once(db, store, courie
 
 
 def test_the_monitor_leaves_finished_and_pickup_orders_alone(db, store, courier):
-    now = datetime.now(UTC)
+    now = clock.now()
     order = helpers.make_delivery_order(db, store, released_at=now - timedelta(minutes=30))
     job = pool.claim_job(db, courier, helpers.job_of(db, order).id, lat=HERE[0], lon=HERE[1])
     actions.pickup(db, courier, job.id, now=now)

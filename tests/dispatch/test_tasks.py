@@ -1,22 +1,24 @@
 """Periodic tasks: stale claims back to the pool, and the SLA monitor exactly once when the task
 is sent twice and when a real Celery worker runs it."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
 
 from dispatch import actions, pool, tasks
 from dispatch.models import Job, JobStatus, SlaBreach, SlaEscalation
+from o2o import clock
 from o2o.config import get_settings
 from o2o.outbox import OutboxEvent
 from tests.dispatch import helpers
+from tests.factories import make_store
 
 HERE = helpers.offset(300, 0)
 
 
 def test_a_claim_not_picked_up_in_time_returns_to_the_pool(db, store, courier):
-    now = datetime.now(UTC)
+    now = clock.now()
     timeout = get_settings().dispatch_claim_timeout_minutes
     stale = helpers.make_delivery_order(db, store)
     fresh = helpers.make_delivery_order(db, store)
@@ -67,9 +69,9 @@ def test_a_claim_not_picked_up_in_time_returns_to_the_pool(db, store, courier):
 
 def _seed_for_tasks(committed):
     """Committed rows: an at-risk order, a breached one, and a stale claim."""
-    now = datetime.now(UTC)
+    now = clock.now()
     with committed() as session:
-        store = helpers.make_store(session)
+        store = make_store(session, zone_half_side_m=helpers.DELIVERY_ZONE_M)
         courier = helpers.make_courier(session, home_store=store, at=HERE)
         at_risk = helpers.make_delivery_order(
             session, store, released_at=now - timedelta(minutes=100)

@@ -9,7 +9,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -81,7 +81,7 @@ class SteppedClock:
     """
 
     def __init__(self) -> None:
-        self.now = datetime.now(UTC) + timedelta(seconds=1)
+        self.now = clock.now() + timedelta(seconds=1)
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)

@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 
 from o2o.orders.models import Order
 from stores.models import Lot
-from tests.factories import auth, make_user
+from tests.factories import auth, make_lot, make_product, make_store, make_user, offset
 from tests.faults.conftest import running_api, service_env, wait_for
-from tests.orders.helpers import make_lot, make_product, make_store, order_body
+from tests.orders.helpers import order_body
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ OUTAGE_S = 3
 
 def _seed(engine):
     with Session(engine, expire_on_commit=False) as s:
-        store = make_store(s)
+        store = make_store(s, at=offset(500, 0))
         product = make_product(s)
         lot = make_lot(s, store, product, on_hand=100_000)
         patient = make_user(s)

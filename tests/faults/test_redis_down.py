@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy.orm import Session
 
 from o2o.webhooks import relay
-from tests.factories import auth, make_user
+from tests.factories import auth, make_lot, make_product, make_store, make_user, offset
 from tests.faults.conftest import celery_worker, kill, running_api, service_env, wait_for
-from tests.orders.helpers import HOME, make_lot, make_product, make_store, order_body
+from tests.orders.helpers import HOME, order_body
 from tests.spare_services import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.worker]
@@ -54,7 +54,7 @@ def test_with_redis_down_reads_work_readiness_says_so_and_queued_work_resumes(
 ):
     server, received = receiver
     with Session(spare_engine, expire_on_commit=False) as s:
-        store = make_store(s)
+        store = make_store(s, at=offset(500, 0))
         product = make_product(s)
         make_lot(s, store, product, on_hand=1000)
         headers = auth(make_user(s))

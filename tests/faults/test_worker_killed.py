@@ -4,7 +4,7 @@
 import os
 import signal
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import redis
@@ -12,12 +12,12 @@ from celery import Celery
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from o2o import clock
 from o2o.orders.models import Order, OrderEvent, OrderStatus
 from o2o.outbox import OutboxEvent
 from stores.models import Lot
-from tests.factories import make_user
+from tests.factories import make_lot, make_order, make_product, make_store, make_user, offset
 from tests.faults.conftest import celery_worker, kill, service_env, wait_for
-from tests.orders.helpers import make_lot, make_order, make_product, make_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.worker]
 
@@ -27,7 +27,7 @@ VISIBILITY_TIMEOUT_S = 10
 
 def _expired_order(engine) -> tuple[str, int]:
     with Session(engine, expire_on_commit=False) as s:
-        store = make_store(s)
+        store = make_store(s, at=offset(500, 0))
         lot = make_lot(s, store, make_product(s), on_hand=10)
         order = make_order(s, make_user(s), store, [(lot, 3)], rx=True)
         s.commit()
@@ -52,7 +52,7 @@ def test_a_task_killed_mid_run_runs_again_and_its_effect_happens_once(
     second = None
     try:
         producer = Celery(broker=spare_redis.url)
-        hold_ran_out = datetime.now(UTC) + timedelta(hours=25)
+        hold_ran_out = clock.now() + timedelta(hours=25)
         producer.send_task("faults.expire_then_stall", args=[hold_ran_out.isoformat()])
 
         pid = int(wait_for(lambda: r.get("faults:expire:stalled_pid"), 60, "the first run"))

@@ -3,11 +3,12 @@ stock returned, exactly once, also when the sweep runs twice or two workers race
 
 import threading
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
 
+from o2o import clock
 from o2o.db import session_scope
 from o2o.order_flow.tasks import expire_due_orders, expire_holds, expire_holds_task
 from o2o.orders import lifecycle
@@ -16,8 +17,7 @@ from o2o.users.models import Role
 from prescriptions.models import Prescription, PrescriptionAudit
 from prescriptions.workflow import PrescriptionStatus
 from stores.models import Lot
-from tests.factories import make_user
-from tests.orders.helpers import make_lot, make_order, make_product, make_store, offset
+from tests.factories import make_lot, make_order, make_product, make_store, make_user, offset
 from tests.prescriptions.helpers import request_rx
 
 S = OrderStatus
@@ -44,7 +44,7 @@ def world(db):
 
 
 def test_an_uncollected_pickup_is_cancelled_after_the_hold_and_its_stock_returns(db, world):
-    now = datetime.now(UTC)
+    now = clock.now()
     lot = world["lot"]
     stale = ready_pickup(
         db, world["patient"], world["store"], lot, 3, ready_at=now - timedelta(hours=49)
@@ -63,7 +63,7 @@ def test_an_uncollected_pickup_is_cancelled_after_the_hold_and_its_stock_returns
 def test_an_order_waiting_too_long_for_a_prescription_is_cancelled(db, client, world):
     rx = make_product(db, rx_only=True)
     rx_lot = make_lot(db, world["store"], rx, on_hand=5)
-    now = datetime.now(UTC)
+    now = clock.now()
     order = make_order(
         db, world["patient"], world["store"], [(rx_lot, 2)], rx=True, now=now - timedelta(hours=25)
     )
@@ -85,7 +85,7 @@ def test_an_order_waiting_too_long_for_a_prescription_is_cancelled(db, client, w
 
 
 def test_orders_without_a_running_hold_are_left_alone(db, world):
-    now = datetime.now(UTC)
+    now = clock.now()
     released = make_order(db, world["patient"], world["store"], [(world["lot"], 1)])
     # A hold left on an order that moved on (e.g. being prepared) does not cancel it.
     released.hold_expires_at = now - timedelta(hours=1)
@@ -100,7 +100,7 @@ def test_orders_without_a_running_hold_are_left_alone(db, world):
 
 
 def _committed_world(expired: int, kept: int) -> dict:
-    now = datetime.now(UTC)
+    now = clock.now()
     with session_scope() as s:
         store = make_store(s, at=offset(500, 0))
         product = make_product(s)

@@ -3,12 +3,12 @@
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, update
 
-from o2o import idempotency
+from o2o import clock, idempotency
 from o2o.db import session_scope
 from o2o.idempotency import IdempotencyRecord
 from o2o.order_flow import checkout
@@ -18,8 +18,8 @@ from o2o.order_flow.tasks import purge_idempotency_records
 from o2o.orders.models import Order
 from o2o.users.models import Role
 from stores.models import Lot
-from tests.factories import auth, make_user
-from tests.orders.helpers import make_lot, make_product, make_store, offset, order_body
+from tests.factories import auth, make_lot, make_product, make_store, make_user, offset
+from tests.orders.helpers import order_body
 
 URL = "/api/v1/orders"
 
@@ -162,8 +162,8 @@ def test_a_claim_left_by_a_crashed_request_is_taken_over_after_a_minute(world):
                 key="k-7",
                 request_hash=fingerprint(body),
                 claim_token=uuid.uuid4(),
-                created_at=datetime.now(UTC) - timedelta(seconds=30),
-                expires_at=datetime.now(UTC) + timedelta(hours=24),
+                created_at=clock.now() - timedelta(seconds=30),
+                expires_at=clock.now() + timedelta(hours=24),
             )
         )
     assert client.post(URL, json=body, headers=keyed(world, "k-7")).status_code == 409
@@ -171,7 +171,7 @@ def test_a_claim_left_by_a_crashed_request_is_taken_over_after_a_minute(world):
         s.execute(
             update(IdempotencyRecord)
             .where(IdempotencyRecord.key == "k-7")
-            .values(created_at=datetime.now(UTC) - timedelta(seconds=61))
+            .values(created_at=clock.now() - timedelta(seconds=61))
         )
     r = client.post(URL, json=body, headers=keyed(world, "k-7"))
     assert r.status_code == 201
@@ -186,7 +186,7 @@ def test_a_request_whose_claim_was_taken_over_cannot_store_its_answer(world):
         s.execute(
             update(IdempotencyRecord)
             .where(IdempotencyRecord.key == "k-8")
-            .values(created_at=datetime.now(UTC) - timedelta(minutes=5))
+            .values(created_at=clock.now() - timedelta(minutes=5))
         )
     with session_scope() as s:
         new = idempotency.claim(s, user_id=user_id, key="k-8", request_hash="h")
@@ -219,7 +219,7 @@ def test_answers_are_kept_a_day_then_purged_and_the_key_is_free_again(world):
     with session_scope() as s:
         record = s.get(IdempotencyRecord, (world["patient"].id, "old"))
         assert record.expires_at - record.created_at >= timedelta(hours=24)
-        record.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+        record.expires_at = clock.now() - timedelta(seconds=1)
     assert purge_idempotency_records() == 1
     with session_scope() as s:
         keys = s.scalars(select(IdempotencyRecord.key)).all()
@@ -232,9 +232,9 @@ def test_an_expired_answer_is_not_replayed(world):
     client, body = world["client"], order_body([(world["product_id"], 1)])
     first = client.post(URL, json=body, headers=keyed(world, "k-10"))
     with session_scope() as s:
-        s.get(IdempotencyRecord, (world["patient"].id, "k-10")).expires_at = datetime.now(
-            UTC
-        ) - timedelta(seconds=1)
+        s.get(IdempotencyRecord, (world["patient"].id, "k-10")).expires_at = (
+            clock.now() - timedelta(seconds=1)
+        )
     second = client.post(URL, json=body, headers=keyed(world, "k-10"))
     assert second.status_code == 201 and second.json()["id"] != first.json()["id"]
 

@@ -1,23 +1,15 @@
 """POST /orders: routing, FEFO reservation, the response shape, and bad input changing nothing."""
 
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
+from o2o import clock
 from o2o.orders.models import LotAllocation, Order
 from o2o.users.models import Role
-from tests.factories import auth, make_user
-from tests.orders.helpers import (
-    HOME,
-    make_lot,
-    make_product,
-    make_store,
-    offset,
-    order_body,
-    order_count,
-    stock,
-)
+from tests.factories import STORE_ZONE, auth, make_lot, make_product, make_store, make_user, offset
+from tests.orders.helpers import HOME, order_body, order_count, stock
 
 URL = "/api/v1/orders"
 ORDER_KEYS = {
@@ -222,7 +214,7 @@ def test_not_enough_stock_anywhere_is_a_409_naming_every_missing_item(
 def test_a_closed_store_is_not_offered_and_the_patient_hears_when_it_opens(
     client, db, patient, paracetamol
 ):
-    today = date.today().weekday()
+    today = clock.today(STORE_ZONE).weekday()
     # Open one hour on another weekday only: closed now, whatever the time of the run.
     hours = [{"weekday": (today + 3) % 7, "opens": "09:00", "closes": "10:00"}]
     closed = make_store(db, at=offset(300, 0), opening_hours=hours)

@@ -15,8 +15,8 @@ from o2o.order_flow.schemas import OrderIn
 from o2o.orders.models import LotAllocation, Order, OrderLine
 from o2o.users.models import Role
 from stores.models import Lot
-from tests.factories import auth, make_user
-from tests.orders.helpers import make_lot, make_product, make_store, offset, order_body
+from tests.factories import auth, make_lot, make_product, make_store, make_user, offset
+from tests.orders.helpers import order_body
 
 pytestmark = pytest.mark.slow
 

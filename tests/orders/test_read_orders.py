@@ -7,8 +7,7 @@ import pytest
 from o2o.orders import lifecycle
 from o2o.orders.models import OrderStatus
 from o2o.users.models import Role
-from tests.factories import auth, make_user
-from tests.orders.helpers import make_lot, make_order, make_product, make_store, offset
+from tests.factories import auth, make_lot, make_order, make_product, make_store, make_user, offset
 
 URL = "/api/v1/orders"
 

@@ -8,15 +8,8 @@ from sqlalchemy import select
 from o2o.orders import lifecycle
 from o2o.orders.models import Order, OrderEvent, OrderStatus
 from o2o.users.models import Role
-from tests.factories import auth, make_user
-from tests.orders.helpers import (
-    make_lot,
-    make_order,
-    make_product,
-    make_store,
-    offset,
-    stock,
-)
+from tests.factories import auth, make_lot, make_order, make_product, make_store, make_user, offset
+from tests.orders.helpers import stock
 
 URL = "/api/v1/orders"
 

@@ -8,15 +8,8 @@ from sqlalchemy.orm import Session
 
 from o2o.users.models import Role, User
 from stores.models import Lot, Product, Store
-from tests.factories import make_user
-from tests.prescriptions.helpers import (
-    Doctor,
-    make_doctor_with_key,
-    make_lot,
-    make_product,
-    make_rx_order,
-    make_store,
-)
+from tests.factories import make_lot, make_product, make_store, make_user
+from tests.prescriptions.helpers import Doctor, make_doctor_with_key, make_rx_order
 
 
 @dataclass
@@ -45,8 +38,8 @@ class World:
 
 @pytest.fixture
 def world(db: Session, client) -> World:
-    store = make_store(db)
-    other_store = make_store(db)
+    store = make_store(db, at=(31.231, 121.47))
+    other_store = make_store(db, at=(31.232, 121.47))
     admin = make_user(db, role=Role.ADMIN)
     rx = make_product(db, rx_only=True)
     otc = make_product(db, rx_only=False, name="Throat lozenges", generic_name="lozenge")

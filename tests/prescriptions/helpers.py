@@ -1,19 +1,17 @@
-"""Stores, products, lots, prescription-only orders and doctors with keys for the prescription
-tests (plain functions, flushed rows), and the API steps of the prescription flow."""
+"""Prescription-only orders and doctors with keys for the prescription tests (plain functions,
+flushed rows; stores, products and lots come from tests.factories), and the API steps of the
+prescription flow."""
 
 import base64
 import itertools
 import secrets
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from o2o import clock
-from o2o.geo import point_element
 from o2o.orders.models import (
     Fulfillment,
     LotAllocation,
@@ -36,64 +34,6 @@ PDF = b"%PDF-1.7\n" + b"0" * 64
 EXE = b"MZ\x90\x00" + b"\x00" * 64
 
 
-def make_store(session: Session, **overrides) -> Store:
-    n = next(_seq)
-    values = dict(
-        name=f"Rx Pharmacy {n}",
-        address=f"{n} Prescription Road",
-        location=point_element(31.23 + n / 1000, 121.47),
-        timezone="Asia/Shanghai",
-        offers_pickup=True,
-        offers_delivery=False,
-        prep_minutes=10,
-        delivery_fee_minor=0,
-        currency="CNY",
-        min_shelf_life_days=30,
-    )
-    values.update(overrides)
-    store = Store(**values)
-    session.add(store)
-    session.flush()
-    return store
-
-
-def make_product(session: Session, *, rx_only: bool = True, **overrides) -> Product:
-    n = next(_seq)
-    values = dict(
-        name=f"Amoxicillin {n}",
-        generic_name=f"amoxicillin-{n}",
-        strength="500 mg",
-        dosage_form="capsule",
-        pack_size=20,
-        gtin=f"{8_000_000_000_000 + n:014d}",
-        rx_only=rx_only,
-        controlled=False,
-    )
-    values.update(overrides)
-    product = Product(**values)
-    session.add(product)
-    session.flush()
-    return product
-
-
-def make_lot(
-    session: Session, store: Store, product: Product, *, on_hand: int = 10, days: int = 365
-) -> Lot:
-    lot = Lot(
-        store_id=store.id,
-        product_id=product.id,
-        lot_number=f"RX{next(_seq)}",
-        expiry_date=clock.today(store.timezone) + timedelta(days=days),
-        on_hand=on_hand,
-        reserved=0,
-        price_minor=2500,
-        currency="CNY",
-    )
-    session.add(lot)
-    session.flush()
-    return lot
-
-
 def make_rx_order(
     session: Session,
     patient: User,
@@ -112,7 +52,7 @@ def make_rx_order(
         requested_fulfillment="pickup",
         routing_reason="Pickup at the nearest store that has everything.",
         currency="CNY",
-        subtotal_minor=sum(2500 * qty for _, qty, _ in lines),
+        subtotal_minor=sum(lot.price_minor * qty for _, qty, lot in lines),
         pickup_code=secrets.token_hex(3),
         delivery_code=secrets.token_hex(3),
     )
@@ -123,7 +63,7 @@ def make_rx_order(
             order_id=order.id,
             product_id=product.id,
             quantity=qty,
-            price_minor=2500,
+            price_minor=lot.price_minor,
             rx_only=product.rx_only,
         )
         session.add(line)

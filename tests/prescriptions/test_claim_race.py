@@ -16,14 +16,8 @@ from o2o.users.models import Role
 from prescriptions import requests
 from prescriptions.models import Prescription, PrescriptionAudit
 from prescriptions.schemas import PrescriptionRequestIn
-from tests.factories import auth, make_user
-from tests.prescriptions.helpers import (
-    API,
-    make_lot,
-    make_product,
-    make_rx_order,
-    make_store,
-)
+from tests.factories import auth, make_lot, make_product, make_store, make_user
+from tests.prescriptions.helpers import API, make_rx_order
 
 DOCTORS = 6
 
@@ -33,7 +27,7 @@ def test_concurrent_claims_one_winner(engine, committed):
 
     with Session(engine, expire_on_commit=False) as s:
         store = make_store(s)
-        product = make_product(s)
+        product = make_product(s, rx_only=True)
         lot = make_lot(s, store, product)
         patient = make_user(s, role=Role.PATIENT)
         doctors = [make_user(s, role=Role.DOCTOR) for _ in range(DOCTORS)]

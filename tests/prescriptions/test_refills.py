@@ -14,16 +14,13 @@ from o2o.users.models import Role
 from prescriptions import signing
 from prescriptions.models import Prescription, PrescriptionAudit
 from stores.models import Lot
-from tests.factories import auth, make_user
+from tests.factories import auth, make_lot, make_product, make_store, make_user
 from tests.prescriptions.helpers import (
     API,
     Doctor,
     claim_and_issue,
     items_for,
-    make_lot,
-    make_product,
     make_rx_order,
-    make_store,
     request_rx,
 )
 
@@ -297,7 +294,7 @@ def test_racing_approvals_take_the_last_refill_once(engine, committed):
 
     with Session(engine, expire_on_commit=False) as s:
         store = make_store(s)
-        product = make_product(s)
+        product = make_product(s, rx_only=True)
         lot = make_lot(s, store, product, on_hand=50, days=400)
         patient = make_user(s, role=Role.PATIENT)
         admin = make_user(s, role=Role.ADMIN)

@@ -363,7 +363,7 @@ def test_quantities_above_the_prescription_are_refused(client, db, world):
 
 
 def test_prescription_for_another_medicine_does_not_cover_the_order(client, db, world):
-    from tests.prescriptions.helpers import make_product
+    from tests.factories import make_product
 
     other_medicine = make_product(db, rx_only=True)
     order = world.order(db, rx_qty=1)

@@ -8,16 +8,8 @@ from sqlalchemy import select
 
 from o2o import clock
 from o2o.orders.models import LotAllocation, Order, OrderLine, OrderStatus
-from tests.factories import auth
-from tests.prescriptions.helpers import (
-    API,
-    claim_and_issue,
-    items_for,
-    make_lot,
-    make_product,
-    make_rx_order,
-    request_rx,
-)
+from tests.factories import auth, make_lot, make_product
+from tests.prescriptions.helpers import API, claim_and_issue, items_for, make_rx_order, request_rx
 
 
 def _allocations(db, order):
@@ -40,7 +32,7 @@ def _review(client, world, pid):
 
 
 def test_short_dated_lot_is_swapped_for_one_that_lasts_the_course(client, db, world):
-    product = make_product(db)
+    product = make_product(db, rx_only=True)
     short = make_lot(db, world.store, product, on_hand=5, days=40)  # ok for FEFO, not for 60 days
     long_a = make_lot(db, world.store, product, on_hand=1, days=200)
     long_b = make_lot(db, world.store, product, on_hand=5, days=300)
@@ -61,7 +53,7 @@ def test_short_dated_lot_is_swapped_for_one_that_lasts_the_course(client, db, wo
 
 
 def test_approval_is_refused_when_no_lot_lasts_the_course(client, db, world):
-    product = make_product(db)
+    product = make_product(db, rx_only=True)
     short = make_lot(db, world.store, product, on_hand=5, days=40)
     make_lot(db, world.other_store, product, on_hand=50, days=900)  # another store's stock
     order = make_rx_order(db, world.patient, world.store, [(product, 2, short)])
@@ -118,7 +110,7 @@ def test_pharmacist_is_warned_of_the_same_medicine_dispensed_within_7_days(clien
 
 
 def test_same_generic_under_another_brand_also_warns(client, db, world):
-    brand = make_product(db, generic_name=world.rx.generic_name.upper())
+    brand = make_product(db, rx_only=True, generic_name=world.rx.generic_name.upper())
     _completed_order(db, world, brand, days_ago=1)
     order = world.order(db)
     pid = request_rx(client, world.patient, order)["id"]

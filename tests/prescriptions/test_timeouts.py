@@ -13,17 +13,8 @@ from o2o.users.models import Role
 from prescriptions import requests, sweeps, tasks
 from prescriptions.models import Prescription, PrescriptionAudit
 from prescriptions.workflow import PrescriptionStatus
-from tests.factories import auth, make_user
-from tests.prescriptions.helpers import (
-    API,
-    claim_and_issue,
-    items_for,
-    make_lot,
-    make_product,
-    make_rx_order,
-    make_store,
-    request_rx,
-)
+from tests.factories import auth, make_lot, make_product, make_store, make_user
+from tests.prescriptions.helpers import API, claim_and_issue, items_for, make_rx_order, request_rx
 
 
 def _events(db, pid, event_type):
@@ -123,7 +114,7 @@ def _committed_expired_prescription() -> uuid.UUID:
     now = clock.now()
     with session_scope() as s:
         store = make_store(s)
-        product = make_product(s)
+        product = make_product(s, rx_only=True)
         patient = make_user(s, role=Role.PATIENT)
         doctor = make_user(s, role=Role.DOCTOR)
         order = make_rx_order(s, patient, store, [(product, 1, make_lot(s, store, product))])

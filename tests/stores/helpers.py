@@ -1,19 +1,17 @@
-"""Builders and state snapshots for the stores, catalogue and inventory tests."""
+"""API bodies and state snapshots for the stores, catalogue and inventory tests (rows come from
+tests.factories)."""
 
 import itertools
-from datetime import UTC, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from o2o import clock
-from stores import service
-from stores.models import Product, Store
-from stores.schemas import ProductIn, StoreIn, gtin_check_digit
+from tests.factories import SHANGHAI, STORE_ZONE, gtin
 
 API = "/api/v1"
-SHANGHAI = (31.2304, 121.4737)
 
 _seq = itertools.count(1)
 
@@ -53,16 +51,6 @@ def store_body(**overrides: Any) -> dict:
     return body
 
 
-def make_store(db: Session, **overrides: Any) -> Store:
-    return service.create_store(db, StoreIn(**store_body(**overrides)))
-
-
-def gtin(n: int | None = None, prefix: str = "694") -> str:
-    """A GTIN-13 with a valid check digit, unique per n."""
-    body = f"{prefix}{next(_seq) if n is None else n:09d}"
-    return body + str(gtin_check_digit(body))
-
-
 def product_body(**overrides: Any) -> dict:
     n = next(_seq)
     body = {
@@ -79,16 +67,13 @@ def product_body(**overrides: Any) -> dict:
     return body
 
 
-def make_product(db: Session, **overrides: Any) -> Product:
-    return service.create_product(db, ProductIn(**product_body(**overrides)))
-
-
 def lot_line(product_id: int, **overrides: Any) -> dict:
     """One lot of a PUT /stores/{id}/inventory body."""
     line = {
         "product_id": product_id,
         "lot_number": "L1",
-        "expiry_date": (clock.today(UTC) + timedelta(days=365)).isoformat(),
+        # A year after the local day of the stores tests build (all in STORE_ZONE).
+        "expiry_date": (clock.today(STORE_ZONE) + timedelta(days=365)).isoformat(),
         "on_hand": 12,
         "price_minor": 1850,
         "currency": "CNY",

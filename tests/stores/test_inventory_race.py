@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from stores import inventory
 from stores.models import InventorySync, Lot, Product, Store
 from stores.schemas import InventoryIn
-from tests.stores.helpers import lot_line, make_product, make_store
+from tests.factories import make_product, make_store
+from tests.stores.helpers import lot_line
 
 HOLD_S = 0.5
 

@@ -4,7 +4,7 @@
 import io
 import json
 from contextlib import contextmanager
-from datetime import UTC, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
@@ -15,10 +15,12 @@ from o2o.errors import DomainError
 from stores import cli as stores_cli
 from stores.lot_import import CSV_COLUMNS, import_lots_csv
 from stores.models import Lot, ProductStockStats, Store
-from tests.stores.helpers import make_product, make_store, state, store_body
+from tests.factories import STORE_ZONE, make_product, make_store
+from tests.stores.helpers import state, store_body
 
 HEADER = ",".join(CSV_COLUMNS)
-EXPIRY = (clock.today(UTC) + timedelta(days=400)).isoformat()
+# The stores these tests build count days in STORE_ZONE.
+EXPIRY = (clock.today(STORE_ZONE) + timedelta(days=400)).isoformat()
 
 
 @pytest.fixture

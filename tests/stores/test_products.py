@@ -1,8 +1,8 @@
 import pytest
 
 from o2o.users.models import Role
-from tests.factories import auth, make_user
-from tests.stores.helpers import API, gtin, make_product, product_body, state
+from tests.factories import auth, gtin, make_product, make_user
+from tests.stores.helpers import API, product_body, state
 
 
 @pytest.fixture

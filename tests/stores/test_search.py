@@ -13,7 +13,8 @@ from o2o.config import get_settings
 from o2o.errors import InvalidInput
 from stores import cart, search
 from stores.models import Lot, ProductStockStats
-from tests.stores.helpers import API, SHANGHAI, make_product, make_store, square_zone
+from tests.factories import SHANGHAI, make_product, make_store
+from tests.stores.helpers import API, square_zone
 
 GEOD = Geod(ellps="WGS84")
 SEARCH = f"{API}/search/stores"
@@ -28,10 +29,19 @@ def at(north_m: float = 0, east_m: float = 0, origin=SHANGHAI) -> dict:
     return {"lat": lat, "lon": lon}
 
 
-def store_at(db, north_m: float = 0, east_m: float = 0, **overrides):
-    overrides.setdefault("services", ["pickup"])
-    overrides.setdefault("delivery_zone", None)
-    return make_store(db, location=at(north_m, east_m), **overrides)
+def store_at(
+    db, north_m: float = 0, east_m: float = 0, *, services=("pickup",), zone=None, **overrides
+):
+    """A store this far from SHANGHAI offering `services`, delivering within `zone` (GeoJSON)."""
+    point = at(north_m, east_m)
+    return make_store(
+        db,
+        at=(point["lat"], point["lon"]),
+        zone=zone,
+        offers_pickup="pickup" in services,
+        offers_delivery="delivery" in services,
+        **overrides,
+    )
 
 
 def stock(
@@ -43,15 +53,15 @@ def stock(
     reserved: int = 0,
     days: int = 365,
     lot="L1",
-    today: date | None = None,
+    expiry_date: date | None = None,
 ):
-    """Give `store` a lot of `product` expiring `days` after today (the store's own day)."""
+    """A lot at `store` expiring `days` after the store's local today (or on `expiry_date`)."""
     db.execute(
         insert(Lot).values(
             store_id=store.id,
             product_id=product.id,
             lot_number=lot,
-            expiry_date=(today or clock.today(store.timezone)) + timedelta(days=days),
+            expiry_date=expiry_date or clock.today(store.timezone) + timedelta(days=days),
             on_hand=on_hand,
             reserved=reserved,
             price_minor=1000,
@@ -154,13 +164,13 @@ def test_reserved_and_soon_expiring_stock_does_not_count(client, db):
 def test_shelf_life_is_counted_in_the_stores_own_day(db):
     # At noon UTC it is already tomorrow on Kiritimati (UTC+14) and still today on Pago Pago
     # (UTC-11): a lot expiring today is past its date only on Kiritimati.
-    today = clock.today(UTC)
+    today = clock.today("UTC")
     noon = datetime(today.year, today.month, today.day, 12, tzinfo=UTC)
     a = make_product(db)
     kiritimati = store_at(db, 100, timezone="Pacific/Kiritimati", min_shelf_life_days=0)
     pago_pago = store_at(db, 200, timezone="Pacific/Pago_Pago", min_shelf_life_days=0)
     for s in (kiritimati, pago_pago):
-        stock(db, s, a, 1, days=0, today=today)
+        stock(db, s, a, 1, expiry_date=today)
     found = search.search_stores(
         db, lat=HERE["lat"], lon=HERE["lon"], lines=[cart.CartLine(a.id, 1)], now=noon
     )
@@ -244,11 +254,9 @@ def test_stock_counts_stand_in_for_missing_statistics(db):
 def test_fulfillment_filters(client, db):
     a = make_product(db)
     pickup_only = store_at(db, 100, services=["pickup"])
-    delivers_here = store_at(
-        db, 200, services=["delivery"], delivery_zone=square_zone(half_deg=0.05)
-    )
+    delivers_here = store_at(db, 200, services=["delivery"], zone=square_zone(half_deg=0.05))
     zone_elsewhere = store_at(
-        db, 300, services=["pickup", "delivery"], delivery_zone=square_zone(lat=32.5, lon=120.0)
+        db, 300, services=["pickup", "delivery"], zone=square_zone(lat=32.5, lon=120.0)
     )
     for s in (pickup_only, delivers_here, zone_elsewhere):
         stock(db, s, a)
@@ -282,13 +290,13 @@ def test_can_deliver_inside_and_outside_a_zone_and_in_a_multipolygon(client, db)
         db,
         100,
         services=["delivery"],
-        delivery_zone={"type": "MultiPolygon", "coordinates": [far_part, near_part]},
+        zone={"type": "MultiPolygon", "coordinates": [far_part, near_part]},
     )
     outside = store_at(
         db,
         200,
         services=["pickup", "delivery"],
-        delivery_zone={"type": "Polygon", "coordinates": far_part},
+        zone={"type": "Polygon", "coordinates": far_part},
     )
     for s in (multi, outside):
         stock(db, s, a)
@@ -309,7 +317,7 @@ def test_delivery_is_judged_at_the_delivery_address_and_distance_from_the_patien
         db,
         2000,
         services=["delivery"],
-        delivery_zone=square_zone(lat=at(2000)["lat"], half_deg=0.0135),
+        zone=square_zone(lat=at(2000)["lat"], half_deg=0.0135),
         prep_minutes=10,
         courier_speed_kmh=18,
         detour_factor=1.5,
@@ -332,7 +340,7 @@ def test_eta_is_the_pickup_time_when_picking_up(client, db):
         db,
         3000,
         services=["pickup", "delivery"],
-        delivery_zone=square_zone(half_deg=0.1),
+        zone=square_zone(half_deg=0.1),
         prep_minutes=12,
     )
     stock(db, store, a)

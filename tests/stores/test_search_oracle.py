@@ -10,9 +10,8 @@ too, so every plan and the fallback between them must give the reference's answe
 import contextlib
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from unittest import mock
-from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
@@ -143,9 +142,9 @@ def scenarios(draw):
     }
 
 
-def build(db, scenario) -> tuple[list[int], list[int]]:
-    """Insert the scenario's products, stores and lots; return their ids."""
-    today = clock.now().date()
+def build(db, scenario, now: datetime) -> tuple[list[int], list[int]]:
+    """Insert the scenario's products, stores and lots, each lot expiring a number of days after
+    its store's local day at `now`; return their ids."""
     product_ids = list(
         db.scalars(
             insert(Product).returning(Product.id),
@@ -190,7 +189,8 @@ def build(db, scenario) -> tuple[list[int], list[int]]:
                         "store_id": store.id,
                         "product_id": product_ids[lot.product],
                         "lot_number": f"L{i}",
-                        "expiry_date": today + timedelta(days=lot.expires_in_days),
+                        "expiry_date": clock.today(spec.timezone, at=now)
+                        + timedelta(days=lot.expires_in_days),
                         "on_hand": lot.on_hand,
                         "reserved": lot.reserved,
                         "price_minor": 100,
@@ -235,10 +235,9 @@ def reference(scenario, product_ids, store_ids, now: datetime) -> dict[int, Expe
         }[scenario["fulfillment"]]
         if not serves:
             continue
-        first_sellable = now.astimezone(ZoneInfo(spec.timezone)).date() + timedelta(
-            days=spec.min_shelf_life_days
-        )
-        today = now.astimezone(UTC).date()
+        # The store counts shelf life from its own day, which may not be the UTC day.
+        today = clock.today(spec.timezone, at=now)
+        first_sellable = today + timedelta(days=spec.min_shelf_life_days)
         available = dict.fromkeys(cart, 0)
         for lot in spec.lots:
             expiry = today + timedelta(days=lot.expires_in_days)
@@ -295,7 +294,7 @@ def search_client(app, db, monkeypatch):
 
 
 def _local_dates(now: datetime) -> list[date]:
-    return [now.astimezone(ZoneInfo(tz)).date() for tz in TIMEZONES]
+    return [clock.today(tz, at=now) for tz in TIMEZONES]
 
 
 @settings(
@@ -307,7 +306,8 @@ def _local_dates(now: datetime) -> list[date]:
 def test_search_matches_the_brute_force_reference(search_client, db, scenario):
     savepoint = db.begin_nested()
     try:
-        product_ids, store_ids = build(db, scenario)
+        before = clock.now()
+        product_ids, store_ids = build(db, scenario, before)
         body = {
             "location": dict(zip(("lat", "lon"), scenario["location"], strict=True)),
             "items": [{"product_id": product_ids[p], "quantity": q} for p, q in scenario["cart"]],
@@ -324,7 +324,6 @@ def test_search_matches_the_brute_force_reference(search_client, db, scenario):
             if budget is None
             else mock.patch.object(search, "_walk_budget", return_value=budget or None)
         )
-        before = clock.now()
         with plan, mock.patch.object(proximity, "SPHEROID_BOUND", scenario["bound"]):
             response = search_client.post(f"{API}/search/stores", json=body)
         after = clock.now()

@@ -4,8 +4,8 @@ import pytest
 
 from o2o.users.models import Role
 from stores import service
-from tests.factories import auth, make_user
-from tests.stores.helpers import API, SHANGHAI, make_store, square_zone, state, store_body
+from tests.factories import SHANGHAI, auth, make_store, make_user
+from tests.stores.helpers import API, square_zone, state, store_body
 
 BOWTIE = {
     "type": "Polygon",
@@ -72,6 +72,7 @@ def test_always_open_and_never_open_stores(client, db, admin):
 def test_closed_store_says_when_it_opens(db):
     store = make_store(
         db,
+        zone=square_zone(),
         opening_hours=[{"weekday": 0, "opens": "08:00", "closes": "22:00"}],
         timezone="Asia/Shanghai",
     )
@@ -209,7 +210,7 @@ def test_pickup_only_store_needs_no_zone(client, db, admin):
 
 @pytest.mark.parametrize("role", [Role.PATIENT, Role.PHARMACIST, Role.DOCTOR, Role.COURIER])
 def test_only_admins_register_or_change_stores(client, db, role):
-    store = make_store(db)
+    store = make_store(db, zone=square_zone())
     caller = make_user(db, role=role, store_ids=[store.id] if role is Role.PHARMACIST else None)
     before = state(db)
     created = client.post(f"{API}/stores", json=store_body(), headers=auth(caller))
@@ -222,7 +223,7 @@ def test_only_admins_register_or_change_stores(client, db, role):
 
 
 def test_anonymous_callers_must_sign_in_to_write(client, db):
-    store = make_store(db)
+    store = make_store(db, zone=square_zone())
     before = state(db)
     assert client.post(f"{API}/stores", json=store_body()).status_code == 401
     assert client.patch(f"{API}/stores/{store.id}", json={"name": "x"}).status_code == 401
@@ -230,7 +231,9 @@ def test_anonymous_callers_must_sign_in_to_write(client, db):
 
 
 def test_patch_changes_only_the_fields_sent(client, db, admin):
-    store = make_store(db, opening_hours=[{"weekday": 0, "opens": "08:00", "closes": "22:00"}])
+    store = make_store(
+        db, zone=square_zone(), opening_hours=[{"weekday": 0, "opens": "08:00", "closes": "22:00"}]
+    )
     r = client.patch(
         f"{API}/stores/{store.id}",
         json={"name": "Renamed Pharmacy", "prep_minutes": 25, "opening_hours": None},
@@ -247,7 +250,7 @@ def test_patch_changes_only_the_fields_sent(client, db, admin):
 
 
 def test_patch_moves_the_store_and_replaces_the_zone(client, db, admin):
-    store = make_store(db)
+    store = make_store(db, zone=square_zone())
     zone = square_zone(31.30, 121.50, 0.03)
     r = client.patch(
         f"{API}/stores/{store.id}",
@@ -271,7 +274,7 @@ def test_patch_moves_the_store_and_replaces_the_zone(client, db, admin):
     ],
 )
 def test_a_refused_patch_changes_nothing(client, db, admin, patch, code):
-    store = make_store(db)
+    store = make_store(db, zone=square_zone())
     before = state(db)
     r = client.patch(f"{API}/stores/{store.id}", json=patch, headers=auth(admin))
     assert r.status_code == 422, r.text
@@ -280,7 +283,7 @@ def test_a_refused_patch_changes_nothing(client, db, admin, patch, code):
 
 
 def test_stopping_delivery_allows_dropping_the_zone(client, db, admin):
-    store = make_store(db)
+    store = make_store(db, zone=square_zone())
     r = client.patch(
         f"{API}/stores/{store.id}",
         json={"services": ["pickup"], "delivery_zone": None},
@@ -291,7 +294,7 @@ def test_stopping_delivery_allows_dropping_the_zone(client, db, admin):
 
 
 def test_starting_delivery_without_a_zone_is_refused(client, db, admin):
-    store = make_store(db, services=["pickup"], delivery_zone=None)
+    store = make_store(db)  # pickup only, no zone
     before = state(db)
     r = client.patch(
         f"{API}/stores/{store.id}", json={"services": ["pickup", "delivery"]}, headers=auth(admin)
