@@ -20,6 +20,7 @@ from prescriptions.models import DoctorKey, DoctorKeyStatus, Prescription
 from prescriptions.schemas import ReviewIn
 from prescriptions.workflow import PrescriptionStatus
 from stores import allocation
+from stores import service as stores_service
 from stores.models import Product, Store
 
 S = PrescriptionStatus
@@ -55,7 +56,7 @@ def _course_ends(
 
 
 def _keep_lots_for_course(
-    session: Session, order: Order, course_ends: dict[int, date], today: date
+    session: Session, order: Order, course_ends: dict[int, date], at: datetime
 ) -> list[dict]:
     """Move the reservation of prescription items to lots that last the course, or refuse.
 
@@ -66,7 +67,8 @@ def _keep_lots_for_course(
     if not lines:
         return []
     store = session.get(Store, order.store_id)
-    shelf_floor = today + timedelta(days=store.min_shelf_life_days)
+    # The store's shelf-life rule, counted from its own local day.
+    shelf_floor = stores_service.min_sellable_expiry(store, at)
     holds = [
         allocation.HeldUnits(
             product_id=line.product_id,
@@ -215,7 +217,7 @@ def review(
         )
     fills_before = 0 if first is p else first.fills_used
     ends = _course_ends(workflow.durations_by_product(prescribed), issued_at, at, fills_before)
-    moved = _keep_lots_for_course(session, order, ends, at.date())
+    moved = _keep_lots_for_course(session, order, ends, at)
     trail.move(
         session,
         p,

@@ -192,7 +192,7 @@ def refresh_stock_stats(session: Session, product_ids: Iterable[int] | None = No
             SELECT p.id, count(DISTINCT l.store_id), now()
             FROM products AS p
             LEFT JOIN lots AS l ON l.product_id = p.id
-                 AND l.on_hand > l.reserved AND l.expiry_date >= current_date
+                 AND l.on_hand > l.reserved AND l.expiry_date >= :earliest_day
             {where}
             GROUP BY p.id
             ORDER BY p.id
@@ -200,7 +200,9 @@ def refresh_stock_stats(session: Session, product_ids: Iterable[int] | None = No
             SET store_count = EXCLUDED.store_count, refreshed_at = EXCLUDED.refreshed_at
             """
         ),
-        {"ids": ids},
+        # Unexpired somewhere on Earth: the earliest calendar day in use (UTC-12), so no store's
+        # local day is ahead of the count (it may count a lot a day longer; it only guides plans).
+        {"ids": ids, "earliest_day": clock.today("Etc/GMT+12")},
     )
     return result.rowcount
 
