@@ -43,11 +43,6 @@ class Assumptions:
     handover_minutes: float
 
 
-def sla_deadline(released_at: datetime, sla_minutes: int) -> datetime:
-    """Return the hand-over deadline of a delivery released at `released_at`."""
-    return released_at + timedelta(minutes=sla_minutes)
-
-
 def remaining_minutes(
     phase: Phase,
     eta: EtaModel,

@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response, status
 from fastapi.responses import JSONResponse
 
+from o2o import pagination
 from o2o.api import ApiRoute
 from o2o.db import DbSession
-from o2o.errors import InvalidInput, error_responses
+from o2o.errors import error_responses
 from o2o.users.dependencies import AdminUser, CurrentUser, PatientUser
 from prescriptions import (
     audit,
@@ -68,20 +69,30 @@ def _key_out(key: DoctorKey) -> DoctorKeyOut:
     )
 
 
-def _key_page(keys: list[DoctorKey], limit: int) -> dict:
-    """A page of keys; the last id is the next cursor when the page is full."""
-    return {
-        "items": [_key_out(k) for k in keys],
-        "next_cursor": str(keys[-1].id) if len(keys) == limit else None,
-    }
+# Keys and audit entries are paged by id: the cursor holds the last id sent.
+KEYS_LISTING = "doctor-keys"
+AUDIT_LISTING = "prescription-audit"
 
 
-def _int_cursor(cursor: str | None) -> int | None:
+def _next_cursor(listing: str, rows: list, limit: int) -> str | None:
+    """The cursor after the last row of a full page (None when the page is the last)."""
+    return pagination.encode_cursor(listing, [rows[-1].id]) if len(rows) == limit else None
+
+
+def _after_id(listing: str, cursor: str | None) -> int | None:
+    """The id a cursor of this listing holds (None for the first page)."""
     if cursor is None:
         return None
-    if not cursor.isdigit() or len(cursor) > 18:
-        raise InvalidInput("The cursor is not valid.", code="invalid_cursor")
-    return int(cursor)
+    (after_id,) = pagination.decode_cursor(cursor, listing, [pagination.integer])
+    return after_id
+
+
+def _key_page(keys: list[DoctorKey], limit: int) -> dict:
+    """A page of keys."""
+    return {
+        "items": [_key_out(k) for k in keys],
+        "next_cursor": _next_cursor(KEYS_LISTING, keys, limit),
+    }
 
 
 # --- patient -----------------------------------------------------------------------------------
@@ -179,9 +190,9 @@ def get_audit(
 ):
     """Every step of the prescription, oldest first."""
     entries = audit.audit_entries(
-        session, user, prescription_id, limit=limit, after_id=_int_cursor(cursor)
+        session, user, prescription_id, limit=limit, after_id=_after_id(AUDIT_LISTING, cursor)
     )
-    next_cursor = str(entries[-1].id) if len(entries) == limit else None
+    next_cursor = _next_cursor(AUDIT_LISTING, entries, limit)
     return {"items": entries, "next_cursor": next_cursor}
 
 
@@ -212,7 +223,7 @@ def register_key(body: DoctorKeyIn, doctor: DoctorUser, session: DbSession):
 def my_keys(doctor: DoctorUser, session: DbSession, limit: Limit = 20, cursor: Cursor = None):
     """Your keys and their status."""
     keys = doctor_keys.list_keys(
-        session, doctor_id=doctor.id, limit=limit, after_id=_int_cursor(cursor)
+        session, doctor_id=doctor.id, limit=limit, after_id=_after_id(KEYS_LISTING, cursor)
     )
     return _key_page(keys, limit)
 
@@ -300,7 +311,7 @@ def list_doctor_keys(
 ):
     """Doctors' keys, for example the pending ones to approve."""
     keys = doctor_keys.list_keys(
-        session, status=key_status, limit=limit, after_id=_int_cursor(cursor)
+        session, status=key_status, limit=limit, after_id=_after_id(KEYS_LISTING, cursor)
     )
     return _key_page(keys, limit)
 

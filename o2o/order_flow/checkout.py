@@ -16,7 +16,7 @@ from o2o.config import get_settings
 from o2o.errors import InvalidInput
 from o2o.geo import point_element, to_latlon
 from o2o.order_flow.schemas import OrderIn
-from o2o.orders import lifecycle
+from o2o.orders import lifecycle, states
 from o2o.orders.models import Fulfillment, LotAllocation, Order, OrderLine, OrderStatus
 from o2o.security import new_code
 from o2o.users.models import User
@@ -230,7 +230,7 @@ def place_order(
     else:
         order.released_at = now
         if delivery:
-            order.sla_deadline = now + timedelta(minutes=settings.sla_minutes)
+            order.sla_deadline = states.sla_deadline(now, settings.sla_minutes)
     subtotal = 0
     for product_id, quantity in cart:
         chosen = reserved[product_id]

@@ -2,7 +2,7 @@
 write the outbox event, all in the caller's transaction on a row locked FOR UPDATE."""
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -52,7 +52,7 @@ def transition(
         order.released_at = at
         order.hold_expires_at = None
         if order.fulfillment is Fulfillment.DELIVERY:
-            order.sla_deadline = at + timedelta(minutes=get_settings().sla_minutes)
+            order.sla_deadline = states.sla_deadline(at, get_settings().sla_minutes)
     elif to is S.READY:
         order.ready_at = at
     elif to is S.COMPLETED:

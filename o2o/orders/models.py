@@ -1,4 +1,4 @@
-"""Orders, their lines and lot allocations, the status timeline, and idempotency records."""
+"""Orders, their lines and lot allocations, and the status timeline."""
 
 import enum
 import uuid

@@ -3,6 +3,8 @@
 Pure: no database. `lifecycle.py` applies a checked transition to a locked order row.
 """
 
+from datetime import datetime, timedelta
+
 from o2o.errors import Conflict
 from o2o.orders.models import Fulfillment, OrderStatus
 
@@ -52,3 +54,9 @@ def check(current: OrderStatus, to: OrderStatus, fulfillment: Fulfillment) -> No
             f"{to.value.replace('_', ' ')}.",
             details={"status": current.value, "requested": to.value},
         )
+
+
+def sla_deadline(released_at: datetime, sla_minutes: int) -> datetime:
+    """Return the hand-over deadline of a delivery released at `released_at` (the 2-hour promise
+    is `sla_minutes` from release)."""
+    return released_at + timedelta(minutes=sla_minutes)

@@ -12,7 +12,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from typer.testing import CliRunner
 
+from o2o import pagination
 from o2o.users.models import Role
+from prescriptions import router as prescriptions_router
 from prescriptions import signing
 from prescriptions.cli import app as doctor_cli
 from tests.conftest import ROOT
@@ -174,3 +176,25 @@ def test_cli_is_registered_under_python_m_o2o_doctor(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert len(base64.b64decode(done.stdout.strip())) == 32
+
+
+def test_key_lists_page_with_cursors_of_their_own(client, db):
+    doctor = make_user(db, role=Role.DOCTOR)
+    admin = make_user(db, role=Role.ADMIN)
+    registered = [_register(client, doctor).json()["id"] for _ in range(3)]
+    first = client.get(f"{API}/doctors/me/keys?limit=2", headers=auth(doctor)).json()
+    assert [k["id"] for k in first["items"]] == registered[:2] and first["next_cursor"]
+    rest = client.get(
+        f"{API}/doctors/me/keys?limit=2&cursor={first['next_cursor']}", headers=auth(doctor)
+    ).json()
+    assert [k["id"] for k in rest["items"]] == registered[2:] and rest["next_cursor"] is None
+    # A key list's cursor means nothing to another list, and a bare id is not a cursor.
+    audit_cursor = pagination.encode_cursor(prescriptions_router.AUDIT_LISTING, [registered[0]])
+    for cursor in (audit_cursor, str(registered[0])):
+        r = client.get(f"{API}/doctors/me/keys?cursor={cursor}", headers=auth(doctor))
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_cursor"
+    pending = client.get(
+        f"{API}/admin/doctor-keys?status=pending&limit=1&cursor={first['next_cursor']}",
+        headers=auth(admin),
+    )
+    assert pending.status_code == 200

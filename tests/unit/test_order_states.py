@@ -1,9 +1,11 @@
 """The order state machine: every pair of states, pure."""
 
 import itertools
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from o2o.orders import states
 from o2o.orders.models import Fulfillment, OrderStatus
 from o2o.orders.states import PATIENT_CANCELLABLE, IllegalTransition, allowed, check
 
@@ -59,3 +61,8 @@ def test_pickup_skips_the_courier_and_delivery_cannot_complete_at_the_counter():
 def test_patients_cannot_cancel_once_the_courier_has_it():
     assert S.OUT_FOR_DELIVERY not in PATIENT_CANCELLABLE
     assert S.READY in PATIENT_CANCELLABLE
+
+
+def test_the_sla_deadline_is_release_plus_the_sla():
+    released = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+    assert states.sla_deadline(released, 120) == released + timedelta(hours=2)

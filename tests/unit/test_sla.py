@@ -1,4 +1,4 @@
-"""SLA rules: deadline, predicted finish by phase, at risk and breached, priority, compensation."""
+"""SLA rules: predicted finish by phase, at risk and breached, priority, compensation."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -12,10 +12,6 @@ from dispatch.eta import EtaModel
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 STORE = EtaModel(prep_minutes=10, courier_speed_kmh=18, detour_factor=1.35)  # 300 m/min / 1.35
 ASSUME = sla.Assumptions(courier_wait_minutes=8, handover_minutes=2)
-
-
-def test_the_deadline_is_release_plus_the_sla():
-    assert sla.sla_deadline(NOW, 120) == NOW + timedelta(hours=2)
 
 
 @pytest.mark.parametrize(
