@@ -15,6 +15,7 @@ from dispatch.models import Job
 from o2o.orders.models import Order, OrderStatus
 from o2o.users.models import Role, User
 from stores.models import Lot, Product, Store
+from tests import factories
 from tests.dispatch import helpers as dispatch_helpers
 from tests.factories import auth, make_lot, make_order, make_product, make_store, make_user
 from tests.prescriptions import helpers as rx_helpers
@@ -55,19 +56,21 @@ class World:
 
 def build_world(db: Session, client: TestClient) -> World:
     """Seed the world through factories and, where the API is the only honest way, the API."""
-    at = dispatch_helpers.CENTRE
+    at = factories.SHANGHAI
     store = make_store(db, at=at, zone_half_side_m=dispatch_helpers.DELIVERY_ZONE_M)
     other_store = make_store(
-        db, at=dispatch_helpers.offset(20_000, 0), zone_half_side_m=dispatch_helpers.DELIVERY_ZONE_M
+        db,
+        at=factories.offset(20_000, 0),
+        zone_half_side_m=dispatch_helpers.DELIVERY_ZONE_M,
     )
     admin = make_user(db, role=Role.ADMIN)
     patient = make_user(db, role=Role.PATIENT)
     other_patient = make_user(db, role=Role.PATIENT)
     pharmacist = make_user(db, role=Role.PHARMACIST, store_ids=[store.id])
     other_pharmacist = make_user(db, role=Role.PHARMACIST, store_ids=[other_store.id])
-    courier = dispatch_helpers.make_courier(db, home_store=store, at=dispatch_helpers.offset(300))
+    courier = dispatch_helpers.make_courier(db, home_store=store, at=factories.offset(300))
     other_courier = dispatch_helpers.make_courier(
-        db, home_store=other_store, at=dispatch_helpers.offset(20_300)
+        db, home_store=other_store, at=factories.offset(20_300)
     )
     otc = make_product(db)
     rx = make_product(db, rx_only=True)
@@ -79,10 +82,10 @@ def build_world(db: Session, client: TestClient) -> World:
 
     pickup_order = make_order(db, patient, store, [(otc_lot, 2)])
     delivery_order = dispatch_helpers.make_delivery_order(
-        db, store, patient=patient, dropoff=dispatch_helpers.offset(1500, 800)
+        db, store, patient=patient, dropoff=factories.offset(1500, 800)
     )
     assert delivery_order.status is OrderStatus.READY
-    here = dispatch_helpers.offset(300)
+    here = factories.offset(300)
     r = client.post(
         f"{API}/dispatch/claim", json={"lat": here[0], "lon": here[1]}, headers=auth(courier)
     )

@@ -1,19 +1,20 @@
 import pytest
 
 from o2o.users.models import Role
+from tests import factories
 from tests.dispatch import helpers
 from tests.factories import auth, make_store
 
 
 @pytest.fixture
 def store(db):
-    return make_store(db, at=helpers.CENTRE, zone_half_side_m=helpers.DELIVERY_ZONE_M)
+    return make_store(db, at=factories.SHANGHAI, zone_half_side_m=helpers.DELIVERY_ZONE_M)
 
 
 @pytest.fixture
 def courier(db, store):
     """A courier whose home store is `store`, standing 300 m from it."""
-    return helpers.make_courier(db, home_store=store, at=helpers.offset(300, 0))
+    return helpers.make_courier(db, home_store=store, at=factories.offset(300, 0))
 
 
 @pytest.fixture

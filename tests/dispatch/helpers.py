@@ -6,7 +6,6 @@ order with lines and allocations), so a test can start from any state in one cal
 """
 
 import itertools
-import math
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
@@ -19,37 +18,14 @@ from o2o.orders import lifecycle
 from o2o.orders.models import Fulfillment, LotAllocation, Order, OrderLine, OrderStatus
 from o2o.users.models import Role, User
 from stores.models import Lot, Store
+from tests import factories
 from tests.factories import make_lot, make_product
 
 _seq = itertools.count(1)
 
-CENTRE = (31.2304, 121.4737)
-M_PER_DEG_LAT = 111_320.0
 DELIVERY_CODE = "482913"
 # Half the side of the square delivery zone the dispatch tests give their stores.
 DELIVERY_ZONE_M = 8000
-
-
-def offset(metres_north: float = 0.0, metres_east: float = 0.0, *, origin=CENTRE):
-    """Return (lat, lon) this many metres north/east of origin (good to a few metres here)."""
-    lat = origin[0] + metres_north / M_PER_DEG_LAT
-    lon = origin[1] + metres_east / (M_PER_DEG_LAT * math.cos(math.radians(origin[0])))
-    return lat, lon
-
-
-def square(center: tuple[float, float], half_side_m: float) -> dict:
-    """A GeoJSON square around a point."""
-    lat, lon = center
-    dlat = half_side_m / M_PER_DEG_LAT
-    dlon = half_side_m / (M_PER_DEG_LAT * math.cos(math.radians(lat)))
-    ring = [
-        [lon - dlon, lat - dlat],
-        [lon + dlon, lat - dlat],
-        [lon + dlon, lat + dlat],
-        [lon - dlon, lat + dlat],
-        [lon - dlon, lat - dlat],
-    ]
-    return {"type": "Polygon", "coordinates": [ring]}
 
 
 def make_courier(
@@ -99,7 +75,7 @@ def make_delivery_order(
         reserved=quantity,
         price_minor=subtotal_minor // quantity,
     )
-    dropoff = dropoff or offset(1500, 800)
+    dropoff = dropoff or factories.offset(1500, 800)
     order = Order(
         patient_id=patient.id,
         store_id=store.id,

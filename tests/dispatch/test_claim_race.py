@@ -14,6 +14,7 @@ from o2o import clock
 from o2o.errors import Conflict
 from o2o.geo import area_element, parse_area
 from o2o.users.models import User
+from tests import factories
 from tests.dispatch import helpers
 from tests.factories import make_store
 
@@ -28,7 +29,7 @@ def test_concurrent_claims_never_give_one_job_to_two_couriers(committed, engine)
         for i in range(JOBS):
             helpers.make_delivery_order(session, store, released_at=now - timedelta(minutes=i % 60))
         couriers = helpers.make_couriers_fast(
-            session, COURIERS, home_store=store, at=helpers.offset(300, 0)
+            session, COURIERS, home_store=store, at=factories.offset(300, 0)
         )
         session.commit()
         courier_ids = [c.id for c in couriers]
@@ -39,7 +40,7 @@ def test_concurrent_claims_never_give_one_job_to_two_couriers(committed, engine)
     claimed: list[tuple[int, str]] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
-    lat, lon = helpers.offset(300, 0)
+    lat, lon = factories.offset(300, 0)
 
     def courier_loop(courier_id: int) -> None:
         try:
@@ -84,15 +85,17 @@ def test_ordering_by_deadline_means_an_old_job_is_never_passed_over(db, store, c
     now = clock.now()
     far = helpers.make_delivery_order(
         db,
-        make_store(db, at=helpers.offset(4000, 0), zone_half_side_m=helpers.DELIVERY_ZONE_M),
+        make_store(db, at=factories.offset(4000, 0), zone_half_side_m=helpers.DELIVERY_ZONE_M),
         released_at=now - timedelta(minutes=70),
     )
     courier_row = couriers.get_courier(db, courier.id)
-    courier_row.service_area = area_element(parse_area(helpers.square(helpers.CENTRE, 9000)))
+    courier_row.service_area = area_element(
+        parse_area(factories.square_zone(factories.SHANGHAI, 9000))
+    )
     db.flush()
     for _ in range(3):
         helpers.make_delivery_order(db, store, released_at=now)
-    lat, lon = helpers.offset(300, 0)
+    lat, lon = factories.offset(300, 0)
     # Once the far job has waited long enough for the ring to reach its store (3.7 km away).
     job = pool.claim_next_job(db, courier, lat=lat, lon=lon, now=now + timedelta(minutes=5))
     assert job.order_id == far.id

@@ -11,11 +11,12 @@ from o2o.order_flow import store_actions
 from o2o.orders import lifecycle
 from o2o.orders.models import OrderStatus
 from o2o.users.models import Role
+from tests import factories
 from tests.dispatch import helpers
 from tests.factories import auth, make_store
 
 API = "/api/v1"
-HERE = {"lat": helpers.offset(300, 0)[0], "lon": helpers.offset(300, 0)[1]}
+HERE = {"lat": factories.offset(300, 0)[0], "lon": factories.offset(300, 0)[1]}
 
 
 def _params(point=HERE, **extra):
@@ -23,7 +24,7 @@ def _params(point=HERE, **extra):
 
 
 def test_a_ready_delivery_opens_a_job_with_store_dropoff_deadline_and_priority(db, store):
-    order = helpers.make_delivery_order(db, store, dropoff=helpers.offset(1000, 1000))
+    order = helpers.make_delivery_order(db, store, dropoff=factories.offset(1000, 1000))
     job = helpers.job_of(db, order)
     assert job.status is JobStatus.OPEN
     assert job.store_id == store.id
@@ -38,9 +39,11 @@ def test_listing_ranks_by_deadline_bucket_then_distance_and_shows_the_api_shape(
     db, client, store, courier_headers
 ):
     now = clock.now()
-    far_store = make_store(db, at=helpers.offset(3000, 0), zone_half_side_m=helpers.DELIVERY_ZONE_M)
-    courier_area = helpers.square(helpers.CENTRE, 6000)
-    courier = helpers.make_courier(db, area=courier_area, at=helpers.offset(300, 0))
+    far_store = make_store(
+        db, at=factories.offset(3000, 0), zone_half_side_m=helpers.DELIVERY_ZONE_M
+    )
+    courier_area = factories.square_zone(factories.SHANGHAI, 6000)
+    courier = helpers.make_courier(db, area=courier_area, at=factories.offset(300, 0))
     # Same deadline bucket: the nearer store first. An earlier bucket beats distance.
     near = helpers.make_delivery_order(db, store, released_at=now - timedelta(minutes=20))
     far = helpers.make_delivery_order(db, far_store, released_at=now - timedelta(minutes=20))
@@ -68,7 +71,7 @@ def test_listing_ranks_by_deadline_bucket_then_distance_and_shows_the_api_shape(
         "distance_m",
     }
     assert first["store"]["id"] == store.id and first["store"]["name"] == store.name
-    assert abs(first["store"]["location"]["lat"] - helpers.CENTRE[0]) < 1e-9
+    assert abs(first["store"]["location"]["lat"] - factories.SHANGHAI[0]) < 1e-9
     assert 290 < first["distance_m"] < 310
     assert set(first["dropoff"]) == {"lat", "lon"}
     assert body["next_cursor"] is None
@@ -97,7 +100,7 @@ def test_jobs_outside_the_area_are_not_listed_and_cannot_be_claimed(
     db, client, store, courier_headers
 ):
     elsewhere = make_store(
-        db, at=helpers.offset(1000, 1000), zone_half_side_m=helpers.DELIVERY_ZONE_M
+        db, at=factories.offset(1000, 1000), zone_half_side_m=helpers.DELIVERY_ZONE_M
     )  # not the home store
     theirs = helpers.make_delivery_order(db, elsewhere)
     mine = helpers.make_delivery_order(db, store)
@@ -115,15 +118,15 @@ def test_jobs_outside_the_area_are_not_listed_and_cannot_be_claimed(
 
 def test_a_service_area_courier_is_refused_stores_outside_the_area(db, client):
     """Even escalated (wide radius) and 1.1 km away: a store outside the area is not theirs."""
-    area = helpers.square(helpers.CENTRE, 1500)
-    inside = make_store(db, at=helpers.offset(500, 0), zone_half_side_m=helpers.DELIVERY_ZONE_M)
-    outside = make_store(db, at=helpers.offset(0, 2500), zone_half_side_m=helpers.DELIVERY_ZONE_M)
-    courier = helpers.make_courier(db, area=area, at=helpers.offset(0, 1400))
+    area = factories.square_zone(factories.SHANGHAI, 1500)
+    inside = make_store(db, at=factories.offset(500, 0), zone_half_side_m=helpers.DELIVERY_ZONE_M)
+    outside = make_store(db, at=factories.offset(0, 2500), zone_half_side_m=helpers.DELIVERY_ZONE_M)
+    courier = helpers.make_courier(db, area=area, at=factories.offset(0, 1400))
     far_job = helpers.job_of(db, helpers.make_delivery_order(db, outside))
     far_job.priority = 2
     db.flush()
     near_job = helpers.job_of(db, helpers.make_delivery_order(db, inside))
-    by_outside = {"lat": helpers.offset(0, 1400)[0], "lon": helpers.offset(0, 1400)[1]}
+    by_outside = {"lat": factories.offset(0, 1400)[0], "lon": factories.offset(0, 1400)[1]}
 
     r = client.get(f"{API}/dispatch/jobs", params=_params(by_outside), headers=auth(courier))
     assert [i["id"] for i in r.json()["items"]] == [str(near_job.id)]
@@ -141,13 +144,13 @@ def test_a_service_area_courier_is_refused_stores_outside_the_area(db, client):
 
 def test_a_fresh_job_goes_to_nearby_couriers_first_then_the_ring_widens(db, store):
     now = clock.now()
-    area = helpers.square(helpers.CENTRE, 9000)
-    near = helpers.make_courier(db, area=area, at=helpers.offset(500, 0))
-    far = helpers.make_courier(db, area=area, at=helpers.offset(4000, 0))
+    area = factories.square_zone(factories.SHANGHAI, 9000)
+    near = helpers.make_courier(db, area=area, at=factories.offset(500, 0))
+    far = helpers.make_courier(db, area=area, at=factories.offset(4000, 0))
     job = helpers.job_of(db, helpers.make_delivery_order(db, store))
     job.opened_at = now
     db.flush()
-    far_at = helpers.offset(4000, 0)
+    far_at = factories.offset(4000, 0)
 
     assert pool.claim_next_job(db, far, lat=far_at[0], lon=far_at[1], now=now) is None
     minutes_to_reach = (4000 - pool.RING_START_M) / pool.RING_GROWTH_M_PER_MIN
@@ -162,18 +165,18 @@ def test_a_fresh_job_goes_to_nearby_couriers_first_then_the_ring_widens(db, stor
         == job.id
     )
     actions.release(db, far, job.id)
-    near_at = helpers.offset(500, 0)
+    near_at = factories.offset(500, 0)
     assert pool.claim_next_job(db, near, lat=near_at[0], lon=near_at[1], now=now).id == job.id
 
 
 def test_the_radius_widens_for_escalated_jobs(db, client):
-    area = helpers.square(helpers.CENTRE, 20_000)
+    area = factories.square_zone(factories.SHANGHAI, 20_000)
     far_store = make_store(
-        db, at=helpers.offset(8000, 0), zone_half_side_m=helpers.DELIVERY_ZONE_M
+        db, at=factories.offset(8000, 0), zone_half_side_m=helpers.DELIVERY_ZONE_M
     )  # 8 km: beyond 5 km
-    courier = helpers.make_courier(db, area=area, at=helpers.CENTRE)
-    here = {"lat": helpers.CENTRE[0], "lon": helpers.CENTRE[1]}
-    order = helpers.make_delivery_order(db, far_store, dropoff=helpers.offset(8500, 0))
+    courier = helpers.make_courier(db, area=area, at=factories.SHANGHAI)
+    here = {"lat": factories.SHANGHAI[0], "lon": factories.SHANGHAI[1]}
+    order = helpers.make_delivery_order(db, far_store, dropoff=factories.offset(8500, 0))
     job = helpers.job_of(db, order)
 
     r = client.get(f"{API}/dispatch/jobs", params=_params(here), headers=auth(courier))
@@ -202,7 +205,7 @@ def test_claim_next_takes_the_best_job_then_answers_204(db, client, store, couri
     r = client.post(f"{API}/dispatch/claim", json=HERE, headers=courier_headers)
     assert r.json()["order_id"] == str(later.id)
 
-    other = helpers.make_courier(db, home_store=store, at=helpers.offset(300, 0))
+    other = helpers.make_courier(db, home_store=store, at=factories.offset(300, 0))
     r = client.post(f"{API}/dispatch/claim", json=HERE, headers=auth(other))
     assert r.status_code == 204 and r.content == b""
 
@@ -227,7 +230,7 @@ def test_a_courier_holds_at_most_the_configured_number_of_jobs(db, client, store
 def test_claiming_a_job_someone_took_is_a_conflict(db, client, store, courier, courier_headers):
     order = helpers.make_delivery_order(db, store)
     job = helpers.job_of(db, order)
-    rival = helpers.make_courier(db, home_store=store, at=helpers.offset(300, 0))
+    rival = helpers.make_courier(db, home_store=store, at=factories.offset(300, 0))
     assert (
         client.post(
             f"{API}/dispatch/jobs/{job.id}/claim", json=HERE, headers=auth(rival)
@@ -321,7 +324,7 @@ def test_location_updates_are_throttled(client, courier_headers, db, courier):
 
 def test_admin_sets_a_couriers_home_store_and_area(db, client, store, admin):
     courier = helpers.make_user_fast(db, Role.COURIER)
-    area = helpers.square(helpers.CENTRE, 3000)
+    area = factories.square_zone(factories.SHANGHAI, 3000)
     r = client.put(
         f"{API}/admin/couriers/{courier.id}",
         json={"home_store_id": store.id, "service_area": area},

@@ -11,17 +11,18 @@ import pytest
 from dispatch import service
 from o2o import clock
 from o2o.users.models import Role
+from tests import factories
 from tests.dispatch import helpers
 from tests.factories import auth, make_store
 from tests.local_days import CASE_IDS, CASES, ZONES, local_midnight
 
 API = "/api/v1"
-HERE = helpers.offset(300, 0)
+HERE = factories.offset(300, 0)
 
 
 def zone_store(db, zone: str):
     return make_store(
-        db, at=helpers.CENTRE, zone_half_side_m=helpers.DELIVERY_ZONE_M, timezone=zone
+        db, at=factories.SHANGHAI, zone_half_side_m=helpers.DELIVERY_ZONE_M, timezone=zone
     )
 
 

@@ -13,9 +13,10 @@ from o2o import clock
 from o2o.config import get_settings
 from o2o.orders.models import OrderStatus
 from o2o.outbox import OutboxEvent
+from tests import factories
 from tests.dispatch import helpers
 
-HERE = helpers.offset(300, 0)
+HERE = factories.offset(300, 0)
 
 
 def _events(db, event_type, order):
@@ -39,18 +40,18 @@ def test_the_sql_prediction_follows_the_pure_rules_in_every_phase(db, store, cou
     preparing = helpers.make_delivery_order(
         db, store, status=OrderStatus.PREPARING, released_at=now - timedelta(minutes=4)
     )
-    waiting = helpers.make_delivery_order(db, store, dropoff=helpers.offset(-2000, 500))
-    claimed = helpers.make_delivery_order(db, store, dropoff=helpers.offset(2500, -700))
+    waiting = helpers.make_delivery_order(db, store, dropoff=factories.offset(-2000, 500))
+    claimed = helpers.make_delivery_order(db, store, dropoff=factories.offset(2500, -700))
     claimed_job = pool.claim_job(
         db, courier, helpers.job_of(db, claimed).id, lat=HERE[0], lon=HERE[1], now=now
     )
     rider = helpers.make_courier(db, home_store=store, at=HERE)
-    picked = helpers.make_delivery_order(db, store, dropoff=helpers.offset(900, 900))
+    picked = helpers.make_delivery_order(db, store, dropoff=factories.offset(900, 900))
     picked_job = pool.claim_job(
         db, rider, helpers.job_of(db, picked).id, lat=HERE[0], lon=HERE[1], now=now
     )
     actions.pickup(db, rider, picked_job.id, now=now)
-    couriers._store_location(db, rider.id, *helpers.offset(600, 600), now)
+    couriers._store_location(db, rider.id, *factories.offset(600, 600), now)
 
     predicted = monitor.predict(db, now=now)
 

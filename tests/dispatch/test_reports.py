@@ -7,11 +7,12 @@ import pytest
 
 from dispatch import actions, monitor, pool
 from o2o.users.models import Role
+from tests import factories
 from tests.dispatch import helpers
 from tests.factories import auth, make_store, make_user
 
 API = "/api/v1"
-HERE = helpers.offset(300, 0)
+HERE = factories.offset(300, 0)
 
 
 def _deliver_after(db, store, courier, minutes: float, *, released_at: datetime):
@@ -86,7 +87,7 @@ def test_the_stores_pharmacist_may_read_it_others_may_not(db, client, store, del
     own = make_user(db, role=Role.PHARMACIST, store_ids=[store.id])
     assert client.get(f"{API}/sla/report", params=params, headers=auth(own)).status_code == 200
     other_store = make_store(
-        db, at=helpers.offset(5000, 5000), zone_half_side_m=helpers.DELIVERY_ZONE_M
+        db, at=factories.offset(5000, 5000), zone_half_side_m=helpers.DELIVERY_ZONE_M
     )
     stranger = make_user(db, role=Role.PHARMACIST, store_ids=[other_store.id])
     r = client.get(f"{API}/sla/report", params=params, headers=auth(stranger))

@@ -11,10 +11,11 @@ from dispatch.models import Job, JobStatus, SlaBreach, SlaEscalation
 from o2o import clock
 from o2o.config import get_settings
 from o2o.outbox import OutboxEvent
+from tests import factories
 from tests.dispatch import helpers
 from tests.factories import make_store
 
-HERE = helpers.offset(300, 0)
+HERE = factories.offset(300, 0)
 
 
 def test_a_claim_not_picked_up_in_time_returns_to_the_pool(db, store, courier):

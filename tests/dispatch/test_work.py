@@ -6,11 +6,12 @@ from dispatch.models import Job, JobStatus
 from o2o.orders.models import OrderEvent, OrderStatus
 from o2o.outbox import OutboxEvent
 from o2o.users.models import Role
+from tests import factories
 from tests.dispatch import helpers
 from tests.factories import auth, make_user
 
 API = "/api/v1"
-HERE = {"lat": helpers.offset(300, 0)[0], "lon": helpers.offset(300, 0)[1]}
+HERE = {"lat": factories.offset(300, 0)[0], "lon": factories.offset(300, 0)[1]}
 
 
 def _claimed(db, client, store, headers, **order_kw):
@@ -168,7 +169,7 @@ def test_release_puts_a_claimed_job_back_in_the_pool(db, client, store, courier_
 
 def test_another_courier_acting_on_my_job_gets_404(db, client, store, courier_headers):
     order, job_id = _claimed(db, client, store, courier_headers)
-    rival = auth(helpers.make_courier(db, home_store=store, at=helpers.offset(300, 0)))
+    rival = auth(helpers.make_courier(db, home_store=store, at=factories.offset(300, 0)))
     calls = [
         client.get(f"{API}/dispatch/jobs/{job_id}", headers=rival),
         client.post(f"{API}/dispatch/jobs/{job_id}/pickup", headers=rival),
