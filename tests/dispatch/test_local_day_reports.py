@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from dispatch import service
+from dispatch import actions, pool
 from o2o import clock
 from o2o.users.models import Role
 from tests import factories
@@ -31,9 +31,9 @@ def deliver_at(db, store, delivered_at: datetime):
     courier = helpers.make_courier(db, home_store=store, at=HERE)
     released_at = delivered_at - timedelta(minutes=30)
     order = helpers.make_delivery_order(db, store, released_at=released_at)
-    job = service.claim_job(db, courier, helpers.job_of(db, order).id, lat=HERE[0], lon=HERE[1])
-    service.pickup(db, courier, job.id, now=released_at + timedelta(minutes=10))
-    service.deliver(db, courier, job.id, helpers.DELIVERY_CODE, now=delivered_at)
+    job = pool.claim_job(db, courier, helpers.job_of(db, order).id, lat=HERE[0], lon=HERE[1])
+    actions.pickup(db, courier, job.id, now=released_at + timedelta(minutes=10))
+    actions.deliver(db, courier, job.id, helpers.DELIVERY_CODE, now=delivered_at)
     return order
 
 
