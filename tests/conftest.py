@@ -76,11 +76,17 @@ def db(connection: Connection) -> Iterator[Session]:
     session.close()
 
 
-@pytest.fixture
-def app(db: Session):
+@pytest.fixture(scope="session")
+def _built_app():
+    """The application, built once per run (building it costs more than most tests)."""
     from main import create_app
 
-    application = create_app()
+    return create_app()
+
+
+@pytest.fixture
+def app(_built_app, db: Session):
+    """The application with its request sessions running inside this test's transaction."""
 
     def _session() -> Iterator[Session]:
         # Keep what the test set up before the request: a request that fails rolls back its
@@ -94,8 +100,10 @@ def app(db: Session):
             db.rollback()
             raise
 
-    application.dependency_overrides[get_session] = _session
-    return application
+    # The console shares this dict, so it is changed in place, never replaced.
+    _built_app.dependency_overrides[get_session] = _session
+    yield _built_app
+    _built_app.dependency_overrides.clear()
 
 
 @pytest.fixture
