@@ -22,7 +22,7 @@ from dispatch.schemas import (
     SlaReportOut,
 )
 from o2o import clock
-from o2o.api import ApiRoute
+from o2o.api import ApiRoute, CursorQuery, RowId
 from o2o.db import DbSession
 from o2o.errors import error_responses
 from o2o.geo import to_latlon
@@ -65,7 +65,7 @@ def list_jobs(
     lat: Lat = None,
     lon: Lon = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=500)] = None,
+    cursor: CursorQuery = None,
 ):
     """List the jobs open to the courier: most urgent first, then the nearest store.
 
@@ -173,7 +173,7 @@ def unlock(job_id: uuid.UUID, session: DbSession, staff: StaffOrAdmin):
 
 
 @router.put("/admin/couriers/{user_id}", response_model=CourierProfileOut)
-def set_courier_area(user_id: int, body: CourierProfileIn, session: DbSession, admin: AdminUser):
+def set_courier_area(user_id: RowId, body: CourierProfileIn, session: DbSession, admin: AdminUser):
     """Set a courier's home store and/or service area (GeoJSON Polygon or MultiPolygon)."""
     couriers.set_courier_area(
         session, user_id, home_store_id=body.home_store_id, service_area=body.service_area
@@ -182,7 +182,7 @@ def set_courier_area(user_id: int, body: CourierProfileIn, session: DbSession, a
 
 
 @router.get("/admin/couriers/{user_id}", response_model=CourierProfileOut)
-def get_courier(user_id: int, session: DbSession, admin: AdminUser):
+def get_courier(user_id: RowId, session: DbSession, admin: AdminUser):
     """Read a courier's working profile."""
     return couriers.courier_profile(session, user_id)
 

@@ -1,15 +1,18 @@
-"""The route class of every API router: JSON numbers read the way JSON Schema reads them, and
-each sync endpoint's request session committed as the endpoint returns."""
+"""The route class of every API router: text the database cannot store refused at the edge, JSON
+numbers read the way JSON Schema reads them, and each sync endpoint's request session committed as
+the endpoint returns."""
 
 import inspect
 import json
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request, Response
+from fastapi import Path, Query, Request, Response
 from fastapi.routing import APIRoute
+from starlette.datastructures import UploadFile
 
-from o2o.db import commit_on_return
+from o2o.db import INT4_MAX, commit_on_return
+from o2o.text import check_storable
 
 
 def _json_number(text: str) -> int | float:
@@ -26,8 +29,60 @@ class JsonRequest(Request):
         return self._json
 
 
+# A row id in a path: the schema states the column's range, so an id past it is refused as
+# invalid input (422), never looked up.
+RowId = Annotated[int, Path(ge=1, le=INT4_MAX)]
+
+# A page cursor as the lists give it out (`o2o.pagination`): URL-safe base64 without padding. The
+# schema states the alphabet and the length; a well-formed cursor that no list gave out is refused
+# with 422 `invalid_cursor`.
+MAX_CURSOR_LENGTH = 512
+CursorQuery = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=MAX_CURSOR_LENGTH,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The `next_cursor` of the previous page; omit it for the first page.",
+    ),
+]
+
+# Headers whose values the platform stores (the others are only read).
+STORED_HEADERS = ("idempotency-key",)
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+async def check_request_text(request: JsonRequest) -> None:
+    """Refuse a request carrying text the database cannot store, wherever it is: path, query,
+    stored headers, a JSON body or a form (field values and file names)."""
+    check_storable(request.scope.get("path_params", {}), "path")
+    for name, value in request.query_params.multi_items():
+        check_storable({name: value}, "query")
+    for name in STORED_HEADERS:
+        if (value := request.headers.get(name)) is not None:
+            check_storable({name: value}, "header")
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith(FORM_TYPES):
+        try:
+            form = await request.form()
+        except Exception:  # noqa: BLE001 - a malformed form is refused by the handler itself
+            return
+        for name, value in form.multi_items():
+            text = (value.filename or "") if isinstance(value, UploadFile) else value
+            check_storable({name: text}, "form")
+    elif content_type.startswith("application/json") or (
+        not content_type and request.method in ("POST", "PUT", "PATCH")
+    ):
+        try:
+            body = await request.json()
+        except ValueError:  # malformed JSON is refused by the handler in the one error shape
+            return
+        check_storable(body, "body")
+
+
 class ApiRoute(APIRoute):
-    """A route that reads whole JSON numbers as integers and commits sync endpoints on return."""
+    """A route that refuses unstorable text, reads whole JSON numbers as integers and commits
+    sync endpoints on return."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         if not inspect.iscoroutinefunction(endpoint):
@@ -38,6 +93,8 @@ class ApiRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
-            return await handler(JsonRequest(request.scope, request.receive, request._send))
+            request = JsonRequest(request.scope, request.receive, request._send)
+            await check_request_text(request)
+            return await handler(request)
 
         return handle

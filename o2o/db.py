@@ -15,6 +15,9 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from o2o.config import get_settings
 
+# The largest value of an `integer` column: the ids of stores, products, users, keys, endpoints.
+INT4_MAX = 2**31 - 1
+
 log = logging.getLogger(__name__)
 
 NAMING_CONVENTION = {

@@ -4,11 +4,11 @@ review, the queue, the audit trail and the FHIR export."""
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import JSONResponse
 
 from o2o import pagination
-from o2o.api import ApiRoute
+from o2o.api import ApiRoute, CursorQuery, RowId
 from o2o.db import DbSession
 from o2o.errors import error_responses
 from o2o.users.dependencies import AdminUser, CurrentUser, PatientUser
@@ -52,8 +52,6 @@ from prescriptions.workflow import EXTENSIONS
 router = APIRouter(route_class=ApiRoute, tags=["prescriptions"])
 
 Limit = Annotated[int, Query(ge=1, le=100)]
-Cursor = Annotated[str | None, Query(max_length=200)]
-KeyId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 def _key_out(key: DoctorKey) -> DoctorKeyOut:
@@ -142,7 +140,7 @@ def request_refill(
 
 @router.get("/prescriptions/queue", response_model=QueuePage)
 def prescription_queue(
-    user: QueueUser, session: DbSession, limit: Limit = 20, cursor: Cursor = None
+    user: QueueUser, session: DbSession, limit: Limit = 20, cursor: CursorQuery = None
 ):
     """What awaits you, oldest first: doctors' requests, or pharmacists' issued prescriptions."""
     items, next_cursor = queue.queue(session, user, limit=limit, cursor=cursor)
@@ -186,7 +184,7 @@ def get_audit(
     user: CurrentUser,
     session: DbSession,
     limit: Limit = 100,
-    cursor: Cursor = None,
+    cursor: CursorQuery = None,
 ):
     """Every step of the prescription, oldest first."""
     entries = audit.audit_entries(
@@ -220,7 +218,7 @@ def register_key(body: DoctorKeyIn, doctor: DoctorUser, session: DbSession):
 
 
 @router.get("/doctors/me/keys", response_model=DoctorKeyPage)
-def my_keys(doctor: DoctorUser, session: DbSession, limit: Limit = 20, cursor: Cursor = None):
+def my_keys(doctor: DoctorUser, session: DbSession, limit: Limit = 20, cursor: CursorQuery = None):
     """Your keys and their status."""
     keys = doctor_keys.list_keys(
         session, doctor_id=doctor.id, limit=limit, after_id=_after_id(KEYS_LISTING, cursor)
@@ -307,7 +305,7 @@ def list_doctor_keys(
     session: DbSession,
     key_status: Annotated[DoctorKeyStatus | None, Query(alias="status")] = None,
     limit: Limit = 20,
-    cursor: Cursor = None,
+    cursor: CursorQuery = None,
 ):
     """Doctors' keys, for example the pending ones to approve."""
     keys = doctor_keys.list_keys(
@@ -321,7 +319,7 @@ def list_doctor_keys(
     response_model=DoctorKeyOut,
     responses=error_responses(e409="key_not_pending"),
 )
-def approve_key(key_id: KeyId, admin: AdminUser, session: DbSession):
+def approve_key(key_id: RowId, admin: AdminUser, session: DbSession):
     """Make a pending key the doctor's active key (the previous one is superseded)."""
     return _key_out(doctor_keys.approve_key(session, admin, key_id))
 
@@ -331,7 +329,7 @@ def approve_key(key_id: KeyId, admin: AdminUser, session: DbSession):
     response_model=DoctorKeyOut,
     responses=error_responses(e409="the key is already revoked"),
 )
-def revoke_key(key_id: KeyId, admin: AdminUser, session: DbSession):
+def revoke_key(key_id: RowId, admin: AdminUser, session: DbSession):
     """Revoke a key: what it signs from now on is refused, and unreviewed prescriptions it
     signed can no longer be approved."""
     return _key_out(doctor_keys.revoke_key(session, admin, key_id))

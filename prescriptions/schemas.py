@@ -13,6 +13,7 @@ from pydantic import (
     model_validator,
 )
 
+from o2o.db import INT4_MAX
 from o2o.errors import rule_error
 from prescriptions.models import DoctorKeyStatus
 from prescriptions.workflow import PrescriptionStatus, normalise_id_number
@@ -48,7 +49,7 @@ class PrescriptionRequestIn(_In):
 
 
 class PrescribedItemIn(_In):
-    product_id: StrictInt = Field(gt=0, le=2**31 - 1)
+    product_id: StrictInt = Field(gt=0, le=INT4_MAX)
     quantity: StrictInt = Field(gt=0, le=1000)
     dose: str = Text200
     frequency: str = Text200

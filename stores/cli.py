@@ -1,6 +1,7 @@
 """Store commands: `python -m o2o stores ...` (imports of stores and of lots)."""
 
 import functools
+import json
 import time
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -20,6 +21,7 @@ from rich.table import Table
 
 from o2o.db import session_scope
 from o2o.errors import DomainError
+from o2o.text import check_storable
 from stores import lot_import, service
 from stores.schemas import StoreImportIn
 
@@ -72,9 +74,15 @@ def import_stores(
     All or nothing unless --partial.
     """
     try:
-        collection = StoreImportIn.model_validate_json(file.read_bytes())
+        raw = json.loads(file.read_bytes())
+        check_storable(raw)
+        collection = StoreImportIn.model_validate(raw)
+    except DomainError as exc:
+        _fail(f"{file}: {exc.message}", 2)
     except ValidationError as exc:
         _fail(f"{file} is not a FeatureCollection of stores: {exc.errors()[0]['msg']}", 2)
+    except ValueError as exc:
+        _fail(f"{file} is not JSON: {exc}", 2)
     try:
         with session_scope() as session:
             result = service.import_stores(session, collection, partial=partial)

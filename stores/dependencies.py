@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import Depends
 
+from o2o.api import RowId
 from o2o.db import DbSession
 from o2o.errors import Forbidden
 from o2o.users.dependencies import CurrentUser
@@ -12,7 +13,7 @@ from stores import service
 from stores.models import Store
 
 
-def valid_store_id(store_id: int, session: DbSession) -> Store:
+def valid_store_id(store_id: RowId, session: DbSession) -> Store:
     """Load the store named in the path, or refuse with 404 store_not_found."""
     return service.get_store(session, store_id)
 

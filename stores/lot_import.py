@@ -15,9 +15,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from o2o.db import INT4_MAX
 from o2o.errors import InvalidInput
 from stores import inventory
-from stores.schemas import INT4_MAX, MAX_ON_HAND, MAX_PRICE_MINOR
+from stores.schemas import MAX_ON_HAND, MAX_PRICE_MINOR
 
 CSV_COLUMNS = (
     "store_id",

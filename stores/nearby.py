@@ -103,7 +103,7 @@ def nearby_stores(
     k = limit + 1
     want = 2 * k + 2
     while True:
-        rows = session.execute(_NEARBY_SQL, {**params, "want": want}).all()
+        rows = proximity.walk(session, _NEARBY_SQL, {**params, "want": want})
         best = sorted((r for r in rows if r.matched), key=proximity.sort_key)
         last_sphere_m = max((r.sphere_m for r in rows), default=math.inf)
         if len(rows) < want or last_sphere_m > params["cutoff_m"]:

@@ -9,12 +9,17 @@ is final and how far past the radius the sphere stream must run.
 import math
 from collections.abc import Sequence
 
-from sqlalchemy import Row
+from sqlalchemy import Row, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import TextClause
 
 from o2o.config import get_settings
 from o2o.errors import InvalidInput
 
 MAX_LIMIT = 100
+# The smallest search radius: a metre (the schema states it, so no sub-metre value reaches SQL).
+MIN_RADIUS_M = 1.0
 
 # On WGS84 a geodesic is between 0.56% shorter and 0.45% longer than the great circle on the
 # mean sphere that `<->` measures (meridian and prime-vertical radii of curvature against the
@@ -47,9 +52,9 @@ def search_radius(radius_m: float | None) -> float:
     max_radius = get_settings().search_max_radius_m
     if radius_m is None:
         return max_radius
-    if not (math.isfinite(radius_m) and 0 < radius_m <= max_radius):
+    if not (math.isfinite(radius_m) and MIN_RADIUS_M <= radius_m <= max_radius):
         raise InvalidInput(
-            f"The search radius must be more than 0 and at most {max_radius:g} m.",
+            f"The search radius must be from {MIN_RADIUS_M:g} to {max_radius:g} m.",
             code="invalid_radius",
             details={"radius_m": radius_m, "max_radius_m": max_radius},
         )
@@ -69,3 +74,33 @@ def sort_key(row: Row) -> tuple[float, int]:
 def proven(best: Sequence[Row], k: int, unseen_sphere_m: float) -> bool:
     """Whether no store beyond a sphere distance can beat the k-th best spheroid distance."""
     return len(best) >= k and best[k - 1].distance_m < unseen_sphere_m * (1 - SPHEROID_BOUND)
+
+
+# PostGIS' geography index can report a store that coincides with the searched point but is
+# written differently (a pole at another longitude, lon 180 against -180) as farther than it is,
+# and PostgreSQL then refuses the ordered scan ("index returned tuples in wrong order"). Only a
+# point on a pole or on the antimeridian can coincide that way, so only its walks run in a
+# savepoint and, refused, run again without the index's ordering: a scan and a sort, exact, rare.
+_MISORDERED = "index returned tuples in wrong order"
+
+
+def on_edge(lat: float, lon: float) -> bool:
+    """Whether a point lies on a pole or on the antimeridian."""
+    return abs(lat) == 90 or abs(lon) == 180
+
+
+def walk(session: Session, statement: TextClause, params: dict) -> list[Row]:
+    """Run a nearest-first walk from (params["lat"], params["lon"]) and return its rows."""
+    if not on_edge(params["lat"], params["lon"]):
+        return list(session.execute(statement, params).all())
+    try:
+        with session.begin_nested():
+            return list(session.execute(statement, params).all())
+    except DBAPIError as exc:
+        if _MISORDERED not in str(exc.orig):
+            raise
+    with session.begin_nested():
+        session.execute(text("SET LOCAL enable_indexscan = off"))
+        rows = list(session.execute(statement, params).all())
+        session.execute(text("SET LOCAL enable_indexscan = on"))
+    return rows

@@ -4,14 +4,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from o2o.api import ApiRoute
-from o2o.db import DbSession
+from o2o.api import ApiRoute, CursorQuery, RowId
+from o2o.db import INT4_MAX, DbSession
 from o2o.errors import error_responses
 from o2o.users.dependencies import AdminUser
 from stores import inventory, service
 from stores.dependencies import StoreStaff, ValidStore
 from stores.schemas import (
-    INT4_MAX,
     PAGE_DEFAULT,
     PAGE_MAX,
     InventoryIn,
@@ -35,9 +34,6 @@ STORE_PATH = "/stores/{store_id:int}"
 PRODUCT_PATH = "/products/{product_id:int}"
 
 Limit = Annotated[int, Query(ge=1, le=PAGE_MAX, description="Items per page")]
-Cursor = Annotated[
-    str | None, Query(max_length=1024, description="`next_cursor` of the previous page")
-]
 
 
 ADMIN = {"e401": "Not signed in", "e403": "Only admins may do this"}
@@ -119,7 +115,7 @@ def search_products(
         Query(max_length=100, description="Part of a name or generic name, or GTIN digits"),
     ] = None,
     limit: Limit = PAGE_DEFAULT,
-    cursor: Cursor = None,
+    cursor: CursorQuery = None,
 ):
     """Find products by name or generic name (best match first) or by GTIN (prefix)."""
     items, next_cursor = service.search_products(session, q, limit=limit, cursor=cursor)
@@ -132,7 +128,7 @@ def search_products(
     summary="Read a product",
     responses=error_responses(e404="product_not_found"),
 )
-def get_product(product_id: int, session: DbSession):
+def get_product(product_id: RowId, session: DbSession):
     """Return a product."""
     return service.get_product(session, product_id)
 
@@ -184,7 +180,7 @@ def list_inventory(
     session: DbSession,
     product_id: Annotated[int | None, Query(ge=1, le=INT4_MAX)] = None,
     limit: Limit = PAGE_DEFAULT,
-    cursor: Cursor = None,
+    cursor: CursorQuery = None,
 ):
     """List the store's lots with on hand, reserved, available, and whether each is sellable."""
     items, next_cursor = inventory.list_store_lots(

@@ -19,10 +19,10 @@ from pydantic import (
 )
 
 from o2o import errors
+from o2o.db import INT4_MAX
 from o2o.geo import LatLon
 from stores import hours
 
-INT4_MAX = 2**31 - 1
 MAX_ON_HAND = 1_000_000
 MAX_PRICE_MINOR = 1_000_000_000
 MAX_LOTS_PER_SYNC = 5000

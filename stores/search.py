@@ -413,7 +413,7 @@ def _nearest_in_stream(
     order; None if the stream's budget of stores ran out first."""
     want = k + SPARE_MATCHES
     while True:
-        rows = session.execute(_statement(sql, want, budget), params).all()
+        rows = proximity.walk(session, _statement(sql, want, budget), params)
         rows.sort(key=lambda r: (r.rn, r.sphere_m))
         matches = sorted((r for r in rows if r.matched), key=proximity.sort_key)
         if not rows or rows[-1].sphere_m > params["cutoff_m"]:

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from o2o import ratelimit
-from o2o.api import ApiRoute
+from o2o.api import ApiRoute, CursorQuery
 from o2o.config import get_settings
 from o2o.db import DbSession
 from o2o.errors import error_responses
@@ -29,10 +29,15 @@ def nearby(
     lat: Annotated[float, Query(ge=-90, le=90)],
     lon: Annotated[float, Query(ge=-180, le=180)],
     radius_m: Annotated[
-        float | None, Query(gt=0, description="Default and maximum: the search maximum (50 km)")
+        float | None,
+        Query(
+            ge=proximity.MIN_RADIUS_M,
+            le=get_settings().search_max_radius_m,
+            description="Metres; default and maximum: the search maximum (50 km)",
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=proximity.MAX_LIMIT)] = PAGE_DEFAULT,
-    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    cursor: CursorQuery = None,
 ):
     """List active stores within radius_m of a point, nearest first, a page at a time."""
     stores, next_cursor = nearby_stores(

@@ -5,10 +5,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
+from o2o.config import get_settings
+from o2o.db import INT4_MAX
 from o2o.geo import LatLon
 from stores.cart import MAX_LINES, MAX_QUANTITY
-from stores.proximity import MAX_LIMIT
-from stores.schemas import INT4_MAX, OpeningHoursEntry, Service
+from stores.proximity import MAX_LIMIT, MIN_RADIUS_M
+from stores.schemas import OpeningHoursEntry, Service
 
 
 class CartLineIn(BaseModel):
@@ -26,7 +28,11 @@ class SearchIn(BaseModel):
     fulfillment: Literal["pickup", "delivery", "any"] = "any"
     limit: StrictInt = Field(5, ge=1, le=MAX_LIMIT)
     radius_m: StrictFloat | None = Field(
-        None, gt=0, allow_inf_nan=False, description="At most the configured maximum (50 km)"
+        None,
+        ge=MIN_RADIUS_M,
+        le=get_settings().search_max_radius_m,
+        allow_inf_nan=False,
+        description="Metres, at most the configured maximum (50 km)",
     )
     delivery_location: LatLon | None = Field(
         None, description="Deliver here instead of `location` (zone and ETA are judged here)"

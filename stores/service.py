@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from o2o import clock, pagination
+from o2o.db import INT4_MAX
 from o2o.errors import Conflict, DomainError, InvalidInput, NotFound
 from o2o.geo import (
     GeometryError,
@@ -30,7 +31,6 @@ from stores import hours
 from stores.models import Product, Store
 from stores.nearby import NearbyStore
 from stores.schemas import (
-    INT4_MAX,
     ImportRefusal,
     ProductIn,
     StoreImportIn,

@@ -9,9 +9,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from o2o import idempotency, ratelimit
-from o2o.api import ApiRoute
+from o2o.api import ApiRoute, CursorQuery
 from o2o.config import get_settings
-from o2o.db import DbSession
+from o2o.db import INT4_MAX, DbSession
 from o2o.errors import DomainError, error_body, error_responses
 from o2o.order_flow import access, checkout, store_actions, views
 from o2o.order_flow.schemas import CancelIn, HandoverIn, OrderIn, OrderOut, OrderPage
@@ -139,10 +139,10 @@ def _replay(replay: idempotency.Replay):
 def list_orders(
     session: DbSession,
     user: CurrentUser,
-    store_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    store_id: Annotated[int | None, Query(ge=1, le=INT4_MAX)] = None,
     status_: Annotated[OrderStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: CursorQuery = None,
 ):
     """List my orders (patient), or a store's orders (its staff: `?store_id=`), newest first."""
     orders, next_cursor = views.list_orders(

@@ -13,6 +13,7 @@ from pydantic import (
     model_validator,
 )
 
+from o2o.db import INT4_MAX
 from o2o.geo import LatLon
 from o2o.orders.models import Fulfillment, OrderStatus
 
@@ -25,7 +26,7 @@ MAX_QUANTITY = 1000
 class OrderItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    product_id: StrictInt = Field(ge=1, le=2**31 - 1)
+    product_id: StrictInt = Field(ge=1, le=INT4_MAX)
     quantity: StrictInt = Field(ge=1, le=MAX_QUANTITY)
 
 
@@ -64,7 +65,7 @@ class OrderIn(BaseModel):
     location: LatLon
     fulfillment: Literal["auto", "pickup", "delivery"] = "auto"
     delivery_address: DeliveryAddressIn | None = None
-    store_id: Annotated[StrictInt, Field(ge=1, le=2**31 - 1)] | None = None
+    store_id: Annotated[StrictInt, Field(ge=1, le=INT4_MAX)] | None = None
 
     @model_validator(mode="after")
     def _delivery_needs_address(self) -> "OrderIn":

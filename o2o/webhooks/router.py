@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter, Response, status
 
-from o2o.api import ApiRoute
+from o2o.api import ApiRoute, RowId
 from o2o.db import DbSession
 from o2o.users.dependencies import AdminUser
 from o2o.webhooks import relay
@@ -37,7 +37,7 @@ def list_webhooks(session: DbSession, admin: AdminUser) -> dict:
 
 
 @router.delete("/admin/webhooks/{endpoint_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_webhook(endpoint_id: int, session: DbSession, admin: AdminUser):
+def delete_webhook(endpoint_id: RowId, session: DbSession, admin: AdminUser):
     """Stop sending to an endpoint."""
     relay.deactivate_endpoint(session, endpoint_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

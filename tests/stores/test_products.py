@@ -94,11 +94,13 @@ def test_only_admins_add_products(client, db, role):
     assert state(db) == before
 
 
-def test_unknown_product_is_404(client, db):
-    for product_id in ("999999", "0", "99999999999999999999"):
+def test_unknown_product_is_404_and_an_id_outside_the_range_is_invalid(client, db):
+    r = client.get(f"{API}/products/999999")
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "product_not_found"
+    for product_id in ("0", "2147483648", "99999999999999999999"):
         r = client.get(f"{API}/products/{product_id}")
-        assert r.status_code == 404
-        assert r.json()["error"]["code"] == "product_not_found"
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"
 
 
 @pytest.fixture
