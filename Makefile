@@ -1,5 +1,5 @@
 # The two commands of the README are `make run` and `make test`; the rest are helpers.
-.PHONY: run test stop status bench load simulate lint format
+.PHONY: run test stop status bench load simulate lint format fuzz
 
 run: ## install what is missing, start everything, serve on http://127.0.0.1:8000 (PORT overrides)
 	bash scripts/run.sh
@@ -27,3 +27,6 @@ load: ## the API under load (uvicorn, production workers) on the benchmark city;
 
 simulate: ## a simulated day of the demo city, ranked dispatch vs first come first served (ARGS="--orders 300")
 	bash scripts/simulate.sh $(ARGS)
+
+fuzz: ## schemathesis against the served API (all checks; examples, coverage, fuzzing, stateful) as each demo role; FUZZ_SEED, FUZZ_EXAMPLES
+	bash scripts/fuzz.sh

@@ -63,13 +63,23 @@ async def check_request_text(request: JsonRequest) -> None:
             check_storable({name: value}, "header")
     content_type = request.headers.get("content-type", "")
     if content_type.startswith(FORM_TYPES):
+        # Parsed from a replay of the body: the handler then parses the same bytes with its own
+        # limits (files, fields), as if nothing had read them before.
+        body = await request.body()
+
+        async def replay() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
         try:
-            form = await request.form()
+            form = await Request(request.scope, replay).form()
         except Exception:  # noqa: BLE001 - a malformed form is refused by the handler itself
             return
-        for name, value in form.multi_items():
-            text = (value.filename or "") if isinstance(value, UploadFile) else value
-            check_storable({name: text}, "form")
+        try:
+            for name, value in form.multi_items():
+                text = (value.filename or "") if isinstance(value, UploadFile) else value
+                check_storable({name: text}, "form")
+        finally:
+            await form.close()
     elif content_type.startswith("application/json") or (
         not content_type and request.method in ("POST", "PUT", "PATCH")
     ):

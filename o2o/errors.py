@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from pydantic_core import PydanticCustomError
+from python_multipart.exceptions import FormParserError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -208,6 +209,14 @@ def install_error_handlers(app: FastAPI) -> None:
             # several routes (GET and POST /orders) allows all of their methods.
             headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
         return error_response(exc.status_code, code, message, None, headers)
+
+    @app.exception_handler(FormParserError)
+    async def _unreadable_form(request: Request, exc: FormParserError) -> JSONResponse:
+        # The multipart parser refuses a malformed body with its own error, which Starlette
+        # passes through: it is the client's body that is wrong.
+        return error_response(
+            400, "bad_request", "The form body could not be read as multipart/form-data."
+        )
 
     @app.exception_handler(OperationalError)
     async def _db_down(request: Request, exc: OperationalError) -> JSONResponse:

@@ -279,3 +279,23 @@ def test_an_order_dropped_off_at_an_edge_is_answered_not_a_server_error(
     )
     assert r.status_code < 500, r.text
     assert "error" in r.json() or r.json()["fulfillment"] == "pickup"
+
+
+def test_a_malformed_multipart_body_is_refused_not_a_server_error(client, db, patient):
+    boundary = "0d37f771f3609e9baf6be26654101f5f"
+    r = client.post(
+        f"{API}/prescriptions",
+        content=f"--{boundary}\r\nTrue--{boundary}--\r\n".encode(),
+        headers={**auth(patient), "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert 400 <= r.status_code < 500, r.text
+    assert "error" in r.json()
+
+
+def test_a_multipart_body_over_the_fields_limit_is_still_refused(client, db, patient):
+    # The edge's own reading of a form must not lift the limits the handler parses it with.
+    fields = {f"extra{i}": "x" for i in range(20)}
+    r = client.post(
+        f"{API}/prescriptions", data=fields, files={"a": ("a.txt", b"x")}, headers=auth(patient)
+    )
+    assert 400 <= r.status_code < 500, r.text
