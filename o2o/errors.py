@@ -213,9 +213,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FormParserError)
     async def _unreadable_form(request: Request, exc: FormParserError) -> JSONResponse:
         # The multipart parser refuses a malformed body with its own error, which Starlette
-        # passes through: it is the client's body that is wrong.
+        # passes through: the body is unreadable, answered as malformed JSON is (422).
         return error_response(
-            400, "bad_request", "The form body could not be read as multipart/form-data."
+            422, "malformed_body", "The form body could not be read as multipart/form-data."
         )
 
     @app.exception_handler(OperationalError)

@@ -46,7 +46,10 @@ def _common_errors(route: APIRoute) -> dict[str, str]:
     if route.body_field is not None or any(
         (dependant.path_params, dependant.query_params, dependant.header_params)
     ):
-        errors["422"] = "invalid_input; malformed_json"
+        errors["422"] = (
+            "invalid_input (also text with a NUL character or an unpaired surrogate, which the "
+            "database cannot store); malformed_json; malformed_body"
+        )
     errors["503"] = "service_unavailable: the database is briefly unreachable (Retry-After)"
     return errors
 

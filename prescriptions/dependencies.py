@@ -6,6 +6,7 @@ from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from o2o.config import get_settings
 from o2o.errors import DomainError, InvalidInput
@@ -45,7 +46,12 @@ async def prescription_request_body(
             ) from None
         return _validate(raw), None
     if media_type == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=len(_FIELDS) + 1)
+        try:
+            form = await request.form(max_files=1, max_fields=len(_FIELDS) + 1)
+        except StarletteHTTPException as exc:  # too many fields or files, or an unreadable part
+            raise InvalidInput(
+                f"The form could not be read: {exc.detail}", code="malformed_body"
+            ) from None
         fields: dict[str, Any] = {}
         upload = None
         for name, value in form.multi_items():
