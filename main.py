@@ -6,11 +6,12 @@ from fastapi import APIRouter, FastAPI
 
 from dispatch.router import router as dispatch_router
 from o2o import health, wiring
+from o2o.api_links import LINKS
 from o2o.config import get_settings
 from o2o.console.app import create_console_app
 from o2o.errors import install_error_handlers
 from o2o.observability import BodySizeLimitMiddleware, RequestContextMiddleware, configure_logging
-from o2o.openapi import install_error_docs
+from o2o.openapi import install_error_docs, install_links
 from o2o.order_flow.router import router as orders_router
 from o2o.users.router import router as users_router
 from o2o.webhooks.router import router as webhooks_router
@@ -59,6 +60,7 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(api_router())
     install_error_docs(app)
+    install_links(app, LINKS)
     app.mount("/console", create_console_app(app.dependency_overrides), name="console")
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)

@@ -58,7 +58,11 @@ def my_jobs(session: DbSession, courier: CourierUser):
 # The pool --------------------------------------------------------------------------------------
 
 
-@router.get("/dispatch/jobs", response_model=JobPage)
+@router.get(
+    "/dispatch/jobs",
+    response_model=JobPage,
+    responses=error_responses(e422=("invalid_cursor", "location_required")),
+)
 def list_jobs(
     session: DbSession,
     courier: CourierUser,
@@ -125,7 +129,9 @@ def pickup(job_id: uuid.UUID, session: DbSession, courier: CourierUser):
 @router.post(
     "/dispatch/jobs/{job_id}/deliver",
     response_model=HeldJobOut,
-    responses=error_responses(e409="job_not_picked_up; wrong code; job_locked"),
+    responses=error_responses(
+        e422=("wrong_delivery_code",), e409="job_not_picked_up; wrong code; job_locked"
+    ),
 )
 def deliver(job_id: uuid.UUID, body: DeliverIn, session: DbSession, courier: CourierUser):
     """Hand over against the patient's delivery code: the order completes."""
@@ -172,7 +178,11 @@ def unlock(job_id: uuid.UUID, session: DbSession, staff: StaffOrAdmin):
 # Admin: courier areas --------------------------------------------------------------------------
 
 
-@router.put("/admin/couriers/{user_id}", response_model=CourierProfileOut)
+@router.put(
+    "/admin/couriers/{user_id}",
+    response_model=CourierProfileOut,
+    responses=error_responses(e422=("invalid_area", "unknown_store")),
+)
 def set_courier_area(user_id: RowId, body: CourierProfileIn, session: DbSession, admin: AdminUser):
     """Set a courier's home store and/or service area (GeoJSON Polygon or MultiPolygon)."""
     couriers.set_courier_area(
@@ -194,7 +204,7 @@ def get_courier(user_id: RowId, session: DbSession, admin: AdminUser):
     "/sla/report",
     response_model=SlaReportOut,
     tags=["sla"],
-    responses=error_responses(e404="store_not_found"),
+    responses=error_responses(e422=("invalid_period",), e404="store_not_found"),
 )
 def sla_report(
     session: DbSession,

@@ -52,9 +52,10 @@ STORED_HEADERS = ("idempotency-key",)
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
-async def check_request_text(request: JsonRequest) -> None:
+async def check_request_text(request: JsonRequest, *, reads_body: bool) -> None:
     """Refuse a request carrying text the database cannot store, wherever it is: path, query,
-    stored headers, a JSON body or a form (field values and file names)."""
+    stored headers, a JSON body or a form (field values and file names). A body is looked at
+    only by a route that reads one."""
     check_storable(request.scope.get("path_params", {}), "path")
     for name, value in request.query_params.multi_items():
         check_storable({name: value}, "query")
@@ -62,6 +63,8 @@ async def check_request_text(request: JsonRequest) -> None:
         if (value := request.headers.get(name)) is not None:
             check_storable({name: value}, "header")
     content_type = request.headers.get("content-type", "")
+    if not reads_body:
+        return
     if content_type.startswith(FORM_TYPES):
         # Parsed from a replay of the body: the handler then parses the same bytes with its own
         # limits (files, fields), as if nothing had read them before.
@@ -90,6 +93,15 @@ async def check_request_text(request: JsonRequest) -> None:
         check_storable(body, "body")
 
 
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def reads_body(route: APIRoute) -> bool:
+    """Whether the route reads a request body: a declared one, or one it parses itself (a
+    multipart form read by the handler)."""
+    return route.body_field is not None or bool(route.methods & BODY_METHODS)
+
+
 class ApiRoute(APIRoute):
     """A route that refuses unstorable text, reads whole JSON numbers as integers and commits
     sync endpoints on return."""
@@ -104,7 +116,7 @@ class ApiRoute(APIRoute):
 
         async def handle(request: Request) -> Response:
             request = JsonRequest(request.scope, request.receive, request._send)
-            await check_request_text(request)
+            await check_request_text(request, reads_body=reads_body(self))
             return await handler(request)
 
         return handle

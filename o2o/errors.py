@@ -4,6 +4,7 @@ Shape: {"error": {"code": "...", "message": "...", "details": ...}}.
 """
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -105,12 +106,36 @@ class ErrorOut(BaseModel):
     error: ErrorBodyOut
 
 
-def error_responses(**by_status: str) -> dict[int, dict[str, Any]]:
-    """Document error answers for a route: error_responses(e409="order_not_open") -> `responses`."""
-    return {
+# The 422 codes every route with input may answer (o2o.openapi adds them): input that does not
+# fit the schema, or a body that cannot be read at all. Any other 422 code is a rule on meaning
+# that the route names itself, and only those may refuse schema-valid input.
+MALFORMED_INPUT_CODES = ("invalid_input", "malformed_json", "malformed_body")
+REFUSAL_CODES_KEY = "x-refusal-codes"
+
+
+def error_responses(
+    *, e422: Mapping[str, str] | Sequence[str] = (), **by_status: str
+) -> dict[int, dict[str, Any]]:
+    """Document error answers for a route: error_responses(e409="order_not_open") -> `responses`.
+
+    `e422` names the rules on meaning the route enforces beyond its schema (an id that names
+    nothing, a key reused with another body), as codes or as {code: what it means}; the OpenAPI
+    document lists them as the only codes its 422 answer may carry besides malformed input.
+    """
+    responses = {
         int(key.removeprefix("e")): {"model": ErrorOut, "description": description}
         for key, description in by_status.items()
     }
+    if e422:
+        notes = dict(e422) if isinstance(e422, Mapping) else dict.fromkeys(e422, "")
+        responses[422] = {
+            "model": ErrorOut,
+            "description": "; ".join(
+                f"{code}: {note}" if note else code for code, note in notes.items()
+            ),
+            REFUSAL_CODES_KEY: list(notes),
+        }
+    return responses
 
 
 def rule_error(code: str, message: str) -> PydanticCustomError:

@@ -8,14 +8,16 @@ the database is unreachable. A route's own description of a status wins.
 """
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from o2o.errors import ErrorOut
+from o2o.api import reads_body
+from o2o.errors import MALFORMED_INPUT_CODES, REFUSAL_CODES_KEY, ErrorOut
 from o2o.users.dependencies import get_current_user
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorOut"}
@@ -39,17 +41,19 @@ def _common_errors(route: APIRoute) -> dict[str, str]:
         errors["403"] = f"forbidden: only {', '.join(allowed)} may do this"
     if route.dependant.path_params:
         errors["404"] = "not_found: it does not exist or is not yours to see"
-    if route.body_field is not None:
+    if reads_body(route):
         errors["400"] = "bad_request: the body could not be read as the declared media type"
         errors["413"] = "payload_too_large"
     dependant = route.dependant
-    if route.body_field is not None or any(
+    if reads_body(route) or any(
         (dependant.path_params, dependant.query_params, dependant.header_params)
     ):
         errors["422"] = (
-            "invalid_input (also text with a NUL character or an unpaired surrogate, which the "
-            "database cannot store); malformed_json; malformed_body"
+            "invalid_input: the input does not fit the schema, or holds text with a NUL "
+            "character or an unpaired surrogate, which the database cannot store"
         )
+        if reads_body(route):
+            errors["422"] += "; malformed_json; malformed_body: the body cannot be read"
     errors["503"] = "service_unavailable: the database is briefly unreachable (Retry-After)"
     return errors
 
@@ -75,7 +79,8 @@ def install_error_docs(app: FastAPI) -> None:
                 if operation is None:
                     continue
                 responses = operation.setdefault("responses", {})
-                for status, description in _common_errors(route).items():
+                common = _common_errors(route)
+                for status, description in common.items():
                     documented = responses.get(status)
                     # FastAPI's own 422 describes its validation shape, not ours: replace it.
                     if documented is None or status == "422" and _is_fastapi_422(documented):
@@ -83,6 +88,8 @@ def install_error_docs(app: FastAPI) -> None:
                             "description": description,
                             "content": {"application/json": {"schema": ERROR_REF}},
                         }
+                if "422" in responses:
+                    responses["422"] = _refusals(responses["422"], common.get("422"), route)
         for unused in ("HTTPValidationError", "ValidationError"):
             if unused in components and f'"#/components/schemas/{unused}"' not in json.dumps(
                 schema
@@ -93,6 +100,62 @@ def install_error_docs(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _refusals(response: dict[str, Any], common: str | None, route: APIRoute) -> dict[str, Any]:
+    """The 422 answer with the codes it may carry: malformed input (what every route with input
+    answers) and the route's own rules on meaning, stated as an enum on the error code."""
+    rules = response.pop(REFUSAL_CODES_KEY, [])
+    if any(param.name == "cursor" for param in route.dependant.query_params):
+        rules = [*rules, "invalid_cursor"]  # a well-formed cursor that no page gave out
+    malformed = list(MALFORMED_INPUT_CODES) if reads_body(route) else ["invalid_input"]
+    if common and rules:
+        response["description"] = f"{common}; {response['description']}"
+    codes = list(dict.fromkeys(malformed + rules))
+    code_enum = {"type": "string", "enum": codes}
+    schema = {
+        "allOf": [
+            ERROR_REF,
+            {"type": "object", "properties": {"error": {"properties": {"code": code_enum}}}},
+        ]
+    }
+    response["content"] = {"application/json": {"schema": schema}}
+    return response
+
+
 def _is_fastapi_422(response: dict[str, Any]) -> bool:
     schema = response.get("content", {}).get("application/json", {}).get("schema", {})
     return schema.get("$ref") == "#/components/schemas/HTTPValidationError"
+
+
+@dataclass(frozen=True)
+class Link:
+    """An OpenAPI link: a `source` answer (method, path, status) gives `params` of a `target`
+    operation (method, path), as runtime expressions such as "$response.body#/id"."""
+
+    source: tuple[str, str, str]
+    target: tuple[str, str]
+    params: dict[str, str]
+
+
+def install_links(app: FastAPI, links: Sequence[Link]) -> None:
+    """Make app.openapi() carry `links`; a link naming an operation the app lacks is an error."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        paths = schema["paths"]
+        for link in links:
+            method, path, status = link.source
+            target_method, target_path = link.target
+            try:
+                response = paths[path][method.lower()]["responses"][status]
+                target = paths[target_path][target_method.lower()]
+            except KeyError as missing:
+                raise LookupError(f"link {link} names an unknown operation ({missing})") from None
+            pointer = target_path.replace("~", "~0").replace("/", "~1")
+            response.setdefault("links", {})[target["operationId"]] = {
+                "operationRef": f"#/paths/{pointer}/{target_method.lower()}",
+                "parameters": dict(link.params),
+            }
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -14,6 +14,11 @@ from o2o.errors import InvalidInput
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
+# A field whose surrounding whitespace is removed on input must keep something: its schema states
+# "at least one character that is not whitespace", so a blank value is refused as the schema
+# says. Python's \S is exactly what str.strip() keeps.
+NOT_BLANK = r"\S"
+
 
 def unstorable_reason(text: str) -> str | None:
     """Say why the database cannot store `text` (None when it can)."""

@@ -102,11 +102,16 @@ def _key_page(keys: list[DoctorKey], limit: int) -> dict:
     response_model=PrescriptionOut,
     openapi_extra=request_body_openapi(),
     responses=error_responses(
+        e422=(
+            "invalid_attachment",
+            "empty_attachment",
+            "unsupported_attachment_type",
+            "attachment_type_mismatch",
+        ),
         e404="order_not_found",
         e409="the order does not need, or already has, a prescription request",
         e413="attachment_too_large; payload_too_large",
         e415="unsupported_media_type: JSON or multipart only; attachment not PNG, JPEG or PDF",
-        e422="invalid_input; malformed_json",
     ),
 )
 def request_prescription(patient: PatientUser, request_body: RequestBody, session: DbSession):
@@ -138,7 +143,11 @@ def request_refill(
 # --- queue (before /prescriptions/{id} so "queue" is never taken for an id) --------------------
 
 
-@router.get("/prescriptions/queue", response_model=QueuePage)
+@router.get(
+    "/prescriptions/queue",
+    response_model=QueuePage,
+    responses=error_responses(e422=("invalid_cursor",)),
+)
 def prescription_queue(
     user: QueueUser, session: DbSession, limit: Limit = 20, cursor: CursorQuery = None
 ):
@@ -211,13 +220,22 @@ def get_fhir(prescription_id: uuid.UUID, user: CurrentUser, session: DbSession):
 # --- doctor ------------------------------------------------------------------------------------
 
 
-@router.post("/doctors/me/keys", status_code=status.HTTP_201_CREATED, response_model=DoctorKeyOut)
+@router.post(
+    "/doctors/me/keys",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DoctorKeyOut,
+    responses=error_responses(e422=("invalid_public_key",)),
+)
 def register_key(body: DoctorKeyIn, doctor: DoctorUser, session: DbSession):
     """Register your Ed25519 public key; it signs once an admin approves it."""
     return _key_out(doctor_keys.register_key(session, doctor, body.public_key))
 
 
-@router.get("/doctors/me/keys", response_model=DoctorKeyPage)
+@router.get(
+    "/doctors/me/keys",
+    response_model=DoctorKeyPage,
+    responses=error_responses(e422=("invalid_cursor",)),
+)
 def my_keys(doctor: DoctorUser, session: DbSession, limit: Limit = 20, cursor: CursorQuery = None):
     """Your keys and their status."""
     keys = doctor_keys.list_keys(
@@ -241,7 +259,8 @@ def claim(prescription_id: uuid.UUID, doctor: DoctorUser, session: DbSession):
     "/prescriptions/{prescription_id}/signing-payload",
     response_model=SigningPayloadOut,
     responses=error_responses(
-        e409="claimed_by_another_doctor; illegal_transition; no approved key"
+        e422=("unknown_product", "controlled_product", "validity_too_long", "repeated_product"),
+        e409="claimed_by_another_doctor; illegal_transition; no approved key",
     ),
 )
 def signing_payload(
@@ -256,7 +275,8 @@ def signing_payload(
     "/prescriptions/{prescription_id}/issue",
     response_model=PrescriptionOut,
     responses=error_responses(
-        e409="claimed_by_another_doctor; no_pending_payload; illegal_transition"
+        e422=("payload_mismatch", "key_not_active", "key_revoked", "invalid_signature"),
+        e409="claimed_by_another_doctor; no_pending_payload; illegal_transition",
     ),
 )
 def issue(prescription_id: uuid.UUID, body: IssueIn, doctor: DoctorUser, session: DbSession):
@@ -282,7 +302,10 @@ def decline(prescription_id: uuid.UUID, body: DeclineIn, doctor: DoctorUser, ses
 @router.post(
     "/prescriptions/{prescription_id}/review",
     response_model=ReviewOut,
-    responses=error_responses(e409="not_issued; illegal_transition; prescription expired or used"),
+    responses=error_responses(
+        e422=("exceeds_prescription",),
+        e409="not_issued; illegal_transition; prescription expired or used",
+    ),
 )
 def review(
     prescription_id: uuid.UUID, body: ReviewBody, pharmacist: PharmacistUser, session: DbSession
@@ -299,7 +322,11 @@ def review(
 # --- admin -------------------------------------------------------------------------------------
 
 
-@router.get("/admin/doctor-keys", response_model=DoctorKeyPage)
+@router.get(
+    "/admin/doctor-keys",
+    response_model=DoctorKeyPage,
+    responses=error_responses(e422=("invalid_cursor",)),
+)
 def list_doctor_keys(
     admin: AdminUser,
     session: DbSession,

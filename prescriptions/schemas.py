@@ -15,10 +15,11 @@ from pydantic import (
 
 from o2o.db import INT4_MAX
 from o2o.errors import rule_error
+from o2o.text import NOT_BLANK
 from prescriptions.models import DoctorKeyStatus
 from prescriptions.workflow import PrescriptionStatus, normalise_id_number
 
-Text200 = Field(min_length=1, max_length=200)
+Text200 = Field(min_length=1, max_length=200, pattern=NOT_BLANK)
 
 
 class _In(BaseModel):
@@ -27,7 +28,9 @@ class _In(BaseModel):
 
 class PrescriptionRequestIn(_In):
     order_id: uuid.UUID
-    patient_name: str = Field(min_length=1, max_length=200, description="Legal name.")
+    patient_name: str = Field(
+        min_length=1, pattern=NOT_BLANK, max_length=200, description="Legal name."
+    )
     # 6 to 32 letters and digits; spaces and dashes between them are dropped.
     id_number: str = Field(
         min_length=6,
@@ -35,9 +38,15 @@ class PrescriptionRequestIn(_In):
         pattern=r"^[ -]*([A-Za-z0-9][ -]*){6,32}$",
         description="Identity document number; stored hashed.",
     )
-    symptoms: str = Field(min_length=1, max_length=4000, description="Symptoms or diagnosis.")
-    allergies: str = Field(min_length=1, max_length=2000, description='"none" if none.')
-    current_medication: str = Field(min_length=1, max_length=2000, description='"none" if none.')
+    symptoms: str = Field(
+        min_length=1, pattern=NOT_BLANK, max_length=4000, description="Symptoms or diagnosis."
+    )
+    allergies: str = Field(
+        min_length=1, pattern=NOT_BLANK, max_length=2000, description='"none" if none.'
+    )
+    current_medication: str = Field(
+        min_length=1, pattern=NOT_BLANK, max_length=2000, description='"none" if none.'
+    )
 
     @field_validator("id_number")
     @classmethod
@@ -80,8 +89,8 @@ class SigningPayloadOut(BaseModel):
 
 
 class IssueIn(_In):
-    payload: str = Field(min_length=1, max_length=65536)
-    signature: str = Field(min_length=1, max_length=256)
+    payload: str = Field(min_length=1, pattern=NOT_BLANK, max_length=65536)
+    signature: str = Field(min_length=1, pattern=NOT_BLANK, max_length=256)
 
 
 class RefillIn(_In):
@@ -89,7 +98,7 @@ class RefillIn(_In):
 
 
 class DeclineIn(_In):
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: str = Field(min_length=1, pattern=NOT_BLANK, max_length=2000)
 
 
 class ReviewIn(_In):
@@ -109,7 +118,7 @@ class ApproveIn(ReviewIn):
 
 class RejectIn(ReviewIn):
     decision: Literal["reject"]
-    reason: str = Field(min_length=1, max_length=2000, pattern=r"\S", description="Required.")
+    reason: str = Field(min_length=1, max_length=2000, pattern=NOT_BLANK, description="Required.")
 
 
 # The request body of a review: one shape per decision, so the schema says a rejection needs a
@@ -119,7 +128,10 @@ ReviewBody = Annotated[ApproveIn | RejectIn, Field(discriminator="decision")]
 
 class DoctorKeyIn(_In):
     public_key: str = Field(
-        min_length=1, max_length=200, description="base64 of the raw 32-byte Ed25519 public key"
+        min_length=1,
+        pattern=NOT_BLANK,
+        max_length=200,
+        description="base64 of the raw 32-byte Ed25519 public key",
     )
 
 

@@ -46,7 +46,14 @@ STAFF = {"e401": "Not signed in", "e403": "not_store_staff: not staff of this st
     response_model=StoreOut,
     summary="Register a store",
     responses=error_responses(
-        **ADMIN, e422="invalid_input; invalid_zone (with the reason); zone_required"
+        **ADMIN,
+        e422={
+            "unknown_timezone": "",
+            "empty_opening_interval": "",
+            "overlapping_hours": "",
+            "invalid_zone": "the reason is in details",
+            "zone_required": "",
+        },
     ),
 )
 def create_store(body: StoreIn, session: DbSession, admin: AdminUser):
@@ -70,7 +77,15 @@ def get_store(store: ValidStore):
     response_model=StoreOut,
     summary="Change a store",
     responses=error_responses(
-        **ADMIN, e404="store_not_found", e422="invalid_input; invalid_zone; zone_required"
+        **ADMIN,
+        e404="store_not_found",
+        e422=(
+            "invalid_zone",
+            "zone_required",
+            "unknown_timezone",
+            "empty_opening_interval",
+            "overlapping_hours",
+        ),
     ),
 )
 def update_store(store: ValidStore, body: StoreUpdate, session: DbSession, admin: AdminUser):
@@ -83,7 +98,8 @@ def update_store(store: ValidStore, body: StoreUpdate, session: DbSession, admin
     response_model=StoreImportOut,
     summary="Import stores from GeoJSON",
     responses=error_responses(
-        **ADMIN, e422="invalid_features: details.refused lists {index, reason}; nothing imported"
+        **ADMIN,
+        e422={"invalid_features": "details.refused lists {index, reason}; nothing imported"},
     ),
 )
 def import_stores(
@@ -106,7 +122,7 @@ def import_stores(
     "/products",
     response_model=Page[ProductOut],
     summary="Search the catalogue",
-    responses=error_responses(e422="invalid_input; invalid_cursor"),
+    responses=error_responses(e422=("invalid_cursor",)),
 )
 def search_products(
     session: DbSession,
@@ -138,9 +154,7 @@ def get_product(product_id: RowId, session: DbSession):
     status_code=status.HTTP_201_CREATED,
     response_model=ProductOut,
     summary="Add a product",
-    responses=error_responses(
-        **ADMIN, e409="gtin_taken", e422="invalid_input (e.g. a wrong GTIN check digit)"
-    ),
+    responses=error_responses(**ADMIN, e409="gtin_taken", e422=("gtin_check_digit",)),
 )
 def create_product(body: ProductIn, session: DbSession, admin: AdminUser):
     """Add a product to the catalogue."""
@@ -155,7 +169,11 @@ def create_product(body: ProductIn, session: DbSession, admin: AdminUser):
         **STAFF,
         e404="store_not_found",
         e409="below_reserved: details.lots lists the lots; nothing applied",
-        e422="invalid_input; unknown_products (details.product_ids); currency_mismatch",
+        e422={
+            "repeated_lot": "",
+            "unknown_products": "details.product_ids",
+            "currency_mismatch": "",
+        },
     ),
 )
 def sync_inventory(staff: StoreStaff, store: ValidStore, body: InventoryIn, session: DbSession):
@@ -170,9 +188,7 @@ def sync_inventory(staff: StoreStaff, store: ValidStore, body: InventoryIn, sess
     f"{STORE_PATH}/inventory",
     response_model=Page[LotOut],
     summary="List a store's lots",
-    responses=error_responses(
-        **STAFF, e404="store_not_found", e422="invalid_input; invalid_cursor"
-    ),
+    responses=error_responses(**STAFF, e404="store_not_found", e422=("invalid_cursor",)),
 )
 def list_inventory(
     staff: StoreStaff,

@@ -21,6 +21,7 @@ from pydantic import (
 from o2o import errors
 from o2o.db import INT4_MAX
 from o2o.geo import LatLon
+from o2o.text import NOT_BLANK
 from stores import hours
 
 MAX_ON_HAND = 1_000_000
@@ -35,7 +36,10 @@ Service = Literal["pickup", "delivery"]
 
 def _text(max_length: int) -> Any:
     return Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length)
+        str,
+        StringConstraints(
+            strip_whitespace=True, min_length=1, max_length=max_length, pattern=NOT_BLANK
+        ),
     ]
 
 
@@ -301,7 +305,7 @@ class InventoryIn(BaseModel):
 
     sync_id: Annotated[
         str,
-        StringConstraints(strip_whitespace=True, min_length=1, max_length=128),
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=128, pattern=NOT_BLANK),
         Field(examples=["pos-2026-11-22-0001"]),
     ]
     lots: list[InventoryLotIn] = Field(min_length=1, max_length=MAX_LOTS_PER_SYNC)

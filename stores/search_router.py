@@ -22,7 +22,7 @@ router = APIRouter(route_class=ApiRoute, tags=["store search"])
     "/stores/nearby",
     response_model=Page[NearbyItemOut],
     summary="Stores near a point",
-    responses=error_responses(e422="invalid_input; invalid_radius; invalid_cursor"),
+    responses=error_responses(e422=("invalid_radius", "invalid_cursor")),
 )
 def nearby(
     session: DbSession,
@@ -73,8 +73,14 @@ def nearby(
     response_model=SearchOut,
     summary="Nearest stores holding a cart",
     responses=error_responses(
-        e422="invalid_input; unknown_product; controlled_product; max_per_order_exceeded; "
-        "invalid_radius",
+        e422=(
+            "unknown_product",
+            "controlled_product",
+            "max_per_order_exceeded",
+            "invalid_radius",
+            "invalid_quantity",
+            "invalid_fulfillment",
+        ),
         e429="rate_limited: too many searches from this address",
     ),
 )

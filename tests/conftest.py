@@ -20,6 +20,7 @@ from o2o import wiring
 from o2o.config import get_settings
 from o2o.db import COMMIT_ON_RETURN, get_session
 from o2o.redis import get_redis
+from tests.documented_errors import check_422_is_documented
 
 # The suite runs the services as the API and the worker do: with the domains subscribed to the
 # order record's events.
@@ -109,6 +110,7 @@ def app(_built_app, db: Session):
 @pytest.fixture
 def client(app) -> Iterator[TestClient]:
     with TestClient(app, raise_server_exceptions=False) as c:
+        c.event_hooks["response"].append(check_422_is_documented(app.openapi()))
         yield c
 
 

@@ -43,7 +43,14 @@ ORDERS_PATH = "/orders"
     response_model=OrderOut,
     responses=error_responses(
         e409="insufficient_stock, delivery_unavailable, store_closed, ...",
-        e422="invalid input, unknown/controlled product, key reused",
+        e422=(
+            "unknown_product",
+            "controlled_product",
+            "idempotency_key_reused",
+            "unknown_store",
+            "max_per_order_exceeded",
+            "invalid_quantity",
+        ),
         e429="rate_limited: too many orders from this patient (Retry-After)",
     ),
 )
@@ -203,7 +210,9 @@ def ready_order(order_id: uuid.UUID, session: DbSession, staff: StaffUser):
 @router.post(
     ORDERS_PATH + "/{order_id}/handover",
     response_model=OrderOut,
-    responses=error_responses(e409="illegal_transition or a refused pickup code"),
+    responses=error_responses(
+        e422=("wrong_pickup_code",), e409="illegal_transition or a refused pickup code"
+    ),
 )
 def handover_order(order_id: uuid.UUID, body: HandoverIn, session: DbSession, staff: StaffUser):
     """Hand a ready pickup to the patient who shows the pickup code."""

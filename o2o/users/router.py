@@ -70,7 +70,7 @@ def me(user: CurrentUser):
     "/admin/users",
     status_code=status.HTTP_201_CREATED,
     response_model=MeOut,
-    responses=error_responses(e409="email_taken"),
+    responses=error_responses(e422=("store_ids_not_allowed", "unknown_store"), e409="email_taken"),
 )
 def create_user(body: UserCreateIn, session: DbSession, admin: AdminUser):
     """Create a doctor, pharmacist (with store ids), courier, admin or patient."""
