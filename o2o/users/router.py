@@ -21,7 +21,9 @@ router = APIRouter(route_class=ApiRoute, tags=["auth and users"])
     status_code=status.HTTP_201_CREATED,
     response_model=UserOut,
     responses=error_responses(
-        e409="email_taken", e429="rate_limited: too many sign-ups from this address"
+        e422=("undeliverable_email",),
+        e409="email_taken",
+        e429="rate_limited: too many sign-ups from this address",
     ),
 )
 def register(body: RegisterIn, session: DbSession, ip: Annotated[str, Depends(client_ip)]):
@@ -70,7 +72,9 @@ def me(user: CurrentUser):
     "/admin/users",
     status_code=status.HTTP_201_CREATED,
     response_model=MeOut,
-    responses=error_responses(e422=("store_ids_not_allowed", "unknown_store"), e409="email_taken"),
+    responses=error_responses(
+        e422=("store_ids_not_allowed", "unknown_store", "undeliverable_email"), e409="email_taken"
+    ),
 )
 def create_user(body: UserCreateIn, session: DbSession, admin: AdminUser):
     """Create a doctor, pharmacist (with store ids), courier, admin or patient."""

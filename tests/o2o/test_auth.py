@@ -38,6 +38,24 @@ def test_register_then_sign_in_and_read_me(client):
     }
 
 
+@pytest.mark.parametrize(
+    ("email", "code"),
+    [
+        ("someone@clinic.test", "undeliverable_email"),  # well formed; no mail reaches .test
+        ("someone@intranet", "undeliverable_email"),  # no top-level domain
+        ("someone.example.org", "invalid_input"),  # not an address at all
+    ],
+)
+def test_register_refuses_an_address_no_mail_can_reach(client, db, email, code):
+    r = client.post(
+        f"{API}/auth/register",
+        json={"email": email, "password": "long-enough-pw", "name": "New"},
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == code
+    assert login(client, email, "long-enough-pw").status_code == 401
+
+
 def test_register_same_email_twice_is_a_conflict(client):
     payload = {"email": "twice@example.org", "password": "long-enough-pw", "name": "T"}
     assert client.post(f"{API}/auth/register", json=payload).status_code == 201
