@@ -23,7 +23,7 @@ from dispatch.schemas import (
 )
 from o2o import clock
 from o2o.api import ApiRoute, CursorQuery, RowId
-from o2o.db import DbSession
+from o2o.db import INT4_MAX, DbSession
 from o2o.errors import error_responses
 from o2o.geo import to_latlon
 from o2o.users.dependencies import AdminUser
@@ -209,7 +209,7 @@ def get_courier(user_id: RowId, session: DbSession, admin: AdminUser):
 def sla_report(
     session: DbSession,
     user: StaffOrAdmin,
-    store_id: Annotated[int, Query(ge=1)],
+    store_id: Annotated[int, Query(ge=1, le=INT4_MAX)],
     from_: Annotated[datetime | None, Query(alias="from")] = None,
     to: Annotated[datetime | None, Query()] = None,
 ):

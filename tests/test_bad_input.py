@@ -187,6 +187,17 @@ def test_an_id_past_its_columns_range_is_invalid_input(client, db, admin, method
     assert r.json()["error"]["code"] == "invalid_input"
 
 
+@pytest.mark.parametrize("role", [Role.ADMIN, Role.PHARMACIST])
+@pytest.mark.parametrize(
+    "path",
+    ["/sla/report?store_id=2147483648", "/orders?store_id=2147483648"],
+)
+def test_an_id_in_a_query_past_its_columns_range_is_invalid_input(client, db, role, path):
+    r = client.get(f"{API}{path}", headers=auth(make_user(db, role=role)))
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "invalid_input"
+
+
 def test_an_id_in_range_that_names_nothing_is_404(client, db, admin):
     before = count(db, WebhookEndpoint)
     assert client.delete(f"{API}/admin/webhooks/2147483647", headers=auth(admin)).status_code == 404

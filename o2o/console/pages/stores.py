@@ -15,7 +15,7 @@ from o2o.console.auth import (
 )
 from o2o.console.pages.common import StorePage, redirect, staff_stores, store_context
 from o2o.console.rendering import console_url, render
-from o2o.db import DbSession
+from o2o.db import INT4_MAX, DbSession
 from o2o.users.models import Role
 from stores import service as stores_service
 from stores.models import Store
@@ -55,7 +55,7 @@ SECTIONS = {
 def switch_store(
     request: Request,
     user: StaffUser,
-    store_id: Annotated[int, Query()],
+    store_id: Annotated[int, Query(ge=1, le=INT4_MAX)],
     section: Annotated[str, Query(max_length=20)] = "orders",
 ) -> Response:
     """Jump to the same section of another of the user's stores."""
