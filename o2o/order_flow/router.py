@@ -42,7 +42,9 @@ ORDERS_PATH = "/orders"
     status_code=status.HTTP_201_CREATED,
     response_model=OrderOut,
     responses=error_responses(
-        e409="insufficient_stock, delivery_unavailable, store_closed, ...",
+        e409="insufficient_stock, delivery_unavailable, store_closed, too_many_open_orders "
+        "(unpaid orders at the cap), too_many_open_units (units of a product on open orders at "
+        "the cap), payments_unavailable (no payment app: pay at the store), ...",
         e422="invalid input, unknown/controlled product, key reused",
         e429="rate_limited: too many orders from this patient (Retry-After)",
     ),
@@ -203,13 +205,23 @@ def ready_order(order_id: uuid.UUID, session: DbSession, staff: StaffUser):
 @router.post(
     ORDERS_PATH + "/{order_id}/handover",
     response_model=OrderOut,
-    responses=error_responses(e409="illegal_transition or a refused pickup code"),
+    responses=error_responses(
+        e409="illegal_transition, pickup_code_locked, payment_not_collected (a pay-at-store "
+        "order: confirm payment_collected)",
+        e422="wrong_pickup_code, invalid_input",
+    ),
 )
 def handover_order(order_id: uuid.UUID, body: HandoverIn, session: DbSession, staff: StaffUser):
     """Hand a ready pickup to the patient who shows the pickup code."""
     order = access.get_order_for_staff(session, staff, order_id)
     try:
-        store_actions.handover(session, order, body.pickup_code, actor_id=staff.id)
+        store_actions.handover(
+            session,
+            order,
+            body.pickup_code,
+            actor_id=staff.id,
+            payment_collected=body.payment_collected,
+        )
     except store_actions.WrongPickupCode:
         # The failed try must count although the answer is an error: keep it, then refuse.
         session.commit()

@@ -11,6 +11,7 @@ from o2o.config import get_settings
 from o2o.errors import Conflict, InvalidInput
 from o2o.orders import lifecycle, states
 from o2o.orders.models import Fulfillment, Order, OrderStatus
+from o2o.payments import service as payments_service
 from o2o.security import codes_equal
 from o2o.users.models import Role, User
 
@@ -94,12 +95,20 @@ def mark_ready(session: Session, order: Order, *, actor_id: int, now: datetime |
         dispatch_service.open_job_for_order(session, order)
 
 
-def handover(session: Session, order: Order, pickup_code: str, *, actor_id: int) -> None:
+def handover(
+    session: Session,
+    order: Order,
+    pickup_code: str,
+    *,
+    actor_id: int,
+    payment_collected: bool = False,
+) -> None:
     """Hand a ready pickup to the patient who shows the code (typed, or scanned from the QR);
     stock leaves the shelf.
 
     A wrong code counts a try and raises WrongPickupCode: the caller commits that count before
-    answering. After the allowed tries the code is locked (409 `pickup_code_locked`).
+    answering. After the allowed tries the code is locked (409 `pickup_code_locked`). A
+    pay-at-store order needs `payment_collected` (409 `payment_not_collected` without it).
     """
     if order.fulfillment is not Fulfillment.PICKUP:
         raise states.IllegalTransition(
@@ -122,4 +131,7 @@ def handover(session: Session, order: Order, pickup_code: str, *, actor_id: int)
             f"The pickup code is wrong; {left} {'try' if left == 1 else 'tries'} left.",
             details={"tries_left": left},
         )
+    payments_service.collect_at_store(
+        session, order, collected=payment_collected, actor_id=actor_id
+    )
     lifecycle.complete(session, order, actor_id=actor_id)

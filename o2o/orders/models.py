@@ -23,6 +23,8 @@ from o2o.db import Base
 
 
 class OrderStatus(enum.StrEnum):
+    # Stock reserved until the payment deadline; the payment app's capture moves the order on.
+    AWAITING_PAYMENT = "awaiting_payment"
     AWAITING_PRESCRIPTION = "awaiting_prescription"
     RELEASED = "released"
     PREPARING = "preparing"
@@ -98,7 +100,8 @@ class Order(Base):
     cancel_reason: Mapped[str | None] = mapped_column(Text)
     # Delivery SLA: released_at + the SLA minutes (set at release).
     sla_deadline: Mapped[datetime | None]
-    # When held stock is given back if nothing happens (Rx not approved, pickup not collected).
+    # When held stock is given back if nothing happens (unpaid by the payment deadline, Rx not
+    # approved, pickup not collected).
     hold_expires_at: Mapped[datetime | None]
 
     lines: Mapped[list["OrderLine"]] = relationship(

@@ -14,3 +14,12 @@ def real_client(committed) -> Iterator[TestClient]:
 
     with TestClient(create_app(), raise_server_exceptions=False) as c:
         yield c
+
+
+@pytest.fixture(autouse=True)
+def _payment_app(request) -> None:
+    """Register the test payment app in each test's transaction: online orders are paid to it."""
+    if "db" in request.fixturenames:
+        from tests.factories import payment_app
+
+        payment_app(request.getfixturevalue("db"))
