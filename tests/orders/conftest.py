@@ -11,7 +11,11 @@ from fastapi.testclient import TestClient
 def real_client(committed) -> Iterator[TestClient]:
     """A client on the real application: every request has its own committed transaction."""
     from main import create_app
+    from o2o.db import session_scope
+    from tests.factories import payment_app
 
+    with session_scope() as session:
+        payment_app(session)
     with TestClient(create_app(), raise_server_exceptions=False) as c:
         yield c
 
