@@ -10,6 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
@@ -42,7 +43,15 @@ def parse(raw: bytes) -> PaymentEventIn:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise InvalidInput("The body is not JSON.", code="malformed_body") from None
-    return PaymentEventIn.model_validate(data)
+    try:
+        return PaymentEventIn.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(
+            "The body is not a payment event.",
+            details=[
+                {"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors(include_url=False)
+            ],
+        ) from None
 
 
 def receive(session: Session, headers: apps.SignedHeaders, raw: bytes) -> Received:
