@@ -241,6 +241,13 @@ ROWS = [
         {"admin": {204}},
         ADMIN_ONLY,
     ),
+    Row(
+        "POST",
+        "/admin/payment-apps/{app_id}/rotate-secret",
+        lambda w: {"app_id": w.payment_app_id},
+        {"admin": OK},
+        ADMIN_ONLY,
+    ),
     # Stores and the catalogue are public to read; changing them is for admins and the staff.
     Row(
         "GET",
@@ -436,6 +443,7 @@ def test_no_password_hash_or_identity_number_in_any_answer(client, world):
         ("admin", "/admin/doctor-keys"),
         ("admin", f"/admin/couriers/{world.courier.id}"),
         ("admin", "/admin/webhooks"),
+        ("admin", "/admin/payment-apps"),
     ]
     hash_prefix = world.patient.password_hash[:20]
     for actor, path in reads:
