@@ -6,9 +6,11 @@ Celery worker (`o2o.worker`), the command line and the test suite. Connecting tw
 
 from dispatch import events as dispatch_events
 from dispatch import service as dispatch_service
+from o2o.order_flow import shortfall
 from o2o.orders import events
 from o2o.payments import service as payments_service
 from prescriptions import service as prescriptions_service
+from stores import events as stores_events
 
 
 def connect() -> None:
@@ -23,3 +25,5 @@ def connect() -> None:
     events.order_completed.connect(prescriptions_service.mark_dispensed)
     # A breached delivery pays out "late = free": its compensation is refunded.
     dispatch_events.sla_breached.connect(payments_service.on_sla_breached)
+    # A point-of-sale count below what orders hold: the orders give way by the stated rule.
+    stores_events.stock_below_reserved.connect(shortfall.resolve)

@@ -1,5 +1,5 @@
 """payments: payment apps, an order's payment and refunds, events from the apps; orders start
-awaiting payment
+awaiting payment; paid orders flagged when a point-of-sale count takes their stock
 
 Revision ID: 0008
 Revises: 0007
@@ -42,6 +42,7 @@ def upgrade() -> None:
         "ALTER TYPE order_status ADD VALUE IF NOT EXISTS 'awaiting_payment' "
         "BEFORE 'awaiting_prescription'"
     )
+    op.add_column("orders", sa.Column("stock_short_at", sa.DateTime(timezone=True), nullable=True))
     bind = op.get_bind()
     payment_status.create(bind, checkfirst=True)
     payment_method.create(bind, checkfirst=True)
@@ -190,6 +191,7 @@ def downgrade() -> None:
     op.drop_table("refunds")
     op.drop_table("payments")
     op.drop_table("payment_apps")
+    op.drop_column("orders", "stock_short_at")
     bind = op.get_bind()
     refund_status.drop(bind, checkfirst=True)
     payment_method.drop(bind, checkfirst=True)

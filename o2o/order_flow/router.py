@@ -13,7 +13,7 @@ from o2o.api import ApiRoute, CursorQuery
 from o2o.config import get_settings
 from o2o.db import INT4_MAX, DbSession
 from o2o.errors import DomainError, error_body, error_responses
-from o2o.order_flow import access, checkout, store_actions, views
+from o2o.order_flow import access, checkout, shortfall, store_actions, views
 from o2o.order_flow.schemas import CancelIn, HandoverIn, OrderIn, OrderOut, OrderPage
 from o2o.orders.models import OrderStatus
 from o2o.users.dependencies import CurrentUser, PatientUser, require_role
@@ -181,7 +181,7 @@ def cancel_order(order_id: uuid.UUID, body: CancelIn, session: DbSession, user: 
 @router.post(
     ORDERS_PATH + "/{order_id}/prepare",
     response_model=OrderOut,
-    responses=error_responses(e409="illegal_transition"),
+    responses=error_responses(e409="illegal_transition, order_stock_short"),
 )
 def prepare_order(order_id: uuid.UUID, session: DbSession, staff: StaffUser):
     """Start preparing a released order (the store's staff)."""
@@ -193,7 +193,7 @@ def prepare_order(order_id: uuid.UUID, session: DbSession, staff: StaffUser):
 @router.post(
     ORDERS_PATH + "/{order_id}/ready",
     response_model=OrderOut,
-    responses=error_responses(e409="illegal_transition"),
+    responses=error_responses(e409="illegal_transition, order_stock_short"),
 )
 def ready_order(order_id: uuid.UUID, session: DbSession, staff: StaffUser):
     """Mark an order ready: a pickup waits for its patient, a delivery goes to the couriers."""
@@ -203,10 +203,24 @@ def ready_order(order_id: uuid.UUID, session: DbSession, staff: StaffUser):
 
 
 @router.post(
+    ORDERS_PATH + "/{order_id}/reallocate",
+    response_model=OrderOut,
+    responses=error_responses(
+        e409="order_not_short (nothing to move), insufficient_stock (no other lot has it)"
+    ),
+)
+def reallocate_order(order_id: uuid.UUID, session: DbSession, staff: StaffUser):
+    """Move an order a store count left short to other lots of the store (the store's staff)."""
+    order = access.get_order_for_staff(session, staff, order_id)
+    shortfall.reallocate(session, order, actor_id=staff.id)
+    return views.present(session, order, staff)
+
+
+@router.post(
     ORDERS_PATH + "/{order_id}/handover",
     response_model=OrderOut,
     responses=error_responses(
-        e409="illegal_transition, pickup_code_locked, payment_not_collected (a pay-at-store "
+        e409="illegal_transition, pickup_code_locked, order_stock_short, payment_not_collected (a pay-at-store "
         "order: confirm payment_collected)",
         e422="wrong_pickup_code, invalid_input",
     ),

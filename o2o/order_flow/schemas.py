@@ -144,6 +144,9 @@ class OrderOut(BaseModel):
     sla_deadline: datetime | None
     # When held stock is given back if nothing happens (prescription wait, pickup window).
     hold_expires_at: datetime | None
+    # A store count took stock this paid order held: the store moves it to another lot
+    # (`POST /orders/{id}/reallocate`) or cancels it with a refund.
+    stock_short_at: datetime | None = None
     prescription_id: uuid.UUID | None
     # Only to the order's patient; null for everyone else.
     pickup_code: str | None

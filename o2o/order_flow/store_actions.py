@@ -28,6 +28,19 @@ class PickupCodeLocked(Conflict):
     code = "pickup_code_locked"
 
 
+class OrderStockShort(Conflict):
+    code = "order_stock_short"
+
+
+def _check_stock(order: Order) -> None:
+    """Refuse to work an order a store count took stock from until it is moved to another lot."""
+    if order.stock_short_at is not None:
+        raise OrderStockShort(
+            "The store's count took stock this order held: move it to another lot "
+            "(reallocate) or cancel it, which refunds it.",
+        )
+
+
 # What the patient's app encodes as a QR code for the counter: the order and its pickup code, so a
 # scan cannot hand over another order by mistake.
 
@@ -74,6 +87,7 @@ def cancel_by(session: Session, user: User, order: Order, reason: str) -> None:
 
 def prepare(session: Session, order: Order, *, actor_id: int) -> None:
     """Start preparing a released order."""
+    _check_stock(order)
     lifecycle.transition(session, order, S.PREPARING, actor_id=actor_id)
 
 
@@ -86,6 +100,7 @@ def mark_ready(session: Session, order: Order, *, actor_id: int, now: datetime |
             f"{order.status.value.replace('_', ' ')}.",
             details={"status": order.status.value, "requested": S.READY.value},
         )
+    _check_stock(order)
     now = now or clock.now()
     lifecycle.transition(session, order, S.READY, actor_id=actor_id, at=now)
     if order.fulfillment is Fulfillment.PICKUP:
@@ -116,6 +131,7 @@ def handover(
             code="not_a_pickup_order",
         )
     states.check(order.status, S.COMPLETED, order.fulfillment)
+    _check_stock(order)
     allowed = get_settings().pickup_code_max_failures
     if order.pickup_code_failures >= allowed:
         raise PickupCodeLocked(

@@ -132,6 +132,7 @@ def present(
         cancel_reason=order.cancel_reason,
         sla_deadline=order.sla_deadline,
         hold_expires_at=order.hold_expires_at,
+        stock_short_at=order.stock_short_at,
         prescription_id=(
             prescription_ids.get(order.id)
             if prescription_ids is not None

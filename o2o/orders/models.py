@@ -103,6 +103,9 @@ class Order(Base):
     # When held stock is given back if nothing happens (unpaid by the payment deadline, Rx not
     # approved, pickup not collected).
     hold_expires_at: Mapped[datetime | None]
+    # Set when a point-of-sale count took stock this paid order held: the pharmacist moves it to
+    # another lot or cancels it (refunded).
+    stock_short_at: Mapped[datetime | None]
 
     lines: Mapped[list["OrderLine"]] = relationship(
         back_populates="order", lazy="selectin", order_by="OrderLine.id"
