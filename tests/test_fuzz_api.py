@@ -62,6 +62,9 @@ SEMANTIC_422 = {
     "invalid_cursor",
     "invalid_features",
     "invalid_public_key",
+    # a report whose `to` is before its `from`, or longer than a year
+    "invalid_range",
+    "range_too_long",
     "invalid_zone",
     "location_required",
     "overlapping_hours",

@@ -49,16 +49,30 @@ class DeliveryAddressIn(BaseModel):
 class OrderIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        # The schema states the rule _delivery_needs_address enforces.
+        # The schema states the rules _delivery_needs_address enforces.
         json_schema_extra={
-            "if": {
-                "properties": {"fulfillment": {"const": "delivery"}},
-                "required": ["fulfillment"],
-            },
-            "then": {
-                "properties": {"delivery_address": {"type": "object"}},
-                "required": ["delivery_address"],
-            },
+            "allOf": [
+                {
+                    "if": {
+                        "properties": {"fulfillment": {"const": "delivery"}},
+                        "required": ["fulfillment"],
+                    },
+                    "then": {
+                        "properties": {"delivery_address": {"type": "object"}},
+                        "required": ["delivery_address"],
+                    },
+                },
+                {
+                    "if": {
+                        "properties": {"payment_method": {"const": "at_store"}},
+                        "required": ["payment_method"],
+                    },
+                    "then": {
+                        "properties": {"fulfillment": {"const": "pickup"}},
+                        "required": ["fulfillment"],
+                    },
+                },
+            ]
         },
     )
 
