@@ -20,7 +20,14 @@ from o2o.errors import InvalidInput, NotFound
 from o2o.orders import lifecycle
 from o2o.orders.models import OrderStatus
 from o2o.payments import apps, service, states
-from o2o.payments.models import Payment, PaymentEvent, PaymentStatus, Refund, RefundStatus
+from o2o.payments.models import (
+    Payment,
+    PaymentEvent,
+    PaymentMethod,
+    PaymentStatus,
+    Refund,
+    RefundStatus,
+)
 from o2o.payments.schemas import PaymentEventIn
 
 P = PaymentStatus
@@ -97,7 +104,7 @@ def receive(session: Session, headers: apps.SignedHeaders, raw: bytes) -> Receiv
 
 
 def _apply(session: Session, order, payment: Payment, event: PaymentEventIn) -> str:
-    if payment.method.value != "online":
+    if payment.method is not PaymentMethod.ONLINE:
         raise InvalidInput("This payment is taken at the store.", code="not_an_online_payment")
     now = clock.now()
     if event.type == "captured":
