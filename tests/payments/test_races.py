@@ -120,3 +120,43 @@ def test_capture_racing_expiry_exactly_one_wins_each_order(committed):
         assert cancelled == expired
         lot = s.get(Lot, lot_id)
         assert lot.reserved == 2 * released
+
+
+@pytest.mark.worker
+def test_unpaid_orders_expire_once_through_a_real_worker_and_the_app_is_told(
+    committed, celery_worker_process
+):
+    from o2o.order_flow.tasks import expire_holds_task
+    from o2o.outbox import OutboxEvent
+
+    with session_scope() as s:
+        store = make_store(s, at=offset(400, 0))
+        product = make_product(s)
+        lot = make_lot(s, store, product, on_hand=10)
+        payment_app(s)
+        patients = [make_user(s, role=Role.PATIENT) for _ in range(3)]
+        lot_id = lot.id
+    order_ids = []
+    for patient in patients:
+        with session_scope() as s:
+            order = checkout.place_order(s, patient, OrderIn(**order_body([(product.id, 2)])))
+            order_ids.append(order.id)
+    with session_scope() as s:
+        # Two of them are past their payment deadline (the worker reads the real clock).
+        for order_id in order_ids[:2]:
+            order = s.get(Order, order_id)
+            order.hold_expires_at = order.created_at - timedelta(minutes=1)
+    sent = [expire_holds_task.delay(), expire_holds_task.delay()]
+    assert sum(r.get(timeout=60) or 0 for r in sent) == 2
+    with session_scope() as s:
+        statuses = [s.get(Order, i).status for i in order_ids]
+        assert statuses == [
+            OrderStatus.CANCELLED,
+            OrderStatus.CANCELLED,
+            OrderStatus.AWAITING_PAYMENT,
+        ]
+        told = s.scalars(
+            select(OutboxEvent.payload).where(OutboxEvent.event_type == "payment.cancelled")
+        ).all()
+        assert sorted(p["order_id"] for p in told) == sorted(str(i) for i in order_ids[:2])
+        assert s.get(Lot, lot_id).reserved == 2
