@@ -13,6 +13,7 @@ from o2o.errors import install_error_handlers
 from o2o.observability import BodySizeLimitMiddleware, RequestContextMiddleware, configure_logging
 from o2o.openapi import install_error_docs, install_links
 from o2o.order_flow.router import router as orders_router
+from o2o.payments.router import router as payments_router
 from o2o.users.router import router as users_router
 from o2o.webhooks.router import router as webhooks_router
 from prescriptions.router import router as prescriptions_router
@@ -29,6 +30,7 @@ def api_router() -> APIRouter:
     router.include_router(prescriptions_router)
     router.include_router(dispatch_router)
     router.include_router(webhooks_router)
+    router.include_router(payments_router)
     # Before the stores router, so /stores/nearby is never read as a store id.
     router.include_router(stores_search_router)
     # Store paths take integer ids only (/stores/{id:int}): /stores/nearby never lands here.

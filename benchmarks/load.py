@@ -28,11 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 from benchmarks.search import City, _meta, percentile, query_points
+from o2o import clock
 from o2o.config import get_settings
+from o2o.payments import apps as payment_apps
+from o2o.payments.models import PaymentApp
 from o2o.security import create_access_token, hash_password
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +48,8 @@ MIX = {"search": 0.7, "place order": 0.2, "read order": 0.1}
 RAISED_LIMITS = {
     "O2O_SEARCH_RATE_LIMIT": "10000000/minute",
     "O2O_ORDER_RATE_LIMIT": "10000000/minute",
+    # Each load patient orders the same few staples all run long (every order paid at once).
+    "O2O_MAX_OPEN_UNITS_PER_PRODUCT": "100000",
 }
 MISSING_CITY = 3
 
@@ -185,6 +191,8 @@ class Plan:
     staples: list[int]
     points: list[tuple[float, float]]
     seed: int
+    # The load client plays the payment app: each order it places it pays with a signed event.
+    payment_app: tuple[int, str] = (0, "")
 
 
 @dataclass
@@ -198,6 +206,43 @@ class Samples:
             self.latencies_ms.setdefault(k, []).extend(v)
         for k, v in other.errors.items():
             self.errors[k] = self.errors.get(k, 0) + v
+
+
+EVENTS_PATH = "/api/v1/payments/events"
+LOAD_PAYMENT_APP = "Load test payment app"
+
+
+def ensure_payment_app(engine: Engine) -> tuple[int, str]:
+    """Register (once) the payment app the load client plays; return its id and secret."""
+    with Session(engine) as session:
+        app = session.scalar(select(PaymentApp).where(PaymentApp.name == LOAD_PAYMENT_APP))
+        if app is None:
+            app, _ = payment_apps.register_app(
+                session, name=LOAD_PAYMENT_APP, webhook_url="https://payments.load.test/hooks"
+            )
+        app_id, secret = app.id, app.secret
+        session.commit()
+    return app_id, secret
+
+
+def captured_event(app: tuple[int, str], payment: dict) -> tuple[dict, dict[str, str]]:
+    """Return (body, headers) of the signed `captured` event paying `payment` in full."""
+    body = {
+        "event_id": f"load-{payment['id']}",
+        "type": "captured",
+        "payment_id": payment["id"],
+        "amount_minor": payment["amount_minor"],
+        "currency": payment["currency"],
+        "psp_reference": "load",
+    }
+    # Signed over the bytes HttpConnection sends: json.dumps with its default separators.
+    timestamp = int(clock.now().timestamp())
+    signature = payment_apps.signature_for(app[1], timestamp, json.dumps(body).encode())
+    return body, {
+        payment_apps.APP_HEADER: str(app[0]),
+        payment_apps.TIMESTAMP_HEADER: str(timestamp),
+        payment_apps.SIGNATURE_HEADER: signature,
+    }
 
 
 class HttpConnection:
@@ -299,7 +344,15 @@ async def _connection(plan: Plan, slot: int, samples: Samples, orders: list[str]
                 )
                 ok = status == 201
                 if ok:
-                    orders.append(json.loads(data)["id"])
+                    placed = json.loads(data)
+                    orders.append(placed["id"])
+                    paid, _ = await http.request(
+                        "POST", EVENTS_PATH, *captured_event(plan.payment_app, placed["payment"])
+                    )
+                    if paid != 200:
+                        samples.errors[f"pay order: HTTP {paid}"] = (
+                            samples.errors.get(f"pay order: HTTP {paid}", 0) + 1
+                        )
             else:
                 status, _ = await http.request(
                     "GET", f"/api/v1/orders/{rng.choice(orders)}", headers=headers
@@ -498,6 +551,7 @@ def main() -> int:
             )
         )
     patients = ensure_patients(engine, args.connections)
+    payment_app = ensure_payment_app(engine)
     # A secret for this run (production refuses the development one), shared with the server.
     os.environ["O2O_SECRET_KEY"] = secrets.token_urlsafe(48)
     get_settings.cache_clear()
@@ -508,7 +562,7 @@ def main() -> int:
     load_before = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     server = start_server(args.port, args.workers)
     try:
-        common = dict(tokens=tokens, staples=staples, points=points)
+        common = dict(tokens=tokens, staples=staples, points=points, payment_app=payment_app)
         phases = [
             {"duration_s": args.warmup, "mix": MIX},
             {"duration_s": args.baseline, "mix": {"healthz": 1.0}},

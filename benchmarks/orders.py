@@ -35,6 +35,8 @@ from o2o.order_flow import checkout, views
 from o2o.order_flow.schemas import OrderIn
 from o2o.orders.models import LotAllocation, Order, OrderEvent, OrderLine
 from o2o.outbox import OutboxEvent
+from o2o.payments import dev_app
+from o2o.payments.models import Payment
 from o2o.security import hash_password
 from o2o.users.models import Role, User
 from stores.models import Lot, Product, Store
@@ -103,6 +105,7 @@ def setup(clients: int, units: int, lots: int) -> dict:
         ]
         s.add_all(patients)
         s.flush()
+        dev_app.register(s, webhook_url="http://127.0.0.1:8765/hooks")
         return {"store_id": store.id, "product_id": product.id, "patients": patients}
 
 
@@ -141,10 +144,15 @@ def run_phase(name: str, world: dict, clients: int, attempts: int, max_qty: int)
                 with session_scope() as s:
                     order = checkout.place_order(s, patient, body)
                     views.present(s, order, patient)
+                    order_id = order.id
                 outcome, sold = "placed", qty
             except DomainError as exc:
                 outcome, sold = exc.code, 0
             elapsed = (time.perf_counter() - t0) * 1000
+            if outcome == "placed":
+                # Paid at once (not timed), by a signed captured event as the payment app sends.
+                with session_scope() as s:
+                    dev_app.pay(s, s.get(Order, order_id))
             with lock:
                 phase.outcomes[outcome] += 1
                 phase.units_sold += sold
@@ -191,9 +199,9 @@ def cleanup() -> None:
         store_ids = s.scalars(select(Store.id).where(Store.name == "Bench Hot Store")).all()
         order_ids = s.scalars(select(Order.id).where(Order.store_id.in_(store_ids))).all()
         if order_ids:
-            s.execute(
-                delete(OutboxEvent).where(OutboxEvent.aggregate_id.in_([str(i) for i in order_ids]))
-            )
+            payment_ids = s.scalars(select(Payment.id).where(Payment.order_id.in_(order_ids))).all()
+            aggregates = [str(i) for i in [*order_ids, *payment_ids]]
+            s.execute(delete(OutboxEvent).where(OutboxEvent.aggregate_id.in_(aggregates)))
             s.execute(delete(OrderEvent).where(OrderEvent.order_id.in_(order_ids)))
             s.execute(delete(Order).where(Order.id.in_(order_ids)))
         s.execute(delete(Lot).where(Lot.store_id.in_(store_ids)))

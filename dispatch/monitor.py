@@ -14,6 +14,7 @@ Statement order (orders, then escalations, then jobs) follows the lock order of 
 paths (order, then job), so the monitor and a courier never deadlock.
 """
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from dispatch import sla
+from dispatch import events, sla
 from dispatch.models import SlaBreach
 from o2o import clock, outbox
 from o2o.config import get_settings
@@ -113,7 +114,7 @@ compensated AS (
     UPDATE orders o SET compensation_minor = GREATEST(o.compensation_minor, l.compensation_minor)
     FROM recorded r JOIN late l ON l.order_id = r.order_id
     WHERE o.id = r.order_id
-    RETURNING o.id
+    RETURNING o.id, o.compensation_minor
 ),
 told AS (
     INSERT INTO outbox_events (id, event_type, aggregate_type, aggregate_id, payload)
@@ -126,7 +127,9 @@ told AS (
     FROM recorded r JOIN late l ON l.order_id = r.order_id
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM recorded) AS breached, (SELECT count(*) FROM compensated) AS paid
+SELECT (SELECT count(*) FROM recorded) AS breached, (SELECT count(*) FROM compensated) AS paid,
+       (SELECT COALESCE(jsonb_agg(jsonb_build_array(id, compensation_minor)), '[]'::jsonb)
+        FROM compensated) AS compensated
 """
 
 # Every open delivery not yet flagged, with its predicted finish.
@@ -229,6 +232,8 @@ def run(session: Session, *, now: datetime | None = None) -> MonitorResult:
         ),
         params,
     ).one()
+    for order_id, compensation in breached.compensated:
+        events.sla_breached.send(session, uuid.UUID(order_id), int(compensation))
     at_risk = session.execute(
         text(_AT_RISK_SQL.format(predicted=_predicted_sql())),
         params,
@@ -268,6 +273,7 @@ def record_late_delivery(session: Session, order: Order, *, now: datetime) -> bo
     if inserted is None:
         return False
     order.compensation_minor = max(order.compensation_minor, amount)
+    events.sla_breached.send(session, order.id, order.compensation_minor)
     outbox.emit(
         session,
         "order.sla_breached",

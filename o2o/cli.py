@@ -69,6 +69,7 @@ def demo_data() -> None:
 
 
 def main() -> None:
+    from o2o.payments.cli import app as payments_cli
     from o2o.simulation.cli import app as simulate_cli
     from prescriptions.cli import app as doctor_cli
     from stores.cli import app as stores_cli
@@ -76,6 +77,7 @@ def main() -> None:
     cli.add_typer(stores_cli, name="stores")
     cli.add_typer(doctor_cli, name="doctor")
     cli.add_typer(simulate_cli, name="simulate")
+    cli.add_typer(payments_cli, name="payments")
     wiring.connect()
     cli()
 

@@ -45,6 +45,15 @@ class Settings(BaseSettings):
     # Orders: how long stock is held waiting for a prescription, and for a pickup once ready.
     rx_wait_hours: int = Field(24, ge=1, le=24 * 7)
     pickup_hold_hours: int = Field(48, ge=1, le=24 * 14)
+    # Payments: minutes an online order's stock is held for its payment; unpaid orders a patient
+    # may hold at once; units of one product a patient may hold across open orders; how far a
+    # payment app's signature timestamp may be from our clock; hours a rotated-out app secret
+    # still verifies.
+    payment_minutes: int = Field(15, ge=1, le=24 * 60)
+    max_unpaid_orders: int = Field(3, ge=1)
+    max_open_units_per_product: int = Field(200, ge=1)
+    payment_signature_tolerance_s: int = Field(300, ge=1, le=3600)
+    payment_secret_grace_hours: int = Field(24, ge=0, le=24 * 30)
     # Wrong pickup codes allowed per order before the code is locked.
     pickup_code_max_failures: int = Field(5, ge=1, le=20)
     # Idempotency-Key: how long a first response is replayed, and after how long an unfinished

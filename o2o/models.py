@@ -8,6 +8,7 @@ import dispatch.models  # noqa: F401
 import o2o.idempotency  # noqa: F401
 import o2o.orders.models  # noqa: F401
 import o2o.outbox  # noqa: F401
+import o2o.payments.models  # noqa: F401
 import o2o.users.models  # noqa: F401
 import o2o.webhooks.models  # noqa: F401
 import prescriptions.models  # noqa: F401

@@ -4,16 +4,26 @@ Every process that changes orders calls `connect()` once at start: the API (`mai
 Celery worker (`o2o.worker`), the command line and the test suite. Connecting twice is harmless.
 """
 
+from dispatch import events as dispatch_events
 from dispatch import service as dispatch_service
+from o2o.order_flow import shortfall
 from o2o.orders import events
+from o2o.payments import service as payments_service
 from prescriptions import service as prescriptions_service
+from stores import events as stores_events
 
 
 def connect() -> None:
-    """Subscribe prescriptions and dispatch to the order record's events."""
+    """Subscribe prescriptions, dispatch and payments to the events of the floors they react to."""
     # A cancelled order closes its prescription request (giving back an approved refill) and
     # its courier job.
     events.order_cancelled.connect(prescriptions_service.on_order_cancelled)
     events.order_cancelled.connect(dispatch_service.on_order_cancelled)
+    # A cancelled order calls off its unpaid payment, or refunds what was captured in full.
+    events.order_cancelled.connect(payments_service.on_order_cancelled)
     # A completed order marks its prescription dispensed (used once).
     events.order_completed.connect(prescriptions_service.mark_dispensed)
+    # A breached delivery pays out "late = free": its compensation is refunded.
+    dispatch_events.sla_breached.connect(payments_service.on_sla_breached)
+    # A point-of-sale count below what orders hold: the orders give way by the stated rule.
+    stores_events.stock_below_reserved.connect(shortfall.resolve)

@@ -37,7 +37,7 @@ stop_all() {
   echo "==> stopping API, worker and beat" >&2
   kill "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
-  rm -f "$RUN"/api.pid "$RUN"/worker.pid "$RUN"/beat.pid
+  rm -f "$RUN"/api.pid "$RUN"/worker.pid "$RUN"/beat.pid "$RUN"/payments.pid
 }
 trap stop_all INT TERM EXIT
 
@@ -45,12 +45,18 @@ start api "$ROOT/.venv/bin/uvicorn" main:app --host 127.0.0.1 --port "$PORT"
 start worker "$ROOT/.venv/bin/celery" -A o2o.worker worker --loglevel=INFO --concurrency=2
 start beat "$ROOT/.venv/bin/celery" -A o2o.worker beat --loglevel=INFO \
   --schedule "$RUN/celerybeat-schedule"
+# The development payment app (registers itself; refuses production): captures each online
+# payment a few seconds after the platform requests it, and confirms each refund.
+PAYMENTS_PORT=${PAYMENTS_PORT:-8765}
+start payments "$PY" -m o2o payments dev-app --port "$PAYMENTS_PORT" \
+  --platform-url "http://127.0.0.1:$PORT"
 
 cat >&2 <<MSG
 
   API      http://127.0.0.1:$PORT/api/v1/docs  (OpenAPI: /api/v1/openapi.json)
   Ready?   curl http://127.0.0.1:$PORT/readyz
-  Ctrl-C stops the API, worker and beat; 'make stop' also stops PostgreSQL and Redis.
+  Payments development payment app on http://127.0.0.1:$PAYMENTS_PORT/hooks (pays each order)
+  Ctrl-C stops the API, worker, beat and payment app; 'make stop' also stops PostgreSQL and Redis.
 
 MSG
 # Any one of them exiting brings the others down too.

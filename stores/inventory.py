@@ -1,5 +1,6 @@
 """Stock pushed from the stores' points of sale: the one lot upsert (API syncs and bulk imports),
-idempotent syncs that never take on hand below what orders hold, the planning counts search reads,
+idempotent syncs whose count is the truth (orders holding more than a lot now has give way first,
+through `events.stock_below_reserved`), the planning counts search reads,
 and a store's lots as the back office lists them. Orders change stock in `stores.allocation`."""
 
 from collections.abc import Iterable, Sequence
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from o2o import clock, pagination
 from o2o.errors import Conflict, InvalidInput
-from stores import service
+from stores import events, service
 from stores.models import InventorySync, Lot, Product, Store
 from stores.schemas import InventoryIn, InventoryLotIn, InventorySyncOut, LotOut
 
@@ -91,13 +92,14 @@ def _check_products_exist(session: Session, product_ids: set[int]) -> None:
 
 
 def _lock_and_check_reserved(session: Session, store_id: int, params: dict[str, list]) -> None:
-    """Lock the lots this sync changes and refuse quantities below what orders hold."""
+    """Lock the lots this sync changes; where the new count is below what orders hold, let the
+    orders give way (`events.stock_below_reserved`), and refuse what no order accounts for."""
     # Locked in id order, as the order reservations lock them: never a deadlock, and no order
     # can reserve more of these lots between this check and the upsert.
     rows = session.execute(
         text(
             f"""
-            SELECT l.product_id, l.lot_number, l.reserved, t.on_hand
+            SELECT l.id, l.product_id, l.lot_number, l.reserved, t.on_hand
             FROM lots AS l JOIN {_INCOMING}
               ON l.product_id = t.product_id AND l.lot_number = t.lot_number
             WHERE l.store_id = :store_id
@@ -108,9 +110,19 @@ def _lock_and_check_reserved(session: Session, store_id: int, params: dict[str, 
         {**params, "store_id": store_id},
     ).all()
     short = [row for row in rows if row.on_hand < row.reserved]
+    reserved = {row.id: row.reserved for row in rows}
+    if short:
+        events.stock_below_reserved.send(session, store_id, [(r.id, r.on_hand) for r in short])
+        reserved.update(
+            session.execute(
+                text("SELECT id, reserved FROM lots WHERE id = ANY(:ids)"),
+                {"ids": [r.id for r in short]},
+            ).all()
+        )
+        short = [r for r in short if r.on_hand < reserved[r.id]]
     if short:
         raise Conflict(
-            "On hand may not go below what online orders have reserved; nothing was applied.",
+            "On hand may not go below reserved units that no order accounts for; nothing was applied.",
             code="below_reserved",
             details={
                 "lots": [
@@ -118,7 +130,7 @@ def _lock_and_check_reserved(session: Session, store_id: int, params: dict[str, 
                         "product_id": row.product_id,
                         "lot_number": row.lot_number,
                         "on_hand": row.on_hand,
-                        "reserved": row.reserved,
+                        "reserved": reserved[row.id],
                     }
                     for row in short
                 ]
@@ -136,8 +148,8 @@ def expire_lots(session: Session, store_id: int | None = None) -> None:
 def apply_inventory_sync(session: Session, store: Store, sync: InventoryIn) -> InventorySyncOut:
     """Upsert a point-of-sale sync of lots; a sync_id seen before for the store changes nothing.
 
-    All or nothing: unknown products (422) or a quantity below what orders hold (409) refuse the
-    whole sync. The sync id is claimed first with ON CONFLICT DO NOTHING, so of two identical
+    All or nothing: unknown products (422) or a quantity below reservations no order accounts for
+    (409) refuse the whole sync; below what orders hold, the orders give way first. The sync id is claimed first with ON CONFLICT DO NOTHING, so of two identical
     syncs running at once the second waits for the first and then finds its id taken.
     """
     _check_currency(store, sync.lots)

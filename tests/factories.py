@@ -7,17 +7,22 @@ day from `o2o.clock`, so the suite passes at any hour.
 
 import functools
 import itertools
+import json
 import math
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from o2o import clock
 from o2o.geo import area_element, parse_area, point_element
 from o2o.orders import lifecycle
 from o2o.orders.models import Fulfillment, LotAllocation, Order, OrderLine, OrderStatus
+from o2o.payments import apps as payment_apps
+from o2o.payments import intake
+from o2o.payments.models import Payment, PaymentApp
 from o2o.security import create_access_token, hash_password, new_code
 from o2o.users import service as users_service
 from o2o.users.models import Role, User
@@ -257,3 +262,86 @@ def token_for(user: User, minutes: int | None = None) -> str:
 def auth(user: User) -> dict[str, str]:
     """Authorization header for a user."""
     return {"Authorization": f"Bearer {token_for(user)}"}
+
+
+# Payments: the suite pays as a payment app does, with signed events -----------------------------
+
+TEST_PAYMENT_APP = "Test payment app"
+
+
+def payment_app(session: Session) -> tuple[PaymentApp, str]:
+    """The test payment app and its secret, registered on first use (online orders need one)."""
+    app = session.scalar(select(PaymentApp).where(PaymentApp.name == TEST_PAYMENT_APP))
+    if app is None:
+        return payment_apps.register_app(
+            session, name=TEST_PAYMENT_APP, webhook_url="https://payments.example.test/hooks"
+        )
+    return app, app.secret
+
+
+def payment_event(
+    session: Session,
+    payment_id: uuid.UUID | str,
+    type_: str = "captured",
+    *,
+    amount_minor: int | None = None,
+    currency: str | None = None,
+    event_id: str | None = None,
+    refund_id: uuid.UUID | str | None = None,
+    secret: str | None = None,
+    sent_at: datetime | None = None,
+    app_id: int | None = None,
+) -> tuple[dict[str, str], bytes]:
+    """(headers, body) of an event as the payment app signs it; amount and currency default to
+    the payment's, the timestamp to the clock's now."""
+    payment = session.get(Payment, uuid.UUID(str(payment_id)))
+    app, app_secret = payment_app(session)
+    body = {
+        "event_id": event_id or f"evt-{uuid.uuid4()}",
+        "type": type_,
+        "payment_id": str(payment_id),
+        "amount_minor": payment.amount_minor if amount_minor is None else amount_minor,
+        "currency": currency or payment.currency,
+        "psp_reference": f"psp-{uuid.uuid4().hex[:12]}",
+    }
+    if refund_id is not None:
+        body["refund_id"] = str(refund_id)
+    raw = json.dumps(body).encode()
+    timestamp = int((sent_at or clock.now()).timestamp())
+    headers = {
+        payment_apps.APP_HEADER: str(app_id or app.id),
+        payment_apps.TIMESTAMP_HEADER: str(timestamp),
+        payment_apps.SIGNATURE_HEADER: payment_apps.signature_for(
+            secret or app_secret, timestamp, raw
+        ),
+        "Content-Type": "application/json",
+    }
+    return headers, raw
+
+
+def pay(session: Session, order: Order | uuid.UUID | str) -> Order:
+    """Capture an order's payment in full as the payment app would (a signed `captured` event
+    through the platform's intake); return the order, refreshed."""
+    order_id = order.id if isinstance(order, Order) else uuid.UUID(str(order))
+    payment = session.scalar(select(Payment).where(Payment.order_id == order_id))
+    headers, raw = payment_event(session, payment.id)
+    intake.receive(
+        session,
+        payment_apps.SignedHeaders(
+            headers[payment_apps.APP_HEADER],
+            headers[payment_apps.TIMESTAMP_HEADER],
+            headers[payment_apps.SIGNATURE_HEADER],
+        ),
+        raw,
+    )
+    session.flush()
+    found = session.get(Order, order_id)
+    session.refresh(found)
+    return found
+
+
+def pay_through(client, session: Session, order_id: uuid.UUID | str):
+    """Capture an order's payment by POSTing the signed event to the API; return the response."""
+    payment = session.scalar(select(Payment).where(Payment.order_id == uuid.UUID(str(order_id))))
+    headers, raw = payment_event(session, payment.id)
+    return client.post("/api/v1/payments/events", content=raw, headers=headers)

@@ -45,6 +45,7 @@ class World:
     prescription_id: str
     job: Job
     webhook_id: str
+    payment_app_id: str = ""
 
     def user(self, name: str) -> User | None:
         """The user playing `name` in the matrix (None: anonymous)."""
@@ -111,6 +112,13 @@ def build_world(db: Session, client: TestClient) -> World:
     )
     assert r.status_code == 201, r.text
     webhook_id = r.json()["id"]
+    r = client.post(
+        f"{API}/admin/payment-apps",
+        json={"name": "Matrix payment app", "webhook_url": "https://pay.example.com/o2o"},
+        headers=auth(admin),
+    )
+    assert r.status_code == 201, r.text
+    payment_app_id = r.json()["id"]
     return World(
         store=store,
         other_store=other_store,
@@ -132,6 +140,7 @@ def build_world(db: Session, client: TestClient) -> World:
         prescription_id=prescription_id,
         job=job,
         webhook_id=str(webhook_id),
+        payment_app_id=str(payment_app_id),
     )
 
 

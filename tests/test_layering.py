@@ -23,6 +23,8 @@ ENTRY_POINTS = {
     "prescriptions": ("service", "models", "schemas"),
     # Checkout asks dispatch's routing (pure) whether to offer pickup or delivery.
     "dispatch": ("service", "models", "schemas", "routing"),
+    # Payments: checkout opens a payment, the views read it, the caps count unpaid orders.
+    "o2o.payments": ("service", "models", "schemas"),
     # The order record is reached through its lifecycle, its states, its events and its rows.
     "o2o.orders": ("lifecycle", "states", "events", "models"),
 }

@@ -13,7 +13,16 @@ import pytest
 from o2o.config import get_settings
 from o2o.redis import get_redis
 from o2o.users.models import Role
-from tests.factories import PASSWORD, auth, make_lot, make_product, make_store, make_user, offset
+from tests.factories import (
+    PASSWORD,
+    auth,
+    make_lot,
+    make_product,
+    make_store,
+    make_user,
+    offset,
+    payment_app,
+)
 from tests.orders import helpers as order_helpers
 from tests.prescriptions import helpers as rx_helpers
 
@@ -74,6 +83,7 @@ def test_searches_are_limited_per_address(client, db, monkeypatch):
 
 def test_order_placement_is_limited_per_patient(client, db, monkeypatch):
     monkeypatch.setattr(get_settings(), "order_rate_limit", "2/minute")
+    payment_app(db)
     _, product = _stocked(db)
     patient = make_user(db)
     body = order_helpers.order_body([(product.id, 1)])

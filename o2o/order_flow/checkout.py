@@ -1,5 +1,6 @@
-"""Placing an order: validate the cart, find the stores, route (pickup or delivery), reserve every
-line FEFO in one transaction, and record the order with its first timeline entry."""
+"""Placing an order: validate the cart, check the hoarding caps, find the stores, route (pickup or
+delivery), reserve every line FEFO in one transaction, record the order with its first timeline
+entry, and open its payment (online: stock held until the payment deadline)."""
 
 import uuid
 from collections.abc import Sequence
@@ -15,9 +16,12 @@ from o2o import clock
 from o2o.config import get_settings
 from o2o.errors import InvalidInput
 from o2o.geo import point_element, to_latlon
+from o2o.order_flow import limits
 from o2o.order_flow.schemas import OrderIn
 from o2o.orders import lifecycle, states
 from o2o.orders.models import Fulfillment, LotAllocation, Order, OrderLine, OrderStatus
+from o2o.payments import service as payments_service
+from o2o.payments.models import PaymentMethod
 from o2o.security import new_code
 from o2o.users.models import User
 from stores import allocation, search
@@ -186,6 +190,7 @@ def place_order(
     cart = body.merged_items()
     lines = [CartLine(product_id, quantity) for product_id, quantity in cart]
     products: dict[int, Product] = validate_cart(session, lines)
+    limits.check_hoarding(session, patient.id, cart)
 
     try:
         decision = route(session, body, lines, now=now)
@@ -200,13 +205,18 @@ def place_order(
         raise exc.naming({pid: products[pid].name for pid in products}) from None
 
     is_rx = any(products[product_id].rx_only for product_id, _ in cart)
+    online = body.payment_method == PaymentMethod.ONLINE.value
     delivery = decision.fulfillment == Fulfillment.DELIVERY.value
     address = body.delivery_address if delivery else None
     order = Order(
         id=uuid.uuid4(),
         patient_id=patient.id,
         store_id=store.id,
-        status=OrderStatus.AWAITING_PRESCRIPTION if is_rx else OrderStatus.RELEASED,
+        status=(
+            OrderStatus.AWAITING_PAYMENT
+            if online
+            else states.after_payment(is_rx)  # paid at the counter: goes on at once
+        ),
         fulfillment=Fulfillment(decision.fulfillment),
         requested_fulfillment=body.fulfillment,
         routing_reason=decision.reason,
@@ -224,7 +234,10 @@ def place_order(
         pickup_code_failures=0,
         created_at=now,
     )
-    if is_rx:
+    if online:
+        # Stock is held for the payment; the capture moves the order on (`lifecycle.mark_paid`).
+        order.hold_expires_at = states.payment_hold_expires(now, settings.payment_minutes)
+    elif is_rx:
         # Stock is held while a doctor and the store's pharmacist act; released when they do.
         order.hold_expires_at = now + timedelta(hours=settings.rx_wait_hours)
     else:
@@ -249,6 +262,12 @@ def place_order(
     session.add(order)
     session.flush()
     lifecycle.record_creation(session, order, actor_id=patient.id, at=now)
+    payments_service.open_payment(
+        session,
+        order,
+        method=PaymentMethod(body.payment_method),
+        due_at=order.hold_expires_at if online else None,
+    )
     session.flush()
     session.expire(order, ["events"])
     return order

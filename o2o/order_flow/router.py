@@ -13,7 +13,7 @@ from o2o.api import ApiRoute, CursorQuery
 from o2o.config import get_settings
 from o2o.db import INT4_MAX, DbSession
 from o2o.errors import DomainError, error_body, error_responses
-from o2o.order_flow import access, checkout, store_actions, views
+from o2o.order_flow import access, checkout, shortfall, store_actions, views
 from o2o.order_flow.schemas import CancelIn, HandoverIn, OrderIn, OrderOut, OrderPage
 from o2o.orders.models import OrderStatus
 from o2o.users.dependencies import CurrentUser, PatientUser, require_role
@@ -42,7 +42,9 @@ ORDERS_PATH = "/orders"
     status_code=status.HTTP_201_CREATED,
     response_model=OrderOut,
     responses=error_responses(
-        e409="insufficient_stock, delivery_unavailable, store_closed, ...",
+        e409="insufficient_stock, delivery_unavailable, store_closed, too_many_open_orders "
+        "(unpaid orders at the cap), too_many_open_units (units of a product on open orders at "
+        "the cap), payments_unavailable (no payment app: pay at the store), ...",
         e422=(
             "unknown_product",
             "controlled_product",
@@ -186,7 +188,7 @@ def cancel_order(order_id: uuid.UUID, body: CancelIn, session: DbSession, user: 
 @router.post(
     ORDERS_PATH + "/{order_id}/prepare",
     response_model=OrderOut,
-    responses=error_responses(e409="illegal_transition"),
+    responses=error_responses(e409="illegal_transition, order_stock_short"),
 )
 def prepare_order(order_id: uuid.UUID, session: DbSession, staff: StaffUser):
     """Start preparing a released order (the store's staff)."""
@@ -198,7 +200,7 @@ def prepare_order(order_id: uuid.UUID, session: DbSession, staff: StaffUser):
 @router.post(
     ORDERS_PATH + "/{order_id}/ready",
     response_model=OrderOut,
-    responses=error_responses(e409="illegal_transition"),
+    responses=error_responses(e409="illegal_transition, order_stock_short"),
 )
 def ready_order(order_id: uuid.UUID, session: DbSession, staff: StaffUser):
     """Mark an order ready: a pickup waits for its patient, a delivery goes to the couriers."""
@@ -208,17 +210,39 @@ def ready_order(order_id: uuid.UUID, session: DbSession, staff: StaffUser):
 
 
 @router.post(
+    ORDERS_PATH + "/{order_id}/reallocate",
+    response_model=OrderOut,
+    responses=error_responses(
+        e409="order_not_short (nothing to move), insufficient_stock (no other lot has it)"
+    ),
+)
+def reallocate_order(order_id: uuid.UUID, session: DbSession, staff: StaffUser):
+    """Move an order a store count left short to other lots of the store (the store's staff)."""
+    order = access.get_order_for_staff(session, staff, order_id)
+    shortfall.reallocate(session, order, actor_id=staff.id)
+    return views.present(session, order, staff)
+
+
+@router.post(
     ORDERS_PATH + "/{order_id}/handover",
     response_model=OrderOut,
     responses=error_responses(
-        e422=("wrong_pickup_code",), e409="illegal_transition or a refused pickup code"
+        e409="illegal_transition, pickup_code_locked, order_stock_short, payment_not_collected (a pay-at-store "
+        "order: confirm payment_collected)",
+        e422=("wrong_pickup_code",),
     ),
 )
 def handover_order(order_id: uuid.UUID, body: HandoverIn, session: DbSession, staff: StaffUser):
     """Hand a ready pickup to the patient who shows the pickup code."""
     order = access.get_order_for_staff(session, staff, order_id)
     try:
-        store_actions.handover(session, order, body.pickup_code, actor_id=staff.id)
+        store_actions.handover(
+            session,
+            order,
+            body.pickup_code,
+            actor_id=staff.id,
+            payment_collected=body.payment_collected,
+        )
     except store_actions.WrongPickupCode:
         # The failed try must count although the answer is an error: keep it, then refuse.
         session.commit()

@@ -16,6 +16,7 @@ from pydantic import (
 from o2o.db import INT4_MAX
 from o2o.geo import LatLon
 from o2o.orders.models import Fulfillment, OrderStatus
+from o2o.payments.schemas import PaymentOut, RefundOut
 
 # A cart bigger than this is not a pharmacy order; refusing it keeps one request from locking
 # half the store's lots.
@@ -48,16 +49,30 @@ class DeliveryAddressIn(BaseModel):
 class OrderIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        # The schema states the rule _delivery_needs_address enforces.
+        # The schema states the rules _delivery_needs_address enforces.
         json_schema_extra={
-            "if": {
-                "properties": {"fulfillment": {"const": "delivery"}},
-                "required": ["fulfillment"],
-            },
-            "then": {
-                "properties": {"delivery_address": {"type": "object"}},
-                "required": ["delivery_address"],
-            },
+            "allOf": [
+                {
+                    "if": {
+                        "properties": {"fulfillment": {"const": "delivery"}},
+                        "required": ["fulfillment"],
+                    },
+                    "then": {
+                        "properties": {"delivery_address": {"type": "object"}},
+                        "required": ["delivery_address"],
+                    },
+                },
+                {
+                    "if": {
+                        "properties": {"payment_method": {"const": "at_store"}},
+                        "required": ["payment_method"],
+                    },
+                    "then": {
+                        "properties": {"fulfillment": {"const": "pickup"}},
+                        "required": ["fulfillment"],
+                    },
+                },
+            ]
         },
     )
 
@@ -66,11 +81,16 @@ class OrderIn(BaseModel):
     fulfillment: Literal["auto", "pickup", "delivery"] = "auto"
     delivery_address: DeliveryAddressIn | None = None
     store_id: Annotated[StrictInt, Field(ge=1, le=INT4_MAX)] | None = None
+    # "at_store": a pickup paid at the counter (released at once); "online": through the payment
+    # app, before the payment deadline.
+    payment_method: Literal["online", "at_store"] = "online"
 
     @model_validator(mode="after")
     def _delivery_needs_address(self) -> "OrderIn":
         if self.fulfillment == "delivery" and self.delivery_address is None:
             raise ValueError("a delivery order needs a delivery_address")
+        if self.payment_method == "at_store" and self.fulfillment != "pickup":
+            raise ValueError('payment at the store needs fulfillment "pickup"')
         return self
 
     def merged_items(self) -> list[tuple[int, int]]:
@@ -89,6 +109,9 @@ class CancelIn(BaseModel):
 
 class HandoverIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    # For a pay-at-store order: the pharmacist confirms the money was taken at the counter.
+    payment_collected: bool = False
 
     pickup_code: str = Field(
         pattern=r"^([0-9]{6}|O2O-PICKUP:[0-9a-fA-F-]{36}:[0-9]{6})$",
@@ -135,6 +158,9 @@ class OrderOut(BaseModel):
     sla_deadline: datetime | None
     # When held stock is given back if nothing happens (prescription wait, pickup window).
     hold_expires_at: datetime | None
+    # A store count took stock this paid order held: the store moves it to another lot
+    # (`POST /orders/{id}/reallocate`) or cancels it with a refund.
+    stock_short_at: datetime | None = None
     prescription_id: uuid.UUID | None
     # Only to the order's patient; null for everyone else.
     pickup_code: str | None
@@ -142,6 +168,9 @@ class OrderOut(BaseModel):
     pickup_qr: str | None = None
     delivery_code: str | None
     timeline: list[TimelineEntry]
+    # Null for orders placed before payments existed.
+    payment: PaymentOut | None = None
+    refunds: list[RefundOut] = []
 
 
 class OrderPage(BaseModel):

@@ -11,6 +11,7 @@ from o2o.config import get_settings
 from o2o.errors import Conflict, InvalidInput
 from o2o.orders import lifecycle, states
 from o2o.orders.models import Fulfillment, Order, OrderStatus
+from o2o.payments import service as payments_service
 from o2o.security import codes_equal
 from o2o.users.models import Role, User
 
@@ -25,6 +26,19 @@ class WrongPickupCode(InvalidInput):
 
 class PickupCodeLocked(Conflict):
     code = "pickup_code_locked"
+
+
+class OrderStockShort(Conflict):
+    code = "order_stock_short"
+
+
+def _check_stock(order: Order) -> None:
+    """Refuse to work an order a store count took stock from until it is moved to another lot."""
+    if order.stock_short_at is not None:
+        raise OrderStockShort(
+            "The store's count took stock this order held: move it to another lot "
+            "(reallocate) or cancel it, which refunds it.",
+        )
 
 
 # What the patient's app encodes as a QR code for the counter: the order and its pickup code, so a
@@ -73,6 +87,7 @@ def cancel_by(session: Session, user: User, order: Order, reason: str) -> None:
 
 def prepare(session: Session, order: Order, *, actor_id: int) -> None:
     """Start preparing a released order."""
+    _check_stock(order)
     lifecycle.transition(session, order, S.PREPARING, actor_id=actor_id)
 
 
@@ -85,6 +100,7 @@ def mark_ready(session: Session, order: Order, *, actor_id: int, now: datetime |
             f"{order.status.value.replace('_', ' ')}.",
             details={"status": order.status.value, "requested": S.READY.value},
         )
+    _check_stock(order)
     now = now or clock.now()
     lifecycle.transition(session, order, S.READY, actor_id=actor_id, at=now)
     if order.fulfillment is Fulfillment.PICKUP:
@@ -94,12 +110,20 @@ def mark_ready(session: Session, order: Order, *, actor_id: int, now: datetime |
         dispatch_service.open_job_for_order(session, order)
 
 
-def handover(session: Session, order: Order, pickup_code: str, *, actor_id: int) -> None:
+def handover(
+    session: Session,
+    order: Order,
+    pickup_code: str,
+    *,
+    actor_id: int,
+    payment_collected: bool = False,
+) -> None:
     """Hand a ready pickup to the patient who shows the code (typed, or scanned from the QR);
     stock leaves the shelf.
 
     A wrong code counts a try and raises WrongPickupCode: the caller commits that count before
-    answering. After the allowed tries the code is locked (409 `pickup_code_locked`).
+    answering. After the allowed tries the code is locked (409 `pickup_code_locked`). A
+    pay-at-store order needs `payment_collected` (409 `payment_not_collected` without it).
     """
     if order.fulfillment is not Fulfillment.PICKUP:
         raise states.IllegalTransition(
@@ -107,6 +131,7 @@ def handover(session: Session, order: Order, pickup_code: str, *, actor_id: int)
             code="not_a_pickup_order",
         )
     states.check(order.status, S.COMPLETED, order.fulfillment)
+    _check_stock(order)
     allowed = get_settings().pickup_code_max_failures
     if order.pickup_code_failures >= allowed:
         raise PickupCodeLocked(
@@ -122,4 +147,7 @@ def handover(session: Session, order: Order, pickup_code: str, *, actor_id: int)
             f"The pickup code is wrong; {left} {'try' if left == 1 else 'tries'} left.",
             details={"tries_left": left},
         )
+    payments_service.collect_at_store(
+        session, order, collected=payment_collected, actor_id=actor_id
+    )
     lifecycle.complete(session, order, actor_id=actor_id)

@@ -1,4 +1,5 @@
-"""Periodic order housekeeping: holds that ran out are cancelled (stock returned), exactly once;
+"""Periodic order housekeeping: holds that ran out (unpaid by the payment deadline, no approved
+prescription, pickup not collected) are cancelled, stock returned, exactly once;
 idempotency records past their time are purged."""
 
 import logging
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 S = OrderStatus
 # Only these states hold stock on a timer (see `hold_expires_at`).
-EXPIRING = (S.AWAITING_PRESCRIPTION, S.READY)
+EXPIRING = (S.AWAITING_PAYMENT, S.AWAITING_PRESCRIPTION, S.READY)
 EXPIRE_EVERY_S = 60
 PURGE_EVERY_S = 3600
 
@@ -28,6 +29,11 @@ PURGE_EVERY_S = 3600
 def expiry_reason(order: Order) -> str:
     """Say, for the patient's timeline, why the order was cancelled."""
     settings = get_settings()
+    if order.status is S.AWAITING_PAYMENT:
+        return (
+            f"Not paid within {settings.payment_minutes} minutes: the reserved items went back "
+            "on the shelf."
+        )
     if order.status is S.AWAITING_PRESCRIPTION:
         return (
             f"No approved prescription within {settings.rx_wait_hours} h: the reserved items "
@@ -98,7 +104,8 @@ def purge_idempotency_records(*, max_batches: int = 100) -> int:
 @app.task(name="o2o.orders.tasks.expire_holds")
 @once_per_period("orders.expire_holds", EXPIRE_EVERY_S)
 def expire_holds_task() -> int:
-    """Periodic: cancel orders whose prescription wait or pickup window ran out."""
+    """Periodic: cancel orders whose payment deadline, prescription wait or pickup window ran
+    out."""
     return expire_holds()
 
 

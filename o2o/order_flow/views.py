@@ -12,6 +12,8 @@ from o2o.geo import to_latlon
 from o2o.order_flow.schemas import OrderOut
 from o2o.order_flow.store_actions import pickup_qr
 from o2o.orders.models import Fulfillment, Order, OrderStatus
+from o2o.payments import service as payments_service
+from o2o.payments.models import Payment
 from o2o.users.models import Role, User
 from prescriptions import service as prescriptions_service
 from stores.models import Store
@@ -81,6 +83,7 @@ def present(
     *,
     store_names: dict[int, str] | None = None,
     prescription_ids: dict[uuid.UUID, uuid.UUID] | None = None,
+    payments: dict[uuid.UUID, Payment] | None = None,
 ) -> OrderOut:
     """Build the order view for this viewer (codes only for the order's own patient); a page
     passes the store names and prescription ids it read at once."""
@@ -90,6 +93,11 @@ def present(
     else:
         name = store_names[order.store_id]
     own = viewer.role is Role.PATIENT and viewer.id == order.patient_id
+    payment = (
+        payments.get(order.id)
+        if payments is not None
+        else payments_service.payment_of(session, order.id)
+    )
     address = None
     if order.delivery_location is not None:
         address = {
@@ -124,6 +132,7 @@ def present(
         cancel_reason=order.cancel_reason,
         sla_deadline=order.sla_deadline,
         hold_expires_at=order.hold_expires_at,
+        stock_short_at=order.stock_short_at,
         prescription_id=(
             prescription_ids.get(order.id)
             if prescription_ids is not None
@@ -133,7 +142,36 @@ def present(
         pickup_qr=pickup_qr(order) if own and order.fulfillment is Fulfillment.PICKUP else None,
         delivery_code=order.delivery_code if own else None,
         timeline=[{"status": e.to_status, "at": e.at, "reason": e.reason} for e in order.events],
+        payment=_payment_view(payment),
+        refunds=[_refund_view(r) for r in payment.refunds] if payment is not None else [],
     )
+
+
+def _payment_view(payment: Payment | None) -> dict | None:
+    if payment is None:
+        return None
+    return {
+        "id": payment.id,
+        "amount_minor": payment.amount_minor,
+        "currency": payment.currency,
+        "due_at": payment.due_at,
+        "status": payment.status,
+        "method": payment.method,
+        "captured_minor": payment.captured_minor,
+        "captured_at": payment.captured_at,
+    }
+
+
+def _refund_view(refund) -> dict:
+    return {
+        "id": refund.id,
+        "amount_minor": refund.amount_minor,
+        "currency": refund.currency,
+        "reason": refund.reason,
+        "status": refund.status,
+        "requested_at": refund.requested_at,
+        "settled_at": refund.settled_at,
+    }
 
 
 def present_many(session: Session, orders: Sequence[Order], viewer: User) -> list[OrderOut]:
@@ -143,4 +181,8 @@ def present_many(session: Session, orders: Sequence[Order], viewer: User) -> lis
     rx = prescriptions_service.prescription_ids_for_orders(
         session, [o.id for o in orders if o.is_rx]
     )
-    return [present(session, o, viewer, store_names=names, prescription_ids=rx) for o in orders]
+    payments = payments_service.payments_of(session, [o.id for o in orders])
+    return [
+        present(session, o, viewer, store_names=names, prescription_ids=rx, payments=payments)
+        for o in orders
+    ]

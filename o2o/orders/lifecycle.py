@@ -91,6 +91,18 @@ def transition(
     return event
 
 
+def mark_paid(session: Session, order: Order, *, at: datetime | None = None) -> OrderEvent:
+    """Move a locked unpaid order on once its payment is captured: released, or waiting for its
+    prescription (requested only now) with the prescription hold starting at the capture."""
+    at = at or clock.now()
+    to = states.after_payment(order.is_rx)
+    event = transition(session, order, to, reason="Payment received.", at=at)
+    if to is S.AWAITING_PRESCRIPTION:
+        order.hold_expires_at = states.prescription_hold_expires(at, get_settings().rx_wait_hours)
+        session.flush()
+    return event
+
+
 def record_creation(session: Session, order: Order, *, actor_id: int, at: datetime) -> None:
     """Append the first timeline entry (the order's initial status)."""
     session.add(

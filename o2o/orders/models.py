@@ -23,6 +23,8 @@ from o2o.db import Base
 
 
 class OrderStatus(enum.StrEnum):
+    # Stock reserved until the payment deadline; the payment app's capture moves the order on.
+    AWAITING_PAYMENT = "awaiting_payment"
     AWAITING_PRESCRIPTION = "awaiting_prescription"
     RELEASED = "released"
     PREPARING = "preparing"
@@ -98,8 +100,12 @@ class Order(Base):
     cancel_reason: Mapped[str | None] = mapped_column(Text)
     # Delivery SLA: released_at + the SLA minutes (set at release).
     sla_deadline: Mapped[datetime | None]
-    # When held stock is given back if nothing happens (Rx not approved, pickup not collected).
+    # When held stock is given back if nothing happens (unpaid by the payment deadline, Rx not
+    # approved, pickup not collected).
     hold_expires_at: Mapped[datetime | None]
+    # Set when a point-of-sale count took stock this paid order held: the pharmacist moves it to
+    # another lot or cancels it (refunded).
+    stock_short_at: Mapped[datetime | None]
 
     lines: Mapped[list["OrderLine"]] = relationship(
         back_populates="order", lazy="selectin", order_by="OrderLine.id"

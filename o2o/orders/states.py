@@ -12,13 +12,22 @@ S = OrderStatus
 
 # to-state -> from-states; fulfillment-specific rules in `allowed`.
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
-    S.RELEASED: frozenset({S.AWAITING_PRESCRIPTION}),
+    # Paid: a cart with prescription-only items waits for its prescription, any other is released.
+    S.AWAITING_PRESCRIPTION: frozenset({S.AWAITING_PAYMENT}),
+    S.RELEASED: frozenset({S.AWAITING_PAYMENT, S.AWAITING_PRESCRIPTION}),
     S.PREPARING: frozenset({S.RELEASED}),
     S.READY: frozenset({S.PREPARING, S.OUT_FOR_DELIVERY}),  # a failed delivery comes back
     S.OUT_FOR_DELIVERY: frozenset({S.READY}),
     S.COMPLETED: frozenset({S.READY, S.OUT_FOR_DELIVERY}),
     S.CANCELLED: frozenset(
-        {S.AWAITING_PRESCRIPTION, S.RELEASED, S.PREPARING, S.READY, S.OUT_FOR_DELIVERY}
+        {
+            S.AWAITING_PAYMENT,
+            S.AWAITING_PRESCRIPTION,
+            S.RELEASED,
+            S.PREPARING,
+            S.READY,
+            S.OUT_FOR_DELIVERY,
+        }
     ),
 }
 
@@ -26,7 +35,9 @@ OPEN_STATES = frozenset(s for s in OrderStatus if s not in (S.COMPLETED, S.CANCE
 # States in which the order holds reserved stock.
 HOLDING_STOCK = OPEN_STATES
 # The patient may cancel until the courier has it.
-PATIENT_CANCELLABLE = frozenset({S.AWAITING_PRESCRIPTION, S.RELEASED, S.PREPARING, S.READY})
+PATIENT_CANCELLABLE = frozenset(
+    {S.AWAITING_PAYMENT, S.AWAITING_PRESCRIPTION, S.RELEASED, S.PREPARING, S.READY}
+)
 
 
 class IllegalTransition(Conflict):
@@ -46,6 +57,11 @@ def allowed(current: OrderStatus, to: OrderStatus, fulfillment: Fulfillment) -> 
     return True
 
 
+def after_payment(is_rx: bool) -> OrderStatus:
+    """Return where a paid order goes: its prescription first for prescription-only items."""
+    return S.AWAITING_PRESCRIPTION if is_rx else S.RELEASED
+
+
 def check(current: OrderStatus, to: OrderStatus, fulfillment: Fulfillment) -> None:
     """Raise IllegalTransition (409) unless the transition is legal."""
     if not allowed(current, to, fulfillment):
@@ -60,3 +76,13 @@ def sla_deadline(released_at: datetime, sla_minutes: int) -> datetime:
     """Return the hand-over deadline of a delivery released at `released_at` (the 2-hour promise
     is `sla_minutes` from release)."""
     return released_at + timedelta(minutes=sla_minutes)
+
+
+def prescription_hold_expires(paid_at: datetime, rx_wait_hours: int) -> datetime:
+    """Return when a paid prescription order gives its stock back if no prescription is approved."""
+    return paid_at + timedelta(hours=rx_wait_hours)
+
+
+def payment_hold_expires(placed_at: datetime, payment_minutes: int) -> datetime:
+    """Return the payment deadline of an order placed at `placed_at`."""
+    return placed_at + timedelta(minutes=payment_minutes)

@@ -31,6 +31,7 @@ from o2o.order_flow.checkout import place_order
 from o2o.order_flow.schemas import DeliveryAddressIn, OrderIn, OrderItemIn
 from o2o.orders import lifecycle
 from o2o.orders.models import Order, OrderStatus
+from o2o.payments import dev_app
 from o2o.simulation.day import LOCAL, DayPlan, Options, PlannedCourier, PlannedOrder, plan_day
 from o2o.users import service as users_service
 from o2o.users.models import Role, User
@@ -160,6 +161,7 @@ class Day:
             # The demo city (as `python -m o2o demo-data` loads it): created on the first run,
             # and its stock pushed again on every run, so each day starts from the same shelves.
             stores_demo.load_demo_city(session, today=self.plan.start.astimezone(LOCAL).date())
+            dev_app.register(session, webhook_url="http://127.0.0.1:8765/hooks")
         with session_scope() as session:
             self.stores = {s.id: s for s in session.scalars(select(Store))}
             for store in self.stores.values():
@@ -210,6 +212,7 @@ class Day:
             with session_scope() as session:
                 patient = session.get(User, self.patients[planned.patient])
                 order = place_order(session, patient, body, now=self.now)
+                dev_app.pay(session, order)  # paid at once, through a signed captured event
                 order_id = order.id
         except DomainError as exc:
             self.result.refused[exc.code] = self.result.refused.get(exc.code, 0) + 1

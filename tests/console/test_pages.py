@@ -442,3 +442,37 @@ def test_admin_finds_any_store_and_sees_its_board(client, db, world, as_user):
     assert "Jing&#39;an Pharmacy" in listing.text and "Chaoyang" not in listing.text
     board = client.get(f"/console/stores/{world.store_a}/orders")
     assert board.status_code == 200 and "order--at-risk" in board.text
+
+
+# --- Payments --------------------------------------------------------------------------------
+
+
+def test_payments_page_shows_takings_refunds_and_what_to_collect(client, db, world, as_user):
+    from o2o.order_flow import checkout
+    from o2o.order_flow.schemas import OrderIn
+    from o2o.orders import lifecycle
+
+    patient = users_service.get_by_email(db, world.patient)
+    body = {
+        "items": [{"product_id": world.extra["ibuprofen"], "quantity": 2}],
+        "location": {"lat": 31.2314, "lon": 121.4737},
+        "fulfillment": "pickup",
+        "store_id": world.store_a,
+        "payment_method": "at_store",
+    }
+    counter = checkout.place_order(db, patient, OrderIn.model_validate(body))
+    online = place_order(db, patient, world.store_a, [(world.extra["ibuprofen"], 1)])
+    store_actions.cancel_order(
+        db, lifecycle.lock_order(db, online.id), reason="Changed my mind", actor_id=patient.id
+    )
+    db.flush()
+    as_user(world.pharmacist_a)
+    html = client.get(f"/console/stores/{world.store_a}/payments").text
+    collect = html.split('id="collect-title"')[1].split('id="takings-title"')[0]
+    assert str(counter.id)[:8] in collect and f"{counter.total_minor / 100:.2f} CNY" in collect
+    refunds = html.split('id="refunds-title"')[1]
+    assert str(online.id)[:8] in refunds and "order cancelled" in refunds
+    takings = html.split('id="takings-title"')[1].split('id="refunds-title"')[0]
+    online_figure = re.search(r'data-figure="online">([\d.]+)<', takings).group(1)
+    assert float(online_figure) >= online.total_minor / 100
+    assert client.get(f"/console/stores/{world.store_b}/payments").status_code in (403, 404)

@@ -23,7 +23,7 @@ from prescriptions import doctor_keys, issuing, requests, signing
 from prescriptions.schemas import PrescriptionRequestIn, SigningPayloadIn
 from stores.models import Store
 from tests.console.helpers import square_zone
-from tests.factories import make_lot, make_product, make_store, make_user
+from tests.factories import make_lot, make_product, make_store, make_user, pay, payment_app
 
 S = OrderStatus
 STORE_A = (31.2304, 121.4737)
@@ -91,7 +91,12 @@ def place_order(
             "location": {"lat": delivery_at[0], "lon": delivery_at[1]},
             "text": "Room 501, 8 Example Road",
         }
-    return checkout.place_order(session, patient, OrderIn.model_validate(body), now=now)
+    payment_app(session)
+    order = checkout.place_order(session, patient, OrderIn.model_validate(body), now=now)
+    # Paid as the payment app pays, at the time the order was placed.
+    paid_at = now or clock.now()
+    with clock.use(lambda: paid_at):
+        return pay(session, order)
 
 
 def _request(session: Session, patient: User, order: Order, name: str, *, attachment=None):

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from o2o.orders.models import Order
 from stores.models import Lot
-from tests.factories import auth, make_lot, make_product, make_store, make_user, offset
+from tests.factories import auth, make_lot, make_product, make_store, make_user, offset, payment_app
 from tests.faults.conftest import running_api, service_env, wait_for
 from tests.orders.helpers import order_body
 
@@ -29,6 +29,7 @@ def _seed(engine):
         product = make_product(s)
         lot = make_lot(s, store, product, on_hand=100_000)
         patient = make_user(s)
+        payment_app(s)
         s.commit()
         return product.id, lot.id, auth(patient)
 
@@ -39,12 +40,15 @@ def test_orders_during_a_postgres_restart_get_503_and_none_that_got_201_is_lost(
     product_id, lot_id, headers = _seed(spare_engine)
     body = order_body([(product_id, 1)])
     # A request that died with the database leaves its key claimed: let a retry take it over
-    # soon. The per-patient order limit is raised: this one patient orders far faster than any.
+    # soon. The per-patient order limit and hoarding caps are raised: this one patient orders far
+    # faster and more than any (the orders stay unpaid).
     env = service_env(
         spare_pg.url,
         spare_redis.url,
         O2O_IDEMPOTENCY_STALE_SECONDS="5",
         O2O_ORDER_RATE_LIMIT="100000/minute",
+        O2O_MAX_UNPAID_ORDERS="1000000",
+        O2O_MAX_OPEN_UNITS_PER_PRODUCT="1000000",
     )
     results: list[tuple[str, str, int | None, dict | None, dict]] = []
     phase = ["before"]

@@ -10,10 +10,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from o2o.payments.models import Payment
 from o2o.webhooks import relay
-from tests.factories import auth, make_lot, make_product, make_store, make_user, offset
+from tests.factories import (
+    auth,
+    make_lot,
+    make_product,
+    make_store,
+    make_user,
+    offset,
+    payment_app,
+    payment_event,
+)
 from tests.faults.conftest import celery_worker, kill, running_api, service_env, wait_for
 from tests.orders.helpers import HOME, order_body
 from tests.spare_services import free_port
@@ -58,6 +69,7 @@ def test_with_redis_down_reads_work_readiness_says_so_and_queued_work_resumes(
         product = make_product(s)
         make_lot(s, store, product, on_hand=1000)
         headers = auth(make_user(s))
+        payment_app(s)
         relay.create_endpoint(
             s,
             url=f"http://127.0.0.1:{server.server_address[1]}/hook",
@@ -93,6 +105,12 @@ def test_with_redis_down_reads_work_readiness_says_so_and_queued_work_resumes(
                 return r.json()["id"]
 
             before = place()
+            # Paid as the payment app pays: a signed captured event.
+            with Session(spare_engine) as s:
+                payment = s.scalar(select(Payment).where(Payment.order_id == uuid.UUID(before)))
+                event_headers, raw = payment_event(s, payment.id)
+            paid = api.post("/api/v1/payments/events", content=raw, headers=event_headers)
+            assert paid.status_code == 200, paid.text
             wait_for(lambda: _created(received, before), 90, "the relay before the outage", 0.5)
 
             spare_redis.stop()

@@ -13,7 +13,7 @@ from o2o.config import get_settings
 from o2o.order_flow.tasks import expire_due_orders
 from o2o.orders.models import Order, OrderStatus
 from o2o.users.models import Role
-from tests.factories import auth, make_lot, make_product, make_store, make_user, offset
+from tests.factories import auth, make_lot, make_product, make_store, make_user, offset, pay_through
 from tests.local_days import CASE_IDS, CASES, ZONES
 from tests.orders.helpers import order_body, stock
 
@@ -57,6 +57,7 @@ def test_a_pickup_hold_runs_its_hours_from_ready_whatever_the_stores_day(
         r = client.post(URL, json=order_body([(lot.product_id, 2)]), headers=auth(patient))
         assert r.status_code == 201, r.text
         order_id = uuid.UUID(r.json()["id"])
+        assert pay_through(client, db, order_id).status_code == 200
         for action in ("prepare", "ready"):
             r = client.post(f"{URL}/{order_id}/{action}", headers=auth(staff))
             assert r.status_code == 200, r.text

@@ -8,7 +8,16 @@ from sqlalchemy import select
 from o2o import clock
 from o2o.orders.models import LotAllocation, Order
 from o2o.users.models import Role
-from tests.factories import STORE_ZONE, auth, make_lot, make_product, make_store, make_user, offset
+from tests.factories import (
+    STORE_ZONE,
+    auth,
+    make_lot,
+    make_product,
+    make_store,
+    make_user,
+    offset,
+    pay_through,
+)
 from tests.orders.helpers import HOME, order_body, order_count, stock
 
 URL = "/api/v1/orders"
@@ -30,6 +39,8 @@ ORDER_KEYS = {
     "pickup_code",
     "delivery_code",
     "timeline",
+    "payment",
+    "refunds",
 }
 
 
@@ -61,7 +72,23 @@ def test_a_pickup_order_reserves_stock_and_answers_in_the_documented_shape(
     assert r.status_code == 201, r.text
     body = r.json()
     assert set(body) >= ORDER_KEYS
+    # Placed: the stock is held until the payment deadline, 15 minutes by default.
+    assert body["status"] == "awaiting_payment"
+    payment = body["payment"]
+    assert set(payment) >= {"id", "amount_minor", "currency", "due_at", "status", "method"}
+    assert (payment["amount_minor"], payment["currency"]) == (3700, "CNY")
+    assert (payment["status"], payment["method"]) == ("pending", "online")
+    assert ts(payment["due_at"]) - ts(body["created_at"]) == timedelta(minutes=15)
+    assert body["hold_expires_at"] == payment["due_at"] and body["released_at"] is None
+    assert body["refunds"] == []
+    assert stock(db, lot) == (10, 2)
+    # The payment app reports the capture: the order is released.
+    paid = pay_through(client, db, body["id"])
+    assert paid.status_code == 200, paid.text
+    assert paid.json()["applied"] is True and paid.json()["payment_status"] == "captured"
+    body = client.get(f"{URL}/{body['id']}", headers=auth(patient)).json()
     assert body["status"] == "released"
+    assert body["payment"]["status"] == "captured" and body["payment"]["captured_minor"] == 3700
     assert body["fulfillment"] == "pickup"
     assert body["store"] == {"id": store.id, "name": "Riverside Pharmacy"}
     assert body["routing_reason"].startswith("Pickup at Riverside Pharmacy, 500 m away")
@@ -71,7 +98,8 @@ def test_a_pickup_order_reserves_stock_and_answers_in_the_documented_shape(
     assert body["sla_deadline"] is None and body["prescription_id"] is None
     assert body["released_at"] is not None
     assert len(body["pickup_code"]) == 6 and body["pickup_code"].isdigit()
-    assert [e["status"] for e in body["timeline"]] == ["released"]
+    assert [e["status"] for e in body["timeline"]] == ["awaiting_payment", "released"]
+    assert body["hold_expires_at"] is None
     assert stock(db, lot) == (10, 2)
 
 
@@ -88,6 +116,11 @@ def test_delivery_inside_the_zone_adds_the_fee_and_a_two_hour_deadline(
         "Delivery from Riverside Pharmacy: you are inside its delivery zone, about "
     )
     assert order["delivery_fee_minor"] == 500 and order["total_minor"] == 1500
+    assert order["payment"]["amount_minor"] == 1500
+    # The two hours run from the release, that is from the payment.
+    assert order["sla_deadline"] is None
+    assert pay_through(client, db, order["id"]).status_code == 200
+    order = client.get(f"{URL}/{order['id']}", headers=auth(patient)).json()
     assert ts(order["sla_deadline"]) - ts(order["released_at"]) == timedelta(minutes=120)
     assert order["delivery_address"]["text"] == "Room 501, 8 Example Rd"
 
@@ -147,9 +180,13 @@ def test_prescription_items_wait_for_a_prescription_holding_the_stock(client, db
     r = client.post(URL, json=order_body([(rx.id, 1)]), headers=auth(patient))
     assert r.status_code == 201, r.text
     order = r.json()
+    assert order["status"] == "awaiting_payment"
+    # A prescription is requested only once the order is paid; then the 24-hour wait starts.
+    assert pay_through(client, db, order["id"]).status_code == 200
+    order = client.get(f"{URL}/{order['id']}", headers=auth(patient)).json()
     assert order["status"] == "awaiting_prescription"
     assert order["released_at"] is None and order["sla_deadline"] is None
-    held = ts(order["hold_expires_at"]) - ts(order["created_at"])
+    held = ts(order["hold_expires_at"]) - ts(order["payment"]["captured_at"])
     assert held == timedelta(hours=24)
     assert stock(db, lot) == (10, 1)
 

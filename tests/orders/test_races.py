@@ -15,7 +15,7 @@ from o2o.order_flow.schemas import OrderIn
 from o2o.orders.models import LotAllocation, Order, OrderLine
 from o2o.users.models import Role
 from stores.models import Lot
-from tests.factories import auth, make_lot, make_product, make_store, make_user, offset
+from tests.factories import auth, make_lot, make_product, make_store, make_user, offset, payment_app
 from tests.orders.helpers import order_body
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,8 @@ def test_fifty_patients_racing_for_the_last_ten_units_never_oversell(real_client
         # Plenty of an expiring lot that may not be sold, and the last 10 sellable units.
         make_lot(s, store, product, on_hand=100, days=5)
         lot = make_lot(s, store, product, on_hand=10)
-        patients = [make_user(s, role=Role.PATIENT) for _ in range(10)]
+        # One patient per request: a patient holds at most three unpaid orders at once.
+        patients = [make_user(s, role=Role.PATIENT) for _ in range(50)]
         lot_id, product_id = lot.id, product.id
     headers = [auth(p) for p in patients]
     body = order_body([(product_id, 1)])
@@ -57,7 +58,7 @@ def test_fifty_patients_racing_for_the_last_ten_units_never_oversell(real_client
         # transaction of its own and must not need a second connection while holding one.
         keyed = {"Idempotency-Key": f"race-{i}"} if i % 5 else {}
         start.wait()
-        return real_client.post("/api/v1/orders", json=body, headers=headers[i % 10] | keyed)
+        return real_client.post("/api/v1/orders", json=body, headers=headers[i] | keyed)
 
     try:
         with ThreadPoolExecutor(max_workers=50) as pool:
@@ -97,7 +98,9 @@ def test_random_multi_item_carts_racing_on_overlapping_stock_add_up(committed):
             for p in products
             for _ in range(rng.randint(1, 3))
         ]
-        patient = make_user(s, role=Role.PATIENT)
+        # A patient per cart: one patient may hold only three unpaid orders at once.
+        patients = [make_user(s, role=Role.PATIENT) for _ in range(40)]
+        payment_app(s)
         product_ids = [p.id for p in products]
         on_hand = {lot.id: lot.on_hand for lot in lots}
         lot_products = [(lot.product_id, lot.id) for lot in lots]
@@ -107,7 +110,7 @@ def test_random_multi_item_carts_racing_on_overlapping_stock_add_up(committed):
     ]
     start = threading.Barrier(len(carts))
 
-    def place(cart):
+    def place(patient, cart):
         start.wait()
         try:
             with session_scope() as session:
@@ -118,7 +121,7 @@ def test_random_multi_item_carts_racing_on_overlapping_stock_add_up(committed):
             return None
 
     with ThreadPoolExecutor(max_workers=len(carts)) as pool:
-        results = list(pool.map(place, carts))
+        results = list(pool.map(place, patients, carts))
 
     placed = [(oid, cart) for oid, cart in zip(results, carts, strict=True) if oid is not None]
     assert placed, "some carts must fit"

@@ -15,7 +15,7 @@ from o2o.users.models import Role
 from prescriptions import requests, signing
 from prescriptions.cli import app as doctor_cli
 from prescriptions.models import Prescription
-from tests.factories import auth, make_user
+from tests.factories import auth, make_user, pay_through, payment_app
 from tests.prescriptions.helpers import (
     API,
     PNG,
@@ -55,7 +55,9 @@ def test_patient_doctor_pharmacist_release_through_the_real_checkout(client, db,
     r = client.post(f"{API}/admin/doctor-keys/{key_id}/approve", headers=auth(world.admin))
     assert r.json()["status"] == "active"
 
-    # The patient places the order through checkout: an Rx cart waits for a prescription.
+    # The patient places the order through checkout and pays: an Rx cart then waits for a
+    # prescription.
+    payment_app(db)
     r = client.post(
         f"{API}/orders",
         json={
@@ -70,7 +72,9 @@ def test_patient_doctor_pharmacist_release_through_the_real_checkout(client, db,
         headers=auth(world.patient),
     )
     assert r.status_code == 201, r.text
-    order_json = r.json()
+    assert r.json()["status"] == "awaiting_payment"
+    assert pay_through(client, db, r.json()["id"]).status_code == 200
+    order_json = client.get(f"{API}/orders/{r.json()['id']}", headers=auth(world.patient)).json()
     assert order_json["status"] == "awaiting_prescription"
     assert order_json["prescription_id"] is None
     order_id = order_json["id"]

@@ -14,6 +14,11 @@ P, D = Fulfillment.PICKUP, Fulfillment.DELIVERY
 
 LEGAL = (
     {
+        # Paid: on to the prescription, or released (`after_payment` says which).
+        (S.AWAITING_PAYMENT, S.AWAITING_PRESCRIPTION, P),
+        (S.AWAITING_PAYMENT, S.AWAITING_PRESCRIPTION, D),
+        (S.AWAITING_PAYMENT, S.RELEASED, P),
+        (S.AWAITING_PAYMENT, S.RELEASED, D),
         (S.AWAITING_PRESCRIPTION, S.RELEASED, P),
         (S.AWAITING_PRESCRIPTION, S.RELEASED, D),
         (S.RELEASED, S.PREPARING, P),
@@ -27,7 +32,7 @@ LEGAL = (
     }
     | {
         (s, S.CANCELLED, f)
-        for s in (S.AWAITING_PRESCRIPTION, S.RELEASED, S.PREPARING, S.READY)
+        for s in (S.AWAITING_PAYMENT, S.AWAITING_PRESCRIPTION, S.RELEASED, S.PREPARING, S.READY)
         for f in (P, D)
     }
     | {
@@ -61,6 +66,18 @@ def test_pickup_skips_the_courier_and_delivery_cannot_complete_at_the_counter():
 def test_patients_cannot_cancel_once_the_courier_has_it():
     assert S.OUT_FOR_DELIVERY not in PATIENT_CANCELLABLE
     assert S.READY in PATIENT_CANCELLABLE
+    assert S.AWAITING_PAYMENT in PATIENT_CANCELLABLE
+
+
+def test_a_paid_order_waits_for_its_prescription_only_with_prescription_items():
+    assert states.after_payment(is_rx=True) is S.AWAITING_PRESCRIPTION
+    assert states.after_payment(is_rx=False) is S.RELEASED
+
+
+def test_the_payment_and_prescription_holds_run_from_placing_and_from_paying():
+    at = datetime(2026, 11, 23, 23, 50, tzinfo=UTC)
+    assert states.payment_hold_expires(at, 15) == datetime(2026, 11, 24, 0, 5, tzinfo=UTC)
+    assert states.prescription_hold_expires(at, 24) == at + timedelta(days=1)
 
 
 def test_the_sla_deadline_is_release_plus_the_sla():

@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from o2o.console.pages import board, doctor, prescriptions, signin, sla, stores
+from o2o.console.pages import board, doctor, payments, prescriptions, signin, sla, stores
 
 router = APIRouter()
-for area in (signin, stores, board, prescriptions, doctor, sla):
+for area in (signin, stores, board, prescriptions, doctor, sla, payments):
     router.include_router(area.router)

@@ -48,6 +48,7 @@ SECTIONS = {
     "orders": "orders_board",
     "inventory": "inventory",
     "sla": "sla_page",
+    "payments": "store_payments",
 }
 
 

@@ -1,0 +1,58 @@
+"""Limits that stop one account from hoarding stock: a few unpaid orders at once, and a cap on
+the units of one product held across a patient's open orders."""
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session
+
+from o2o.config import get_settings
+from o2o.errors import Conflict
+from o2o.orders import states
+from o2o.orders.models import Order, OrderLine
+from o2o.payments import service as payments_service
+
+
+class TooManyOpenOrders(Conflict):
+    code = "too_many_open_orders"
+
+
+class TooManyOpenUnits(Conflict):
+    code = "too_many_open_units"
+
+
+def check_hoarding(session: Session, patient_id: int, cart: Sequence[tuple[int, int]]) -> None:
+    """Refuse (409) a new order past the patient's unpaid-order or per-product unit cap."""
+    settings = get_settings()
+    # One placement per patient at a time: two at once cannot both slip under the caps.
+    session.execute(text("SELECT 1 FROM users WHERE id = :id FOR UPDATE"), {"id": patient_id})
+    unpaid = payments_service.unpaid_open_orders(session, patient_id)
+    if unpaid >= settings.max_unpaid_orders:
+        raise TooManyOpenOrders(
+            f"You already have {unpaid} unpaid orders; pay or cancel one before placing another.",
+            details={"unpaid_orders": unpaid, "limit": settings.max_unpaid_orders},
+        )
+    wanted = dict(cart)
+    held = dict(
+        session.execute(
+            select(OrderLine.product_id, func.sum(OrderLine.quantity))
+            .join(Order, Order.id == OrderLine.order_id)
+            .where(
+                Order.patient_id == patient_id,
+                Order.status.in_(states.OPEN_STATES),
+                OrderLine.product_id.in_(list(wanted)),
+            )
+            .group_by(OrderLine.product_id)
+        ).all()
+    )
+    cap = settings.max_open_units_per_product
+    over = [
+        {"product_id": pid, "held": int(held.get(pid, 0)), "requested": qty, "limit": cap}
+        for pid, qty in sorted(wanted.items())
+        if held.get(pid, 0) + qty > cap
+    ]
+    if over:
+        raise TooManyOpenUnits(
+            f"At most {cap} units of one product may be on your open orders at once.",
+            details={"products": over},
+        )

@@ -1,0 +1,1 @@
+"""Payments: payment apps, an order's payment and refunds, and the events the apps report."""
