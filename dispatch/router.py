@@ -30,6 +30,9 @@ from o2o.users.dependencies import AdminUser
 
 router = APIRouter(route_class=ApiRoute, tags=["dispatch"])
 
+# A courier with neither home store nor service area sees no board and claims nothing.
+NOT_CONFIGURED = "courier_not_configured: no home store or service area yet"
+
 Lat = Annotated[float | None, Query(ge=-90, le=90, allow_inf_nan=False)]
 Lon = Annotated[float | None, Query(ge=-180, le=180, allow_inf_nan=False)]
 
@@ -61,7 +64,7 @@ def my_jobs(session: DbSession, courier: CourierUser):
 @router.get(
     "/dispatch/jobs",
     response_model=JobPage,
-    responses=error_responses(e422=("invalid_cursor", "location_required")),
+    responses=error_responses(e409=NOT_CONFIGURED, e422=("invalid_cursor", "location_required")),
 )
 def list_jobs(
     session: DbSession,
@@ -84,7 +87,10 @@ def list_jobs(
 @router.post(
     "/dispatch/claim",
     response_model=HeldJobOut,
-    responses={204: {"description": "No job is open to you right now."}},
+    responses={
+        204: {"description": "No job is open to you right now."},
+        **error_responses(e409=f"{NOT_CONFIGURED}; too_many_active_jobs"),
+    },
 )
 def claim_next(body: ClaimIn, session: DbSession, courier: CourierUser):
     """Claim the best next job open to the courier (204 when there is none)."""
@@ -103,7 +109,9 @@ def get_job(job_id: uuid.UUID, session: DbSession, courier: CourierUser):
 @router.post(
     "/dispatch/jobs/{job_id}/claim",
     response_model=HeldJobOut,
-    responses=error_responses(e409="job_taken; too_many_active_jobs; the job is not open to you"),
+    responses=error_responses(
+        e409=f"job_taken; too_many_active_jobs; the job is not open to you; {NOT_CONFIGURED}"
+    ),
 )
 def claim(job_id: uuid.UUID, session: DbSession, courier: CourierUser, body: ClaimIn | None = None):
     """Claim a chosen job (404 unless it is open to the courier; 409 if already taken)."""

@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dispatch import actions
+from dispatch import actions, couriers
 from dispatch.models import LIVE_JOB_STATES, Job, JobStatus
 from o2o import clock
 from o2o.errors import InvalidInput
@@ -43,3 +43,8 @@ def on_order_cancelled(session: Session, order: Order, *, now: datetime | None =
         job.status = JobStatus.CANCELLED
         job.closed_at = now or clock.now()
     session.flush()
+
+
+def give_home_store(session: Session, courier_id: int, store_id: int) -> None:
+    """Make a store the courier's home: its jobs are on the courier's board from the start."""
+    couriers.set_courier_area(session, courier_id, home_store_id=store_id, service_area=None)

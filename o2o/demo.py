@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 DEMO_PASSWORD = "demo-password"
 DEMO_PHARMACIST = "pharmacist@example.com"
+DEMO_COURIER = "courier@example.com"
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ DEMO_ACCOUNTS = (
     DemoAccount("admin@example.com", "Ada Admin", Role.ADMIN),
     DemoAccount("doctor@example.com", "Dr. Li Wei", Role.DOCTOR),
     DemoAccount(DEMO_PHARMACIST, "Pat Pharmacist", Role.PHARMACIST),
-    DemoAccount("courier@example.com", "Cory Courier", Role.COURIER),
+    DemoAccount(DEMO_COURIER, "Cory Courier", Role.COURIER),
     DemoAccount("patient@example.com", "Pia Patient", Role.PATIENT),
 )
 
@@ -51,10 +52,14 @@ def load_demo_accounts(session: Session) -> list[str]:
 def load_demo(session: Session) -> tuple[list[str], "DemoCity"]:
     """Load the demo accounts and the demo city; the demo pharmacist works at every demo store."""
     # Imported here: the core sits below the stores domain and never imports it at load time.
+    from dispatch import service as dispatch_service
     from stores.demo import load_demo_city
 
     created = load_demo_accounts(session)
     city = load_demo_city(session)
     pharmacist = users_service.get_by_email(session, DEMO_PHARMACIST)
     users_service.link_stores(session, pharmacist, city.store_ids)
+    # The demo courier works from the first demo store, so the job board has jobs to show.
+    courier = users_service.get_by_email(session, DEMO_COURIER)
+    dispatch_service.give_home_store(session, courier.id, city.store_ids[0])
     return created, city

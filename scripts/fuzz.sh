@@ -4,7 +4,8 @@
 # coverage, fuzzing and stateful phases (walking the OpenAPI links) as each demo role, with a
 # fixed seed it prints. schemathesis.toml holds what the suite's fuzzing shares: the check that
 # accepts a 422 to valid data only with a code the operation documents, and links as declared.
-#   FUZZ_SEED (default 7311), FUZZ_EXAMPLES per operation (default 60), FUZZ_ROLES.
+#   FUZZ_SEED (default 7311), FUZZ_EXAMPLES per operation (default 60), FUZZ_ROLES, FUZZ_TIMEOUT
+#   (seconds per request, default 30). The API log is kept in artifacts/fuzz/api.log.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -26,11 +27,14 @@ bash scripts/platform.sh createdb "$DB" >/dev/null
 redis-cli -p "${O2O_REDIS_PORT:-56379}" -n 15 flushdb >/dev/null
 .venv/bin/alembic upgrade head >/dev/null
 .venv/bin/python -m o2o demo-data >/dev/null
-.venv/bin/uvicorn main:app --host 127.0.0.1 --port "$PORT" --log-level warning --no-access-log &
+mkdir -p artifacts/fuzz
+# The API's own log (one line per request, tracebacks of any server error) goes to a file; the
+# terminal shows the fuzzer's progress.
+.venv/bin/uvicorn main:app --host 127.0.0.1 --port "$PORT" --log-level warning --no-access-log \
+  >artifacts/fuzz/api.log 2>&1 &
 api=$!
 trap 'kill $api 2>/dev/null; wait $api 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.2; done
-mkdir -p artifacts/fuzz
 echo "fuzzing with seed $SEED, $EXAMPLES examples per operation, as: $ROLES"
 failed=0
 for role in $ROLES; do
@@ -39,7 +43,7 @@ for role in $ROLES; do
   echo "== as $role"
   .venv/bin/schemathesis run "http://127.0.0.1:$PORT/api/v1/openapi.json" \
     --checks all --exclude-checks positive_data_acceptance --phases examples,coverage,fuzzing,stateful \
-    --seed "$SEED" --max-examples "$EXAMPLES" \
+    --seed "$SEED" --max-examples "$EXAMPLES" --request-timeout "${FUZZ_TIMEOUT:-30}" \
     --exclude-path-regex '/metrics$' \
     -H "Authorization: Bearer $token" \
     --report junit --report-junit-path "artifacts/fuzz/$role.xml" || failed=1

@@ -2,6 +2,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
+from dispatch.models import Courier
 from o2o import clock, demo
 from o2o.users import service as users_service
 from stores.models import Lot, Product, Store
@@ -30,6 +31,9 @@ def test_demo_city_loads_once_and_the_pharmacist_works_at_every_store(db):
     pharmacist = users_service.get_by_email(db, demo.DEMO_PHARMACIST)
     db.refresh(pharmacist)
     assert pharmacist.store_ids == sorted(city.store_ids)
+    # The demo courier has a board to look at: a home store among the demo stores.
+    courier = users_service.get_by_email(db, demo.DEMO_COURIER)
+    assert db.get(Courier, courier.id).home_store_id in city.store_ids
 
     before = state(db)
     created_again, again = demo.load_demo(db)
