@@ -121,6 +121,11 @@ class Job(Base):
     closed_at: Mapped[datetime | None]
     code_failures: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"))
     fail_reason: Mapped[str | None] = mapped_column(Text)
+    # A batched trip: the jobs one courier claimed together at one store, the drop order within
+    # it (1 = first door) and the door time promised to the courier's app at the claim.
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
+    drop_seq: Mapped[int | None] = mapped_column(SmallInteger)
+    drop_eta: Mapped[datetime | None]
 
 
 # The pool: claims and listings start from the stores near the courier (GiST on stores) and read

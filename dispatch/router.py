@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from dispatch import actions, couriers, pool, reports, views
+from dispatch import actions, couriers, pool, reports, trips, views
 from dispatch.dependencies import CourierUser, StaffOrAdmin
 from dispatch.schemas import (
     ClaimIn,
@@ -20,6 +20,7 @@ from dispatch.schemas import (
     JobOut,
     JobPage,
     SlaReportOut,
+    TripOut,
 )
 from o2o import clock
 from o2o.api import ApiRoute, CursorQuery, RowId
@@ -88,6 +89,22 @@ def claim_next(body: ClaimIn, session: DbSession, courier: CourierUser):
     if job is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return views.describe_job(session, job, couriers.Where(body.lat, body.lon))
+
+
+@router.post(
+    "/dispatch/trips",
+    response_model=TripOut,
+    responses={204: {"description": "No job is open to you right now."}}
+    | error_responses(e409="too_many_jobs; courier_not_configured"),
+)
+def claim_trip(body: ClaimIn, session: DbSession, courier: CourierUser):
+    """Claim a batched trip: the best next job and the same store's jobs that fit one trip."""
+    jobs = trips.claim_trip(session, courier, lat=body.lat, lon=body.lon)
+    if not jobs:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    where = couriers.Where(body.lat, body.lon)
+    drops = [views.describe_job(session, job, where) for job in jobs]
+    return {"batch_id": jobs[0].batch_id, "store": drops[0]["store"], "drops": drops}
 
 
 @router.get("/dispatch/jobs/{job_id}", response_model=HeldJobOut)

@@ -39,6 +39,11 @@ class JobOut(BaseModel):
     attempt: int
     claimed_at: datetime | None = None
     picked_up_at: datetime | None = None
+    # A batched trip: the trip's id, this drop's place in it (1 = first door) and its door time
+    # predicted at the claim; null for a job taken on its own.
+    batch_id: uuid.UUID | None = None
+    drop_seq: int | None = None
+    drop_eta: datetime | None = None
 
 
 class HeldJobOut(JobOut):
@@ -46,6 +51,16 @@ class HeldJobOut(JobOut):
 
     address_text: str | None = None
     code_attempts_left: int
+
+
+class TripOut(BaseModel):
+    """A batched trip: the jobs claimed together at one store, in drop order, each with its ETA.
+
+    Each drop is worked on its own (pickup, delivery code or failure, release before pickup)."""
+
+    batch_id: uuid.UUID | None
+    store: StoreRef
+    drops: list[HeldJobOut]
 
 
 class JobPage(BaseModel):

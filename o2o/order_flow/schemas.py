@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -45,6 +46,26 @@ class DeliveryAddressIn(BaseModel):
         return value
 
 
+class DeliverySlotIn(BaseModel):
+    """A scheduled delivery window, as listed by GET /stores/{id}/delivery-slots."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: AwareDatetime
+    end: AwareDatetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "DeliverySlotIn":
+        if self.end <= self.start:
+            raise ValueError("a delivery slot ends after it starts")
+        return self
+
+
+class DeliverySlotOut(BaseModel):
+    start: datetime
+    end: datetime
+
+
 class OrderIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -66,11 +87,17 @@ class OrderIn(BaseModel):
     fulfillment: Literal["auto", "pickup", "delivery"] = "auto"
     delivery_address: DeliveryAddressIn | None = None
     store_id: Annotated[StrictInt, Field(ge=1, le=INT4_MAX)] | None = None
+    # A scheduled delivery instead of one within the SLA from now (needs delivery_address).
+    delivery_slot: DeliverySlotIn | None = None
 
     @model_validator(mode="after")
     def _delivery_needs_address(self) -> "OrderIn":
         if self.fulfillment == "delivery" and self.delivery_address is None:
             raise ValueError("a delivery order needs a delivery_address")
+        if self.delivery_slot is not None and (
+            self.fulfillment == "pickup" or self.delivery_address is None
+        ):
+            raise ValueError("a delivery_slot is for a delivery: give a delivery_address")
         return self
 
     def merged_items(self) -> list[tuple[int, int]]:
@@ -133,6 +160,8 @@ class OrderOut(BaseModel):
     cancelled_at: datetime | None
     cancel_reason: str | None
     sla_deadline: datetime | None
+    # The scheduled delivery window the patient chose (the SLA deadline is its end).
+    delivery_slot: DeliverySlotOut | None = None
     # When held stock is given back if nothing happens (prescription wait, pickup window).
     hold_expires_at: datetime | None
     prescription_id: uuid.UUID | None

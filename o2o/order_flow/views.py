@@ -123,6 +123,11 @@ def present(
         cancelled_at=order.cancelled_at,
         cancel_reason=order.cancel_reason,
         sla_deadline=order.sla_deadline,
+        delivery_slot=(
+            {"start": order.delivery_slot_start, "end": order.delivery_slot_end}
+            if order.delivery_slot_start is not None
+            else None
+        ),
         hold_expires_at=order.hold_expires_at,
         prescription_id=(
             prescription_ids.get(order.id)
