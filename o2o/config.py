@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     # Batched trips: parcels one courier may carry from one store in a trip, and the minutes a
     # batch-mate may add to the trip (the first drop never waits longer than that either).
     dispatch_batch_max_parcels: int = Field(3, ge=1, le=10)
-    dispatch_batch_max_detour_minutes: float = Field(12, ge=0, le=120)
+    dispatch_batch_max_detour_minutes: float = Field(20, ge=0, le=120)
     # The fleet-aware promise: the courier-wait estimate a store's search and checkout add is
     # ignored when older than this (dispatch refreshes it every minute).
     fleet_load_max_age_minutes: float = Field(5, gt=0)

@@ -409,9 +409,15 @@ class Day:
         if minute % POSITION_EVERY_MIN == 0:
             # Every courier on shift (or still finishing a trip) reports where they are.
             with session_scope() as session:
-                for c in self.couriers:
-                    if c.on_shift(self.now) or c.job_id is not None:
-                        couriers.record_position(session, c.user_id, *c.position(self.now))
+                couriers.record_positions(
+                    session,
+                    [
+                        (c.user_id, *c.position(self.now))
+                        for c in self.couriers
+                        if c.on_shift(self.now) or c.job_id is not None
+                    ],
+                    now=self.now,
+                )
         with session_scope() as session:
             if self.rules.promise:
                 fleet.refresh(session, now=self.now)
