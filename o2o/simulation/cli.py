@@ -1,6 +1,7 @@
 """The `simulate` command: replay a day on a database of its own under each policy, print the
 reports side by side, each policy's one-line summary, and the scenario's targets."""
 
+import time
 from dataclasses import replace
 from typing import Annotated
 
@@ -9,6 +10,7 @@ from rich.console import Console
 from sqlalchemy.engine import make_url
 
 from o2o.config import get_settings
+from o2o.simulation import parallel
 from o2o.simulation.day import SCENARIOS, plan_day
 from o2o.simulation.report import policy_line, results_table, targets
 from o2o.simulation.run import POLICIES, simulate
@@ -64,14 +66,31 @@ def simulate_command(
     options = SCENARIOS[scenario]
     overrides = {"seed": seed, "orders": orders, "couriers": couriers, "hours": hours}
     options = replace(options, **{k: v for k, v in overrides.items() if v is not None})
-    results = simulate(options, console=console, policies=policies)
+    if len(policies) > 1 and parallel.available():
+        console.print(
+            f"Replaying the {options.scenario} day under {', '.join(policies)} side by side"
+        )
+        started = time.perf_counter()
+        results = parallel.run_all(options, policies, get_settings().database_url)
+        console.print(f"done in {time.perf_counter() - started:.0f} s")
+    else:
+        results = simulate(options, console=console, policies=policies)
     console.print(results_table(options, results))
     for result in results:
         console.print(policy_line(result), markup=False, highlight=False, soft_wrap=True)
     if hindsight:
+        if "platform" not in policies:
+            console.print("--hindsight plans the platform's deliveries: run the platform policy.")
+            raise typer.Exit(2)
         from o2o.simulation import hindsight as offline  # OR-Tools loads only when asked
 
-        summary = offline.plan(plan_day(options), results)
+        url = get_settings().database_url
+        if len(policies) > 1 and parallel.available():
+            url = parallel.policy_database(url, "platform")
+        elif policies[-1] != "platform":
+            console.print("--hindsight needs the platform policy to run last (or in parallel).")
+            raise typer.Exit(2)
+        summary = offline.plan(plan_day(options), url)
         console.print(offline.summary_line(summary), markup=False, highlight=False, soft_wrap=True)
     for label, met in targets(options, results):
         console.print(f"target {'met' if met else 'NOT met'}: {label}", markup=False)

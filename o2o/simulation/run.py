@@ -251,8 +251,9 @@ class Day:
             return place_order(session, patient, body, now=self.now).id
 
     def _place(self, planned: PlannedOrder) -> None:
-        """The patient asks for delivery; told it cannot be kept, takes the slot offered, or
-        else collects the order (the two ways an order is diverted)."""
+        """The patient asks for delivery; told it cannot be made, takes the slot offered, or
+        else collects the order (the two ways an order is diverted, under every policy: without
+        the fleet-aware promise only stock and zones refuse a delivery)."""
         self.result.asked_delivery += 1
         try:
             order_id = self._try_place(planned, self._body(planned, "delivery"))
@@ -260,7 +261,7 @@ class Day:
             slot = (
                 (exc.details or {}).get("earliest_slot") if isinstance(exc.details, dict) else None
             )
-            if exc.code != "delivery_unavailable" or not self.rules.promise:
+            if exc.code != "delivery_unavailable":
                 self.result.refused[exc.code] = self.result.refused.get(exc.code, 0) + 1
                 return
             order_id = self._divert(planned, slot)
