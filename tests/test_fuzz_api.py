@@ -60,6 +60,7 @@ SEMANTIC_422 = {
     "idempotency_key_reused",
     "invalid_area",
     "invalid_cursor",
+    "invalid_delivery_slot",
     "invalid_features",
     "invalid_public_key",
     "invalid_zone",

@@ -42,8 +42,9 @@ ORDERS_PATH = "/orders"
     status_code=status.HTTP_201_CREATED,
     response_model=OrderOut,
     responses=error_responses(
-        e409="insufficient_stock, delivery_unavailable, store_closed, ...",
-        e422="invalid input, unknown/controlled product, key reused",
+        e409="insufficient_stock, delivery_unavailable (details: earliest_slot), "
+        "delivery_slot_full (details: earliest_slot), store_closed, ...",
+        e422="invalid input, unknown/controlled product, key reused, invalid_delivery_slot",
         e429="rate_limited: too many orders from this patient (Retry-After)",
     ),
 )

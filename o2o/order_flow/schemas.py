@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from o2o.db import INT4_MAX
+from o2o.errors import rule_error
 from o2o.geo import LatLon
 from o2o.orders.models import Fulfillment, OrderStatus
 
@@ -57,7 +58,7 @@ class DeliverySlotIn(BaseModel):
     @model_validator(mode="after")
     def _ordered(self) -> "DeliverySlotIn":
         if self.end <= self.start:
-            raise ValueError("a delivery slot ends after it starts")
+            raise rule_error("invalid_delivery_slot", "a delivery slot ends after it starts")
         return self
 
 
@@ -97,7 +98,10 @@ class OrderIn(BaseModel):
         if self.delivery_slot is not None and (
             self.fulfillment == "pickup" or self.delivery_address is None
         ):
-            raise ValueError("a delivery_slot is for a delivery: give a delivery_address")
+            raise rule_error(
+                "invalid_delivery_slot",
+                "a delivery_slot is for a delivery: give a delivery_address, not pickup",
+            )
         return self
 
     def merged_items(self) -> list[tuple[int, int]]:
