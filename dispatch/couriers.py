@@ -124,6 +124,18 @@ def record_positions(
     )
 
 
+def set_shift_end(session: Session, courier: User, ends_at: datetime | None) -> Courier:
+    """Record when the courier's shift ends (None: no end given); 422 if it is in the past."""
+    if ends_at is not None and ends_at.tzinfo is None:
+        raise InvalidInput("Give the shift's end with a UTC offset.", code="invalid_shift_end")
+    if ends_at is not None and ends_at < clock.now():
+        raise InvalidInput("The shift's end is in the past.", code="invalid_shift_end")
+    profile = configured_courier(session, courier.id, lock=True)
+    profile.shift_ends_at = ends_at
+    session.flush()
+    return profile
+
+
 def _store_location(
     session: Session, user_id: int, lat: float, lon: float, now: datetime
 ) -> Courier:

@@ -6,8 +6,9 @@ radius of it, the area its couriers come from and go to):
 
 - jobs ahead: open jobs, and delivery orders released or being prepared (they will need a
   courier before a new order does), in the neighbourhood;
-- couriers: those seen lately (a position within COURIER_SEEN_MINUTES) in the neighbourhood,
-  the idle ones (holding no job) among them;
+- couriers: those seen lately (a position within COURIER_SEEN_MINUTES) in the neighbourhood
+  whose shift does not end within SHIFT_HORIZON_MINUTES, the idle ones (holding no job) among
+  them;
 - courier-minutes per parcel, and the ride to the store: calibrated from the neighbourhood's
   deliveries of the last HISTORY_HOURS (trip = claim to the last door of a batch, shared by its
   parcels) when there are at least MIN_HISTORY of them, else from the store's ETA model.
@@ -29,6 +30,9 @@ from o2o.config import get_settings
 from stores import eta as stores_eta
 
 COURIER_SEEN_MINUTES = 15
+# A courier whose shift ends within this long is not counted on for a new order (it would
+# reach them after they have gone).
+SHIFT_HORIZON_MINUTES = 90
 HISTORY_HOURS = 2
 MIN_HISTORY = 10
 # With no courier around at all, a delivery cannot be promised: the wait is this long.
@@ -71,6 +75,7 @@ _NEIGHBOURHOODS = text(
                EXISTS (SELECT 1 FROM dispatch_jobs j WHERE j.courier_id = c.user_id
                        AND j.status IN ('claimed', 'picked_up')) AS busy
         FROM couriers c WHERE c.location_at >= :seen_since AND c.location IS NOT NULL
+          AND (c.shift_ends_at IS NULL OR c.shift_ends_at > :shift_horizon)
     ),
     ahead AS (
         SELECT store_id, count(*) AS n FROM (
@@ -124,6 +129,7 @@ def refresh(session: Session, *, now: datetime | None = None) -> int:
             "now": now,
             "soon": now + timedelta(hours=1),
             "seen_since": now - timedelta(minutes=COURIER_SEEN_MINUTES),
+            "shift_horizon": now + timedelta(minutes=SHIFT_HORIZON_MINUTES),
             "history_since": now - timedelta(hours=HISTORY_HOURS),
             "radius_m": settings.dispatch_radius_m,
         },

@@ -67,6 +67,9 @@ class Courier(Base):
     service_area = mapped_column(Geography("MULTIPOLYGON", srid=4326, spatial_index=False))
     location = mapped_column(Geography("POINT", srid=4326, spatial_index=False))
     location_at: Mapped[datetime | None]
+    # When the courier's shift ends, as their app says (the promise stops counting on them
+    # shortly before); null: no end given.
+    shift_ends_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
 

@@ -19,6 +19,8 @@ from dispatch.schemas import (
     HeldJobOut,
     JobOut,
     JobPage,
+    ShiftIn,
+    ShiftOut,
     SlaReportOut,
     TripOut,
 )
@@ -47,6 +49,17 @@ def update_my_location(body: ClaimIn, session: DbSession, courier: CourierUser):
     """Report the courier's position (at most one accepted update per 5 seconds; 429 beyond)."""
     profile = couriers.update_location(session, courier, body.lat, body.lon)
     return {**to_latlon(profile.location), "at": profile.location_at}
+
+
+@router.put(
+    "/couriers/me/shift",
+    response_model=ShiftOut,
+    responses=error_responses(e409="courier_not_configured", e422="invalid_shift_end: in the past"),
+)
+def set_my_shift(body: ShiftIn, session: DbSession, courier: CourierUser):
+    """Say when the courier's shift ends: the delivery promise stops counting on them before."""
+    profile = couriers.set_shift_end(session, courier, body.ends_at)
+    return {"ends_at": profile.shift_ends_at}
 
 
 @router.get("/couriers/me/jobs", response_model=list[HeldJobOut])

@@ -3,6 +3,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -96,6 +97,18 @@ class CourierLocationOut(BaseModel):
     lat: float
     lon: float
     at: datetime
+
+
+class ShiftIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ends_at: AwareDatetime | None = Field(
+        description="When the courier's shift ends (null: no end given)"
+    )
+
+
+class ShiftOut(BaseModel):
+    ends_at: datetime | None
 
 
 class CourierProfileIn(BaseModel):

@@ -63,6 +63,7 @@ SEMANTIC_422 = {
     "invalid_delivery_slot",
     "invalid_features",
     "invalid_public_key",
+    "invalid_shift_end",
     "invalid_zone",
     "location_required",
     "overlapping_hours",

@@ -18,6 +18,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.add_column("couriers", sa.Column("shift_ends_at", sa.DateTime(timezone=True)))
     op.add_column("dispatch_jobs", sa.Column("batch_id", postgresql.UUID(as_uuid=True)))
     op.add_column("dispatch_jobs", sa.Column("drop_seq", sa.SmallInteger()))
     op.add_column("dispatch_jobs", sa.Column("drop_eta", sa.DateTime(timezone=True)))
@@ -75,3 +76,4 @@ def downgrade() -> None:
     op.drop_column("dispatch_jobs", "drop_eta")
     op.drop_column("dispatch_jobs", "drop_seq")
     op.drop_column("dispatch_jobs", "batch_id")
+    op.drop_column("couriers", "shift_ends_at")

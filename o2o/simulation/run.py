@@ -224,6 +224,9 @@ class Day:
                     service_area=stores_demo.zone_around(lat, lon, COURIER_AREA_KM),
                 )
                 couriers.record_position(session, user_id, *planned.start, now=self.now)
+                if planned.off_at is not None:
+                    # The courier's app says when the shift ends (the promise plans for it).
+                    couriers.set_shift_end(session, session.get(User, user_id), planned.off_at)
                 self.couriers.append(CourierState(planned, user_id, planned.start))
 
     # -- patients, doctors, pharmacists ---------------------------------------------------------

@@ -120,3 +120,24 @@ def test_the_monitor_predicts_with_the_fleets_wait(db, store):
     saturate(db, store, jobs=40, couriers=2)
     after = monitor.predict(db)[order.id]
     assert after - before > timedelta(minutes=100)
+
+
+def test_couriers_going_off_shift_soon_are_not_counted_on(client, db, store, product):
+    saturate(db, store, jobs=6, couriers=6)
+    before = db.scalar(select(FleetLoad).where(FleetLoad.store_id == store.id))
+    assert before.couriers == 6
+    leaving = helpers.make_courier(db, home_store=store, at=factories.offset(400, 0))
+    soon = clock.now() + timedelta(minutes=30)
+    r = client.put(
+        "/api/v1/couriers/me/shift", json={"ends_at": soon.isoformat()}, headers=auth(leaving)
+    )
+    assert r.status_code == 200, r.text
+    past = clock.now() - timedelta(minutes=1)
+    r = client.put(
+        "/api/v1/couriers/me/shift", json={"ends_at": past.isoformat()}, headers=auth(leaving)
+    )
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_shift_end"
+    fleet.refresh(db)
+    db.expire_all()
+    after = db.scalar(select(FleetLoad).where(FleetLoad.store_id == store.id))
+    assert after.couriers == 6  # the seventh leaves within the horizon: not counted
