@@ -41,6 +41,7 @@ class Ranking(enum.StrEnum):
 # courier across town would often beat one next door (the simulation showed rides to the store
 # dominating delivery times). A minute's wait costs the job little; a long ride costs minutes.
 RING_START_M = 2000.0
+SCHEDULE_GRACE = timedelta(minutes=1)
 RING_GROWTH_M_PER_MIN = 600.0
 
 # A job is open to a courier when it is in the pool, its order is still ready, its store is the
@@ -118,7 +119,7 @@ def _pool_sql(ranking: Ranking, *, extra: str = "") -> str:
                 SELECT j.id, j.priority, j.deadline, j.opened_at, {_BUCKET} AS bucket
                 FROM dispatch_jobs j
                 WHERE j.store_id = r.store_id AND j.status = 'open'
-                  AND j.opened_at <= CAST(:now AS timestamptz)
+                  AND j.opened_at <= CAST(:opened_by AS timestamptz)
                   AND {_visible("r.visible_from")}
                   AND {_ORDER_READY} {extra}
                 ORDER BY {_STORE_ORDER[ranking.value]}
@@ -141,6 +142,9 @@ def _pool_params(
         "courier_id": courier_id,
         "point": where.wkt,
         "now": now,
+        # A scheduled job (a delivery slot's) enters the board at its opening time; the grace
+        # keeps a job opened a moment after the caller read its clock from looking scheduled.
+        "opened_by": now + SCHEDULE_GRACE,
         "radius_m": radius,
         "ring_m": min(ring, radius),
         "ring_growth_m": RING_GROWTH_M_PER_MIN,
@@ -273,7 +277,7 @@ def claim_job(
                    (ST_DWithin(s.location, ST_GeogFromText(:point), :wide_m) AND {visible})
                        AS in_radius,
                    (j.status = 'open' AND o.status = 'ready') AS is_open,
-                   j.opened_at > CAST(:now AS timestamptz) AS not_yet
+                   j.opened_at > CAST(:opened_by AS timestamptz) AS not_yet
             FROM dispatch_jobs j
             JOIN stores s ON s.id = j.store_id
             JOIN orders o ON o.id = j.order_id

@@ -33,7 +33,7 @@ _MATES_SQL = text(
     SELECT j.id, ST_Y(j.dropoff::geometry) AS lat, ST_X(j.dropoff::geometry) AS lon, j.deadline
     FROM dispatch_jobs j
     WHERE j.store_id = :store_id AND j.status = 'open' AND j.id <> :anchor
-      AND j.opened_at <= CAST(:now AS timestamptz)
+      AND j.opened_at <= CAST(:opened_by AS timestamptz)
       AND EXISTS (SELECT 1 FROM orders o WHERE o.id = j.order_id AND o.status = 'ready')
     ORDER BY j.priority DESC, j.deadline, j.id
     LIMIT :limit
@@ -75,7 +75,7 @@ def claim_trip(
                 {
                     "store_id": anchor.store_id,
                     "anchor": anchor.id,
-                    "now": now,
+                    "opened_by": now + pool.SCHEDULE_GRACE,
                     "limit": BATCH_CANDIDATES,
                 },
             )

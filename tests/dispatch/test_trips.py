@@ -2,10 +2,11 @@
 its own; part of a trip can be released; and racing couriers never share a job."""
 
 import threading
+import time
 from collections import Counter
 from datetime import timedelta
 
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
@@ -144,7 +145,18 @@ def test_racing_couriers_never_put_one_job_in_two_trips(committed, engine):
                         return
                     session.commit()
                     if not jobs:
-                        return
+                        # Nothing free this instant: the rest may be locked by claimers still
+                        # choosing their batch-mates. Stop only once nothing is open.
+                        left = session.scalar(
+                            select(func.count())
+                            .select_from(Job)
+                            .where(Job.status == JobStatus.OPEN)
+                        )
+                        session.commit()
+                        if not left:
+                            return
+                        time.sleep(0.05)
+                        continue
                     with lock:
                         claimed.extend(
                             (courier_id, str(j.id), str(j.batch_id) if j.batch_id else None)
