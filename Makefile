@@ -25,8 +25,9 @@ bench: ## benchmarks (benchmark city, order and claim races); prints the figures
 load: ## the API under load (uvicorn, production workers) on the benchmark city; prints the figures
 	bash scripts/load.sh $(ARGS)
 
-simulate: ## a simulated day of the demo city, ranked dispatch vs first come first served (ARGS="--orders 300")
-	bash scripts/simulate.sh $(ARGS)
+SCENARIO ?= peak
+simulate: ## a simulated day of the demo city under fifo, ranked and platform (SCENARIO=default|peak|storm, ARGS="--seed 3 --hindsight")
+	bash scripts/simulate.sh --scenario $(SCENARIO) $(ARGS)
 
 fuzz: ## schemathesis against the served API (all checks; examples, coverage, fuzzing, stateful) as each demo role; FUZZ_SEED, FUZZ_EXAMPLES
 	bash scripts/fuzz.sh

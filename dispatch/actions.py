@@ -9,10 +9,11 @@ import hmac
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from dispatch import monitor
+from dispatch.eta import EtaModel
 from dispatch.models import HELD_JOB_STATES, Job, JobStatus, SlaBreach, SlaEscalation
 from dispatch.pool import job_not_found
 from dispatch.sla import PRIORITY_AT_RISK, PRIORITY_BREACHED, PRIORITY_NORMAL
@@ -22,6 +23,7 @@ from o2o.errors import Conflict, InvalidInput, NotFound
 from o2o.orders import lifecycle
 from o2o.orders.models import Order, OrderStatus
 from o2o.users.models import Role, User
+from stores.models import Store
 
 J = JobStatus
 
@@ -43,11 +45,31 @@ def new_job(session: Session, order: Order, *, attempt: int, now: datetime) -> J
         priority=_priority_of(session, order.id),
         status=J.OPEN,
         attempt=attempt,
-        opened_at=now,
+        opened_at=_opens_at(session, order, now),
     )
     session.add(job)
     session.flush()
     return job
+
+
+def _opens_at(session: Session, order: Order, now: datetime) -> datetime:
+    """When the job enters the pool: now, or for a scheduled delivery in time for its slot.
+
+    A slot order ready early waits off the board until a courier taking it then (the usual
+    wait for a courier, then the ride) reaches the door as the slot starts.
+    """
+    if order.delivery_slot_start is None:
+        return now
+    store = session.get(Store, order.store_id)
+    metres = session.scalar(
+        select(func.ST_Distance(Store.location, order.delivery_location)).where(
+            Store.id == order.store_id
+        )
+    )
+    lead = get_settings().sla_courier_wait_minutes + EtaModel.for_store(store).travel_minutes(
+        float(metres or 0.0)
+    )
+    return max(now, order.delivery_slot_start - timedelta(minutes=lead))
 
 
 def _priority_of(session: Session, order_id: uuid.UUID) -> int:
@@ -232,6 +254,8 @@ def _reopen(job: Job) -> None:
     job.status = J.OPEN
     job.courier_id = None
     job.claimed_at = None
+    # Released from a batched trip: back in the pool on its own.
+    job.batch_id = job.drop_seq = job.drop_eta = None
 
 
 def unlock(session: Session, staff: User, job_id: uuid.UUID) -> Job:
@@ -270,7 +294,8 @@ def return_stale_claims(session: Session, *, now: datetime | None = None) -> int
     returned = session.execute(
         text(
             """
-            UPDATE dispatch_jobs SET status = 'open', courier_id = NULL, claimed_at = NULL
+            UPDATE dispatch_jobs SET status = 'open', courier_id = NULL, claimed_at = NULL,
+                   batch_id = NULL, drop_seq = NULL, drop_eta = NULL
             WHERE status = 'claimed' AND claimed_at < :cutoff
             RETURNING id
             """

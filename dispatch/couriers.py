@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -97,6 +97,43 @@ def record_position(
 ) -> Courier:
     """Record a position from a trusted feed (no rate limit): fleet trackers, the simulation."""
     return _store_location(session, user_id, lat, lon, now or clock.now())
+
+
+def record_positions(
+    session: Session, positions: list[tuple[int, float, float]], *, now: datetime
+) -> None:
+    """Record many couriers' positions from a trusted feed in one statement (user, lat, lon)."""
+    if not positions:
+        return
+    session.execute(
+        text(
+            """
+            UPDATE couriers c SET location = ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326)::geography,
+                   location_at = :now
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:lats AS float8[]), CAST(:lons AS float8[]))
+                AS p(user_id, lat, lon)
+            WHERE c.user_id = p.user_id
+            """
+        ),
+        {
+            "ids": [p[0] for p in positions],
+            "lats": [p[1] for p in positions],
+            "lons": [p[2] for p in positions],
+            "now": now,
+        },
+    )
+
+
+def set_shift_end(session: Session, courier: User, ends_at: datetime | None) -> Courier:
+    """Record when the courier's shift ends (None: no end given); 422 if it is in the past."""
+    if ends_at is not None and ends_at.tzinfo is None:
+        raise InvalidInput("Give the shift's end with a UTC offset.", code="invalid_shift_end")
+    if ends_at is not None and ends_at < clock.now():
+        raise InvalidInput("The shift's end is in the past.", code="invalid_shift_end")
+    profile = configured_courier(session, courier.id, lock=True)
+    profile.shift_ends_at = ends_at
+    session.flush()
+    return profile
 
 
 def _store_location(

@@ -67,6 +67,9 @@ class Courier(Base):
     service_area = mapped_column(Geography("MULTIPOLYGON", srid=4326, spatial_index=False))
     location = mapped_column(Geography("POINT", srid=4326, spatial_index=False))
     location_at: Mapped[datetime | None]
+    # When the courier's shift ends, as their app says (the promise stops counting on them
+    # shortly before); null: no end given.
+    shift_ends_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
 
@@ -121,6 +124,11 @@ class Job(Base):
     closed_at: Mapped[datetime | None]
     code_failures: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"))
     fail_reason: Mapped[str | None] = mapped_column(Text)
+    # A batched trip: the jobs one courier claimed together at one store, the drop order within
+    # it (1 = first door) and the door time promised to the courier's app at the claim.
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), index=True)
+    drop_seq: Mapped[int | None] = mapped_column(SmallInteger)
+    drop_eta: Mapped[datetime | None]
 
 
 # The pool: claims and listings start from the stores near the courier (GiST on stores) and read

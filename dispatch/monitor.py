@@ -73,15 +73,15 @@ _MIN_PER_M = "(s.detour_factor / (s.courier_speed_kmh * 1000.0 / 60.0))"
 _REMAINING_SQL = f"""
     CASE
       WHEN o.status = 'released' THEN
-        s.prep_minutes + :wait_min + d.store_to_dropoff_m * {_MIN_PER_M}
+        s.prep_minutes + w.wait_min + d.store_to_dropoff_m * {_MIN_PER_M}
       WHEN o.status = 'preparing' THEN
         GREATEST(0, s.prep_minutes - EXTRACT(EPOCH FROM (:now - o.released_at)) / 60.0)
-        + :wait_min + d.store_to_dropoff_m * {_MIN_PER_M}
+        + w.wait_min + d.store_to_dropoff_m * {_MIN_PER_M}
       WHEN o.status = 'ready' AND j.status = 'claimed' THEN
-        COALESCE(ST_Distance(c.location, s.location, false) * {_MIN_PER_M}, :wait_min)
+        COALESCE(ST_Distance(c.location, s.location, false) * {_MIN_PER_M}, w.wait_min)
         + d.store_to_dropoff_m * {_MIN_PER_M}
       WHEN o.status = 'ready' THEN
-        :wait_min + d.store_to_dropoff_m * {_MIN_PER_M}
+        w.wait_min + d.store_to_dropoff_m * {_MIN_PER_M}
       ELSE
         COALESCE(
           ST_Distance(c.location, o.delivery_location, false) * {_MIN_PER_M},
@@ -142,6 +142,14 @@ _PREDICTED_SQL = """
     CROSS JOIN LATERAL (
         SELECT ST_Distance(s.location, o.delivery_location, false) AS store_to_dropoff_m
     ) d
+    -- The wait for a courier: the fleet's current estimate around the store where one is fresh
+    -- (dispatch.fleet), else the configured assumption.
+    CROSS JOIN LATERAL (
+        SELECT COALESCE(
+            (SELECT fl.courier_wait_minutes FROM store_fleet_load fl
+             WHERE fl.store_id = o.store_id AND fl.computed_at >= :fleet_since),
+            :wait_min) AS wait_min
+    ) w
     LEFT JOIN dispatch_jobs j ON j.order_id = o.id AND {live_job}
     LEFT JOIN couriers c
         ON c.user_id = j.courier_id AND j.status IN ('claimed', 'picked_up', 'locked')
@@ -204,6 +212,7 @@ def _params(now: datetime) -> dict:
         "now": now,
         "fixed_minor": settings.sla_compensation_fixed_minor,
         "wait_min": float(settings.sla_courier_wait_minutes),
+        "fleet_since": now - timedelta(minutes=settings.fleet_load_max_age_minutes),
         "handover_min": float(settings.sla_handover_minutes),
         "margin": timedelta(minutes=settings.sla_risk_margin_minutes),
     }

@@ -41,6 +41,7 @@ class Ranking(enum.StrEnum):
 # courier across town would often beat one next door (the simulation showed rides to the store
 # dominating delivery times). A minute's wait costs the job little; a long ride costs minutes.
 RING_START_M = 2000.0
+SCHEDULE_GRACE = timedelta(minutes=1)
 RING_GROWTH_M_PER_MIN = 600.0
 
 # A job is open to a courier when it is in the pool, its order is still ready, its store is the
@@ -118,6 +119,7 @@ def _pool_sql(ranking: Ranking, *, extra: str = "") -> str:
                 SELECT j.id, j.priority, j.deadline, j.opened_at, {_BUCKET} AS bucket
                 FROM dispatch_jobs j
                 WHERE j.store_id = r.store_id AND j.status = 'open'
+                  AND j.opened_at <= CAST(:opened_by AS timestamptz)
                   AND {_visible("r.visible_from")}
                   AND {_ORDER_READY} {extra}
                 ORDER BY {_STORE_ORDER[ranking.value]}
@@ -140,6 +142,9 @@ def _pool_params(
         "courier_id": courier_id,
         "point": where.wkt,
         "now": now,
+        # A scheduled job (a delivery slot's) enters the board at its opening time; the grace
+        # keeps a job opened a moment after the caller read its clock from looking scheduled.
+        "opened_by": now + SCHEDULE_GRACE,
         "radius_m": radius,
         "ring_m": min(ring, radius),
         "ring_growth_m": RING_GROWTH_M_PER_MIN,
@@ -241,7 +246,7 @@ def claim_next_job(
             return None
         skipped += held
     job = session.get(Job, job_id, populate_existing=True)
-    _take(job, courier.id, now)
+    take(job, courier.id, now)
     session.flush()
     return job
 
@@ -271,7 +276,8 @@ def claim_job(
             SELECT {_IN_AREA} AS in_area,
                    (ST_DWithin(s.location, ST_GeogFromText(:point), :wide_m) AND {visible})
                        AS in_radius,
-                   (j.status = 'open' AND o.status = 'ready') AS is_open
+                   (j.status = 'open' AND o.status = 'ready') AS is_open,
+                   j.opened_at > CAST(:opened_by AS timestamptz) AS not_yet
             FROM dispatch_jobs j
             JOIN stores s ON s.id = j.store_id
             JOIN orders o ON o.id = j.order_id
@@ -281,19 +287,20 @@ def claim_job(
         ),
         _pool_params(courier.id, where, now=now) | {"job_id": job_id},
     ).one()
-    if not seen.in_area or (seen.is_open and not seen.in_radius):
+    if not seen.in_area or seen.not_yet or (seen.is_open and not seen.in_radius):
         raise job_not_found()
     if not seen.is_open:
         raise Conflict("Another courier has taken this job.", code="job_taken")
     couriers.check_capacity(session, courier.id)
     if lat is not None and lon is not None:
         couriers.upsert_location(session, courier.id, lat, lon, now)
-    _take(job, courier.id, now)
+    take(job, courier.id, now)
     session.flush()
     return job
 
 
-def _take(job: Job, courier_id: int, now: datetime) -> None:
+def take(job: Job, courier_id: int, now: datetime) -> None:
+    """Mark a locked open job claimed by the courier."""
     job.status = JobStatus.CLAIMED
     job.courier_id = courier_id
     job.claimed_at = now

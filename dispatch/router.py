@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from dispatch import actions, couriers, pool, reports, views
+from dispatch import actions, couriers, pool, reports, trips, views
 from dispatch.dependencies import CourierUser, StaffOrAdmin
 from dispatch.schemas import (
     ClaimIn,
@@ -19,7 +19,10 @@ from dispatch.schemas import (
     HeldJobOut,
     JobOut,
     JobPage,
+    ShiftIn,
+    ShiftOut,
     SlaReportOut,
+    TripOut,
 )
 from o2o import clock
 from o2o.api import ApiRoute, CursorQuery, RowId
@@ -49,6 +52,17 @@ def update_my_location(body: ClaimIn, session: DbSession, courier: CourierUser):
     """Report the courier's position (at most one accepted update per 5 seconds; 429 beyond)."""
     profile = couriers.update_location(session, courier, body.lat, body.lon)
     return {**to_latlon(profile.location), "at": profile.location_at}
+
+
+@router.put(
+    "/couriers/me/shift",
+    response_model=ShiftOut,
+    responses=error_responses(e409="courier_not_configured", e422="invalid_shift_end: in the past"),
+)
+def set_my_shift(body: ShiftIn, session: DbSession, courier: CourierUser):
+    """Say when the courier's shift ends: the delivery promise stops counting on them before."""
+    profile = couriers.set_shift_end(session, courier, body.ends_at)
+    return {"ends_at": profile.shift_ends_at}
 
 
 @router.get("/couriers/me/jobs", response_model=list[HeldJobOut])
@@ -98,6 +112,22 @@ def claim_next(body: ClaimIn, session: DbSession, courier: CourierUser):
     if job is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return views.describe_job(session, job, couriers.Where(body.lat, body.lon))
+
+
+@router.post(
+    "/dispatch/trips",
+    response_model=TripOut,
+    responses={204: {"description": "No job is open to you right now."}}
+    | error_responses(e409="too_many_jobs; courier_not_configured"),
+)
+def claim_trip(body: ClaimIn, session: DbSession, courier: CourierUser):
+    """Claim a batched trip: the best next job and the same store's jobs that fit one trip."""
+    jobs = trips.claim_trip(session, courier, lat=body.lat, lon=body.lon)
+    if not jobs:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    where = couriers.Where(body.lat, body.lon)
+    drops = [views.describe_job(session, job, where) for job in jobs]
+    return {"batch_id": jobs[0].batch_id, "store": drops[0]["store"], "drops": drops}
 
 
 @router.get("/dispatch/jobs/{job_id}", response_model=HeldJobOut)

@@ -38,6 +38,8 @@ class StoreOption:
     in_zone: bool = False
     eta_minutes: int | None = None
     opens_at: datetime | None = None
+    # Of eta_minutes, the wait for a courier around the store (the fleet's backlog).
+    courier_wait_minutes: int = 0
     missing: tuple[Shortage, ...] = field(default_factory=tuple)
 
 
@@ -111,6 +113,11 @@ def best_delivery(
         o = min(slow, key=lambda o: (o.eta_minutes or 10**6, o.distance_m))
         if o.eta_minutes is None:
             return None, f"{o.name} cannot estimate a delivery time to your address"
+        if o.courier_wait_minutes and o.eta_minutes - o.courier_wait_minutes <= sla_minutes:
+            return None, (
+                f"our couriers near {o.name} are all busy right now, so delivery would take "
+                f"about {o.eta_minutes} min, more than our {sla_minutes}-minute promise"
+            )
         return None, (
             f"delivery from {o.name} would take about {o.eta_minutes} min, "
             f"more than our {sla_minutes}-minute promise"

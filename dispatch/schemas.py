@@ -3,6 +3,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -39,6 +40,11 @@ class JobOut(BaseModel):
     attempt: int
     claimed_at: datetime | None = None
     picked_up_at: datetime | None = None
+    # A batched trip: the trip's id, this drop's place in it (1 = first door) and its door time
+    # predicted at the claim; null for a job taken on its own.
+    batch_id: uuid.UUID | None = None
+    drop_seq: int | None = None
+    drop_eta: datetime | None = None
 
 
 class HeldJobOut(JobOut):
@@ -46,6 +52,16 @@ class HeldJobOut(JobOut):
 
     address_text: str | None = None
     code_attempts_left: int
+
+
+class TripOut(BaseModel):
+    """A batched trip: the jobs claimed together at one store, in drop order, each with its ETA.
+
+    Each drop is worked on its own (pickup, delivery code or failure, release before pickup)."""
+
+    batch_id: uuid.UUID | None
+    store: StoreRef
+    drops: list[HeldJobOut]
 
 
 class JobPage(BaseModel):
@@ -81,6 +97,18 @@ class CourierLocationOut(BaseModel):
     lat: float
     lon: float
     at: datetime
+
+
+class ShiftIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ends_at: AwareDatetime | None = Field(
+        description="When the courier's shift ends (null: no end given)"
+    )
+
+
+class ShiftOut(BaseModel):
+    ends_at: datetime | None
 
 
 class CourierProfileIn(BaseModel):

@@ -1,9 +1,10 @@
-"""Periodic dispatch work: the SLA monitor, and stale claims back to the pool."""
+"""Periodic dispatch work: the SLA monitor, stale claims back to the pool, and the fleet load
+around each store (the courier wait the delivery promise adds)."""
 
 import logging
 from dataclasses import asdict
 
-from dispatch import actions, monitor
+from dispatch import actions, fleet, monitor
 from o2o.celery_app import app
 from o2o.db import session_scope
 from o2o.tasks import once_per_period
@@ -12,6 +13,7 @@ log = logging.getLogger(__name__)
 
 SLA_MONITOR_EVERY_S = 60
 STALE_CLAIMS_EVERY_S = 60
+FLEET_LOAD_EVERY_S = 60
 
 
 def run_sla_monitor() -> dict:
@@ -41,3 +43,16 @@ def sla_monitor_task() -> dict:
 def return_stale_claims_task() -> int:
     """Periodic: jobs claimed but not picked up in time go back to the pool."""
     return run_return_stale_claims()
+
+
+def run_fleet_load() -> int:
+    """Recompute the courier wait around every delivering store once, in its own transaction."""
+    with session_scope() as session:
+        return fleet.refresh(session)
+
+
+@app.task(name="dispatch.fleet_load")
+@once_per_period("dispatch.fleet_load", FLEET_LOAD_EVERY_S)
+def fleet_load_task() -> int:
+    """Periodic: the wait for a courier around each store, for the promise at search/checkout."""
+    return run_fleet_load()

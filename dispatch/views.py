@@ -53,6 +53,9 @@ def describe_jobs(
                 "picked_up_at": job.picked_up_at,
                 "address_text": address_text,
                 "code_attempts_left": max(0, max_failures - job.code_failures),
+                "batch_id": job.batch_id,
+                "drop_seq": job.drop_seq,
+                "drop_eta": job.drop_eta,
             }
         )
     return views

@@ -75,6 +75,7 @@ LINKS: list[Link] = [
             (("GET", "/api/v1/dispatch/jobs", "200"), "$response.body#/items/0/id"),
             (("POST", "/api/v1/dispatch/claim", "200"), "$response.body#/id"),
             (("POST", f"{JOB}/claim", "200"), "$response.body#/id"),
+            (("POST", "/api/v1/dispatch/trips", "200"), "$response.body#/drops/0/id"),
         )
         for link in _each(
             source,

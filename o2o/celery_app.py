@@ -47,5 +47,6 @@ app.conf.beat_schedule = {
     "prescriptions-expire-issued": {"task": "prescriptions.expire_issued", "schedule": 60.0},
     "dispatch-sla-monitor": {"task": "dispatch.sla_monitor", "schedule": 60.0},
     "dispatch-return-stale-claims": {"task": "dispatch.return_stale_claims", "schedule": 60.0},
+    "dispatch-fleet-load": {"task": "dispatch.fleet_load", "schedule": 60.0},
     "dispatch-relay-outbox": {"task": "dispatch.relay_outbox", "schedule": 5.0},
 }

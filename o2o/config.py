@@ -87,6 +87,16 @@ class Settings(BaseSettings):
     dispatch_deadline_bucket_minutes: int = Field(10, ge=1, le=120)
     dispatch_code_max_failures: int = Field(5, ge=1, le=20)
     courier_location_rate_limit: str = "1/5 seconds"
+    # Batched trips: parcels one courier may carry from one store in a trip, and the minutes a
+    # batch-mate may add to the trip (the first drop never waits longer than that either).
+    dispatch_batch_max_parcels: int = Field(3, ge=1, le=10)
+    dispatch_batch_max_detour_minutes: float = Field(20, ge=0, le=120)
+    # The fleet-aware promise: the courier-wait estimate a store's search and checkout add is
+    # ignored when older than this (dispatch refreshes it every minute).
+    fleet_load_max_age_minutes: float = Field(5, gt=0)
+    # Delivery slots: window length, and how many days ahead (today and tomorrow = 2).
+    delivery_slot_minutes: int = Field(60, ge=15, le=240)
+    delivery_slot_days: int = Field(2, ge=1, le=7)
 
     # SLA monitor: an open delivery is at risk when its predicted finish is later than the
     # deadline minus this margin; minutes a ready order waits for a courier to claim it and reach

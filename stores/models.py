@@ -61,6 +61,8 @@ class Store(Base):
     # ETA = prep_minutes + distance_m * detour_factor / courier speed (DESIGN.md, Routing).
     courier_speed_kmh: Mapped[float] = mapped_column(server_default=text("18"))
     detour_factor: Mapped[float] = mapped_column(server_default=text("1.35"))
+    # Scheduled delivery: how many orders one delivery slot (a window) of this store takes.
+    slot_capacity: Mapped[int] = mapped_column(server_default=text("12"))
     is_active: Mapped[bool] = mapped_column(server_default=text("true"))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
@@ -160,3 +162,43 @@ class ProductStockStats(Base):
     )
     store_count: Mapped[int]
     refreshed_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class DeliverySlot(Base):
+    """A scheduled delivery window of a store and how many orders it has taken.
+
+    A row exists once a slot is first booked; `booked` only grows under `booked < capacity`
+    in one UPDATE, so a slot is never overbooked, whatever the concurrency.
+    """
+
+    __tablename__ = "delivery_slots"
+    __table_args__ = (
+        CheckConstraint("booked >= 0 AND booked <= capacity", name="booked_within_capacity"),
+        CheckConstraint("ends_at > starts_at", name="slot_span"),
+    )
+
+    store_id: Mapped[int] = mapped_column(
+        ForeignKey("stores.id", ondelete="CASCADE"), primary_key=True
+    )
+    starts_at: Mapped[datetime] = mapped_column(primary_key=True)
+    ends_at: Mapped[datetime]
+    capacity: Mapped[int]
+    booked: Mapped[int] = mapped_column(server_default=text("0"))
+
+
+class FleetLoad(Base):
+    """What the delivery fleet looks like around a store: the wait for a courier it implies.
+
+    Written by dispatch (which sees jobs and couriers) every minute; read by search and checkout,
+    which may not import dispatch. A row older than a few minutes is ignored (no estimate).
+    """
+
+    __tablename__ = "store_fleet_load"
+
+    store_id: Mapped[int] = mapped_column(
+        ForeignKey("stores.id", ondelete="CASCADE"), primary_key=True
+    )
+    courier_wait_minutes: Mapped[float]
+    open_jobs: Mapped[int]
+    couriers: Mapped[int]
+    computed_at: Mapped[datetime]

@@ -8,11 +8,12 @@ from o2o.api import ApiRoute, CursorQuery, RowId
 from o2o.db import INT4_MAX, DbSession
 from o2o.errors import error_responses
 from o2o.users.dependencies import AdminUser
-from stores import inventory, service
+from stores import inventory, service, slots
 from stores.dependencies import StoreStaff, ValidStore
 from stores.schemas import (
     PAGE_DEFAULT,
     PAGE_MAX,
+    DeliverySlotsOut,
     InventoryIn,
     InventorySyncOut,
     LotOut,
@@ -70,6 +71,21 @@ def create_store(body: StoreIn, session: DbSession, admin: AdminUser):
 def get_store(store: ValidStore):
     """Return a store, whether it is open now and, when closed, when it opens next."""
     return service.store_out(store)
+
+
+@router.get(
+    STORE_PATH + "/delivery-slots",
+    response_model=DeliverySlotsOut,
+    summary="List a store's open delivery slots",
+    responses=error_responses(e404="store_not_found"),
+)
+def list_delivery_slots(store: ValidStore, session: DbSession):
+    """List the store's scheduled delivery windows (today and tomorrow) that still have room."""
+    return {
+        "store_id": store.id,
+        "timezone": store.timezone,
+        "slots": [slot.as_dict() for slot in slots.open_slots(session, store)],
+    }
 
 
 @router.patch(

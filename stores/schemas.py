@@ -216,6 +216,19 @@ class StoreUpdate(BaseModel):
         return self
 
 
+class DeliverySlotOut(BaseModel):
+    start: datetime
+    end: datetime
+    capacity: int = Field(description="Orders the slot takes")
+    left: int = Field(description="Places still free (only slots with room are listed)")
+
+
+class DeliverySlotsOut(BaseModel):
+    store_id: int
+    timezone: str
+    slots: list[DeliverySlotOut]
+
+
 class StoreOut(BaseModel):
     id: int
     name: str

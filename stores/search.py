@@ -47,7 +47,7 @@ from sqlalchemy.orm import Session
 
 from o2o import clock
 from o2o.errors import InvalidInput
-from stores import cart, hours, proximity
+from stores import cart, fleet_load, hours, proximity
 from stores.cart import CartLine
 from stores.eta import delivery_eta_minutes, pickup_eta_minutes
 from stores.proximity import POINT_SQL
@@ -99,6 +99,9 @@ class StoreMatch:
     delivery_fee_minor: int
     currency: str
     prep_minutes: int
+    # Minutes a ready order waits for a courier around this store (in eta_minutes when
+    # delivering; 0 when there is no fresh estimate of the fleet).
+    courier_wait_minutes: int = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -600,6 +603,16 @@ def search_stores(
     if cached is not None and not complete and not (partial and partial[0].cart_ok):
         # Finding nothing says nothing of the cart: check it in full.
         _load_cart(session, lines, checked=merged)
-    return [_to_match(row, query, merged, now, True) for row in complete] + [
+    matches = [_to_match(row, query, merged, now, True) for row in complete] + [
         _to_match(row, query, merged, now, False) for row in partial
     ]
+    if fulfillment != "pickup":
+        # The promise knows the fleet: a delivery waits for a courier before it rides.
+        waits = fleet_load.courier_waits(
+            session, [m.store_id for m in matches if m.can_deliver], now=now
+        )
+        for m in matches:
+            if m.can_deliver and m.store_id in waits:
+                m.courier_wait_minutes = waits[m.store_id]
+                m.eta_minutes += waits[m.store_id]
+    return matches

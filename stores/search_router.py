@@ -114,6 +114,7 @@ def search_stores(
                 "missing": m.missing,
                 "can_deliver": m.can_deliver,
                 "eta_minutes": m.eta_minutes,
+                "courier_wait_minutes": m.courier_wait_minutes,
                 "is_open": m.is_open,
                 "opens_at": m.opens_at,
                 "offers_pickup": m.offers_pickup,

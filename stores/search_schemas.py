@@ -58,7 +58,13 @@ class SearchResultOut(BaseModel):
     can_deliver: bool = Field(description="Offers delivery and the address is inside its zone")
     eta_minutes: int = Field(
         description="Minutes to the door when the store delivers to you (unless you asked for "
-        "pickup), else minutes until a pickup is ready"
+        "pickup), else minutes until a pickup is ready; a delivery's includes the wait for a "
+        "courier around the store (`courier_wait_minutes`)"
+    )
+    courier_wait_minutes: int = Field(
+        0,
+        description="Minutes a ready order is expected to wait for a courier around this store, "
+        "from the open jobs and the couriers near it (0 when unknown or not delivering)",
     )
     is_open: bool
     opens_at: datetime | None = Field(description="When a closed store opens next (UTC)")

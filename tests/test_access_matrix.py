@@ -259,6 +259,13 @@ ROWS = [
         set(),
     ),
     Row(
+        "GET",
+        "/stores/{store_id}/delivery-slots",
+        _store,
+        {name: OK for name in ("patient", *STRANGERS)},
+        set(),
+    ),
+    Row(
         "PATCH",
         "/stores/{store_id}",
         _store,

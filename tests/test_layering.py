@@ -18,8 +18,9 @@ CONTRACTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["import
 # A domain's entry points: what another floor may import from it.
 ENTRY_POINTS = {
     # Stores: its rows and shapes, the store and catalogue service, the one writer of order stock
-    # (allocation), the cart checks and search checkout uses, and the travel-time formula.
-    "stores": ("service", "models", "schemas", "allocation", "cart", "search", "eta"),
+    # (allocation), the cart checks and search checkout uses, the travel-time formula, and the
+    # delivery slots checkout books.
+    "stores": ("service", "models", "schemas", "allocation", "cart", "search", "eta", "slots"),
     "prescriptions": ("service", "models", "schemas"),
     # Checkout asks dispatch's routing (pure) whether to offer pickup or delivery.
     "dispatch": ("service", "models", "schemas", "routing"),

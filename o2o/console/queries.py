@@ -82,6 +82,8 @@ class BoardOrder:
     overdue: bool = False
     pickup_code_failures: int = 0
     cancel_reason: str | None = None
+    slot_start: datetime | None = None
+    slot_end: datetime | None = None
 
 
 @dataclass
@@ -89,6 +91,8 @@ class Board:
     columns: list[tuple[OrderStatus, str, list[BoardOrder]]]
     done: list[BoardOrder]
     at_risk_count: int
+    # Open scheduled deliveries grouped by their slot, earliest slot first: (start, end, orders).
+    slots: list[tuple[datetime, datetime, list[BoardOrder]]] = field(default_factory=list)
 
 
 def _board_order(order: Order, names: dict[int, str]) -> BoardOrder:
@@ -110,6 +114,8 @@ def _board_order(order: Order, names: dict[int, str]) -> BoardOrder:
         ],
         pickup_code_failures=order.pickup_code_failures,
         cancel_reason=order.cancel_reason,
+        slot_start=order.delivery_slot_start,
+        slot_end=order.delivery_slot_end,
     )
 
 
@@ -175,6 +181,7 @@ def orders_board(session: Session, store: Store) -> Board:
     )
     now = clock.now()
     by_status: dict[OrderStatus, list[BoardOrder]] = {s: [] for s in open_states}
+    by_slot: dict[tuple[datetime, datetime], list[BoardOrder]] = {}
     at_risk = 0
     for order in open_orders:
         item = _board_order(order, names)
@@ -182,10 +189,13 @@ def orders_board(session: Session, store: Store) -> Board:
         item.overdue = order.sla_deadline is not None and order.sla_deadline < now
         at_risk += item.at_risk or item.overdue
         by_status[order.status].append(item)
+        if item.slot_start is not None:
+            by_slot.setdefault((item.slot_start, item.slot_end), []).append(item)
     return Board(
         columns=[(s, label, by_status[s]) for s, label in BOARD_COLUMNS],
         done=[_board_order(o, names) for o in done],
         at_risk_count=at_risk,
+        slots=[(start, end, items) for (start, end), items in sorted(by_slot.items())],
     )
 
 

@@ -16,7 +16,7 @@ from o2o import clock
 from o2o.config import get_settings
 from o2o.errors import InvalidInput
 from o2o.geo import point_element, to_latlon
-from o2o.order_flow import limits
+from o2o.order_flow import limits, promise
 from o2o.order_flow.schemas import OrderIn
 from o2o.orders import lifecycle, states
 from o2o.orders.models import Fulfillment, LotAllocation, Order, OrderLine, OrderStatus
@@ -48,6 +48,7 @@ def _option(match, *, delivery: bool) -> routing.StoreOption:
         in_zone=bool(match.can_deliver) if delivery else False,
         eta_minutes=match.eta_minutes if delivery else None,
         opens_at=match.opens_at,
+        courier_wait_minutes=match.courier_wait_minutes if delivery else 0,
         missing=tuple(
             allocation.Shortage(int(m["product_id"]), int(m["quantity_missing"]))
             for m in (match.missing or ())
@@ -192,8 +193,17 @@ def place_order(
     products: dict[int, Product] = validate_cart(session, lines)
     limits.check_hoarding(session, patient.id, cart)
 
+    slot = None
     try:
-        decision = route(session, body, lines, now=now)
+        if body.delivery_slot is not None:
+            decision, slot = promise.slot_route(session, body, lines, now=now, options=_options)
+        else:
+            try:
+                decision = route(session, body, lines, now=now)
+            except routing.DeliveryUnavailable as exc:
+                raise promise.with_earliest_slot(
+                    session, exc, body, lines, now=now, options=_options
+                ) from None
         store = session.get(Store, decision.store_id)
         reserved = allocation.reserve_lines(
             session,
@@ -233,6 +243,8 @@ def place_order(
         delivery_code=new_code(),
         pickup_code_failures=0,
         created_at=now,
+        delivery_slot_start=slot.start if slot else None,
+        delivery_slot_end=slot.end if slot else None,
     )
     if online:
         # Stock is held for the payment; the capture moves the order on (`lifecycle.mark_paid`).
@@ -242,7 +254,9 @@ def place_order(
         order.hold_expires_at = now + timedelta(hours=settings.rx_wait_hours)
     else:
         order.released_at = now
-        if delivery:
+        if slot is not None:
+            order.sla_deadline = slot.end
+        elif delivery:
             order.sla_deadline = states.sla_deadline(now, settings.sla_minutes)
     subtotal = 0
     for product_id, quantity in cart:

@@ -42,7 +42,8 @@ ORDERS_PATH = "/orders"
     status_code=status.HTTP_201_CREATED,
     response_model=OrderOut,
     responses=error_responses(
-        e409="insufficient_stock, delivery_unavailable, store_closed, too_many_open_orders "
+        e409="insufficient_stock, delivery_unavailable (details: earliest_slot), "
+        "delivery_slot_full (details: earliest_slot), store_closed, too_many_open_orders "
         "(unpaid orders at the cap), too_many_open_units (units of a product on open orders at "
         "the cap), payments_unavailable (no payment app: pay at the store), ...",
         e422=(
@@ -52,6 +53,7 @@ ORDERS_PATH = "/orders"
             "unknown_store",
             "max_per_order_exceeded",
             "invalid_quantity",
+            "invalid_delivery_slot",
         ),
         e429="rate_limited: too many orders from this patient (Retry-After)",
     ),

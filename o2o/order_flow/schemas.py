@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -14,6 +15,7 @@ from pydantic import (
 )
 
 from o2o.db import INT4_MAX
+from o2o.errors import rule_error
 from o2o.geo import LatLon
 from o2o.orders.models import Fulfillment, OrderStatus
 from o2o.payments.schemas import PaymentOut, RefundOut
@@ -44,6 +46,26 @@ class DeliveryAddressIn(BaseModel):
         if not value:
             raise ValueError("the address text must not be blank")
         return value
+
+
+class DeliverySlotIn(BaseModel):
+    """A scheduled delivery window, as listed by GET /stores/{id}/delivery-slots."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: AwareDatetime
+    end: AwareDatetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "DeliverySlotIn":
+        if self.end <= self.start:
+            raise rule_error("invalid_delivery_slot", "a delivery slot ends after it starts")
+        return self
+
+
+class DeliverySlotOut(BaseModel):
+    start: datetime
+    end: datetime
 
 
 class OrderIn(BaseModel):
@@ -84,6 +106,8 @@ class OrderIn(BaseModel):
     # "at_store": a pickup paid at the counter (released at once); "online": through the payment
     # app, before the payment deadline.
     payment_method: Literal["online", "at_store"] = "online"
+    # A scheduled delivery instead of one within the SLA from now (needs delivery_address).
+    delivery_slot: DeliverySlotIn | None = None
 
     @model_validator(mode="after")
     def _delivery_needs_address(self) -> "OrderIn":
@@ -91,6 +115,13 @@ class OrderIn(BaseModel):
             raise ValueError("a delivery order needs a delivery_address")
         if self.payment_method == "at_store" and self.fulfillment != "pickup":
             raise ValueError('payment at the store needs fulfillment "pickup"')
+        if self.delivery_slot is not None and (
+            self.fulfillment == "pickup" or self.delivery_address is None
+        ):
+            raise rule_error(
+                "invalid_delivery_slot",
+                "a delivery_slot is for a delivery: give a delivery_address, not pickup",
+            )
         return self
 
     def merged_items(self) -> list[tuple[int, int]]:
@@ -156,6 +187,8 @@ class OrderOut(BaseModel):
     cancelled_at: datetime | None
     cancel_reason: str | None
     sla_deadline: datetime | None
+    # The scheduled delivery window the patient chose (the SLA deadline is its end).
+    delivery_slot: DeliverySlotOut | None = None
     # When held stock is given back if nothing happens (prescription wait, pickup window).
     hold_expires_at: datetime | None
     # A store count took stock this paid order held: the store moves it to another lot

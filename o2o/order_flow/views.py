@@ -131,6 +131,11 @@ def present(
         cancelled_at=order.cancelled_at,
         cancel_reason=order.cancel_reason,
         sla_deadline=order.sla_deadline,
+        delivery_slot=(
+            {"start": order.delivery_slot_start, "end": order.delivery_slot_end}
+            if order.delivery_slot_start is not None
+            else None
+        ),
         hold_expires_at=order.hold_expires_at,
         stock_short_at=order.stock_short_at,
         prescription_id=(

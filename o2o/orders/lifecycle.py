@@ -51,7 +51,9 @@ def transition(
     if to is S.RELEASED:
         order.released_at = at
         order.hold_expires_at = None
-        if order.fulfillment is Fulfillment.DELIVERY:
+        if order.delivery_slot_end is not None:
+            order.sla_deadline = order.delivery_slot_end  # a scheduled delivery: the slot's end
+        elif order.fulfillment is Fulfillment.DELIVERY:
             order.sla_deadline = states.sla_deadline(at, get_settings().sla_minutes)
     elif to is S.READY:
         order.ready_at = at

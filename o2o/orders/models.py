@@ -100,6 +100,9 @@ class Order(Base):
     cancel_reason: Mapped[str | None] = mapped_column(Text)
     # Delivery SLA: released_at + the SLA minutes (set at release).
     sla_deadline: Mapped[datetime | None]
+    # A scheduled delivery: the window the patient chose (the SLA deadline is its end).
+    delivery_slot_start: Mapped[datetime | None]
+    delivery_slot_end: Mapped[datetime | None]
     # When held stock is given back if nothing happens (unpaid by the payment deadline, Rx not
     # approved, pickup not collected).
     hold_expires_at: Mapped[datetime | None]

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from dispatch import actions, couriers, monitor, pool, reports
+from dispatch import actions, couriers, fleet, monitor, pool, reports, trips
 from dispatch.actions import WrongDeliveryCode
 from dispatch.eta import EtaModel
 from dispatch.models import SlaBreach, SlaEscalation
@@ -28,10 +28,12 @@ from o2o.errors import DomainError
 from o2o.geo import EARTH_RADIUS_M, LatLon, to_latlon
 from o2o.order_flow import store_actions
 from o2o.order_flow.checkout import place_order
-from o2o.order_flow.schemas import DeliveryAddressIn, OrderIn, OrderItemIn
+from o2o.order_flow.schemas import DeliveryAddressIn, DeliverySlotIn, OrderIn, OrderItemIn
 from o2o.orders import lifecycle
 from o2o.orders.models import Order, OrderStatus
 from o2o.payments import dev_app
+from o2o.simulation import city, measure
+from o2o.simulation.city import fast_users
 from o2o.simulation.day import LOCAL, DayPlan, Options, PlannedCourier, PlannedOrder, plan_day
 from o2o.users import service as users_service
 from o2o.users.models import Role, User
@@ -48,7 +50,24 @@ from prescriptions.schemas import (
 from stores import demo as stores_demo
 from stores.models import Product, Store
 
-POLICIES = {"ranked": Ranking.URGENCY, "first come, first served": Ranking.FIFO}
+
+@dataclass(frozen=True)
+class Policy:
+    """How the platform runs the day: the pool's ranking, batched trips, the fleet-aware promise."""
+
+    ranking: Ranking
+    batching: bool = False
+    promise: bool = False
+
+
+POLICIES = {
+    # First come, first served, one order a trip, the two-hour promise whatever the backlog.
+    "fifo": Policy(Ranking.FIFO),
+    # Today's ranking (escalated first, deadline buckets, nearest store), one order a trip.
+    "ranked": Policy(Ranking.URGENCY),
+    # Ranking, batched trips, and a promise that knows the fleet (slots or pickup beyond it).
+    "platform": Policy(Ranking.URGENCY, batching=True, promise=True),
+}
 # Simulated minutes the day may overrun (for the last orders) before it stops anyway.
 DRAIN_MINUTES = 240
 POSITION_EVERY_MIN = 2
@@ -70,8 +89,14 @@ class CourierState:
     plan: PlannedCourier
     user_id: int
     at: tuple[float, float]
-    job_id: uuid.UUID | None = None
+    job_id: uuid.UUID | None = None  # the trip's first job: set while the courier is busy
     order_n: int | None = None
+    # The trip in hand: (job id, order id) in drop order, and the drops not yet made.
+    trip: list[tuple[uuid.UUID, uuid.UUID]] = field(default_factory=list)
+
+    def on_shift(self, now: datetime) -> bool:
+        return self.plan.off_at is None or now < self.plan.off_at
+
     # The leg being ridden: from, to, departure, arrival.
     leg: tuple[tuple[float, float], tuple[float, float], datetime, datetime] | None = None
 
@@ -104,6 +129,14 @@ class DayResult:
     compensation_minor: int = 0
     undelivered: int = 0
     wall_s: float = 0.0
+    asked_delivery: int = 0  # orders placed asking for delivery now
+    diverted_slot: int = 0  # ... placed for a later delivery slot instead
+    diverted_pickup: int = 0  # ... placed for pickup instead
+    collected: int = 0  # pickups handed over at the counter
+    trips: int = 0
+    parcels: int = 0
+    # The policy line's figures (o2o.simulation.report.measure).
+    line: dict[str, Any] = field(default_factory=dict)
 
 
 class Day:
@@ -112,7 +145,8 @@ class Day:
     def __init__(self, plan: DayPlan, policy: str, on_minute: Callable[[], None]) -> None:
         self.plan = plan
         self.policy = policy
-        self.ranking = POLICIES[policy]
+        self.rules = POLICIES[policy]
+        self.ranking = self.rules.ranking
         self.on_minute = on_minute
         self.result = DayResult(policy)
         self.now = plan.start
@@ -122,6 +156,7 @@ class Day:
         self.orders: dict[uuid.UUID, PlannedOrder] = {}
         self.open_orders: set[uuid.UUID] = set()
         self.couriers: list[CourierState] = []
+        self.pickups: set[uuid.UUID] = set()  # orders diverted to pickup
         # False once a poll found the board empty, until something can open a job again (an
         # order made ready, a failed attempt, a claim swept back): idle apps skip the request.
         self.board_may_have_jobs = False
@@ -156,7 +191,7 @@ class Day:
 
     def _setup(self) -> None:
         with session_scope() as session:
-            reset_day(session)
+            city.reset_day(session)
         with session_scope() as session:
             # The demo city (as `python -m o2o demo-data` loads it): created on the first run,
             # and its stock pushed again on every run, so each day starts from the same shelves.
@@ -167,21 +202,21 @@ class Day:
             for store in self.stores.values():
                 session.expunge(store)
             self.gtins = dict(session.execute(select(Product.gtin, Product.id)).all())
-            (admin_id,) = _fast_users(session, Role.ADMIN, 1)
-            self.patients = _fast_users(session, Role.PATIENT, max(20, len(self.plan.orders) // 3))
+            (admin_id,) = fast_users(session, Role.ADMIN, 1)
+            self.patients = fast_users(session, Role.PATIENT, max(20, len(self.plan.orders) // 3))
             self.pharmacists = {}
             for store_id in self.stores:
-                (pharmacist,) = _fast_users(session, Role.PHARMACIST, 1, tag=f"store{store_id}")
+                (pharmacist,) = fast_users(session, Role.PHARMACIST, 1, tag=f"store{store_id}")
                 users_service.link_stores(session, session.get(User, pharmacist), [store_id])
                 self.pharmacists[store_id] = pharmacist
             self.doctor_keys = []
-            for doctor_id in _fast_users(session, Role.DOCTOR, self.plan.options.doctors):
+            for doctor_id in fast_users(session, Role.DOCTOR, self.plan.options.doctors):
                 private = signing.generate_private_key()
                 doctor = session.get(User, doctor_id)
                 key = doctor_keys.register_key(session, doctor, signing.public_key_b64(private))
                 doctor_keys.approve_key(session, session.get(User, admin_id), key.id)
                 self.doctor_keys.append((doctor_id, private))
-            courier_ids = _fast_users(session, Role.COURIER, len(self.plan.couriers))
+            courier_ids = fast_users(session, Role.COURIER, len(self.plan.couriers))
             for planned, user_id in zip(self.plan.couriers, courier_ids, strict=True):
                 lat, lon = planned.home
                 couriers.set_courier_area(
@@ -191,32 +226,54 @@ class Day:
                     service_area=stores_demo.zone_around(lat, lon, COURIER_AREA_KM),
                 )
                 couriers.record_position(session, user_id, *planned.start, now=self.now)
+                if planned.off_at is not None:
+                    # The courier's app says when the shift ends (the promise plans for it).
+                    couriers.set_shift_end(session, session.get(User, user_id), planned.off_at)
                 self.couriers.append(CourierState(planned, user_id, planned.start))
 
     # -- patients, doctors, pharmacists ---------------------------------------------------------
 
-    def _place(self, planned: PlannedOrder) -> None:
+    def _body(self, planned: PlannedOrder, fulfillment: str, slot: dict | None = None) -> OrderIn:
         lat, lon = planned.dropoff
-        body = OrderIn(
+        return OrderIn(
             items=[
                 OrderItemIn(product_id=self.gtins[gtin], quantity=quantity)
                 for gtin, quantity in planned.items
             ],
             location=LatLon(lat=lat, lon=lon),
-            fulfillment="delivery",
+            fulfillment=fulfillment,
             delivery_address=DeliveryAddressIn(
                 location=LatLon(lat=lat, lon=lon), text=f"Flat {planned.n % 40 + 1}, demo street"
             ),
+            delivery_slot=(
+                DeliverySlotIn(start=slot["start"], end=slot["end"]) if slot is not None else None
+            ),
         )
+
+    def _try_place(self, planned: PlannedOrder, body: OrderIn) -> uuid.UUID:
+        with session_scope() as session:
+            patient = session.get(User, self.patients[planned.patient])
+            order = place_order(session, patient, body, now=self.now)
+            dev_app.pay(session, order)  # paid at once, through a signed captured event
+            return order.id
+
+    def _place(self, planned: PlannedOrder) -> None:
+        """The patient asks for delivery; told it cannot be made, takes the slot offered, or
+        else collects the order (the two ways an order is diverted, under every policy: without
+        the fleet-aware promise only stock and zones refuse a delivery)."""
+        self.result.asked_delivery += 1
         try:
-            with session_scope() as session:
-                patient = session.get(User, self.patients[planned.patient])
-                order = place_order(session, patient, body, now=self.now)
-                dev_app.pay(session, order)  # paid at once, through a signed captured event
-                order_id = order.id
+            order_id = self._try_place(planned, self._body(planned, "delivery"))
         except DomainError as exc:
-            self.result.refused[exc.code] = self.result.refused.get(exc.code, 0) + 1
-            return
+            slot = (
+                (exc.details or {}).get("earliest_slot") if isinstance(exc.details, dict) else None
+            )
+            if exc.code != "delivery_unavailable":
+                self.result.refused[exc.code] = self.result.refused.get(exc.code, 0) + 1
+                return
+            order_id = self._divert(planned, slot)
+            if order_id is None:
+                return
         self.result.placed += 1
         self.orders[order_id] = planned
         self.open_orders.add(order_id)
@@ -225,6 +282,24 @@ class Day:
             self.after(planned.rx_delays_min[0], _bind(self._request_rx, order_id))
         else:
             self.after(planned.staff_delay_min, _bind(self._prepare, order_id))
+
+    def _divert(self, planned: PlannedOrder, slot: dict | None) -> uuid.UUID | None:
+        attempts = [("delivery", slot)] if slot is not None else []
+        attempts.append(("pickup", None))
+        for fulfillment, chosen in attempts:
+            try:
+                order_id = self._try_place(planned, self._body(planned, fulfillment, chosen))
+            except DomainError as exc:
+                last = exc.code
+                continue
+            if fulfillment == "pickup":
+                self.result.diverted_pickup += 1
+                self.pickups.add(order_id)
+            else:
+                self.result.diverted_slot += 1
+            return order_id
+        self.result.refused[last] = self.result.refused.get(last, 0) + 1
+        return None
 
     def _request_rx(self, order_id: uuid.UUID) -> None:
         planned = self.orders[order_id]
@@ -320,25 +395,47 @@ class Day:
             store_actions.mark_ready(
                 session, order, actor_id=self.pharmacists[order.store_id], now=self.now
             )
+        if order_id in self.pickups:
+            # The patient comes by to collect it (told it is ready).
+            self.after(self.rng.uniform(10, 40), _bind(self._collect, order_id))
+            return
         self.board_may_have_jobs = True
+
+    def _collect(self, order_id: uuid.UUID) -> None:
+        with session_scope() as session:
+            order = lifecycle.lock_order(session, order_id)
+            store_actions.handover(
+                session, order, order.pickup_code, actor_id=self.pharmacists[order.store_id]
+            )
+        self.result.collected += 1
+        self.open_orders.discard(order_id)
 
     # -- the clock's minute: monitor, sweep, positions, couriers polling -------------------------
 
     def _minute(self) -> None:
+        minute = round((self.now - self.plan.start).total_seconds() / 60)
+        if minute % POSITION_EVERY_MIN == 0:
+            # Every courier on shift (or still finishing a trip) reports where they are.
+            with session_scope() as session:
+                couriers.record_positions(
+                    session,
+                    [
+                        (c.user_id, *c.position(self.now))
+                        for c in self.couriers
+                        if c.on_shift(self.now) or c.job_id is not None
+                    ],
+                    now=self.now,
+                )
         with session_scope() as session:
+            if self.rules.promise:
+                fleet.refresh(session, now=self.now)
             result = monitor.run(session, now=self.now)
             if actions.return_stale_claims(session, now=self.now):
                 self.board_may_have_jobs = True
         self.result.at_risk += result.at_risk
-        minute = round((self.now - self.plan.start).total_seconds() / 60)
-        if minute % POSITION_EVERY_MIN == 0:
-            with session_scope() as session:
-                for c in self.couriers:
-                    if c.leg is not None:
-                        couriers.record_position(session, c.user_id, *c.position(self.now))
         # Each idle courier's app refreshes the board once a minute, at its own second.
         for c in self.couriers:
-            if c.job_id is None:
+            if c.job_id is None and c.on_shift(self.now):
                 self.after(c.plan.poll_offset_s / 60, _bind(self._poll, c))
         self.on_minute()
         if self.now < self.plan.end or self.open_orders:
@@ -349,30 +446,50 @@ class Day:
             return
         with session_scope() as session:
             any_open = session.scalar(
-                text("SELECT EXISTS (SELECT 1 FROM dispatch_jobs WHERE status = 'open')")
+                text(
+                    "SELECT EXISTS (SELECT 1 FROM dispatch_jobs WHERE status = 'open' "
+                    "AND opened_at <= :now)"
+                ),
+                {"now": self.now},
             )
             if not any_open:
-                self.board_may_have_jobs = False
+                self.board_may_have_jobs = self._slot_jobs_waiting(session)
                 return
             courier = session.get(User, c.user_id)
             lat, lon = c.position(self.now)
-            job = pool.claim_next_job(
-                session, courier, lat=lat, lon=lon, now=self.now, ranking=self.ranking
-            )
-            if job is None:
+            if self.rules.batching:
+                jobs = trips.claim_trip(
+                    session, courier, lat=lat, lon=lon, now=self.now, ranking=self.ranking
+                )
+            else:
+                job = pool.claim_next_job(
+                    session, courier, lat=lat, lon=lon, now=self.now, ranking=self.ranking
+                )
+                jobs = [job] if job is not None else []
+            if not jobs:
                 return
-            job_id, store_id, order_id = job.id, job.store_id, job.order_id
+            trip = [(job.id, job.order_id) for job in jobs]
+            store_id = jobs[0].store_id
         c.at, c.leg = (lat, lon), None  # stops riding home to take the job
-        self.result.claims += 1
-        self._ride_to_store(c, job_id, store_id, order_id)
+        self.result.claims += len(trip)
+        self._ride_to_store(c, trip, store_id)
 
-    def _ride_to_store(self, c, job_id, store_id, order_id) -> None:
+    def _slot_jobs_waiting(self, session: Session) -> bool:
+        """Whether a job waits off the board for its slot (the board fills again by itself)."""
+        return bool(
+            session.scalar(
+                text("SELECT EXISTS (SELECT 1 FROM dispatch_jobs WHERE status = 'open')")
+            )
+        )
+
+    def _ride_to_store(self, c, trip, store_id) -> None:
         store = self.stores[store_id]
         target = _latlon(store)
         minutes = self._ride_minutes(c, store, c.at, target, 1.0)
-        c.job_id, c.order_n = job_id, self.orders[order_id].n
+        c.job_id, c.order_n = trip[0][0], self.orders[trip[0][1]].n
+        c.trip = list(trip)
         c.leg = (c.at, target, self.now, self.now + timedelta(minutes=minutes))
-        self.after(minutes, _bind(self._at_store, c, job_id, order_id, store_id))
+        self.after(minutes, _bind(self._at_store, c, store_id))
 
     def _ride_minutes(self, c, store, origin, target, factor: float) -> float:
         eta = EtaModel.for_store(store)
@@ -384,33 +501,50 @@ class Day:
             / c.plan.speed_factor
         )
 
-    def _at_store(self, c: CourierState, job_id: uuid.UUID, order_id: uuid.UUID, store_id: int):
+    def _at_store(self, c: CourierState, store_id: int) -> None:
         c.at, c.leg = c.leg[1], None
-        try:
-            with session_scope() as session:
-                courier = session.get(User, c.user_id)
-                try:
-                    actions.pickup(session, courier, job_id, now=self.now)
-                except DomainError:
-                    # The claim went stale on the way and returned to the pool: claim it again
-                    # at the counter if nobody else has.
-                    session.rollback()
-                    self.result.claims_lost += 1
-                    pool.claim_job(session, courier, job_id, lat=c.at[0], lon=c.at[1], now=self.now)
-                    actions.pickup(session, courier, job_id, now=self.now)
-        except DomainError:
+        carried = []
+        for job_id, order_id in c.trip:
+            try:
+                with session_scope() as session:
+                    courier = session.get(User, c.user_id)
+                    try:
+                        actions.pickup(session, courier, job_id, now=self.now)
+                    except DomainError:
+                        # The claim went stale on the way and returned to the pool: claim it
+                        # again at the counter if nobody else has.
+                        session.rollback()
+                        self.result.claims_lost += 1
+                        pool.claim_job(
+                            session, courier, job_id, lat=c.at[0], lon=c.at[1], now=self.now
+                        )
+                        actions.pickup(session, courier, job_id, now=self.now)
+            except DomainError:
+                continue
+            carried.append((job_id, order_id))
+        if carried:
+            self.result.trips += 1
+            self.result.parcels += len(carried)
+        c.trip = carried
+        self._next_drop(c, store_id)
+
+    def _next_drop(self, c: CourierState, store_id: int) -> None:
+        if not c.trip:
             c.job_id = c.order_n = None
+            self._ride_home(c)
             return
+        job_id, order_id = c.trip[0]
         planned = self.orders[order_id]
-        store = self.stores[store_id]
-        minutes = self._ride_minutes(c, store, c.at, planned.dropoff, planned.ride_factor)
+        minutes = self._ride_minutes(
+            c, self.stores[store_id], c.at, planned.dropoff, planned.ride_factor
+        )
         handover = get_settings().sla_handover_minutes * self.rng.uniform(0.5, 1.5)
         c.leg = (c.at, planned.dropoff, self.now, self.now + timedelta(minutes=minutes))
-        self.after(minutes + handover, _bind(self._at_door, c, job_id, order_id))
+        self.after(minutes + handover, _bind(self._at_door, c, job_id, order_id, store_id))
 
-    def _at_door(self, c: CourierState, job_id: uuid.UUID, order_id: uuid.UUID) -> None:
+    def _at_door(self, c: CourierState, job_id, order_id, store_id: int) -> None:
         c.at, c.leg = c.leg[1], None
-        c.job_id = c.order_n = None
+        c.trip = c.trip[1:]
         planned = self.orders[order_id]
         with session_scope() as session:
             courier = session.get(User, c.user_id)
@@ -431,7 +565,7 @@ class Day:
             self.board_may_have_jobs = True  # the order is ready again: a new job is open
         else:
             self.open_orders.discard(order_id)
-        self._ride_home(c)
+        self._next_drop(c, store_id)
 
     def _ride_home(self, c: CourierState) -> None:
         """Head back towards the home pharmacy to wait (where the next job most likely is)."""
@@ -455,6 +589,13 @@ class Day:
                 session.scalar(select(func.coalesce(func.sum(SlaBreach.compensation_minor), 0)))
             )
             r.at_risk = session.scalar(select(func.count()).select_from(SlaEscalation))
+            r.line = measure.measure(
+                session,
+                start=self.plan.start,
+                couriers_on_shift=lambda at: sum(c.on_shift(at) for c in self.couriers),
+                asked=r.asked_delivery,
+                diverted=r.diverted_slot + r.diverted_pickup,
+            )
             r.undelivered = session.scalar(
                 select(func.count())
                 .select_from(Order)
@@ -481,45 +622,12 @@ def _latlon(store: Store) -> tuple[float, float]:
     return point["lat"], point["lon"]
 
 
-def _fast_users(session: Session, role: Role, n: int, *, tag: str = "") -> list[int]:
-    """Users nobody signs in as (an unusable password hash: hashing is slow by design)."""
-    rows = session.scalars(
-        text(
-            """
-            INSERT INTO users (email, name, password_hash, role)
-            SELECT 'sim-' || :role || :tag || '-' || g || '@sim.example.com',
-                   initcap(:role) || ' ' || g, '!', CAST(:role AS user_role)
-            FROM generate_series(1, :n) g
-            RETURNING id
-            """
-        ),
-        {"role": role.value, "tag": tag, "n": n},
-    ).all()
-    return list(rows)
-
-
-# Kept from one simulated day to the next: loading the demo city is the slow part of a day's
-# setup, and its stock is pushed again anyway (the inventory syncs are emptied).
-CITY_TABLES = ("stores", "products", "lots", "product_stock_stats")
-
-
-def reset_day(session: Session) -> None:
-    """Empty the simulation's database for a fresh day, keeping the demo city's stores and lots."""
-    kept = ("alembic_version", "spatial_ref_sys", *CITY_TABLES)
-    tables = session.scalars(
-        text(
-            "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' "
-            "AND tablename <> ALL(:kept) ORDER BY tablename"
-        ),
-        {"kept": list(kept)},
-    ).all()
-    session.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-    # Nothing is reserved once the orders are gone; the stock push then sets what is on hand.
-    session.execute(text("UPDATE lots SET reserved = 0 WHERE reserved <> 0"))
-
-
 def simulate(
-    options: Options, *, console: Console | None = None, progress: bool = True
+    options: Options,
+    *,
+    console: Console | None = None,
+    progress: bool = True,
+    policies: tuple[str, ...] = tuple(POLICIES),
 ) -> list[DayResult]:
     """Replay one planned day under each dispatch policy; return their results."""
     plan = plan_day(options)
@@ -535,8 +643,8 @@ def simulate(
         disable=not progress,
         transient=False,
     ) as bar:
-        for policy in POLICIES:
-            task = bar.add_task(f"{policy:>26}", total=minutes)
+        for policy in policies:
+            task = bar.add_task(f"{policy:>10}", total=minutes)
 
             def tick(task=task) -> None:
                 if not bar.tasks[task].finished:

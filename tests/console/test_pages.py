@@ -2,18 +2,24 @@
 
 import re
 import uuid
+from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import select
 
-from o2o.order_flow import store_actions
+from o2o.order_flow import checkout, store_actions
+from o2o.order_flow.schemas import OrderIn
 from o2o.orders.models import Order, OrderStatus
 from o2o.users import service as users_service
+from o2o.users.models import User
 from prescriptions import doctor_keys, refills
 from prescriptions.models import DoctorKey, Prescription
 from prescriptions.workflow import PrescriptionStatus
+from stores import slots
+from stores.models import Lot, Store
 from tests.console.conftest import console_login
 from tests.console.helpers import csrf_from
-from tests.console.world import build_world, place_order
+from tests.console.world import STORE_A, build_world, place_order
 
 
 @pytest.fixture
@@ -476,3 +482,30 @@ def test_payments_page_shows_takings_refunds_and_what_to_collect(client, db, wor
     online_figure = re.search(r'data-figure="online">([\d.]+)<', takings).group(1)
     assert float(online_figure) >= online.total_minor / 100
     assert client.get(f"/console/stores/{world.store_b}/payments").status_code in (403, 404)
+
+
+def test_board_shows_scheduled_deliveries_by_slot(client, db, world, as_user):
+    store = db.get(Store, world.store_a)
+    product_id = db.scalar(select(Lot.product_id).where(Lot.store_id == store.id).limit(1))
+    patient = db.scalar(select(User).where(User.email == world.patient))
+    slot = slots.open_slots(db, store)[2]
+    body = {
+        "items": [{"product_id": product_id, "quantity": 1}],
+        "location": {"lat": STORE_A[0] + 0.001, "lon": STORE_A[1]},
+        "fulfillment": "delivery",
+        "store_id": store.id,
+        "delivery_address": {
+            "location": {"lat": STORE_A[0] + 0.004, "lon": STORE_A[1]},
+            "text": "Room 9, 1 Slot Road",
+        },
+        "delivery_slot": {"start": slot.start.isoformat(), "end": slot.end.isoformat()},
+    }
+    order = checkout.place_order(db, patient, OrderIn.model_validate(body))
+    db.flush()
+    as_user(world.pharmacist_a)
+    html = client.get(f"/console/stores/{world.store_a}/orders").text
+    assert "Scheduled deliveries by slot" in html
+    section = html[html.index("Scheduled deliveries by slot") :]
+    assert str(order.id)[:8] in section[: section.index("</section>")]
+    local = slot.start.astimezone(ZoneInfo(store.timezone)).strftime("%H:%M")
+    assert f"Slot {local}" in html

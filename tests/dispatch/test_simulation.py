@@ -1,5 +1,6 @@
 """The simulated day: a few orders through the real services, under both dispatch policies."""
 
+import re
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -8,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from o2o import clock
-from o2o.simulation import cli, day, run
+from o2o.simulation import cli, day, report, run
 
 # A quarter of an hour of demand near the couriers' home stores: every order is claimed at once
 # and the day drains in about an hour of simulated time (seconds of wall time), with two orders
@@ -27,27 +28,48 @@ def test_the_plan_is_the_same_for_the_same_seed():
 
 
 @pytest.mark.slow
-def test_a_small_day_delivers_every_order_under_both_policies(committed):
-    ranked, baseline = run.simulate(SMALL, progress=False)
+def test_a_small_day_delivers_every_order_under_every_policy(committed):
+    results = run.simulate(SMALL, progress=False)
 
-    assert (ranked.policy, baseline.policy) == tuple(run.POLICIES)
-    for result in (ranked, baseline):
-        # The same demand in both runs, and every order that was placed reached its door.
-        assert (result.placed, result.refused, result.rx_orders) == (
-            ranked.placed,
-            ranked.refused,
-            ranked.rx_orders,
-        )
+    assert tuple(r.policy for r in results) == tuple(run.POLICIES) == ("fifo", "ranked", "platform")
+    first = results[0]
+    for result in results:
+        # The same demand in every run, and every order that was placed reached its door.
+        assert result.asked_delivery == first.asked_delivery == SMALL.orders
+        assert result.rx_orders >= 1
         assert result.placed >= 4
         assert result.undelivered == 0
-        assert result.stats["delivered"] == result.placed - result.rx_rejected
-        assert 0 <= result.stats["on_time_rate"] <= 1
-        assert 0 < result.stats["p50_minutes"] <= result.stats["p95_minutes"]
-        assert result.claims >= result.stats["delivered"]
-    assert ranked.rx_orders >= 1  # a doctor signed and a pharmacist approved through the services
+        delivered = result.line["delivered"]
+        assert delivered + result.collected == result.placed - result.rx_rejected
+        assert 0 <= result.line["on_time_rate"] <= 1
+        assert 0 < result.line["p50"] <= result.line["p95"]
+        assert result.claims >= delivered
+        line = report.policy_line(result)
+        assert re.fullmatch(
+            rf"policy {result.policy}: on-time \d+\.\d% p50 \d+\.\d min p95 \d+\.\d min "
+            rf"delivered {delivered} diverted \d+ per-courier-hour \d+\.\d\d",
+            line,
+        ), line
+    # One order a trip for fifo and ranked; the platform may batch.
+    assert results[0].line["mean_batch"] == results[1].line["mean_batch"] == 1.0
+    assert results[2].line["mean_batch"] >= 1.0
     # The simulated clock is gone once the day is over: the platform's clock reads real time
     # again (time.time() is the wall clock itself, the one thing this check compares with).
     assert abs(clock.now().timestamp() - time.time()) < 5
+
+
+def test_the_storm_is_the_peak_with_an_evening_surge_and_couriers_going_off_shift():
+    start = day.day_start(datetime(2026, 11, 20).date(), hour=11)
+    peak = day.plan_day(day.SCENARIOS["peak"], start=start)
+    storm = day.plan_day(day.SCENARIOS["storm"], start=start)
+    assert len(peak.orders) == 1200 and len(storm.orders) > 1300
+    evening = [o for o in storm.orders if o.at.astimezone(day.LOCAL).hour >= 17]
+    assert len(evening) > 1.3 * len(
+        [o for o in peak.orders if o.at.astimezone(day.LOCAL).hour >= 17]
+    )
+    off = [c for c in storm.couriers if c.off_at is not None]
+    assert len(off) == 10 and all(c.off_at.astimezone(day.LOCAL).hour == 18 for c in off)
+    assert all(c.off_at is None for c in peak.couriers)
 
 
 def test_the_command_refuses_a_database_it_would_empty():

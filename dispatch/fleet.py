@@ -1,0 +1,175 @@
+"""The fleet around each store, as a wait for a courier: what the promise at search and checkout
+adds to a delivery's ETA (written to `store_fleet_load`, which the stores floor reads).
+
+A queue model, per store, over its neighbourhood (the stores and couriers within the dispatch
+radius of it, the area its couriers come from and go to):
+
+- jobs ahead: open jobs, and delivery orders released or being prepared (they will need a
+  courier before a new order does), in the neighbourhood;
+- couriers: those seen lately (a position within COURIER_SEEN_MINUTES) in the neighbourhood
+  whose shift does not end within SHIFT_HORIZON_MINUTES, the idle ones (holding no job) among
+  them;
+- courier-minutes per parcel, and the ride to the store: calibrated from the neighbourhood's
+  deliveries of the last HISTORY_HOURS (trip = claim to the last door of a batch, shared by its
+  parcels) when there are at least MIN_HISTORY of them, else from the store's ETA model.
+
+A new order's job opens after preparation. Idle couriers take the first jobs at once; beyond
+them the neighbourhood clears jobs at couriers / minutes-per-parcel a minute, so the new job is
+claimed after (ahead - idle + 1) / rate minutes, of which preparation hides some; then the
+courier rides to the store. `courier_wait_minutes` is that rule, pure and unit-tested.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from o2o import clock
+from o2o.config import get_settings
+from stores import eta as stores_eta
+
+COURIER_SEEN_MINUTES = 15
+# A courier whose shift ends within this long is not counted on for a new order (it would
+# reach them after they have gone).
+SHIFT_HORIZON_MINUTES = 90
+HISTORY_HOURS = 2
+MIN_HISTORY = 10
+# With no courier around at all, a delivery cannot be promised: the wait is this long.
+NO_COURIER_WAIT_MINUTES = 24 * 60.0
+# Where a store has no history: a courier starts this far from the store, and a door lies this
+# far from it, on average.
+PRIOR_TO_STORE_M = 1500.0
+PRIOR_TO_DOOR_M = 2000.0
+
+
+@dataclass(frozen=True)
+class Neighbourhood:
+    jobs_ahead: int
+    couriers: int
+    idle: int
+    minutes_per_parcel: float
+    ride_to_store_minutes: float
+
+
+def courier_wait_minutes(n: Neighbourhood, *, prep_minutes: float) -> float:
+    """Return the minutes a new order, once ready, waits for a courier to reach the store."""
+    if n.couriers <= 0:
+        return NO_COURIER_WAIT_MINUTES
+    if n.jobs_ahead < n.idle:
+        queue = 0.0
+    else:
+        rate = n.couriers / max(n.minutes_per_parcel, 1.0)
+        queue = (n.jobs_ahead - n.idle + 1) / rate
+    return max(0.0, queue - prep_minutes) + n.ride_to_store_minutes
+
+
+_NEIGHBOURHOODS = text(
+    """
+    WITH s AS (
+        SELECT id, location, prep_minutes, courier_speed_kmh, detour_factor
+        FROM stores WHERE is_active AND offers_delivery
+    ),
+    c AS (
+        SELECT c.user_id, c.location,
+               EXISTS (SELECT 1 FROM dispatch_jobs j WHERE j.courier_id = c.user_id
+                       AND j.status IN ('claimed', 'picked_up')) AS busy
+        FROM couriers c WHERE c.location_at >= :seen_since AND c.location IS NOT NULL
+          AND (c.shift_ends_at IS NULL OR c.shift_ends_at > :shift_horizon)
+    ),
+    ahead AS (
+        SELECT store_id, count(*) AS n FROM (
+            SELECT j.store_id FROM dispatch_jobs j
+            WHERE j.status = 'open' AND j.opened_at <= :now
+            UNION ALL
+            SELECT o.store_id FROM orders o
+            WHERE o.fulfillment = 'delivery' AND o.status IN ('released', 'preparing')
+              AND (o.delivery_slot_start IS NULL OR o.delivery_slot_start <= :soon)
+        ) x GROUP BY store_id
+    ),
+    trips AS (
+        SELECT j.store_id, count(*) AS parcels,
+               EXTRACT(EPOCH FROM max(j.closed_at) - min(j.claimed_at)) / 60.0 AS minutes,
+               EXTRACT(EPOCH FROM min(j.picked_up_at) - min(j.claimed_at)) / 60.0 AS to_store
+        FROM dispatch_jobs j
+        WHERE j.status = 'delivered' AND j.closed_at >= :history_since
+        GROUP BY j.store_id, coalesce(j.batch_id, j.id)
+    ),
+    history AS (
+        SELECT store_id, sum(parcels) AS parcels, sum(minutes) AS minutes,
+               sum(to_store) AS to_store, count(*) AS trips
+        FROM trips GROUP BY store_id
+    )
+    SELECT s.id, s.prep_minutes, s.courier_speed_kmh, s.detour_factor,
+           (SELECT coalesce(sum(a.n), 0) FROM ahead a JOIN stores t ON t.id = a.store_id
+            WHERE ST_DWithin(t.location, s.location, :radius_m)) AS jobs_ahead,
+           (SELECT count(*) FROM c WHERE ST_DWithin(c.location, s.location, :radius_m))
+               AS couriers,
+           (SELECT count(*) FROM c WHERE NOT c.busy
+              AND ST_DWithin(c.location, s.location, :radius_m)) AS idle,
+           h.parcels, h.minutes, h.to_store, h.trips
+    FROM s
+    LEFT JOIN LATERAL (
+        SELECT sum(h.parcels) AS parcels, sum(h.minutes) AS minutes,
+               sum(h.to_store) AS to_store, sum(h.trips) AS trips
+        FROM history h JOIN stores t ON t.id = h.store_id
+        WHERE ST_DWithin(t.location, s.location, :radius_m)
+    ) h ON true
+    """
+)
+
+
+def refresh(session: Session, *, now: datetime | None = None) -> int:
+    """Recompute every delivering store's courier wait; return how many stores were written."""
+    now = now or clock.now()
+    settings = get_settings()
+    rows = session.execute(
+        _NEIGHBOURHOODS,
+        {
+            "now": now,
+            "soon": now + timedelta(hours=1),
+            "seen_since": now - timedelta(minutes=COURIER_SEEN_MINUTES),
+            "shift_horizon": now + timedelta(minutes=SHIFT_HORIZON_MINUTES),
+            "history_since": now - timedelta(hours=HISTORY_HOURS),
+            "radius_m": settings.dispatch_radius_m,
+        },
+    ).all()
+    values = []
+    for r in rows:
+
+        def ride(metres: float, r=r) -> float:
+            return stores_eta.travel_minutes(metres, r.detour_factor, r.courier_speed_kmh)
+
+        if r.parcels and r.parcels >= MIN_HISTORY:
+            per_parcel = float(r.minutes) / float(r.parcels)
+            to_store = float(r.to_store) / float(r.trips)
+        else:
+            to_store = ride(PRIOR_TO_STORE_M)
+            per_parcel = to_store + ride(PRIOR_TO_DOOR_M) + settings.sla_handover_minutes
+        n = Neighbourhood(int(r.jobs_ahead), int(r.couriers), int(r.idle), per_parcel, to_store)
+        wait = courier_wait_minutes(n, prep_minutes=float(r.prep_minutes))
+        values.append(
+            {
+                "store_id": r.id,
+                "wait": round(min(wait, NO_COURIER_WAIT_MINUTES), 2),
+                "open_jobs": n.jobs_ahead,
+                "couriers": n.couriers,
+                "now": now,
+            }
+        )
+    if values:
+        session.execute(
+            text(
+                """
+                INSERT INTO store_fleet_load
+                    (store_id, courier_wait_minutes, open_jobs, couriers, computed_at)
+                VALUES (:store_id, :wait, :open_jobs, :couriers, :now)
+                ON CONFLICT (store_id) DO UPDATE SET
+                    courier_wait_minutes = EXCLUDED.courier_wait_minutes,
+                    open_jobs = EXCLUDED.open_jobs, couriers = EXCLUDED.couriers,
+                    computed_at = EXCLUDED.computed_at
+                """
+            ),
+            values,
+        )
+    return len(values)

@@ -1,0 +1,85 @@
+"""The figures of a policy's day, read from the database the day ran on (SQL, after the day).
+
+On time means handed over by the promise the order was given: its SLA deadline (two hours from
+release, or the end of the slot the patient took). Minutes run from the start of that promise
+(release, or the slot's start) to the door. Deliveries per courier-hour are those of the busiest
+clock hour of the day over the couriers on shift in it.
+"""
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+_DELIVERIES = text(
+    """
+    SELECT count(*) AS delivered,
+           count(*) FILTER (WHERE o.completed_at <= o.sla_deadline) AS on_time,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY m.minutes) AS p50,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY m.minutes) AS p95
+    FROM orders o
+    CROSS JOIN LATERAL (
+        SELECT EXTRACT(EPOCH FROM (o.completed_at
+            - GREATEST(o.released_at, coalesce(o.delivery_slot_start, o.released_at)))) / 60.0
+            AS minutes
+    ) m
+    WHERE o.fulfillment = 'delivery' AND o.status = 'completed' AND o.released_at IS NOT NULL
+    """
+)
+
+_BUSIEST_HOUR = text(
+    """
+    SELECT date_bin('1 hour', o.completed_at, :start) AS hour, count(*) AS n
+    FROM orders o WHERE o.fulfillment = 'delivery' AND o.status = 'completed'
+    GROUP BY 1 ORDER BY n DESC, hour LIMIT 1
+    """
+)
+
+# Deliveries broken silently: late (or never delivered) without the patient having been told a
+# changed promise (the at-risk notice) before the store started on the order.
+_SILENT = text(
+    """
+    SELECT count(*) FROM orders o
+    WHERE o.fulfillment = 'delivery' AND o.sla_deadline IS NOT NULL
+      AND o.status <> 'cancelled'
+      AND coalesce(o.completed_at, 'infinity') > o.sla_deadline
+      AND NOT EXISTS (
+          SELECT 1 FROM sla_escalations e WHERE e.order_id = o.id
+            AND e.escalated_at <= coalesce(
+                (SELECT min(ev.at) FROM order_events ev
+                 WHERE ev.order_id = o.id AND ev.to_status = 'preparing'), 'infinity'))
+    """
+)
+
+_TRIPS = text(
+    """
+    SELECT count(DISTINCT coalesce(batch_id, id)) AS trips, count(*) AS parcels
+    FROM dispatch_jobs WHERE picked_up_at IS NOT NULL
+    """
+)
+
+
+def measure(
+    session: Session, *, start: datetime, couriers_on_shift: Any, asked: int, diverted: int
+) -> dict[str, Any]:
+    """Return the policy line's figures (and a few more) for the day just run."""
+    row = session.execute(_DELIVERIES).one()
+    busiest = session.execute(_BUSIEST_HOUR, {"start": start}).one_or_none()
+    per_courier_hour = None
+    if busiest is not None:
+        on_shift = couriers_on_shift(busiest.hour + timedelta(minutes=30))
+        per_courier_hour = busiest.n / on_shift if on_shift else None
+    trips = session.execute(_TRIPS).one()
+    return {
+        "delivered": row.delivered,
+        "on_time": row.on_time,
+        "on_time_rate": row.on_time / row.delivered if row.delivered else None,
+        "p50": float(row.p50) if row.p50 is not None else None,
+        "p95": float(row.p95) if row.p95 is not None else None,
+        "per_courier_hour": per_courier_hour,
+        "mean_batch": trips.parcels / trips.trips if trips.trips else None,
+        "diverted": diverted,
+        "diverted_share": diverted / asked if asked else 0.0,
+        "silent_breaks": session.scalar(_SILENT),
+    }

@@ -1,0 +1,30 @@
+"""The wait for a courier that the fleet around a store implies (`store_fleet_load`).
+
+Dispatch computes it every minute (it sees jobs and couriers; see dispatch/fleet.py) and writes
+it at this floor, where search and checkout read it without importing dispatch. A store with no
+fresh row has no estimate, and its ETA is preparation plus travel as before.
+"""
+
+import math
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from o2o.config import get_settings
+from stores.models import FleetLoad
+
+
+def courier_waits(session: Session, store_ids: Iterable[int], *, now: datetime) -> dict[int, int]:
+    """Return whole minutes of courier wait per store, for stores with a fresh estimate."""
+    ids = sorted(set(store_ids))
+    if not ids:
+        return {}
+    since = now - timedelta(minutes=get_settings().fleet_load_max_age_minutes)
+    rows = session.execute(
+        select(FleetLoad.store_id, FleetLoad.courier_wait_minutes).where(
+            FleetLoad.store_id.in_(ids), FleetLoad.computed_at >= since
+        )
+    ).all()
+    return {store_id: math.ceil(round(wait, 6)) for store_id, wait in rows}

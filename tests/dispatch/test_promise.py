@@ -1,0 +1,143 @@
+"""The promise knows the fleet: the wait for a courier around a store (from its open jobs and
+the couriers near it) is in the delivery ETA at search and checkout; at saturation `auto` goes to
+pickup and says why, and an explicit delivery is refused with the earliest slot."""
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from dispatch import fleet, monitor
+from o2o import clock
+from o2o.users.models import Role
+from stores.models import FleetLoad
+from tests import factories
+from tests.dispatch import helpers
+from tests.factories import auth, make_lot, make_product, make_user
+
+ORDERS = "/api/v1/orders"
+SEARCH = "/api/v1/search/stores"
+HOME = factories.offset(-200, 0)
+ADDRESS = factories.offset(1200, 0)
+
+
+@pytest.fixture
+def product(db, store):
+    p = make_product(db, name="Cetirizine 10 mg")
+    make_lot(db, store, p, on_hand=50)
+    return p
+
+
+def body(product_id: int, fulfillment: str) -> dict:
+    return {
+        "items": [{"product_id": product_id, "quantity": 1}],
+        "location": {"lat": HOME[0], "lon": HOME[1]},
+        "fulfillment": fulfillment,
+        "delivery_address": {
+            "location": {"lat": ADDRESS[0], "lon": ADDRESS[1]},
+            "text": "Room 12, 3 Example Rd",
+        },
+    }
+
+
+def search_eta(client, product_id: int) -> dict:
+    r = client.post(
+        SEARCH,
+        json={
+            "location": {"lat": HOME[0], "lon": HOME[1]},
+            "items": [{"product_id": product_id, "quantity": 1}],
+            "fulfillment": "delivery",
+            "delivery_location": {"lat": ADDRESS[0], "lon": ADDRESS[1]},
+        },
+    )
+    assert r.status_code == 200, r.text
+    return r.json()["results"][0]
+
+
+def saturate(db, store, *, jobs: int, couriers: int) -> None:
+    """Open jobs at the store, a few busy couriers around it, then let dispatch estimate."""
+    for _ in range(jobs):
+        helpers.make_delivery_order(db, store)
+    for _ in range(couriers):
+        helpers.make_courier(db, home_store=store, at=factories.offset(400, 0))
+    fleet.refresh(db)
+
+
+def test_an_idle_fleet_adds_only_the_ride_to_the_store(client, db, store, product):
+    plain = search_eta(client, product.id)
+    assert plain["courier_wait_minutes"] == 0  # no estimate yet: preparation plus travel
+    saturate(db, store, jobs=0, couriers=5)
+    found = search_eta(client, product.id)
+    assert 0 < found["courier_wait_minutes"] <= 10
+    assert found["eta_minutes"] == plain["eta_minutes"] + found["courier_wait_minutes"]
+
+
+def test_at_saturation_auto_goes_to_pickup_and_says_why(client, db, store, product):
+    saturate(db, store, jobs=40, couriers=2)
+    load = db.scalar(select(FleetLoad).where(FleetLoad.store_id == store.id))
+    assert load.open_jobs == 40 and load.couriers == 2 and load.courier_wait_minutes > 120
+    assert search_eta(client, product.id)["eta_minutes"] > 120
+
+    patient = make_user(db, role=Role.PATIENT)
+    r = client.post(ORDERS, json=body(product.id, "auto"), headers=auth(patient))
+    assert r.status_code == 201, r.text
+    order = r.json()
+    assert order["fulfillment"] == "pickup"
+    assert "couriers near" in order["routing_reason"]
+    assert "busy" in order["routing_reason"]
+
+
+def test_at_saturation_a_delivery_is_refused_with_the_earliest_slot(client, db, store, product):
+    saturate(db, store, jobs=40, couriers=2)
+    patient = make_user(db, role=Role.PATIENT)
+    r = client.post(ORDERS, json=body(product.id, "delivery"), headers=auth(patient))
+    assert r.status_code == 409
+    error = r.json()["error"]
+    assert error["code"] == "delivery_unavailable"
+    slot = error["details"]["earliest_slot"]
+    assert slot["store"]["id"] == store.id and slot["left"] >= 1
+    assert "start" in slot and "end" in slot
+    # The patient takes it.
+    ordered = body(product.id, "delivery") | {
+        "delivery_slot": {"start": slot["start"], "end": slot["end"]}
+    }
+    r = client.post(ORDERS, json=ordered, headers=auth(patient))
+    assert r.status_code == 201, r.text
+    assert r.json()["sla_deadline"].startswith(slot["end"][:16])
+
+
+def test_a_stale_estimate_is_ignored(client, db, store, product):
+    saturate(db, store, jobs=40, couriers=2)
+    load = db.scalar(select(FleetLoad).where(FleetLoad.store_id == store.id))
+    load.computed_at = clock.now() - timedelta(hours=1)
+    db.flush()
+    assert search_eta(client, product.id)["courier_wait_minutes"] == 0
+
+
+def test_the_monitor_predicts_with_the_fleets_wait(db, store):
+    order = helpers.make_delivery_order(db, store, released_at=clock.now())
+    before = monitor.predict(db)[order.id]
+    saturate(db, store, jobs=40, couriers=2)
+    after = monitor.predict(db)[order.id]
+    assert after - before > timedelta(minutes=100)
+
+
+def test_couriers_going_off_shift_soon_are_not_counted_on(client, db, store, product):
+    saturate(db, store, jobs=6, couriers=6)
+    before = db.scalar(select(FleetLoad).where(FleetLoad.store_id == store.id))
+    assert before.couriers == 6
+    leaving = helpers.make_courier(db, home_store=store, at=factories.offset(400, 0))
+    soon = clock.now() + timedelta(minutes=30)
+    r = client.put(
+        "/api/v1/couriers/me/shift", json={"ends_at": soon.isoformat()}, headers=auth(leaving)
+    )
+    assert r.status_code == 200, r.text
+    past = clock.now() - timedelta(minutes=1)
+    r = client.put(
+        "/api/v1/couriers/me/shift", json={"ends_at": past.isoformat()}, headers=auth(leaving)
+    )
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_shift_end"
+    fleet.refresh(db)
+    db.expire_all()
+    after = db.scalar(select(FleetLoad).where(FleetLoad.store_id == store.id))
+    assert after.couriers == 6  # the seventh leaves within the horizon: not counted

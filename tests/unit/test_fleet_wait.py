@@ -1,0 +1,31 @@
+"""The queue model behind the fleet-aware promise: the wait for a courier around a store."""
+
+from dispatch.fleet import NO_COURIER_WAIT_MINUTES, Neighbourhood, courier_wait_minutes
+
+
+def hood(ahead=0, couriers=10, idle=5, per_parcel=20.0, ride=6.0) -> Neighbourhood:
+    return Neighbourhood(ahead, couriers, idle, per_parcel, ride)
+
+
+def test_with_idle_couriers_around_the_wait_is_the_ride_to_the_store():
+    assert courier_wait_minutes(hood(ahead=3, idle=5), prep_minutes=10) == 6.0
+
+
+def test_with_no_courier_around_no_delivery_can_be_promised():
+    assert courier_wait_minutes(hood(couriers=0, idle=0), prep_minutes=10) == (
+        NO_COURIER_WAIT_MINUTES
+    )
+
+
+def test_a_backlog_is_cleared_at_the_fleets_rate_and_preparation_hides_part_of_it():
+    # 40 jobs ahead, nobody idle, 10 couriers at 20 minutes a parcel: 41 / 0.5 = 82 minutes
+    # until the new job is claimed, 10 of them spent preparing; then the ride.
+    wait = courier_wait_minutes(hood(ahead=40, idle=0), prep_minutes=10)
+    assert wait == 82 - 10 + 6
+
+
+def test_the_wait_grows_with_the_backlog_and_shrinks_with_the_fleet():
+    waits = [courier_wait_minutes(hood(ahead=n, idle=0), prep_minutes=10) for n in range(0, 80, 5)]
+    assert waits == sorted(waits) and waits[-1] > waits[0]
+    bigger = courier_wait_minutes(hood(ahead=40, couriers=20, idle=0), prep_minutes=10)
+    assert bigger < courier_wait_minutes(hood(ahead=40, idle=0), prep_minutes=10)
