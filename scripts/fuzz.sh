@@ -34,7 +34,12 @@ mkdir -p artifacts/fuzz
   >artifacts/fuzz/api.log 2>&1 &
 api=$!
 trap 'kill $api 2>/dev/null; wait $api 2>/dev/null || true' EXIT
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.2; done
+up=false
+for _ in $(seq 240); do
+  curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && { up=true; break; }
+  sleep 0.5
+done
+[ "$up" = true ] || { echo "error: the API did not start; see artifacts/fuzz/api.log" >&2; exit 1; }
 echo "fuzzing with seed $SEED, $EXAMPLES examples per operation, as: $ROLES"
 failed=0
 for role in $ROLES; do
