@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from dispatch import routing
 from o2o.errors import Conflict, InvalidInput
 from o2o.order_flow.schemas import OrderIn
+from o2o.orders.models import Order
 from stores import slots
 from stores.models import Store
 
@@ -114,3 +115,9 @@ def with_earliest_slot(
         | earliest[1].as_dict()
     )
     return routing.DeliveryUnavailable(refusal.message, details=details)
+
+
+def give_back_slot(session: Session, order: Order, **_: object) -> None:
+    """Free the place a cancelled order held in its delivery slot (subscribed to cancels)."""
+    if order.delivery_slot_start is not None and order.store_id is not None:
+        slots.give_back(session, order.store_id, order.delivery_slot_start)

@@ -17,7 +17,7 @@ from o2o.orders.models import Order
 from o2o.users.models import Role
 from stores import slots
 from stores.models import DeliverySlot
-from tests.factories import auth, make_lot, make_product, make_store, make_user, offset
+from tests.factories import auth, make_lot, make_product, make_store, make_user, offset, pay
 from tests.orders.helpers import order_body
 
 URL = "/api/v1/orders"
@@ -79,7 +79,8 @@ def test_an_order_for_a_slot_is_due_at_its_end_and_its_job_opens_in_time(
     slot = client.get(f"/api/v1/stores/{store.id}/delivery-slots").json()["slots"][3]
     r = client.post(URL, json=slot_body(product.id, slot), headers=auth(patient))
     assert r.status_code == 201, r.text
-    order = r.json()
+    pay(db, r.json()["id"])
+    order = client.get(f"{URL}/{r.json()['id']}", headers=auth(patient)).json()
     assert order["fulfillment"] == "delivery"
     assert datetime.fromisoformat(order["sla_deadline"]) == datetime.fromisoformat(slot["end"])
     assert order["delivery_slot"] == {"start": slot["start"], "end": slot["end"]}
@@ -114,6 +115,27 @@ def test_a_full_slot_is_refused_with_409_and_the_next_one(client, db, store, pro
     assert error["code"] == "delivery_slot_full"
     assert error["details"]["earliest_slot"]["start"] > slot["start"]
     assert db.scalar(select(func.count()).select_from(Order)) == 1
+
+
+def test_a_cancelled_slot_order_gives_its_place_back(client, db, store, product):
+    store.slot_capacity = 1
+    db.flush()
+    slot = client.get(f"/api/v1/stores/{store.id}/delivery-slots").json()["slots"][0]
+    first = make_user(db, role=Role.PATIENT)
+    placed = client.post(URL, json=slot_body(product.id, slot), headers=auth(first))
+    assert placed.status_code == 201
+    listed = client.get(f"/api/v1/stores/{store.id}/delivery-slots").json()["slots"]
+    assert slot["start"] not in [s["start"] for s in listed]  # full: no longer offered
+
+    cancel = client.post(
+        f"{URL}/{placed.json()['id']}/cancel", json={"reason": "Plans changed"}, headers=auth(first)
+    )
+    assert cancel.status_code == 200, cancel.text
+    again = client.get(f"/api/v1/stores/{store.id}/delivery-slots").json()["slots"][0]
+    assert (again["start"], again["left"]) == (slot["start"], 1)
+    second = make_user(db, role=Role.PATIENT)
+    r = client.post(URL, json=slot_body(product.id, slot), headers=auth(second))
+    assert r.status_code == 201, r.text
 
 
 def test_a_slot_the_store_does_not_offer_is_refused_with_422_and_nothing_written(
