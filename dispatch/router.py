@@ -57,7 +57,7 @@ def update_my_location(body: ClaimIn, session: DbSession, courier: CourierUser):
 @router.put(
     "/couriers/me/shift",
     response_model=ShiftOut,
-    responses=error_responses(e409="courier_not_configured", e422="invalid_shift_end: in the past"),
+    responses=error_responses(e409="courier_not_configured", e422={"invalid_shift_end": "in the past"}),
 )
 def set_my_shift(body: ShiftIn, session: DbSession, courier: CourierUser):
     """Say when the courier's shift ends: the delivery promise stops counting on them before."""

@@ -126,6 +126,8 @@ def error_responses(
         int(key.removeprefix("e")): {"model": ErrorOut, "description": description}
         for key, description in by_status.items()
     }
+    if isinstance(e422, str):
+        raise TypeError("e422 takes codes, e.g. e422=('unknown_product',), not a description")
     if e422:
         notes = dict(e422) if isinstance(e422, Mapping) else dict.fromkeys(e422, "")
         responses[422] = {

@@ -17,6 +17,7 @@ from prescriptions.models import DoctorKey, Prescription
 from prescriptions.workflow import PrescriptionStatus
 from stores import slots
 from stores.models import Lot, Store
+from tests import factories
 from tests.console.conftest import console_login
 from tests.console.helpers import csrf_from
 from tests.console.world import STORE_A, build_world, place_order
@@ -501,6 +502,7 @@ def test_board_shows_scheduled_deliveries_by_slot(client, db, world, as_user):
         "delivery_slot": {"start": slot.start.isoformat(), "end": slot.end.isoformat()},
     }
     order = checkout.place_order(db, patient, OrderIn.model_validate(body))
+    factories.pay(db, order)
     db.flush()
     as_user(world.pharmacist_a)
     html = client.get(f"/console/stores/{world.store_a}/orders").text

@@ -2,7 +2,7 @@
 the couriers near it) is in the delivery ETA at search and checkout; at saturation `auto` goes to
 pickup and says why, and an explicit delivery is refused with the earliest slot."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -19,6 +19,12 @@ ORDERS = "/api/v1/orders"
 SEARCH = "/api/v1/search/stores"
 HOME = factories.offset(-200, 0)
 ADDRESS = factories.offset(1200, 0)
+
+
+@pytest.fixture(autouse=True)
+def _payment_app(db) -> None:
+    """Online orders are paid to a registered payment app."""
+    factories.payment_app(db)
 
 
 @pytest.fixture
@@ -103,7 +109,13 @@ def test_at_saturation_a_delivery_is_refused_with_the_earliest_slot(client, db, 
     }
     r = client.post(ORDERS, json=ordered, headers=auth(patient))
     assert r.status_code == 201, r.text
-    assert r.json()["sla_deadline"].startswith(slot["end"][:16])
+    chosen = r.json()["delivery_slot"]
+    assert [datetime.fromisoformat(chosen[k]) for k in ("start", "end")] == [
+        datetime.fromisoformat(slot[k]) for k in ("start", "end")
+    ]
+    factories.pay(db, r.json()["id"])  # the deadline is set when the paid order is released
+    paid = client.get(f"{ORDERS}/{r.json()['id']}", headers=auth(patient)).json()
+    assert paid["sla_deadline"].startswith(slot["end"][:16])
 
 
 def test_a_stale_estimate_is_ignored(client, db, store, product):
