@@ -18,6 +18,13 @@ from tests.factories import make_store
 HERE = factories.offset(300, 0)
 
 
+def _opened_an_hour_ago(session, *orders) -> None:
+    # These tests claim at a time in the past; a job is only on the board once it has opened.
+    for order in orders:
+        helpers.job_of(session, order).opened_at = clock.now() - timedelta(hours=1)
+    session.flush()
+
+
 def test_a_claim_not_picked_up_in_time_returns_to_the_pool(db, store, courier):
     now = clock.now()
     timeout = get_settings().dispatch_claim_timeout_minutes
@@ -25,6 +32,7 @@ def test_a_claim_not_picked_up_in_time_returns_to_the_pool(db, store, courier):
     fresh = helpers.make_delivery_order(db, store)
     picked = helpers.make_delivery_order(db, store)
     other = helpers.make_courier(db, home_store=store, at=HERE)
+    _opened_an_hour_ago(db, stale, fresh, picked)
     stale_job = pool.claim_job(
         db,
         courier,
@@ -81,6 +89,7 @@ def _seed_for_tasks(committed):
             session, store, released_at=now - timedelta(minutes=130)
         )
         stale = helpers.make_delivery_order(session, store, released_at=now - timedelta(minutes=10))
+        _opened_an_hour_ago(session, stale)
         job = pool.claim_job(
             session,
             courier,
