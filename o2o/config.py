@@ -7,7 +7,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Development defaults, clearly marked: they match the project-local cluster started by
-# scripts/platform.sh and are refused when O2O_ENV=production.
+# scripts/platform.sh and are used only when O2O_ENV is development or test, chosen explicitly.
 DEV_SECRET_KEY = "dev-only-secret-key-change-me-in-production-0000000000"
 DEV_DATABASE_URL = "postgresql+psycopg://o2o:o2o-dev-only@127.0.0.1:55432/o2o"
 DEV_REDIS_URL = "redis://127.0.0.1:56379/0"
@@ -16,13 +16,25 @@ DEV_REDIS_URL = "redis://127.0.0.1:56379/0"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="O2O_", env_file=".env", extra="ignore")
 
-    env: Literal["development", "test", "production"] = "development"
+    # Production unless development or test is chosen explicitly: a forgotten variable then
+    # fails closed (no development secret, no development database) instead of open.
+    env: Literal["development", "test", "production"] = "production"
     database_url: str = DEV_DATABASE_URL
     redis_url: str = DEV_REDIS_URL
+    # One key per purpose, so a leak of one (or its rotation) does not touch the others. In
+    # development and test each defaults to a key derived from the published development key;
+    # elsewhere each must be set, random, 32+ characters and distinct (docs/SECURITY.md).
+    token_secret_key: SecretStr | None = None
+    session_secret_key: SecretStr | None = None
+    identity_pepper: SecretStr | None = None
+    # Bearer token for /metrics; without it /metrics answers 404 outside development and test.
+    metrics_token: SecretStr | None = None
+    # Kept for development and test only: the root the per-purpose development keys derive from.
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
 
     access_token_minutes: int = Field(60, ge=1, le=24 * 60)
-    jwt_algorithm: str = "HS256"
+    # Pinned to HMAC algorithms: "none" and public-key algorithms are never accepted.
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
 
     # Failed logins allowed per account and per client address in the window, then 429.
     login_failures_allowed: int = Field(5, ge=1)
@@ -107,12 +119,39 @@ class Settings(BaseSettings):
     db_max_overflow: int = 20
 
     @model_validator(mode="after")
-    def _refuse_dev_secrets_in_production(self) -> "Settings":
-        if self.env == "production":
-            secret = self.secret_key.get_secret_value()
-            if not secret or secret == DEV_SECRET_KEY or len(secret) < 32:
-                raise ValueError("O2O_SECRET_KEY must be set to a random value of 32+ characters")
+    def _secrets_fail_closed(self) -> "Settings":
+        purposes = ("token_secret_key", "session_secret_key", "identity_pepper")
+        if self.env in ("development", "test"):
+            root = self.secret_key.get_secret_value()
+            for name in purposes:
+                if getattr(self, name) is None:
+                    setattr(self, name, SecretStr(f"{root}:{name}"))
+            return self
+        problems = []
+        seen: set[str] = set()
+        for name in purposes:
+            value = getattr(self, name)
+            secret = value.get_secret_value() if value is not None else ""
+            if len(secret) < 32 or DEV_SECRET_KEY in secret:
+                problems.append(
+                    f"O2O_{name.upper()} must be set to a random value of 32+ characters"
+                )
+            elif secret in seen:
+                problems.append(f"O2O_{name.upper()} must differ from the other keys")
+            seen.add(secret)
+        if self.database_url == DEV_DATABASE_URL:
+            problems.append("O2O_DATABASE_URL must be set (not the development database)")
+        if problems:
+            raise ValueError(f"O2O_ENV={self.env}: " + "; ".join(problems))
         return self
+
+    def key(
+        self, name: Literal["token_secret_key", "session_secret_key", "identity_pepper"]
+    ) -> str:
+        """Return the secret for one purpose (set for every environment once validated)."""
+        value = getattr(self, name)
+        assert value is not None
+        return value.get_secret_value()
 
 
 @lru_cache

@@ -40,7 +40,7 @@ def create_access_token(subject: str, *, role: str, minutes: int | None = None) 
         "jti": secrets.token_urlsafe(12),
         "typ": "access",
     }
-    return jwt.encode(claims, settings.secret_key.get_secret_value(), settings.jwt_algorithm)
+    return jwt.encode(claims, settings.key("token_secret_key"), settings.jwt_algorithm)
 
 
 class TokenError(Exception):
@@ -55,7 +55,7 @@ def decode_access_token(token: str) -> dict[str, Any]:
     try:
         claims = jwt.decode(
             token,
-            settings.secret_key.get_secret_value(),
+            settings.key("token_secret_key"),
             algorithms=[settings.jwt_algorithm],
             # Expiry is checked below against the platform's clock, as every other time is.
             options={"require": ["sub", "exp", "iat"], "verify_exp": False, "verify_iat": False},

@@ -44,7 +44,7 @@ class Attachment:
 def id_number_hmac(number: str) -> str:
     """Keyed hash of a normalised identity number (same document, same hash; not reversible
     without the secret key)."""
-    key = get_settings().secret_key.get_secret_value().encode()
+    key = get_settings().key("identity_pepper").encode()
     message = b"o2o:id-number:" + workflow.normalise_id_number(number).encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 

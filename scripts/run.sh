@@ -4,6 +4,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# Development, chosen explicitly (the settings default to production and its refusals).
+export O2O_ENV=${O2O_ENV:-development}
 PORT=${PORT:-8000}
 DB_NAME=${O2O_DB_NAME:-o2o}
 RUN="$ROOT/.local/run"

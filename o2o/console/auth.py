@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 
 def _serializer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(get_settings().secret_key.get_secret_value(), salt=_SALT)
+    return URLSafeTimedSerializer(get_settings().key("session_secret_key"), salt=_SALT)
 
 
 def _secure_cookie() -> bool:

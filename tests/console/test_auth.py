@@ -146,7 +146,13 @@ def test_cookie_is_secure_outside_development_and_test(monkeypatch):
 
     session = auth.ConsoleSession()
     assert b"Secure" not in auth._cookie_header(session)
-    production = Settings(env="production", secret_key="s" * 40)
+    production = Settings(
+        env="production",
+        database_url="postgresql+psycopg://app:pw@db:5432/o2o",
+        token_secret_key="t" * 40,
+        session_secret_key="s" * 40,
+        identity_pepper="p" * 40,
+    )
     monkeypatch.setattr(auth, "get_settings", lambda: production)
     header = auth._cookie_header(session).decode()
     assert "; Secure" in header and "HttpOnly" in header and "SameSite=Lax" in header
