@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     token_secret_key: SecretStr | None = None
     session_secret_key: SecretStr | None = None
     identity_pepper: SecretStr | None = None
+    # The owner role's URL, for development tools that empty a database (the simulation's day
+    # reset, the test suite's clean-up); never set for the API, the worker or beat.
+    owner_database_url: SecretStr | None = None
     # Bearer token for /metrics; without it /metrics answers 404 outside development and test.
     metrics_token: SecretStr | None = None
     # Kept for development and test only: the root the per-purpose development keys derive from.
@@ -111,6 +114,9 @@ class Settings(BaseSettings):
     webhook_backoff_max_s: float = Field(3600, gt=0)
     webhook_batch_size: int = Field(20, ge=1, le=500)
     outbox_fanout_lag_s: int = Field(600, ge=0)
+    # Hosts a registered URL may name although they are inside (comma-separated), honoured in
+    # development and test only: a local receiver, the development payment app (o2o/outbound.py).
+    outbound_allowed_hosts: str = ""
 
     # Celery: seconds before a task taken by a worker that died is handed out again.
     task_visibility_timeout_s: int = Field(300, ge=10)

@@ -54,7 +54,7 @@ def alembic_config(url: str) -> Config:
 
 def owner_url() -> str:
     """The owner role's URL (it migrates and may empty tables); the suite runs as the runtime role."""
-    return os.environ.get("O2O_TEST_OWNER_DATABASE_URL") or _require_test_database()
+    return os.environ.get("O2O_OWNER_DATABASE_URL") or _require_test_database()
 
 
 @functools.cache

@@ -13,8 +13,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import func, select, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from dispatch import actions, couriers, monitor, pool, reports
 from dispatch.actions import WrongDeliveryCode
@@ -503,14 +504,21 @@ CITY_TABLES = ("stores", "products", "lots", "product_stock_stats")
 def reset_day(session: Session) -> None:
     """Empty the simulation's database for a fresh day, keeping the demo city's stores and lots."""
     kept = ("alembic_version", "spatial_ref_sys", *CITY_TABLES)
-    tables = session.scalars(
-        text(
-            "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' "
-            "AND tablename <> ALL(:kept) ORDER BY tablename"
-        ),
-        {"kept": list(kept)},
-    ).all()
-    session.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    listing = text(
+        "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' "
+        "AND tablename <> ALL(:kept) ORDER BY tablename"
+    )
+    owner_url = get_settings().owner_database_url
+    if owner_url is None:
+        tables = session.scalars(listing, {"kept": list(kept)}).all()
+        session.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    else:
+        # The runtime role may not TRUNCATE (nor empty the audit trail): the owner does.
+        owner = create_engine(owner_url.get_secret_value(), poolclass=NullPool)
+        with owner.begin() as conn:
+            tables = conn.scalars(listing, {"kept": list(kept)}).all()
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        owner.dispose()
     # Nothing is reserved once the orders are gone; the stock push then sets what is on hand.
     session.execute(text("UPDATE lots SET reserved = 0 WHERE reserved <> 0"))
 

@@ -6,6 +6,8 @@ from typing import Annotated
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from o2o import outbound
+
 EVENT_TYPE = re.compile(r"^(\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*)?)$")
 EventType = Annotated[str, StringConstraints(max_length=64, pattern=EVENT_TYPE.pattern)]
 
@@ -24,6 +26,10 @@ class WebhookIn(BaseModel):
     def _url_length(cls, value: AnyHttpUrl) -> AnyHttpUrl:
         if len(str(value)) > 2000:
             raise ValueError("The URL is longer than 2000 characters.")
+        try:
+            outbound.check_registration(str(value))
+        except outbound.UnsafeURL as exc:
+            raise ValueError(str(exc)) from None
         return value
 
     @field_validator("event_types")
