@@ -28,7 +28,10 @@ def verify_password(password: str, password_hash: str | None) -> bool:
         return False
 
 
-def create_access_token(subject: str, *, role: str, minutes: int | None = None) -> str:
+def create_access_token(
+    subject: str, *, role: str, minutes: int | None = None, version: int = 0
+) -> str:
+    """Sign a bearer token for a user under their current token version."""
     settings = get_settings()
     now = clock.now()
     lifetime = timedelta(minutes=minutes if minutes is not None else settings.access_token_minutes)
@@ -39,6 +42,7 @@ def create_access_token(subject: str, *, role: str, minutes: int | None = None) 
         "exp": now + lifetime,
         "jti": secrets.token_urlsafe(12),
         "typ": "access",
+        "ver": version,
     }
     return jwt.encode(claims, settings.key("token_secret_key"), settings.jwt_algorithm)
 

@@ -35,6 +35,11 @@ def get_current_user(
     user = session.get(User, user_id)
     if user is None or not user.is_active:
         raise Unauthorized("The account is no longer active.", code="invalid_token")
+    if claims.get("ver", 0) != user.token_version:
+        # Issued before a password change or a deactivation: revoked.
+        raise Unauthorized(
+            "This access token has been revoked; sign in again.", code="invalid_token"
+        )
     return user
 
 

@@ -1,12 +1,12 @@
 """Create users, sign them in, and link staff to stores."""
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from o2o import ratelimit
 from o2o.config import get_settings
-from o2o.errors import Conflict, InvalidInput, Unauthorized
+from o2o.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from o2o.security import hash_password, verify_password
 from o2o.users.models import Role, User
 
@@ -82,4 +82,46 @@ def authenticate(session: Session, email: str, password: str, client_ip: str) ->
         ratelimit.record(item, "login-ip", client_ip)
         raise Unauthorized("Wrong email or password.", code="invalid_credentials")
     ratelimit.clear(item, "login-account", account_key)
+    return user
+
+
+def revoke_tokens(session: Session, user: User) -> None:
+    """Raise the user's token version: every token and console session issued before is refused."""
+    session.execute(
+        update(User).where(User.id == user.id).values(token_version=User.token_version + 1)
+    )
+    session.refresh(user)
+
+
+def change_password(session: Session, user: User, current: str, new: str) -> None:
+    """Set a new password after checking the current one, and revoke every earlier session."""
+    if not verify_password(current, user.password_hash):
+        raise InvalidInput(
+            "The current password is wrong.",
+            code="wrong_current_password",
+            details={"field": "current_password"},
+        )
+    if current == new:
+        raise InvalidInput(
+            "The new password must differ from the current one.",
+            code="password_unchanged",
+            details={"field": "new_password"},
+        )
+    user.password_hash = hash_password(new)
+    session.flush()
+    revoke_tokens(session, user)
+
+
+def set_active(session: Session, admin: User, user_id: int, *, active: bool) -> User:
+    """Deactivate or reactivate an account (effective on its next request); never one's own."""
+    user = session.get(User, user_id, with_for_update=True)
+    if user is None:
+        raise NotFound("No such user.", code="user_not_found")
+    if user.id == admin.id:
+        raise InvalidInput(
+            "You cannot deactivate or reactivate your own account.", code="own_account"
+        )
+    user.is_active = active
+    session.flush()
+    revoke_tokens(session, user)
     return user
