@@ -9,7 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Development defaults, clearly marked: they match the project-local cluster started by
 # scripts/platform.sh and are used only when O2O_ENV is development or test, chosen explicitly.
 DEV_SECRET_KEY = "dev-only-secret-key-change-me-in-production-0000000000"
-DEV_DATABASE_URL = "postgresql+psycopg://o2o:o2o-dev-only@127.0.0.1:55432/o2o"
+DEV_DATABASE_URL = "postgresql+psycopg://o2o_app:o2o-app-dev-only@127.0.0.1:55432/o2o"
 DEV_REDIS_URL = "redis://127.0.0.1:56379/0"
 
 

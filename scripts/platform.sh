@@ -181,6 +181,10 @@ cmd_createdb() {
     2>&1 | grep -v NOTICE || true
 }
 
+cmd_dbowner() {
+  psql_super -d postgres -tAc "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '$1'"
+}
+
 cmd_dropdb() {
   psql_super -d postgres -q -c "DROP DATABASE IF EXISTS \"$1\" WITH (FORCE)"
 }
@@ -234,6 +238,7 @@ case "${1:-}" in
   down) cmd_down ;;
   createdb) cmd_createdb "$2" "${3:-}" ;;
   dropdb) cmd_dropdb "$2" ;;
+  dbowner) cmd_dbowner "$2" ;;
   status) cmd_status ;;
   pg-running) pg_running ;;
   redis-running) redis_running ;;
