@@ -39,9 +39,15 @@ class Settings(BaseSettings):
     # Pinned to HMAC algorithms: "none" and public-key algorithms are never accepted.
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
 
-    # Failed logins allowed per account and per client address in the window, then 429.
+    # Failed logins allowed per account-and-address pair, and per address, in the window, then
+    # 429; past the account-wide ceiling, addresses the account never signed in from wait a
+    # doubling delay (o2o/users/throttle.py). Nobody can hold the owner's sign-in.
     login_failures_allowed: int = Field(5, ge=1)
     login_failure_window_seconds: int = Field(300, ge=1)
+    login_account_ceiling: int = Field(20, ge=1)
+    # Reverse proxies whose X-Forwarded-For is believed (comma-separated addresses or networks);
+    # the client address is the last one in the header that is not a trusted proxy.
+    trusted_proxies: str = ""
 
     # Sign-ups per client address (limits syntax: "N/period").
     register_rate_limit: str = "10/hour"

@@ -4,10 +4,9 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from o2o import ratelimit
-from o2o.config import get_settings
 from o2o.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from o2o.security import hash_password, verify_password
+from o2o.users import throttle
 from o2o.users.models import Role, User
 
 STORE_ROLES = {Role.PHARMACIST}
@@ -64,24 +63,15 @@ def link_stores(session: Session, user: User, store_ids: list[int]) -> None:
     session.expire(user, ["store_links"])
 
 
-def _login_limits() -> tuple[ratelimit.RateLimitItem, str]:
-    settings = get_settings()
-    spec = f"{settings.login_failures_allowed}/{settings.login_failure_window_seconds} seconds"
-    return ratelimit.limit(spec), "Too many failed sign-in attempts; wait and try again."
-
-
 def authenticate(session: Session, email: str, password: str, client_ip: str) -> User:
     """Return the user for these credentials; failures are rate-limited per account and address."""
-    item, message = _login_limits()
     account_key = email.strip().lower()
-    ratelimit.check(item, "login-account", account_key, message=message)
-    ratelimit.check(item, "login-ip", client_ip, message=message)
+    throttle.check(account_key, client_ip)
     user = get_by_email(session, account_key)
     if not verify_password(password, user.password_hash if user else None) or not user.is_active:
-        ratelimit.record(item, "login-account", account_key)
-        ratelimit.record(item, "login-ip", client_ip)
+        throttle.failed(account_key, client_ip)
         raise Unauthorized("Wrong email or password.", code="invalid_credentials")
-    ratelimit.clear(item, "login-account", account_key)
+    throttle.succeeded(account_key, client_ip)
     return user
 
 
