@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     # Warn the pharmacist when the patient had the same medicine dispensed this recently.
     prescription_repeat_warning_days: int = Field(7, ge=0)
     prescription_attachment_max_bytes: int = Field(10 * 1024 * 1024, ge=1)
+    # Attachments a patient may keep stored at once (all requests), requests a patient may open,
+    # and days the attachment of a cancelled or expired request is kept before it is purged
+    # (the audit trail keeps its hash).
+    prescription_attachment_quota_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    prescription_request_rate_limit: str = "10/hour"
+    prescription_attachment_retention_days: int = Field(30, ge=1)
 
     # Dispatch: active jobs a courier may hold, how far from a courier a job's store may be (wider
     # for escalated jobs), minutes a claim may wait for pickup before the job returns to the pool,

@@ -32,3 +32,11 @@ def expire_issued() -> int:
     """Mark issued prescriptions past their validity as expired."""
     with session_scope() as session:
         return sweeps.expire_issued(session)
+
+
+@app.task(name="prescriptions.purge_attachments")
+@once_per_period("prescriptions.purge_attachments", 3600)
+def purge_attachments() -> int:
+    """Purge the attachments of requests closed longer ago than the retention period."""
+    with session_scope() as session:
+        return sweeps.purge_attachments(session)
