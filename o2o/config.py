@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     # Prescriptions: minutes a request may wait for a doctor before it escalates, minutes an
     # issued prescription may wait for the store's pharmacist before the store is flagged.
     prescription_claim_minutes: int = Field(15, ge=1)
+    # Requests a doctor may hold claimed at once, and minutes a claim may wait for the doctor to
+    # prepare the prescription before it goes back to the queue.
+    prescription_max_open_claims: int = Field(5, ge=1, le=50)
+    prescription_claim_timeout_minutes: int = Field(20, ge=1)
     prescription_review_minutes: int = Field(30, ge=1)
     # Validity a doctor may give (DESIGN.md: default 24 h, at most 72 h).
     prescription_default_valid_hours: int = Field(24, ge=1, le=72)

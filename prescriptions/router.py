@@ -249,7 +249,9 @@ def my_keys(doctor: DoctorUser, session: DbSession, limit: Limit = 20, cursor: C
 @router.post(
     "/prescriptions/{prescription_id}/claim",
     response_model=PrescriptionOut,
-    responses=error_responses(e409="claimed_by_another_doctor; not claimable in this state"),
+    responses=error_responses(
+        e409="claimed_by_another_doctor; too_many_open_claims; not claimable in this state"
+    ),
 )
 def claim(prescription_id: uuid.UUID, doctor: DoctorUser, session: DbSession):
     """Take a waiting request (one doctor wins; the others get 409)."""

@@ -166,3 +166,41 @@ def purge_attachments(session: Session, now: datetime | None = None) -> int:
         )
     session.flush()
     return len(rows)
+
+
+def return_stale_claims(session: Session, now: datetime | None = None) -> int:
+    """Put back in the queue the claims whose doctor prepared nothing in time."""
+    now = now or clock.now()
+    limit_at = now - timedelta(minutes=get_settings().prescription_claim_timeout_minutes)
+    rows = list(
+        session.scalars(
+            select(Prescription)
+            .where(
+                Prescription.status == S.CLAIMED,
+                Prescription.claimed_at <= limit_at,
+                Prescription.pending_payload_at.is_(None),
+            )
+            .order_by(Prescription.claimed_at)
+            .limit(SWEEP_BATCH)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    for p in rows:
+        workflow.check(p.status, S.REQUESTED)
+        details = {"doctor_id": p.doctor_id}
+        p.status = S.REQUESTED
+        p.doctor_id = None
+        p.claimed_at = None
+        trail.audit(
+            session,
+            p,
+            "claim_returned",
+            actor=None,
+            from_status=S.CLAIMED,
+            to_status=S.REQUESTED,
+            at=now,
+            reason="The doctor did not act on the claim in time.",
+            details=details,
+        )
+    session.flush()
+    return len(rows)
