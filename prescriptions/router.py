@@ -348,7 +348,9 @@ def list_doctor_keys(
 @router.post(
     "/admin/doctor-keys/{key_id}/approve",
     response_model=DoctorKeyOut,
-    responses=error_responses(e409="key_not_pending"),
+    responses=error_responses(
+        e409="key_not_pending", e403="four_eyes_required: you created this doctor's account"
+    ),
 )
 def approve_key(key_id: RowId, admin: AdminUser, session: DbSession):
     """Make a pending key the doctor's active key (the previous one is superseded)."""

@@ -91,6 +91,7 @@ def create_user(body: UserCreateIn, session: DbSession, admin: AdminUser):
         name=body.name,
         role=body.role,
         store_ids=body.store_ids,
+        created_by=admin.id,
     )
 
 

@@ -24,6 +24,7 @@ def create_user(
     name: str,
     role: Role,
     store_ids: list[int] | None = None,
+    created_by: int | None = None,
 ) -> User:
     """Create a user; staff may be linked to stores that exist."""
     store_ids = sorted(set(store_ids or []))
@@ -31,7 +32,13 @@ def create_user(
         raise InvalidInput("Only pharmacists are linked to stores.", code="store_ids_not_allowed")
     if get_by_email(session, email) is not None:
         raise Conflict("An account with this email already exists.", code="email_taken")
-    user = User(email=email, name=name, password_hash=hash_password(password), role=role)
+    user = User(
+        email=email,
+        name=name,
+        password_hash=hash_password(password),
+        role=role,
+        created_by=created_by,
+    )
     session.add(user)
     try:
         with session.begin_nested():
