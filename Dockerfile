@@ -35,7 +35,8 @@ RUN groupadd --system --gid 10001 app \
         --shell /usr/sbin/nologin app
 USER app
 
-ENV PATH=/app/.venv/bin:$PATH
+ENV PATH=/app/.venv/bin:$PATH \
+    O2O_ENV=production
 
 EXPOSE 8000
 

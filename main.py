@@ -10,7 +10,12 @@ from o2o.api_links import LINKS
 from o2o.config import get_settings
 from o2o.console.app import create_console_app
 from o2o.errors import install_error_handlers
-from o2o.observability import BodySizeLimitMiddleware, RequestContextMiddleware, configure_logging
+from o2o.observability import (
+    BodySizeLimitMiddleware,
+    RequestContextMiddleware,
+    SecurityHeadersMiddleware,
+    configure_logging,
+)
 from o2o.openapi import install_error_docs, install_links
 from o2o.order_flow.router import router as orders_router
 from o2o.payments.router import router as payments_router
@@ -60,11 +65,13 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(health.metrics_router)
     app.include_router(api_router())
     install_error_docs(app)
     install_links(app, LINKS)
     app.mount("/console", create_console_app(app.dependency_overrides), name="console")
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.env == "production")
     app.add_middleware(RequestContextMiddleware)
     return app
 

@@ -127,6 +127,9 @@ def start_server(port: int, workers: int) -> subprocess.Popen:
     env = dict(os.environ)
     env.update(RAISED_LIMITS)
     env["O2O_ENV"] = "production"
+    # Production refuses to start without its own keys: fresh random ones for this run.
+    for name in ("TOKEN_SECRET_KEY", "SESSION_SECRET_KEY", "IDENTITY_PEPPER"):
+        env.setdefault(f"O2O_{name}", secrets.token_urlsafe(48))
     ARTIFACTS.mkdir(exist_ok=True)
     proc = subprocess.Popen(
         [

@@ -45,6 +45,14 @@ app.conf.beat_schedule = {
     },
     "prescriptions-flag-unreviewed": {"task": "prescriptions.flag_unreviewed", "schedule": 60.0},
     "prescriptions-expire-issued": {"task": "prescriptions.expire_issued", "schedule": 60.0},
+    "prescriptions-return-stale-claims": {
+        "task": "prescriptions.return_stale_claims",
+        "schedule": 60.0,
+    },
+    "prescriptions-purge-attachments": {
+        "task": "prescriptions.purge_attachments",
+        "schedule": 3600.0,
+    },
     "dispatch-sla-monitor": {"task": "dispatch.sla_monitor", "schedule": 60.0},
     "dispatch-return-stale-claims": {"task": "dispatch.return_stale_claims", "schedule": 60.0},
     "dispatch-fleet-load": {"task": "dispatch.fleet_load", "schedule": 60.0},

@@ -54,6 +54,13 @@ def create_admin(
 def demo_data() -> None:
     """Load the demo accounts (and demo city); safe to run again."""
     from o2o import demo
+    from o2o.config import get_settings
+
+    env = get_settings().env
+    if env not in ("development", "test"):
+        # Demo accounts have published passwords: never in a deployment.
+        console.print(f"[red]demo-data refuses O2O_ENV={env}: its accounts have public passwords.")
+        raise typer.Exit(code=1)
 
     with session_scope() as session:
         created, city = demo.load_demo(session)

@@ -7,26 +7,47 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Development defaults, clearly marked: they match the project-local cluster started by
-# scripts/platform.sh and are refused when O2O_ENV=production.
+# scripts/platform.sh and are used only when O2O_ENV is development or test, chosen explicitly.
 DEV_SECRET_KEY = "dev-only-secret-key-change-me-in-production-0000000000"
-DEV_DATABASE_URL = "postgresql+psycopg://o2o:o2o-dev-only@127.0.0.1:55432/o2o"
+DEV_DATABASE_URL = "postgresql+psycopg://o2o_app:o2o-app-dev-only@127.0.0.1:55432/o2o"
 DEV_REDIS_URL = "redis://127.0.0.1:56379/0"
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="O2O_", env_file=".env", extra="ignore")
 
-    env: Literal["development", "test", "production"] = "development"
+    # Production unless development or test is chosen explicitly: a forgotten variable then
+    # fails closed (no development secret, no development database) instead of open.
+    env: Literal["development", "test", "production"] = "production"
     database_url: str = DEV_DATABASE_URL
     redis_url: str = DEV_REDIS_URL
+    # One key per purpose, so a leak of one (or its rotation) does not touch the others. In
+    # development and test each defaults to a key derived from the published development key;
+    # elsewhere each must be set, random, 32+ characters and distinct (docs/SECURITY.md).
+    token_secret_key: SecretStr | None = None
+    session_secret_key: SecretStr | None = None
+    identity_pepper: SecretStr | None = None
+    # The owner role's URL, for development tools that empty a database (the simulation's day
+    # reset, the test suite's clean-up); never set for the API, the worker or beat.
+    owner_database_url: SecretStr | None = None
+    # Bearer token for /metrics; without it /metrics answers 404 outside development and test.
+    metrics_token: SecretStr | None = None
+    # Kept for development and test only: the root the per-purpose development keys derive from.
     secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
 
     access_token_minutes: int = Field(60, ge=1, le=24 * 60)
-    jwt_algorithm: str = "HS256"
+    # Pinned to HMAC algorithms: "none" and public-key algorithms are never accepted.
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
 
-    # Failed logins allowed per account and per client address in the window, then 429.
+    # Failed logins allowed per account-and-address pair, and per address, in the window, then
+    # 429; past the account-wide ceiling, addresses the account never signed in from wait a
+    # doubling delay (o2o/users/throttle.py). Nobody can hold the owner's sign-in.
     login_failures_allowed: int = Field(5, ge=1)
     login_failure_window_seconds: int = Field(300, ge=1)
+    login_account_ceiling: int = Field(20, ge=1)
+    # Reverse proxies whose X-Forwarded-For is believed (comma-separated addresses or networks);
+    # the client address is the last one in the header that is not a trusted proxy.
+    trusted_proxies: str = ""
 
     # Sign-ups per client address (limits syntax: "N/period").
     register_rate_limit: str = "10/hour"
@@ -64,6 +85,10 @@ class Settings(BaseSettings):
     # Prescriptions: minutes a request may wait for a doctor before it escalates, minutes an
     # issued prescription may wait for the store's pharmacist before the store is flagged.
     prescription_claim_minutes: int = Field(15, ge=1)
+    # Requests a doctor may hold claimed at once, and minutes a claim may wait for the doctor to
+    # prepare the prescription before it goes back to the queue.
+    prescription_max_open_claims: int = Field(5, ge=1, le=50)
+    prescription_claim_timeout_minutes: int = Field(20, ge=1)
     prescription_review_minutes: int = Field(30, ge=1)
     # Validity a doctor may give (DESIGN.md: default 24 h, at most 72 h).
     prescription_default_valid_hours: int = Field(24, ge=1, le=72)
@@ -73,6 +98,12 @@ class Settings(BaseSettings):
     # Warn the pharmacist when the patient had the same medicine dispensed this recently.
     prescription_repeat_warning_days: int = Field(7, ge=0)
     prescription_attachment_max_bytes: int = Field(10 * 1024 * 1024, ge=1)
+    # Attachments a patient may keep stored at once (all requests), requests a patient may open,
+    # and days the attachment of a cancelled or expired request is kept before it is purged
+    # (the audit trail keeps its hash).
+    prescription_attachment_quota_bytes: int = Field(50 * 1024 * 1024, ge=1)
+    prescription_request_rate_limit: str = "10/hour"
+    prescription_attachment_retention_days: int = Field(30, ge=1)
 
     # Dispatch: active jobs a courier may hold, how far from a courier a job's store may be (wider
     # for escalated jobs), minutes a claim may wait for pickup before the job returns to the pool,
@@ -118,6 +149,9 @@ class Settings(BaseSettings):
     webhook_backoff_max_s: float = Field(3600, gt=0)
     webhook_batch_size: int = Field(20, ge=1, le=500)
     outbox_fanout_lag_s: int = Field(600, ge=0)
+    # Hosts a registered URL may name although they are inside (comma-separated), honoured in
+    # development and test only: a local receiver, the development payment app (o2o/outbound.py).
+    outbound_allowed_hosts: str = ""
 
     # Celery: seconds before a task taken by a worker that died is handed out again.
     task_visibility_timeout_s: int = Field(300, ge=10)
@@ -126,12 +160,39 @@ class Settings(BaseSettings):
     db_max_overflow: int = 20
 
     @model_validator(mode="after")
-    def _refuse_dev_secrets_in_production(self) -> "Settings":
-        if self.env == "production":
-            secret = self.secret_key.get_secret_value()
-            if not secret or secret == DEV_SECRET_KEY or len(secret) < 32:
-                raise ValueError("O2O_SECRET_KEY must be set to a random value of 32+ characters")
+    def _secrets_fail_closed(self) -> "Settings":
+        purposes = ("token_secret_key", "session_secret_key", "identity_pepper")
+        if self.env in ("development", "test"):
+            root = self.secret_key.get_secret_value()
+            for name in purposes:
+                if getattr(self, name) is None:
+                    setattr(self, name, SecretStr(f"{root}:{name}"))
+            return self
+        problems = []
+        seen: set[str] = set()
+        for name in purposes:
+            value = getattr(self, name)
+            secret = value.get_secret_value() if value is not None else ""
+            if len(secret) < 32 or DEV_SECRET_KEY in secret:
+                problems.append(
+                    f"O2O_{name.upper()} must be set to a random value of 32+ characters"
+                )
+            elif secret in seen:
+                problems.append(f"O2O_{name.upper()} must differ from the other keys")
+            seen.add(secret)
+        if self.database_url == DEV_DATABASE_URL:
+            problems.append("O2O_DATABASE_URL must be set (not the development database)")
+        if problems:
+            raise ValueError(f"O2O_ENV={self.env}: " + "; ".join(problems))
         return self
+
+    def key(
+        self, name: Literal["token_secret_key", "session_secret_key", "identity_pepper"]
+    ) -> str:
+        """Return the secret for one purpose (set for every environment once validated)."""
+        value = getattr(self, name)
+        assert value is not None
+        return value.get_secret_value()
 
 
 @lru_cache

@@ -1,15 +1,21 @@
 """Liveness, readiness (PostgreSQL and Redis) and Prometheus metrics for operations."""
 
-from fastapi import APIRouter, Response
+import secrets
+
+from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from o2o.config import get_settings
 from o2o.db import get_engine
-from o2o.errors import error_body
+from o2o.errors import NotFound, error_body
 from o2o.redis import get_redis
 
 router = APIRouter(tags=["operations"])
+# Mounted once, at the root, outside the API and its schema: closed unless O2O_METRICS_TOKEN is
+# given (as a bearer token), open without one only in development and test.
+metrics_router = APIRouter(include_in_schema=False)
 
 
 def check_database() -> bool:
@@ -51,7 +57,15 @@ def readyz():
     )
 
 
-@router.get("/metrics", response_class=Response)
-def metrics() -> Response:
-    """Expose Prometheus metrics."""
+@metrics_router.get("/metrics", response_class=Response)
+def metrics(authorization: str | None = Header(None)) -> Response:
+    """Expose Prometheus metrics to the holder of the metrics token."""
+    settings = get_settings()
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
+    if token:
+        given = (authorization or "").removeprefix("Bearer ").encode()
+        if not secrets.compare_digest(given, token.encode()):
+            raise NotFound("No such page.", code="not_found")
+    elif settings.env not in ("development", "test"):
+        raise NotFound("No such page.", code="not_found")
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -28,7 +28,10 @@ def verify_password(password: str, password_hash: str | None) -> bool:
         return False
 
 
-def create_access_token(subject: str, *, role: str, minutes: int | None = None) -> str:
+def create_access_token(
+    subject: str, *, role: str, minutes: int | None = None, version: int = 0
+) -> str:
+    """Sign a bearer token for a user under their current token version."""
     settings = get_settings()
     now = clock.now()
     lifetime = timedelta(minutes=minutes if minutes is not None else settings.access_token_minutes)
@@ -39,8 +42,9 @@ def create_access_token(subject: str, *, role: str, minutes: int | None = None) 
         "exp": now + lifetime,
         "jti": secrets.token_urlsafe(12),
         "typ": "access",
+        "ver": version,
     }
-    return jwt.encode(claims, settings.secret_key.get_secret_value(), settings.jwt_algorithm)
+    return jwt.encode(claims, settings.key("token_secret_key"), settings.jwt_algorithm)
 
 
 class TokenError(Exception):
@@ -55,7 +59,7 @@ def decode_access_token(token: str) -> dict[str, Any]:
     try:
         claims = jwt.decode(
             token,
-            settings.secret_key.get_secret_value(),
+            settings.key("token_secret_key"),
             algorithms=[settings.jwt_algorithm],
             # Expiry is checked below against the platform's clock, as every other time is.
             options={"require": ["sub", "exp", "iat"], "verify_exp": False, "verify_iat": False},

@@ -6,7 +6,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from o2o import clock
-from o2o.errors import Conflict, InvalidInput, NotFound
+from o2o.errors import Conflict, Forbidden, InvalidInput, NotFound
 from o2o.users.models import User
 from prescriptions import signing
 from prescriptions.models import DoctorKey, DoctorKeyStatus
@@ -75,6 +75,13 @@ def approve_key(session: Session, admin: User, key_id: int) -> DoctorKey:
             f"Only a pending key can be approved; this one is {key.status.value}.",
             code="key_not_pending",
             details={"status": key.status.value},
+        )
+    doctor = session.get(User, key.doctor_id)
+    if doctor is not None and doctor.created_by == admin.id:
+        # Four eyes: the admin who created the doctor cannot also vouch for the doctor's key.
+        raise Forbidden(
+            "Another admin must approve this key: you created this doctor's account.",
+            code="four_eyes_required",
         )
     at = clock.now()
     for other in keys:

@@ -10,7 +10,7 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from o2o import clock
@@ -63,6 +63,25 @@ def _check_doctor_owns(p: Prescription, doctor: User) -> None:
 def claim(session: Session, doctor: User, prescription_id: uuid.UUID) -> Prescription:
     """Take a waiting request; of doctors claiming at once exactly one wins, the others get 409."""
     at = clock.now()
+    # The doctor's own claims are serialised on their user row, so two claims at once cannot
+    # both pass the cap.
+    session.execute(select(User.id).where(User.id == doctor.id).with_for_update())
+    held = session.scalar(
+        select(func.count())
+        .select_from(Prescription)
+        .where(
+            Prescription.status == S.CLAIMED,
+            Prescription.doctor_id == doctor.id,
+            Prescription.id != prescription_id,
+        )
+    )
+    cap = get_settings().prescription_max_open_claims
+    if held >= cap:
+        raise Conflict(
+            "You already hold the most requests a doctor may claim at once; finish one first.",
+            code="too_many_open_claims",
+            details={"max_open_claims": cap},
+        )
     # One conditional UPDATE: a second claimer blocks on the row lock, then finds the status
     # changed and updates nothing.
     won = session.execute(

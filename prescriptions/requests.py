@@ -6,11 +6,11 @@ import hmac
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from o2o import clock
+from o2o import clock, ratelimit
 from o2o.config import get_settings
 from o2o.errors import Conflict, DomainError, InvalidInput, NotFound
 from o2o.orders import lifecycle
@@ -44,9 +44,27 @@ class Attachment:
 def id_number_hmac(number: str) -> str:
     """Keyed hash of a normalised identity number (same document, same hash; not reversible
     without the secret key)."""
-    key = get_settings().secret_key.get_secret_value().encode()
+    key = get_settings().key("identity_pepper").encode()
     message = b"o2o:id-number:" + workflow.normalise_id_number(number).encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def _check_quota(session: Session, patient: User, size: int) -> None:
+    # The patient's row is locked first, so two uploads at once cannot both slip under the quota.
+    session.execute(select(User.id).where(User.id == patient.id).with_for_update())
+    stored = session.scalar(
+        select(func.coalesce(func.sum(PrescriptionAttachment.size_bytes), 0))
+        .join(Prescription, Prescription.id == PrescriptionAttachment.prescription_id)
+        .where(Prescription.patient_id == patient.id)
+    )
+    quota = get_settings().prescription_attachment_quota_bytes
+    if stored + size > quota:
+        raise InvalidInput(
+            "Your stored attachments would exceed your quota; attachments of closed requests "
+            "are removed after the retention period.",
+            code="attachment_quota_exceeded",
+            details={"quota_bytes": quota, "stored_bytes": stored},
+        )
 
 
 def lock_order_awaiting_prescription(session: Session, patient: User, order_id: uuid.UUID) -> Order:
@@ -127,7 +145,15 @@ def request_prescription(
                 details={"detected": content_type, "claimed": sorted(claimed)},
             )
 
+    ratelimit.hit(
+        ratelimit.limit(settings.prescription_request_rate_limit),
+        "rx-request",
+        str(patient.id),
+        message="Too many prescription requests; try again later.",
+    )
     order = lock_order_awaiting_prescription(session, patient, body.order_id)
+    if attachment is not None:
+        _check_quota(session, patient, len(attachment.data))
     at = clock.now()
     p = Prescription(
         id=uuid.uuid4(),

@@ -107,8 +107,10 @@ def _key_page(keys: list[DoctorKey], limit: int) -> dict:
             "empty_attachment",
             "unsupported_attachment_type",
             "attachment_type_mismatch",
+            "attachment_quota_exceeded",
         ),
         e404="order_not_found",
+        e429="rate_limited: too many prescription requests from this patient",
         e409="the order does not need, or already has, a prescription request",
         e413="attachment_too_large; payload_too_large",
         e415="unsupported_media_type: JSON or multipart only; attachment not PNG, JPEG or PDF",
@@ -247,7 +249,9 @@ def my_keys(doctor: DoctorUser, session: DbSession, limit: Limit = 20, cursor: C
 @router.post(
     "/prescriptions/{prescription_id}/claim",
     response_model=PrescriptionOut,
-    responses=error_responses(e409="claimed_by_another_doctor; not claimable in this state"),
+    responses=error_responses(
+        e409="claimed_by_another_doctor; too_many_open_claims; not claimable in this state"
+    ),
 )
 def claim(prescription_id: uuid.UUID, doctor: DoctorUser, session: DbSession):
     """Take a waiting request (one doctor wins; the others get 409)."""
@@ -344,7 +348,9 @@ def list_doctor_keys(
 @router.post(
     "/admin/doctor-keys/{key_id}/approve",
     response_model=DoctorKeyOut,
-    responses=error_responses(e409="key_not_pending"),
+    responses=error_responses(
+        e409="key_not_pending", e403="four_eyes_required: you created this doctor's account"
+    ),
 )
 def approve_key(key_id: RowId, admin: AdminUser, session: DbSession):
     """Make a pending key the doctor's active key (the previous one is superseded)."""

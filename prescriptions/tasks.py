@@ -32,3 +32,19 @@ def expire_issued() -> int:
     """Mark issued prescriptions past their validity as expired."""
     with session_scope() as session:
         return sweeps.expire_issued(session)
+
+
+@app.task(name="prescriptions.purge_attachments")
+@once_per_period("prescriptions.purge_attachments", 3600)
+def purge_attachments() -> int:
+    """Purge the attachments of requests closed longer ago than the retention period."""
+    with session_scope() as session:
+        return sweeps.purge_attachments(session)
+
+
+@app.task(name="prescriptions.return_stale_claims")
+@once_per_period("prescriptions.return_stale_claims", SWEEP_PERIOD_S)
+def return_stale_claims() -> int:
+    """Put claims no doctor acted on in time back in the queue."""
+    with session_scope() as session:
+        return sweeps.return_stale_claims(session)

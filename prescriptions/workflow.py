@@ -31,6 +31,8 @@ S = PrescriptionStatus
 # to-state -> from-states.
 TRANSITIONS: dict[PrescriptionStatus, frozenset[PrescriptionStatus]] = {
     S.CLAIMED: frozenset({S.REQUESTED}),
+    # A claim not acted on in time goes back to the queue (sweeps.return_stale_claims).
+    S.REQUESTED: frozenset({S.CLAIMED}),
     S.ISSUED: frozenset({S.CLAIMED}),
     S.DECLINED: frozenset({S.CLAIMED}),
     S.APPROVED: frozenset({S.ISSUED}),

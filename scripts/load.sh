@@ -4,6 +4,12 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# Development, chosen explicitly (the settings default to production and its refusals).
+export O2O_ENV=${O2O_ENV:-development}
+# The server runs as production, which needs its own keys; the driver signs its tokens with the same.
+for name in TOKEN_SECRET_KEY SESSION_SECRET_KEY IDENTITY_PEPPER; do
+  export "O2O_$name=$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
+done
 bash scripts/platform.sh up
 DB_NAME=${O2O_BENCH_DB_NAME:-o2o_bench}
 bash scripts/platform.sh createdb "$DB_NAME"

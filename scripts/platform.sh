@@ -4,7 +4,8 @@
 #
 #   scripts/platform.sh deps [test]   install what is missing (apt packages, uv, .venv)
 #   scripts/platform.sh up            deps, then start PostgreSQL and Redis (reuses what runs)
-#   scripts/platform.sh createdb NAME create a database (with postgis, pg_trgm) unless it exists
+#   scripts/platform.sh createdb NAME [OWNER]  create a database (with postgis, pg_trgm) unless it
+#                                     exists, owned by the owner role o2o_owner unless told
 #   scripts/platform.sh dropdb NAME   drop a database if it exists
 #   scripts/platform.sh down          stop PostgreSQL, Redis and anything `make run` started
 #   scripts/platform.sh status        say what runs
@@ -25,6 +26,13 @@ PG_LOG="$STATE/pg/postgres.log"
 PG_SUPERUSER_PASSWORD=${O2O_PG_SUPERUSER_PASSWORD:-postgres-dev-only}
 APP_ROLE=o2o
 APP_PASSWORD=${O2O_PG_APP_PASSWORD:-o2o-dev-only}
+# Least privilege: the owner role owns the schema and runs the migrations; the runtime role (API,
+# worker, beat, the test suite) gets DML only, granted by the migrations. Neither is a superuser.
+# `o2o` above is kept for clusters and tools that predate them; nothing here alters or drops it.
+OWNER_ROLE=o2o_owner
+OWNER_PASSWORD=${O2O_PG_OWNER_PASSWORD:-o2o-owner-dev-only}
+RUNTIME_ROLE=o2o_app
+RUNTIME_PASSWORD=${O2O_PG_RUNTIME_PASSWORD:-o2o-app-dev-only}
 UV_VERSION=0.13.9
 
 say() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
@@ -124,9 +132,25 @@ pg_apply_settings() {
   printf '%s\nSELECT pg_reload_conf();\n' "$changes" | psql_super -d postgres -q -v ON_ERROR_STOP=1 >/dev/null
 }
 
+# Create the owner and runtime roles when missing (additive and idempotent: a running cluster
+# shared with other work gains the roles, nothing existing changes).
+pg_ensure_roles() {
+  psql_super -d postgres -v ON_ERROR_STOP=1 -q <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$OWNER_ROLE') THEN
+    CREATE ROLE $OWNER_ROLE LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '$OWNER_PASSWORD';
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$RUNTIME_ROLE') THEN
+    CREATE ROLE $RUNTIME_ROLE LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '$RUNTIME_PASSWORD';
+  END IF;
+END \$\$;
+SQL
+}
+
 pg_start() {
   pg_init
   if pg_running; then
+    pg_ensure_roles
     pg_apply_settings
     return 0
   fi
@@ -139,6 +163,7 @@ DO \$\$ BEGIN
   END IF;
 END \$\$;
 SQL
+  pg_ensure_roles
   pg_apply_settings
 }
 
@@ -147,13 +172,17 @@ psql_super() {
 }
 
 cmd_createdb() {
-  local name=$1
+  local name=$1 owner=${2:-$OWNER_ROLE}
   if ! psql_super -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$name'" | grep -q 1; then
-    psql_super -d postgres -q -c "CREATE DATABASE \"$name\" OWNER $APP_ROLE"
+    psql_super -d postgres -q -c "CREATE DATABASE \"$name\" OWNER $owner"
   fi
   # Extensions need a superuser; the first migration only asserts they exist.
   psql_super -d "$name" -q -c "CREATE EXTENSION IF NOT EXISTS postgis; CREATE EXTENSION IF NOT EXISTS pg_trgm" \
     2>&1 | grep -v NOTICE || true
+}
+
+cmd_dbowner() {
+  psql_super -d postgres -tAc "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '$1'"
 }
 
 cmd_dropdb() {
@@ -207,8 +236,9 @@ case "${1:-}" in
   deps) shift; cmd_deps "$@" ;;
   up) shift; cmd_up "$@" ;;
   down) cmd_down ;;
-  createdb) cmd_createdb "$2" ;;
+  createdb) cmd_createdb "$2" "${3:-}" ;;
   dropdb) cmd_dropdb "$2" ;;
+  dbowner) cmd_dbowner "$2" ;;
   status) cmd_status ;;
   pg-running) pg_running ;;
   redis-running) redis_running ;;

@@ -4,6 +4,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# Development, chosen explicitly (the settings default to production and its refusals).
+export O2O_ENV=${O2O_ENV:-development}
 PORT=${PORT:-8000}
 DB_NAME=${O2O_DB_NAME:-o2o}
 RUN="$ROOT/.local/run"
@@ -12,13 +14,22 @@ bash scripts/platform.sh up
 # These servers are now the platform's: a test run that ends must not stop them.
 rm -f "$ROOT/.local/servers-started-by-tests"
 bash scripts/platform.sh createdb "$DB_NAME"
+owner=$(bash scripts/platform.sh dbowner "$DB_NAME")
+if [ "$owner" != o2o_owner ]; then
+  echo "error: database $DB_NAME belongs to $owner, from before the owner role; recreate it with" \
+    "\`bash scripts/platform.sh dropdb $DB_NAME\` (its data is lost) and run again" >&2
+  exit 1
+fi
 
-export O2O_DATABASE_URL=${O2O_DATABASE_URL:-postgresql+psycopg://o2o:o2o-dev-only@127.0.0.1:${O2O_PG_PORT:-55432}/$DB_NAME}
+# The owner role migrates; the API, worker and beat run as the runtime role (DML only).
+pg="127.0.0.1:${O2O_PG_PORT:-55432}"
+OWNER_URL="postgresql+psycopg://o2o_owner:${O2O_PG_OWNER_PASSWORD:-o2o-owner-dev-only}@$pg/$DB_NAME"
+export O2O_DATABASE_URL=${O2O_DATABASE_URL:-postgresql+psycopg://o2o_app:${O2O_PG_RUNTIME_PASSWORD:-o2o-app-dev-only}@$pg/$DB_NAME}
 export O2O_REDIS_URL=${O2O_REDIS_URL:-redis://127.0.0.1:${O2O_REDIS_PORT:-56379}/0}
 PY="$ROOT/.venv/bin/python"
 
 echo "==> applying migrations" >&2
-"$ROOT/.venv/bin/alembic" upgrade head
+O2O_DATABASE_URL="$OWNER_URL" "$ROOT/.venv/bin/alembic" upgrade head
 echo "==> loading demo data" >&2
 "$PY" -m o2o demo-data
 

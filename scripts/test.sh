@@ -44,11 +44,20 @@ if [ "$slot" = 1 ]; then db_default=o2o_test; redis_db=1; else db_default="o2o_s
 
 export O2O_ENV=test
 export O2O_TEST_DB_NAME=${O2O_TEST_DB_NAME:-$db_default}
-export O2O_DATABASE_URL="postgresql+psycopg://o2o:o2o-dev-only@127.0.0.1:${O2O_PG_PORT:-55432}/$O2O_TEST_DB_NAME"
+pg="127.0.0.1:${O2O_PG_PORT:-55432}"
+# The suite runs as the runtime role (DML only), as the API, worker and beat do; the owner role
+# migrates and cleans up (tests/conftest.py).
+export O2O_DATABASE_URL="postgresql+psycopg://o2o_app:${O2O_PG_RUNTIME_PASSWORD:-o2o-app-dev-only}@$pg/$O2O_TEST_DB_NAME"
+export O2O_OWNER_DATABASE_URL="postgresql+psycopg://o2o_owner:${O2O_PG_OWNER_PASSWORD:-o2o-owner-dev-only}@$pg/$O2O_TEST_DB_NAME"
 export O2O_REDIS_URL="redis://127.0.0.1:${O2O_REDIS_PORT:-56379}/$redis_db"
-# A fresh database each run, migrated once by the suite (tests/conftest.py).
-bash scripts/platform.sh dropdb "$O2O_TEST_DB_NAME"
-bash scripts/platform.sh createdb "$O2O_TEST_DB_NAME"
+# The suite's webhook receivers listen on this machine: allowed in test only (o2o/outbound.py).
+export O2O_OUTBOUND_ALLOWED_HOSTS=127.0.0.1
+# A fresh database each run, migrated once by the suite (tests/conftest.py), owned by the owner
+# role; and an empty one beside it for the migration tests (the owner may not create databases).
+for db in "$O2O_TEST_DB_NAME" "${O2O_TEST_DB_NAME}_migrations"; do
+  bash scripts/platform.sh dropdb "$db"
+  bash scripts/platform.sh createdb "$db"
+done
 redis-cli -p "${O2O_REDIS_PORT:-56379}" -n "$redis_db" flushdb >/dev/null
 
 "$ROOT/.venv/bin/python" -m pytest "$@"

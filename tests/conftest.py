@@ -1,6 +1,7 @@
 """Test harness: a real PostGIS database migrated once with `alembic upgrade head`, each test
 inside a transaction that is rolled back, real Redis, and a real Celery worker when asked for."""
 
+import functools
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from o2o import wiring
 from o2o.config import get_settings
@@ -50,10 +52,21 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+def owner_url() -> str:
+    """The owner role's URL (it migrates and may empty tables); the suite runs as the runtime role."""
+    return os.environ.get("O2O_OWNER_DATABASE_URL") or _require_test_database()
+
+
+@functools.cache
+def owner_engine() -> Engine:
+    """An engine connected as the owner role, for migrations and clean-up only."""
+    return create_engine(owner_url(), poolclass=NullPool)
+
+
 @pytest.fixture(scope="session")
 def engine() -> Iterator[Engine]:
     url = _require_test_database()
-    command.upgrade(alembic_config(url), "head")
+    command.upgrade(alembic_config(owner_url()), "head")
     eng = create_engine(url, pool_pre_ping=True)
     yield eng
     eng.dispose()
@@ -171,8 +184,9 @@ def celery_worker_process(engine: Engine) -> Iterator[subprocess.Popen]:
 
 
 def truncate_all(engine: Engine) -> None:
-    """Empty every table (for tests that had to commit for real)."""
-    with engine.begin() as conn:
+    """Empty every table (for tests that had to commit for real), as the owner: the runtime role
+    may not TRUNCATE, and the audit trail refuses DELETE."""
+    with owner_engine().begin() as conn:
         tables = conn.scalars(
             text(
                 "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' "

@@ -237,6 +237,20 @@ ROWS = [
         body=lambda w: {"home_store_id": w.store.id},
     ),
     Row(
+        "POST",
+        "/admin/users/{user_id}/deactivate",
+        lambda w: {"user_id": str(w.courier.id)},
+        {"admin": OK},
+        ADMIN_ONLY,
+    ),
+    Row(
+        "POST",
+        "/admin/users/{user_id}/reactivate",
+        lambda w: {"user_id": str(w.courier.id)},
+        {"admin": OK},
+        ADMIN_ONLY,
+    ),
+    Row(
         "DELETE",
         "/admin/webhooks/{endpoint_id}",
         lambda w: {"endpoint_id": w.webhook_id},

@@ -17,6 +17,17 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
 APP_SERVICES = ("migrate", "api", "worker", "beat")
+# Every secret the recipe requires (`${VAR:?}`): without any one of them it does not validate.
+SECRETS = {
+    "POSTGRES_PASSWORD": "pw-superuser",
+    "O2O_DB_OWNER_PASSWORD": "pw-owner",
+    "O2O_DB_APP_PASSWORD": "pw-app",
+    "REDIS_PASSWORD": "pw-redis",
+    "O2O_TOKEN_SECRET_KEY": "t" * 48,
+    "O2O_SESSION_SECRET_KEY": "s" * 48,
+    "O2O_IDENTITY_PEPPER": "p" * 48,
+    "O2O_METRICS_TOKEN": "m" * 48,
+}
 LONG_RUNNING_APP_SERVICES = ("api", "worker", "beat")
 
 
@@ -31,10 +42,10 @@ def _run_config(extra_env: dict[str, str] | None = None) -> subprocess.Completed
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"O2O_SECRET_KEY", "POSTGRES_PASSWORD", "FORWARDED_ALLOW_IPS"}
+        if k not in {"O2O_SECRET_KEY", "FORWARDED_ALLOW_IPS", *SECRETS}
         and not k.startswith("COMPOSE_")
     }
-    env.update(extra_env or {})
+    env.update(SECRETS if extra_env is None else extra_env)
     return subprocess.run(
         [*_compose_command(), "-f", str(COMPOSE_FILE), "config"],
         cwd=ROOT,
@@ -91,7 +102,7 @@ def test_images(services: dict) -> None:
 
 def test_db_and_redis_and_api_have_healthchecks(services: dict) -> None:
     assert "pg_isready" in _healthcheck_test(services["db"])
-    assert "-U o2o" in _healthcheck_test(services["db"])
+    assert "-d o2o" in _healthcheck_test(services["db"])
     assert "redis-cli" in _healthcheck_test(services["redis"])
     assert "ping" in _healthcheck_test(services["redis"])
     api_check = _healthcheck_test(services["api"])
@@ -131,7 +142,7 @@ def test_db_data_lives_in_a_named_volume(compose: dict, services: dict) -> None:
 
 def test_redis_persists(compose: dict, services: dict) -> None:
     redis = services["redis"]
-    assert "--appendonly" in _command(redis) and "yes" in _command(redis)
+    assert "--appendonly yes" in " ".join(_command(redis))
     assert any(
         (v if isinstance(v, str) else v.get("source", "")).startswith("redisdata")
         for v in redis.get("volumes") or []
@@ -166,21 +177,36 @@ def test_app_services_share_production_environment(services: dict, name: str) ->
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
     assert env.get("O2O_ENV") == "production"
-    assert env.get("O2O_DATABASE_URL", "").startswith("postgresql+psycopg://o2o:")
-    assert "@db:5432/o2o" in env["O2O_DATABASE_URL"]
-    assert env.get("O2O_REDIS_URL") == "redis://redis:6379/0"
-    assert "O2O_SECRET_KEY" in env
-    # Without the variable the secret stays empty, which production refuses; never a baked default.
-    assert not env["O2O_SECRET_KEY"]
+    # Least privilege: the migration runs as the owner, everything else as the runtime role.
+    role = "o2o_owner" if name == "migrate" else "o2o_app"
+    password = SECRETS["O2O_DB_OWNER_PASSWORD" if name == "migrate" else "O2O_DB_APP_PASSWORD"]
+    assert env.get("O2O_DATABASE_URL") == f"postgresql+psycopg://{role}:{password}@db:5432/o2o"
+    assert env.get("O2O_REDIS_URL") == "redis://:pw-redis@redis:6379/0"
+    for key in ("O2O_TOKEN_SECRET_KEY", "O2O_SESSION_SECRET_KEY", "O2O_IDENTITY_PEPPER"):
+        assert env[key] == SECRETS[key]
 
 
-def test_secrets_are_interpolated_from_the_environment() -> None:
-    result = _run_config({"O2O_SECRET_KEY": "s" * 48, "POSTGRES_PASSWORD": "pw-from-env"})
-    assert result.returncode == 0, result.stderr
-    services = yaml.safe_load(result.stdout)["services"]
-    assert services["api"]["environment"]["O2O_SECRET_KEY"] == "s" * 48
-    assert services["db"]["environment"]["POSTGRES_PASSWORD"] == "pw-from-env"
-    assert "o2o:pw-from-env@db:5432" in services["worker"]["environment"]["O2O_DATABASE_URL"]
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_the_recipe_refuses_to_run_without_each_secret(missing: str) -> None:
+    result = _run_config({k: v for k, v in SECRETS.items() if k != missing})
+    assert result.returncode != 0
+    assert missing in result.stderr
+
+
+def test_database_bootstrap_and_redis_password(services: dict) -> None:
+    db = services["db"]
+    assert db["environment"]["POSTGRES_USER"] == "postgres"
+    assert any("deploy/postgres-init.sh" in str(v) for v in db["volumes"])
+    init = (ROOT / "deploy" / "postgres-init.sh").read_text()
+    assert "NOSUPERUSER" in init and "CREATE DATABASE o2o OWNER o2o_owner" in init
+    assert "--requirepass" in " ".join(_command(services["redis"]))
+    assert services["redis"]["environment"]["REDIS_PASSWORD"] == "pw-redis"
+
+
+def test_image_runs_as_production_by_default() -> None:
+    assert ("ENV", "PATH=/app/.venv/bin:$PATH O2O_ENV=production") in [
+        (k, " ".join(v.split())) for k, v in _dockerfile_instructions()
+    ]
 
 
 def _dockerfile_instructions() -> list[tuple[str, str]]:

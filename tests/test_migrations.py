@@ -9,20 +9,18 @@ from sqlalchemy import create_engine, inspect, text
 
 import o2o.models  # noqa: F401
 from o2o.db import Base
-from tests.conftest import alembic_config
+from tests.conftest import alembic_config, owner_engine
 
 
 @pytest.fixture(scope="module")
 def scratch_url(engine):
-    """An empty database of its own, so going down to base never touches the suite's schema."""
+    """An empty database of its own (scripts/test.sh creates it with the extensions, owned by the
+    owner role), so going down to base never touches the suite's schema."""
     scratch_db = f"{engine.url.database}_migrations"
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch_db}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{scratch_db}"'))
-    url = engine.url.set(database=scratch_db).render_as_string(hide_password=False)
+    url = owner_engine().url.set(database=scratch_db).render_as_string(hide_password=False)
+    command.downgrade(alembic_config(url), "base")
     yield url
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch_db}" WITH (FORCE)'))
+    command.downgrade(alembic_config(url), "base")
 
 
 def test_single_head():

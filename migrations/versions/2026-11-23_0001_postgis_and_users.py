@@ -46,5 +46,5 @@ def downgrade() -> None:
     op.drop_index("uq_users_email_lower", table_name="users")
     op.drop_table("users")
     op.execute("DROP TYPE IF EXISTS user_role")
-    op.execute("DROP EXTENSION IF EXISTS pg_trgm")
-    op.execute("DROP EXTENSION IF EXISTS postgis")
+    # The extensions stay: the bootstrap superuser created them (scripts/platform.sh, the compose
+    # database's init script) and only it may drop them; the owner role that migrates may not.

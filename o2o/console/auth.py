@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 
 def _serializer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(get_settings().secret_key.get_secret_value(), salt=_SALT)
+    return URLSafeTimedSerializer(get_settings().key("session_secret_key"), salt=_SALT)
 
 
 def _secure_cookie() -> bool:
@@ -57,6 +57,7 @@ class ConsoleSession:
     sid: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     uid: int | None = None
+    ver: int = 0
     login_at: float | None = None
     signed_at: float = 0.0
     changed: bool = True
@@ -67,6 +68,7 @@ class ConsoleSession:
         self.sid = secrets.token_urlsafe(16)
         self.csrf = secrets.token_urlsafe(32)
         self.uid = user.id
+        self.ver = user.token_version
         self.login_at = time.time()
         self.changed = True
 
@@ -81,7 +83,13 @@ class ConsoleSession:
         self.cleared = True
 
     def dump(self) -> str:
-        data = {"sid": self.sid, "csrf": self.csrf, "uid": self.uid, "login_at": self.login_at}
+        data = {
+            "sid": self.sid,
+            "csrf": self.csrf,
+            "uid": self.uid,
+            "ver": self.ver,
+            "login_at": self.login_at,
+        }
         return _serializer().dumps(data)
 
 
@@ -115,6 +123,7 @@ def load_session(raw: str | None) -> ConsoleSession:
         sid=data["sid"],
         csrf=str(data.get("csrf") or ""),
         uid=data.get("uid") if isinstance(data.get("uid"), int) else None,
+        ver=data.get("ver") if isinstance(data.get("ver"), int) else 0,
         login_at=data.get("login_at"),
         signed_at=signed_at.timestamp(),
         changed=False,
@@ -235,7 +244,8 @@ def _signed_in_user(request: Request, db: DbSession) -> User:
     if session.uid is None:
         raise LoginRequired("Sign in to continue.")
     user = db.get(User, session.uid)
-    if user is None or not user.is_active or user.role not in CONSOLE_ROLES:
+    stale = user is not None and user.token_version != session.ver
+    if user is None or not user.is_active or user.role not in CONSOLE_ROLES or stale:
         session.end()
         raise LoginRequired("Your session has ended; sign in again.")
     # A plain copy for the page frame: an error page is rendered after the request's session

@@ -4,9 +4,10 @@ import uuid
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from o2o.payments.models import PaymentMethod, PaymentStatus, RefundStatus
+from o2o.webhooks.schemas import OutsideUrl
 
 # Within what an order total can be (50 lines of 1,000 units at a pharmacy's prices).
 MAX_AMOUNT_MINOR = 2**53
@@ -16,16 +17,9 @@ class PaymentAppIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=100)
-    webhook_url: AnyHttpUrl = Field(
+    webhook_url: OutsideUrl = Field(
         description="Where the platform sends payment and refund requests (signed webhooks)."
     )
-
-    @field_validator("webhook_url")
-    @classmethod
-    def _url_length(cls, value: AnyHttpUrl) -> AnyHttpUrl:
-        if len(str(value)) > 2000:
-            raise ValueError("The URL is longer than 2000 characters.")
-        return value
 
 
 class PaymentAppOut(BaseModel):

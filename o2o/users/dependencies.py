@@ -1,11 +1,14 @@
 """Who is calling: the bearer token's user, and role checks, as chained dependencies."""
 
+import functools
+import ipaddress
 from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
+from o2o.config import get_settings
 from o2o.db import DbSession
 from o2o.errors import Forbidden, Unauthorized
 from o2o.security import TokenError, decode_access_token
@@ -35,6 +38,11 @@ def get_current_user(
     user = session.get(User, user_id)
     if user is None or not user.is_active:
         raise Unauthorized("The account is no longer active.", code="invalid_token")
+    if claims.get("ver", 0) != user.token_version:
+        # Issued before a password change or a deactivation: revoked.
+        raise Unauthorized(
+            "This access token has been revoked; sign in again.", code="invalid_token"
+        )
     return user
 
 
@@ -62,5 +70,33 @@ AdminUser = Annotated[User, Depends(require_role(Role.ADMIN))]
 PatientUser = Annotated[User, Depends(require_role(Role.PATIENT))]
 
 
+@functools.cache
+def _trusted(spec: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(
+        ipaddress.ip_network(p.strip(), strict=False) for p in spec.split(",") if p.strip()
+    )
+
+
+def _is_trusted(address: str, networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
 def client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The client's address: the peer, or behind trusted proxies (O2O_TRUSTED_PROXIES) the last
+    X-Forwarded-For entry that is not one of them. Nobody else can choose their address."""
+    peer = request.client.host if request.client else "unknown"
+    networks = _trusted(get_settings().trusted_proxies)
+    if not networks or not _is_trusted(peer, networks):
+        return peer
+    hops = [h.strip() for h in ",".join(request.headers.getlist("x-forwarded-for")).split(",")]
+    for hop in reversed([h for h in hops if h]):
+        if not _is_trusted(hop, networks):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer
+    return peer

@@ -40,6 +40,12 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(200))
     role: Mapped[Role] = mapped_column(role_enum)
     is_active: Mapped[bool] = mapped_column(server_default=text("true"))
+    # Raised on a password change, a deactivation or a reactivation: every bearer token and
+    # console session carries the version it was issued under and is refused once it differs.
+    token_version: Mapped[int] = mapped_column(server_default=text("0"))
+    # The admin who created the account (none for sign-ups and the command line): another admin
+    # must approve a doctor's signing key.
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     store_links = relationship("UserStoreLink", viewonly=True, lazy="selectin")

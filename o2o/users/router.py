@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, status
+from fastapi import APIRouter, Depends, Form, Response, status
 
 from o2o import ratelimit
 from o2o.api import ApiRoute
@@ -11,7 +11,15 @@ from o2o.security import create_access_token
 from o2o.users import service
 from o2o.users.dependencies import AdminUser, CurrentUser, client_ip
 from o2o.users.models import Role
-from o2o.users.schemas import MeOut, RegisterIn, TokenOut, UserCreateIn, UserOut
+from o2o.users.schemas import (
+    MeOut,
+    PasswordChangeIn,
+    RegisterIn,
+    TokenOut,
+    UserCreateIn,
+    UserOut,
+    UserStatusOut,
+)
 
 router = APIRouter(route_class=ApiRoute, tags=["auth and users"])
 
@@ -57,7 +65,9 @@ def token(
     user = service.authenticate(session, username, password, ip)
     minutes = get_settings().access_token_minutes
     return TokenOut(
-        access_token=create_access_token(str(user.id), role=user.role.value, minutes=minutes),
+        access_token=create_access_token(
+            str(user.id), role=user.role.value, minutes=minutes, version=user.token_version
+        ),
         expires_in=minutes * 60,
     )
 
@@ -85,4 +95,37 @@ def create_user(body: UserCreateIn, session: DbSession, admin: AdminUser):
         name=body.name,
         role=body.role,
         store_ids=body.store_ids,
+        created_by=admin.id,
     )
+
+
+@router.post(
+    "/users/me/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(e422=("wrong_current_password", "password_unchanged")),
+)
+def change_password(body: PasswordChangeIn, session: DbSession, user: CurrentUser):
+    """Change your password; every token and console session issued before stops working."""
+    service.change_password(session, user, body.current_password, body.new_password)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/admin/users/{user_id}/deactivate",
+    response_model=UserStatusOut,
+    responses=error_responses(e404="user_not_found", e422=("own_account",)),
+)
+def deactivate_user(user_id: int, session: DbSession, admin: AdminUser):
+    """Deactivate an account: its tokens and console sessions are refused from the next request."""
+    return service.set_active(session, admin, user_id, active=False)
+
+
+@router.post(
+    "/admin/users/{user_id}/reactivate",
+    response_model=UserStatusOut,
+    responses=error_responses(e404="user_not_found", e422=("own_account",)),
+)
+def reactivate_user(user_id: int, session: DbSession, admin: AdminUser):
+    """Reactivate an account; it signs in again (earlier tokens stay revoked)."""
+    return service.set_active(session, admin, user_id, active=True)

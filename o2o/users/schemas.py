@@ -60,6 +60,17 @@ class MeOut(UserOut):
     store_ids: list[int]
 
 
+class PasswordChangeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: str = Field(min_length=1, max_length=128)
+    new_password: str = Password
+
+
+class UserStatusOut(UserOut):
+    is_active: bool
+
+
 class TokenOut(BaseModel):
     access_token: str
     token_type: str = "bearer"

@@ -1,13 +1,12 @@
 """Create users, sign them in, and link staff to stores."""
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from o2o import ratelimit
-from o2o.config import get_settings
-from o2o.errors import Conflict, InvalidInput, Unauthorized
+from o2o.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from o2o.security import hash_password, verify_password
+from o2o.users import throttle
 from o2o.users.models import Role, User
 
 STORE_ROLES = {Role.PHARMACIST}
@@ -25,6 +24,7 @@ def create_user(
     name: str,
     role: Role,
     store_ids: list[int] | None = None,
+    created_by: int | None = None,
 ) -> User:
     """Create a user; staff may be linked to stores that exist."""
     store_ids = sorted(set(store_ids or []))
@@ -32,7 +32,13 @@ def create_user(
         raise InvalidInput("Only pharmacists are linked to stores.", code="store_ids_not_allowed")
     if get_by_email(session, email) is not None:
         raise Conflict("An account with this email already exists.", code="email_taken")
-    user = User(email=email, name=name, password_hash=hash_password(password), role=role)
+    user = User(
+        email=email,
+        name=name,
+        password_hash=hash_password(password),
+        role=role,
+        created_by=created_by,
+    )
     session.add(user)
     try:
         with session.begin_nested():
@@ -64,22 +70,55 @@ def link_stores(session: Session, user: User, store_ids: list[int]) -> None:
     session.expire(user, ["store_links"])
 
 
-def _login_limits() -> tuple[ratelimit.RateLimitItem, str]:
-    settings = get_settings()
-    spec = f"{settings.login_failures_allowed}/{settings.login_failure_window_seconds} seconds"
-    return ratelimit.limit(spec), "Too many failed sign-in attempts; wait and try again."
-
-
 def authenticate(session: Session, email: str, password: str, client_ip: str) -> User:
     """Return the user for these credentials; failures are rate-limited per account and address."""
-    item, message = _login_limits()
     account_key = email.strip().lower()
-    ratelimit.check(item, "login-account", account_key, message=message)
-    ratelimit.check(item, "login-ip", client_ip, message=message)
+    throttle.check(account_key, client_ip)
     user = get_by_email(session, account_key)
     if not verify_password(password, user.password_hash if user else None) or not user.is_active:
-        ratelimit.record(item, "login-account", account_key)
-        ratelimit.record(item, "login-ip", client_ip)
+        throttle.failed(account_key, client_ip)
         raise Unauthorized("Wrong email or password.", code="invalid_credentials")
-    ratelimit.clear(item, "login-account", account_key)
+    throttle.succeeded(account_key, client_ip)
+    return user
+
+
+def revoke_tokens(session: Session, user: User) -> None:
+    """Raise the user's token version: every token and console session issued before is refused."""
+    session.execute(
+        update(User).where(User.id == user.id).values(token_version=User.token_version + 1)
+    )
+    session.refresh(user)
+
+
+def change_password(session: Session, user: User, current: str, new: str) -> None:
+    """Set a new password after checking the current one, and revoke every earlier session."""
+    if not verify_password(current, user.password_hash):
+        raise InvalidInput(
+            "The current password is wrong.",
+            code="wrong_current_password",
+            details={"field": "current_password"},
+        )
+    if current == new:
+        raise InvalidInput(
+            "The new password must differ from the current one.",
+            code="password_unchanged",
+            details={"field": "new_password"},
+        )
+    user.password_hash = hash_password(new)
+    session.flush()
+    revoke_tokens(session, user)
+
+
+def set_active(session: Session, admin: User, user_id: int, *, active: bool) -> User:
+    """Deactivate or reactivate an account (effective on its next request); never one's own."""
+    user = session.get(User, user_id, with_for_update=True)
+    if user is None:
+        raise NotFound("No such user.", code="user_not_found")
+    if user.id == admin.id:
+        raise InvalidInput(
+            "You cannot deactivate or reactivate your own account.", code="own_account"
+        )
+    user.is_active = active
+    session.flush()
+    revoke_tokens(session, user)
     return user

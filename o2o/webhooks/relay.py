@@ -28,7 +28,7 @@ import httpx
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from o2o import clock
+from o2o import clock, outbound
 from o2o.config import get_settings
 from o2o.errors import NotFound
 from o2o.outbox import OutboxEvent
@@ -290,7 +290,15 @@ def send(client: httpx.Client, item: Leased) -> tuple[int | None, str | None]:
         SIGNATURE_HEADER: sign(item.secret, timestamp, item.body),
     }
     try:
-        response = client.post(item.url, content=item.body, headers=headers)
+        # Resolved and checked at every send, and connected to the address checked.
+        target = outbound.resolve_for_send(item.url)
+    except outbound.UnsafeURL as exc:
+        return None, f"refused: {exc}"[:500]
+    url, host_header, extensions = outbound.pinned_request_args(target)
+    try:
+        response = client.post(
+            url, content=item.body, headers={**headers, **host_header}, extensions=extensions
+        )
     except httpx.HTTPError as exc:
         return None, f"{type(exc).__name__}: {exc}"[:500]
     if 200 <= response.status_code < 300:
@@ -352,7 +360,10 @@ def relay(
     with session_factory() as session:
         result.fanned_out = fan_out(session)
     own_client = client is None
-    client = client or httpx.Client(timeout=settings.webhook_timeout_s, follow_redirects=False)
+    # trust_env=False: no proxy from the environment may carry the request elsewhere.
+    client = client or httpx.Client(
+        timeout=settings.webhook_timeout_s, follow_redirects=False, trust_env=False
+    )
     try:
         for _ in range(max_batches):
             with session_factory() as session:

@@ -4,27 +4,44 @@ import re
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+from o2o import outbound
 
 EVENT_TYPE = re.compile(r"^(\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*)?)$")
+
+
+def _outside(value: AnyHttpUrl) -> AnyHttpUrl:
+    if len(str(value)) > 2000:
+        raise ValueError("The URL is longer than 2000 characters.")
+    try:
+        outbound.check_registration(str(value))
+    except outbound.UnsafeURL as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+# A URL the platform will send to: at most 2,000 characters, and leading outside (o2o.outbound).
+OutsideUrl = Annotated[AnyHttpUrl, AfterValidator(_outside)]
 EventType = Annotated[str, StringConstraints(max_length=64, pattern=EVENT_TYPE.pattern)]
 
 
 class WebhookIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: AnyHttpUrl
+    url: OutsideUrl
     event_types: list[EventType] = Field(min_length=1, max_length=50)
     # Leave out to have one generated (returned once, in the 201 response).
     secret: str | None = Field(None, min_length=24, max_length=128)
     description: str | None = Field(None, max_length=200)
-
-    @field_validator("url")
-    @classmethod
-    def _url_length(cls, value: AnyHttpUrl) -> AnyHttpUrl:
-        if len(str(value)) > 2000:
-            raise ValueError("The URL is longer than 2000 characters.")
-        return value
 
     @field_validator("event_types")
     @classmethod

@@ -146,7 +146,13 @@ def test_cookie_is_secure_outside_development_and_test(monkeypatch):
 
     session = auth.ConsoleSession()
     assert b"Secure" not in auth._cookie_header(session)
-    production = Settings(env="production", secret_key="s" * 40)
+    production = Settings(
+        env="production",
+        database_url="postgresql+psycopg://app:pw@db:5432/o2o",
+        token_secret_key="t" * 40,
+        session_secret_key="s" * 40,
+        identity_pepper="p" * 40,
+    )
     monkeypatch.setattr(auth, "get_settings", lambda: production)
     header = auth._cookie_header(session).decode()
     assert "; Secure" in header and "HttpOnly" in header and "SameSite=Lax" in header
@@ -180,3 +186,19 @@ def test_pharmacist_with_two_stores_switches_between_them(client, db):
     assert moved.headers["location"] == f"/console/stores/{b.id}/inventory"
     refused = client.get("/console/switch-store", params={"store_id": other.id})
     assert refused.status_code == 404
+
+
+def test_a_password_change_ends_console_sessions_at_once(client, db):
+    from tests.factories import PASSWORD, token_for
+
+    store = make_store(db)
+    user = make_user(db, role=Role.PHARMACIST, store_ids=[store.id])
+    assert console_login(client, user.email).status_code == 303
+    assert client.get("/console/", follow_redirects=True).url.path != "/console/login"
+    r = client.post(
+        "/api/v1/users/me/password",
+        json={"current_password": PASSWORD, "new_password": "a-brand-new-password-9"},
+        headers={"Authorization": f"Bearer {token_for(user)}"},
+    )
+    assert r.status_code == 204
+    assert client.get("/console/", follow_redirects=True).url.path == "/console/login"

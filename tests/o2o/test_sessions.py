@@ -6,10 +6,13 @@ from sqlalchemy import text
 
 from o2o.db import DbSession
 from o2o.errors import install_error_handlers
+from tests.conftest import owner_engine
 
 
 def test_a_commit_that_fails_is_an_error_response_and_nothing_is_saved(engine):
-    with engine.begin() as conn:
+    # The runtime role may not create tables: the owner does (default privileges give the
+    # runtime role DML on it).
+    with owner_engine().begin() as conn:
         conn.execute(
             text(
                 "CREATE TABLE commit_probe (id int PRIMARY KEY, parent int REFERENCES commit_probe (id) "
@@ -33,5 +36,5 @@ def test_a_commit_that_fails_is_an_error_response_and_nothing_is_saved(engine):
         with engine.connect() as conn:
             assert conn.scalar(text("SELECT count(*) FROM commit_probe")) == 0
     finally:
-        with engine.begin() as conn:
+        with owner_engine().begin() as conn:
             conn.execute(text("DROP TABLE commit_probe"))

@@ -1,0 +1,103 @@
+"""Secrets fail closed: outside development and test (chosen explicitly) the platform does not
+start without its own key for each purpose, and tokens are pinned to HMAC algorithms."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jwt
+import pytest
+from pydantic import ValidationError
+
+from o2o import clock, security
+from o2o.config import DEV_SECRET_KEY, Settings, get_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYS = {
+    "O2O_TOKEN_SECRET_KEY": "t" * 40,
+    "O2O_SESSION_SECRET_KEY": "s" * 40,
+    "O2O_IDENTITY_PEPPER": "p" * 40,
+    "O2O_DATABASE_URL": "postgresql+psycopg://app:pw@db:5432/o2o",
+}
+
+
+def _start_app(extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("O2O_")}
+    env.update(extra)
+    return subprocess.run(
+        [sys.executable, "-c", "from o2o.config import get_settings; get_settings(); import main"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_without_o2o_env_the_platform_is_production_and_refuses_to_start():
+    result = _start_app({})
+    assert result.returncode != 0
+    assert "O2O_ENV=production" in result.stderr and "O2O_TOKEN_SECRET_KEY" in result.stderr
+
+
+def test_production_starts_with_its_keys():
+    result = _start_app({"O2O_ENV": "production", **KEYS})
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "missing", ["O2O_TOKEN_SECRET_KEY", "O2O_SESSION_SECRET_KEY", "O2O_IDENTITY_PEPPER"]
+)
+def test_each_key_is_required(missing):
+    env = {k.removeprefix("O2O_").lower(): v for k, v in KEYS.items() if k != missing}
+    with pytest.raises(ValidationError, match=missing):
+        Settings(env="production", **env)
+
+
+def test_keys_must_differ_and_not_be_the_development_key():
+    same = {k.removeprefix("O2O_").lower(): v for k, v in KEYS.items()}
+    same["session_secret_key"] = same["token_secret_key"]
+    with pytest.raises(ValidationError, match="must differ"):
+        Settings(env="production", **same)
+    dev = {**same, "session_secret_key": DEV_SECRET_KEY}
+    with pytest.raises(ValidationError, match="O2O_SESSION_SECRET_KEY"):
+        Settings(env="production", **dev)
+
+
+def test_one_key_per_purpose():
+    settings = get_settings()
+    keys = {settings.key(n) for n in ("token_secret_key", "session_secret_key", "identity_pepper")}
+    assert len(keys) == 3
+    # A token signed with the console's session key (or any other) is refused.
+    forged = jwt.encode(
+        {
+            "sub": "1",
+            "role": "admin",
+            "iat": clock.now(),
+            "exp": clock.now().timestamp() + 600,
+            "typ": "access",
+        },
+        settings.key("session_secret_key"),
+        "HS256",
+    )
+    with pytest.raises(security.TokenError):
+        security.decode_access_token(forged)
+
+
+def test_jwt_algorithm_is_pinned():
+    with pytest.raises(ValidationError):
+        Settings(env="test", jwt_algorithm="none")
+    unsigned = jwt.encode(
+        {
+            "sub": "1",
+            "role": "admin",
+            "iat": 1,
+            "exp": clock.now().timestamp() + 600,
+            "typ": "access",
+        },
+        None,
+        "none",
+    )
+    with pytest.raises(security.TokenError):
+        security.decode_access_token(unsigned)
