@@ -22,6 +22,7 @@ from o2o.payments.router import router as payments_router
 from o2o.users.router import router as users_router
 from o2o.webhooks.router import router as webhooks_router
 from prescriptions.router import router as prescriptions_router
+from prescriptions.safety_router import router as safety_router
 from stores.router import router as stores_router
 from stores.search_router import router as stores_search_router
 
@@ -33,6 +34,7 @@ def api_router() -> APIRouter:
     router.include_router(users_router)
     router.include_router(orders_router)
     router.include_router(prescriptions_router)
+    router.include_router(safety_router)
     router.include_router(dispatch_router)
     router.include_router(webhooks_router)
     router.include_router(payments_router)

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     prescription_signing_window_minutes: int = Field(30, ge=1)
     # Warn the pharmacist when the patient had the same medicine dispensed this recently.
     prescription_repeat_warning_days: int = Field(7, ge=0)
+    # Medicines dispensed to the patient this many days back count as current medication for the
+    # interaction check (with the patient's open orders).
+    interaction_lookback_days: int = Field(90, ge=0, le=3650)
     prescription_attachment_max_bytes: int = Field(10 * 1024 * 1024, ge=1)
     # Attachments a patient may keep stored at once (all requests), requests a patient may open,
     # and days the attachment of a cancelled or expired request is kept before it is purged

@@ -2,6 +2,7 @@
 a demo city). Idempotent: running it again changes nothing that exists."""
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
@@ -62,4 +63,24 @@ def load_demo(session: Session) -> tuple[list[str], "DemoCity"]:
     # The demo courier works from the first demo store, so the job board has jobs to show.
     courier = users_service.get_by_email(session, DEMO_COURIER)
     dispatch_service.give_home_store(session, courier.id, city.store_ids[0])
+    load_demo_interactions(session)
     return created, city
+
+
+DEMO_INTERACTIONS = (
+    Path(__file__).resolve().parent.parent / "prescriptions" / "demo_interactions.csv"
+)
+
+
+def load_demo_interactions(session: Session) -> int:
+    """Load the demonstration interaction table (marked as such, not clinical advice) when no
+    table is loaded yet; a chain's own import is never overwritten. Returns the rows loaded."""
+    from sqlalchemy import func, select
+
+    from prescriptions import interaction_import
+    from prescriptions.models import DrugInteraction
+
+    if session.scalar(select(func.count()).select_from(DrugInteraction)):
+        return 0
+    with DEMO_INTERACTIONS.open("rb") as stream:
+        return interaction_import.import_interactions_csv(session, stream).written

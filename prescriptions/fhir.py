@@ -39,6 +39,12 @@ def _urn(*parts: Any) -> str:
     return uuid.uuid5(_NAMESPACE, "/".join(str(p) for p in parts)).urn
 
 
+def medication_request_id(prescription_id: uuid.UUID | str, product_id: int) -> str:
+    """Return the id of the MedicationRequest this export gives a prescribed product (stable, so
+    a dispense record can reference it as `MedicationRequest/<id>`)."""
+    return _urn(str(prescription_id), "item", product_id).removeprefix("urn:uuid:")
+
+
 def build_bundle(
     *,
     prescription_id: uuid.UUID,

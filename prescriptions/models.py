@@ -1,5 +1,6 @@
 """Prescription requests and the prescriptions doctors sign, their attachments, doctors' public
-keys, and the append-only audit trail."""
+keys, the append-only audit trail, and what the pharmacist's safety checks read: the patients'
+coded allergies and the interaction table the chain loads."""
 
 import enum
 import uuid
@@ -193,6 +194,15 @@ class PrescriptionAudit(Base):
     migration refuses UPDATE and DELETE."""
 
     __tablename__ = "prescription_audit"
+    __table_args__ = (
+        # A prescription is dispensed once: a completion handled twice cannot record it twice.
+        Index(
+            "uq_prescription_audit_dispensed_once",
+            "prescription_id",
+            unique=True,
+            postgresql_where=text("action = 'dispensed'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     prescription_id: Mapped[uuid.UUID] = mapped_column(
@@ -209,3 +219,39 @@ class PrescriptionAudit(Base):
     to_status: Mapped[PrescriptionStatus] = mapped_column(prescription_status_enum)
     reason: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict | None] = mapped_column(JSONB)
+
+
+class PatientAllergy(Base):
+    """A substance the patient is allergic to, coded (see `prescriptions.substances`), with the
+    name the patient knows it by and the reaction they had."""
+
+    __tablename__ = "patient_allergies"
+
+    patient_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    substance_code: Mapped[str] = mapped_column(String(100), primary_key=True)
+    display: Mapped[str] = mapped_column(String(200))
+    reaction: Mapped[str | None] = mapped_column(String(500))
+    recorded_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class DrugInteraction(Base):
+    """Two substances that interact, as the chain's interaction source says: how badly, and what
+    to do. Replaced as a whole by each import (`prescriptions.interaction_import`)."""
+
+    __tablename__ = "drug_interactions"
+    __table_args__ = (
+        # One row per pair, stored in code-point order so (a, b) and (b, a) are the same key.
+        CheckConstraint('substance_a COLLATE "C" < substance_b COLLATE "C"', name="pair_ordered"),
+        CheckConstraint(
+            "severity IN ('contraindicated', 'major', 'moderate', 'minor')", name="severity_known"
+        ),
+        Index("ix_drug_interactions_substance_b", "substance_b"),
+    )
+
+    substance_a: Mapped[str] = mapped_column(String(100), primary_key=True)
+    substance_b: Mapped[str] = mapped_column(String(100), primary_key=True)
+    severity: Mapped[str] = mapped_column(String(16))
+    advice: Mapped[str] = mapped_column(Text)
+    imported_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -16,6 +16,7 @@ from pydantic import (
 from o2o.db import INT4_MAX
 from o2o.errors import rule_error
 from o2o.text import NOT_BLANK
+from prescriptions import substances
 from prescriptions.models import DoctorKeyStatus
 from prescriptions.workflow import PrescriptionStatus, normalise_id_number
 
@@ -214,6 +215,8 @@ class PrescriptionOut(BaseModel):
     dispensed_at: datetime | None
     # Shown to pharmacists (and admins): the same medicine dispensed to the patient recently.
     warnings: list[WarningOut]
+    # Shown to pharmacists (and admins); null for others.
+    safety: "SafetyOut | None" = None
 
 
 class ReallocationOut(BaseModel):
@@ -265,3 +268,88 @@ class AuditEntryOut(BaseModel):
 class AuditPage(BaseModel):
     items: list[AuditEntryOut]
     next_cursor: str | None
+
+
+# --- allergies and safety warnings ----------------------------------------------------------
+
+
+class AllergyIn(_In):
+    code: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern=NOT_BLANK,
+        description="Substance code: the generic name as the catalogue writes it "
+        "(see GET /substances); case and spacing are normalised.",
+    )
+    display: str | None = Field(
+        None, min_length=1, max_length=200, pattern=NOT_BLANK, description="Name shown."
+    )
+    reaction: str | None = Field(None, min_length=1, max_length=500, pattern=NOT_BLANK)
+
+    @field_validator("code")
+    @classmethod
+    def _normalise(cls, value: str) -> str:
+        return substances.normalize(value)
+
+
+class AllergiesIn(_In):
+    allergies: list[AllergyIn] = Field(max_length=50, description="Replaces the whole list.")
+
+    @model_validator(mode="after")
+    def _once_each(self) -> "AllergiesIn":
+        codes = [a.code for a in self.allergies]
+        if len(codes) != len(set(codes)):
+            raise rule_error("duplicate_allergy", "a substance is listed twice")
+        return self
+
+
+class AllergyOut(BaseModel):
+    code: str
+    system: str
+    display: str
+    reaction: str | None
+
+
+class AllergiesOut(BaseModel):
+    allergies: list[AllergyOut]
+
+
+class InteractsWithOut(BaseModel):
+    product_id: int
+    order_id: uuid.UUID
+    # "this_order", "open_order" (another open order of the patient) or "dispensed" (lately)
+    source: str
+    dispensed_at: datetime | None
+
+
+class SafetyWarningOut(BaseModel):
+    code: Literal["allergy", "interaction"]
+    severity: Literal["contraindicated", "major", "moderate", "minor"]
+    message: str
+    product_id: int
+    substances: list[str]
+    advice: str
+    interacts_with: InteractsWithOut | None = None
+
+
+class SafetyOut(BaseModel):
+    """For the pharmacist: the patient's coded allergies, and the allergy and interaction
+    warnings for the order against what the patient takes."""
+
+    allergies: list[AllergyOut]
+    warnings: list[SafetyWarningOut]
+
+
+class SubstanceOut(BaseModel):
+    code: str
+    system: str
+    display: str
+
+
+class SubstancePage(BaseModel):
+    items: list[SubstanceOut]
+
+
+# PrescriptionOut names SafetyOut before it is defined (kept next to the other safety shapes).
+PrescriptionOut.model_rebuild()
+ReviewOut.model_rebuild()

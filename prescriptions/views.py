@@ -6,7 +6,7 @@ from sqlalchemy.orm import Session
 from o2o import clock
 from o2o.config import get_settings
 from o2o.users.models import Role, User
-from prescriptions import review, signing, trail, workflow
+from prescriptions import review, safety, signing, trail, workflow
 from prescriptions.models import Prescription, PrescriptionAttachment
 from prescriptions.workflow import PrescriptionStatus
 
@@ -27,11 +27,8 @@ def to_view(session: Session, user: User, p: Prescription) -> dict:
         p.review_flagged_at is not None
         or workflow.is_overdue(trail.review_since(p), now, settings.prescription_review_minutes)
     )
-    warnings = (
-        review.repeat_dispense_warnings(session, p)
-        if user.role in (Role.PHARMACIST, Role.ADMIN)
-        else []
-    )
+    staff = user.role in (Role.PHARMACIST, Role.ADMIN)
+    warnings = review.repeat_dispense_warnings(session, p) if staff else []
     return {
         "id": p.id,
         "order_id": p.order_id,
@@ -74,4 +71,6 @@ def to_view(session: Session, user: User, p: Prescription) -> dict:
         "refill_of": p.refill_of,
         "dispensed_at": p.dispensed_at,
         "warnings": warnings,
+        # The coded allergies and the allergy and interaction warnings, for the reviewer.
+        "safety": safety.order_warnings(session, p.order_id, p.patient_id) if staff else None,
     }

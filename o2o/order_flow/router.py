@@ -13,7 +13,7 @@ from o2o.api import ApiRoute, CursorQuery
 from o2o.config import get_settings
 from o2o.db import INT4_MAX, DbSession
 from o2o.errors import DomainError, error_body, error_responses
-from o2o.order_flow import access, checkout, shortfall, store_actions, views
+from o2o.order_flow import access, checkout, dispense, shortfall, store_actions, views
 from o2o.order_flow.schemas import CancelIn, HandoverIn, OrderIn, OrderOut, OrderPage
 from o2o.orders.models import OrderStatus
 from o2o.users.dependencies import CurrentUser, PatientUser, require_role
@@ -168,8 +168,36 @@ def list_orders(
     responses=error_responses(e403="forbidden: couriers and doctors do not read orders here"),
 )
 def get_order(order_id: uuid.UUID, session: DbSession, user: CurrentUser):
-    """Read one order with its timeline."""
-    return views.present(session, access.get_order(session, user, order_id), user)
+    """Read one order with its timeline (for its store's staff, with the allergy and interaction
+    warnings under `safety`)."""
+    order = access.get_order(session, user, order_id)
+    return views.present(session, order, user, with_safety=access.is_store_staff_for(user, order))
+
+
+@router.get(
+    ORDERS_PATH + "/{order_id}/fhir/dispense",
+    response_class=JSONResponse,
+    responses={
+        200: {"content": {"application/fhir+json": {}}},
+        **error_responses(
+            e403="forbidden: couriers and doctors do not read orders here",
+            e409="order_not_completed: nothing has been handed over yet",
+        ),
+    },
+)
+def get_dispense_record(
+    order_id: uuid.UUID,
+    session: DbSession,
+    user: CurrentUser,
+    all_lines: Annotated[
+        bool,
+        Query(description="Every line, not only the prescription items (the default)."),
+    ] = False,
+):
+    """What was handed over, as a FHIR R4 Bundle of MedicationDispense (one per lot of a line)."""
+    order = access.get_order(session, user, order_id)
+    bundle = dispense.dispense_bundle(session, order, all_lines=all_lines)
+    return JSONResponse(bundle, media_type="application/fhir+json")
 
 
 @router.post(

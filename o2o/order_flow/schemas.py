@@ -19,6 +19,7 @@ from o2o.errors import rule_error
 from o2o.geo import LatLon
 from o2o.orders.models import Fulfillment, OrderStatus
 from o2o.payments.schemas import PaymentOut, RefundOut
+from prescriptions.schemas import SafetyOut
 
 # A cart bigger than this is not a pharmacy order; refusing it keeps one request from locking
 # half the store's lots.
@@ -204,6 +205,9 @@ class OrderOut(BaseModel):
     # Null for orders placed before payments existed.
     payment: PaymentOut | None = None
     refunds: list[RefundOut] = []
+    # For the store's staff reading one order (GET /orders/{id}): the patient's coded allergies
+    # and the allergy and interaction warnings; null elsewhere.
+    safety: SafetyOut | None = None
 
 
 class OrderPage(BaseModel):

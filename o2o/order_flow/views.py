@@ -84,9 +84,11 @@ def present(
     store_names: dict[int, str] | None = None,
     prescription_ids: dict[uuid.UUID, uuid.UUID] | None = None,
     payments: dict[uuid.UUID, Payment] | None = None,
+    with_safety: bool = False,
 ) -> OrderOut:
     """Build the order view for this viewer (codes only for the order's own patient); a page
-    passes the store names and prescription ids it read at once."""
+    passes the store names and prescription ids it read at once. `with_safety` adds the
+    pharmacist's allergy and interaction warnings."""
     if store_names is None or order.store_id not in store_names:
         store = session.get(Store, order.store_id)
         name = store.name if store else ""
@@ -149,6 +151,7 @@ def present(
         timeline=[{"status": e.to_status, "at": e.at, "reason": e.reason} for e in order.events],
         payment=_payment_view(payment),
         refunds=[_refund_view(r) for r in payment.refunds] if payment is not None else [],
+        safety=prescriptions_service.order_safety(session, order) if with_safety else None,
     )
 
 
