@@ -29,6 +29,11 @@ InputFile = Annotated[
 ]
 
 
+@app.callback()
+def pharmacy() -> None:
+    """Pharmacy reference data: drug interactions."""
+
+
 def _fail(message: str, code: int = 1) -> NoReturn:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code)
@@ -38,8 +43,11 @@ def _print_refused(refused: list[dict]) -> None:
     if not refused:
         return
     table = Table(title="Refused rows")
-    for column in ("line", "problem", "reason", "substance_a", "substance_b"):
-        table.add_column(column)
+    # The line and the problem stay whole; the reason and the names wrap.
+    table.add_column("line", no_wrap=True, justify="right")
+    table.add_column("problem", no_wrap=True)
+    for column in ("reason", "substance_a", "substance_b"):
+        table.add_column(column, overflow="fold")
     for row in refused:
         table.add_row(
             str(row["line"]),
