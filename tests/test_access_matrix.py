@@ -95,6 +95,14 @@ ROWS = [
         {"patient", *STAFF},
         body=lambda w: {"reason": "Changed my mind"},
     ),
+    # The dispense record: the seeded order is not handed over yet (409 order_not_completed).
+    Row(
+        "GET",
+        "/orders/{order_id}/fhir/dispense",
+        _order,
+        {"patient": {409}, "pharmacist": {409}},
+        {"patient", *STAFF},
+    ),
     Row("POST", "/orders/{order_id}/prepare", _order, {"pharmacist": OK}, STAFF),
     Row("POST", "/orders/{order_id}/ready", _order, {"pharmacist": OK_OR_STATE}, STAFF),
     # Nothing to move in the seeded order (409 order_not_short): past the access check all the same.
