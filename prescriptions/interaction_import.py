@@ -117,6 +117,9 @@ SELECT row_no, problem, substance_a, substance_b FROM tmp_interactions
 WHERE problem IS NOT NULL ORDER BY row_no LIMIT {MAX_REPORTED_ROWS}
 """
 _REPLACE = [
+    # Another import waits here until this one commits (readers are not blocked), so its DELETE
+    # then sees these rows instead of colliding with them on insert.
+    "LOCK TABLE drug_interactions IN EXCLUSIVE MODE",
     "DELETE FROM drug_interactions",
     """
     INSERT INTO drug_interactions (substance_a, substance_b, severity, advice, imported_at)
@@ -247,6 +250,7 @@ def import_interactions_csv(
                 },
             )
         on_phase("replacing the interaction table")
-        result.replaced = session.execute(text(_REPLACE[0])).rowcount
-        result.written = session.execute(text(_REPLACE[1]), {"at": clock.now()}).rowcount
+        session.execute(text(_REPLACE[0]))
+        result.replaced = session.execute(text(_REPLACE[1])).rowcount
+        result.written = session.execute(text(_REPLACE[2]), {"at": clock.now()}).rowcount
     return result

@@ -16,6 +16,7 @@ from o2o import clock
 from o2o.config import get_settings
 from o2o.orders import states
 from o2o.orders.models import Order, OrderLine, OrderStatus
+from o2o.users.models import User
 from prescriptions import substances
 from prescriptions.models import DrugInteraction, PatientAllergy
 from stores.models import Product
@@ -37,6 +38,9 @@ def set_allergies(
     session: Session, patient_id: int, allergies: Sequence[substances.Allergy]
 ) -> list[substances.Allergy]:
     """Replace the patient's allergies with this list (empty: no known allergies)."""
+    # Two replacements for one patient queue on the user row, so the second deletes what the
+    # first wrote instead of colliding with it.
+    session.execute(select(User.id).where(User.id == patient_id).with_for_update())
     session.execute(delete(PatientAllergy).where(PatientAllergy.patient_id == patient_id))
     at = clock.now()
     for a in allergies:

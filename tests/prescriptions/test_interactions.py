@@ -281,3 +281,73 @@ def test_allergies_are_coded_substances_and_the_patient_s_own(client, db, world)
     # The codes to choose from.
     r = client.get(f"{API}/substances", params={"q": "AMOX"}, headers=auth(world.patient))
     assert "amoxicillin" in [s["code"] for s in r.json()["items"]]
+
+
+IMPORTS = 4
+
+
+def test_concurrent_imports_each_replace_the_whole_table(engine, committed):
+    """Imports racing on separate connections: each succeeds, and the table is one file whole,
+    never a mix of two or a collision."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy.orm import Session
+
+    files = [
+        HEADER + "".join(f"drug{n}x{i},drug{n}y{i},minor,file {n}\n" for i in range(200))
+        for n in range(IMPORTS)
+    ]
+    barrier = threading.Barrier(IMPORTS)
+
+    def run(text: str) -> int:
+        with Session(engine) as s:
+            barrier.wait(timeout=30)
+            written = load(s, text).written
+            s.commit()
+            return written
+
+    with ThreadPoolExecutor(IMPORTS) as pool:
+        assert list(pool.map(run, files)) == [200] * IMPORTS
+    with Session(engine) as s:
+        advice = {r.advice for r in s.scalars(select(DrugInteraction))}
+        assert len(advice) == 1 and s.query(DrugInteraction).count() == 200
+
+
+def test_concurrent_allergy_replacements_leave_one_whole_list(engine, committed):
+    """One patient's apps replacing the list at once: each answer is 200, and the list is one of
+    them whole."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastapi.testclient import TestClient
+    from sqlalchemy.orm import Session
+
+    from main import create_app
+    from o2o.users.models import Role
+    from tests.factories import make_user
+
+    with Session(engine, expire_on_commit=False) as s:
+        patient = make_user(s, role=Role.PATIENT)
+        for generic in ("amoxicillin", "aspirin", "ibuprofen", "warfarin"):
+            make_product(s, generic_name=generic)
+        s.commit()
+    lists = [["amoxicillin", "aspirin"], ["ibuprofen"], ["warfarin", "aspirin"], []]
+    app = create_app()
+    barrier = threading.Barrier(len(lists))
+
+    def put(codes):
+        with TestClient(app, raise_server_exceptions=False) as c:
+            barrier.wait(timeout=30)
+            return c.put(
+                f"{API}/users/me/allergies",
+                json={"allergies": [{"code": code} for code in codes]},
+                headers=auth(patient),
+            )
+
+    with ThreadPoolExecutor(len(lists)) as pool:
+        answers = list(pool.map(put, lists))
+    assert [r.status_code for r in answers] == [200] * len(lists), [r.text for r in answers]
+    with TestClient(app) as c:
+        final = c.get(f"{API}/users/me/allergies", headers=auth(patient)).json()["allergies"]
+    assert sorted(a["code"] for a in final) in [sorted(codes) for codes in lists]
