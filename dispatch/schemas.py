@@ -82,7 +82,8 @@ class DeliverIn(BaseModel):
 class FailIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=3, max_length=500)
+    # At least 3 characters once trimmed, as the schema's pattern states.
+    reason: str = Field(min_length=3, max_length=500, pattern=r"\S[\s\S]+\S")
 
     @field_validator("reason")
     @classmethod

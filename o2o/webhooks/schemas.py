@@ -11,6 +11,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -30,7 +31,21 @@ def _outside(value: AnyHttpUrl) -> AnyHttpUrl:
 
 
 # A URL the platform will send to: at most 2,000 characters, and leading outside (o2o.outbound).
-OutsideUrl = Annotated[AnyHttpUrl, AfterValidator(_outside)]
+# The schema says http(s): "format: uri" alone admits any scheme (urn:..., mailto:...), which the
+# validator refuses.
+OutsideUrl = Annotated[
+    AnyHttpUrl,
+    AfterValidator(_outside),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "uri",
+            "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@:]",
+            "minLength": 1,
+            "maxLength": 2000,
+        }
+    ),
+]
 EventType = Annotated[str, StringConstraints(max_length=64, pattern=EVENT_TYPE.pattern)]
 
 
