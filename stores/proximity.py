@@ -79,14 +79,17 @@ def proven(best: Sequence[Row], k: int, unseen_sphere_m: float) -> bool:
 # PostGIS' geography index can report a store that coincides with the searched point but is
 # written differently (a pole at another longitude, lon 180 against -180) as farther than it is,
 # and PostgreSQL then refuses the ordered scan ("index returned tuples in wrong order"). Only a
-# point on a pole or on the antimeridian can coincide that way, so only its walks run in a
-# savepoint and, refused, run again without the index's ordering: a scan and a sort, exact, rare.
+# point on or next to a pole or the antimeridian (a float's width away is enough) can coincide
+# that way, so only its walks run in a savepoint and, refused, run again without the index's
+# ordering: a scan and a sort, exact, rare.
 _MISORDERED = "index returned tuples in wrong order"
+# About a kilometre of latitude at a pole; of longitude on the antimeridian, a kilometre at most.
+EDGE_MARGIN_DEG = 0.01
 
 
 def on_edge(lat: float, lon: float) -> bool:
-    """Whether a point lies on a pole or on the antimeridian."""
-    return abs(lat) == 90 or abs(lon) == 180
+    """Whether a point lies on or next to a pole or the antimeridian."""
+    return abs(lat) >= 90 - EDGE_MARGIN_DEG or abs(lon) >= 180 - EDGE_MARGIN_DEG
 
 
 def walk(session: Session, statement: TextClause, params: dict) -> list[Row]:
