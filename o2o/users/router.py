@@ -148,7 +148,13 @@ def request_password_reset(
     "/users/password-reset/confirm",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=error_responses(e422=("invalid_reset_token", "password_unchanged")),
+    responses=error_responses(
+        e422={
+            "invalid_reset_token": "the token was used, expired, replaced by a newer one or "
+            "never issued, or its account was deactivated or changed its password since",
+            "password_unchanged": "the new password is the current one",
+        }
+    ),
 )
 def confirm_password_reset(body: PasswordResetConfirmIn, session: DbSession):
     """Set a new password with a reset token; every earlier token and console session stops."""
