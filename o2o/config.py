@@ -51,6 +51,11 @@ class Settings(BaseSettings):
 
     # Sign-ups per client address (limits syntax: "N/period").
     register_rate_limit: str = "10/hour"
+    # Password reset: minutes a reset token stays valid, and requests per email address and per
+    # client address (limits syntax), the same answer whether or not the account exists.
+    password_reset_token_minutes: int = Field(30, ge=5, le=24 * 60)
+    password_reset_email_rate_limit: str = "5/hour"
+    password_reset_address_rate_limit: str = "20/hour"
 
     max_body_bytes: int = 11 * 1024 * 1024
 
