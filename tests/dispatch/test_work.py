@@ -157,6 +157,8 @@ def test_release_puts_a_claimed_job_back_in_the_pool(db, client, store, courier_
     order, job_id = _claimed(db, client, store, courier_headers)
     r = client.post(f"{API}/dispatch/jobs/{job_id}/release", headers=courier_headers)
     assert r.status_code == 200 and r.json()["status"] == "open"
+    # Open again, the job shows its approximate drop-off, even to the courier who gave it back.
+    assert r.json()["dropoff_exact"] is False and "address_text" not in r.json()
     job = db.get(Job, r.json()["id"])
     db.refresh(job)
     assert job.courier_id is None and job.claimed_at is None
