@@ -111,6 +111,7 @@ def test_wrong_codes_are_counted_and_lock_the_job_after_five(db, client, store, 
     staff = make_user(db, role=Role.PHARMACIST, store_ids=[store.id])
     r = client.post(f"{API}/dispatch/jobs/{job_id}/unlock", headers=auth(staff))
     assert r.status_code == 200 and r.json()["status"] == "picked_up"
+    assert r.json()["dropoff_exact"] is True  # the store's staff see where the parcel goes
     r = client.post(
         f"{API}/dispatch/jobs/{job_id}/deliver",
         json={"delivery_code": helpers.DELIVERY_CODE},
