@@ -86,9 +86,11 @@ class DeliverIn(BaseModel):
 
 
 class FailIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Python's regex engine: its \s is exactly what str.strip() removes below.
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
 
-    reason: str = Field(min_length=3, max_length=500)
+    # The pattern says in the schema what the check below enforces: 3+ characters once stripped.
+    reason: str = Field(min_length=3, max_length=500, pattern=r"^\s*\S[\s\S]+\S\s*$")
 
     @field_validator("reason")
     @classmethod
