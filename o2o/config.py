@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     dispatch_deadline_bucket_minutes: int = Field(10, ge=1, le=120)
     dispatch_code_max_failures: int = Field(5, ge=1, le=20)
     courier_location_rate_limit: str = "1/5 seconds"
+    # Private drop-offs: until a courier claims a job, others see its drop-off snapped to a fixed
+    # grid of cells about this many metres on a side, without the address; a courier's claims
+    # that take a job, and releases, per window (429 beyond; the HTTP API only).
+    dispatch_dropoff_grid_m: float = Field(200, ge=100, le=2000)
+    dispatch_claim_rate_limit: str = "30/hour"
+    dispatch_release_rate_limit: str = "20/hour"
     # Batched trips: parcels one courier may carry from one store in a trip, and the minutes a
     # batch-mate may add to the trip (the first drop never waits longer than that either).
     dispatch_batch_max_parcels: int = Field(3, ge=1, le=10)
