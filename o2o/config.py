@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     prescription_max_open_claims: int = Field(5, ge=1, le=50)
     prescription_claim_timeout_minutes: int = Field(20, ge=1)
     prescription_review_minutes: int = Field(30, ge=1)
+    # Minutes a doctor has to sign the challenge that proves holding a newly registered key
+    # (a new challenge can be asked for after that).
+    doctor_key_challenge_minutes: int = Field(15, ge=1, le=24 * 60)
     # Validity a doctor may give (DESIGN.md: default 24 h, at most 72 h).
     prescription_default_valid_hours: int = Field(24, ge=1, le=72)
     prescription_max_valid_hours: int = Field(72, ge=1, le=72)

@@ -63,6 +63,12 @@ class DoctorKey(Base):
     superseded_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     revoked_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # Proof of possession: the server's challenge (the exact bytes the doctor signs, bound to this
+    # key and doctor) until it is answered, and when the doctor proved holding the private key.
+    # Keys approved before proofs existed keep proved_at empty.
+    proof_challenge: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    proof_challenge_expires_at: Mapped[datetime | None]
+    proved_at: Mapped[datetime | None]
 
 
 class Prescription(Base):

@@ -42,7 +42,9 @@ def _stock(db: Session, lot) -> tuple[int, int]:
 
 
 def test_patient_doctor_pharmacist_release_through_the_real_checkout(client, db, world, tmp_path):
-    # The doctor makes a key pair with the command-line tool; an admin approves the public key.
+    # The doctor makes a key pair with the command-line tool, registers the public key and
+    # proves holding the private key by signing the challenge with the same tool; an admin
+    # approves the key.
     key_file = tmp_path / "dr-wang.key"
     made = CliRunner().invoke(doctor_cli, ["keygen", "--out", str(key_file)])
     assert made.exit_code == 0, made.output
@@ -52,6 +54,17 @@ def test_patient_doctor_pharmacist_release_through_the_real_checkout(client, db,
     )
     assert r.status_code == 201 and r.json()["status"] == "pending"
     key_id = r.json()["id"]
+    signed = CliRunner().invoke(
+        doctor_cli,
+        ["sign", "--key", str(key_file), "--payload", r.json()["challenge"]["payload"]],
+    )
+    assert signed.exit_code == 0, signed.output
+    r = client.post(
+        f"{API}/doctors/me/keys/{key_id}/proof",
+        json={"signature": signed.stdout.strip()},
+        headers=auth(dr),
+    )
+    assert r.status_code == 200 and r.json()["proved_at"] is not None
     r = client.post(f"{API}/admin/doctor-keys/{key_id}/approve", headers=auth(world.admin))
     assert r.json()["status"] == "active"
 
