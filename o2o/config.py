@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     token_secret_key: SecretStr | None = None
     session_secret_key: SecretStr | None = None
     identity_pepper: SecretStr | None = None
+    # The identity pepper's version, stored with every hash it makes, and the earlier peppers
+    # still tried when matching: "version:secret" entries, comma-separated (docs/SECURITY.md,
+    # rotating the identity pepper).
+    identity_pepper_version: int = Field(1, ge=1, le=32767)
+    identity_pepper_previous: SecretStr | None = None
     # The owner role's URL, for development tools that empty a database (the simulation's day
     # reset, the test suite's clean-up); never set for the API, the worker or beat.
     owner_database_url: SecretStr | None = None
@@ -170,8 +175,11 @@ class Settings(BaseSettings):
             for name in purposes:
                 if getattr(self, name) is None:
                     setattr(self, name, SecretStr(f"{root}:{name}"))
+            problems = self._pepper_version_problems()
+            if problems:
+                raise ValueError("; ".join(problems))
             return self
-        problems = []
+        problems = self._pepper_version_problems()
         seen: set[str] = set()
         for name in purposes:
             value = getattr(self, name)
@@ -183,11 +191,45 @@ class Settings(BaseSettings):
             elif secret in seen:
                 problems.append(f"O2O_{name.upper()} must differ from the other keys")
             seen.add(secret)
+        others = {
+            self.key("token_secret_key") if self.token_secret_key else None,
+            self.key("session_secret_key") if self.session_secret_key else None,
+        }
+        for version, secret in _parse_previous_peppers(self.identity_pepper_previous).items():
+            if len(secret) < 32 or DEV_SECRET_KEY in secret:
+                problems.append(
+                    f"O2O_IDENTITY_PEPPER_PREVIOUS: version {version} must be a random value of "
+                    "32+ characters"
+                )
+            elif secret in others:
+                problems.append(
+                    f"O2O_IDENTITY_PEPPER_PREVIOUS: version {version} must differ from the other keys"
+                )
         if self.database_url == DEV_DATABASE_URL:
             problems.append("O2O_DATABASE_URL must be set (not the development database)")
         if problems:
             raise ValueError(f"O2O_ENV={self.env}: " + "; ".join(problems))
         return self
+
+    def _pepper_version_problems(self) -> list[str]:
+        """What is wrong with the identity peppers' versions (in every environment)."""
+        try:
+            previous = _parse_previous_peppers(self.identity_pepper_previous)
+        except ValueError as exc:
+            return [str(exc)]
+        problems = []
+        if self.identity_pepper_version in previous:
+            problems.append(
+                f"O2O_IDENTITY_PEPPER_PREVIOUS lists version {self.identity_pepper_version}, "
+                "which is O2O_IDENTITY_PEPPER_VERSION (the current pepper's version)"
+            )
+        current = self.identity_pepper.get_secret_value() if self.identity_pepper else None
+        secrets = [current, *previous.values()]
+        if len(set(secrets)) != len(secrets):
+            # Two versions with one secret would make the version meaningless, and a rotation
+            # that did not rotate anything.
+            problems.append("two identity pepper versions must not share a secret")
+        return problems
 
     def key(
         self, name: Literal["token_secret_key", "session_secret_key", "identity_pepper"]
@@ -196,6 +238,35 @@ class Settings(BaseSettings):
         value = getattr(self, name)
         assert value is not None
         return value.get_secret_value()
+
+    def identity_peppers(self) -> dict[int, str]:
+        """Every configured identity pepper by version, the current one first."""
+        return {
+            self.identity_pepper_version: self.key("identity_pepper"),
+            **_parse_previous_peppers(self.identity_pepper_previous),
+        }
+
+
+def _parse_previous_peppers(value: SecretStr | None) -> dict[int, str]:
+    """Read "version:secret" entries (comma-separated) into {version: secret}."""
+    peppers: dict[int, str] = {}
+    if value is None:
+        return peppers
+    for entry in value.get_secret_value().split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        version, sep, secret = entry.partition(":")
+        # Never echo the entry: it holds a secret.
+        if not sep or not version.strip().isdigit() or not secret.strip():
+            raise ValueError("O2O_IDENTITY_PEPPER_PREVIOUS entries must be version:secret")
+        number = int(version)
+        if not 1 <= number <= 32767:
+            raise ValueError("O2O_IDENTITY_PEPPER_PREVIOUS versions must be 1 to 32767")
+        if number in peppers:
+            raise ValueError(f"O2O_IDENTITY_PEPPER_PREVIOUS lists version {number} twice")
+        peppers[number] = secret.strip()
+    return peppers
 
 
 @lru_cache

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from o2o.orders.models import Order, OrderStatus
 from o2o.outbox import OutboxEvent
 from o2o.users.models import Role
-from prescriptions import requests, signing
+from prescriptions import identity, signing
 from prescriptions.cli import app as doctor_cli
 from prescriptions.models import Prescription
 from tests.factories import auth, make_user, pay_through, payment_app
@@ -111,7 +111,9 @@ def test_patient_doctor_pharmacist_release_through_the_real_checkout(client, db,
     assert p["attachment"]["content_type"] == "image/png"
     # Stored as a keyed hash only: the number appears nowhere in the row.
     stored = db.get(Prescription, uuid.UUID(pid))
-    assert stored.id_number_hmac == requests.id_number_hmac("1101 0119 9001 0112 34")
+    assert (stored.id_number_pepper_version, stored.id_number_hmac) == identity.hash_id_number(
+        "1101 0119 9001 0112 34"
+    )
     row = db.scalar(
         text("SELECT row_to_json(p)::text FROM prescriptions p WHERE id = :id"), {"id": pid}
     )
