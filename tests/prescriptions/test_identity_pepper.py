@@ -7,13 +7,14 @@ import uuid
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
+from o2o import clock
 from o2o.config import get_settings
 from o2o.db import session_scope
 from o2o.users.models import Role
-from prescriptions import identity, requests
+from prescriptions import identity, workflow
 from prescriptions.identity_cli import app as identities_cli
 from prescriptions.models import Prescription
-from prescriptions.schemas import PrescriptionRequestIn
+from prescriptions.workflow import PrescriptionStatus
 from tests.factories import make_lot, make_product, make_store, make_user
 from tests.prescriptions.helpers import make_rx_order, request_rx
 
@@ -92,21 +93,32 @@ def test_dropping_the_previous_pepper_leaves_its_rows_unmatched(client, db, worl
 
 
 def _committed_request(number: str) -> uuid.UUID:
-    """A prescription request committed for the command line's own session."""
+    """A closed (cancelled) request holding the number's hash, committed for the command line's
+    own session; closed, so no doctor's queue in later tests ever shows it."""
+    version, hashed = identity.hash_id_number(number)
     with session_scope() as s:
         store = make_store(s)
         product = make_product(s, rx_only=True)
         patient = make_user(s, role=Role.PATIENT)
         order = make_rx_order(s, patient, store, [(product, 1, make_lot(s, store, product))])
-        body = PrescriptionRequestIn(
+        p = Prescription(
             order_id=order.id,
-            patient_name="Li Wei",
-            id_number=number,
+            patient_id=patient.id,
+            status=PrescriptionStatus.CANCELLED,
+            legal_name="Li Wei",
+            id_number_hmac=hashed,
+            id_number_pepper_version=version,
+            id_number_masked=workflow.mask_id_number(number),
             symptoms="Sore throat",
             allergies="none",
             current_medication="none",
+            requested_at=clock.now(),
+            refills=0,
+            fills_used=0,
         )
-        return requests.request_prescription(s, patient, body).id
+        s.add(p)
+        s.flush()
+        return p.id
 
 
 def test_the_command_line_reports_versions_and_finds_across_them(monkeypatch):
