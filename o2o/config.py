@@ -14,7 +14,10 @@ DEV_REDIS_URL = "redis://127.0.0.1:56379/0"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="O2O_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a refusal never prints the values it was given (they hold secrets).
+    model_config = SettingsConfigDict(
+        env_prefix="O2O_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     # Production unless development or test is chosen explicitly: a forgotten variable then
     # fails closed (no development secret, no development database) instead of open.
@@ -195,7 +198,11 @@ class Settings(BaseSettings):
             self.key("token_secret_key") if self.token_secret_key else None,
             self.key("session_secret_key") if self.session_secret_key else None,
         }
-        for version, secret in _parse_previous_peppers(self.identity_pepper_previous).items():
+        try:
+            previous = _parse_previous_peppers(self.identity_pepper_previous)
+        except ValueError:
+            previous = {}  # already reported by _pepper_version_problems
+        for version, secret in previous.items():
             if len(secret) < 32 or DEV_SECRET_KEY in secret:
                 problems.append(
                     f"O2O_IDENTITY_PEPPER_PREVIOUS: version {version} must be a random value of "

@@ -158,3 +158,11 @@ def test_a_malformed_previous_pepper_is_refused_without_echoing_it():
             Settings(env="test", identity_pepper_version=2, identity_pepper_previous=value)
         assert "O2O_IDENTITY_PEPPER_PREVIOUS" in str(refused.value)
         assert secret not in str(refused.value)
+
+
+def test_a_refusal_prints_none_of_the_values_it_was_given():
+    env = {k.removeprefix("O2O_").lower(): v for k, v in KEYS.items()}
+    with pytest.raises(ValidationError) as refused:
+        Settings(env="production", **env, identity_pepper_previous="hunter2xyz")
+    assert "O2O_IDENTITY_PEPPER_PREVIOUS entries must be version:secret" in str(refused.value)
+    assert "hunter2xyz" not in str(refused.value)
