@@ -121,7 +121,7 @@ def _committed_request(number: str) -> uuid.UUID:
         return p.id
 
 
-def test_the_command_line_reports_versions_and_finds_across_them(monkeypatch):
+def test_the_command_line_reports_versions_and_finds_across_them(committed, monkeypatch):
     number = f"4401011970{uuid.uuid4().int % 10**8:08d}"
     pid = _committed_request(number)
     _rotate(monkeypatch, keep_previous=True)

@@ -2,13 +2,18 @@
 challenge with the key's private key; a wrong signature, an expired challenge and another doctor's
 key are refused, and a proved key approved by a second admin signs prescriptions that verify."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+from fastapi.testclient import TestClient
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from o2o import clock
 from o2o.users.models import Role, User
-from prescriptions import signing
+from prescriptions import doctor_keys, signing
+from prescriptions.models import DoctorKey
 from tests.factories import auth, make_user
 from tests.prescriptions.helpers import (
     API,
@@ -194,3 +199,40 @@ def test_proof_then_a_second_admins_approval_signs_prescriptions_that_verify(cli
     )
     assert r.status_code == 200, r.text
     assert r.json()["order_status"] == "released"
+
+
+PROOFS = 6
+
+
+def test_concurrent_proofs_of_one_challenge_one_wins(engine, committed):
+    """The same signed challenge sent at once from several connections: one proof is taken, the
+    others are told the key is already proved (the challenge is used once)."""
+    from main import create_app
+
+    key = signing.generate_private_key()
+    with Session(engine, expire_on_commit=False) as s:
+        doctor = make_user(s, role=Role.DOCTOR)
+        row = doctor_keys.register_key(s, doctor, signing.public_key_b64(key))
+        key_id, challenge = row.id, row.proof_challenge
+        s.commit()
+    signature = signing.b64encode(signing.sign(key, challenge))
+
+    app = create_app()
+    barrier = threading.Barrier(PROOFS)
+
+    def prove(_):
+        with TestClient(app, raise_server_exceptions=False) as c:
+            barrier.wait(timeout=30)
+            return _proof(c, auth(doctor), key_id, signature)
+
+    with ThreadPoolExecutor(PROOFS) as pool:
+        results = list(pool.map(prove, range(PROOFS)))
+
+    codes = sorted(r.status_code for r in results)
+    assert codes == [200] + [409] * (PROOFS - 1), [r.text for r in results]
+    assert {r.json()["error"]["code"] for r in results if r.status_code == 409} == {
+        "key_already_proved"
+    }
+    with Session(engine) as s:
+        stored = s.get(DoctorKey, key_id)
+        assert stored.proved_at is not None and stored.proof_challenge is None
