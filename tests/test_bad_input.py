@@ -217,6 +217,8 @@ EDGES = [
     # A float's width from the edge (found by fuzzing): the index misorders these too.
     (-89.99999999999999, 2.3724707775842545e-194),
     (45.0, 179.99999999999997),
+    # Tiny coordinates next to stores at (0, 0) (found by fuzzing as the patient).
+    (2.4013266201621016e-212, -2.4135552643508313e-28),
 ]
 
 
@@ -244,6 +246,8 @@ def twins(lat: float, lon: float) -> list[tuple[float, float]]:
     longitudes, lon 180 as -180."""
     if abs(lat) > 89:
         return [(math.copysign(90.0, lat), 0.0), (math.copysign(90.0, lat), 121.0)]
+    if abs(lon) < 1:
+        return [(0.0, 0.0)] * 4
     return [(lat, -math.copysign(180.0, lon))]
 
 
