@@ -183,7 +183,7 @@ def list_jobs(
         )
     rows = rows[:limit]
     distances = {row.id: row.distance_m for row in rows}
-    return views.describe_jobs(session, list(distances), distances), next_cursor
+    return views.describe_jobs(session, list(distances), distances, viewer=courier), next_cursor
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,10 @@
 """Dispatch API: courier location, the job pool and claims, working a job to proof of delivery,
-courier areas (admin), and SLA reports."""
+courier areas (admin), and SLA reports.
+
+Claims and releases are rate-limited per courier here, at the HTTP edge: a claim shows the exact
+drop-off and address, so claim-and-release would otherwise harvest them. Trusted callers of the
+service layer (the simulation, benchmarks) are not throttled.
+"""
 
 import uuid
 from datetime import datetime, timedelta
@@ -24,12 +29,14 @@ from dispatch.schemas import (
     SlaReportOut,
     TripOut,
 )
-from o2o import clock
+from o2o import clock, ratelimit
 from o2o.api import ApiRoute, CursorQuery, RowId
+from o2o.config import get_settings
 from o2o.db import INT4_MAX, DbSession
 from o2o.errors import error_responses
 from o2o.geo import to_latlon
 from o2o.users.dependencies import AdminUser
+from o2o.users.models import User
 
 router = APIRouter(route_class=ApiRoute, tags=["dispatch"])
 
@@ -38,6 +45,44 @@ NOT_CONFIGURED = "courier_not_configured: no home store or service area yet"
 
 Lat = Annotated[float | None, Query(ge=-90, le=90, allow_inf_nan=False)]
 Lon = Annotated[float | None, Query(ge=-180, le=180, allow_inf_nan=False)]
+
+CLAIMS_LIMITED = "rate_limited: too many claims by this courier (Retry-After)"
+RELEASES_LIMITED = "rate_limited: too many releases by this courier (Retry-After)"
+
+
+def _check_claims(courier: User) -> None:
+    """Refuse a claim (429) while the courier's claims fill the window."""
+    ratelimit.check(
+        ratelimit.limit(get_settings().dispatch_claim_rate_limit),
+        "dispatch-claims",
+        str(courier.id),
+        message="Too many claims in a short time; try again later.",
+    )
+
+
+def _count_claims(courier: User, jobs: int) -> None:
+    # Only a claim that took jobs counts (one per job): polling an empty board costs nothing.
+    item = ratelimit.limit(get_settings().dispatch_claim_rate_limit)
+    for _ in range(jobs):
+        ratelimit.record(item, "dispatch-claims", str(courier.id))
+
+
+def _check_releases(courier: User) -> None:
+    """Refuse a release (429) while the courier's releases fill the window."""
+    ratelimit.check(
+        ratelimit.limit(get_settings().dispatch_release_rate_limit),
+        "dispatch-releases",
+        str(courier.id),
+        message="Too many releases in a short time; pick the job up or try again later.",
+    )
+
+
+def _count_release(courier: User) -> None:
+    ratelimit.record(
+        ratelimit.limit(get_settings().dispatch_release_rate_limit),
+        "dispatch-releases",
+        str(courier.id),
+    )
 
 
 # Couriers --------------------------------------------------------------------------------------
@@ -57,7 +102,9 @@ def update_my_location(body: ClaimIn, session: DbSession, courier: CourierUser):
 @router.put(
     "/couriers/me/shift",
     response_model=ShiftOut,
-    responses=error_responses(e409="courier_not_configured", e422={"invalid_shift_end": "in the past"}),
+    responses=error_responses(
+        e409="courier_not_configured", e422={"invalid_shift_end": "in the past"}
+    ),
 )
 def set_my_shift(body: ShiftIn, session: DbSession, courier: CourierUser):
     """Say when the courier's shift ends: the delivery promise stops counting on them before."""
@@ -69,7 +116,7 @@ def set_my_shift(body: ShiftIn, session: DbSession, courier: CourierUser):
 def my_jobs(session: DbSession, courier: CourierUser):
     """List the jobs the courier holds now."""
     jobs = actions.my_jobs(session, courier)
-    return views.describe_jobs(session, [job.id for job in jobs])
+    return views.describe_jobs(session, [job.id for job in jobs], viewer=courier)
 
 
 # The pool --------------------------------------------------------------------------------------
@@ -103,52 +150,60 @@ def list_jobs(
     response_model=HeldJobOut,
     responses={
         204: {"description": "No job is open to you right now."},
-        **error_responses(e409=f"{NOT_CONFIGURED}; too_many_active_jobs"),
+        **error_responses(e409=f"{NOT_CONFIGURED}; too_many_active_jobs", e429=CLAIMS_LIMITED),
     },
 )
 def claim_next(body: ClaimIn, session: DbSession, courier: CourierUser):
     """Claim the best next job open to the courier (204 when there is none)."""
+    _check_claims(courier)
     job = pool.claim_next_job(session, courier, lat=body.lat, lon=body.lon)
     if job is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
-    return views.describe_job(session, job, couriers.Where(body.lat, body.lon))
+    _count_claims(courier, 1)
+    return views.describe_job(session, job, couriers.Where(body.lat, body.lon), viewer=courier)
 
 
 @router.post(
     "/dispatch/trips",
     response_model=TripOut,
     responses={204: {"description": "No job is open to you right now."}}
-    | error_responses(e409="too_many_jobs; courier_not_configured"),
+    | error_responses(e409="too_many_jobs; courier_not_configured", e429=CLAIMS_LIMITED),
 )
 def claim_trip(body: ClaimIn, session: DbSession, courier: CourierUser):
     """Claim a batched trip: the best next job and the same store's jobs that fit one trip."""
+    _check_claims(courier)
     jobs = trips.claim_trip(session, courier, lat=body.lat, lon=body.lon)
     if not jobs:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
+    _count_claims(courier, len(jobs))
     where = couriers.Where(body.lat, body.lon)
-    drops = [views.describe_job(session, job, where) for job in jobs]
+    drops = [views.describe_job(session, job, where, viewer=courier) for job in jobs]
     return {"batch_id": jobs[0].batch_id, "store": drops[0]["store"], "drops": drops}
 
 
 @router.get("/dispatch/jobs/{job_id}", response_model=HeldJobOut)
 def get_job(job_id: uuid.UUID, session: DbSession, courier: CourierUser):
     """Read a job the courier holds."""
-    return views.describe_job(session, actions.get_held_job(session, courier, job_id))
+    job = actions.get_held_job(session, courier, job_id)
+    return views.describe_job(session, job, viewer=courier)
 
 
 @router.post(
     "/dispatch/jobs/{job_id}/claim",
     response_model=HeldJobOut,
     responses=error_responses(
-        e409=f"job_taken; too_many_active_jobs; the job is not open to you; {NOT_CONFIGURED}"
+        e409=f"job_taken; too_many_active_jobs; the job is not open to you; {NOT_CONFIGURED}",
+        e429=CLAIMS_LIMITED,
     ),
 )
 def claim(job_id: uuid.UUID, session: DbSession, courier: CourierUser, body: ClaimIn | None = None):
     """Claim a chosen job (404 unless it is open to the courier; 409 if already taken)."""
+    _check_claims(courier)
     lat, lon = (body.lat, body.lon) if body else (None, None)
     job = pool.claim_job(session, courier, job_id, lat=lat, lon=lon)
+    _count_claims(courier, 1)
     where = couriers.Where(lat, lon) if body else None
-    return views.describe_job(session, job, where)
+    return views.describe_job(session, job, where, viewer=courier)
 
 
 # Working a job ---------------------------------------------------------------------------------
@@ -161,7 +216,7 @@ def claim(job_id: uuid.UUID, session: DbSession, courier: CourierUser, body: Cla
 )
 def pickup(job_id: uuid.UUID, session: DbSession, courier: CourierUser):
     """Collect the parcel at the store: the order goes out for delivery."""
-    return views.describe_job(session, actions.pickup(session, courier, job_id))
+    return views.describe_job(session, actions.pickup(session, courier, job_id), viewer=courier)
 
 
 @router.post(
@@ -179,7 +234,7 @@ def deliver(job_id: uuid.UUID, body: DeliverIn, session: DbSession, courier: Cou
         # The wrong try must count although the answer is an error: keep it, then refuse.
         session.commit()
         raise
-    return views.describe_job(session, job)
+    return views.describe_job(session, job, viewer=courier)
 
 
 @router.post(
@@ -190,17 +245,20 @@ def deliver(job_id: uuid.UUID, body: DeliverIn, session: DbSession, courier: Cou
 def fail(job_id: uuid.UUID, body: FailIn, session: DbSession, courier: CourierUser):
     """Report a failed delivery with a reason: the order goes back to the store's queue."""
     job = actions.fail(session, courier, job_id, body.reason)
-    return views.describe_job(session, job)
+    return views.describe_job(session, job, viewer=courier)
 
 
 @router.post(
     "/dispatch/jobs/{job_id}/release",
     response_model=JobOut,
-    responses=error_responses(e409="already picked up"),
+    responses=error_responses(e409="already picked up", e429=RELEASES_LIMITED),
 )
 def release(job_id: uuid.UUID, session: DbSession, courier: CourierUser):
-    """Give a claimed job back to the pool (before pickup)."""
-    return views.describe_job(session, actions.release(session, courier, job_id))
+    """Give a claimed job back to the pool (before pickup); it shows the approximate drop-off."""
+    _check_releases(courier)
+    job = actions.release(session, courier, job_id)
+    _count_release(courier)
+    return views.describe_job(session, job, viewer=courier)
 
 
 @router.post(
@@ -210,7 +268,7 @@ def release(job_id: uuid.UUID, session: DbSession, courier: CourierUser):
 )
 def unlock(job_id: uuid.UUID, session: DbSession, staff: StaffOrAdmin):
     """Let the courier try the delivery code again after a lock (store staff or admin)."""
-    return views.describe_job(session, actions.unlock(session, staff, job_id))
+    return views.describe_job(session, actions.unlock(session, staff, job_id), viewer=staff)
 
 
 # Admin: courier areas --------------------------------------------------------------------------

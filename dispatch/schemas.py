@@ -31,7 +31,12 @@ class JobOut(BaseModel):
     id: uuid.UUID
     order_id: uuid.UUID
     store: StoreRef
-    dropoff: Point
+    # Exact only for the job's own courier (from the claim on), the store's staff and admins;
+    # anyone else, the board above all, sees the centre of its grid cell (~200 m).
+    dropoff: Point = Field(
+        description="The drop-off: exact for the job's courier, else its ~200 m grid cell's centre"
+    )
+    dropoff_exact: bool = Field(description="False while the drop-off is shown approximately")
     deadline: datetime
     priority: int
     # From the point the courier sent to the store; null when no point was given.
@@ -50,6 +55,7 @@ class JobOut(BaseModel):
 class HeldJobOut(JobOut):
     """A job the caller holds: with what the courier needs at the door."""
 
+    # Null unless the caller sees the exact drop-off (see `dropoff_exact`).
     address_text: str | None = None
     code_attempts_left: int
 
@@ -80,10 +86,11 @@ class DeliverIn(BaseModel):
 
 
 class FailIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Python's regex engine: its \s is exactly what str.strip() removes below.
+    model_config = ConfigDict(extra="forbid", regex_engine="python-re")
 
-    # At least 3 characters once trimmed, as the schema's pattern states.
-    reason: str = Field(min_length=3, max_length=500, pattern=r"\S[\s\S]+\S")
+    # The pattern says in the schema what the check below enforces: 3+ characters once stripped.
+    reason: str = Field(min_length=3, max_length=500, pattern=r"^\s*\S[\s\S]+\S\s*$")
 
     @field_validator("reason")
     @classmethod

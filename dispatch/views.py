@@ -1,4 +1,10 @@
-"""Jobs as a courier sees them: store, drop-off, deadline, distance and what is left to do."""
+"""Jobs as a courier sees them: store, drop-off, deadline, distance and what is left to do.
+
+Private drop-offs: the exact drop-off point and the address are shown only to the job's own
+courier (after the claim), the store's pharmacists and admins. Anyone else, the board above
+all, sees the point snapped to a fixed grid (`O2O_DISPATCH_DROPOFF_GRID_M`, ~200 m) and no
+address, so browsing the board cannot harvest patients' addresses.
+"""
 
 import uuid
 from typing import Any
@@ -9,17 +15,36 @@ from sqlalchemy.orm import Session
 from dispatch.couriers import Where
 from dispatch.models import Job
 from o2o.config import get_settings
-from o2o.geo import to_latlon
+from o2o.geo import snap_to_grid, to_latlon
 from o2o.orders.models import Order
+from o2o.users.models import Role, User
 from stores.models import Store
+
+
+def sees_exact_dropoff(viewer: User, job: Job) -> bool:
+    """Tell whether a viewer may see a job's exact drop-off and address."""
+    if viewer.role is Role.ADMIN:
+        return True
+    if viewer.role is Role.PHARMACIST:
+        return job.store_id in viewer.store_ids
+    # Its courier, from the claim on (also once delivered or failed: they have been there).
+    return job.courier_id is not None and job.courier_id == viewer.id
+
+
+def approximate_dropoff(element) -> dict[str, float]:
+    """Return a drop-off as the board shows it: the centre of its grid cell."""
+    point = to_latlon(element)
+    return snap_to_grid(point["lat"], point["lon"], get_settings().dispatch_dropoff_grid_m)
 
 
 def describe_jobs(
     session: Session,
     job_ids: list[uuid.UUID],
     distances: dict[uuid.UUID, float | None] | None = None,
+    *,
+    viewer: User,
 ) -> list[dict[str, Any]]:
-    """Build the courier's view of jobs (in the order given)."""
+    """Build the viewer's view of jobs (in the order given)."""
     if not job_ids:
         return []
     rows = session.execute(
@@ -34,6 +59,7 @@ def describe_jobs(
     views = []
     for job_id in job_ids:
         job, store_name, store_location, address_text = by_id[job_id]
+        exact = sees_exact_dropoff(viewer, job)
         views.append(
             {
                 "id": job.id,
@@ -43,7 +69,8 @@ def describe_jobs(
                     "name": store_name,
                     "location": to_latlon(store_location),
                 },
-                "dropoff": to_latlon(job.dropoff),
+                "dropoff": to_latlon(job.dropoff) if exact else approximate_dropoff(job.dropoff),
+                "dropoff_exact": exact,
                 "deadline": job.deadline,
                 "priority": job.priority,
                 "distance_m": distances.get(job_id),
@@ -51,7 +78,7 @@ def describe_jobs(
                 "attempt": job.attempt,
                 "claimed_at": job.claimed_at,
                 "picked_up_at": job.picked_up_at,
-                "address_text": address_text,
+                "address_text": address_text if exact else None,
                 "code_attempts_left": max(0, max_failures - job.code_failures),
                 "batch_id": job.batch_id,
                 "drop_seq": job.drop_seq,
@@ -61,8 +88,10 @@ def describe_jobs(
     return views
 
 
-def describe_job(session: Session, job: Job, where: Where | None = None) -> dict[str, Any]:
-    """Build the courier's view of one job, with the store's distance from `where` if given."""
+def describe_job(
+    session: Session, job: Job, where: Where | None = None, *, viewer: User
+) -> dict[str, Any]:
+    """Build the viewer's view of one job, with the store's distance from `where` if given."""
     distance = None
     if where is not None:
         distance = session.scalar(
@@ -70,4 +99,4 @@ def describe_job(session: Session, job: Job, where: Where | None = None) -> dict
                 Store.id == job.store_id
             )
         )
-    return describe_jobs(session, [job.id], {job.id: distance})[0]
+    return describe_jobs(session, [job.id], {job.id: distance}, viewer=viewer)[0]

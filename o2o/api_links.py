@@ -93,6 +93,8 @@ LINKS: list[Link] = [
     *_each(
         ("POST", "/api/v1/doctors/me/keys", "201"),
         [
+            ("POST", "/api/v1/doctors/me/keys/{key_id}/proof"),
+            ("POST", "/api/v1/doctors/me/keys/{key_id}/challenge"),
             ("POST", "/api/v1/admin/doctor-keys/{key_id}/approve"),
             ("POST", "/api/v1/admin/doctor-keys/{key_id}/revoke"),
         ],

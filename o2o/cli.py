@@ -79,12 +79,14 @@ def main() -> None:
     from o2o.payments.cli import app as payments_cli
     from o2o.simulation.cli import app as simulate_cli
     from prescriptions.cli import app as doctor_cli
+    from prescriptions.identity_cli import app as identities_cli
     from prescriptions.pharmacy_cli import app as pharmacy_cli
     from stores.cli import app as stores_cli
 
     cli.add_typer(stores_cli, name="stores")
     cli.add_typer(doctor_cli, name="doctor")
     cli.add_typer(pharmacy_cli, name="pharmacy")
+    cli.add_typer(identities_cli, name="identities")
     cli.add_typer(simulate_cli, name="simulate")
     cli.add_typer(payments_cli, name="payments")
     wiring.connect()

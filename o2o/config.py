@@ -14,7 +14,10 @@ DEV_REDIS_URL = "redis://127.0.0.1:56379/0"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="O2O_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a refusal never prints the values it was given (they hold secrets).
+    model_config = SettingsConfigDict(
+        env_prefix="O2O_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     # Production unless development or test is chosen explicitly: a forgotten variable then
     # fails closed (no development secret, no development database) instead of open.
@@ -27,6 +30,11 @@ class Settings(BaseSettings):
     token_secret_key: SecretStr | None = None
     session_secret_key: SecretStr | None = None
     identity_pepper: SecretStr | None = None
+    # The identity pepper's version, stored with every hash it makes, and the earlier peppers
+    # still tried when matching: "version:secret" entries, comma-separated (docs/SECURITY.md,
+    # rotating the identity pepper).
+    identity_pepper_version: int = Field(1, ge=1, le=32767)
+    identity_pepper_previous: SecretStr | None = None
     # The owner role's URL, for development tools that empty a database (the simulation's day
     # reset, the test suite's clean-up); never set for the API, the worker or beat.
     owner_database_url: SecretStr | None = None
@@ -51,6 +59,11 @@ class Settings(BaseSettings):
 
     # Sign-ups per client address (limits syntax: "N/period").
     register_rate_limit: str = "10/hour"
+    # Password reset: minutes a reset token stays valid, and requests per email address and per
+    # client address (limits syntax), the same answer whether or not the account exists.
+    password_reset_token_minutes: int = Field(30, ge=5, le=24 * 60)
+    password_reset_email_rate_limit: str = "5/hour"
+    password_reset_address_rate_limit: str = "20/hour"
 
     max_body_bytes: int = 11 * 1024 * 1024
 
@@ -90,6 +103,9 @@ class Settings(BaseSettings):
     prescription_max_open_claims: int = Field(5, ge=1, le=50)
     prescription_claim_timeout_minutes: int = Field(20, ge=1)
     prescription_review_minutes: int = Field(30, ge=1)
+    # Minutes a doctor has to sign the challenge that proves holding a newly registered key
+    # (a new challenge can be asked for after that).
+    doctor_key_challenge_minutes: int = Field(15, ge=1, le=24 * 60)
     # Validity a doctor may give (DESIGN.md: default 24 h, at most 72 h).
     prescription_default_valid_hours: int = Field(24, ge=1, le=72)
     prescription_max_valid_hours: int = Field(72, ge=1, le=72)
@@ -121,6 +137,12 @@ class Settings(BaseSettings):
     dispatch_deadline_bucket_minutes: int = Field(10, ge=1, le=120)
     dispatch_code_max_failures: int = Field(5, ge=1, le=20)
     courier_location_rate_limit: str = "1/5 seconds"
+    # Private drop-offs: until a courier claims a job, others see its drop-off snapped to a fixed
+    # grid of cells about this many metres on a side, without the address; a courier's claims
+    # that take a job, and releases, per window (429 beyond; the HTTP API only).
+    dispatch_dropoff_grid_m: float = Field(200, ge=100, le=2000)
+    dispatch_claim_rate_limit: str = "30/hour"
+    dispatch_release_rate_limit: str = "20/hour"
     # Batched trips: parcels one courier may carry from one store in a trip, and the minutes a
     # batch-mate may add to the trip (the first drop never waits longer than that either).
     dispatch_batch_max_parcels: int = Field(3, ge=1, le=10)
@@ -170,8 +192,11 @@ class Settings(BaseSettings):
             for name in purposes:
                 if getattr(self, name) is None:
                     setattr(self, name, SecretStr(f"{root}:{name}"))
+            problems = self._pepper_version_problems()
+            if problems:
+                raise ValueError("; ".join(problems))
             return self
-        problems = []
+        problems = self._pepper_version_problems()
         seen: set[str] = set()
         for name in purposes:
             value = getattr(self, name)
@@ -183,11 +208,49 @@ class Settings(BaseSettings):
             elif secret in seen:
                 problems.append(f"O2O_{name.upper()} must differ from the other keys")
             seen.add(secret)
+        others = {
+            self.key("token_secret_key") if self.token_secret_key else None,
+            self.key("session_secret_key") if self.session_secret_key else None,
+        }
+        try:
+            previous = _parse_previous_peppers(self.identity_pepper_previous)
+        except ValueError:
+            previous = {}  # already reported by _pepper_version_problems
+        for version, secret in previous.items():
+            if len(secret) < 32 or DEV_SECRET_KEY in secret:
+                problems.append(
+                    f"O2O_IDENTITY_PEPPER_PREVIOUS: version {version} must be a random value of "
+                    "32+ characters"
+                )
+            elif secret in others:
+                problems.append(
+                    f"O2O_IDENTITY_PEPPER_PREVIOUS: version {version} must differ from the other keys"
+                )
         if self.database_url == DEV_DATABASE_URL:
             problems.append("O2O_DATABASE_URL must be set (not the development database)")
         if problems:
             raise ValueError(f"O2O_ENV={self.env}: " + "; ".join(problems))
         return self
+
+    def _pepper_version_problems(self) -> list[str]:
+        """What is wrong with the identity peppers' versions (in every environment)."""
+        try:
+            previous = _parse_previous_peppers(self.identity_pepper_previous)
+        except ValueError as exc:
+            return [str(exc)]
+        problems = []
+        if self.identity_pepper_version in previous:
+            problems.append(
+                f"O2O_IDENTITY_PEPPER_PREVIOUS lists version {self.identity_pepper_version}, "
+                "which is O2O_IDENTITY_PEPPER_VERSION (the current pepper's version)"
+            )
+        current = self.identity_pepper.get_secret_value() if self.identity_pepper else None
+        secrets = [current, *previous.values()]
+        if len(set(secrets)) != len(secrets):
+            # Two versions with one secret would make the version meaningless, and a rotation
+            # that did not rotate anything.
+            problems.append("two identity pepper versions must not share a secret")
+        return problems
 
     def key(
         self, name: Literal["token_secret_key", "session_secret_key", "identity_pepper"]
@@ -196,6 +259,35 @@ class Settings(BaseSettings):
         value = getattr(self, name)
         assert value is not None
         return value.get_secret_value()
+
+    def identity_peppers(self) -> dict[int, str]:
+        """Every configured identity pepper by version, the current one first."""
+        return {
+            self.identity_pepper_version: self.key("identity_pepper"),
+            **_parse_previous_peppers(self.identity_pepper_previous),
+        }
+
+
+def _parse_previous_peppers(value: SecretStr | None) -> dict[int, str]:
+    """Read "version:secret" entries (comma-separated) into {version: secret}."""
+    peppers: dict[int, str] = {}
+    if value is None:
+        return peppers
+    for entry in value.get_secret_value().split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        version, sep, secret = entry.partition(":")
+        # Never echo the entry: it holds a secret.
+        if not sep or not version.strip().isdigit() or not secret.strip():
+            raise ValueError("O2O_IDENTITY_PEPPER_PREVIOUS entries must be version:secret")
+        number = int(version)
+        if not 1 <= number <= 32767:
+            raise ValueError("O2O_IDENTITY_PEPPER_PREVIOUS versions must be 1 to 32767")
+        if number in peppers:
+            raise ValueError(f"O2O_IDENTITY_PEPPER_PREVIOUS lists version {number} twice")
+        peppers[number] = secret.strip()
+    return peppers
 
 
 @lru_cache

@@ -4,6 +4,7 @@ Points are WGS84 (SRID 4326) stored as `geography`; API points are {"lat", "lon"
 GeoJSON geometries (lon, lat order).
 """
 
+import math
 from typing import Any
 
 import shapely
@@ -15,7 +16,8 @@ from shapely.validation import explain_validity
 
 SRID = 4326
 
-# Mean earth radius; used only for rough sizing (e.g. a bounding-box margin), never for results.
+# Mean earth radius; used only for rough sizing (a bounding-box margin, the drop-off grid's
+# cells), never for distances.
 EARTH_RADIUS_M = 6_371_008.8
 METRES_PER_KM = 1000.0
 
@@ -49,6 +51,26 @@ def to_latlon(element: WKBElement | None) -> dict[str, float] | None:
         return None
     pt = to_shape(element)
     return {"lat": pt.y, "lon": pt.x}
+
+
+def snap_to_grid(lat: float, lon: float, cell_m: float) -> dict[str, float]:
+    """Return the centre of the fixed grid cell, about cell_m on a side, that holds a point.
+
+    Rows are an equal share of the meridian about cell_m high; each row is cut into a whole
+    number of equal columns about cell_m wide at its middle latitude, so the cells tile the globe
+    (no sliver at the antimeridian). No noise: every point of one cell always gives the same
+    centre, so asking many times reveals nothing finer than the cell.
+    """
+    rows = max(1, round(math.pi * EARTH_RADIUS_M / cell_m))
+    lat_step = 180.0 / rows
+    row = min(rows - 1, max(0, math.floor((lat + 90.0) / lat_step)))
+    centre_lat = -90.0 + (row + 0.5) * lat_step
+    cols = max(1, round(360.0 * math.cos(math.radians(centre_lat)) / lat_step))
+    lon_step = 360.0 / cols
+    col = math.floor((lon + 180.0) / lon_step) % cols
+    centre_lon = -180.0 + (col + 0.5) * lon_step
+    # Rounded to ~0.1 m: the centre is a derived value, and no trailing float noise is shown.
+    return {"lat": round(centre_lat, 6), "lon": round(centre_lon, 6)}
 
 
 def parse_area(geojson: Any) -> Polygon | MultiPolygon:

@@ -14,6 +14,11 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from o2o.db import Base
 
+# Events that carry a secret (a password reset token, for the e-mail/SMS gateway): the relay sends
+# them only to endpoints that name the type exactly, never to a "*" or "user.*" subscription (an
+# analytics sink, a payment app), so registering a wildcard endpoint does not hand out accounts.
+EXACT_SUBSCRIPTION_ONLY = ("user.password_reset_requested",)
+
 
 class OutboxEvent(Base):
     __tablename__ = "outbox_events"

@@ -32,10 +32,14 @@ def keygen(
 def sign(
     key: Annotated[Path, typer.Option("--key", help="The private key file from keygen.")],
     payload: Annotated[
-        str, typer.Option("--payload", help="The base64 payload from signing-payload ('-': stdin).")
+        str,
+        typer.Option(
+            "--payload",
+            help="The base64 payload from signing-payload or a key challenge ('-': stdin).",
+        ),
     ],
 ) -> None:
-    """Sign a base64 payload and print the base64 signature."""
+    """Sign a base64 payload (a prescription or a key challenge); print the base64 signature."""
     if payload == "-":
         payload = sys.stdin.read()
     try:

@@ -1,19 +1,28 @@
-"""Doctors' signing keys: registered by the doctor, approved (one active key per doctor) or
-revoked by an admin, and read under a share lock while a signature is accepted."""
+"""Doctors' signing keys: registered by the doctor, who proves holding the private key by signing
+a server challenge; approved (one active key per doctor, by an admin other than the doctor's
+creator) or revoked by an admin, and read under a share lock while a signature is accepted."""
+
+import secrets
+from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from o2o import clock
+from o2o.config import get_settings
 from o2o.errors import Conflict, Forbidden, InvalidInput, NotFound
 from o2o.users.models import User
 from prescriptions import signing
 from prescriptions.models import DoctorKey, DoctorKeyStatus
 
+PROOF_PURPOSE = "o2o:doctor-key-proof"
+NONCE_BYTES = 32
+
 
 def register_key(session: Session, doctor: User, public_key_b64: str) -> DoctorKey:
-    """Register a doctor's public key; it signs nothing until an admin approves it."""
+    """Register a doctor's public key with a challenge to sign; it signs nothing until proved and
+    approved."""
     try:
         raw = signing.parse_public_key(public_key_b64)
     except signing.KeyFormatError as exc:
@@ -27,6 +36,85 @@ def register_key(session: Session, doctor: User, public_key_b64: str) -> DoctorK
             session.flush()
     except IntegrityError:
         raise Conflict("This key is already registered.", code="key_already_registered") from None
+    _new_challenge(key)
+    session.flush()
+    return key
+
+
+def _new_challenge(key: DoctorKey) -> None:
+    """Give the key a fresh challenge (any earlier one stops being accepted)."""
+    expires_at = clock.now() + timedelta(minutes=get_settings().doctor_key_challenge_minutes)
+    # The signed bytes name their purpose, the key and its doctor: a signature over them proves
+    # nothing else, and a prescription payload (no "purpose") is never one of them.
+    key.proof_challenge = signing.canonical_bytes(
+        {
+            "purpose": PROOF_PURPOSE,
+            "key_id": key.id,
+            "doctor_id": key.doctor_id,
+            "public_key": signing.b64encode(key.public_key),
+            "nonce": signing.b64encode(secrets.token_bytes(NONCE_BYTES)),
+            "expires_at": expires_at.isoformat(),
+        }
+    )
+    key.proof_challenge_expires_at = expires_at
+
+
+def _lock_own_unproved_key(session: Session, doctor: User, key_id: int) -> DoctorKey:
+    """Lock one of the doctor's keys that still awaits its proof."""
+    key = session.scalar(
+        select(DoctorKey)
+        .where(DoctorKey.id == key_id, DoctorKey.doctor_id == doctor.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if key is None:
+        # Another doctor's key is answered as if it did not exist.
+        raise NotFound("No such key.", code="key_not_found")
+    if key.proved_at is not None:
+        raise Conflict("This key is already proved.", code="key_already_proved")
+    if key.status is not DoctorKeyStatus.PENDING:
+        raise Conflict(
+            f"Only a pending key can be proved; this one is {key.status.value}.",
+            code="key_not_pending",
+            details={"status": key.status.value},
+        )
+    return key
+
+
+def renew_challenge(session: Session, doctor: User, key_id: int) -> DoctorKey:
+    """Replace the challenge of the doctor's unproved key, for example after it expired."""
+    key = _lock_own_unproved_key(session, doctor, key_id)
+    _new_challenge(key)
+    session.flush()
+    return key
+
+
+def prove_key(session: Session, doctor: User, key_id: int, signature_b64: str) -> DoctorKey:
+    """Accept the doctor's signature of the key's challenge as proof of holding the private key."""
+    key = _lock_own_unproved_key(session, doctor, key_id)
+    at = clock.now()
+    if key.proof_challenge is None or key.proof_challenge_expires_at is None:
+        raise Conflict("This key has no challenge; ask for one.", code="challenge_expired")
+    if at >= key.proof_challenge_expires_at:
+        raise Conflict(
+            "The challenge has expired; ask for a new one.",
+            code="challenge_expired",
+            details={"expired_at": key.proof_challenge_expires_at.isoformat()},
+        )
+    try:
+        signature = signing.b64decode(signature_b64, what="signature")
+    except signing.KeyFormatError as exc:
+        raise InvalidInput(str(exc), code="invalid_signature") from None
+    if not signing.verify(key.public_key, key.proof_challenge, signature):
+        raise InvalidInput(
+            "The signature is not this key's signature of its challenge.",
+            code="invalid_signature",
+        )
+    # Used once: the challenge goes with the proof.
+    key.proved_at = at
+    key.proof_challenge = None
+    key.proof_challenge_expires_at = None
+    session.flush()
     return key
 
 
@@ -75,6 +163,11 @@ def approve_key(session: Session, admin: User, key_id: int) -> DoctorKey:
             f"Only a pending key can be approved; this one is {key.status.value}.",
             code="key_not_pending",
             details={"status": key.status.value},
+        )
+    if key.proved_at is None:
+        raise Conflict(
+            "The doctor has not yet proved holding this key's private key (the signed challenge).",
+            code="key_not_proved",
         )
     doctor = session.get(User, key.doctor_id)
     if doctor is not None and doctor.created_by == admin.id:

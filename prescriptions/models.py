@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     LargeBinary,
+    SmallInteger,
     String,
     Text,
     func,
@@ -64,6 +65,12 @@ class DoctorKey(Base):
     superseded_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     revoked_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # Proof of possession: the server's challenge (the exact bytes the doctor signs, bound to this
+    # key and doctor) until it is answered, and when the doctor proved holding the private key.
+    # Keys approved before proofs existed keep proved_at empty.
+    proof_challenge: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    proof_challenge_expires_at: Mapped[datetime | None]
+    proved_at: Mapped[datetime | None]
 
 
 class Prescription(Base):
@@ -80,6 +87,8 @@ class Prescription(Base):
         ),
         # The doctors' queue and the escalation sweep read requests oldest first by status.
         Index("ix_prescriptions_status_requested_at", "status", "requested_at"),
+        # Identity lookups (and the upgrade of old hashes) find rows by hash.
+        Index("ix_prescriptions_id_number_hmac", "id_number_hmac"),
         CheckConstraint("refills >= 0 AND refills <= 12", name="refills_range"),
         CheckConstraint("fills_used >= 0", name="fills_used_nonnegative"),
         CheckConstraint("refill_of IS NULL OR refill_of <> id", name="refill_not_self"),
@@ -107,6 +116,8 @@ class Prescription(Base):
     # small space of identity numbers) and a masked form for display.
     legal_name: Mapped[str] = mapped_column(String(200))
     id_number_hmac: Mapped[str] = mapped_column(String(64))
+    # The version of the identity pepper the hash was made with (O2O_IDENTITY_PEPPER_VERSION).
+    id_number_pepper_version: Mapped[int] = mapped_column(SmallInteger)
     id_number_masked: Mapped[str] = mapped_column(String(64))
 
     symptoms: Mapped[str] = mapped_column(Text)

@@ -83,6 +83,7 @@ def request_refill(
         status=S.ISSUED,
         legal_name=first.legal_name,
         id_number_hmac=first.id_number_hmac,
+        id_number_pepper_version=first.id_number_pepper_version,
         id_number_masked=first.id_number_masked,
         symptoms=first.symptoms,
         allergies=first.allergies,

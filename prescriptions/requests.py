@@ -2,7 +2,6 @@
 attachment checked by its content, and the attachment read back."""
 
 import hashlib
-import hmac
 import uuid
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ from o2o.errors import Conflict, DomainError, InvalidInput, NotFound
 from o2o.orders import lifecycle
 from o2o.orders.models import Order, OrderStatus
 from o2o.users.models import User
-from prescriptions import trail, workflow
+from prescriptions import identity, trail, workflow
 from prescriptions.models import Prescription, PrescriptionAttachment
 from prescriptions.schemas import PrescriptionRequestIn
 from prescriptions.workflow import PrescriptionStatus
@@ -39,14 +38,6 @@ class Attachment:
     data: bytes
     filename: str | None = None
     declared_type: str | None = None
-
-
-def id_number_hmac(number: str) -> str:
-    """Keyed hash of a normalised identity number (same document, same hash; not reversible
-    without the secret key)."""
-    key = get_settings().key("identity_pepper").encode()
-    message = b"o2o:id-number:" + workflow.normalise_id_number(number).encode()
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 def _check_quota(session: Session, patient: User, size: int) -> None:
@@ -155,13 +146,15 @@ def request_prescription(
     if attachment is not None:
         _check_quota(session, patient, len(attachment.data))
     at = clock.now()
+    pepper_version, id_hash = identity.hash_id_number(body.id_number)
     p = Prescription(
         id=uuid.uuid4(),
         order_id=order.id,
         patient_id=patient.id,
         status=S.REQUESTED,
         legal_name=body.patient_name,
-        id_number_hmac=id_number_hmac(body.id_number),
+        id_number_hmac=id_hash,
+        id_number_pepper_version=pepper_version,
         id_number_masked=workflow.mask_id_number(body.id_number),
         symptoms=body.symptoms,
         allergies=body.allergies,
@@ -171,6 +164,8 @@ def request_prescription(
         fills_used=0,
     )
     add_open_request(session, p)
+    # The number is in hand: earlier rows holding it under a previous pepper move to this one.
+    identity.upgrade_hashes(session, body.id_number)
     if attachment is not None:
         session.add(
             PrescriptionAttachment(

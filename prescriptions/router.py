@@ -38,7 +38,10 @@ from prescriptions.schemas import (
     DoctorKeyIn,
     DoctorKeyOut,
     DoctorKeyPage,
+    DoctorKeyRegisteredOut,
     IssueIn,
+    KeyChallengeOut,
+    KeyProofIn,
     PrescriptionOut,
     QueuePage,
     RefillIn,
@@ -64,6 +67,15 @@ def _key_out(key: DoctorKey) -> DoctorKeyOut:
         approved_at=key.approved_at,
         superseded_at=key.superseded_at,
         revoked_at=key.revoked_at,
+        proved_at=key.proved_at,
+    )
+
+
+def _challenge_out(key: DoctorKey) -> KeyChallengeOut:
+    return KeyChallengeOut(
+        key_id=key.id,
+        payload=signing.b64encode(key.proof_challenge),
+        expires_at=key.proof_challenge_expires_at,
     )
 
 
@@ -225,12 +237,38 @@ def get_fhir(prescription_id: uuid.UUID, user: CurrentUser, session: DbSession):
 @router.post(
     "/doctors/me/keys",
     status_code=status.HTTP_201_CREATED,
-    response_model=DoctorKeyOut,
+    response_model=DoctorKeyRegisteredOut,
     responses=error_responses(e422=("invalid_public_key",)),
 )
 def register_key(body: DoctorKeyIn, doctor: DoctorUser, session: DbSession):
-    """Register your Ed25519 public key; it signs once an admin approves it."""
-    return _key_out(doctor_keys.register_key(session, doctor, body.public_key))
+    """Register your Ed25519 public key; sign the challenge in the answer to prove you hold the
+    private key, then an admin can approve it."""
+    key = doctor_keys.register_key(session, doctor, body.public_key)
+    return DoctorKeyRegisteredOut(**_key_out(key).model_dump(), challenge=_challenge_out(key))
+
+
+@router.post(
+    "/doctors/me/keys/{key_id}/proof",
+    response_model=DoctorKeyOut,
+    responses=error_responses(
+        e422=("invalid_signature",),
+        e409="challenge_expired; key_already_proved; key_not_pending",
+        e404="key_not_found",
+    ),
+)
+def prove_key(key_id: RowId, body: KeyProofIn, doctor: DoctorUser, session: DbSession):
+    """Prove you hold the key's private key: send your signature of its challenge payload."""
+    return _key_out(doctor_keys.prove_key(session, doctor, key_id, body.signature))
+
+
+@router.post(
+    "/doctors/me/keys/{key_id}/challenge",
+    response_model=KeyChallengeOut,
+    responses=error_responses(e409="key_already_proved; key_not_pending", e404="key_not_found"),
+)
+def renew_key_challenge(key_id: RowId, doctor: DoctorUser, session: DbSession):
+    """A new challenge for your unproved key (the earlier one stops being accepted)."""
+    return _challenge_out(doctor_keys.renew_challenge(session, doctor, key_id))
 
 
 @router.get(
@@ -349,7 +387,8 @@ def list_doctor_keys(
     "/admin/doctor-keys/{key_id}/approve",
     response_model=DoctorKeyOut,
     responses=error_responses(
-        e409="key_not_pending", e403="four_eyes_required: you created this doctor's account"
+        e409="key_not_pending; key_not_proved: the doctor has not signed the key's challenge",
+        e403="four_eyes_required: you created this doctor's account",
     ),
 )
 def approve_key(key_id: RowId, admin: AdminUser, session: DbSession):

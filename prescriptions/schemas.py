@@ -136,6 +136,21 @@ class DoctorKeyIn(_In):
     )
 
 
+class KeyProofIn(_In):
+    signature: str = Field(
+        min_length=1,
+        pattern=NOT_BLANK,
+        max_length=256,
+        description="base64 of your key's Ed25519 signature of the challenge payload's bytes",
+    )
+
+
+class KeyChallengeOut(BaseModel):
+    key_id: int
+    payload: str = Field(description="base64 of the bytes to sign with the key's private key")
+    expires_at: datetime
+
+
 class DoctorKeyOut(BaseModel):
     id: int
     doctor_id: int
@@ -145,6 +160,13 @@ class DoctorKeyOut(BaseModel):
     approved_at: datetime | None
     superseded_at: datetime | None
     revoked_at: datetime | None
+    proved_at: datetime | None = Field(
+        description="When the doctor signed the server's challenge (approval needs it)"
+    )
+
+
+class DoctorKeyRegisteredOut(DoctorKeyOut):
+    challenge: KeyChallengeOut
 
 
 class DoctorKeyPage(BaseModel):

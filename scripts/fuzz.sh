@@ -4,6 +4,8 @@
 # coverage, fuzzing and stateful phases (walking the OpenAPI links) as each demo role, with a
 # fixed seed it prints. schemathesis.toml holds what the suite's fuzzing shares: the check that
 # accepts a 422 to valid data only with a code the operation documents, and links as declared.
+# tests/fuzz_release.py sends, every other time, a creating body that can succeed in the demo
+# city, so the stateful phase has something to walk the links from.
 #   FUZZ_SEED (default 7311), FUZZ_EXAMPLES per operation (default 60), FUZZ_ROLES, FUZZ_TIMEOUT
 #   (seconds per request, default 30). The API log is kept in artifacts/fuzz/api.log.
 set -euo pipefail
@@ -16,7 +18,10 @@ EXAMPLES=${FUZZ_EXAMPLES:-60}
 ROLES=${FUZZ_ROLES:-"patient pharmacist courier doctor admin"}
 PORT=${FUZZ_PORT:-8765}
 export O2O_ENV=development
-export O2O_DATABASE_URL="postgresql+psycopg://o2o:o2o-dev-only@127.0.0.1:${O2O_PG_PORT:-55432}/$DB"
+# As in deployment: the owner role migrates, the API runs as the runtime role (DML only).
+pg="127.0.0.1:${O2O_PG_PORT:-55432}"
+OWNER_URL="postgresql+psycopg://o2o_owner:${O2O_PG_OWNER_PASSWORD:-o2o-owner-dev-only}@$pg/$DB"
+export O2O_DATABASE_URL="postgresql+psycopg://o2o_app:${O2O_PG_RUNTIME_PASSWORD:-o2o-app-dev-only}@$pg/$DB"
 export O2O_REDIS_URL="redis://127.0.0.1:${O2O_REDIS_PORT:-56379}/15"
 # The fuzzer sends thousands of requests a minute: rate limits would answer most of them 429.
 export O2O_SEARCH_RATE_LIMIT="100000/minute" O2O_ORDER_RATE_LIMIT="100000/minute"
@@ -25,7 +30,7 @@ export O2O_LOGIN_FAILURES_ALLOWED=100000
 bash scripts/platform.sh dropdb "$DB" >/dev/null
 bash scripts/platform.sh createdb "$DB" >/dev/null
 redis-cli -p "${O2O_REDIS_PORT:-56379}" -n 15 flushdb >/dev/null
-.venv/bin/alembic upgrade head >/dev/null
+O2O_DATABASE_URL="$OWNER_URL" .venv/bin/alembic upgrade head >/dev/null
 .venv/bin/python -m o2o demo-data >/dev/null
 mkdir -p artifacts/fuzz
 # The API's own log (one line per request, tracebacks of any server error) goes to a file; the
@@ -40,6 +45,7 @@ for _ in $(seq 240); do
   sleep 0.5
 done
 [ "$up" = true ] || { echo "error: the API did not start; see artifacts/fuzz/api.log" >&2; exit 1; }
+export SCHEMATHESIS_HOOKS=tests.fuzz_release
 echo "fuzzing with seed $SEED, $EXAMPLES examples per operation, as: $ROLES"
 failed=0
 for role in $ROLES; do

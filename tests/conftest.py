@@ -13,6 +13,7 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from fastapi.testclient import TestClient
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
@@ -23,6 +24,11 @@ from o2o.config import get_settings
 from o2o.db import COMMIT_ON_RETURN, get_session
 from o2o.redis import get_redis
 from tests.documented_errors import check_422_is_documented
+
+# Property tests are judged on what each example does, never on how long it takes: on a loaded
+# machine hypothesis' default 200 ms deadline fails correct code.
+hypothesis_settings.register_profile("o2o", deadline=None)
+hypothesis_settings.load_profile("o2o")
 
 # The suite runs the services as the API and the worker do: with the domains subscribed to the
 # order record's events.

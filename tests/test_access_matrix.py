@@ -218,6 +218,22 @@ ROWS = [
     ),
     Row("POST", "/dispatch/jobs/{job_id}/release", _job, {"courier": OK}, {"courier"}),
     Row("POST", "/dispatch/jobs/{job_id}/unlock", _job, {"pharmacist": OK_OR_STATE}, STAFF),
+    # A doctor's own keys: the seeded doctor's key is proved and active already (409).
+    Row(
+        "POST",
+        "/doctors/me/keys/{key_id}/proof",
+        lambda w: {"key_id": str(w.doctor.key_id)},
+        {"doctor": {409}},
+        {"doctor"},
+        body=lambda w: {"signature": "AAAA"},
+    ),
+    Row(
+        "POST",
+        "/doctors/me/keys/{key_id}/challenge",
+        lambda w: {"key_id": str(w.doctor.key_id)},
+        {"doctor": {409}},
+        {"doctor"},
+    ),
     # Admin objects.
     *[
         Row(

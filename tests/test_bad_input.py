@@ -4,6 +4,7 @@ ordinary points. Every refusal is a 4xx in the one error shape and leaves the da
 
 import io
 import json
+import math
 import uuid
 
 import pytest
@@ -207,7 +208,18 @@ def test_an_id_in_range_that_names_nothing_is_404(client, db, admin):
 
 # --- the poles and the antimeridian ------------------------------------------------------------
 
-EDGES = [(90.0, 2.220446049250313e-16), (90.0, 0.0), (-90.0, 0.0), (0.0, 180.0), (0.0, -180.0)]
+EDGES = [
+    (90.0, 2.220446049250313e-16),
+    (90.0, 0.0),
+    (-90.0, 0.0),
+    (0.0, 180.0),
+    (0.0, -180.0),
+    # A float's width from the edge (found by fuzzing): the index misorders these too.
+    (-89.99999999999999, 2.3724707775842545e-194),
+    (45.0, 179.99999999999997),
+    # Tiny coordinates next to stores at (0, 0) (found by fuzzing as the patient).
+    (2.4013266201621016e-212, -2.4135552643508313e-28),
+]
 
 
 @pytest.mark.parametrize(("lat", "lon"), EDGES)
@@ -230,10 +242,13 @@ def test_nearby_and_search_answer_at_the_poles_and_the_antimeridian(client, db, 
 
 
 def twins(lat: float, lon: float) -> list[tuple[float, float]]:
-    """The same point written other ways: a pole at other longitudes, lon 180 as -180."""
-    if abs(lat) == 90:
-        return [(lat, 0.0), (lat, 121.0)]
-    return [(lat, -lon)]
+    """The same point (or one a float's width away) written other ways: a pole at other
+    longitudes, lon 180 as -180."""
+    if abs(lat) > 89:
+        return [(math.copysign(90.0, lat), 0.0), (math.copysign(90.0, lat), 121.0)]
+    if abs(lon) < 1:
+        return [(0.0, 0.0)] * 4
+    return [(lat, -math.copysign(180.0, lon))]
 
 
 @pytest.mark.parametrize(("lat", "lon"), EDGES)

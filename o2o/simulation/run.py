@@ -214,6 +214,8 @@ class Day:
                 private = signing.generate_private_key()
                 doctor = session.get(User, doctor_id)
                 key = doctor_keys.register_key(session, doctor, signing.public_key_b64(private))
+                proof = signing.sign(private, key.proof_challenge)
+                doctor_keys.prove_key(session, doctor, key.id, signing.b64encode(proof))
                 doctor_keys.approve_key(session, session.get(User, admin_id), key.id)
                 self.doctor_keys.append((doctor_id, private))
             courier_ids = fast_users(session, Role.COURIER, len(self.plan.couriers))

@@ -3,7 +3,7 @@
 import enum
 from datetime import datetime
 
-from sqlalchemy import Column, ForeignKey, Index, String, Table, func, text
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, LargeBinary, String, Table, func, text
 from sqlalchemy.dialects.postgresql import ENUM
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -59,3 +59,21 @@ class UserStoreLink(Base):
     """Read-only mapping of user_stores, so `User.store_ids` loads without the stores domain."""
 
     __table__ = user_stores
+
+
+class PasswordResetToken(Base):
+    """A one-time password reset token: only its SHA-256 is kept, never the token itself.
+
+    Valid while unused, unexpired, and issued under the user's current token version (a password
+    change, a deactivation or another reset raises it, so every outstanding token dies with it).
+    """
+
+    __tablename__ = "password_reset_tokens"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    token_version: Mapped[int]
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]

@@ -8,12 +8,15 @@ from o2o.config import get_settings
 from o2o.db import DbSession
 from o2o.errors import error_responses
 from o2o.security import create_access_token
-from o2o.users import service
+from o2o.users import reset, service
 from o2o.users.dependencies import AdminUser, CurrentUser, client_ip
 from o2o.users.models import Role
 from o2o.users.schemas import (
     MeOut,
     PasswordChangeIn,
+    PasswordResetAcceptedOut,
+    PasswordResetConfirmIn,
+    PasswordResetIn,
     RegisterIn,
     TokenOut,
     UserCreateIn,
@@ -108,6 +111,54 @@ def create_user(body: UserCreateIn, session: DbSession, admin: AdminUser):
 def change_password(body: PasswordChangeIn, session: DbSession, user: CurrentUser):
     """Change your password; every token and console session issued before stops working."""
     service.change_password(session, user, body.current_password, body.new_password)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/users/password-reset",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=PasswordResetAcceptedOut,
+    responses=error_responses(
+        e429="rate_limited: too many reset requests for this address or from this client"
+    ),
+)
+def request_password_reset(
+    body: PasswordResetIn, session: DbSession, ip: Annotated[str, Depends(client_ip)]
+):
+    """Ask for a password reset message; the answer is the same whether or not the account exists."""
+    settings = get_settings()
+    message = "Too many password reset requests; try again later."
+    ratelimit.hit(
+        ratelimit.limit(settings.password_reset_address_rate_limit),
+        "password-reset-ip",
+        ip,
+        message=message,
+    )
+    ratelimit.hit(
+        ratelimit.limit(settings.password_reset_email_rate_limit),
+        "password-reset-email",
+        body.email.strip().lower(),
+        message=message,
+    )
+    reset.request_reset(session, body.email)
+    return PasswordResetAcceptedOut()
+
+
+@router.post(
+    "/users/password-reset/confirm",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(
+        e422={
+            "invalid_reset_token": "the token was used, expired, replaced by a newer one or "
+            "never issued, or its account was deactivated or changed its password since",
+            "password_unchanged": "the new password is the current one",
+        }
+    ),
+)
+def confirm_password_reset(body: PasswordResetConfirmIn, session: DbSession):
+    """Set a new password with a reset token; every earlier token and console session stops."""
+    reset.confirm_reset(session, body.token, body.new_password)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

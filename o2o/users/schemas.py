@@ -67,6 +67,26 @@ class PasswordChangeIn(BaseModel):
     new_password: str = Password
 
 
+class PasswordResetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Any address an account may hold (accounts created before the stricter sign-up check
+    # included): the answer is the same for every address, known or not.
+    email: str = Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
+
+
+class PasswordResetAcceptedOut(BaseModel):
+    status: str = "accepted"
+    message: str = "If an active account has this address, a password reset message is on its way."
+
+
+class PasswordResetConfirmIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(min_length=1, max_length=128)
+    new_password: str = Password
+
+
 class UserStatusOut(UserOut):
     is_active: bool
 

@@ -4,7 +4,8 @@
 - Fan-out re-reads events from a little before the last watermark (Settings
   `outbox_fanout_lag_s`): an event's `created_at` is its transaction's start, so one committed
   late may carry an older time than events already seen; `ON CONFLICT DO NOTHING` on (event,
-  endpoint) makes the overlap harmless.
+  endpoint) makes the overlap harmless. A type in `o2o.outbox.EXACT_SUBSCRIPTION_ONLY` (it
+  carries a secret) goes only to endpoints that name it exactly, never to a wildcard.
 - Sending: due deliveries are claimed with `FOR UPDATE SKIP LOCKED` and leased (their due time
   is pushed past the longest the batch can take) in a short transaction, then sent outside any
   transaction. Two relays never hold the same delivery, a relay that dies mid-send leaves it to
@@ -28,7 +29,7 @@ import httpx
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from o2o import clock, outbound
+from o2o import clock, outbound, outbox
 from o2o.config import get_settings
 from o2o.errors import NotFound
 from o2o.outbox import OutboxEvent
@@ -165,8 +166,9 @@ JOIN webhook_endpoints ep
   ON ep.is_active
  AND e.created_at >= ep.created_at
  AND (e.event_type = ANY(ep.event_types)
-      OR '*' = ANY(ep.event_types)
-      OR split_part(e.event_type, '.', 1) || '.*' = ANY(ep.event_types))
+      OR (e.event_type <> ALL(:exact_only)
+          AND ('*' = ANY(ep.event_types)
+               OR split_part(e.event_type, '.', 1) || '.*' = ANY(ep.event_types))))
 WHERE e.created_at > :since
 ON CONFLICT (event_id, endpoint_id) DO NOTHING
 """
@@ -192,7 +194,10 @@ def fan_out(session: Session) -> int:
         if until
         else (first_endpoint - timedelta(microseconds=1))
     )
-    created = session.execute(text(_FAN_OUT_SQL), {"since": since}).rowcount
+    created = session.execute(
+        text(_FAN_OUT_SQL),
+        {"since": since, "exact_only": list(outbox.EXACT_SUBSCRIPTION_ONLY)},
+    ).rowcount
     session.execute(
         text(
             """

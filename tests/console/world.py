@@ -218,6 +218,8 @@ def build_world(session: Session) -> World:
 
     key = Ed25519PrivateKey.generate()
     key_row = doctor_keys.register_key(session, doctor, signing.public_key_b64(key))
+    proof = signing.b64encode(signing.sign(key, key_row.proof_challenge))
+    doctor_keys.prove_key(session, doctor, key_row.id, proof)
     doctor_keys.approve_key(session, admin, key_row.id)
 
     # Two prescription orders whose prescriptions wait for the pharmacist, one still with the

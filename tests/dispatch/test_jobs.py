@@ -5,8 +5,10 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from dispatch import actions, couriers, pool, service
+from dispatch.batching import distance_m
 from dispatch.models import Job, JobStatus
 from o2o import clock
+from o2o.geo import to_latlon
 from o2o.order_flow import store_actions
 from o2o.orders import lifecycle
 from o2o.orders.models import OrderStatus
@@ -73,7 +75,12 @@ def test_listing_ranks_by_deadline_bucket_then_distance_and_shows_the_api_shape(
     assert first["store"]["id"] == store.id and first["store"]["name"] == store.name
     assert abs(first["store"]["location"]["lat"] - factories.SHANGHAI[0]) < 1e-9
     assert 290 < first["distance_m"] < 310
-    assert set(first["dropoff"]) == {"lat", "lon"}
+    # Before a claim the drop-off is only its ~200 m grid cell's centre, and no address.
+    assert set(first["dropoff"]) == {"lat", "lon"} and first["dropoff_exact"] is False
+    exact = to_latlon(helpers.job_of(db, near).dropoff)
+    shown = (first["dropoff"]["lat"], first["dropoff"]["lon"])
+    assert shown != (exact["lat"], exact["lon"])
+    assert distance_m(shown, (exact["lat"], exact["lon"])) <= 142
     assert body["next_cursor"] is None
     assert "address_text" not in first  # only the holder sees the address
 
@@ -201,6 +208,8 @@ def test_claim_next_takes_the_best_job_then_answers_204(db, client, store, couri
     assert r.json()["order_id"] == str(sooner.id)
     assert r.json()["status"] == "claimed"
     assert r.json()["address_text"] == "Room 501, 8 Example Rd"
+    exact = to_latlon(helpers.job_of(db, sooner).dropoff)
+    assert r.json()["dropoff"] == exact and r.json()["dropoff_exact"] is True
 
     r = client.post(f"{API}/dispatch/claim", json=HERE, headers=courier_headers)
     assert r.json()["order_id"] == str(later.id)

@@ -111,6 +111,7 @@ def test_wrong_codes_are_counted_and_lock_the_job_after_five(db, client, store, 
     staff = make_user(db, role=Role.PHARMACIST, store_ids=[store.id])
     r = client.post(f"{API}/dispatch/jobs/{job_id}/unlock", headers=auth(staff))
     assert r.status_code == 200 and r.json()["status"] == "picked_up"
+    assert r.json()["dropoff_exact"] is True  # the store's staff see where the parcel goes
     r = client.post(
         f"{API}/dispatch/jobs/{job_id}/deliver",
         json={"delivery_code": helpers.DELIVERY_CODE},
@@ -157,6 +158,8 @@ def test_release_puts_a_claimed_job_back_in_the_pool(db, client, store, courier_
     order, job_id = _claimed(db, client, store, courier_headers)
     r = client.post(f"{API}/dispatch/jobs/{job_id}/release", headers=courier_headers)
     assert r.status_code == 200 and r.json()["status"] == "open"
+    # Open again, the job shows its approximate drop-off, even to the courier who gave it back.
+    assert r.json()["dropoff_exact"] is False and "address_text" not in r.json()
     job = db.get(Job, r.json()["id"])
     db.refresh(job)
     assert job.courier_id is None and job.claimed_at is None

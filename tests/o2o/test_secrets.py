@@ -101,3 +101,68 @@ def test_jwt_algorithm_is_pinned():
     )
     with pytest.raises(security.TokenError):
         security.decode_access_token(unsigned)
+
+
+def _production(**overrides) -> Settings:
+    env = {k.removeprefix("O2O_").lower(): v for k, v in KEYS.items()}
+    env.update(overrides)
+    return Settings(env="production", **env)
+
+
+def test_a_rotated_identity_pepper_keeps_its_previous_versions():
+    old = "o" * 40
+    settings = _production(identity_pepper_version=2, identity_pepper_previous=f"1:{old}")
+    assert settings.identity_peppers() == {2: "p" * 40, 1: old}
+    assert _production().identity_peppers() == {1: "p" * 40}
+
+
+def test_two_identity_pepper_versions_may_not_share_a_secret():
+    for env in ("production", "test"):
+        with pytest.raises(ValidationError, match="must not share a secret"):
+            if env == "production":
+                _production(identity_pepper_version=2, identity_pepper_previous=f"1:{'p' * 40}")
+            else:
+                Settings(
+                    env="test",
+                    identity_pepper="q" * 40,
+                    identity_pepper_version=3,
+                    identity_pepper_previous=f"1:{'r' * 40},2:{'r' * 40}",
+                )
+
+
+def test_previous_identity_peppers_fail_closed_in_production():
+    with pytest.raises(ValidationError, match="version 1 must be a random value"):
+        _production(identity_pepper_version=2, identity_pepper_previous="1:short")
+    with pytest.raises(ValidationError, match="version 1 must be a random value"):
+        _production(identity_pepper_version=2, identity_pepper_previous=f"1:{DEV_SECRET_KEY}")
+    with pytest.raises(ValidationError, match="version 1 must differ from the other keys"):
+        _production(identity_pepper_version=2, identity_pepper_previous=f"1:{'t' * 40}")
+    # The current version cannot also be listed as a previous one.
+    with pytest.raises(ValidationError, match="which is O2O_IDENTITY_PEPPER_VERSION"):
+        _production(identity_pepper_version=2, identity_pepper_previous=f"2:{'o' * 40}")
+    # Without the current pepper nothing starts, previous ones or not.
+    env = {k.removeprefix("O2O_").lower(): v for k, v in KEYS.items() if k != "O2O_IDENTITY_PEPPER"}
+    with pytest.raises(ValidationError, match="O2O_IDENTITY_PEPPER must be set"):
+        Settings(
+            env="production",
+            identity_pepper_version=2,
+            identity_pepper_previous=f"1:{'o' * 40}",
+            **env,
+        )
+
+
+def test_a_malformed_previous_pepper_is_refused_without_echoing_it():
+    secret = "a-secret-that-must-not-be-printed-0123456789"
+    for value in (secret, f"x:{secret}", f"0:{secret}", f"1:{secret},1:{'o' * 40}"):
+        with pytest.raises(ValidationError) as refused:
+            Settings(env="test", identity_pepper_version=2, identity_pepper_previous=value)
+        assert "O2O_IDENTITY_PEPPER_PREVIOUS" in str(refused.value)
+        assert secret not in str(refused.value)
+
+
+def test_a_refusal_prints_none_of_the_values_it_was_given():
+    env = {k.removeprefix("O2O_").lower(): v for k, v in KEYS.items()}
+    with pytest.raises(ValidationError) as refused:
+        Settings(env="production", **env, identity_pepper_previous="hunter2xyz")
+    assert "O2O_IDENTITY_PEPPER_PREVIOUS entries must be version:secret" in str(refused.value)
+    assert "hunter2xyz" not in str(refused.value)

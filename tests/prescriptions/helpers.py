@@ -94,9 +94,25 @@ def make_doctor_with_key(client: TestClient, db: Session, admin: User, **kw) -> 
     )
     assert r.status_code == 201, r.text
     doctor.key_id = r.json()["id"]
+    prove_key(client, doctor.headers, doctor.private_key, r.json())
     r = client.post(f"{API}/admin/doctor-keys/{doctor.key_id}/approve", headers=auth(admin))
     assert r.status_code == 200, r.text
     return doctor
+
+
+def prove_key(
+    client: TestClient, headers: dict, private_key: Ed25519PrivateKey, registered: dict
+) -> dict:
+    """Sign a registered key's challenge with its private key and send the proof."""
+    payload = signing.b64decode(registered["challenge"]["payload"])
+    r = client.post(
+        f"{API}/doctors/me/keys/{registered['id']}/proof",
+        json={"signature": signing.b64encode(signing.sign(private_key, payload))},
+        headers=headers,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["proved_at"] is not None
+    return r.json()
 
 
 def request_body(order: Order, **overrides) -> dict:

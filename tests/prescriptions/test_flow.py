@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from o2o.orders.models import Order, OrderStatus
 from o2o.outbox import OutboxEvent
 from o2o.users.models import Role
-from prescriptions import requests, signing
+from prescriptions import identity, signing
 from prescriptions.cli import app as doctor_cli
 from prescriptions.models import Prescription
 from tests.factories import auth, make_user, pay_through, payment_app
@@ -42,7 +42,9 @@ def _stock(db: Session, lot) -> tuple[int, int]:
 
 
 def test_patient_doctor_pharmacist_release_through_the_real_checkout(client, db, world, tmp_path):
-    # The doctor makes a key pair with the command-line tool; an admin approves the public key.
+    # The doctor makes a key pair with the command-line tool, registers the public key and
+    # proves holding the private key by signing the challenge with the same tool; an admin
+    # approves the key.
     key_file = tmp_path / "dr-wang.key"
     made = CliRunner().invoke(doctor_cli, ["keygen", "--out", str(key_file)])
     assert made.exit_code == 0, made.output
@@ -52,6 +54,17 @@ def test_patient_doctor_pharmacist_release_through_the_real_checkout(client, db,
     )
     assert r.status_code == 201 and r.json()["status"] == "pending"
     key_id = r.json()["id"]
+    signed = CliRunner().invoke(
+        doctor_cli,
+        ["sign", "--key", str(key_file), "--payload", r.json()["challenge"]["payload"]],
+    )
+    assert signed.exit_code == 0, signed.output
+    r = client.post(
+        f"{API}/doctors/me/keys/{key_id}/proof",
+        json={"signature": signed.stdout.strip()},
+        headers=auth(dr),
+    )
+    assert r.status_code == 200 and r.json()["proved_at"] is not None
     r = client.post(f"{API}/admin/doctor-keys/{key_id}/approve", headers=auth(world.admin))
     assert r.json()["status"] == "active"
 
@@ -98,7 +111,9 @@ def test_patient_doctor_pharmacist_release_through_the_real_checkout(client, db,
     assert p["attachment"]["content_type"] == "image/png"
     # Stored as a keyed hash only: the number appears nowhere in the row.
     stored = db.get(Prescription, uuid.UUID(pid))
-    assert stored.id_number_hmac == requests.id_number_hmac("1101 0119 9001 0112 34")
+    assert (stored.id_number_pepper_version, stored.id_number_hmac) == identity.hash_id_number(
+        "1101 0119 9001 0112 34"
+    )
     row = db.scalar(
         text("SELECT row_to_json(p)::text FROM prescriptions p WHERE id = :id"), {"id": pid}
     )

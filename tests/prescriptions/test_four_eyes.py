@@ -4,7 +4,7 @@ doctor's signing key; another admin can."""
 from o2o.users.models import Role
 from prescriptions import signing
 from tests.factories import auth, make_user
-from tests.prescriptions.helpers import API
+from tests.prescriptions.helpers import API, prove_key
 
 
 def test_the_admin_who_created_the_doctor_cannot_approve_its_key(client, db):
@@ -33,6 +33,7 @@ def test_the_admin_who_created_the_doctor_cannot_approve_its_key(client, db):
     )
     assert r.status_code == 201, r.text
     key_id = r.json()["id"]
+    prove_key(client, {"Authorization": f"Bearer {doctor_token}"}, key, r.json())
 
     r = client.post(f"{API}/admin/doctor-keys/{key_id}/approve", headers=auth(creator))
     assert r.status_code == 403 and r.json()["error"]["code"] == "four_eyes_required"

@@ -19,7 +19,7 @@ from prescriptions import signing
 from prescriptions.cli import app as doctor_cli
 from tests.conftest import ROOT
 from tests.factories import auth, make_user
-from tests.prescriptions.helpers import API
+from tests.prescriptions.helpers import API, prove_key
 
 
 def _register(client, doctor, key=None):
@@ -29,6 +29,15 @@ def _register(client, doctor, key=None):
         json={"public_key": signing.public_key_b64(key)},
         headers=auth(doctor),
     )
+
+
+def _proved(client, doctor) -> int:
+    """Register a new key and prove holding it; return its id."""
+    key = signing.generate_private_key()
+    r = _register(client, doctor, key)
+    assert r.status_code == 201, r.text
+    prove_key(client, auth(doctor), key, r.json())
+    return r.json()["id"]
 
 
 def test_register_returns_pending(client, db):
@@ -66,8 +75,8 @@ def test_same_key_cannot_be_registered_twice(client, db):
 def test_approving_a_new_key_supersedes_the_old(client, db):
     admin = make_user(db, role=Role.ADMIN)
     doctor = make_user(db, role=Role.DOCTOR)
-    first = _register(client, doctor).json()["id"]
-    second = _register(client, doctor).json()["id"]
+    first = _proved(client, doctor)
+    second = _proved(client, doctor)
     pending = client.get(f"{API}/admin/doctor-keys?status=pending", headers=auth(admin)).json()
     assert {k["id"] for k in pending["items"]} >= {first, second}
 
@@ -101,7 +110,7 @@ def test_database_refuses_two_active_keys(db):
 def test_revoke_is_idempotent_and_final(client, db):
     admin = make_user(db, role=Role.ADMIN)
     doctor = make_user(db, role=Role.DOCTOR)
-    key_id = _register(client, doctor).json()["id"]
+    key_id = _proved(client, doctor)
     client.post(f"{API}/admin/doctor-keys/{key_id}/approve", headers=auth(admin))
     for _ in range(2):
         r = client.post(f"{API}/admin/doctor-keys/{key_id}/revoke", headers=auth(admin))

@@ -21,6 +21,7 @@ from tests.prescriptions.helpers import (
     claim_and_issue,
     items_for,
     make_rx_order,
+    prove_key,
     request_rx,
 )
 
@@ -315,6 +316,7 @@ def test_racing_approvals_take_the_last_refill_once(engine, committed):
             headers=doctor.headers,
         )
         assert r.status_code == 201, r.text
+        prove_key(c, doctor.headers, doctor.private_key, r.json())
         r = c.post(f"{API}/admin/doctor-keys/{r.json()['id']}/approve", headers=auth(admin))
         assert r.status_code == 200, r.text
         first = request_rx(c, patient, orders[0])["id"]

@@ -23,6 +23,7 @@ from tests.prescriptions.helpers import (
     claim_and_issue,
     items_for,
     prepare,
+    prove_key,
     request_body,
     request_rx,
     sign_payload,
@@ -153,6 +154,7 @@ def test_superseded_key_still_verifies_what_it_signed(client, db, world):
         json={"public_key": signing.public_key_b64(new_key)},
         headers=world.doctor.headers,
     )
+    prove_key(client, world.doctor.headers, new_key, r.json())
     client.post(f"{API}/admin/doctor-keys/{r.json()['id']}/approve", headers=auth(world.admin))
     assert _review(client, world, pid).status_code == 200
 

@@ -10,7 +10,7 @@ from o2o import clock
 from o2o.db import session_scope
 from o2o.outbox import OutboxEvent
 from o2o.users.models import Role
-from prescriptions import requests, sweeps, tasks
+from prescriptions import identity, sweeps, tasks
 from prescriptions.models import Prescription, PrescriptionAudit
 from prescriptions.workflow import PrescriptionStatus
 from tests.factories import auth, make_lot, make_product, make_store, make_user
@@ -123,7 +123,8 @@ def _committed_expired_prescription() -> uuid.UUID:
             patient_id=patient.id,
             status=PrescriptionStatus.ISSUED,
             legal_name="Li Wei",
-            id_number_hmac=requests.id_number_hmac("110101199001011234"),
+            id_number_hmac=identity.hash_id_number("110101199001011234")[1],
+            id_number_pepper_version=identity.hash_id_number("110101199001011234")[0],
             id_number_masked="1101**********1234",
             symptoms="Sore throat",
             allergies="none",
