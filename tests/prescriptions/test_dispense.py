@@ -30,6 +30,7 @@ from tests.prescriptions.helpers import (
     claim_and_issue,
     items_for,
     make_rx_order,
+    prove_key,
     request_rx,
 )
 
@@ -246,6 +247,8 @@ def test_completion_handled_twice_at_once_records_the_dispense_once(engine, comm
             json={"public_key": signing.public_key_b64(doctor.private_key)},
             headers=doctor.headers,
         )
+        assert r.status_code == 201, r.text
+        prove_key(c, doctor.headers, doctor.private_key, r.json())
         r = c.post(f"{API}/admin/doctor-keys/{r.json()['id']}/approve", headers=auth(admin))
         assert r.status_code == 200, r.text
         pid = request_rx(c, patient, order)["id"]
