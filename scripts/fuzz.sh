@@ -45,14 +45,16 @@ for _ in $(seq 240); do
   sleep 0.5
 done
 [ "$up" = true ] || { echo "error: the API did not start; see artifacts/fuzz/api.log" >&2; exit 1; }
-export SCHEMATHESIS_HOOKS=tests.fuzz_release
+# The shared settings, with this run's hooks module in place of the suite's (schemathesis reads
+# one hooks module, from its settings file before the environment).
+sed 's/^hooks = .*/hooks = "tests.fuzz_release"/' schemathesis.toml >artifacts/fuzz/schemathesis.toml
 echo "fuzzing with seed $SEED, $EXAMPLES examples per operation, as: $ROLES"
 failed=0
 for role in $ROLES; do
   token=$(curl -sf -X POST "http://127.0.0.1:$PORT/api/v1/auth/token" \
     -d "username=$role@example.com&password=demo-password" | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
   echo "== as $role"
-  .venv/bin/schemathesis run "http://127.0.0.1:$PORT/api/v1/openapi.json" \
+  .venv/bin/schemathesis --config-file artifacts/fuzz/schemathesis.toml run "http://127.0.0.1:$PORT/api/v1/openapi.json" \
     --checks all --exclude-checks positive_data_acceptance --phases examples,coverage,fuzzing,stateful \
     --seed "$SEED" --max-examples "$EXAMPLES" --request-timeout "${FUZZ_TIMEOUT:-30}" \
     --exclude-path-regex '/metrics$' \

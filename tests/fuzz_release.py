@@ -4,8 +4,8 @@ Generated bodies rarely name a product in stock near a real place, so the statef
 create nothing and walk no link. As in the suite's stateful test, every other schema-valid call
 to a creating operation (an order, a store, a product) sends a body built from the demo city
 instead: the walk then goes on along the links from what it created (read, cancel, prepare...).
-Invalid cases are left as generated. Loaded with SCHEMATHESIS_HOOKS=tests.fuzz_release; the
-database is the one the served API uses (O2O_DATABASE_URL).
+Invalid cases are left as generated. It is the hooks module of the settings file `make fuzz`
+writes; the database is the one the served API uses (O2O_DATABASE_URL).
 """
 
 import itertools
