@@ -85,7 +85,11 @@ class Doctor:
 
 def make_doctor_with_key(client: TestClient, db: Session, admin: User, **kw) -> Doctor:
     """A doctor whose key (made by the signing module) was registered and approved via the API."""
-    user = make_user(db, role=Role.DOCTOR, **kw)
+    return key_approved(client, make_user(db, role=Role.DOCTOR, **kw), admin)
+
+
+def key_approved(client: TestClient, user: User, admin: User) -> Doctor:
+    """Give an existing doctor a key, registered, proved and approved via the API."""
     doctor = Doctor(user=user, private_key=signing.generate_private_key(), headers=auth(user))
     r = client.post(
         f"{API}/doctors/me/keys",

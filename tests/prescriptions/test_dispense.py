@@ -20,17 +20,16 @@ from sqlalchemy.orm import Session
 
 from o2o.orders.models import LotAllocation, Order, OrderStatus
 from o2o.users.models import Role
-from prescriptions import service, signing
+from prescriptions import service
 from prescriptions.models import Prescription, PrescriptionAudit
 from prescriptions.workflow import PrescriptionStatus
 from tests.factories import auth, make_lot, make_product, make_store, make_user
 from tests.prescriptions.helpers import (
     API,
-    Doctor,
     claim_and_issue,
     items_for,
+    key_approved,
     make_rx_order,
-    prove_key,
     request_rx,
 )
 
@@ -241,16 +240,7 @@ def test_completion_handled_twice_at_once_records_the_dispense_once(engine, comm
 
     app = create_app()
     with TestClient(app, raise_server_exceptions=False) as c:
-        doctor = Doctor(doctor_user, signing.generate_private_key(), headers=auth(doctor_user))
-        r = c.post(
-            f"{API}/doctors/me/keys",
-            json={"public_key": signing.public_key_b64(doctor.private_key)},
-            headers=doctor.headers,
-        )
-        assert r.status_code == 201, r.text
-        prove_key(c, doctor.headers, doctor.private_key, r.json())
-        r = c.post(f"{API}/admin/doctor-keys/{r.json()['id']}/approve", headers=auth(admin))
-        assert r.status_code == 200, r.text
+        doctor = key_approved(c, doctor_user, admin)
         pid = request_rx(c, patient, order)["id"]
         claim_and_issue(c, doctor, pid, items_for((product, 2)))
         r = c.post(

@@ -11,17 +11,15 @@ from sqlalchemy.orm import Session
 
 from o2o.orders.models import Order, OrderStatus
 from o2o.users.models import Role
-from prescriptions import signing
 from prescriptions.models import Prescription, PrescriptionAudit
 from stores.models import Lot
 from tests.factories import auth, make_lot, make_product, make_store, make_user
 from tests.prescriptions.helpers import (
     API,
-    Doctor,
     claim_and_issue,
     items_for,
+    key_approved,
     make_rx_order,
-    prove_key,
     request_rx,
 )
 
@@ -309,16 +307,7 @@ def test_racing_approvals_take_the_last_refill_once(engine, committed):
 
     app = create_app()
     with TestClient(app, raise_server_exceptions=False) as c:
-        doctor = Doctor(doctor_user, signing.generate_private_key(), headers=auth(doctor_user))
-        r = c.post(
-            f"{API}/doctors/me/keys",
-            json={"public_key": signing.public_key_b64(doctor.private_key)},
-            headers=doctor.headers,
-        )
-        assert r.status_code == 201, r.text
-        prove_key(c, doctor.headers, doctor.private_key, r.json())
-        r = c.post(f"{API}/admin/doctor-keys/{r.json()['id']}/approve", headers=auth(admin))
-        assert r.status_code == 200, r.text
+        doctor = key_approved(c, doctor_user, admin)
         first = request_rx(c, patient, orders[0])["id"]
         claim_and_issue(c, doctor, first, items_for((product, 1)), refills=1)
         assert _review(c, pharmacists[0], first).status_code == 200
