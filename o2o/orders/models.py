@@ -67,6 +67,12 @@ class Order(Base):
             "hold_expires_at",
             postgresql_where=text("hold_expires_at IS NOT NULL"),
         ),
+        # The fleet's arrival count (dispatch.fleet): deliveries released in the last half hour.
+        Index(
+            "ix_orders_delivery_released_at",
+            "released_at",
+            postgresql_where=text("fulfillment = 'delivery' AND released_at IS NOT NULL"),
+        ),
     )
 
     # Not guessable: ids appear in URLs the apps share.

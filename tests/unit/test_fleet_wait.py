@@ -1,10 +1,12 @@
 """The queue model behind the fleet-aware promise: the wait for a courier around a store."""
 
+import pytest
+
 from dispatch.fleet import NO_COURIER_WAIT_MINUTES, Neighbourhood, courier_wait_minutes
 
 
-def hood(ahead=0, couriers=10, idle=5, per_parcel=20.0, ride=6.0) -> Neighbourhood:
-    return Neighbourhood(ahead, couriers, idle, per_parcel, ride)
+def hood(ahead=0, couriers=10, idle=5, per_parcel=20.0, ride=6.0, arrivals=0.0) -> Neighbourhood:
+    return Neighbourhood(ahead, couriers, idle, per_parcel, ride, arrivals_per_minute=arrivals)
 
 
 def test_with_idle_couriers_around_the_wait_is_the_ride_to_the_store():
@@ -29,3 +31,25 @@ def test_the_wait_grows_with_the_backlog_and_shrinks_with_the_fleet():
     assert waits == sorted(waits) and waits[-1] > waits[0]
     bigger = courier_wait_minutes(hood(ahead=40, couriers=20, idle=0), prep_minutes=10)
     assert bigger < courier_wait_minutes(hood(ahead=40, idle=0), prep_minutes=10)
+
+
+def test_orders_arriving_no_faster_than_the_fleet_clears_them_add_nothing():
+    # 10 couriers at 20 minutes a parcel clear 0.5 a minute; 0.5 arriving a minute is balanced.
+    calm = courier_wait_minutes(hood(ahead=40, idle=0), prep_minutes=10)
+    assert courier_wait_minutes(hood(ahead=40, idle=0, arrivals=0.5), prep_minutes=10) == calm
+
+
+def test_beyond_the_fleets_rate_part_of_the_excess_is_served_first_and_the_wait_grows():
+    # 0.75 a minute against 0.5 cleared: half of the excess 0.25 overtakes, so the queue ahead
+    # moves at 3/4 of the fleet's rate: 41 / 0.5 / 0.75 = 109.3 minutes until the claim.
+    wait = courier_wait_minutes(hood(ahead=40, idle=0, arrivals=0.75), prep_minutes=10)
+    assert wait == pytest.approx(41 / 0.5 / 0.75 - 10 + 6)
+    storm = courier_wait_minutes(hood(ahead=40, idle=0, arrivals=1.0), prep_minutes=10)
+    assert storm > wait
+
+
+def test_when_arrivals_would_take_the_whole_fleet_no_delivery_is_promised():
+    # Twice the fleet's rate and more: the excess alone would take every courier.
+    assert courier_wait_minutes(hood(ahead=3, idle=0, arrivals=1.5), prep_minutes=10) == (
+        NO_COURIER_WAIT_MINUTES
+    )
