@@ -52,6 +52,8 @@ ARRIVAL_WINDOW_MINUTES = 30
 # waiting. Measured on the storm preset's evening: about a third of the claims skipped an open job
 # with an earlier deadline; a half leaves a margin for the batches that ride along.
 OVERTAKE_SHARE = 0.5
+# A held order starts this much before its courier's turn is due: the estimate is not exact.
+JIT_SLACK_MINUTES = 5.0
 # Below this share of the fleet left to the queue ahead, the wait is unbounded: no promise.
 MIN_SERVICE_SHARE = 0.1
 MIN_HISTORY = 10
@@ -74,20 +76,39 @@ class Neighbourhood:
     arrivals_per_minute: float = 0.0
 
 
-def courier_wait_minutes(n: Neighbourhood, *, prep_minutes: float) -> float:
-    """Return the minutes a new order, once ready, waits for a courier to reach the store."""
+def queue_minutes(n: Neighbourhood) -> float:
+    """Return the minutes until a new order's job is claimed, counted from now."""
     if n.couriers <= 0:
         return NO_COURIER_WAIT_MINUTES
     if n.jobs_ahead < n.idle:
-        queue = 0.0
-    else:
-        rate = n.couriers / max(n.minutes_per_parcel, 1.0)
-        excess = max(0.0, n.arrivals_per_minute - rate)
-        service_share = 1.0 - OVERTAKE_SHARE * excess / rate
-        if service_share < MIN_SERVICE_SHARE:
-            return NO_COURIER_WAIT_MINUTES
-        queue = (n.jobs_ahead - n.idle + 1) / rate / service_share
+        return 0.0
+    rate = n.couriers / max(n.minutes_per_parcel, 1.0)
+    excess = max(0.0, n.arrivals_per_minute - rate)
+    service_share = 1.0 - OVERTAKE_SHARE * excess / rate
+    if service_share < MIN_SERVICE_SHARE:
+        return NO_COURIER_WAIT_MINUTES
+    return (n.jobs_ahead - n.idle + 1) / rate / service_share
+
+
+def courier_wait_minutes(n: Neighbourhood, *, prep_minutes: float) -> float:
+    """Return the minutes a new order, once ready, waits for a courier to reach the store."""
+    queue = queue_minutes(n)
+    if queue >= NO_COURIER_WAIT_MINUTES:
+        return NO_COURIER_WAIT_MINUTES
     return max(0.0, queue - prep_minutes) + n.ride_to_store_minutes
+
+
+def preparation_hold_minutes(n: Neighbourhood, *, prep_minutes: float) -> float:
+    """Return how long a new delivery order may wait before preparation and still be ready in time.
+
+    Just in time: the parcel is ready when the queue reaches its job (less JIT_SLACK_MINUTES), not
+    an hour before, and a promise the fleet can no longer keep is told to the patient while the
+    store has not yet started on the order.
+    """
+    queue = queue_minutes(n)
+    if queue >= NO_COURIER_WAIT_MINUTES:
+        return 0.0
+    return max(0.0, queue - prep_minutes - JIT_SLACK_MINUTES)
 
 
 _NEIGHBOURHOODS = text(
@@ -191,10 +212,12 @@ def refresh(session: Session, *, now: datetime | None = None) -> int:
             arrivals_per_minute=int(r.arrivals) / ARRIVAL_WINDOW_MINUTES,
         )
         wait = courier_wait_minutes(n, prep_minutes=float(r.prep_minutes))
+        hold = preparation_hold_minutes(n, prep_minutes=float(r.prep_minutes))
         values.append(
             {
                 "store_id": r.id,
                 "wait": round(min(wait, NO_COURIER_WAIT_MINUTES), 2),
+                "hold": round(hold, 2),
                 "open_jobs": n.jobs_ahead,
                 "couriers": n.couriers,
                 "now": now,
@@ -205,10 +228,12 @@ def refresh(session: Session, *, now: datetime | None = None) -> int:
             text(
                 """
                 INSERT INTO store_fleet_load
-                    (store_id, courier_wait_minutes, open_jobs, couriers, computed_at)
-                VALUES (:store_id, :wait, :open_jobs, :couriers, :now)
+                    (store_id, courier_wait_minutes, hold_minutes, open_jobs, couriers,
+                     computed_at)
+                VALUES (:store_id, :wait, :hold, :open_jobs, :couriers, :now)
                 ON CONFLICT (store_id) DO UPDATE SET
                     courier_wait_minutes = EXCLUDED.courier_wait_minutes,
+                    hold_minutes = EXCLUDED.hold_minutes,
                     open_jobs = EXCLUDED.open_jobs, couriers = EXCLUDED.couriers,
                     computed_at = EXCLUDED.computed_at
                 """

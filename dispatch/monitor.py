@@ -159,6 +159,7 @@ _PREDICTED_SQL = """
 _AT_RISK_SQL = """
 WITH open_deliveries AS (
     {predicted}
+      {only}
       AND o.sla_deadline >= :now
       AND NOT EXISTS (SELECT 1 FROM sla_escalations e WHERE e.order_id = o.id)
 ),
@@ -244,12 +245,32 @@ def run(session: Session, *, now: datetime | None = None) -> MonitorResult:
     for order_id, compensation in breached.compensated:
         events.sla_breached.send(session, uuid.UUID(order_id), int(compensation))
     at_risk = session.execute(
-        text(_AT_RISK_SQL.format(predicted=_predicted_sql())),
+        text(_AT_RISK_SQL.format(predicted=_predicted_sql(), only="")),
         params,
     ).scalar_one()
     escalated = session.execute(text(_ESCALATE_JOBS_SQL)).rowcount
     session.expire_all()
     return MonitorResult(at_risk=at_risk, breached=breached.breached, jobs_escalated=escalated)
+
+
+def check_before_preparing(session: Session, order: Order, *, now: datetime | None = None) -> bool:
+    """Tell the patient now if the fleet can no longer keep this delivery's promise.
+
+    Run as the store starts on an order: the patient hears of a changed promise before the store
+    spends work on it, not a minute after. The same rule and the same once-only record as the
+    monitor's pass (an order the monitor flagged already is not flagged twice). Returns whether
+    the order was flagged now.
+    """
+    if order.fulfillment.value != "delivery" or order.sla_deadline is None:
+        return False
+    now = now or clock.now()
+    flagged = session.execute(
+        text(_AT_RISK_SQL.format(predicted=_predicted_sql(), only="AND o.id = :order_id")),
+        _params(now) | {"order_id": order.id},
+    ).scalar_one()
+    if flagged:
+        session.execute(text(_ESCALATE_JOBS_SQL))
+    return bool(flagged)
 
 
 def record_late_delivery(session: Session, order: Order, *, now: datetime) -> bool:

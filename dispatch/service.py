@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dispatch import actions, couriers
+from dispatch import actions, couriers, monitor
 from dispatch.models import LIVE_JOB_STATES, Job, JobStatus
 from o2o import clock
 from o2o.errors import InvalidInput
@@ -31,6 +31,11 @@ def open_job_for_order(session: Session, order: Order, *, now: datetime | None =
     # The order's ready time is the job's opening time (and the clock of whoever made it ready).
     now = now or order.ready_at or clock.now()
     return actions.new_job(session, order, attempt=(previous or 0) + 1, now=now)
+
+
+def before_preparing(session: Session, order: Order, *, now: datetime | None = None) -> bool:
+    """Check a delivery's promise as the store starts on it; tell the patient if it changed."""
+    return monitor.check_before_preparing(session, order, now=now)
 
 
 def on_order_cancelled(session: Session, order: Order, *, now: datetime | None = None) -> None:

@@ -28,3 +28,17 @@ def courier_waits(session: Session, store_ids: Iterable[int], *, now: datetime) 
         )
     ).all()
     return {store_id: math.ceil(round(wait, 6)) for store_id, wait in rows}
+
+
+def preparation_hold(session: Session, store_id: int, *, now: datetime) -> float:
+    """Return the minutes a new delivery order of this store may wait before preparation starts.
+
+    Zero without a fresh estimate: then the store starts at once, as it always did.
+    """
+    since = now - timedelta(minutes=get_settings().fleet_load_max_age_minutes)
+    hold = session.scalar(
+        select(FleetLoad.hold_minutes).where(
+            FleetLoad.store_id == store_id, FleetLoad.computed_at >= since
+        )
+    )
+    return float(hold or 0.0)

@@ -199,6 +199,9 @@ class FleetLoad(Base):
         ForeignKey("stores.id", ondelete="CASCADE"), primary_key=True
     )
     courier_wait_minutes: Mapped[float]
+    # Of that wait, the part beyond preparation: how long a store may hold a new delivery order
+    # before starting on it and still have it ready when the courier's turn comes.
+    hold_minutes: Mapped[float] = mapped_column(server_default=text("0"))
     open_jobs: Mapped[int]
     couriers: Mapped[int]
     computed_at: Mapped[datetime]

@@ -19,8 +19,18 @@ CONTRACTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["import
 ENTRY_POINTS = {
     # Stores: its rows and shapes, the store and catalogue service, the one writer of order stock
     # (allocation), the cart checks and search checkout uses, the travel-time formula, and the
-    # delivery slots checkout books.
-    "stores": ("service", "models", "schemas", "allocation", "cart", "search", "eta", "slots"),
+    # delivery slots checkout books, and the fleet's advice on when to start a delivery.
+    "stores": (
+        "service",
+        "models",
+        "schemas",
+        "allocation",
+        "cart",
+        "search",
+        "eta",
+        "slots",
+        "fleet_load",
+    ),
     "prescriptions": ("service", "models", "schemas"),
     # Checkout asks dispatch's routing (pure) whether to offer pickup or delivery.
     "dispatch": ("service", "models", "schemas", "routing"),

@@ -24,7 +24,10 @@ def upgrade() -> None:
         sa.Column("display", sa.String(length=200), nullable=False),
         sa.Column("reaction", sa.String(length=500), nullable=True),
         sa.Column(
-            "recorded_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+            "recorded_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
         ),
         sa.ForeignKeyConstraint(
             ["patient_id"],
@@ -41,7 +44,10 @@ def upgrade() -> None:
         sa.Column("severity", sa.String(length=16), nullable=False),
         sa.Column("advice", sa.Text(), nullable=False),
         sa.Column(
-            "imported_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+            "imported_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
         ),
         sa.CheckConstraint(
             'substance_a COLLATE "C" < substance_b COLLATE "C"',

@@ -84,6 +84,8 @@ class BoardOrder:
     cancel_reason: str | None = None
     slot_start: datetime | None = None
     slot_end: datetime | None = None
+    # Just in time: the fleet's queue means no courier comes for it sooner (deliveries only).
+    prepare_from: datetime | None = None
 
 
 @dataclass
@@ -105,6 +107,7 @@ def _board_order(order: Order, names: dict[int, str]) -> BoardOrder:
         released_at=order.released_at,
         ready_at=order.ready_at,
         sla_deadline=order.sla_deadline,
+        prepare_from=order.prepare_from,
         total_minor=order.total_minor,
         currency=order.currency,
         address=order.delivery_address_text,

@@ -85,10 +85,13 @@ def cancel_by(session: Session, user: User, order: Order, reason: str) -> None:
     cancel_order(session, order, reason=reason, actor_id=user.id)
 
 
-def prepare(session: Session, order: Order, *, actor_id: int) -> None:
-    """Start preparing a released order."""
+def prepare(session: Session, order: Order, *, actor_id: int, now: datetime | None = None) -> None:
+    """Start preparing a released order (a delivery's promise is checked first)."""
     _check_stock(order)
-    lifecycle.transition(session, order, S.PREPARING, actor_id=actor_id)
+    now = now or clock.now()
+    if order.fulfillment is Fulfillment.DELIVERY:
+        dispatch_service.before_preparing(session, order, now=now)
+    lifecycle.transition(session, order, S.PREPARING, actor_id=actor_id, at=now)
 
 
 def mark_ready(session: Session, order: Order, *, actor_id: int, now: datetime | None = None):

@@ -133,6 +133,7 @@ def present(
         cancelled_at=order.cancelled_at,
         cancel_reason=order.cancel_reason,
         sla_deadline=order.sla_deadline,
+        prepare_from=order.prepare_from,
         delivery_slot=(
             {"start": order.delivery_slot_start, "end": order.delivery_slot_end}
             if order.delivery_slot_start is not None

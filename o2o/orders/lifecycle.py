@@ -2,7 +2,7 @@
 write the outbox event, all in the caller's transaction on a row locked FOR UPDATE."""
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -12,7 +12,7 @@ from o2o.config import get_settings
 from o2o.errors import NotFound
 from o2o.orders import events, states
 from o2o.orders.models import Fulfillment, Order, OrderEvent, OrderStatus
-from stores import allocation
+from stores import allocation, fleet_load
 
 S = OrderStatus
 
@@ -55,6 +55,8 @@ def transition(
             order.sla_deadline = order.delivery_slot_end  # a scheduled delivery: the slot's end
         elif order.fulfillment is Fulfillment.DELIVERY:
             order.sla_deadline = states.sla_deadline(at, get_settings().sla_minutes)
+            hold = fleet_load.preparation_hold(session, order.store_id, now=at)
+            order.prepare_from = at + timedelta(minutes=hold)
     elif to is S.READY:
         order.ready_at = at
     elif to is S.COMPLETED:

@@ -106,6 +106,9 @@ class Order(Base):
     cancel_reason: Mapped[str | None] = mapped_column(Text)
     # Delivery SLA: released_at + the SLA minutes (set at release).
     sla_deadline: Mapped[datetime | None]
+    # Just-in-time preparation of a delivery (set at release): the store is advised to start on
+    # it from here, when the fleet's queue means a courier would not come for it sooner.
+    prepare_from: Mapped[datetime | None]
     # A scheduled delivery: the window the patient chose (the SLA deadline is its end).
     delivery_slot_start: Mapped[datetime | None]
     delivery_slot_end: Mapped[datetime | None]

@@ -387,7 +387,15 @@ class Day:
     def _prepare(self, order_id: uuid.UUID) -> None:
         with session_scope() as session:
             order = lifecycle.lock_order(session, order_id)
-            store_actions.prepare(session, order, actor_id=self.pharmacists[order.store_id])
+            if order.prepare_from is not None and order.prepare_from > self.now:
+                # The board advises a later start (just in time for the courier): the store
+                # follows it.
+                later = (order.prepare_from - self.now).total_seconds() / 60
+                self.after(later, _bind(self._prepare, order_id))
+                return
+            store_actions.prepare(
+                session, order, actor_id=self.pharmacists[order.store_id], now=self.now
+            )
             minutes = self.stores[order.store_id].prep_minutes * self.orders[order_id].prep_factor
         self.after(minutes, _bind(self._ready, order_id))
 

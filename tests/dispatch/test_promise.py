@@ -5,7 +5,7 @@ pickup and says why, and an explicit delivery is refused with the earliest slot.
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from dispatch import fleet, monitor
 from o2o import clock
@@ -153,3 +153,69 @@ def test_couriers_going_off_shift_soon_are_not_counted_on(client, db, store, pro
     db.expire_all()
     after = db.scalar(select(FleetLoad).where(FleetLoad.store_id == store.id))
     assert after.couriers == 6  # the seventh leaves within the horizon: not counted
+
+
+def _paid_delivery(client, db, product) -> dict:
+    patient = make_user(db, role=Role.PATIENT)
+    r = client.post(ORDERS, json=body(product.id, "delivery"), headers=auth(patient))
+    assert r.status_code == 201, r.text
+    factories.pay(db, r.json()["id"])  # released: the deadline and the advised start are set
+    return client.get(f"{ORDERS}/{r.json()['id']}", headers=auth(patient)).json()
+
+
+def test_with_couriers_free_the_store_is_advised_to_start_at_once(client, db, store, product):
+    saturate(db, store, jobs=0, couriers=5)
+    order = _paid_delivery(client, db, product)
+    assert order["prepare_from"] == order["released_at"]
+
+
+def test_with_a_queue_of_jobs_the_store_is_advised_to_start_just_in_time(
+    client, db, store, product
+):
+    # 12 jobs ahead and 4 couriers: the new job's turn comes well after preparation would end.
+    saturate(db, store, jobs=12, couriers=4)
+    load = db.scalar(select(FleetLoad).where(FleetLoad.store_id == store.id))
+    assert load.hold_minutes > 0 and load.courier_wait_minutes <= 120
+    order = _paid_delivery(client, db, product)
+    released = datetime.fromisoformat(order["released_at"])
+    advised = datetime.fromisoformat(order["prepare_from"])
+    assert advised - released == pytest.approx(timedelta(minutes=load.hold_minutes), abs=1)
+    assert advised < datetime.fromisoformat(order["sla_deadline"])
+
+
+def test_starting_on_a_delivery_the_fleet_can_no_longer_make_tells_the_patient_first(
+    client, db, store, product
+):
+    order = _paid_delivery(client, db, product)  # promised while the fleet was calm
+    saturate(db, store, jobs=40, couriers=2)  # then the evening comes
+    staff = make_user(db, role=Role.PHARMACIST, store_ids=[store.id])
+    r = client.post(f"{ORDERS}/{order['id']}/prepare", headers=auth(staff))
+    assert r.status_code == 200, r.text
+    told = db.execute(
+        text(
+            "SELECT e.escalated_at, ev.at AS started FROM sla_escalations e "
+            "JOIN order_events ev ON ev.order_id = e.order_id AND ev.to_status = 'preparing' "
+            "WHERE e.order_id = :id"
+        ),
+        {"id": order["id"]},
+    ).one()
+    assert told.escalated_at <= told.started
+    notices = db.scalar(
+        text(
+            "SELECT count(*) FROM outbox_events WHERE event_type = 'order.sla_at_risk' "
+            "AND aggregate_id = :id"
+        ),
+        {"id": order["id"]},
+    )
+    assert notices == 1
+
+
+def test_starting_on_a_delivery_the_fleet_can_make_tells_nobody(client, db, store, product):
+    order = _paid_delivery(client, db, product)
+    saturate(db, store, jobs=0, couriers=5)
+    staff = make_user(db, role=Role.PHARMACIST, store_ids=[store.id])
+    r = client.post(f"{ORDERS}/{order['id']}/prepare", headers=auth(staff))
+    assert r.status_code == 200, r.text
+    assert not db.scalar(
+        text("SELECT count(*) FROM sla_escalations WHERE order_id = :id"), {"id": order["id"]}
+    )

@@ -2,7 +2,13 @@
 
 import pytest
 
-from dispatch.fleet import NO_COURIER_WAIT_MINUTES, Neighbourhood, courier_wait_minutes
+from dispatch.fleet import (
+    JIT_SLACK_MINUTES,
+    NO_COURIER_WAIT_MINUTES,
+    Neighbourhood,
+    courier_wait_minutes,
+    preparation_hold_minutes,
+)
 
 
 def hood(ahead=0, couriers=10, idle=5, per_parcel=20.0, ride=6.0, arrivals=0.0) -> Neighbourhood:
@@ -53,3 +59,12 @@ def test_when_arrivals_would_take_the_whole_fleet_no_delivery_is_promised():
     assert courier_wait_minutes(hood(ahead=3, idle=0, arrivals=1.5), prep_minutes=10) == (
         NO_COURIER_WAIT_MINUTES
     )
+
+
+def test_a_store_holds_a_new_delivery_until_just_before_the_queue_reaches_it():
+    # 41 / 0.5 = 82 minutes until the claim; 10 of preparation and JIT_SLACK_MINUTES of slack.
+    hold = preparation_hold_minutes(hood(ahead=40, idle=0), prep_minutes=10)
+    assert hold == 82 - 10 - JIT_SLACK_MINUTES
+    assert preparation_hold_minutes(hood(ahead=3, idle=5), prep_minutes=10) == 0.0
+    # Without a courier at all there is nothing to wait for: start, the patient is told anyway.
+    assert preparation_hold_minutes(hood(couriers=0, idle=0), prep_minutes=10) == 0.0

@@ -1,4 +1,5 @@
-"""the fleet's arrival count: delivery orders by release time
+"""the fleet's arrivals and just-in-time preparation: delivery orders by release time, the hold
+a store's fleet implies, and the advised start of each delivery
 
 Revision ID: 0017
 Revises: 0016
@@ -25,7 +26,14 @@ def upgrade() -> None:
         ["released_at"],
         postgresql_where=sa.text("fulfillment = 'delivery' AND released_at IS NOT NULL"),
     )
+    op.add_column(
+        "store_fleet_load",
+        sa.Column("hold_minutes", sa.Float(), server_default="0", nullable=False),
+    )
+    op.add_column("orders", sa.Column("prepare_from", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("orders", "prepare_from")
+    op.drop_column("store_fleet_load", "hold_minutes")
     op.drop_index("ix_orders_delivery_released_at", table_name="orders")
