@@ -62,9 +62,12 @@ def test_when_arrivals_would_take_the_whole_fleet_no_delivery_is_promised():
 
 
 def test_a_store_holds_a_new_delivery_until_just_before_the_queue_reaches_it():
-    # 41 / 0.5 = 82 minutes until the claim; 10 of preparation and JIT_SLACK_MINUTES of slack.
-    hold = preparation_hold_minutes(hood(ahead=40, idle=0), prep_minutes=10)
-    assert hold == 82 - 10 - JIT_SLACK_MINUTES
+    # While orders outpace the fleet (0.75 a minute against 0.5): 41 / 0.5 / 0.75 minutes until
+    # the claim, less 10 of preparation and JIT_SLACK_MINUTES of slack.
+    hold = preparation_hold_minutes(hood(ahead=40, idle=0, arrivals=0.75), prep_minutes=10)
+    assert hold == pytest.approx(41 / 0.5 / 0.75 - 10 - JIT_SLACK_MINUTES)
+    # A fleet that keeps up with a backlog still starts at once.
+    assert preparation_hold_minutes(hood(ahead=40, idle=0, arrivals=0.5), prep_minutes=10) == 0
     assert preparation_hold_minutes(hood(ahead=3, idle=5), prep_minutes=10) == 0.0
     # Without a courier at all there is nothing to wait for: start, the patient is told anyway.
     assert preparation_hold_minutes(hood(couriers=0, idle=0), prep_minutes=10) == 0.0
