@@ -156,7 +156,26 @@ def dispense_authorization(session: Session, order_id: uuid.UUID) -> dict | None
     }
 
 
-def order_safety(session: Session, order: Order) -> dict:
+def substitution_allowed(session: Session, order_id: uuid.UUID, product_id: int) -> bool:
+    """Tell whether the order's approved prescription lets an equivalent fill `product_id`."""
+    p = session.scalar(
+        select(Prescription)
+        .where(
+            Prescription.order_id == order_id,
+            Prescription.status.in_((S.APPROVED, S.DISPENSED)),
+        )
+        .order_by(Prescription.requested_at.desc(), Prescription.id)
+        .limit(1)
+    )
+    if p is None:
+        return False
+    return any(
+        item["product_id"] == product_id and item.get("substitution_allowed", False)
+        for item in issuing.signed_document(p)["items"]
+    )
+
+
+def order_safety(session: Session, order: Order, *, adding: Sequence[int] = ()) -> dict:
     """The patient's coded allergies and the allergy and interaction warnings for the order, for
-    the pharmacist reviewing it."""
-    return safety.order_warnings(session, order.id, order.patient_id)
+    the pharmacist reviewing it (or substituting `adding` on it)."""
+    return safety.order_warnings(session, order.id, order.patient_id, adding=adding)

@@ -20,7 +20,20 @@ ENTRY_POINTS = {
     # Stores: its rows and shapes, the store and catalogue service, the one writer of order stock
     # (allocation), the cart checks and search checkout uses, the travel-time formula, and the
     # delivery slots checkout books.
-    "stores": ("service", "models", "schemas", "allocation", "cart", "search", "eta", "slots"),
+    # Checkout and the counter also use equivalents (the catalogue's key) and the search that
+    # counts them (substitutes).
+    "stores": (
+        "service",
+        "models",
+        "schemas",
+        "allocation",
+        "cart",
+        "search",
+        "substitutes",
+        "equivalents",
+        "eta",
+        "slots",
+    ),
     "prescriptions": ("service", "models", "schemas"),
     # Checkout asks dispatch's routing (pure) whether to offer pickup or delivery.
     "dispatch": ("service", "models", "schemas", "routing"),
