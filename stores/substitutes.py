@@ -159,7 +159,6 @@ def search_stores(
     radius_m: float | None = None,
     delivery_point: tuple[float, float] | None = None,
     now: datetime | None = None,
-    exclude_partial: bool = False,
 ) -> list[search.StoreMatch]:
     """Search as `stores.search.search_stores`, counting equivalents in stock as covering the
     lines that allow them (`wishes`: product id -> "allowed" / "not_allowed" / None for the
@@ -233,8 +232,6 @@ def search_stores(
         found.append(match)
     found.sort(key=lambda m: (m.distance_m, m.store_id))
     found = found[:limit]
-    if exclude_partial:
-        return found
     taken = {m.store_id for m in found}
     partial = [m for m in plain if not m.complete and m.store_id not in taken]
     return found + partial[: limit - len(found)]
