@@ -5,6 +5,7 @@ a product enters the catalogue carries it. Pack sizes may differ: a line of 2 pa
 is covered by 1 pack of 24, never by a quantity that does not give the same number of units.
 """
 
+import re
 from collections.abc import Iterable
 
 from sqlalchemy import select
@@ -13,27 +14,29 @@ from sqlalchemy.orm import Session, aliased
 from o2o.errors import NotFound
 from stores.models import Product
 
-# The route a dosage form implies when the catalogue does not say (first keyword found wins).
+# The route a dosage form implies when the catalogue does not say: the first group with a word of
+# the form (whole words: "soft gelatin capsules" are oral, "gel" is topical). Migration 0017
+# applies the same table to the products that existed before it.
 _ROUTES = (
-    ("eye", "ophthalmic"),
-    ("ear", "otic"),
-    ("nasal", "nasal"),
-    ("inhal", "inhalation"),
-    ("inject", "parenteral"),
-    ("suppositor", "rectal"),
-    ("gel", "topical"),
-    ("cream", "topical"),
-    ("ointment", "topical"),
-    ("patch", "transdermal"),
-    ("lotion", "topical"),
+    (("eye", "eyes", "ophthalmic"), "ophthalmic"),
+    (("ear", "ears", "otic"), "otic"),
+    (("nasal", "nose"), "nasal"),
+    (("inhaler", "inhalers", "inhalation"), "inhalation"),
+    (("injection", "injections", "injectable", "pen", "pens", "vial", "vials"), "parenteral"),
+    (("suppository", "suppositories", "rectal"), "rectal"),
+    (("patch", "patches", "transdermal"), "transdermal"),
+    (
+        ("gel", "gels", "cream", "creams", "ointment", "ointments", "lotion", "lotions", "topical"),
+        "topical",
+    ),
 )
 
 
 def default_route(dosage_form: str) -> str:
-    """Return the route a dosage form implies ("oral" unless the form names another)."""
-    form = dosage_form.lower()
-    for keyword, route in _ROUTES:
-        if keyword in form:
+    """Return the route a dosage form implies ("oral" unless a word of the form names another)."""
+    words = set(re.findall(r"[a-z]+", dosage_form.lower()))
+    for names, route in _ROUTES:
+        if words.intersection(names):
             return route
     return "oral"
 

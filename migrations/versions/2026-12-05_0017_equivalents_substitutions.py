@@ -31,18 +31,22 @@ def upgrade() -> None:
         "products",
         sa.Column("route", sa.String(length=50), server_default="oral", nullable=False),
     )
-    # Existing products get the route their dosage form implies (stores.equivalents._ROUTES).
+    # Existing products get the route their dosage form implies (stores.equivalents._ROUTES:
+    # whole words of the form).
     op.execute(
-        """
+        r"""
         UPDATE products SET route = CASE
-            WHEN lower(dosage_form) LIKE '%eye%' THEN 'ophthalmic'
-            WHEN lower(dosage_form) LIKE '%ear%' THEN 'otic'
-            WHEN lower(dosage_form) LIKE '%nasal%' THEN 'nasal'
-            WHEN lower(dosage_form) LIKE '%inhal%' THEN 'inhalation'
-            WHEN lower(dosage_form) LIKE '%inject%' THEN 'parenteral'
-            WHEN lower(dosage_form) LIKE '%suppositor%' THEN 'rectal'
-            WHEN lower(dosage_form) SIMILAR TO '%(gel|cream|ointment|lotion)%' THEN 'topical'
-            WHEN lower(dosage_form) LIKE '%patch%' THEN 'transdermal'
+            WHEN lower(dosage_form) ~ '\m(eye|eyes|ophthalmic)\M' THEN 'ophthalmic'
+            WHEN lower(dosage_form) ~ '\m(ear|ears|otic)\M' THEN 'otic'
+            WHEN lower(dosage_form) ~ '\m(nasal|nose)\M' THEN 'nasal'
+            WHEN lower(dosage_form) ~ '\m(inhaler|inhalers|inhalation)\M' THEN 'inhalation'
+            WHEN lower(dosage_form) ~ '\m(injection|injections|injectable|pen|pens|vial|vials)\M'
+                THEN 'parenteral'
+            WHEN lower(dosage_form) ~ '\m(suppository|suppositories|rectal)\M' THEN 'rectal'
+            WHEN lower(dosage_form) ~ '\m(patch|patches|transdermal)\M' THEN 'transdermal'
+            WHEN lower(dosage_form)
+                 ~ '\m(gel|gels|cream|creams|ointment|ointments|lotion|lotions|topical)\M'
+                THEN 'topical'
             ELSE 'oral' END
         """
     )
@@ -103,24 +107,34 @@ def upgrade() -> None:
         sa.Column("requested_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
-            ["order_id"], ["orders.id"], name=op.f("fk_order_substitutions_order_id_orders"),
+            ["order_id"],
+            ["orders.id"],
+            name=op.f("fk_order_substitutions_order_id_orders"),
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["order_line_id"], ["order_lines.id"],
-            name=op.f("fk_order_substitutions_order_line_id_order_lines"), ondelete="CASCADE",
+            ["order_line_id"],
+            ["order_lines.id"],
+            name=op.f("fk_order_substitutions_order_line_id_order_lines"),
+            ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["from_product_id"], ["products.id"],
-            name=op.f("fk_order_substitutions_from_product_id_products"), ondelete="RESTRICT",
+            ["from_product_id"],
+            ["products.id"],
+            name=op.f("fk_order_substitutions_from_product_id_products"),
+            ondelete="RESTRICT",
         ),
         sa.ForeignKeyConstraint(
-            ["to_product_id"], ["products.id"],
-            name=op.f("fk_order_substitutions_to_product_id_products"), ondelete="RESTRICT",
+            ["to_product_id"],
+            ["products.id"],
+            name=op.f("fk_order_substitutions_to_product_id_products"),
+            ondelete="RESTRICT",
         ),
         sa.ForeignKeyConstraint(
-            ["requested_by"], ["users.id"],
-            name=op.f("fk_order_substitutions_requested_by_users"), ondelete="SET NULL",
+            ["requested_by"],
+            ["users.id"],
+            name=op.f("fk_order_substitutions_requested_by_users"),
+            ondelete="SET NULL",
         ),
         sa.CheckConstraint(
             "reason IN ('out_of_stock', 'formulary', 'patient_request')",
@@ -155,13 +169,17 @@ def upgrade() -> None:
         sa.Column("note", sa.Text(), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column(
-            "requested_at", sa.DateTime(timezone=True), server_default=sa.text("now()"),
+            "requested_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
             nullable=False,
         ),
         sa.Column("settled_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("psp_reference", sa.String(length=200), nullable=True),
         sa.ForeignKeyConstraint(
-            ["payment_id"], ["payments.id"], name=op.f("fk_payment_charges_payment_id_payments"),
+            ["payment_id"],
+            ["payments.id"],
+            name=op.f("fk_payment_charges_payment_id_payments"),
             ondelete="CASCADE",
         ),
         sa.CheckConstraint("amount_minor > 0", name=op.f("ck_payment_charges_amount_positive")),
@@ -180,9 +198,7 @@ def downgrade() -> None:
     op.drop_index("uq_order_substitutions_pending_line", table_name="order_substitutions")
     op.drop_index("ix_order_substitutions_order_id", table_name="order_substitutions")
     op.drop_table("order_substitutions")
-    op.drop_constraint(
-        op.f("ck_order_lines_substitution_value"), "order_lines", type_="check"
-    )
+    op.drop_constraint(op.f("ck_order_lines_substitution_value"), "order_lines", type_="check")
     op.drop_column("order_lines", "substitution_reason")
     op.drop_column("order_lines", "substitution")
     op.drop_column("order_lines", "requested_product_id")

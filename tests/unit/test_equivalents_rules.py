@@ -21,6 +21,9 @@ def test_the_form_implies_the_route():
     assert default_route("eye drops") == "ophthalmic"
     assert default_route("nasal spray, 120 doses") == "nasal"
     assert default_route("inhaler, 200 doses") == "inhalation"
+    assert default_route("pre-filled pens") == "parenteral"
+    # Whole words only: gelatin is not a gel.
+    assert default_route("soft gelatin capsules") == "oral"
 
 
 A, B, C, X = 1, 2, 3, 9
