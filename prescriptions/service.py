@@ -156,8 +156,9 @@ def dispense_authorization(session: Session, order_id: uuid.UUID) -> dict | None
     }
 
 
-def substitution_allowed(session: Session, order_id: uuid.UUID, product_id: int) -> bool:
-    """Tell whether the order's approved prescription lets an equivalent fill `product_id`."""
+def prescribed_item(session: Session, order_id: uuid.UUID, product_id: int) -> dict | None:
+    """Return the signed item of the order's approved prescription for `product_id` (with its
+    `duration_days` and `substitution_allowed`), or None."""
     p = session.scalar(
         select(Prescription)
         .where(
@@ -168,11 +169,11 @@ def substitution_allowed(session: Session, order_id: uuid.UUID, product_id: int)
         .limit(1)
     )
     if p is None:
-        return False
-    return any(
-        item["product_id"] == product_id and item.get("substitution_allowed", False)
-        for item in issuing.signed_document(p)["items"]
-    )
+        return None
+    for item in issuing.signed_document(p)["items"]:
+        if item["product_id"] == product_id:
+            return item
+    return None
 
 
 def order_safety(session: Session, order: Order, *, adding: Sequence[int] = ()) -> dict:
