@@ -20,7 +20,7 @@ request to the payment app) when dearer; a payment at the counter simply takes t
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -136,7 +136,10 @@ def propose(
             details={"units": line.quantity * source.pack_size, "pack_size": target.pack_size},
         )
     asked_id = line.requested_product_id or line.product_id
-    if line.rx_only and not prescriptions_service.substitution_allowed(session, order.id, asked_id):
+    prescribed = (
+        prescriptions_service.prescribed_item(session, order.id, asked_id) if line.rx_only else None
+    )
+    if line.rx_only and not (prescribed and prescribed.get("substitution_allowed", False)):
         raise Conflict(
             "The prescription does not allow an equivalent for this item.",
             code="substitution_not_allowed",
@@ -156,6 +159,10 @@ def propose(
 
     store = session.get(Store, order.store_id)
     min_expiry = stores_service.min_sellable_expiry(store, now)
+    if prescribed is not None:
+        # A prescription item's lots must last the course; counted from now, which is no earlier
+        # than the course's own start.
+        min_expiry = max(min_expiry, (now + timedelta(days=prescribed["duration_days"])).date())
     up_front = line.substitution == "allowed"
     if up_front:
         chosen = allocation.swap(
