@@ -59,28 +59,23 @@ def allowed_products(
 
 
 def stand_ins(
-    session: Session, lines: Sequence[CartLine], allowed: frozenset[int]
+    lines: Sequence[CartLine],
+    allowed: frozenset[int],
+    products: Mapping[int, Product],
+    found: Mapping[int, Sequence[Product]],
 ) -> dict[int, list[Choice]]:
-    """Return, per allowed line, its equivalents with the quantity giving the same units."""
+    """Return, per allowed line, its equivalents (`found`, from `equivalents.alternatives`) with
+    the quantity giving the same units; never a product the cart asks for itself (pure)."""
     asked = {line.product_id for line in lines}
-    wanted = [line for line in lines if line.product_id in allowed]
-    if not wanted:
-        return {}
-    found = equivalents.alternatives(session, [line.product_id for line in wanted])
-    if not found:
-        return {}
-    packs = dict(
-        session.execute(
-            select(Product.id, Product.pack_size).where(Product.id.in_(list(found)))
-        ).all()
-    )
     options: dict[int, list[Choice]] = {}
-    for line in wanted:
+    for line in lines:
+        if line.product_id not in allowed:
+            continue
         for other in found.get(line.product_id, []):
             if other.id in asked:
                 continue
             quantity = equivalents.substitute_quantity(
-                line.quantity, packs[line.product_id], other.pack_size
+                line.quantity, products[line.product_id].pack_size, other.pack_size
             )
             limit = min(cart.MAX_QUANTITY, other.max_per_order or cart.MAX_QUANTITY)
             if quantity is not None and quantity <= limit:
@@ -179,14 +174,17 @@ def search_stores(
     if len(complete) >= limit or wishes is None:
         return plain
     merged = cart.merge_lines(lines)
+    # The common case, a cart without equivalents, costs this one indexed query.
+    found = equivalents.alternatives(session, [line.product_id for line in merged])
+    if not found:
+        return plain
     products = {
         p.id: p
         for p in session.scalars(
             select(Product).where(Product.id.in_([line.product_id for line in merged]))
         )
     }
-    allowed = allowed_products(products, wishes)
-    options = stand_ins(session, merged, allowed)
+    options = stand_ins(merged, allowed_products(products, wishes), products, found)
     if not options:
         return plain
     product_ids = sorted(

@@ -55,3 +55,17 @@ def test_a_product_stands_in_for_one_line_at_most():
     options = {A: [Choice(A, B, 2)], C: [Choice(C, B, 2), Choice(C, X, 2)]}
     assert choose(lines, {B: 10}, options) is None
     assert choose(lines, {B: 10, X: 2}, options) == [Choice(A, B, 2), Choice(C, X, 2)]
+
+
+def test_stand_ins_keep_the_units_and_the_limits():
+    from stores.models import Product
+    from stores.substitutes import stand_ins
+
+    asked = Product(id=A, pack_size=12, max_per_order=None)
+    double = Product(id=B, pack_size=24, max_per_order=None)
+    odd = Product(id=C, pack_size=7, max_per_order=None)
+    limited = Product(id=X, pack_size=12, max_per_order=1)
+    options = stand_ins([CartLine(A, 2)], frozenset({A}), {A: asked}, {A: [double, odd, limited]})
+    assert options == {A: [Choice(A, B, 1)]}
+    # Not allowed for the line: none at all.
+    assert stand_ins([CartLine(A, 2)], frozenset(), {A: asked}, {A: [double]}) == {}
