@@ -18,6 +18,7 @@ from o2o.observability import (
 )
 from o2o.openapi import install_error_docs, install_links
 from o2o.order_flow.router import router as orders_router
+from o2o.order_flow.substitution_router import router as substitutions_router
 from o2o.payments.router import router as payments_router
 from o2o.users.router import router as users_router
 from o2o.webhooks.router import router as webhooks_router
@@ -33,6 +34,7 @@ def api_router() -> APIRouter:
     router = APIRouter(prefix=API_PREFIX)
     router.include_router(users_router)
     router.include_router(orders_router)
+    router.include_router(substitutions_router)
     router.include_router(prescriptions_router)
     router.include_router(safety_router)
     router.include_router(dispatch_router)

@@ -6,7 +6,7 @@ Celery worker (`o2o.worker`), the command line and the test suite. Connecting tw
 
 from dispatch import events as dispatch_events
 from dispatch import service as dispatch_service
-from o2o.order_flow import promise, shortfall
+from o2o.order_flow import promise, shortfall, substitutions
 from o2o.orders import events
 from o2o.payments import service as payments_service
 from prescriptions import service as prescriptions_service
@@ -23,6 +23,9 @@ def connect() -> None:
     events.order_cancelled.connect(payments_service.on_order_cancelled)
     # A cancelled slot order gives its place in the slot back.
     events.order_cancelled.connect(promise.give_back_slot)
+    # A closed order gives back the equivalents held for the patient's unanswered questions.
+    events.order_cancelled.connect(substitutions.withdraw_pending)
+    events.order_completed.connect(substitutions.withdraw_pending)
     # A completed order marks its prescription dispensed (used once).
     events.order_completed.connect(prescriptions_service.mark_dispensed)
     # A breached delivery pays out "late = free": its compensation is refunded.

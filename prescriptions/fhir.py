@@ -149,6 +149,11 @@ def build_bundle(
                             "code": "d",
                         },
                     },
+                    # Signed by the doctor; documents signed before it existed say nothing,
+                    # which means no substitution.
+                    "substitution": {
+                        "allowedBoolean": bool(item.get("substitution_allowed", False))
+                    },
                 },
             }
         )

@@ -151,6 +151,7 @@ def _payload_document(
             "dose": item.dose,
             "frequency": item.frequency,
             "duration_days": item.duration_days,
+            "substitution_allowed": item.substitution_allowed,
         }
         for item in sorted(body.items, key=lambda i: i.product_id)
     ]

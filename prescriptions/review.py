@@ -123,6 +123,28 @@ def _keep_lots_for_course(
     return moved
 
 
+def _as_prescribed(lines, items: list[dict]) -> dict[int, int]:
+    """Return, per order line id, the product the prescription must name for it: the product
+    given, or, for an equivalent standing in, the asked product when the prescription names it
+    and allows substitution (409 substitution_not_allowed when it names it without)."""
+    named = {item["product_id"]: item for item in items}
+    result = {}
+    for li in lines:
+        asked = li.requested_product_id
+        if asked is None or li.product_id in named or asked not in named:
+            result[li.id] = li.product_id
+        elif named[asked].get("substitution_allowed", False):
+            result[li.id] = asked
+        else:
+            raise Conflict(
+                "The prescription does not allow an equivalent for "
+                f"{named[asked].get('product_name', asked)}; the order holds one.",
+                code="substitution_not_allowed",
+                details={"product_id": asked, "given_product_id": li.product_id},
+            )
+    return result
+
+
 def review(
     session: Session, pharmacist: User, prescription_id: uuid.UUID, body: ReviewIn
 ) -> tuple[Prescription, Order, list[dict]]:
@@ -205,8 +227,9 @@ def review(
         workflow.PrescribedItem(i["product_id"], i["quantity"], i["duration_days"])
         for i in document["items"]
     ]
+    as_prescribed = _as_prescribed(order.lines, document["items"])
     problems = workflow.items_outside_prescription(
-        [workflow.OrderedItem(li.product_id, li.quantity, li.rx_only) for li in order.lines],
+        [workflow.OrderedItem(as_prescribed[li.id], li.quantity, li.rx_only) for li in order.lines],
         prescribed,
     )
     if problems:
@@ -217,6 +240,9 @@ def review(
         )
     fills_before = 0 if first is p else first.fills_used
     ends = _course_ends(workflow.durations_by_product(prescribed), issued_at, at, fills_before)
+    for li in order.lines:  # an equivalent's lots must last the course prescribed for the asked
+        if as_prescribed[li.id] != li.product_id and as_prescribed[li.id] in ends:
+            ends[li.product_id] = ends[as_prescribed[li.id]]
     moved = _keep_lots_for_course(session, order, ends, at)
     trail.move(
         session,

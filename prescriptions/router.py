@@ -346,7 +346,8 @@ def decline(prescription_id: uuid.UUID, body: DeclineIn, doctor: DoctorUser, ses
     response_model=ReviewOut,
     responses=error_responses(
         e422=("exceeds_prescription",),
-        e409="not_issued; illegal_transition; prescription expired or used",
+        e409="not_issued; illegal_transition; prescription expired or used; substitution_not_allowed "
+        "(an equivalent on the order the prescription does not allow)",
     ),
 )
 def review(

@@ -135,9 +135,21 @@ def interactions_among(
     ]
 
 
-def order_warnings(session: Session, order_id: uuid.UUID, patient_id: int) -> dict:
-    """The patient's allergies and the allergy and interaction warnings for the order."""
+def order_warnings(
+    session: Session, order_id: uuid.UUID, patient_id: int, *, adding: Sequence[int] = ()
+) -> dict:
+    """The patient's allergies and the allergy and interaction warnings for the order (with the
+    products `adding` counted in it: an equivalent a pharmacist proposes)."""
     ordered, current = medicines_in_play(session, order_id, patient_id)
+    if adding:
+        rows = session.execute(
+            select(Product.id, Product.name, Product.generic_name).where(
+                Product.id.in_(list(adding))
+            )
+        ).all()
+        ordered += _medicines(
+            [(pid, name, generic, order_id, None) for pid, name, generic in rows], "this_order"
+        )
     allergies = allergies_of(session, patient_id)
     table = interactions_among(session, substances.pairs_to_check(ordered, current))
     return {

@@ -8,6 +8,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     field_validator,
     model_validator,
@@ -64,6 +65,11 @@ class PrescribedItemIn(_In):
     dose: str = Text200
     frequency: str = Text200
     duration_days: StrictInt = Field(gt=0, le=365)
+    substitution_allowed: StrictBool = Field(
+        False,
+        description="May the pharmacy give an equivalent (same generic, strength, form, route)? "
+        "Signed with the rest; exported as MedicationRequest.substitution.allowedBoolean",
+    )
 
 
 class SigningPayloadIn(_In):
@@ -198,6 +204,7 @@ class PrescribedItemOut(BaseModel):
     dose: str
     frequency: str
     duration_days: int
+    substitution_allowed: bool = False
 
 
 class WarningOut(BaseModel):

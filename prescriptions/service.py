@@ -156,7 +156,27 @@ def dispense_authorization(session: Session, order_id: uuid.UUID) -> dict | None
     }
 
 
-def order_safety(session: Session, order: Order) -> dict:
+def prescribed_item(session: Session, order_id: uuid.UUID, product_id: int) -> dict | None:
+    """Return the signed item of the order's approved prescription for `product_id` (with its
+    `duration_days` and `substitution_allowed`), or None."""
+    p = session.scalar(
+        select(Prescription)
+        .where(
+            Prescription.order_id == order_id,
+            Prescription.status.in_((S.APPROVED, S.DISPENSED)),
+        )
+        .order_by(Prescription.requested_at.desc(), Prescription.id)
+        .limit(1)
+    )
+    if p is None:
+        return None
+    for item in issuing.signed_document(p)["items"]:
+        if item["product_id"] == product_id:
+            return item
+    return None
+
+
+def order_safety(session: Session, order: Order, *, adding: Sequence[int] = ()) -> dict:
     """The patient's coded allergies and the allergy and interaction warnings for the order, for
-    the pharmacist reviewing it."""
-    return safety.order_warnings(session, order.id, order.patient_id)
+    the pharmacist reviewing it (or substituting `adding` on it)."""
+    return safety.order_warnings(session, order.id, order.patient_id, adding=adding)

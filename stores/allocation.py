@@ -286,3 +286,58 @@ def move_reservations(
             lots[a.lot_id].reserved += a.quantity
     session.flush()
     return moves
+
+
+def swap(
+    session: Session,
+    store_id: int,
+    release_units: Sequence[tuple[int, int]],
+    line: LineRequest,
+    *,
+    min_expiry: date,
+) -> list[Allocation]:
+    """Give back `release_units` ((lot_id, quantity) pairs) and reserve `line` FEFO instead, all
+    or nothing (InsufficientStock, nothing changed). One statement locks both sets of lots in
+    id order, as reserve_lines does, so a swap and a checkout never deadlock."""
+    released_ids = sorted({lot_id for lot_id, _ in release_units})
+    lots = {
+        lot.id: lot
+        for lot in session.scalars(
+            select(Lot)
+            .where(
+                (Lot.id.in_(released_ids))
+                | (
+                    (Lot.store_id == store_id)
+                    & (Lot.product_id == line.product_id)
+                    & (Lot.expiry_date >= min_expiry)
+                )
+            )
+            .order_by(Lot.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    }
+    giving_back: dict[int, int] = {}
+    for lot_id, quantity in release_units:
+        giving_back[lot_id] = giving_back.get(lot_id, 0) + quantity
+    candidates = [
+        # Units given back by this swap count as free (same product, same lots).
+        LotStock(
+            lot.id,
+            lot.expiry_date,
+            lot.on_hand - max(0, lot.reserved - giving_back.get(lot.id, 0)),
+            lot.price_minor,
+        )
+        for lot in lots.values()
+        if lot.store_id == store_id and lot.product_id == line.product_id
+    ]
+    chosen = choose_lots(candidates, line.quantity, min_expiry=min_expiry, all_or_nothing=True)
+    if not chosen:
+        available = sum(max(0, c.available) for c in candidates if c.expiry_date >= min_expiry)
+        raise InsufficientStock([Shortage(line.product_id, line.quantity - available)])
+    for lot_id, quantity in giving_back.items():
+        lots[lot_id].reserved = max(0, lots[lot_id].reserved - quantity)
+    for a in chosen:
+        lots[a.lot_id].reserved += a.quantity
+    session.flush()
+    return chosen

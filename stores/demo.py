@@ -81,6 +81,8 @@ class Medicine:
     rx_only: bool = False
     controlled: bool = False
     max_per_order: int | None = None
+    # A branded product of the generic: an equivalent of the generic's packs (stores.equivalents).
+    brand: str | None = None
 
 
 RX = {"rx_only": True}
@@ -188,6 +190,13 @@ MEDICINES = (
     Medicine("alprazolam", "0.4 mg", "tablets", (24,), 1560, **CONTROLLED),
     Medicine("zolpidem", "10 mg", "tablets", (7, 14), 3160, **CONTROLLED),
     Medicine("methylphenidate", "18 mg", "extended-release tablets", (15,), 14800, **CONTROLLED),
+    # Brands: equivalents of the generics above (same generic, strength, form and route), priced
+    # higher; listed last so the earlier products keep their GTINs.
+    Medicine("paracetamol", "500 mg", "tablets", (20,), 1280, max_per_order=4, brand="Panadol"),
+    Medicine("ibuprofen", "200 mg", "tablets", (24,), 1590, brand="Advil"),
+    Medicine("loratadine", "10 mg", "tablets", (6,), 2580, brand="Clarityne"),
+    Medicine("omeprazole", "20 mg", "enteric-coated capsules", (14,), 2980, brand="Losec"),
+    Medicine("amlodipine", "5 mg", "tablets", (28,), 3980, brand="Norvasc", **RX),
 )  # fmt: skip
 
 
@@ -205,6 +214,8 @@ def demo_products() -> list[DemoProduct]:
             body = f"6901{len(products) + 1:08d}"
             label = medicine.generic_name.capitalize()
             name = " ".join(filter(None, (label, medicine.strength, medicine.dosage_form)))
+            if medicine.brand:
+                name = f"{medicine.brand} ({name.lower()})"
             products.append(
                 DemoProduct(
                     ProductIn(

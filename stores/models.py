@@ -6,6 +6,7 @@ from geoalchemy2 import Geography
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Computed,
     Date,
     ForeignKey,
     Index,
@@ -68,6 +69,16 @@ class Store(Base):
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
 
+# Lower case, single spaces, no spaces inside the strength ("500 mg" = "500MG" = "500mg"), a
+# decimal comma read as a point; generic|strength|form|route. A generated column: every way a
+# product is written (API, imports, bulk SQL) carries it. Kept equal to migration 0017's text.
+EQUIVALENCE_KEY_SQL = (
+    r"regexp_replace(lower(btrim(generic_name)), '\s+', ' ', 'g') || '|' || "
+    r"replace(regexp_replace(lower(strength), '\s+', '', 'g'), ',', '.') || '|' || "
+    r"regexp_replace(lower(btrim(dosage_form)), '\s+', ' ', 'g') || '|' || lower(route)"
+)
+
+
 class Product(Base):
     __tablename__ = "products"
     __table_args__ = (
@@ -88,6 +99,7 @@ class Product(Base):
             postgresql_using="gin",
             postgresql_ops={"generic_name": "gin_trgm_ops"},
         ),
+        Index("ix_products_equivalence_key", "equivalence_key"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -100,6 +112,13 @@ class Product(Base):
     rx_only: Mapped[bool] = mapped_column(server_default=text("false"))
     controlled: Mapped[bool] = mapped_column(server_default=text("false"))
     max_per_order: Mapped[int | None]
+    # How it is taken ("oral", "topical", ...): part of what makes two products equivalent.
+    route: Mapped[str] = mapped_column(String(50), server_default="oral")
+    # generic|strength|form|route, normalised (stores.equivalents): products sharing it may stand
+    # in for each other (pack sizes may differ; quantities convert by units).
+    equivalence_key: Mapped[str | None] = mapped_column(
+        String(500), Computed(EQUIVALENCE_KEY_SQL, persisted=True)
+    )
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 

@@ -8,12 +8,13 @@ from o2o.api import ApiRoute, CursorQuery, RowId
 from o2o.db import INT4_MAX, DbSession
 from o2o.errors import error_responses
 from o2o.users.dependencies import AdminUser
-from stores import inventory, service, slots
+from stores import equivalents, inventory, service, slots
 from stores.dependencies import StoreStaff, ValidStore
 from stores.schemas import (
     PAGE_DEFAULT,
     PAGE_MAX,
     DeliverySlotsOut,
+    EquivalentsOut,
     InventoryIn,
     InventorySyncOut,
     LotOut,
@@ -163,6 +164,19 @@ def search_products(
 def get_product(product_id: RowId, session: DbSession):
     """Return a product."""
     return service.get_product(session, product_id)
+
+
+@router.get(
+    PRODUCT_PATH + "/equivalents",
+    response_model=EquivalentsOut,
+    summary="List a product's equivalents",
+    responses=error_responses(e404="product_not_found"),
+)
+def list_equivalents(product_id: RowId, session: DbSession):
+    """List the other products with the same generic name, strength, dosage form and route."""
+    items = equivalents.equivalents_of(session, product_id)
+    product = service.get_product(session, product_id)
+    return {"product_id": product.id, "equivalence_key": product.equivalence_key, "items": items}
 
 
 @router.post(

@@ -280,6 +280,12 @@ class ProductIn(BaseModel):
     rx_only: StrictBool = False
     controlled: StrictBool = Field(False, description="Never sold online")
     max_per_order: Annotated[StrictInt, Field(ge=1, le=10_000)] | None = None
+    route: _text(50) | None = Field(
+        None,
+        examples=["oral"],
+        description="How it is taken; by default what the dosage form implies (oral, topical, "
+        "nasal, ophthalmic, ...). Part of the equivalence key",
+    )
 
 
 class ProductOut(BaseModel):
@@ -295,6 +301,20 @@ class ProductOut(BaseModel):
     rx_only: bool
     controlled: bool
     max_per_order: int | None
+    route: str
+    equivalence_key: str | None = Field(
+        None,
+        description="generic|strength|form|route, normalised: products sharing it are "
+        "equivalents (GET /products/{id}/equivalents)",
+    )
+
+
+class EquivalentsOut(BaseModel):
+    """The products that may stand in for one product (same generic, strength, form, route)."""
+
+    product_id: int
+    equivalence_key: str | None
+    items: list[ProductOut]
 
 
 class InventoryLotIn(BaseModel):

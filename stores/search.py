@@ -38,7 +38,7 @@ import functools
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -102,6 +102,9 @@ class StoreMatch:
     # Minutes a ready order waits for a courier around this store (in eta_minutes when
     # delivering; 0 when there is no fresh estimate of the fleet).
     courier_wait_minutes: int = 0
+    # Equivalents this store gives for lines it lacks (stores.substitutes):
+    # [{"for_product_id", "product_id", "quantity"}].
+    substitutes: list[dict] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------

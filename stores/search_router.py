@@ -10,7 +10,7 @@ from o2o.config import get_settings
 from o2o.db import DbSession
 from o2o.errors import error_responses
 from o2o.users.dependencies import client_ip
-from stores import cart, proximity, search, service
+from stores import cart, proximity, service, substitutes
 from stores.nearby import nearby_stores
 from stores.schemas import PAGE_DEFAULT, Page
 from stores.search_schemas import NearbyItemOut, SearchIn, SearchOut
@@ -95,11 +95,13 @@ def search_stores(
         message="Too many searches from this address; try again in a minute.",
     )
     delivery = body.delivery_location
-    matches = search.search_stores(
+    lines = [cart.CartLine(line.product_id, line.quantity) for line in body.items]
+    matches = substitutes.search_stores(
         session,
         lat=body.location.lat,
         lon=body.location.lon,
-        lines=[cart.CartLine(line.product_id, line.quantity) for line in body.items],
+        lines=lines,
+        wishes={line.product_id: line.substitution for line in body.items},
         fulfillment=body.fulfillment,
         limit=body.limit,
         radius_m=body.radius_m,
@@ -121,6 +123,7 @@ def search_stores(
                 "offers_delivery": m.offers_delivery,
                 "delivery_fee_minor": m.delivery_fee_minor,
                 "currency": m.currency,
+                "substitutes": m.substitutes,
             }
             for m in matches
         ]

@@ -18,6 +18,11 @@ class CartLineIn(BaseModel):
 
     product_id: StrictInt = Field(ge=1, le=INT4_MAX)
     quantity: StrictInt = Field(ge=1, le=MAX_QUANTITY)
+    substitution: Literal["allowed", "not_allowed"] | None = Field(
+        None,
+        description="May an equivalent (same generic, strength, form, route) cover this line? "
+        "Default: allowed for over-the-counter products, not for prescription ones",
+    )
 
 
 class SearchIn(BaseModel):
@@ -50,6 +55,12 @@ class MissingOut(BaseModel):
     quantity_missing: int
 
 
+class SubstituteOut(BaseModel):
+    for_product_id: int = Field(description="The product asked for")
+    product_id: int = Field(description="The equivalent this store would give instead")
+    quantity: int = Field(description="Packs of the equivalent (the same number of units)")
+
+
 class SearchResultOut(BaseModel):
     store: StoreBriefOut
     distance_m: float = Field(description="Metres on the spheroid from `location`")
@@ -72,6 +83,11 @@ class SearchResultOut(BaseModel):
     offers_delivery: bool
     delivery_fee_minor: int
     currency: str
+    substitutes: list[SubstituteOut] = Field(
+        default_factory=list,
+        description="Equivalents counted as covering lines this store lacks (complete thanks "
+        "to them); empty when it holds every asked product",
+    )
 
 
 class SearchOut(BaseModel):

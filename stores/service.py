@@ -27,7 +27,7 @@ from o2o.geo import (
     point_element,
     to_latlon,
 )
-from stores import hours
+from stores import equivalents, hours
 from stores.models import Product, Store
 from stores.nearby import NearbyStore
 from stores.schemas import (
@@ -285,7 +285,9 @@ def create_product(session: Session, data: ProductIn) -> Product:
     )
     if existing is not None:
         raise _gtin_taken(existing)
-    product = Product(**data.model_dump())
+    values = data.model_dump()
+    values["route"] = (values["route"] or equivalents.default_route(data.dosage_form)).lower()
+    product = Product(**values)
     session.add(product)
     try:
         with session.begin_nested():

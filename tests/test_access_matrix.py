@@ -115,6 +115,32 @@ ROWS = [
         STAFF,
         body=lambda w: {"pickup_code": w.pickup_order.pickup_code},
     ),
+    # Substitutions: the store's staff substitutes (the seeded line has no equivalent: 422
+    # not_equivalent past the access check); the order's patient answers (no such substitution
+    # on the seeded order: 404 substitution_not_found past the access check, see
+    # tests/orders/test_substitutions.py for answers by the wrong patient).
+    Row(
+        "POST",
+        "/orders/{order_id}/substitutions",
+        _order,
+        {"pharmacist": {422}},
+        STAFF,
+        body=lambda w: {
+            "product_id": w.otc.id,
+            "to_product_id": w.rx.id,
+            "reason": "out_of_stock",
+        },
+    ),
+    *[
+        Row(
+            "POST",
+            "/orders/{order_id}/substitutions/{substitution_id}/" + answer,
+            lambda w: {**_order(w), "substitution_id": "7f1c2b1e-2d3a-4c5b-8e9f-0a1b2c3d4e5f"},
+            {"patient": {404}},
+            {"patient"},
+        )
+        for answer in ("accept", "decline")
+    ],
     # Prescriptions: the patient, the doctor on the request, the store's pharmacist.
     *[
         Row(
@@ -314,6 +340,13 @@ ROWS = [
     Row(
         "GET",
         "/products/{product_id}",
+        lambda w: {"product_id": str(w.otc.id)},
+        {name: OK for name in ("patient", *STRANGERS)},
+        set(),
+    ),
+    Row(
+        "GET",
+        "/products/{product_id}/equivalents",
         lambda w: {"product_id": str(w.otc.id)},
         {name: OK for name in ("patient", *STRANGERS)},
         set(),

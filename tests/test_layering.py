@@ -20,6 +20,8 @@ ENTRY_POINTS = {
     # Stores: its rows and shapes, the store and catalogue service, the one writer of order stock
     # (allocation), the cart checks and search checkout uses, the travel-time formula, and the
     # delivery slots checkout books, and the fleet's advice on when to start a delivery.
+    # Checkout and the counter also use equivalents (the catalogue's key) and the search that
+    # counts them (substitutes).
     "stores": (
         "service",
         "models",
@@ -27,6 +29,8 @@ ENTRY_POINTS = {
         "allocation",
         "cart",
         "search",
+        "substitutes",
+        "equivalents",
         "eta",
         "slots",
         "fleet_load",

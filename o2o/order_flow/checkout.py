@@ -2,8 +2,9 @@
 delivery), reserve every line FEFO in one transaction, record the order with its first timeline
 entry, and open its payment (online: stock held until the payment deadline)."""
 
+import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -16,7 +17,7 @@ from o2o import clock
 from o2o.config import get_settings
 from o2o.errors import InvalidInput
 from o2o.geo import point_element, to_latlon
-from o2o.order_flow import limits, promise
+from o2o.order_flow import equivalent_lines, limits, promise
 from o2o.order_flow.schemas import OrderIn
 from o2o.orders import lifecycle, states
 from o2o.orders.models import Fulfillment, LotAllocation, Order, OrderLine, OrderStatus
@@ -24,7 +25,7 @@ from o2o.payments import service as payments_service
 from o2o.payments.models import PaymentMethod
 from o2o.security import new_code
 from o2o.users.models import User
-from stores import allocation, search
+from stores import allocation, substitutes
 from stores import service as stores_service
 from stores.cart import CartLine, validate_cart
 from stores.models import Product, Store
@@ -76,11 +77,15 @@ def _options(
     delivery_point: tuple[float, float] | None,
     chosen: Store | None,
     now: datetime,
+    wishes: Mapping[int, str | None] | None = None,
+    found: dict[int, list[dict]] | None = None,
 ) -> list[routing.StoreOption]:
-    """Return the stores routing chooses from, as seen from (lat, lon)."""
+    """Return the stores routing chooses from, as seen from (lat, lon); with `wishes`, a store
+    covering lines with equivalents counts as complete, its stand-ins noted in `found`."""
     if chosen is None:
-        matches = search.search_stores(
+        matches = substitutes.search_stores(
             session,
+            wishes=wishes,
             lat=lat,
             lon=lon,
             lines=list(lines),
@@ -95,8 +100,9 @@ def _options(
         at = to_latlon(chosen.location)
         matches = [
             m
-            for m in search.search_stores(
+            for m in substitutes.search_stores(
                 session,
+                wishes=wishes,
                 lat=at["lat"],
                 lon=at["lon"],
                 lines=list(lines),
@@ -119,6 +125,8 @@ def _options(
             )
     options = []
     for m in matches:
+        if found is not None and m.substitutes:
+            found[m.store_id] = m.substitutes
         option = _option(m, delivery=delivery_point is not None)
         if option.opens_at is not None:
             option = replace(option, opens_at=_localised(session, m))
@@ -126,7 +134,9 @@ def _options(
     return options
 
 
-def route(session: Session, body: OrderIn, lines: Sequence, *, now: datetime) -> routing.Decision:
+def route(
+    session: Session, body: OrderIn, lines: Sequence, *, now: datetime, options=_options
+) -> routing.Decision:
     """Decide pickup or delivery and the store for this cart (409 with the reason if neither)."""
     settings = get_settings()
     chosen = None
@@ -141,7 +151,7 @@ def route(session: Session, body: OrderIn, lines: Sequence, *, now: datetime) ->
     delivery_options = None
     if body.fulfillment != "pickup" and body.delivery_address is not None:
         point = body.delivery_address.location
-        delivery_options = _options(
+        delivery_options = options(
             session,
             lat=point.lat,
             lon=point.lon,
@@ -157,7 +167,7 @@ def route(session: Session, body: OrderIn, lines: Sequence, *, now: datetime) ->
         and routing.best_delivery(delivery_options, settings.sla_minutes)[0] is not None
     )
     if not delivery_settled:
-        pickup_options = _options(
+        pickup_options = options(
             session,
             lat=body.location.lat,
             lon=body.location.lon,
@@ -193,28 +203,36 @@ def place_order(
     products: dict[int, Product] = validate_cart(session, lines)
     limits.check_hoarding(session, patient.id, cart)
 
+    wishes = body.substitution_wishes()
+    # Stores that cover lines with equivalents, and which (store id -> stand-ins).
+    found: dict[int, list[dict]] = {}
+    options = functools.partial(_options, wishes=wishes, found=found)
     slot = None
     try:
         if body.delivery_slot is not None:
-            decision, slot = promise.slot_route(session, body, lines, now=now, options=_options)
+            decision, slot = promise.slot_route(session, body, lines, now=now, options=options)
         else:
             try:
-                decision = route(session, body, lines, now=now)
+                decision = route(session, body, lines, now=now, options=options)
             except routing.DeliveryUnavailable as exc:
                 raise promise.with_earliest_slot(
-                    session, exc, body, lines, now=now, options=_options
+                    session, exc, body, lines, now=now, options=options
                 ) from None
         store = session.get(Store, decision.store_id)
+        stand_ins = {c["for_product_id"]: c for c in found.get(store.id, [])}
+        given = equivalent_lines.given(cart, stand_ins)
         reserved = allocation.reserve_lines(
             session,
             store.id,
-            [allocation.LineRequest(product_id, quantity) for product_id, quantity in cart],
+            [allocation.LineRequest(line.product_id, line.quantity) for line in given],
             min_expiry=stores_service.min_sellable_expiry(store, now),
         )
     except allocation.InsufficientStock as exc:
         raise exc.naming({pid: products[pid].name for pid in products}) from None
+    products.update(equivalent_lines.products_of(session, given, products))
+    allowed = substitutes.allowed_products(products, wishes)
 
-    is_rx = any(products[product_id].rx_only for product_id, _ in cart)
+    is_rx = any(products[line.product_id].rx_only for line in given)
     online = body.payment_method == PaymentMethod.ONLINE.value
     delivery = decision.fulfillment == Fulfillment.DELIVERY.value
     address = body.delivery_address if delivery else None
@@ -259,17 +277,20 @@ def place_order(
         elif delivery:
             order.sla_deadline = states.sla_deadline(now, settings.sla_minutes)
     subtotal = 0
-    for product_id, quantity in cart:
-        chosen = reserved[product_id]
-        price = _unit_price(chosen, quantity)
-        subtotal += price * quantity
+    for line in given:
+        chosen = reserved[line.product_id]
+        price = _unit_price(chosen, line.quantity)
+        subtotal += price * line.quantity
         order.lines.append(
             OrderLine(
-                product_id=product_id,
-                quantity=quantity,
+                product_id=line.product_id,
+                quantity=line.quantity,
                 price_minor=price,
-                rx_only=products[product_id].rx_only,
+                rx_only=products[line.product_id].rx_only,
                 allocations=[LotAllocation(lot_id=a.lot_id, quantity=a.quantity) for a in chosen],
+                requested_product_id=line.requested_product_id,
+                substitution="allowed" if line.asked_id in allowed else "not_allowed",
+                substitution_reason="out_of_stock" if line.requested_product_id else None,
             )
         )
     order.subtotal_minor = subtotal

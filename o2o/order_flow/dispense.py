@@ -39,6 +39,31 @@ def _pharmacist(session: Session, order: Order) -> tuple[int, str] | None:
     return None
 
 
+# What an equivalent standing in for the asked product records (HL7 v3 codes): the type is always
+# "EC" (equivalent composition: same active ingredient, strength, dosage form and route), the
+# reason by the pharmacist's coded reason.
+_REASONS = {
+    "out_of_stock": ("OS", "out of stock"),
+    "formulary": ("FP", "formulary policy"),
+    "patient_request": ("PATRQT", "patient requested"),
+}
+
+
+def _substitution(line) -> fhir_dispense.Substitution | None:
+    """Return what a line filled with an equivalent records, or None when it was not."""
+    if line.requested_product_id is None or line.requested_product_id == line.product_id:
+        return None
+    code, display = _REASONS.get(
+        line.substitution_reason or "out_of_stock", _REASONS["out_of_stock"]
+    )
+    return fhir_dispense.Substitution(
+        type_code="EC",
+        type_display="equivalent composition",
+        reason_code=code,
+        reason_display=display,
+    )
+
+
 def dispense_bundle(session: Session, order: Order, *, all_lines: bool = False) -> dict:
     """Build the FHIR dispense Bundle of a completed order: its prescription lines, or every line
     with `all_lines`. 409 order_not_completed before the hand-over (nothing was dispensed yet)."""
@@ -90,9 +115,13 @@ def dispense_bundle(session: Session, order: Order, *, all_lines: bool = False) 
                     )
                     for a in sorted(line.allocations, key=lambda a: lots[a.lot_id].expiry_date)
                 ],
-                request=requests.get(line.product_id) if line.rx_only else None,
-                # Filled by the substitution flow once it exists; today nothing is substituted.
-                substitution=None,
+                request=(
+                    requests.get(line.product_id)
+                    or requests.get(line.requested_product_id or line.product_id)
+                    if line.rx_only
+                    else None
+                ),
+                substitution=_substitution(line),
             )
             for line in lines
         ],

@@ -32,6 +32,12 @@ class OrderItemIn(BaseModel):
 
     product_id: StrictInt = Field(ge=1, le=INT4_MAX)
     quantity: StrictInt = Field(ge=1, le=MAX_QUANTITY)
+    substitution: Literal["allowed", "not_allowed"] | None = Field(
+        None,
+        description="May an equivalent fill this line (at checkout, or by the pharmacist without "
+        "asking again)? Default: allowed for over-the-counter products, not_allowed for "
+        "prescription ones, whose equivalent also needs the prescription to allow it",
+    )
 
 
 class DeliveryAddressIn(BaseModel):
@@ -132,6 +138,14 @@ class OrderIn(BaseModel):
             totals[item.product_id] = totals.get(item.product_id, 0) + item.quantity
         return sorted(totals.items())
 
+    def substitution_wishes(self) -> dict[int, str | None]:
+        """Return each product's stated substitution wish; "not_allowed" on any line wins."""
+        wishes: dict[int, str | None] = {}
+        for item in self.items:
+            if wishes.get(item.product_id) != "not_allowed":
+                wishes[item.product_id] = item.substitution or wishes.get(item.product_id)
+        return wishes
+
 
 class CancelIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -157,9 +171,40 @@ class StoreRef(BaseModel):
 
 
 class OrderLineOut(BaseModel):
-    product_id: int
+    product_id: int = Field(description="The product given (its lots are held and handed over)")
     quantity: int
-    price_minor: int
+    price_minor: int = Field(description="The unit price actually charged")
+    requested_product_id: int | None = Field(
+        None, description="The product asked for, when an equivalent fills the line"
+    )
+    substitution: Literal["allowed", "not_allowed"] = "not_allowed"
+    substitution_reason: Literal["out_of_stock", "formulary", "patient_request"] | None = None
+
+
+class SubstitutionIn(BaseModel):
+    """A pharmacist's substitution on a line: the line's product, the equivalent, the reason."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    product_id: StrictInt = Field(ge=1, le=INT4_MAX, description="The line's product now")
+    to_product_id: StrictInt = Field(ge=1, le=INT4_MAX, description="The equivalent to give")
+    reason: Literal["out_of_stock", "formulary", "patient_request"]
+
+
+class SubstitutionOut(BaseModel):
+    id: uuid.UUID
+    from_product_id: int
+    to_product_id: int
+    from_quantity: int
+    to_quantity: int
+    from_price_minor: int
+    to_price_minor: int
+    difference_minor: int = Field(description="Charged (positive) or refunded (negative)")
+    reason: str
+    consent: Literal["up_front", "asked"]
+    status: Literal["pending", "accepted", "declined", "withdrawn"]
+    requested_at: datetime
+    decided_at: datetime | None
 
 
 class TimelineEntry(BaseModel):
@@ -211,6 +256,15 @@ class OrderOut(BaseModel):
     # For the store's staff reading one order (GET /orders/{id}): the patient's coded allergies
     # and the allergy and interaction warnings; null elsewhere.
     safety: SafetyOut | None = None
+    # A pharmacist's substitutions, and what each asks of the patient (`status: pending`).
+    substitutions: list[SubstitutionOut] = []
+
+
+class SubstitutionResultOut(BaseModel):
+    substitution: SubstitutionOut
+    order: OrderOut
+    # The allergy and interaction warnings with the equivalent in the order.
+    safety: SafetyOut
 
 
 class OrderPage(BaseModel):

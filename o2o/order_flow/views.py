@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from o2o import pagination
 from o2o.errors import Forbidden, NotFound
 from o2o.geo import to_latlon
+from o2o.order_flow import substitutions
 from o2o.order_flow.schemas import OrderOut
 from o2o.order_flow.store_actions import pickup_qr
 from o2o.orders.models import Fulfillment, Order, OrderStatus
@@ -85,6 +86,7 @@ def present(
     prescription_ids: dict[uuid.UUID, uuid.UUID] | None = None,
     payments: dict[uuid.UUID, Payment] | None = None,
     with_safety: bool = False,
+    substitution_lists: dict | None = None,
 ) -> OrderOut:
     """Build the order view for this viewer (codes only for the order's own patient); a page
     passes the store names and prescription ids it read at once. `with_safety` adds the
@@ -117,6 +119,9 @@ def present(
                 "product_id": line.product_id,
                 "quantity": line.quantity,
                 "price_minor": line.price_minor,
+                "requested_product_id": line.requested_product_id,
+                "substitution": line.substitution,
+                "substitution_reason": line.substitution_reason,
             }
             for line in order.lines
         ],
@@ -153,6 +158,14 @@ def present(
         payment=_payment_view(payment),
         refunds=[_refund_view(r) for r in payment.refunds] if payment is not None else [],
         safety=prescriptions_service.order_safety(session, order) if with_safety else None,
+        substitutions=[
+            substitutions.view(sub)
+            for sub in (
+                substitution_lists.get(order.id, [])
+                if substitution_lists is not None
+                else substitutions.substitutions_of(session, [order.id]).get(order.id, [])
+            )
+        ],
     )
 
 
@@ -191,7 +204,16 @@ def present_many(session: Session, orders: Sequence[Order], viewer: User) -> lis
         session, [o.id for o in orders if o.is_rx]
     )
     payments = payments_service.payments_of(session, [o.id for o in orders])
+    subs = substitutions.substitutions_of(session, [o.id for o in orders])
     return [
-        present(session, o, viewer, store_names=names, prescription_ids=rx, payments=payments)
+        present(
+            session,
+            o,
+            viewer,
+            store_names=names,
+            prescription_ids=rx,
+            payments=payments,
+            substitution_lists=subs,
+        )
         for o in orders
     ]

@@ -16,7 +16,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ENUM, UUID
+from sqlalchemy.dialects.postgresql import ENUM, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from o2o.db import Base
@@ -141,15 +141,25 @@ class OrderLine(Base):
         UniqueConstraint("order_id", "product_id", name="uq_order_lines_order_product"),
         CheckConstraint("quantity > 0", name="quantity_positive"),
         CheckConstraint("price_minor >= 0", name="price_nonnegative"),
+        CheckConstraint("substitution IN ('allowed', 'not_allowed')", name="substitution_value"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
+    # The product given (its lots are allocated, it is charged and handed over).
     product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="RESTRICT"))
     quantity: Mapped[int]
     # Unit price at the time of the order (weighted over the lots allocated), minor units.
     price_minor: Mapped[int]
     rx_only: Mapped[bool]
+    # The product the patient asked for, when an equivalent fills the line (else null).
+    requested_product_id: Mapped[int | None] = mapped_column(
+        ForeignKey("products.id", ondelete="RESTRICT")
+    )
+    # The patient's word on equivalents for this line: "allowed" is consent up front.
+    substitution: Mapped[str] = mapped_column(String(16), server_default="not_allowed")
+    # Why an equivalent fills the line: out_of_stock, formulary, patient_request.
+    substitution_reason: Mapped[str | None] = mapped_column(String(32))
 
     order: Mapped[Order] = relationship(back_populates="lines")
     allocations: Mapped[list["LotAllocation"]] = relationship(
@@ -186,3 +196,52 @@ class OrderEvent(Base):
     at: Mapped[datetime] = mapped_column(server_default=func.now())
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     reason: Mapped[str | None] = mapped_column(Text)
+
+
+class OrderSubstitution(Base):
+    """A pharmacist's substitution on a line of a released order, and the patient's answer.
+
+    `held` is the stock reserved for the equivalent while the patient has not answered
+    ([[lot_id, quantity], ...]); the line keeps its own lots until the substitution is accepted.
+    """
+
+    __tablename__ = "order_substitutions"
+    __table_args__ = (
+        CheckConstraint(
+            "reason IN ('out_of_stock', 'formulary', 'patient_request')", name="reason_code"
+        ),
+        CheckConstraint(
+            "status IN ('pending', 'accepted', 'declined', 'withdrawn')", name="status_value"
+        ),
+        CheckConstraint("from_quantity > 0 AND to_quantity > 0", name="quantities_positive"),
+        Index("ix_order_substitutions_order_id", "order_id"),
+        # One open question to the patient per line at a time.
+        Index(
+            "uq_order_substitutions_pending_line",
+            "order_line_id",
+            unique=True,
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
+    order_line_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("order_lines.id", ondelete="CASCADE")
+    )
+    from_product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="RESTRICT"))
+    to_product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="RESTRICT"))
+    from_quantity: Mapped[int]
+    to_quantity: Mapped[int]
+    # Unit prices (minor units) and what the patient pays more (positive) or gets back.
+    from_price_minor: Mapped[int]
+    to_price_minor: Mapped[int]
+    difference_minor: Mapped[int]
+    reason: Mapped[str] = mapped_column(String(32))
+    # "up_front" (the line allowed equivalents) or "asked" (the patient answers in the app).
+    consent: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    held: Mapped[list | None] = mapped_column(JSONB)
+    requested_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    requested_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None]

@@ -22,6 +22,7 @@ from o2o.orders.models import OrderStatus
 from o2o.payments import apps, service, states
 from o2o.payments.models import (
     Payment,
+    PaymentCharge,
     PaymentEvent,
     PaymentMethod,
     PaymentStatus,
@@ -140,6 +141,8 @@ def _apply(session: Session, order, payment: Payment, event: PaymentEventIn) -> 
         payment.status = status
         session.flush()
         return "applied"
+    if event.type in ("charge_captured", "charge_failed"):
+        return _apply_charge(session, payment, event, now)
     # refunded / refund_failed
     refund = _refund_named(session, payment, event)
     if (
@@ -174,6 +177,40 @@ def _apply(session: Session, order, payment: Payment, event: PaymentEventIn) -> 
     refund.psp_reference = event.psp_reference
     session.flush()
     session.expire(payment, ["refunds"])
+    return "applied"
+
+
+def _apply_charge(session: Session, payment: Payment, event: PaymentEventIn, now) -> str:
+    """Settle a further charge: a capture adds its amount to what the payment covers."""
+    charge = (
+        session.get(PaymentCharge, event.charge_id, with_for_update=True)
+        if event.charge_id is not None
+        else None
+    )
+    if charge is None or charge.payment_id != payment.id:
+        raise InvalidInput(
+            "No charge of this payment matches the event; give its charge_id.",
+            code="unknown_charge",
+        )
+    if charge.status != "requested":
+        return f"ignored: the charge is {charge.status} already"
+    if event.type == "charge_captured":
+        if event.amount_minor != charge.amount_minor or event.currency != charge.currency:
+            raise states.AmountMismatch(
+                "The charged amount or currency is not what was requested.",
+                details={
+                    "expected_minor": charge.amount_minor,
+                    "expected_currency": charge.currency,
+                    "amount_minor": event.amount_minor,
+                    "currency": event.currency,
+                },
+            )
+        payment.amount_minor += charge.amount_minor
+        payment.captured_minor += charge.amount_minor
+    charge.status = "captured" if event.type == "charge_captured" else "failed"
+    charge.settled_at = now
+    charge.psp_reference = event.psp_reference
+    session.flush()
     return "applied"
 
 

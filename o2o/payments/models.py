@@ -128,6 +128,30 @@ class Refund(Base):
     psp_reference: Mapped[str | None] = mapped_column(String(200))
 
 
+class PaymentCharge(Base):
+    """A further amount asked of a captured payment (a pharmacist's substitution cost more),
+    requested from the app like a refund and confirmed by it."""
+
+    __tablename__ = "payment_charges"
+    __table_args__ = (
+        CheckConstraint("amount_minor > 0", name="amount_positive"),
+        CheckConstraint("status IN ('requested', 'captured', 'failed')", name="status_value"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    payment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("payments.id", ondelete="CASCADE"), index=True
+    )
+    amount_minor: Mapped[int]
+    currency: Mapped[str] = mapped_column(String(3))
+    reason: Mapped[str] = mapped_column(String(32))
+    note: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    requested_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    settled_at: Mapped[datetime | None]
+    psp_reference: Mapped[str | None] = mapped_column(String(200))
+
+
 class PaymentEvent(Base):
     """An event a payment app reported, kept once per (app, event id): a replay changes nothing."""
 

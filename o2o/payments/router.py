@@ -78,6 +78,7 @@ async def raw_body(request: Request) -> bytes:
         e422=(
             "amount_mismatch",
             "unknown_refund",
+            "unknown_charge",
             "event_id_reused",
             "not_an_online_payment",
             "body_too_large",

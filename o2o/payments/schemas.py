@@ -45,7 +45,9 @@ class PaymentEventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     event_id: str = Field(min_length=1, max_length=100, pattern=r"^[\x21-\x7e]+$")
-    type: Literal["captured", "failed", "refunded", "refund_failed"]
+    type: Literal[
+        "captured", "failed", "refunded", "refund_failed", "charge_captured", "charge_failed"
+    ]
     payment_id: uuid.UUID
     amount_minor: StrictInt = Field(ge=0, le=MAX_AMOUNT_MINOR)
     currency: str = Field(pattern=r"^[A-Z]{3}$")
@@ -53,6 +55,8 @@ class PaymentEventIn(BaseModel):
     # Which refund a refund event reports (the refund request carries it); without it, the
     # oldest open refund of the same amount.
     refund_id: uuid.UUID | None = None
+    # Which further charge a charge event reports (`payment.charge_requested` carries it).
+    charge_id: uuid.UUID | None = None
 
 
 class PaymentEventOut(BaseModel):

@@ -21,6 +21,7 @@ from o2o.payments import apps, states
 from o2o.payments.models import (
     Payment,
     PaymentApp,
+    PaymentCharge,
     PaymentMethod,
     PaymentStatus,
     Refund,
@@ -33,6 +34,7 @@ P = PaymentStatus
 REASON_CANCELLED = "order_cancelled"
 REASON_LATE = "late_delivery"
 REASON_AFTER_CANCEL = "captured_after_cancel"
+REASON_SUBSTITUTION = "substitution"
 
 
 class PaymentsUnavailable(Conflict):
@@ -165,6 +167,66 @@ def request_refund(
     )
     session.expire(payment, ["refunds"])
     return refund
+
+
+def request_charge(
+    session: Session,
+    payment: Payment,
+    amount_minor: int,
+    *,
+    reason: str,
+    note: str | None = None,
+    now: datetime | None = None,
+) -> PaymentCharge:
+    """Ask the app to charge a further amount on a locked, captured online payment (the card or
+    wallet the patient paid with), through the outbox; the app reports `charge_captured` or
+    `charge_failed` with the charge id, and a capture raises what the payment covers."""
+    now = now or clock.now()
+    if payment.method is not PaymentMethod.ONLINE or payment.status is not P.CAPTURED:
+        raise Conflict(
+            "Only a captured online payment can be charged a further amount.",
+            code="payment_not_chargeable",
+            details={"status": payment.status.value, "method": payment.method.value},
+        )
+    charge = PaymentCharge(
+        id=uuid.uuid4(),
+        payment_id=payment.id,
+        amount_minor=amount_minor,
+        currency=payment.currency,
+        reason=reason,
+        note=note,
+        status="requested",
+        requested_at=now,
+    )
+    session.add(charge)
+    session.flush()
+    _send(
+        session,
+        payment.app_id,
+        "payment.charge_requested",
+        payment,
+        {
+            "charge_id": str(charge.id),
+            "payment_id": str(payment.id),
+            "order_id": str(payment.order_id),
+            "amount_minor": amount_minor,
+            "currency": payment.currency,
+            "reason": reason,
+            "psp_reference": payment.psp_reference,
+        },
+    )
+    return charge
+
+
+def charges_of(session: Session, payment_id: uuid.UUID) -> list[PaymentCharge]:
+    """Return a payment's further charges, oldest first."""
+    return list(
+        session.scalars(
+            select(PaymentCharge)
+            .where(PaymentCharge.payment_id == payment_id)
+            .order_by(PaymentCharge.requested_at, PaymentCharge.id)
+        )
+    )
 
 
 def refund_everything(

@@ -511,3 +511,27 @@ def test_board_shows_scheduled_deliveries_by_slot(client, db, world, as_user):
     assert str(order.id)[:8] in section[: section.index("</section>")]
     local = slot.start.astimezone(ZoneInfo(store.timezone)).strftime("%H:%M")
     assert f"Slot {local}" in html
+
+
+def test_board_lists_substitutions_waiting_for_the_patient(client, db, world, as_user):
+    from o2o.order_flow import substitutions
+
+    store = db.get(Store, world.store_a)
+    patient = db.scalar(select(User).where(User.email == world.patient))
+    pharmacist = db.scalar(select(User).where(User.email == world.pharmacist_a))
+    generic = f"boardfenac {uuid.uuid4().hex[:6]}"
+    asked = factories.make_product(db, name="Asked brand", generic_name=generic)
+    given = factories.make_product(db, name="Given brand", generic_name=generic)
+    lot = factories.make_lot(db, store, asked, on_hand=5)
+    factories.make_lot(db, store, given, on_hand=5)
+    order = factories.make_order(db, patient, store, [(lot, 1)])
+    sub = substitutions.propose(
+        db, pharmacist, order.id, product_id=asked.id, to_product_id=given.id, reason="formulary"
+    )
+    assert sub.status == "pending"
+    as_user(world.pharmacist_a)
+    html = client.get(f"/console/stores/{world.store_a}/orders").text
+    section = html[html.index("Waiting for the patient: substitutions") :]
+    section = section[: section.index("</section>")]
+    assert str(order.id)[:8] in section
+    assert "1 × Asked brand → 1 × Given brand (formulary" in section

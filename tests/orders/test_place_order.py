@@ -92,7 +92,17 @@ def test_a_pickup_order_reserves_stock_and_answers_in_the_documented_shape(
     assert body["fulfillment"] == "pickup"
     assert body["store"] == {"id": store.id, "name": "Riverside Pharmacy"}
     assert body["routing_reason"].startswith("Pickup at Riverside Pharmacy, 500 m away")
-    assert body["lines"] == [{"product_id": paracetamol.id, "quantity": 2, "price_minor": 1850}]
+    assert body["lines"] == [
+        {
+            "product_id": paracetamol.id,
+            "quantity": 2,
+            "price_minor": 1850,
+            # Over the counter: an equivalent may fill it (the default); none did.
+            "requested_product_id": None,
+            "substitution": "allowed",
+            "substitution_reason": None,
+        }
+    ]
     assert (body["delivery_fee_minor"], body["compensation_minor"]) == (0, 0)
     assert body["total_minor"] == 3700 and body["currency"] == "CNY"
     assert body["sla_deadline"] is None and body["prescription_id"] is None
@@ -223,7 +233,9 @@ def test_repeated_products_are_one_line(client, db, patient, store, paracetamol)
     body = order_body([(paracetamol.id, 1), (paracetamol.id, 2)])
     r = client.post(URL, json=body, headers=auth(patient))
     assert r.status_code == 201, r.text
-    assert r.json()["lines"] == [{"product_id": paracetamol.id, "quantity": 3, "price_minor": 1850}]
+    assert [
+        (line["product_id"], line["quantity"], line["price_minor"]) for line in r.json()["lines"]
+    ] == [(paracetamol.id, 3, 1850)]
 
 
 def test_not_enough_stock_anywhere_is_a_409_naming_every_missing_item(

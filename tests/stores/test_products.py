@@ -26,7 +26,9 @@ def test_admin_adds_a_product_anyone_can_read(client, db, admin):
     r = client.post(f"{API}/products", json=body, headers=auth(admin))
     assert r.status_code == 201, r.text
     product = r.json()
-    assert product == {"id": product["id"], **body}
+    # The route the dosage form implies and the equivalence key come with it.
+    key = f"amoxicillin|{body['strength'].replace(' ', '').lower()}|{body['dosage_form']}|oral"
+    assert product == {"id": product["id"], **body, "route": "oral", "equivalence_key": key}
     assert client.get(f"{API}/products/{product['id']}").json() == product
 
 

@@ -151,7 +151,8 @@ def build(db, scenario, now: datetime) -> tuple[list[int], list[int]]:
             [
                 {
                     "name": f"Oracle product {i}",
-                    "generic_name": "oracle",
+                    # Distinct medicines: the reference knows nothing of equivalents.
+                    "generic_name": f"oracle {i}",
                     "strength": "1 mg",
                     "dosage_form": "tablet",
                     "pack_size": 10,

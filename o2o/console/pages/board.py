@@ -18,7 +18,7 @@ from o2o.console.pages.common import StorePage, notice, redirect, store_context
 from o2o.console.rendering import console_url, render
 from o2o.db import DbSession
 from o2o.errors import DomainError, NotFound
-from o2o.order_flow import access, store_actions
+from o2o.order_flow import access, store_actions, substitutions
 from o2o.orders.models import Order
 from o2o.users.models import User
 from stores.models import Store
@@ -50,6 +50,7 @@ def _board_context(db: DbSession, user: User, store: Store, **extra) -> dict:
         **store_context(db, user, store, "orders"),
         "title": f"Orders · {store.name}",
         "board": board,
+        "pending_substitutions": substitutions.pending_at_store(db, store.id),
         "open_count": sum(len(orders) for _, _, orders in board.columns),
         "now": clock.now(),
         "countdown": countdown,
