@@ -31,7 +31,7 @@ from dispatch.schemas import (
     TripOut,
 )
 from o2o import clock, ratelimit
-from o2o.api import ApiRoute, CursorQuery, RowId
+from o2o.api import ApiRoute, CursorQuery, RowId, model_json
 from o2o.config import get_settings
 from o2o.db import INT4_MAX, DbSession, SessionRunner
 from o2o.errors import error_responses
@@ -128,9 +128,9 @@ def my_jobs(session: DbSession, courier: CourierUser):
     response_model=JobPage,
     responses=error_responses(e409=NOT_CONFIGURED, e422=("invalid_cursor", "location_required")),
 )
-def list_jobs(
-    session: DbSession,
-    courier: CourierUser,
+async def list_jobs(
+    runner: SessionRunner,
+    courier: AsyncCourierUser,
     lat: Lat = None,
     lon: Lon = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -140,10 +140,10 @@ def list_jobs(
 
     Without lat/lon the courier's last reported position is used.
     """
-    items, next_cursor = pool.list_jobs(
-        session, courier, lat=lat, lon=lon, limit=limit, cursor=cursor
+    items, next_cursor = await runner.run(
+        pool.list_jobs, courier, lat=lat, lon=lon, limit=limit, cursor=cursor
     )
-    return {"items": items, "next_cursor": next_cursor}
+    return model_json(JobPage.model_validate({"items": items, "next_cursor": next_cursor}))
 
 
 @router.post(
@@ -167,10 +167,7 @@ def _claim_next(session: Session, courier: User, body: ClaimIn) -> Response:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     _count_claims(courier, 1)
     view = views.describe_job(session, job, couriers.Where(body.lat, body.lon), viewer=courier)
-    return Response(
-        HeldJobOut.model_validate(view).model_dump_json(by_alias=True),
-        media_type="application/json",
-    )
+    return model_json(HeldJobOut.model_validate(view))
 
 
 @router.post(
