@@ -74,6 +74,10 @@ def report(times: dict[str, list[float]]) -> str:
             "",
             f"Savepoint / bare: {p50:.2f} at p50, {p99:.2f} at p99 (two more round trips per "
             "walk: SAVEPOINT and RELEASE).",
+            "",
+            f"Machine: {os.cpu_count()} cores, load average after the run "
+            + ", ".join(f"{v:.2f}" for v in os.getloadavg())
+            + ".",
         ]
     )
 
