@@ -16,7 +16,7 @@ from o2o.errors import DomainError, error_body, error_responses
 from o2o.order_flow import access, checkout, dispense, shortfall, store_actions, views
 from o2o.order_flow.schemas import CancelIn, HandoverIn, OrderIn, OrderOut, OrderPage
 from o2o.orders.models import OrderStatus
-from o2o.users.dependencies import AsyncCurrentUser, AsyncPatientUser, CurrentUser, require_role
+from o2o.users.dependencies import AsyncCurrentUser, CurrentUser, PatientUser, require_role
 from o2o.users.models import Role, User
 
 log = logging.getLogger(__name__)
@@ -58,30 +58,22 @@ ORDERS_PATH = "/orders"
         e429="rate_limited: too many orders from this patient (Retry-After)",
     ),
 )
-async def place_order(
+def place_order(
     body: OrderIn,
-    runner: SessionRunner,
-    patient: AsyncPatientUser,
+    session: DbSession,
+    patient: PatientUser,
     idempotency_key: IdempotencyKey = None,
 ):
     """Place an order: choose the store and pickup or delivery, and reserve every item."""
-    # One Redis round trip (the moving window's script), in the event loop.
     ratelimit.hit(
         ratelimit.limit(get_settings().order_rate_limit),
         "orders-patient",
         str(patient.id),
         message="Too many orders in a short time; wait a minute and try again.",
     )
-    # A flash sale's hot path: the whole placement runs in the event loop on the async engine
-    # (no thread hand-off while the stock's row locks are held), answered as JSON once.
-    return await runner.run(_place, patient, body, idempotency_key)
-
-
-def _place(session: Session, patient: User, body: OrderIn, idempotency_key: str | None):
     if idempotency_key is None:
         order = checkout.place_order(session, patient, body)
-        payload = views.present(session, order, patient).model_dump(mode="json")
-        return JSONResponse(payload, status_code=status.HTTP_201_CREATED)
+        return views.present(session, order, patient)
 
     fingerprint = idempotency.request_hash(
         "POST", ORDERS_PATH, body.model_dump(mode="json", exclude_unset=False)
