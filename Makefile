@@ -19,10 +19,10 @@ lint: ## ruff, and the import-linter contracts that keep the floors (pyproject.t
 format:
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
 
-bench: ## benchmarks (benchmark city, order and claim races); prints the figures
+bench: ## benchmarks (benchmark city, the walk's savepoint, order and claim races); prints the figures
 	bash scripts/bench.sh
 
-load: ## the API under load (uvicorn, production workers) on the benchmark city; prints the figures
+load: ## the API under load next to a bare reference endpoint (wrk; demo and 10,000-store cities, flash sale, courier rush); prints the ratios
 	bash scripts/load.sh $(ARGS)
 
 SCENARIO ?= peak

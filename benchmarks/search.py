@@ -796,6 +796,8 @@ def explain(engine: Engine, city: City) -> None:
             _, statements = _statements(engine, run)
             console.rule(f"{mix.name}, {mix.items} items, {mix.fulfillment}")
             for statement, parameters in statements:
+                if statement.startswith(("SAVEPOINT", "RELEASE SAVEPOINT")):
+                    continue  # the savepoint around each walk (stores/proximity.py) has no plan
                 plan = session.connection().exec_driver_sql(
                     "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + statement, parameters
                 )

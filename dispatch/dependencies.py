@@ -4,8 +4,12 @@ from typing import Annotated
 
 from fastapi import Depends
 
-from o2o.users.dependencies import require_role
+from o2o.users.dependencies import get_current_user_async, require_role
 from o2o.users.models import Role, User
 
 CourierUser = Annotated[User, Depends(require_role(Role.COURIER))]
+# For async endpoints (the claim rush): loaded on the async engine, in the event loop.
+AsyncCourierUser = Annotated[
+    User, Depends(require_role(Role.COURIER, current=get_current_user_async))
+]
 StaffOrAdmin = Annotated[User, Depends(require_role(Role.PHARMACIST, Role.ADMIN))]

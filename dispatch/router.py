@@ -11,9 +11,10 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
+from sqlalchemy.orm import Session
 
 from dispatch import actions, couriers, pool, reports, trips, views
-from dispatch.dependencies import CourierUser, StaffOrAdmin
+from dispatch.dependencies import AsyncCourierUser, CourierUser, StaffOrAdmin
 from dispatch.schemas import (
     ClaimIn,
     CourierLocationOut,
@@ -30,9 +31,9 @@ from dispatch.schemas import (
     TripOut,
 )
 from o2o import clock, ratelimit
-from o2o.api import ApiRoute, CursorQuery, RowId
+from o2o.api import ApiRoute, CursorQuery, RowId, model_json
 from o2o.config import get_settings
-from o2o.db import INT4_MAX, DbSession
+from o2o.db import INT4_MAX, DbSession, SessionRunner
 from o2o.errors import error_responses
 from o2o.geo import to_latlon
 from o2o.users.dependencies import AdminUser
@@ -127,9 +128,9 @@ def my_jobs(session: DbSession, courier: CourierUser):
     response_model=JobPage,
     responses=error_responses(e409=NOT_CONFIGURED, e422=("invalid_cursor", "location_required")),
 )
-def list_jobs(
-    session: DbSession,
-    courier: CourierUser,
+async def list_jobs(
+    runner: SessionRunner,
+    courier: AsyncCourierUser,
     lat: Lat = None,
     lon: Lon = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -139,10 +140,10 @@ def list_jobs(
 
     Without lat/lon the courier's last reported position is used.
     """
-    items, next_cursor = pool.list_jobs(
-        session, courier, lat=lat, lon=lon, limit=limit, cursor=cursor
+    items, next_cursor = await runner.run(
+        pool.list_jobs, courier, lat=lat, lon=lon, limit=limit, cursor=cursor
     )
-    return {"items": items, "next_cursor": next_cursor}
+    return model_json(JobPage.model_validate({"items": items, "next_cursor": next_cursor}))
 
 
 @router.post(
@@ -153,14 +154,20 @@ def list_jobs(
         **error_responses(e409=f"{NOT_CONFIGURED}; too_many_active_jobs", e429=CLAIMS_LIMITED),
     },
 )
-def claim_next(body: ClaimIn, session: DbSession, courier: CourierUser):
+async def claim_next(body: ClaimIn, runner: SessionRunner, courier: AsyncCourierUser):
     """Claim the best next job open to the courier (204 when there is none)."""
     _check_claims(courier)
+    # A courier rush's hot path: in the event loop on the async engine, answered as JSON once.
+    return await runner.run(_claim_next, courier, body)
+
+
+def _claim_next(session: Session, courier: User, body: ClaimIn) -> Response:
     job = pool.claim_next_job(session, courier, lat=body.lat, lon=body.lon)
     if job is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     _count_claims(courier, 1)
-    return views.describe_job(session, job, couriers.Where(body.lat, body.lon), viewer=courier)
+    view = views.describe_job(session, job, couriers.Where(body.lat, body.lon), viewer=courier)
+    return model_json(HeldJobOut.model_validate(view))
 
 
 @router.post(

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import Path, Query, Request, Response
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
 from o2o.db import INT4_MAX, commit_on_return
@@ -120,3 +121,11 @@ class ApiRoute(APIRoute):
             return await handler(request)
 
         return handle
+
+
+def model_json(model: BaseModel, status_code: int = 200) -> Response:
+    """Answer with a validated model as JSON, serialized once (a Response is sent as it is, so
+    the route's response_model, which still documents it, does not validate it again)."""
+    return Response(
+        model.model_dump_json(by_alias=True), status_code=status_code, media_type="application/json"
+    )

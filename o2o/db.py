@@ -1,16 +1,27 @@
-"""Database plumbing: the declarative Base, the engine, one session per request committed at the
-edge, session_scope() for tasks and the CLI, and tasks queued to run only after commit."""
+"""Database plumbing: the declarative Base, the engines, one session per request committed at the
+edge, session_scope() for tasks and the CLI, and tasks queued to run only after commit.
+
+Two engines share the settings: the sync one behind DbSession (endpoints that run in the thread
+pool) and an async one (psycopg's async mode) behind SessionRunner, which async endpoints use to
+run the same sync service code in the event loop (SQLAlchemy's greenlet bridge): no thread hand-off
+for the session, the endpoint or the response."""
 
 import functools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends
-from sqlalchemy import DateTime, MetaData, create_engine, event
+from sqlalchemy import DateTime, MetaData, create_engine, event, exc
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from o2o.config import get_settings
@@ -34,18 +45,75 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: DateTime(timezone=True)}
 
 
+def _check_alive(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    # Liveness without a round trip: psycopg knows a connection it saw fail or close. One the
+    # server dropped silently fails on first use; SQLAlchemy then sees a disconnect, invalidates
+    # the pool's older connections, and the request answers 503 (the client retries).
+    conn = record.driver_connection
+    if conn is None or conn.closed or conn.broken:
+        raise exc.DisconnectionError("connection closed")
+
+
 @functools.cache
 def get_engine() -> Engine:
     """Return the process-wide engine (created on first use, so imports stay cheap)."""
     settings = get_settings()
-    return create_engine(
+    engine = create_engine(
         settings.database_url,
-        pool_pre_ping=True,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=10,
+        # Connections older than this are replaced on checkout (server-side idle limits).
+        pool_recycle=1800,
         connect_args={"connect_timeout": 5},
     )
+    event.listen(engine, "checkout", _check_alive)
+    return engine
+
+
+@functools.cache
+def get_async_engine() -> AsyncEngine:
+    """Return the process-wide async engine (psycopg's async mode) for async endpoints."""
+    settings = get_settings()
+    engine = create_async_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=10,
+        pool_recycle=1800,
+        connect_args={"connect_timeout": 5},
+    )
+    event.listen(engine.sync_engine, "checkout", _check_alive)
+    return engine
+
+
+@functools.cache
+def get_async_sessionmaker() -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(bind=get_async_engine(), expire_on_commit=False)
+
+
+class Runner:
+    """Run sync session code (the services) for an async endpoint, in the event loop."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call fn(session, *args, **kwargs) with a sync Session over the async connection."""
+        return await self.session.run_sync(fn, *args, **kwargs)
+
+
+async def get_runner() -> AsyncIterator[Runner]:
+    """Give an async request one session; commit before the response, roll back on any error."""
+    session = get_async_sessionmaker()()
+    try:
+        yield Runner(session)
+        await session.commit()
+    except BaseException:
+        await session.rollback()
+        raise
+    finally:
+        await session.close()
 
 
 @functools.cache
@@ -73,6 +141,7 @@ COMMIT_ON_RETURN = "commit_on_return"
 # scope="function": the commit runs when the endpoint returns, before the response is sent, so a
 # failed commit becomes an error response instead of a 2xx for work that was never saved.
 DbSession = Annotated[Session, Depends(get_session, scope="function")]
+SessionRunner = Annotated[Runner, Depends(get_runner, scope="function")]
 
 
 def commit_on_return(endpoint: Callable[..., Any]) -> Callable[..., Any]:

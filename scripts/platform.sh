@@ -2,7 +2,8 @@
 # Bring the platform's real services up and down on this machine: PostgreSQL 15 + PostGIS 3 and
 # Redis from Debian packages, in a project-local state folder, plus the locked virtualenv.
 #
-#   scripts/platform.sh deps [test]   install what is missing (apt packages, uv, .venv)
+#   scripts/platform.sh deps [test|load]  install what is missing (apt packages, uv, .venv; `load`
+#                                     adds wrk, the HTTP load generator of `make load`)
 #   scripts/platform.sh up            deps, then start PostgreSQL and Redis (reuses what runs)
 #   scripts/platform.sh createdb NAME [OWNER]  create a database (with postgis, pg_trgm) unless it
 #                                     exists, owned by the owner role o2o_owner unless told
@@ -77,6 +78,8 @@ cmd_deps() {
     # console's browser tests.
     pkgs+=(docker-compose chromium)
   fi
+  # wrk, a C load generator: `make load` drives HTTP without a Python interpreter per request.
+  [ "${1:-}" = load ] && pkgs+=(wrk)
   mkdir -p "$STATE"
   apt_install "${pkgs[@]}"
   ensure_venv

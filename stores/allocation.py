@@ -1,6 +1,7 @@
 """Lot allocation: the pure FEFO choice, and the locked reserve / move / release / commit of stock.
 
-The decision (`choose_lots`) is plain code over plain values. The writers lock the lots they touch
+The decision (`choose_lots`) is plain code over plain values. A reservation takes its lots with one
+conditional UPDATE each (see `reserve_lines`); the other writers lock the lots they touch
 `FOR UPDATE` in id order, so two orders that need the same lots always queue in the same order and
 can never deadlock, and no second transaction can read a quantity this one is about to change.
 """
@@ -8,8 +9,9 @@ can never deadlock, and no second transaction can read a quantity this one is ab
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
+from types import SimpleNamespace
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from o2o.errors import Conflict
@@ -114,6 +116,64 @@ def allocated(allocations: Iterable[Allocation]) -> int:
     return sum(a.quantity for a in allocations)
 
 
+def _plan(
+    lots: Iterable, lines: Sequence[LineRequest], min_expiry: date, per_product_min: Mapping
+) -> tuple[dict[int, list[Allocation]], list[Shortage]]:
+    """Choose lots FEFO for every line from (id, product_id, expiry_date, available, price)."""
+    by_product: dict[int, list[LotStock]] = {}
+    for lot in lots:
+        by_product.setdefault(lot.product_id, []).append(
+            LotStock(lot.id, lot.expiry_date, lot.available, lot.price_minor)
+        )
+    result: dict[int, list[Allocation]] = {}
+    shortages: list[Shortage] = []
+    for line in lines:
+        chosen = choose_lots(
+            by_product.get(line.product_id, []),
+            line.quantity,
+            min_expiry=per_product_min.get(line.product_id, min_expiry),
+        )
+        got = allocated(chosen)
+        if got < line.quantity:
+            shortages.append(Shortage(line.product_id, line.quantity - got))
+        result[line.product_id] = chosen
+    return result, shortages
+
+
+# Takes the units only if they are still there: the row lock lasts from here to the commit, and
+# nothing is read under it. A lot someone emptied meanwhile answers no row.
+_TAKE_SQL = text(
+    "UPDATE lots SET reserved = reserved + :q "
+    "WHERE id = :id AND on_hand - reserved >= :q AND expiry_date >= :min_expiry RETURNING id"
+)
+# A miss must let go of every lot it touched before the locked path locks them in id order:
+# PostgreSQL keeps the lock of a row an UPDATE waited for even when the row then no longer
+# matched. Rolling back to this savepoint releases them (it stays open until the commit, which
+# releases it: one statement more per reservation, not two).
+_SAVEPOINT = "o2o_reserve"
+
+
+def _take(session: Session, plan: dict[int, list[Allocation]], min_expiry: Mapping) -> bool:
+    """Reserve the planned units lot by lot in id order; undo all and return False on a miss."""
+    steps = sorted(
+        (a.lot_id, a.quantity, min_expiry[product_id])
+        for product_id, chosen in plan.items()
+        for a in chosen
+    )
+    session.execute(text(f"SAVEPOINT {_SAVEPOINT}"))
+    for lot_id, quantity, floor in steps:
+        row = session.execute(_TAKE_SQL, {"id": lot_id, "q": quantity, "min_expiry": floor})
+        if row.first() is None:
+            session.execute(text(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}"))
+            return False
+    # Lot objects this session already holds would show the reserved count from before.
+    ids = {lot_id for lot_id, _, _ in steps}
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, Lot) and obj.id in ids:
+            session.expire(obj, ["reserved"])
+    return True
+
+
 def reserve_lines(
     session: Session,
     store_id: int,
@@ -123,44 +183,75 @@ def reserve_lines(
     min_expiry_by_product: Mapping[int, date] | None = None,
 ) -> dict[int, list[Allocation]]:
     """Reserve every line at one store FEFO, all or nothing; raise InsufficientStock listing
-    every shortage. Returns product_id -> allocations; the lots' `reserved` is increased."""
+    every shortage. Returns product_id -> allocations; the lots' `reserved` is increased.
+
+    Flash sales: the choice is made from an unlocked read, then each chosen lot is taken with
+    one conditional UPDATE (lot id order), so concurrent buyers of one product hold its row
+    lock only from that statement to their commit and never wait to read. When a lot no longer
+    has the units (someone took them in between), the units taken are given back and the lots
+    are locked and chosen again: exact, as before, only slower.
+    """
     per_product_min = dict(min_expiry_by_product or {})
     product_ids = sorted({line.product_id for line in lines})
-    # One statement locks every candidate lot of the cart, in id order (see the module doc).
-    # Lots too close to expiry for every line are left unlocked: nobody can allocate them.
     floor = min([min_expiry, *per_product_min.values()])
-    lots = session.scalars(
-        select(Lot)
+    lots = session.execute(
+        select(
+            Lot.id,
+            Lot.product_id,
+            Lot.expiry_date,
+            (Lot.on_hand - Lot.reserved).label("available"),
+            Lot.price_minor,
+        )
         .where(
             Lot.store_id == store_id,
             Lot.product_id.in_(product_ids),
             Lot.expiry_date >= floor,
         )
         .order_by(Lot.id)
+    ).all()
+    plan, shortages = _plan(lots, lines, min_expiry, per_product_min)
+    if shortages:
+        raise InsufficientStock(shortages)
+    floors = {line.product_id: per_product_min.get(line.product_id, min_expiry) for line in lines}
+    if _take(session, plan, floors):
+        return plan
+    return _reserve_locked(session, store_id, lines, floor, min_expiry, per_product_min)
+
+
+def _reserve_locked(
+    session: Session,
+    store_id: int,
+    lines: Sequence[LineRequest],
+    floor: date,
+    min_expiry: date,
+    per_product_min: Mapping[int, date],
+) -> dict[int, list[Allocation]]:
+    # One statement locks every candidate lot of the cart, in id order (see the module doc).
+    # Lots too close to expiry for every line are left unlocked: nobody can allocate them.
+    lots = session.scalars(
+        select(Lot)
+        .where(
+            Lot.store_id == store_id,
+            Lot.product_id.in_(sorted({line.product_id for line in lines})),
+            Lot.expiry_date >= floor,
+        )
+        .order_by(Lot.id)
         .with_for_update()
         .execution_options(populate_existing=True)
     ).all()
-    by_product: dict[int, list[Lot]] = {}
-    for lot in lots:
-        by_product.setdefault(lot.product_id, []).append(lot)
-
-    result: dict[int, list[Allocation]] = {}
-    shortages: list[Shortage] = []
-    for line in lines:
-        candidates = [
-            LotStock(lot.id, lot.expiry_date, lot.on_hand - lot.reserved, lot.price_minor)
-            for lot in by_product.get(line.product_id, [])
-        ]
-        chosen = choose_lots(
-            candidates, line.quantity, min_expiry=per_product_min.get(line.product_id, min_expiry)
+    seen = [
+        SimpleNamespace(
+            id=lot.id,
+            product_id=lot.product_id,
+            expiry_date=lot.expiry_date,
+            available=lot.on_hand - lot.reserved,
+            price_minor=lot.price_minor,
         )
-        got = allocated(chosen)
-        if got < line.quantity:
-            shortages.append(Shortage(line.product_id, line.quantity - got))
-        result[line.product_id] = chosen
+        for lot in lots
+    ]
+    result, shortages = _plan(seen, lines, min_expiry, per_product_min)
     if shortages:
         raise InsufficientStock(shortages)
-
     locked = {lot.id: lot for lot in lots}
     for chosen in result.values():
         for a in chosen:

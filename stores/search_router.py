@@ -1,13 +1,19 @@
-"""Store search and the nearby list: open to anyone (patients browse before signing in)."""
+"""Store search and the nearby list: open to anyone (patients browse before signing in).
+
+Both are hot reads, so they are async endpoints on the async engine (`o2o.db.SessionRunner`):
+the services run in the event loop without a hop to the thread pool, and each answer is
+validated and serialized once, straight to JSON bytes.
+"""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel
 
 from o2o import ratelimit
-from o2o.api import ApiRoute, CursorQuery
+from o2o.api import ApiRoute, CursorQuery, model_json
 from o2o.config import get_settings
-from o2o.db import DbSession
+from o2o.db import SessionRunner
 from o2o.errors import error_responses
 from o2o.users.dependencies import client_ip
 from stores import cart, proximity, service, substitutes
@@ -18,14 +24,18 @@ from stores.search_schemas import NearbyItemOut, SearchIn, SearchOut
 router = APIRouter(route_class=ApiRoute, tags=["store search"])
 
 
+def _json(model: type[BaseModel], data: dict) -> Response:
+    return model_json(model.model_validate(data))
+
+
 @router.get(
     "/stores/nearby",
     response_model=Page[NearbyItemOut],
     summary="Stores near a point",
     responses=error_responses(e422=("invalid_radius", "invalid_cursor")),
 )
-def nearby(
-    session: DbSession,
+async def nearby(
+    runner: SessionRunner,
     lat: Annotated[float, Query(ge=-90, le=90)],
     lon: Annotated[float, Query(ge=-180, le=180)],
     radius_m: Annotated[
@@ -40,32 +50,35 @@ def nearby(
     cursor: CursorQuery = None,
 ):
     """List active stores within radius_m of a point, nearest first, a page at a time."""
-    stores, next_cursor = nearby_stores(
-        session, lat=lat, lon=lon, radius_m=radius_m, limit=limit, after=cursor
+    stores, next_cursor = await runner.run(
+        nearby_stores, lat=lat, lon=lon, radius_m=radius_m, limit=limit, after=cursor
     )
-    return {
-        "items": [
-            {
-                "store": {
-                    "id": s.store_id,
-                    "name": s.name,
-                    "address": s.address,
-                    "location": s.location,
-                    "timezone": s.timezone,
-                    "opening_hours": s.opening_hours,
-                    "services": service.services_of(s),
-                    "prep_minutes": s.prep_minutes,
-                    "delivery_fee_minor": s.delivery_fee_minor,
-                    "currency": s.currency,
-                    "is_open_now": s.is_open,
-                    "opens_at": s.opens_at,
-                },
-                "distance_m": s.distance_m,
-            }
-            for s in stores
-        ],
-        "next_cursor": next_cursor,
-    }
+    return _json(
+        Page[NearbyItemOut],
+        {
+            "items": [
+                {
+                    "store": {
+                        "id": s.store_id,
+                        "name": s.name,
+                        "address": s.address,
+                        "location": s.location,
+                        "timezone": s.timezone,
+                        "opening_hours": s.opening_hours,
+                        "services": service.services_of(s),
+                        "prep_minutes": s.prep_minutes,
+                        "delivery_fee_minor": s.delivery_fee_minor,
+                        "currency": s.currency,
+                        "is_open_now": s.is_open,
+                        "opens_at": s.opens_at,
+                    },
+                    "distance_m": s.distance_m,
+                }
+                for s in stores
+            ],
+            "next_cursor": next_cursor,
+        },
+    )
 
 
 @router.post(
@@ -84,20 +97,19 @@ def nearby(
         e429="rate_limited: too many searches from this address",
     ),
 )
-def search_stores(
-    body: SearchIn, session: DbSession, ip: Annotated[str, Depends(client_ip)]
-) -> SearchOut:
+async def search_stores(body: SearchIn, runner: SessionRunner, request: Request) -> Response:
     """Find the nearest stores holding the whole cart, then those holding part of it."""
+    # One Redis round trip (the moving window's script), in the loop: no thread hand-off.
     ratelimit.hit(
         ratelimit.limit(get_settings().search_rate_limit),
         "search-ip",
-        ip,
+        client_ip(request),
         message="Too many searches from this address; try again in a minute.",
     )
     delivery = body.delivery_location
     lines = [cart.CartLine(line.product_id, line.quantity) for line in body.items]
-    matches = substitutes.search_stores(
-        session,
+    matches = await runner.run(
+        substitutes.search_stores,
         lat=body.location.lat,
         lon=body.location.lon,
         lines=lines,
@@ -107,24 +119,27 @@ def search_stores(
         radius_m=body.radius_m,
         delivery_point=(delivery.lat, delivery.lon) if delivery else None,
     )
-    return SearchOut(
-        results=[
-            {
-                "store": {"id": m.store_id, "name": m.name, "location": m.location},
-                "distance_m": m.distance_m,
-                "complete": m.complete,
-                "missing": m.missing,
-                "can_deliver": m.can_deliver,
-                "eta_minutes": m.eta_minutes,
-                "courier_wait_minutes": m.courier_wait_minutes,
-                "is_open": m.is_open,
-                "opens_at": m.opens_at,
-                "offers_pickup": m.offers_pickup,
-                "offers_delivery": m.offers_delivery,
-                "delivery_fee_minor": m.delivery_fee_minor,
-                "currency": m.currency,
-                "substitutes": m.substitutes,
-            }
-            for m in matches
-        ]
+    return _json(
+        SearchOut,
+        {
+            "results": [
+                {
+                    "store": {"id": m.store_id, "name": m.name, "location": m.location},
+                    "distance_m": m.distance_m,
+                    "complete": m.complete,
+                    "missing": m.missing,
+                    "can_deliver": m.can_deliver,
+                    "eta_minutes": m.eta_minutes,
+                    "courier_wait_minutes": m.courier_wait_minutes,
+                    "is_open": m.is_open,
+                    "opens_at": m.opens_at,
+                    "offers_pickup": m.offers_pickup,
+                    "offers_delivery": m.offers_delivery,
+                    "delivery_fee_minor": m.delivery_fee_minor,
+                    "currency": m.currency,
+                    "substitutes": m.substitutes,
+                }
+                for m in matches
+            ]
+        },
     )

@@ -21,7 +21,7 @@ from sqlalchemy.pool import NullPool
 
 from o2o import wiring
 from o2o.config import get_settings
-from o2o.db import COMMIT_ON_RETURN, get_session
+from o2o.db import COMMIT_ON_RETURN, get_runner, get_session
 from o2o.redis import get_redis
 from tests.documented_errors import check_422_is_documented
 
@@ -120,8 +120,23 @@ def app(_built_app, db: Session):
             db.rollback()
             raise
 
+    class _Runner:
+        # Async endpoints run their services on the test's session, in its transaction.
+        async def run(self, fn, *args, **kwargs):
+            return fn(db, *args, **kwargs)
+
+    async def _runner():
+        db.commit()
+        try:
+            yield _Runner()
+            db.commit()
+        except BaseException:
+            db.rollback()
+            raise
+
     # The console shares this dict, so it is changed in place, never replaced.
     _built_app.dependency_overrides[get_session] = _session
+    _built_app.dependency_overrides[get_runner] = _runner
     yield _built_app
     _built_app.dependency_overrides.clear()
 

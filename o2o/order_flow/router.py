@@ -9,14 +9,14 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from o2o import idempotency, ratelimit
-from o2o.api import ApiRoute, CursorQuery
+from o2o.api import ApiRoute, CursorQuery, model_json
 from o2o.config import get_settings
-from o2o.db import INT4_MAX, DbSession
+from o2o.db import INT4_MAX, DbSession, SessionRunner
 from o2o.errors import DomainError, error_body, error_responses
 from o2o.order_flow import access, checkout, dispense, shortfall, store_actions, views
 from o2o.order_flow.schemas import CancelIn, HandoverIn, OrderIn, OrderOut, OrderPage
 from o2o.orders.models import OrderStatus
-from o2o.users.dependencies import CurrentUser, PatientUser, require_role
+from o2o.users.dependencies import AsyncCurrentUser, CurrentUser, PatientUser, require_role
 from o2o.users.models import Role, User
 
 log = logging.getLogger(__name__)
@@ -147,19 +147,24 @@ def _replay(replay: idempotency.Replay):
         e404="store_not_found",
     ),
 )
-def list_orders(
-    session: DbSession,
-    user: CurrentUser,
+async def list_orders(
+    runner: SessionRunner,
+    user: AsyncCurrentUser,
     store_id: Annotated[int | None, Query(ge=1, le=INT4_MAX)] = None,
     status_: Annotated[OrderStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: CursorQuery = None,
 ):
     """List my orders (patient), or a store's orders (its staff: `?store_id=`), newest first."""
+    return await runner.run(_list_orders, user, store_id, status_, limit, cursor)
+
+
+def _list_orders(session: Session, user: User, store_id, status_, limit, cursor):
     orders, next_cursor = views.list_orders(
         session, user, store_id=store_id, status=status_, limit=limit, cursor=cursor
     )
-    return OrderPage(items=views.present_many(session, orders, user), next_cursor=next_cursor)
+    page = OrderPage(items=views.present_many(session, orders, user), next_cursor=next_cursor)
+    return model_json(page)
 
 
 @router.get(
@@ -167,11 +172,16 @@ def list_orders(
     response_model=OrderOut,
     responses=error_responses(e403="forbidden: couriers and doctors do not read orders here"),
 )
-def get_order(order_id: uuid.UUID, session: DbSession, user: CurrentUser):
+async def get_order(order_id: uuid.UUID, runner: SessionRunner, user: AsyncCurrentUser):
     """Read one order with its timeline (for its store's staff, with the allergy and interaction
     warnings under `safety`)."""
+    return await runner.run(_get_order, user, order_id)
+
+
+def _get_order(session: Session, user: User, order_id: uuid.UUID):
     order = access.get_order(session, user, order_id)
-    return views.present(session, order, user, with_safety=access.is_store_staff_for(user, order))
+    staff = access.is_store_staff_for(user, order)
+    return model_json(views.present(session, order, user, with_safety=staff))
 
 
 @router.get(

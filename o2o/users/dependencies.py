@@ -3,13 +3,14 @@
 import functools
 import ipaddress
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy.orm import Session
 
 from o2o.config import get_settings
-from o2o.db import DbSession
+from o2o.db import DbSession, SessionRunner
 from o2o.errors import Forbidden, Unauthorized
 from o2o.security import TokenError, decode_access_token
 from o2o.users.models import Role, User
@@ -21,6 +22,18 @@ def get_current_user(
     session: DbSession, token: Annotated[str | None, Depends(oauth2_scheme)]
 ) -> User:
     """Load the user the bearer token names, or refuse with 401."""
+    return user_from_token(session, token)
+
+
+async def get_current_user_async(
+    runner: SessionRunner, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> User:
+    """Load the user the bearer token names for an async endpoint, or refuse with 401."""
+    return await runner.run(user_from_token, token)
+
+
+def user_from_token(session: Session, token: str | None) -> User:
+    """Return the active user a bearer token names under its current version; 401 otherwise."""
     if not token:
         raise Unauthorized()
     try:
@@ -47,13 +60,16 @@ def get_current_user(
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+AsyncCurrentUser = Annotated[User, Depends(get_current_user_async)]
 
 
-def require_role(*roles: Role) -> Callable[[User], User]:
-    """Depend on a signed-in user whose role is one of roles; others get 403."""
+def require_role(*roles: Role, current: Callable[..., Any] = get_current_user) -> Callable:
+    """Depend on a signed-in user whose role is one of roles; others get 403. `current` loads
+    the user (get_current_user_async for async endpoints)."""
     allowed = frozenset(roles)
 
-    def dependency(user: CurrentUser) -> User:
+    # async: a check this small runs in the event loop, not in a worker thread.
+    async def dependency(user: Annotated[User, Depends(current)]) -> User:
         if user.role not in allowed:
             raise Forbidden(
                 "Your role may not do this.",

@@ -1,14 +1,22 @@
-"""An exhausted connection pool is an overload the client can retry (503), never a 500."""
+"""An exhausted connection pool is an overload the client can retry (503), never a 500: on the
+sync engine (endpoints in the thread pool) and on the async engine (async endpoints)."""
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from o2o.db import get_session, session_scope
+from o2o.db import Runner, get_runner, get_session, session_scope
 from o2o.users.models import Role
 from tests.factories import auth, make_user
+
+
+def _assert_503(response) -> None:
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "2"
+    assert response.json()["error"]["code"] == "service_unavailable"
 
 
 def test_a_request_that_waits_out_the_pool_gets_503_with_retry_after(engine, committed):
@@ -32,14 +40,41 @@ def test_a_request_that_waits_out_the_pool_gets_503_with_retry_after(engine, com
     try:
         # Someone else holds the only connection for longer than the pool timeout.
         with tiny.connect(), TestClient(app, raise_server_exceptions=False) as client:
-            response = client.get("/api/v1/orders", headers=auth(patient))
-        assert response.status_code == 503
-        assert response.headers["Retry-After"] == "2"
-        assert response.json()["error"]["code"] == "service_unavailable"
+            _assert_503(client.get("/api/v1/users/me", headers=auth(patient)))
         # Once the connection is free the same request is served.
         with TestClient(app, raise_server_exceptions=False) as client:
-            served = client.get("/api/v1/orders", headers=auth(patient))
+            served = client.get("/api/v1/users/me", headers=auth(patient))
         assert served.status_code == 200
-        assert served.json() == {"items": [], "next_cursor": None}
+        assert served.json()["email"] == patient.email
     finally:
         tiny.dispose()
+
+
+def test_an_async_request_that_waits_out_the_async_pool_gets_503_with_retry_after(
+    engine, committed
+):
+    with session_scope() as s:
+        patient = make_user(s, role=Role.PATIENT)
+    tiny = create_async_engine(engine.url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+
+    async def runner_from_tiny_pool() -> AsyncIterator[Runner]:
+        session = AsyncSession(tiny)
+        try:
+            yield Runner(session)
+            await session.commit()
+        finally:
+            await session.close()
+
+    from main import create_app
+
+    app = create_app()
+    app.dependency_overrides[get_runner] = runner_from_tiny_pool
+    with TestClient(app, raise_server_exceptions=False) as client:
+        # Someone else holds the only connection (in the app's event loop) past the timeout.
+        held = client.portal.call(tiny.connect().start)
+        _assert_503(client.get("/api/v1/orders", headers=auth(patient)))
+        client.portal.call(held.close)
+        served = client.get("/api/v1/orders", headers=auth(patient))
+        assert served.status_code == 200
+        assert served.json() == {"items": [], "next_cursor": None}
+        client.portal.call(tiny.dispose)
