@@ -10,6 +10,7 @@ from o2o.api_links import LINKS
 from o2o.config import get_settings
 from o2o.console.app import create_console_app
 from o2o.errors import install_error_handlers
+from o2o.i18n import LocaleMiddleware
 from o2o.observability import (
     BodySizeLimitMiddleware,
     RequestContextMiddleware,
@@ -75,6 +76,8 @@ def create_app() -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.env == "production")
     app.add_middleware(RequestContextMiddleware)
+    # Outermost, so every answer (a 413 from the body cap included) speaks the asked language.
+    app.add_middleware(LocaleMiddleware)
     return app
 
 

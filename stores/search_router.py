@@ -9,6 +9,7 @@ from o2o.api import ApiRoute, CursorQuery
 from o2o.config import get_settings
 from o2o.db import DbSession
 from o2o.errors import error_responses
+from o2o.i18n import gettext as _
 from o2o.users.dependencies import client_ip
 from stores import cart, proximity, search, service
 from stores.nearby import nearby_stores
@@ -92,7 +93,7 @@ def search_stores(
         ratelimit.limit(get_settings().search_rate_limit),
         "search-ip",
         ip,
-        message="Too many searches from this address; try again in a minute.",
+        message=_("Too many searches from this address; try again in a minute."),
     )
     delivery = body.delivery_location
     matches = search.search_stores(

@@ -16,6 +16,7 @@ from o2o import clock
 from o2o.config import get_settings
 from o2o.errors import InvalidInput
 from o2o.geo import point_element, to_latlon
+from o2o.i18n import gettext
 from o2o.order_flow import limits, promise
 from o2o.order_flow.schemas import OrderIn
 from o2o.orders import lifecycle, states
@@ -134,7 +135,7 @@ def route(session: Session, body: OrderIn, lines: Sequence, *, now: datetime) ->
         chosen = session.get(Store, body.store_id)
         if chosen is None or not chosen.is_active:
             raise InvalidInput(
-                "The pharmacy you chose does not exist.",
+                gettext("The pharmacy you chose does not exist."),
                 code="unknown_store",
                 details={"store_id": body.store_id},
             )

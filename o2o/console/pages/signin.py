@@ -16,6 +16,7 @@ from o2o.console.pages.common import notice, redirect
 from o2o.console.rendering import console_url, render
 from o2o.db import DbSession
 from o2o.errors import DomainError, RateLimited
+from o2o.i18n import gettext as _
 from o2o.users.models import Role, User
 
 router = APIRouter(
@@ -48,7 +49,7 @@ def login_form(
     return render(
         request,
         "login.html",
-        {"next_url": safe_next(next), "notice": notice(done), "title": "Sign in"},
+        {"next_url": safe_next(next), "notice": notice(done), "title": _("Sign in")},
     )
 
 
