@@ -60,7 +60,11 @@ def create_app() -> FastAPI:
     app = FastAPI(
         title="O2O pharmacy platform",
         version="0.1.0",
-        description="Nearest stocked pharmacy, prescriptions, pickup or delivery within 2 hours.",
+        description=(
+            "Nearest stocked pharmacy, prescriptions, pickup or delivery within 2 hours. "
+            "Error messages follow Accept-Language (zh-CN: Simplified Chinese, otherwise "
+            "English; the answer's Content-Language says which); error codes never change."
+        ),
         lifespan=lifespan,
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=f"{API_PREFIX}/docs",
