@@ -316,10 +316,9 @@ def repeat_dispense_warnings(session: Session, p: Prescription) -> list[dict]:
                 warnings.append(
                     {
                         "code": "recently_dispensed",
-                        "message": (
-                            f"The patient had this medicine dispensed on "
-                            f"{completed_at.date().isoformat()} (within {days} days)."
-                        ),
+                        "message": gettext(
+                            "The patient had this medicine dispensed on {day} (within {days} days)."
+                        ).format(day=completed_at.date().isoformat(), days=days),
                         "product_id": ours,
                         "order_id": order_id,
                         "dispensed_at": completed_at,

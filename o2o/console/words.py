@@ -53,6 +53,9 @@ WORDS = {
     "pharmacist": N_("pharmacist"),
     "courier": N_("courier"),
     "admin": N_("admin"),
+    # why an ordered line is outside its prescription
+    "not prescribed": N_("not prescribed"),
+    "more than prescribed": N_("more than prescribed"),
     # interaction severities
     "contraindicated": N_("contraindicated"),
     "major": N_("major"),
