@@ -28,6 +28,8 @@ COPY prescriptions/ ./prescriptions/
 COPY dispatch/ ./dispatch/
 COPY migrations/ ./migrations/
 COPY main.py alembic.ini ./
+# The translations' .mo files are built here from the committed .po files (they are not in git).
+RUN /app/.venv/bin/pybabel compile -d o2o/locale
 
 # Run unprivileged. The code and the virtualenv stay owned by root, so the app cannot alter them.
 RUN groupadd --system --gid 10001 app \

@@ -10,6 +10,7 @@ from o2o.api_links import LINKS
 from o2o.config import get_settings
 from o2o.console.app import create_console_app
 from o2o.errors import install_error_handlers
+from o2o.i18n import LocaleMiddleware
 from o2o.observability import (
     BodySizeLimitMiddleware,
     RequestContextMiddleware,
@@ -61,7 +62,11 @@ def create_app() -> FastAPI:
     app = FastAPI(
         title="O2O pharmacy platform",
         version="0.1.0",
-        description="Nearest stocked pharmacy, prescriptions, pickup or delivery within 2 hours.",
+        description=(
+            "Nearest stocked pharmacy, prescriptions, pickup or delivery within 2 hours. "
+            "Error messages follow Accept-Language (zh-CN: Simplified Chinese, otherwise "
+            "English; the answer's Content-Language says which); error codes never change."
+        ),
         lifespan=lifespan,
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=f"{API_PREFIX}/docs",
@@ -77,6 +82,8 @@ def create_app() -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.env == "production")
     app.add_middleware(RequestContextMiddleware)
+    # Outermost, so every answer (a 413 from the body cap included) speaks the asked language.
+    app.add_middleware(LocaleMiddleware)
     return app
 
 

@@ -21,6 +21,7 @@ from o2o import clock, outbox
 from o2o.config import get_settings
 from o2o.errors import Conflict, InvalidInput, NotFound
 from o2o.geo import point_wkt
+from o2o.i18n import gettext as _
 from o2o.orders import lifecycle
 from o2o.orders.models import Order, OrderStatus
 from o2o.users.models import Role, User
@@ -129,7 +130,7 @@ def pickup(
     if job.status is J.PICKED_UP:
         return job  # a retried pickup
     if job.status is not J.CLAIMED:
-        raise Conflict("This job cannot be picked up now.", code="job_not_claimed")
+        raise Conflict(_("This job cannot be picked up now."), code="job_not_claimed")
     order = session.get(Order, job.order_id)
     lifecycle.transition(session, order, OrderStatus.OUT_FOR_DELIVERY, actor_id=courier.id, at=now)
     job.status = J.PICKED_UP
@@ -152,11 +153,11 @@ def deliver(
     job = _held_job(session, courier, job_id)
     if job.status is J.LOCKED:
         raise Conflict(
-            "Too many wrong delivery codes: the store handles this delivery now.",
+            _("Too many wrong delivery codes: the store handles this delivery now."),
             code="job_locked",
         )
     if job.status is not J.PICKED_UP:
-        raise Conflict("Pick the parcel up before delivering it.", code="job_not_picked_up")
+        raise Conflict(_("Pick the parcel up before delivering it."), code="job_not_picked_up")
     order = session.get(Order, job.order_id)
     if not hmac.compare_digest(
         delivery_code.strip().encode(), (order.delivery_code or "").encode()
@@ -207,10 +208,11 @@ def fail(
     job = _held_job(session, courier, job_id)
     if job.status is J.CLAIMED:
         raise Conflict(
-            "You have not picked this parcel up; release the job instead.", code="job_not_picked_up"
+            _("You have not picked this parcel up; release the job instead."),
+            code="job_not_picked_up",
         )
     if job.status is not J.PICKED_UP:
-        raise Conflict("This job cannot be failed now.", code="job_locked")
+        raise Conflict(_("This job cannot be failed now."), code="job_locked")
     order = session.get(Order, job.order_id)
     lifecycle.transition(
         session,
@@ -248,7 +250,7 @@ def release(session: Session, courier: User, job_id: uuid.UUID) -> Job:
     job = _held_job(session, courier, job_id)
     if job.status is not J.CLAIMED:
         raise Conflict(
-            "The parcel is already picked up: deliver it or report the failure.",
+            _("The parcel is already picked up: deliver it or report the failure."),
             code="job_picked_up",
         )
     _reopen(job)
@@ -268,11 +270,11 @@ def unlock(session: Session, staff: User, job_id: uuid.UUID) -> Job:
     """Let the courier try the delivery code again after a lock (store staff or admin)."""
     job = session.get(Job, job_id)
     if job is None or not _is_staff_of(staff, job.store_id):
-        raise NotFound("No such job.", code="job_not_found")
+        raise NotFound(_("No such job."), code="job_not_found")
     lifecycle.lock_order(session, job.order_id)
     job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
     if job.status is not J.LOCKED:
-        raise Conflict("This job is not locked.", code="job_not_locked")
+        raise Conflict(_("This job is not locked."), code="job_not_locked")
     job.status = J.PICKED_UP
     job.code_failures = 0
     session.flush()

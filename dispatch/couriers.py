@@ -14,6 +14,7 @@ from o2o import clock, ratelimit
 from o2o.config import get_settings
 from o2o.errors import Conflict, InvalidInput, NotFound
 from o2o.geo import GeometryError, area_element, area_geojson, parse_area, point_wkt, to_latlon
+from o2o.i18n import gettext as _
 from o2o.users.models import Role, User
 from stores.models import Store
 
@@ -26,7 +27,7 @@ def get_courier(session: Session, user_id: int) -> Courier | None:
 def _courier_user(session: Session, user_id: int) -> User:
     user = session.get(User, user_id)
     if user is None or user.role is not Role.COURIER:
-        raise NotFound("No such courier.", code="courier_not_found")
+        raise NotFound(_("No such courier."), code="courier_not_found")
     return user
 
 
@@ -41,7 +42,9 @@ def set_courier_area(
     _courier_user(session, user_id)
     if home_store_id is not None and session.get(Store, home_store_id) is None:
         raise InvalidInput(
-            "No store has this id.", code="unknown_store", details={"home_store_id": home_store_id}
+            _("No store has this id."),
+            code="unknown_store",
+            details={"home_store_id": home_store_id},
         )
     area = None
     if service_area is not None:
@@ -87,7 +90,7 @@ def update_location(
         ratelimit.limit(settings.courier_location_rate_limit),
         "courier-location",
         str(courier.id),
-        message="Location updates are arriving too fast; send the next one a little later.",
+        message=_("Location updates are arriving too fast; send the next one a little later."),
     )
     return _store_location(session, courier.id, lat, lon, now or clock.now())
 
@@ -127,9 +130,9 @@ def record_positions(
 def set_shift_end(session: Session, courier: User, ends_at: datetime | None) -> Courier:
     """Record when the courier's shift ends (None: no end given); 422 if it is in the past."""
     if ends_at is not None and ends_at.tzinfo is None:
-        raise InvalidInput("Give the shift's end with a UTC offset.", code="invalid_shift_end")
+        raise InvalidInput(_("Give the shift's end with a UTC offset."), code="invalid_shift_end")
     if ends_at is not None and ends_at < clock.now():
-        raise InvalidInput("The shift's end is in the past.", code="invalid_shift_end")
+        raise InvalidInput(_("The shift's end is in the past."), code="invalid_shift_end")
     profile = configured_courier(session, courier.id, lock=True)
     profile.shift_ends_at = ends_at
     session.flush()
@@ -173,12 +176,12 @@ def where_from(session: Session, courier_id: int, lat: float | None, lon: float 
     if lat is not None and lon is not None:
         return Where(lat, lon)
     if (lat is None) != (lon is None):
-        raise InvalidInput("Send both lat and lon, or neither.", code="location_required")
+        raise InvalidInput(_("Send both lat and lon, or neither."), code="location_required")
     courier = session.get(Courier, courier_id)
     last = to_latlon(courier.location) if courier is not None else None
     if last is None:
         raise InvalidInput(
-            "Send your position (lat, lon): none is known yet.", code="location_required"
+            _("Send your position (lat, lon): none is known yet."), code="location_required"
         )
     return Where(last["lat"], last["lon"])
 
@@ -208,7 +211,7 @@ def configured_courier(session: Session, user_id: int, *, lock: bool = False) ->
     courier = session.scalar(stmt)
     if courier is None or (courier.home_store_id is None and courier.service_area is None):
         raise Conflict(
-            "You have no home store or service area yet; ask an administrator to set one.",
+            _("You have no home store or service area yet; ask an administrator to set one."),
             code="courier_not_configured",
         )
     return courier
@@ -219,7 +222,9 @@ def check_capacity(session: Session, courier_id: int) -> None:
     limit = get_settings().dispatch_max_active_jobs
     if active_job_count(session, courier_id) >= limit:
         raise Conflict(
-            f"You already hold {limit} active job(s); deliver or release one first.",
+            _("You already hold {limit} active job(s); deliver or release one first.").format(
+                limit=limit
+            ),
             code="too_many_jobs",
             details={"max_active_jobs": limit},
         )

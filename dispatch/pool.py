@@ -19,6 +19,7 @@ from dispatch.models import ACTIVE_JOB_STATES, Job, JobStatus
 from o2o import clock, pagination
 from o2o.config import get_settings
 from o2o.errors import Conflict, NotFound
+from o2o.i18n import gettext as _
 from o2o.users.models import User
 
 # Any fixed origin works for deadline buckets; it only has to be the same for every job.
@@ -290,7 +291,7 @@ def claim_job(
     if not seen.in_area or seen.not_yet or (seen.is_open and not seen.in_radius):
         raise job_not_found()
     if not seen.is_open:
-        raise Conflict("Another courier has taken this job.", code="job_taken")
+        raise Conflict(_("Another courier has taken this job."), code="job_taken")
     couriers.check_capacity(session, courier.id)
     if lat is not None and lon is not None:
         couriers.upsert_location(session, courier.id, lat, lon, now)
@@ -308,4 +309,4 @@ def take(job: Job, courier_id: int, now: datetime) -> None:
 
 def job_not_found() -> NotFound:
     """The 404 for a job that is not open to the courier, or not theirs (one answer for both)."""
-    return NotFound("No such job is open to you.", code="job_not_found")
+    return NotFound(_("No such job is open to you."), code="job_not_found")

@@ -8,6 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from o2o.errors import InvalidInput, NotFound
+from o2o.i18n import gettext as _
 from o2o.users.models import Role, User
 from stores.models import Store
 
@@ -19,7 +20,7 @@ def check_access(session: Session, user: User, store_id: int) -> Store:
     """Let admins read any store's report and pharmacists their own stores' (others: 404)."""
     store = session.get(Store, store_id)
     if store is None or (user.role is Role.PHARMACIST and store_id not in user.store_ids):
-        raise NotFound("No such store.", code="store_not_found")
+        raise NotFound(_("No such store."), code="store_not_found")
     return store
 
 
@@ -60,13 +61,13 @@ def sla_report(session: Session, store: Store, *, from_: datetime, to: datetime)
     """Report a store's deliveries completed in [from_, to) and its breaches due in it."""
     if from_.tzinfo is None or to.tzinfo is None:
         raise InvalidInput(
-            "Give from and to with a UTC offset, e.g. 2026-11-23T00:00:00+08:00.",
+            _("Give from and to with a UTC offset, e.g. 2026-11-23T00:00:00+08:00."),
             code="invalid_period",
         )
     if from_ >= to:
-        raise InvalidInput("`from` must be before `to`.", code="invalid_period")
+        raise InvalidInput(_("`from` must be before `to`."), code="invalid_period")
     if to - from_ > MAX_PERIOD:
-        raise InvalidInput("A report covers at most 366 days.", code="invalid_period")
+        raise InvalidInput(_("A report covers at most 366 days."), code="invalid_period")
     params = {"store_id": store.id, "from": from_, "to": to}
     stats = delivery_stats(session, from_=from_, to=to, store_id=store.id)
     breaches = session.execute(

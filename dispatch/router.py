@@ -36,6 +36,7 @@ from o2o.config import get_settings
 from o2o.db import INT4_MAX, DbSession, SessionRunner
 from o2o.errors import error_responses
 from o2o.geo import to_latlon
+from o2o.i18n import gettext
 from o2o.users.dependencies import AdminUser
 from o2o.users.models import User
 
@@ -57,7 +58,7 @@ def _check_claims(courier: User) -> None:
         ratelimit.limit(get_settings().dispatch_claim_rate_limit),
         "dispatch-claims",
         str(courier.id),
-        message="Too many claims in a short time; try again later.",
+        message=gettext("Too many claims in a short time; try again later."),
     )
 
 
@@ -74,7 +75,7 @@ def _check_releases(courier: User) -> None:
         ratelimit.limit(get_settings().dispatch_release_rate_limit),
         "dispatch-releases",
         str(courier.id),
-        message="Too many releases in a short time; pick the job up or try again later.",
+        message=gettext("Too many releases in a short time; pick the job up or try again later."),
     )
 
 

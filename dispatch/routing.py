@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from o2o import i18n
 from o2o.errors import Conflict
+from o2o.i18n import gettext as _
 from stores.allocation import InsufficientStock, Shortage
 
 
@@ -73,6 +75,12 @@ def distance_words(distance_m: float) -> str:
 
 
 def time_words(at: datetime | None) -> str:
+    """When a store opens, in the request's language (for an error message)."""
+    return _("later") if at is None else i18n.wall_time(at)
+
+
+def _reason_time(at: datetime | None) -> str:
+    # Routing reasons are stored on the order and read by every later viewer: kept in English.
     return "later" if at is None else at.strftime("%a %H:%M")
 
 
@@ -124,7 +132,7 @@ def best_delivery(
         )
     if closed:
         o = closed[0]
-        return None, f"{o.name}, which delivers to you, is closed until {time_words(o.opens_at)}"
+        return None, f"{o.name}, which delivers to you, is closed until {_reason_time(o.opens_at)}"
     if any(o.complete for o in options):
         return None, "no pharmacy that has everything in your cart delivers to your address"
     return None, "no pharmacy near your address has everything in your cart"
@@ -154,7 +162,9 @@ def _no_pickup(
     if closed:
         o = closed[0]
         return StoreClosed(
-            f"{o.name} has everything in your cart but is closed; it opens {time_words(o.opens_at)}.",
+            _("{name} has everything in your cart but is closed; it opens {time_words}.").format(
+                name=o.name, time_words=time_words(o.opens_at)
+            ),
             details={
                 "store": _store_ref(o),
                 "opens_at": o.opens_at.isoformat() if o.opens_at else None,
@@ -162,14 +172,14 @@ def _no_pickup(
         )
     if any(o.complete for o in options):
         return PickupUnavailable(
-            "The pharmacies that have everything in your cart offer delivery only.",
+            _("The pharmacies that have everything in your cart offer delivery only."),
             details={"stores": [_store_ref(o) for o in options if o.complete]},
         )
     if store_chosen:
         missing = options[0].missing if options else ()
         return InsufficientStock(
             missing or [Shortage(product_id, quantity) for product_id, quantity in cart],
-            message="The pharmacy you chose does not have everything in your cart.",
+            message=_("The pharmacy you chose does not have everything in your cart."),
         )
     # Report what the closest-to-complete store lacks: that is what the patient could change.
     partial = [o for o in options if o.missing]
@@ -180,12 +190,13 @@ def _no_pickup(
         )
         return InsufficientStock(
             best.missing,
-            message=f"No pharmacy near you has everything in your cart; {best.name} is "
-            "the closest to it.",
+            message=_(
+                "No pharmacy near you has everything in your cart; {name} is the closest to it."
+            ).format(name=best.name),
         )
     return InsufficientStock(
         [Shortage(product_id, quantity) for product_id, quantity in cart],
-        message="No pharmacy near you has these items in stock.",
+        message=_("No pharmacy near you has these items in stock."),
     )
 
 
@@ -220,7 +231,9 @@ def decide(
         if delivery_options is None:
             why_no_delivery = "a delivery needs a delivery address"
         raise DeliveryUnavailable(
-            f"We cannot deliver this order: {why_no_delivery}.",
+            _("We cannot deliver this order: {why_no_delivery}.").format(
+                why_no_delivery=why_no_delivery
+            ),
             details={
                 "reason": why_no_delivery,
                 "pickup_alternative": _pickup_alternative(pickup_options),

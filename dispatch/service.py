@@ -15,13 +15,14 @@ from dispatch import actions, couriers, monitor
 from dispatch.models import LIVE_JOB_STATES, Job, JobStatus
 from o2o import clock
 from o2o.errors import InvalidInput
+from o2o.i18n import gettext as _
 from o2o.orders.models import Fulfillment, Order
 
 
 def open_job_for_order(session: Session, order: Order, *, now: datetime | None = None) -> Job:
     """Open a delivery job for an order that became ready (returns the live job if one exists)."""
     if order.fulfillment is not Fulfillment.DELIVERY:
-        raise InvalidInput("Only delivery orders get courier jobs.", code="not_a_delivery")
+        raise InvalidInput(_("Only delivery orders get courier jobs."), code="not_a_delivery")
     live = session.scalar(
         select(Job).where(Job.order_id == order.id, Job.status.in_(LIVE_JOB_STATES))
     )

@@ -22,6 +22,7 @@ from o2o import clock
 from o2o.config import get_settings
 from o2o.errors import NotFound
 from o2o.geo import to_latlon
+from o2o.i18n import gettext as _
 from o2o.users.models import User
 from stores.models import Store
 
@@ -121,7 +122,7 @@ def trip_jobs(session: Session, courier: User, batch_id: uuid.UUID) -> list[Job]
         )
     )
     if not jobs:
-        raise NotFound("No such trip is yours.", code="trip_not_found")
+        raise NotFound(_("No such trip is yours."), code="trip_not_found")
     return jobs
 
 

@@ -51,7 +51,8 @@ def load_demo_accounts(session: Session) -> list[str]:
 
 
 def load_demo(session: Session) -> tuple[list[str], "DemoCity"]:
-    """Load the demo accounts and the demo city; the demo pharmacist works at every demo store."""
+    """Load the demo accounts and the demo city; the demo pharmacist works at every demo store
+    and sees the console in Chinese."""
     # Imported here: the core sits below the stores domain and never imports it at load time.
     from dispatch import service as dispatch_service
     from stores.demo import load_demo_city
@@ -60,6 +61,10 @@ def load_demo(session: Session) -> tuple[list[str], "DemoCity"]:
     city = load_demo_city(session)
     pharmacist = users_service.get_by_email(session, DEMO_PHARMACIST)
     users_service.link_stores(session, pharmacist, city.store_ids)
+    # The demo city is Shanghai: its pharmacist reads the console in Chinese until switching
+    # (a choice made with the switch is kept when the demo data is loaded again).
+    if pharmacist.language is None:
+        pharmacist.language = "zh_CN"
     # The demo courier works from the first demo store, so the job board has jobs to show.
     courier = users_service.get_by_email(session, DEMO_COURIER)
     dispatch_service.give_home_store(session, courier.id, city.store_ids[0])

@@ -18,6 +18,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from o2o.i18n import N_, SOURCE_LOCALE, current_locale
+from o2o.i18n import gettext as _
+
 log = logging.getLogger(__name__)
 
 
@@ -65,9 +68,9 @@ class Unauthorized(DomainError):
     status_code = 401
     code = "not_authenticated"
 
-    def __init__(self, message: str = "Sign in to continue.", **kwargs: Any) -> None:
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("headers", {"WWW-Authenticate": "Bearer"})
-        super().__init__(message, **kwargs)
+        super().__init__(message if message is not None else _("Sign in to continue."), **kwargs)
 
 
 class Forbidden(DomainError):
@@ -183,13 +186,89 @@ _HTTP_CODES = {
 }
 
 
+# pydantic's messages for the input errors clients meet most, by error type, so a 422 speaks the
+# request's language; placeholders are the error's `ctx`. Other types keep pydantic's English.
+VALIDATION_MESSAGES = {
+    "missing": N_("Field required"),
+    "extra_forbidden": N_("Extra inputs are not permitted"),
+    "int_type": N_("Input should be a valid integer"),
+    "int_parsing": N_("Input should be a valid integer, unable to parse string as an integer"),
+    "int_from_float": N_("Input should be a valid integer, got a number with a fractional part"),
+    "float_type": N_("Input should be a valid number"),
+    "float_parsing": N_("Input should be a valid number, unable to parse string as a number"),
+    "finite_number": N_("Input should be a finite number"),
+    "bool_type": N_("Input should be a valid boolean"),
+    "bool_parsing": N_("Input should be a valid boolean, unable to interpret input"),
+    "string_type": N_("Input should be a valid string"),
+    "string_too_short": N_("String should have at least {min_length} characters"),
+    "string_too_long": N_("String should have at most {max_length} characters"),
+    "string_pattern_mismatch": N_("String should match pattern '{pattern}'"),
+    "greater_than": N_("Input should be greater than {gt}"),
+    "greater_than_equal": N_("Input should be greater than or equal to {ge}"),
+    "less_than": N_("Input should be less than {lt}"),
+    "less_than_equal": N_("Input should be less than or equal to {le}"),
+    "too_short": N_("List should have at least {min_length} items"),
+    "too_long": N_("List should have at most {max_length} items"),
+    "list_type": N_("Input should be a valid list"),
+    "dict_type": N_("Input should be a valid dictionary"),
+    "model_type": N_("Input should be an object"),
+    "model_attributes_type": N_("Input should be an object"),
+    "enum": N_("Input should be {expected}"),
+    "literal_error": N_("Input should be {expected}"),
+    "date_type": N_("Input should be a valid date"),
+    "date_parsing": N_("Input should be a valid date in the format YYYY-MM-DD"),
+    "date_from_datetime_parsing": N_("Input should be a valid date in the format YYYY-MM-DD"),
+    "datetime_type": N_("Input should be a valid datetime"),
+    "datetime_parsing": N_("Input should be a valid datetime"),
+    "datetime_from_date_parsing": N_("Input should be a valid datetime"),
+    "timezone_aware": N_("Input should have timezone info"),
+    "time_parsing": N_("Input should be in a valid time format"),
+    "uuid_parsing": N_("Input should be a valid UUID"),
+    "uuid_type": N_("Input should be a valid UUID"),
+    "json_invalid": N_("Invalid JSON: {error}"),
+    "value_error": N_("Value error, {error}"),
+    "url_parsing": N_("Input should be a valid URL"),
+    "url_scheme": N_("URL scheme should be {expected_schemes}"),
+    "decimal_parsing": N_("Input should be a valid decimal"),
+    "multiple_of": N_("Input should be a multiple of {multiple_of}"),
+}
+
+
+def validation_message(err: Mapping[str, Any]) -> str:
+    """An input error's message in the request's language (pydantic's own text in English)."""
+    msg = str(err.get("msg", ""))
+    template = VALIDATION_MESSAGES.get(str(err.get("type", "")))
+    if template is None or current_locale() == SOURCE_LOCALE:
+        return msg
+    ctx = {key: str(value) for key, value in (err.get("ctx") or {}).items()}
+    try:
+        return _(template).format(**ctx)
+    except (KeyError, IndexError, ValueError):
+        return msg
+
+
+# Starlette's own details (the HTTP reason phrases) that reach clients, marked for translation.
+HTTP_PHRASES = frozenset(
+    {
+        N_("Method Not Allowed"),
+        N_("Not Acceptable"),
+        N_("Unsupported Media Type"),
+        N_("Request Entity Too Large"),
+        N_("Content Too Large"),
+        N_("Bad Request"),
+        N_("Unauthorized"),
+        N_("Forbidden"),
+    }
+)
+
+
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     details = []
     for err in exc.errors():
         details.append(
             {
                 "loc": [str(part) for part in err.get("loc", ())],
-                "message": err.get("msg", ""),
+                "message": validation_message(err),
                 "type": err.get("type", ""),
             }
         )
@@ -217,19 +296,21 @@ def install_error_handlers(app: FastAPI) -> None:
         details = _validation_details(exc)
         if any(d["type"] == "json_invalid" for d in details):
             return error_response(
-                422, "malformed_json", "The request body is not valid JSON.", details
+                422, "malformed_json", _("The request body is not valid JSON."), details
             )
         rule = _rule_code(exc)
         if rule is not None:
             return error_response(422, rule, details[0]["message"], details)
-        return error_response(422, "invalid_input", "The request is not valid.", details)
+        return error_response(422, "invalid_input", _("The request is not valid."), details)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         if exc.status_code == 404 and message == "Not Found":
-            message = "Nothing is here."
+            message = _("Nothing is here.")
+        elif message in HTTP_PHRASES:
+            message = _(message)
         headers = getattr(exc, "headers", None)
         if exc.status_code == 405:
             # Starlette names only the first route that matched the path; a path served by
@@ -242,7 +323,7 @@ def install_error_handlers(app: FastAPI) -> None:
         # The multipart parser refuses a malformed body with its own error, which Starlette
         # passes through: the body is unreadable, answered as malformed JSON is (422).
         return error_response(
-            422, "malformed_body", "The form body could not be read as multipart/form-data."
+            422, "malformed_body", _("The form body could not be read as multipart/form-data.")
         )
 
     @app.exception_handler(OperationalError)
@@ -251,7 +332,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             503,
             "service_unavailable",
-            "The service is briefly unavailable; try again.",
+            _("The service is briefly unavailable; try again."),
             headers={"Retry-After": "5"},
         )
 
@@ -263,7 +344,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             503,
             "service_unavailable",
-            "The service is busy; try again in a moment.",
+            _("The service is busy; try again in a moment."),
             details={"retry_after_seconds": 2},
             headers={"Retry-After": "2"},
         )
@@ -274,13 +355,13 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(
                 503,
                 "service_unavailable",
-                "The service is briefly unavailable; try again.",
+                _("The service is briefly unavailable; try again."),
                 headers={"Retry-After": "5"},
             )
         log.exception("database error")
-        return error_response(500, "internal_error", "Something went wrong on our side.")
+        return error_response(500, "internal_error", _("Something went wrong on our side."))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return error_response(500, "internal_error", "Something went wrong on our side.")
+        return error_response(500, "internal_error", _("Something went wrong on our side."))

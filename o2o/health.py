@@ -10,6 +10,7 @@ from sqlalchemy import text
 from o2o.config import get_settings
 from o2o.db import get_engine
 from o2o.errors import NotFound, error_body
+from o2o.i18n import gettext as _
 from o2o.redis import get_redis
 
 router = APIRouter(tags=["operations"])
@@ -51,7 +52,7 @@ def readyz():
         return {"status": "ready", "checks": checks}
     down = ", ".join(k for k, v in checks.items() if v != "ok")
     return JSONResponse(
-        error_body("not_ready", f"Not ready: {down} unreachable.", checks),
+        error_body("not_ready", _("Not ready: {down} unreachable.").format(down=down), checks),
         status_code=503,
         headers={"Retry-After": "5"},
     )
@@ -65,7 +66,7 @@ def metrics(authorization: str | None = Header(None)) -> Response:
     if token:
         given = (authorization or "").removeprefix("Bearer ").encode()
         if not secrets.compare_digest(given, token.encode()):
-            raise NotFound("No such page.", code="not_found")
+            raise NotFound(_("No such page."), code="not_found")
     elif settings.env not in ("development", "test"):
-        raise NotFound("No such page.", code="not_found")
+        raise NotFound(_("No such page."), code="not_found")
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

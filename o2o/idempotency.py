@@ -23,6 +23,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from o2o.config import get_settings
 from o2o.db import Base
 from o2o.errors import Conflict, InvalidInput
+from o2o.i18n import gettext as _
 
 
 class IdempotencyRecord(Base):
@@ -131,12 +132,12 @@ def claim(session: Session, *, user_id: int, key: str, request_hash: str) -> Cla
         return claim(session, user_id=user_id, key=key, request_hash=request_hash)
     if existing.request_hash != request_hash:
         raise KeyReused(
-            "This Idempotency-Key was already used for a different request; use a new key.",
+            _("This Idempotency-Key was already used for a different request; use a new key."),
         )
     if existing.response_status is not None:
         return Replay(existing.response_status, existing.response_body)
     raise RequestInFlight(
-        "The first request with this Idempotency-Key is still being processed; retry shortly.",
+        _("The first request with this Idempotency-Key is still being processed; retry shortly."),
         details={"retry_after_seconds": 1},
         headers={"Retry-After": "1"},
     )

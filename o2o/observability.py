@@ -13,6 +13,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from o2o.errors import error_body
+from o2o.i18n import gettext as _
 
 REQUESTS = Counter(
     "o2o_http_requests_total", "HTTP requests by route and status", ["method", "route", "status"]
@@ -161,7 +162,10 @@ class BodySizeLimitMiddleware:
 
         mb = self.max_bytes / (1024 * 1024)
         body = json.dumps(
-            error_body("payload_too_large", f"The request body is larger than {mb:g} MB.")
+            error_body(
+                "payload_too_large",
+                _("The request body is larger than {mb:g} MB.").format(mb=mb),
+            )
         ).encode()
         await send(
             {

@@ -16,6 +16,7 @@ from datetime import date, datetime
 from typing import Any
 
 from o2o.errors import InvalidInput
+from o2o.i18n import gettext as _
 
 
 def _json_value(value: Any) -> Any:
@@ -80,6 +81,6 @@ def decode_cursor(
         return tuple(read(value) for read, value in zip(readers, raw[1:], strict=True))
     except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
         raise InvalidInput(
-            "The cursor is not valid for this list; start again without it.",
+            _("The cursor is not valid for this list; start again without it."),
             code="invalid_cursor",
         ) from None

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from o2o.errors import InvalidInput
+from o2o.i18n import gettext as _
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
@@ -60,6 +61,6 @@ def check_storable(value: Any, path: str = "") -> None:
     if found is not None:
         field, reason = found
         raise InvalidInput(
-            f"The field {field} {reason}.",
+            _("The field {field} {reason}.").format(field=field, reason=reason),
             details={"field": field, "reason": reason},
         )

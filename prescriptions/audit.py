@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from o2o import clock
 from o2o.errors import Conflict
+from o2o.i18n import gettext as _
 from o2o.users.models import User
 from prescriptions import fhir, issuing, trail
 from prescriptions.models import Prescription, PrescriptionAudit
@@ -34,7 +35,7 @@ def fhir_export(session: Session, user: User, prescription_id: uuid.UUID) -> dic
     p = trail.get_visible(session, user, prescription_id)
     if p.signed_payload is None or p.signature is None:
         raise Conflict(
-            "Only a signed prescription can be exported.",
+            _("Only a signed prescription can be exported."),
             code="not_issued",
             details={"status": p.status.value},
         )

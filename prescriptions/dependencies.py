@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from o2o.config import get_settings
 from o2o.errors import DomainError, InvalidInput
+from o2o.i18n import gettext as _
 from o2o.users.dependencies import require_role
 from o2o.users.models import Role, User
 from prescriptions.requests import Attachment
@@ -42,7 +43,7 @@ async def prescription_request_body(
             raw = await request.json()
         except ValueError:
             raise InvalidInput(
-                "The request body is not valid JSON.", code="malformed_json"
+                _("The request body is not valid JSON."), code="malformed_json"
             ) from None
         return _validate(raw), None
     if media_type == "multipart/form-data":
@@ -50,7 +51,8 @@ async def prescription_request_body(
             form = await request.form(max_files=1, max_fields=len(_FIELDS) + 1)
         except StarletteHTTPException as exc:  # too many fields or files, or an unreadable part
             raise InvalidInput(
-                f"The form could not be read: {exc.detail}", code="malformed_body"
+                _("The form could not be read: {detail}").format(detail=exc.detail),
+                code="malformed_body",
             ) from None
         fields: dict[str, Any] = {}
         upload = None
@@ -58,7 +60,7 @@ async def prescription_request_body(
             if name == "attachment":
                 if not isinstance(value, UploadFile):
                     raise InvalidInput(
-                        "The attachment must be sent as a file.", code="invalid_attachment"
+                        _("The attachment must be sent as a file."), code="invalid_attachment"
                     )
                 upload = value
             elif isinstance(value, str):
@@ -74,7 +76,7 @@ async def prescription_request_body(
             data=data, filename=upload.filename, declared_type=upload.content_type
         )
     raise DomainError(
-        "Send the request as application/json or multipart/form-data.",
+        _("Send the request as application/json or multipart/form-data."),
         code="unsupported_media_type",
         status_code=415,
     )

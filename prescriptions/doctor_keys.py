@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from o2o import clock
 from o2o.config import get_settings
 from o2o.errors import Conflict, Forbidden, InvalidInput, NotFound
+from o2o.i18n import gettext
 from o2o.users.models import User
 from prescriptions import signing
 from prescriptions.models import DoctorKey, DoctorKeyStatus
@@ -28,14 +29,16 @@ def register_key(session: Session, doctor: User, public_key_b64: str) -> DoctorK
     except signing.KeyFormatError as exc:
         raise InvalidInput(str(exc), code="invalid_public_key") from None
     if session.scalar(select(DoctorKey.id).where(DoctorKey.public_key == raw)) is not None:
-        raise Conflict("This key is already registered.", code="key_already_registered")
+        raise Conflict(gettext("This key is already registered."), code="key_already_registered")
     key = DoctorKey(doctor_id=doctor.id, public_key=raw, status=DoctorKeyStatus.PENDING)
     session.add(key)
     try:
         with session.begin_nested():
             session.flush()
     except IntegrityError:
-        raise Conflict("This key is already registered.", code="key_already_registered") from None
+        raise Conflict(
+            gettext("This key is already registered."), code="key_already_registered"
+        ) from None
     _new_challenge(key)
     session.flush()
     return key
@@ -69,12 +72,14 @@ def _lock_own_unproved_key(session: Session, doctor: User, key_id: int) -> Docto
     )
     if key is None:
         # Another doctor's key is answered as if it did not exist.
-        raise NotFound("No such key.", code="key_not_found")
+        raise NotFound(gettext("No such key."), code="key_not_found")
     if key.proved_at is not None:
-        raise Conflict("This key is already proved.", code="key_already_proved")
+        raise Conflict(gettext("This key is already proved."), code="key_already_proved")
     if key.status is not DoctorKeyStatus.PENDING:
         raise Conflict(
-            f"Only a pending key can be proved; this one is {key.status.value}.",
+            gettext("Only a pending key can be proved; this one is {value}.").format(
+                value=key.status.value
+            ),
             code="key_not_pending",
             details={"status": key.status.value},
         )
@@ -94,10 +99,10 @@ def prove_key(session: Session, doctor: User, key_id: int, signature_b64: str) -
     key = _lock_own_unproved_key(session, doctor, key_id)
     at = clock.now()
     if key.proof_challenge is None or key.proof_challenge_expires_at is None:
-        raise Conflict("This key has no challenge; ask for one.", code="challenge_expired")
+        raise Conflict(gettext("This key has no challenge; ask for one."), code="challenge_expired")
     if at >= key.proof_challenge_expires_at:
         raise Conflict(
-            "The challenge has expired; ask for a new one.",
+            gettext("The challenge has expired; ask for a new one."),
             code="challenge_expired",
             details={"expired_at": key.proof_challenge_expires_at.isoformat()},
         )
@@ -107,7 +112,7 @@ def prove_key(session: Session, doctor: User, key_id: int, signature_b64: str) -
         raise InvalidInput(str(exc), code="invalid_signature") from None
     if not signing.verify(key.public_key, key.proof_challenge, signature):
         raise InvalidInput(
-            "The signature is not this key's signature of its challenge.",
+            gettext("The signature is not this key's signature of its challenge."),
             code="invalid_signature",
         )
     # Used once: the challenge goes with the proof.
@@ -141,7 +146,7 @@ def _lock_doctor_keys(session: Session, key_id: int) -> tuple[DoctorKey, list[Do
     """Lock every key of the key's doctor; return the key and all of them."""
     doctor_id = session.scalar(select(DoctorKey.doctor_id).where(DoctorKey.id == key_id))
     if doctor_id is None:
-        raise NotFound("No such key.", code="key_not_found")
+        raise NotFound(gettext("No such key."), code="key_not_found")
     # All of the doctor's keys, by id: approvals and revocations of one doctor serialise here.
     keys = list(
         session.scalars(
@@ -160,20 +165,24 @@ def approve_key(session: Session, admin: User, key_id: int) -> DoctorKey:
     key, keys = _lock_doctor_keys(session, key_id)
     if key.status is not DoctorKeyStatus.PENDING:
         raise Conflict(
-            f"Only a pending key can be approved; this one is {key.status.value}.",
+            gettext("Only a pending key can be approved; this one is {value}.").format(
+                value=key.status.value
+            ),
             code="key_not_pending",
             details={"status": key.status.value},
         )
     if key.proved_at is None:
         raise Conflict(
-            "The doctor has not yet proved holding this key's private key (the signed challenge).",
+            gettext(
+                "The doctor has not yet proved holding this key's private key (the signed challenge)."
+            ),
             code="key_not_proved",
         )
     doctor = session.get(User, key.doctor_id)
     if doctor is not None and doctor.created_by == admin.id:
         # Four eyes: the admin who created the doctor cannot also vouch for the doctor's key.
         raise Forbidden(
-            "Another admin must approve this key: you created this doctor's account.",
+            gettext("Another admin must approve this key: you created this doctor's account."),
             code="four_eyes_required",
         )
     at = clock.now()

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from o2o import clock
 from o2o.errors import InvalidInput
+from o2o.i18n import gettext
 from prescriptions import substances
 
 CSV_COLUMNS = ("substance_a", "substance_b", "severity", "advice")
@@ -192,7 +193,9 @@ def _copy(
         ).strip()
         where = f" ({context})" if context else ""
         raise InvalidInput(
-            f"The CSV could not be read: {diag.message_primary}{where}.",
+            gettext("The CSV could not be read: {message_primary}{where}.").format(
+                message_primary=diag.message_primary, where=where
+            ),
             code="invalid_csv",
             details={"expected_header": ",".join(CSV_COLUMNS)},
         ) from None
@@ -240,8 +243,9 @@ def import_interactions_csv(
                 else f" (the first {MAX_REPORTED_ROWS} are listed)"
             )
             raise InvalidInput(
-                f"{result.refused_rows} of {result.rows} rows are refused{shown}; "
-                "nothing was imported.",
+                gettext(
+                    "{refused_rows} of {rows} rows are refused{shown}; nothing was imported."
+                ).format(refused_rows=result.refused_rows, rows=result.rows, shown=shown),
                 code="rows_refused",
                 details={
                     "rows": result.rows,

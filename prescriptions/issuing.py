@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from o2o import clock
 from o2o.config import get_settings
 from o2o.errors import Conflict, InvalidInput
+from o2o.i18n import gettext as _
 from o2o.orders import lifecycle
 from o2o.users.models import User
 from prescriptions import doctor_keys, signing, trail, workflow
@@ -49,15 +50,18 @@ def _check_doctor_owns(p: Prescription, doctor: User) -> None:
     if p.doctor_id is None:
         if p.status is S.REQUESTED:
             raise Conflict(
-                "Claim the request before acting on it.",
+                _("Claim the request before acting on it."),
                 code="not_claimed",
                 details={"status": p.status.value},
             )
         raise workflow.IllegalPrescriptionTransition(
-            f"This request is {p.status.value}.", details={"status": p.status.value}
+            _("This request is {value}.").format(value=p.status.value),
+            details={"status": p.status.value},
         )
     if p.doctor_id != doctor.id:
-        raise Conflict("Another doctor has claimed this request.", code="claimed_by_another_doctor")
+        raise Conflict(
+            _("Another doctor has claimed this request."), code="claimed_by_another_doctor"
+        )
 
 
 def claim(session: Session, doctor: User, prescription_id: uuid.UUID) -> Prescription:
@@ -78,7 +82,7 @@ def claim(session: Session, doctor: User, prescription_id: uuid.UUID) -> Prescri
     cap = get_settings().prescription_max_open_claims
     if held >= cap:
         raise Conflict(
-            "You already hold the most requests a doctor may claim at once; finish one first.",
+            _("You already hold the most requests a doctor may claim at once; finish one first."),
             code="too_many_open_claims",
             details={"max_open_claims": cap},
         )
@@ -99,10 +103,10 @@ def claim(session: Session, doctor: User, prescription_id: uuid.UUID) -> Prescri
             return p  # a repeated claim by the same doctor
         if p.doctor_id is not None and p.doctor_id != doctor.id:
             raise Conflict(
-                "Another doctor has claimed this request.", code="claimed_by_another_doctor"
+                _("Another doctor has claimed this request."), code="claimed_by_another_doctor"
             )
         raise workflow.IllegalPrescriptionTransition(
-            f"This request is {p.status.value} and cannot be claimed.",
+            _("This request is {value} and cannot be claimed.").format(value=p.status.value),
             details={"status": p.status.value},
         )
     trail.audit(
@@ -124,7 +128,9 @@ def _payload_document(
     valid_hours = body.valid_hours or settings.prescription_default_valid_hours
     if valid_hours > settings.prescription_max_valid_hours:
         raise InvalidInput(
-            f"A prescription is valid for at most {settings.prescription_max_valid_hours} hours.",
+            _("A prescription is valid for at most {prescription_max_valid_hours} hours.").format(
+                prescription_max_valid_hours=settings.prescription_max_valid_hours
+            ),
             code="validity_too_long",
         )
     ids = sorted(item.product_id for item in body.items)
@@ -134,12 +140,12 @@ def _payload_document(
     unknown = [pid for pid in ids if pid not in products]
     if unknown:
         raise InvalidInput(
-            "Unknown products.", code="unknown_product", details={"product_ids": unknown}
+            _("Unknown products."), code="unknown_product", details={"product_ids": unknown}
         )
     controlled = [pid for pid in ids if products[pid].controlled]
     if controlled:
         raise InvalidInput(
-            "Controlled medicines are never sold online.",
+            _("Controlled medicines are never sold online."),
             code="controlled_product",
             details={"product_ids": controlled},
         )
@@ -182,13 +188,15 @@ def prepare_signing_payload(
     _check_doctor_owns(p, doctor)
     if p.status is not S.CLAIMED:
         raise workflow.IllegalPrescriptionTransition(
-            f"This prescription is {p.status.value}; nothing is left to sign.",
+            _("This prescription is {value}; nothing is left to sign.").format(
+                value=p.status.value
+            ),
             details={"status": p.status.value},
         )
     key = doctor_keys.active_key(session, doctor.id)
     if key is None:
         raise Conflict(
-            "You have no approved signing key; register one and have it approved.",
+            _("You have no approved signing key; register one and have it approved."),
             code="no_active_key",
         )
     # Whole seconds: the signed times are exactly the stored ones.
@@ -218,34 +226,36 @@ def issue(
     _check_doctor_owns(p, doctor)
     if p.status is not S.CLAIMED:
         raise workflow.IllegalPrescriptionTransition(
-            f"This prescription is {p.status.value} and cannot be issued.",
+            _("This prescription is {value} and cannot be issued.").format(value=p.status.value),
             details={"status": p.status.value},
         )
     if p.pending_payload is None or p.pending_key_id is None:
-        raise Conflict("Ask for the signing payload first.", code="no_pending_payload")
+        raise Conflict(_("Ask for the signing payload first."), code="no_pending_payload")
     payload = _b64(payload_b64, "invalid_payload", "payload")
     signature = _b64(signature_b64, "invalid_signature", "signature")
     # Constant time: the comparison must not reveal how much of a forged payload matched.
     if not hmac.compare_digest(payload, p.pending_payload):
         raise InvalidInput(
-            "The payload is not the one prepared for signing: it was changed.",
+            _("The payload is not the one prepared for signing: it was changed."),
             code="payload_mismatch",
         )
     at = clock.now()
     window = timedelta(minutes=get_settings().prescription_signing_window_minutes)
     if at > p.pending_payload_at + window:
-        raise Conflict("The signing payload is too old; ask for a new one.", code="payload_stale")
+        raise Conflict(
+            _("The signing payload is too old; ask for a new one."), code="payload_stale"
+        )
     key = doctor_keys.key_for_share(session, p.pending_key_id)
     if key.status is DoctorKeyStatus.REVOKED:
-        raise InvalidInput("The signing key has been revoked.", code="key_revoked")
+        raise InvalidInput(_("The signing key has been revoked."), code="key_revoked")
     if key.status is not DoctorKeyStatus.ACTIVE:
         raise InvalidInput(
-            "The signing key is no longer your active key; ask for a new payload.",
+            _("The signing key is no longer your active key; ask for a new payload."),
             code="key_not_active",
         )
     if not signing.verify(key.public_key, payload, signature):
         raise InvalidInput(
-            "The signature does not verify against your active key.", code="invalid_signature"
+            _("The signature does not verify against your active key."), code="invalid_signature"
         )
     document = json.loads(payload)
     p.items = document["items"]

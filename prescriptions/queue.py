@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 from o2o import clock, pagination
 from o2o.config import get_settings
 from o2o.errors import Forbidden
+from o2o.i18n import gettext as _
 from o2o.orders.models import Order
 from o2o.users.models import Role, User
 from prescriptions import trail, workflow
@@ -51,7 +52,7 @@ def queue(
             )
         )
     else:
-        raise Forbidden("Only doctors and pharmacists have a prescription queue.")
+        raise Forbidden(_("Only doctors and pharmacists have a prescription queue."))
     if after is not None:
         query = query.where(
             or_(since > after[0], and_(since == after[0], Prescription.id > after[1]))

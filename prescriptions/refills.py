@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from o2o import clock
 from o2o.errors import Conflict
+from o2o.i18n import gettext as _
 from o2o.users.models import User
 from prescriptions import requests, trail
 from prescriptions.models import Prescription
@@ -33,7 +34,7 @@ def check_last_fill_handed_over(session: Session, first: Prescription) -> None:
     )
     if pending is not None:
         raise Conflict(
-            "The last fill of this prescription has not been handed over yet.",
+            _("The last fill of this prescription has not been handed over yet."),
             code="refill_too_early",
             details={"order_id": str(pending)},
         )
@@ -58,7 +59,7 @@ def request_refill(
     first = trail.lock(session, first.id)
     if first.status not in (S.APPROVED, S.DISPENSED):
         raise Conflict(
-            "Only a prescription that was filled once can be refilled.",
+            _("Only a prescription that was filled once can be refilled."),
             code="prescription_not_filled",
             details={"status": first.status.value},
         )
@@ -66,13 +67,13 @@ def request_refill(
     at = clock.now()
     if at >= first.expires_at:
         raise Conflict(
-            "This prescription has expired.",
+            _("This prescription has expired."),
             code="prescription_expired",
             details={"expired_at": first.expires_at.isoformat()},
         )
     if first.fills_used > first.refills:
         raise Conflict(
-            "This prescription has no refills left.",
+            _("This prescription has no refills left."),
             code="no_refills_left",
             details={"refills": first.refills, "fills_used": first.fills_used},
         )

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from o2o import clock, ratelimit
 from o2o.config import get_settings
 from o2o.errors import Conflict, DomainError, InvalidInput, NotFound
+from o2o.i18n import gettext as _
 from o2o.orders import lifecycle
 from o2o.orders.models import Order, OrderStatus
 from o2o.users.models import User
@@ -51,8 +52,9 @@ def _check_quota(session: Session, patient: User, size: int) -> None:
     quota = get_settings().prescription_attachment_quota_bytes
     if stored + size > quota:
         raise InvalidInput(
-            "Your stored attachments would exceed your quota; attachments of closed requests "
-            "are removed after the retention period.",
+            _(
+                "Your stored attachments would exceed your quota; attachments of closed requests are removed after the retention period."
+            ),
             code="attachment_quota_exceeded",
             details={"quota_bytes": quota, "stored_bytes": stored},
         )
@@ -62,16 +64,16 @@ def lock_order_awaiting_prescription(session: Session, patient: User, order_id: 
     """Lock the patient's order that waits for a prescription and has no open request yet."""
     owner = session.scalar(select(Order.patient_id).where(Order.id == order_id))
     if owner is None or owner != patient.id:
-        raise NotFound("No such order.", code="order_not_found")
+        raise NotFound(_("No such order."), code="order_not_found")
     order = lifecycle.lock_order(session, order_id)
     if order.status is not OrderStatus.AWAITING_PRESCRIPTION:
         raise Conflict(
-            "This order is not waiting for a prescription.",
+            _("This order is not waiting for a prescription."),
             code="order_not_awaiting_prescription",
             details={"order_status": order.status.value},
         )
     if not order.is_rx:
-        raise Conflict("This order needs no prescription.", code="prescription_not_needed")
+        raise Conflict(_("This order needs no prescription."), code="prescription_not_needed")
     open_id = session.scalar(
         select(Prescription.id).where(
             Prescription.order_id == order.id,
@@ -80,7 +82,7 @@ def lock_order_awaiting_prescription(session: Session, patient: User, order_id: 
     )
     if open_id is not None:
         raise Conflict(
-            "This order already has an open prescription request.",
+            _("This order already has an open prescription request."),
             code="prescription_already_requested",
             details={"prescription_id": str(open_id)},
         )
@@ -96,7 +98,7 @@ def add_open_request(session: Session, p: Prescription) -> None:
     except IntegrityError:
         # The order lock serialises requests; the unique index is the backstop.
         raise Conflict(
-            "This order already has an open prescription request.",
+            _("This order already has an open prescription request."),
             code="prescription_already_requested",
         ) from None
 
@@ -113,16 +115,17 @@ def request_prescription(
     if attachment is not None:
         if len(attachment.data) > settings.prescription_attachment_max_bytes:
             raise AttachmentTooLarge(
-                f"The attachment is larger than "
-                f"{settings.prescription_attachment_max_bytes // (1024 * 1024)} MB.",
+                _("The attachment is larger than {value} MB.").format(
+                    value=settings.prescription_attachment_max_bytes // (1024 * 1024)
+                ),
                 details={"max_bytes": settings.prescription_attachment_max_bytes},
             )
         if not attachment.data:
-            raise InvalidInput("The attachment is empty.", code="empty_attachment")
+            raise InvalidInput(_("The attachment is empty."), code="empty_attachment")
         content_type = workflow.sniff_attachment_type(attachment.data[:16])
         if content_type is None:
             raise InvalidInput(
-                "The attachment must be a JPEG, PNG or PDF file.",
+                _("The attachment must be a JPEG, PNG or PDF file."),
                 code="unsupported_attachment_type",
                 details={"allowed": sorted(workflow.EXTENSIONS)},
             )
@@ -130,8 +133,9 @@ def request_prescription(
         if claimed - {content_type}:
             # A file dressed up as something else is refused, not silently relabelled.
             raise InvalidInput(
-                f"The attachment's name or type says {', '.join(sorted(claimed))} but its "
-                f"content is {content_type}.",
+                _(
+                    "The attachment's name or type says {claimed} but its content is {content_type}."
+                ).format(claimed=", ".join(sorted(claimed)), content_type=content_type),
                 code="attachment_type_mismatch",
                 details={"detected": content_type, "claimed": sorted(claimed)},
             )
@@ -140,7 +144,7 @@ def request_prescription(
         ratelimit.limit(settings.prescription_request_rate_limit),
         "rx-request",
         str(patient.id),
-        message="Too many prescription requests; try again later.",
+        message=_("Too many prescription requests; try again later."),
     )
     order = lock_order_awaiting_prescription(session, patient, body.order_id)
     if attachment is not None:
@@ -191,5 +195,5 @@ def attachment_for(
     p = trail.get_visible(session, user, prescription_id)
     att = session.get(PrescriptionAttachment, p.id)
     if att is None:
-        raise NotFound("This request has no attachment.", code="attachment_not_found")
+        raise NotFound(_("This request has no attachment."), code="attachment_not_found")
     return att

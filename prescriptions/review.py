@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from o2o import clock
 from o2o.config import get_settings
 from o2o.errors import Conflict, InvalidInput
+from o2o.i18n import gettext
 from o2o.orders import lifecycle
 from o2o.orders.models import LotAllocation, Order, OrderLine, OrderStatus
 from o2o.users.models import User
@@ -82,8 +83,9 @@ def _keep_lots_for_course(
         moves = allocation.move_reservations(session, order.store_id, holds)
     except allocation.InsufficientStock as exc:
         raise Conflict(
-            "The store's stock of a prescribed medicine expires before the course ends, "
-            "and no longer-dated lot can cover it.",
+            gettext(
+                "The store's stock of a prescribed medicine expires before the course ends, and no longer-dated lot can cover it."
+            ),
             code="lots_expire_before_course_end",
             details={
                 "items": [
@@ -156,15 +158,17 @@ def review(
     at = clock.now()
     if p.status in workflow.USED_STATES:
         raise Conflict(
-            "This prescription has already been used.",
+            gettext("This prescription has already been used."),
             code="prescription_used",
             details={"status": p.status.value},
         )
     if p.status is S.EXPIRED:
-        raise Conflict("This prescription has expired.", code="prescription_expired")
+        raise Conflict(gettext("This prescription has expired."), code="prescription_expired")
     if p.status is not S.ISSUED:
         raise workflow.IllegalPrescriptionTransition(
-            f"This prescription is {p.status.value}, not issued; there is nothing to review.",
+            gettext("This prescription is {value}, not issued; there is nothing to review.").format(
+                value=p.status.value
+            ),
             details={"status": p.status.value},
         )
 
@@ -186,18 +190,20 @@ def review(
     verifies, key = verify_stored_signature(session, p)
     if key is not None and key.status is DoctorKeyStatus.REVOKED:
         raise Conflict(
-            "The doctor's signing key has been revoked; this prescription cannot be accepted.",
+            gettext(
+                "The doctor's signing key has been revoked; this prescription cannot be accepted."
+            ),
             code="key_revoked",
         )
     if not verifies:
-        raise Conflict("The doctor's signature does not verify.", code="invalid_signature")
+        raise Conflict(gettext("The doctor's signature does not verify."), code="invalid_signature")
     # Decide from what was signed, not from copies that could have been altered.
     document = issuing.signed_document(p)
     expires_at = issuing.parse_signed_time(document["validity"]["expires_at"])
     issued_at = issuing.parse_signed_time(document["validity"]["issued_at"])
     if at >= expires_at:
         raise Conflict(
-            "This prescription has expired.",
+            gettext("This prescription has expired."),
             code="prescription_expired",
             details={"expired_at": expires_at.isoformat()},
         )
@@ -214,12 +220,12 @@ def review(
     if document["patient"]["id"] != order.patient_id or document["prescription_id"] != str(
         first.id
     ):
-        raise Conflict("The prescription is for another patient.", code="patient_mismatch")
+        raise Conflict(gettext("The prescription is for another patient."), code="patient_mismatch")
     if first is not p:
         refills.check_last_fill_handed_over(session, first)
     if order.status is not OrderStatus.AWAITING_PRESCRIPTION:
         raise Conflict(
-            "The order is not waiting for a prescription.",
+            gettext("The order is not waiting for a prescription."),
             code="order_not_awaiting_prescription",
             details={"order_status": order.status.value},
         )
@@ -234,7 +240,7 @@ def review(
     )
     if problems:
         raise InvalidInput(
-            "The order holds prescription medicines beyond what the prescription allows.",
+            gettext("The order holds prescription medicines beyond what the prescription allows."),
             code="exceeds_prescription",
             details={"items": problems},
         )
@@ -336,10 +342,9 @@ def repeat_dispense_warnings(session: Session, p: Prescription) -> list[dict]:
                 warnings.append(
                     {
                         "code": "recently_dispensed",
-                        "message": (
-                            f"The patient had this medicine dispensed on "
-                            f"{completed_at.date().isoformat()} (within {days} days)."
-                        ),
+                        "message": gettext(
+                            "The patient had this medicine dispensed on {day} (within {days} days)."
+                        ).format(day=completed_at.date().isoformat(), days=days),
                         "product_id": ours,
                         "order_id": order_id,
                         "dispensed_at": completed_at,

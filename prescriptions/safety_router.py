@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from o2o.api import ApiRoute
 from o2o.db import DbSession
 from o2o.errors import InvalidInput, error_responses
+from o2o.i18n import gettext as _
 from o2o.users.dependencies import CurrentUser, PatientUser
 from prescriptions import safety, substances
 from prescriptions.schemas import AllergiesIn, AllergiesOut, SubstancePage
@@ -22,7 +23,7 @@ def _check_known(session: Session, codes: list[str]) -> None:
     unknown = sorted(code for code in codes if code not in known)
     if unknown:
         raise InvalidInput(
-            "These substances are not known: use a code from GET /substances.",
+            _("These substances are not known: use a code from GET /substances."),
             code="unknown_substance",
             details={"unknown": unknown},
         )

@@ -16,6 +16,7 @@ from pydantic import (
 
 from o2o.db import INT4_MAX
 from o2o.errors import rule_error
+from o2o.i18n import gettext as _
 from o2o.text import NOT_BLANK
 from prescriptions import substances
 from prescriptions.models import DoctorKeyStatus
@@ -85,7 +86,7 @@ class SigningPayloadIn(_In):
         ids = [item.product_id for item in items]
         if len(ids) != len(set(ids)):
             # uniqueItems cannot say "unique by product_id": a code of its own.
-            raise rule_error("repeated_product", "each product may appear once")
+            raise rule_error("repeated_product", _("each product may appear once"))
         return items
 
 
@@ -328,7 +329,7 @@ class AllergiesIn(_In):
     def _once_each(self) -> "AllergiesIn":
         codes = [a.code for a in self.allergies]
         if len(codes) != len(set(codes)):
-            raise rule_error("duplicate_allergy", "a substance is listed twice")
+            raise rule_error("duplicate_allergy", _("a substance is listed twice"))
         return self
 
 

@@ -11,10 +11,20 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from o2o.i18n import N_
+from o2o.i18n import gettext as _
+
 SYSTEM = "urn:o2o:substance"
 MAX_CODE_LENGTH = 100
 SEVERITIES = ("contraindicated", "major", "moderate", "minor")
 # Most severe first: warnings are listed in this order.
+# The severities as a reader sees them, marked for translation.
+SEVERITY_WORDS = {
+    "contraindicated": N_("contraindicated"),
+    "major": N_("major"),
+    "moderate": N_("moderate"),
+    "minor": N_("minor"),
+}
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 
 # "A and B", "A/B", "A + B", "A, B", "A with B": the parts of a combination product.
@@ -111,17 +121,23 @@ def warnings(
     for med in ordered:
         for code in sorted(med.substances & by_code.keys()):
             allergy = by_code[code]
-            reaction = f" (reaction: {allergy.reaction})" if allergy.reaction else ""
+            reaction = (
+                _(" (reaction: {reaction})").format(reaction=allergy.reaction)
+                if allergy.reaction
+                else ""
+            )
             found.append(
                 {
                     "code": "allergy",
                     "severity": "contraindicated",
-                    "message": f"The patient is allergic to {allergy.display}{reaction}, "
-                    f"which {med.name} contains.",
+                    "message": _(
+                        "The patient is allergic to {substance}{reaction}, which {product} contains."
+                    ).format(substance=allergy.display, reaction=reaction, product=med.name),
                     "product_id": med.product_id,
                     "substances": [code],
-                    "advice": "Do not dispense without confirming with the patient and the "
-                    "prescriber.",
+                    "advice": _(
+                        "Do not dispense without confirming with the patient and the prescriber."
+                    ),
                 }
             )
     table = {(i.substance_a, i.substance_b): i for i in interactions}
@@ -139,16 +155,27 @@ def warnings(
                         continue
                     seen.add(key)
                     where = {
-                        "this_order": "also in this order",
-                        "open_order": "in another open order of the patient",
-                        "dispensed": f"dispensed to the patient on {(other.at or '')[:10]}",
+                        "this_order": _("also in this order"),
+                        "open_order": _("in another open order of the patient"),
+                        "dispensed": _("dispensed to the patient on {day}").format(
+                            day=(other.at or "")[:10]
+                        ),
                     }[other.source]
                     found.append(
                         {
                             "code": "interaction",
                             "severity": hit.severity,
-                            "message": f"{med.name} ({display_name(ours)}) interacts with "
-                            f"{other.name} ({display_name(theirs)}), {where}: {hit.severity}.",
+                            "message": _(
+                                "{product} ({substance}) interacts with {other} "
+                                "({other_substance}), {where}: {severity}."
+                            ).format(
+                                product=med.name,
+                                substance=display_name(ours),
+                                other=other.name,
+                                other_substance=display_name(theirs),
+                                where=where,
+                                severity=_(SEVERITY_WORDS.get(hit.severity, hit.severity)),
+                            ),
                             "product_id": med.product_id,
                             "substances": list(pair(ours, theirs)),
                             "advice": hit.advice,

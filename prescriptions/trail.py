@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from o2o import outbox
 from o2o.errors import NotFound
+from o2o.i18n import gettext as _
 from o2o.orders import lifecycle
 from o2o.orders.models import Order
 from o2o.users.models import Role, User
@@ -26,7 +27,7 @@ from prescriptions.workflow import PrescriptionStatus
 
 def not_found() -> NotFound:
     """Return the 404 for a prescription that does not exist or that the caller may not see."""
-    return NotFound("No such prescription.", code="prescription_not_found")
+    return NotFound(_("No such prescription."), code="prescription_not_found")
 
 
 def store_id_of(session: Session, p: Prescription) -> int:

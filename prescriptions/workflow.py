@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from o2o.errors import Conflict
+from o2o.i18n import gettext as _
 
 
 class PrescriptionStatus(enum.StrEnum):
@@ -61,7 +62,9 @@ def check(current: PrescriptionStatus, to: PrescriptionStatus) -> None:
     """Raise IllegalPrescriptionTransition (409) unless the transition is legal."""
     if not allowed(current, to):
         raise IllegalPrescriptionTransition(
-            f"A prescription that is {current.value} cannot become {to.value}.",
+            _("A prescription that is {status} cannot become {new_status}.").format(
+                status=current.value, new_status=to.value
+            ),
             details={"status": current.value, "requested": to.value},
         )
 

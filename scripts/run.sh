@@ -28,6 +28,8 @@ export O2O_DATABASE_URL=${O2O_DATABASE_URL:-postgresql+psycopg://o2o_app:${O2O_P
 export O2O_REDIS_URL=${O2O_REDIS_URL:-redis://127.0.0.1:${O2O_REDIS_PORT:-56379}/0}
 PY="$ROOT/.venv/bin/python"
 
+echo "==> compiling the translations" >&2
+bash "$ROOT/scripts/i18n.sh" compile >/dev/null
 echo "==> applying migrations" >&2
 O2O_DATABASE_URL="$OWNER_URL" "$ROOT/.venv/bin/alembic" upgrade head
 echo "==> loading demo data" >&2

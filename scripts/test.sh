@@ -60,4 +60,5 @@ for db in "$O2O_TEST_DB_NAME" "${O2O_TEST_DB_NAME}_migrations"; do
 done
 redis-cli -p "${O2O_REDIS_PORT:-56379}" -n "$redis_db" flushdb >/dev/null
 
+bash "$ROOT/scripts/i18n.sh" compile >/dev/null
 "$ROOT/.venv/bin/python" -m pytest "$@"

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from o2o.errors import InvalidInput
+from o2o.i18n import gettext as _
 from stores.models import Product
 
 MAX_LINES = 50
@@ -32,19 +33,21 @@ def merge_lines(lines: Iterable[Any]) -> list[CartLine]:
 def check_lines(lines: Sequence[Any]) -> list[CartLine]:
     """Check line count and quantities; return the lines merged by product."""
     if not lines:
-        raise InvalidInput("The cart is empty.", code="empty_cart")
+        raise InvalidInput(_("The cart is empty."), code="empty_cart")
     if len(lines) > MAX_LINES:
         raise InvalidInput(
-            f"A cart has at most {MAX_LINES} lines.",
+            _("A cart has at most {MAX_LINES} lines.").format(MAX_LINES=MAX_LINES),
             code="too_many_lines",
             details={"max_lines": MAX_LINES, "lines": len(lines)},
         )
     for line in lines:
         if isinstance(line.quantity, bool) or not isinstance(line.quantity, int):
-            raise InvalidInput("Quantities are whole numbers.", code="invalid_quantity")
+            raise InvalidInput(_("Quantities are whole numbers."), code="invalid_quantity")
         if not 1 <= line.quantity <= MAX_QUANTITY:
             raise InvalidInput(
-                f"Each quantity must be from 1 to {MAX_QUANTITY}.",
+                _("Each quantity must be from 1 to {MAX_QUANTITY}.").format(
+                    MAX_QUANTITY=MAX_QUANTITY
+                ),
                 code="invalid_quantity",
                 details={"product_id": line.product_id, "quantity": line.quantity},
             )
@@ -52,7 +55,9 @@ def check_lines(lines: Sequence[Any]) -> list[CartLine]:
     for line in merged:
         if line.quantity > MAX_QUANTITY:
             raise InvalidInput(
-                f"Each product's quantity must be at most {MAX_QUANTITY}.",
+                _("Each product's quantity must be at most {MAX_QUANTITY}.").format(
+                    MAX_QUANTITY=MAX_QUANTITY
+                ),
                 code="invalid_quantity",
                 details={"product_id": line.product_id, "quantity": line.quantity},
             )
@@ -73,7 +78,7 @@ def check_products(merged: Sequence[CartLine], products: Mapping[int, Any]) -> N
     if controlled:
         names = ", ".join(p.name for p in controlled)
         raise InvalidInput(
-            f"Controlled medicines are never sold online: {names}.",
+            _("Controlled medicines are never sold online: {names}.").format(names=names),
             code="controlled_product",
             details={"product_ids": [p.id for p in controlled]},
         )

@@ -7,6 +7,7 @@ from fastapi import Depends
 from o2o.api import RowId
 from o2o.db import DbSession
 from o2o.errors import Forbidden
+from o2o.i18n import gettext as _
 from o2o.users.dependencies import CurrentUser
 from o2o.users.models import Role, User
 from stores import service
@@ -29,7 +30,7 @@ def require_store_staff(user: CurrentUser, store: ValidStore) -> User:
     if user.role is Role.ADMIN or (user.role is Role.PHARMACIST and store.id in user.store_ids):
         return user
     raise Forbidden(
-        "You are not staff of this store.",
+        _("You are not staff of this store."),
         code="not_store_staff",
         details={"store_id": store.id},
     )

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from o2o import clock, pagination
 from o2o.errors import Conflict, InvalidInput
+from o2o.i18n import gettext
 from stores import events, service
 from stores.models import InventorySync, Lot, Product, Store
 from stores.schemas import InventoryIn, InventoryLotIn, InventorySyncOut, LotOut
@@ -47,7 +48,7 @@ def raise_if_below_reserved(exc: IntegrityError) -> None:
     """
     if getattr(getattr(exc.orig, "diag", None), "constraint_name", None) == RESERVED_CHECK:
         raise Conflict(
-            "Stock was reserved for an order while this update ran; send it again.",
+            gettext("Stock was reserved for an order while this update ran; send it again."),
             code="below_reserved",
         ) from None
 
@@ -73,8 +74,9 @@ def _check_currency(store: Store, lots: Sequence[InventoryLotIn]) -> None:
     foreign = sorted({lot.currency for lot in lots} - {store.currency})
     if foreign:
         raise InvalidInput(
-            f"This store sells in {store.currency}; lots priced in {', '.join(foreign)} "
-            "are refused.",
+            gettext(
+                "This store sells in {currency}; lots priced in {currencies} are refused."
+            ).format(currency=store.currency, currencies=", ".join(foreign)),
             code="currency_mismatch",
             details={"store_currency": store.currency, "currencies": foreign},
         )
@@ -85,7 +87,9 @@ def _check_products_exist(session: Session, product_ids: set[int]) -> None:
     unknown = sorted(product_ids - found)
     if unknown:
         raise InvalidInput(
-            f"Unknown products: {', '.join(map(str, unknown))}; nothing was applied.",
+            gettext("Unknown products: {products}; nothing was applied.").format(
+                products=", ".join(map(str, unknown))
+            ),
             code="unknown_products",
             details={"product_ids": unknown},
         )
@@ -122,7 +126,9 @@ def _lock_and_check_reserved(session: Session, store_id: int, params: dict[str, 
         short = [r for r in short if r.on_hand < reserved[r.id]]
     if short:
         raise Conflict(
-            "On hand may not go below reserved units that no order accounts for; nothing was applied.",
+            gettext(
+                "On hand may not go below reserved units that no order accounts for; nothing was applied."
+            ),
             code="below_reserved",
             details={
                 "lots": [

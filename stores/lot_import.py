@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from o2o.db import INT4_MAX
 from o2o.errors import InvalidInput
+from o2o.i18n import gettext
 from stores import inventory
 from stores.schemas import MAX_ON_HAND, MAX_PRICE_MINOR
 
@@ -186,7 +187,9 @@ def _copy(session: Session, stream: BinaryIO, on_progress: Callable[[int], None]
         diag = exc.diag
         where = f" ({diag.context.strip()})" if diag.context else ""
         raise InvalidInput(
-            f"The CSV could not be read: {diag.message_primary}{where}.",
+            gettext("The CSV could not be read: {message_primary}{where}.").format(
+                message_primary=diag.message_primary, where=where
+            ),
             code="invalid_csv",
             details={"expected_header": ",".join(CSV_COLUMNS)},
         ) from None
@@ -223,8 +226,9 @@ def import_lots_csv(
             ]
             if result.refused and not partial:
                 raise InvalidInput(
-                    f"{result.refused_rows} of {result.rows} rows are refused; "
-                    "nothing was imported.",
+                    gettext(
+                        "{refused_rows} of {rows} rows are refused; nothing was imported."
+                    ).format(refused_rows=result.refused_rows, rows=result.rows),
                     code="rows_refused",
                     details=result.refusal_details(),
                 )

@@ -16,6 +16,7 @@ from sqlalchemy.sql.elements import TextClause
 
 from o2o.config import get_settings
 from o2o.errors import InvalidInput
+from o2o.i18n import gettext as _
 
 MAX_LIMIT = 100
 # The smallest search radius: a metre (the schema states it, so no sub-metre value reaches SQL).
@@ -35,7 +36,7 @@ def check_point(lat: float, lon: float, what: str) -> None:
     """Refuse a point off the globe with 422 invalid_location, naming it `what`."""
     if not (math.isfinite(lat) and math.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
         raise InvalidInput(
-            f"The {what} must have lat in [-90, 90] and lon in [-180, 180].",
+            _("The {what} must have lat in [-90, 90] and lon in [-180, 180].").format(what=what),
             code="invalid_location",
             details={"lat": lat, "lon": lon},
         )
@@ -44,7 +45,10 @@ def check_point(lat: float, lon: float, what: str) -> None:
 def check_limit(limit: int) -> None:
     """Refuse a result count outside 1..MAX_LIMIT with 422 invalid_limit."""
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-        raise InvalidInput(f"limit must be from 1 to {MAX_LIMIT}.", code="invalid_limit")
+        raise InvalidInput(
+            _("limit must be from 1 to {MAX_LIMIT}.").format(MAX_LIMIT=MAX_LIMIT),
+            code="invalid_limit",
+        )
 
 
 def search_radius(radius_m: float | None) -> float:
@@ -54,7 +58,9 @@ def search_radius(radius_m: float | None) -> float:
         return max_radius
     if not (math.isfinite(radius_m) and MIN_RADIUS_M <= radius_m <= max_radius):
         raise InvalidInput(
-            f"The search radius must be from {MIN_RADIUS_M:g} to {max_radius:g} m.",
+            _("The search radius must be from {MIN_RADIUS_M:g} to {max_radius:g} m.").format(
+                MIN_RADIUS_M=MIN_RADIUS_M, max_radius=max_radius
+            ),
             code="invalid_radius",
             details={"radius_m": radius_m, "max_radius_m": max_radius},
         )

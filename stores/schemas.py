@@ -21,6 +21,7 @@ from pydantic import (
 from o2o import errors
 from o2o.db import INT4_MAX
 from o2o.geo import LatLon
+from o2o.i18n import gettext as _
 from o2o.text import NOT_BLANK
 from stores import hours
 
@@ -58,7 +59,8 @@ def check_timezone(value: str) -> str:
     if value not in _known_timezones():
         # A lookup in the zone database, as an unknown product is one in the catalogue.
         raise errors.rule_error(
-            "unknown_timezone", f"unknown IANA timezone {value!r} (for example 'Asia/Shanghai')"
+            "unknown_timezone",
+            _("unknown IANA timezone {value!r} (for example 'Asia/Shanghai')").format(value=value),
         )
     return value
 
@@ -75,12 +77,14 @@ GTIN_PATTERN = r"^([0-9]{8}|[0-9]{12,14})$"
 def check_gtin(value: str) -> str:
     """Accept a GTIN-8, -12, -13 or -14 whose last digit is the right GS1 check digit."""
     if not value.isascii() or not value.isdigit() or len(value) not in (8, 12, 13, 14):
-        raise ValueError("a GTIN is 8, 12, 13 or 14 digits")
+        raise ValueError(_("a GTIN is 8, 12, 13 or 14 digits"))
     if gtin_check_digit(value[:-1]) != int(value[-1]):
         # The schema states the digits; a checksum it cannot, so this refusal has its own code.
         raise errors.rule_error(
             "gtin_check_digit",
-            f"the GTIN check digit is wrong (expected {gtin_check_digit(value[:-1])})",
+            _("the GTIN check digit is wrong (expected {gtin_check_digit})").format(
+                gtin_check_digit=gtin_check_digit(value[:-1])
+            ),
         )
     return value
 
@@ -212,7 +216,9 @@ class StoreUpdate(BaseModel):
             if getattr(self, name) is None
         )
         if nulls:
-            raise ValueError(f"these fields may not be null: {', '.join(nulls)}")
+            raise ValueError(
+                _("these fields may not be null: {fields}").format(fields=", ".join(nulls))
+            )
         return self
 
 
@@ -354,7 +360,8 @@ class InventoryIn(BaseModel):
             listed = ", ".join(f"product {p} lot {n!r}" for p, n in sorted(repeated))
             # uniqueItems cannot say "unique by product and lot number": a code of its own.
             raise errors.rule_error(
-                "repeated_lot", f"each lot may appear once per sync; repeated: {listed}"
+                "repeated_lot",
+                _("each lot may appear once per sync; repeated: {listed}").format(listed=listed),
             )
         return self
 

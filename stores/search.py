@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session
 
 from o2o import clock
 from o2o.errors import InvalidInput
+from o2o.i18n import gettext
 from stores import cart, fleet_load, hours, proximity
 from stores.cart import CartLine
 from stores.eta import delivery_eta_minutes, pickup_eta_minutes
@@ -564,7 +565,7 @@ def search_stores(
         proximity.check_point(*delivery_point, "delivery address")
     if fulfillment not in FULFILLMENTS:
         raise InvalidInput(
-            "fulfillment must be pickup, delivery or any.", code="invalid_fulfillment"
+            gettext("fulfillment must be pickup, delivery or any."), code="invalid_fulfillment"
         )
     proximity.check_limit(limit)
     radius = proximity.search_radius(radius_m)

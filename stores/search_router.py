@@ -15,6 +15,7 @@ from o2o.api import ApiRoute, CursorQuery, model_json
 from o2o.config import get_settings
 from o2o.db import SessionRunner
 from o2o.errors import error_responses
+from o2o.i18n import gettext as _
 from o2o.users.dependencies import client_ip
 from stores import cart, proximity, service, substitutes
 from stores.nearby import nearby_stores
@@ -104,7 +105,7 @@ async def search_stores(body: SearchIn, runner: SessionRunner, request: Request)
         ratelimit.limit(get_settings().search_rate_limit),
         "search-ip",
         client_ip(request),
-        message="Too many searches from this address; try again in a minute.",
+        message=_("Too many searches from this address; try again in a minute."),
     )
     delivery = body.delivery_location
     lines = [cart.CartLine(line.product_id, line.quantity) for line in body.items]

@@ -27,6 +27,7 @@ from o2o.geo import (
     point_element,
     to_latlon,
 )
+from o2o.i18n import gettext
 from stores import equivalents, hours
 from stores.models import Product, Store
 from stores.nearby import NearbyStore
@@ -47,7 +48,9 @@ def get_store(session: Session, store_id: int) -> Store:
     """Return the store with this id, or raise 404 store_not_found."""
     store = session.get(Store, store_id) if 1 <= store_id <= INT4_MAX else None
     if store is None:
-        raise NotFound("No such store.", code="store_not_found", details={"store_id": store_id})
+        raise NotFound(
+            gettext("No such store."), code="store_not_found", details={"store_id": store_id}
+        )
     return store
 
 
@@ -108,7 +111,7 @@ def parse_zone(geojson: Any) -> Polygon | MultiPolygon:
             )
     except GeometryError as exc:
         raise InvalidInput(
-            f"The delivery zone is refused: {exc}",
+            gettext("The delivery zone is refused: {exc}").format(exc=exc),
             code="invalid_zone",
             details={"reason": str(exc)},
         ) from None
@@ -138,7 +141,7 @@ def _store_columns(data: BaseModel, fields: Iterable[str]) -> dict[str, Any]:
 def _require_zone_for_delivery(offers_delivery: bool, zone: Any) -> None:
     if offers_delivery and zone is None:
         raise InvalidInput(
-            "A store that offers delivery needs a delivery_zone.", code="zone_required"
+            gettext("A store that offers delivery needs a delivery_zone."), code="zone_required"
         )
 
 
@@ -217,8 +220,9 @@ def import_stores(
             refused.append(ImportRefusal(index=index, reason=str(exc)))
     if refused and not partial:
         raise InvalidInput(
-            f"{len(refused)} of {len(collection.features)} features are invalid; "
-            "nothing was imported.",
+            gettext("{invalid} of {total} features are invalid; nothing was imported.").format(
+                invalid=len(refused), total=len(collection.features)
+            ),
             code="invalid_features",
             details={"refused": [r.model_dump() for r in refused]},
         )
@@ -263,14 +267,16 @@ def get_product(session: Session, product_id: int) -> Product:
     product = session.get(Product, product_id) if 1 <= product_id <= INT4_MAX else None
     if product is None:
         raise NotFound(
-            "No such product.", code="product_not_found", details={"product_id": product_id}
+            gettext("No such product."),
+            code="product_not_found",
+            details={"product_id": product_id},
         )
     return product
 
 
 def _gtin_taken(product_id: int) -> Conflict:
     return Conflict(
-        "A product with this GTIN exists already.",
+        gettext("A product with this GTIN exists already."),
         code="gtin_taken",
         details={"product_id": product_id},
     )

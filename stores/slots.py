@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from o2o import clock
 from o2o.config import get_settings
 from o2o.errors import Conflict, InvalidInput
+from o2o.i18n import gettext as _
 from stores import hours
 from stores.models import DeliverySlot, Store
 
@@ -110,7 +111,7 @@ def book(
     start, end = start.astimezone(UTC), end.astimezone(UTC)
     if (start, end) not in set(_windows(store, now)):
         raise InvalidInput(
-            "This pharmacy does not offer that delivery slot; list its slots and pick one.",
+            _("This pharmacy does not offer that delivery slot; list its slots and pick one."),
             code="invalid_delivery_slot",
             details={"start": start.isoformat(), "end": end.isoformat()},
         )
@@ -132,7 +133,7 @@ def book(
     if row is None:
         later = earliest_slot(session, store, now=now)
         raise SlotFull(
-            "That delivery slot is full; please choose another.",
+            _("That delivery slot is full; please choose another."),
             details={"earliest_slot": later.as_dict() if later else None},
         )
     return Slot(start, end, row.capacity, row.capacity - row.booked)

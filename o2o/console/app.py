@@ -18,7 +18,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from o2o.console import pages
 from o2o.console.auth import ConsoleSessionMiddleware, LoginRequired, login_redirect_target
 from o2o.console.rendering import render
-from o2o.errors import DomainError
+from o2o.errors import HTTP_PHRASES, DomainError, validation_message
+from o2o.i18n import N_
+from o2o.i18n import gettext as _
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -86,17 +88,21 @@ def _error_page(
 
 
 _TITLES = {
-    400: "Bad request",
-    401: "Sign in needed",
-    403: "Not allowed",
-    404: "Not found",
-    405: "Not allowed",
-    409: "Cannot do that now",
-    413: "Too large",
-    422: "Check the form",
-    429: "Too many attempts",
-    503: "Briefly unavailable",
+    400: N_("Bad request"),
+    401: N_("Sign in needed"),
+    403: N_("Not allowed"),
+    404: N_("Not found"),
+    405: N_("Not allowed"),
+    409: N_("Cannot do that now"),
+    413: N_("Too large"),
+    422: N_("Check the form"),
+    429: N_("Too many attempts"),
+    503: N_("Briefly unavailable"),
 }
+
+
+def _title(status_code: int, default: str) -> str:
+    return _(_TITLES.get(status_code, default))
 
 
 def _install_error_pages(console: FastAPI) -> None:
@@ -109,7 +115,7 @@ def _install_error_pages(console: FastAPI) -> None:
 
     @console.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> Response:
-        title = _TITLES.get(exc.status_code, "Something is wrong")
+        title = _title(exc.status_code, N_("Something is wrong"))
         return _error_page(
             request, exc.status_code, title, exc.message, details=None, headers=exc.headers
         )
@@ -119,20 +125,26 @@ def _install_error_pages(console: FastAPI) -> None:
         problems = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query"))
-            problems.append(f"{where}: {err.get('msg', '')}")
+            problems.append(f"{where}: {validation_message(err)}")
         return _error_page(
-            request, 422, _TITLES[422], "Some of what was sent is not valid.", details=problems
+            request,
+            422,
+            _title(422, ""),
+            _("Some of what was sent is not valid."),
+            details=problems,
         )
 
     @console.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         message = exc.detail if isinstance(exc.detail, str) else ""
         if exc.status_code == 404:
-            message = "There is no such page."
+            message = _("There is no such page.")
+        elif message in HTTP_PHRASES:
+            message = _(message)
         return _error_page(
             request,
             exc.status_code,
-            _TITLES.get(exc.status_code, "Error"),
+            _title(exc.status_code, N_("Error")),
             message,
             headers=getattr(exc, "headers", None),
         )
@@ -141,7 +153,10 @@ def _install_error_pages(console: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("console page failed")
         return _error_page(
-            request, 500, "Something went wrong", "Something went wrong on our side; try again."
+            request,
+            500,
+            _("Something went wrong"),
+            _("Something went wrong on our side; try again."),
         )
 
 

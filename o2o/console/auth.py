@@ -18,15 +18,19 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from o2o import i18n
 from o2o.config import get_settings
 from o2o.db import DbSession
 from o2o.errors import DomainError, Forbidden, NotFound
+from o2o.i18n import gettext
 from o2o.redis import get_redis
 from o2o.users import service as users_service
 from o2o.users.dependencies import client_ip
 from o2o.users.models import Role, User
 
 COOKIE_NAME = "o2o_console"
+# The language chosen with the switch (o2o.console.pages.language), for pages before sign-in.
+LANGUAGE_COOKIE = "o2o_lang"
 COOKIE_PATH = "/console"
 IDLE_SECONDS = 30 * 60
 ABSOLUTE_SECONDS = 10 * 60 * 60
@@ -46,7 +50,8 @@ def _serializer() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(get_settings().key("session_secret_key"), salt=_SALT)
 
 
-def _secure_cookie() -> bool:
+def secure_cookie() -> bool:
+    """Say whether cookies are sent over HTTPS only (everywhere but development and test)."""
     return get_settings().env not in ("development", "test")
 
 
@@ -142,17 +147,17 @@ def load_session(raw: str | None) -> ConsoleSession:
 def _cookie_header(session: ConsoleSession) -> bytes:
     parts = [f"{COOKIE_NAME}={session.dump()}", f"Path={COOKIE_PATH}", "HttpOnly", "SameSite=Lax"]
     parts.append(f"Max-Age={IDLE_SECONDS}")
-    if _secure_cookie():
+    if secure_cookie():
         parts.append("Secure")
     return "; ".join(parts).encode("latin-1")
 
 
-def _cookie_value(scope: Scope) -> str | None:
+def _cookie_value(scope: Scope, cookie: str = COOKIE_NAME) -> str | None:
     for key, value in scope.get("headers", []):
         if key == b"cookie":
             for part in value.decode("latin-1").split(";"):
                 name, _, val = part.strip().partition("=")
-                if name == COOKIE_NAME:
+                if name == cookie:
                     return val
     return None
 
@@ -170,6 +175,11 @@ class ConsoleSessionMiddleware:
             return
         session = load_session(_cookie_value(scope))
         scope.setdefault("state", {})["console_session"] = session
+        # The switch's cookie beats Accept-Language; the user's own choice beats both (applied
+        # once the user is loaded, in _signed_in_user).
+        chosen = i18n.normalize(_cookie_value(scope, LANGUAGE_COOKIE))
+        if chosen is not None:
+            i18n.set_locale(chosen)
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start" and session.changed:
@@ -216,7 +226,9 @@ async def csrf_protect(request: Request) -> None:
             given = value if isinstance(value, str) else None
     if not given or not secrets.compare_digest(given.encode(), session.csrf.encode()):
         raise CsrfRefused(
-            "This form has expired or did not come from the console; reload the page and try again."
+            gettext(
+                "This form has expired or did not come from the console; reload the page and try again."
+            )
         )
 
 
@@ -232,7 +244,9 @@ def sign_in(session: Session, request: Request, email: str, password: str) -> Us
     user = users_service.authenticate(session, email, password, client_ip(request))
     if user.role not in CONSOLE_ROLES:
         raise Forbidden(
-            "The console is for pharmacists and doctors. Patients and couriers use the app.",
+            gettext(
+                "The console is for pharmacists and doctors. Patients and couriers use the app."
+            ),
             code="console_role_refused",
         )
     current_session(request).start(user)
@@ -242,12 +256,14 @@ def sign_in(session: Session, request: Request, email: str, password: str) -> Us
 def _signed_in_user(request: Request, db: DbSession) -> User:
     session = current_session(request)
     if session.uid is None:
-        raise LoginRequired("Sign in to continue.")
+        raise LoginRequired(gettext("Sign in to continue."))
     user = db.get(User, session.uid)
     stale = user is not None and user.token_version != session.ver
     if user is None or not user.is_active or user.role not in CONSOLE_ROLES or stale:
         session.end()
-        raise LoginRequired("Your session has ended; sign in again.")
+        raise LoginRequired(gettext("Your session has ended; sign in again."))
+    if user.language:
+        i18n.set_locale(user.language)
     # A plain copy for the page frame: an error page is rendered after the request's session
     # has rolled back and closed, when the ORM object can no longer be read.
     request.state.console_user = Viewer(user.id, user.name, user.role)
@@ -259,13 +275,13 @@ ConsoleUser = Annotated[User, Depends(_signed_in_user)]
 
 def _staff_user(user: ConsoleUser) -> User:
     if user.role not in STORE_ROLES:
-        raise Forbidden("Store pages are for pharmacists.", code="not_store_staff")
+        raise Forbidden(gettext("Store pages are for pharmacists."), code="not_store_staff")
     return user
 
 
 def _doctor_user(user: ConsoleUser) -> User:
     if user.role is not Role.DOCTOR:
-        raise Forbidden("Doctor pages are for doctors.", code="not_a_doctor")
+        raise Forbidden(gettext("Doctor pages are for doctors."), code="not_a_doctor")
     return user
 
 
@@ -281,7 +297,7 @@ def can_see_store(user: User, store_id: int) -> bool:
 def check_store(user: User, store_id: int) -> None:
     """Refuse with 404 a store the user does not work at (its existence is not revealed)."""
     if not can_see_store(user, store_id):
-        raise NotFound("No such store.", code="store_not_found")
+        raise NotFound(gettext("No such store."), code="store_not_found")
 
 
 def login_redirect_target(request: Request) -> str:

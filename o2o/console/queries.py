@@ -16,6 +16,7 @@ from dispatch.models import SlaEscalation
 from o2o import clock
 from o2o.console.rendering import zone_named
 from o2o.geo import to_latlon
+from o2o.i18n import N_, gettext
 from o2o.orders.models import Fulfillment, Order, OrderStatus
 from stores import service as stores_service
 from stores.models import Lot, Product, Store
@@ -23,11 +24,11 @@ from stores.models import Lot, Product, Store
 S = OrderStatus
 
 BOARD_COLUMNS = (
-    (S.AWAITING_PRESCRIPTION, "Awaiting prescription"),
-    (S.RELEASED, "New (released)"),
-    (S.PREPARING, "Preparing"),
-    (S.READY, "Ready"),
-    (S.OUT_FOR_DELIVERY, "Out for delivery"),
+    (S.AWAITING_PRESCRIPTION, N_("Awaiting prescription")),
+    (S.RELEASED, N_("New (released)")),
+    (S.PREPARING, N_("Preparing")),
+    (S.READY, N_("Ready")),
+    (S.OUT_FOR_DELIVERY, N_("Out for delivery")),
 )
 # Finished orders shown at the end of the board, so staff can see what just left.
 RECENT_DONE = 10
@@ -50,7 +51,9 @@ def parse_uuid(value: str, what: str = "order") -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except (ValueError, AttributeError):
-        raise NotFound(f"No such {what}.", code=f"{what}_not_found") from None
+        raise NotFound(
+            gettext("No such {what}.").format(what=what), code=f"{what}_not_found"
+        ) from None
 
 
 # --- orders board --------------------------------------------------------------------------

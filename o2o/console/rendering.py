@@ -1,4 +1,5 @@
-"""Templates and the formatting filters the pages share (times in the store's zone, money)."""
+"""Templates and the filters the pages share: gettext, times in the store's zone, money, numbers,
+all in the page's language (o2o.i18n)."""
 
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -10,23 +11,28 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from jinja2 import pass_context
 
+from o2o import i18n
+from o2o.console.words import WORDS
+from o2o.i18n import gettext as _
+
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
 
-# ISO 4217 currencies without minor units; every other currency the platform sells in has 2.
-_ZERO_DECIMAL = frozenset({"JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF"})
+# The strftime shapes the templates used before, as CLDR skeletons: each locale orders the parts.
+_SKELETONS = {
+    "%Y-%m-%d %H:%M": i18n.DATETIME,
+    "%H:%M": i18n.TIME,
+    "%H:%M:%S": i18n.TIME_SECONDS,
+    "%a %H:%M": i18n.WEEKDAY_TIME,
+    "%d %b %H:%M": "MMMdHm",
+    "%Y-%m-%d": i18n.DATE,
+}
 
 
 def money(amount_minor: int | None, currency: str = "CNY") -> str:
-    """Format integer minor units as "18.50 CNY"."""
-    if amount_minor is None:
-        return "–"
-    if currency.upper() in _ZERO_DECIMAL:
-        return f"{amount_minor:,} {currency}"
-    sign = "-" if amount_minor < 0 else ""
-    whole, cents = divmod(abs(amount_minor), 100)
-    return f"{sign}{whole:,}.{cents:02d} {currency}"
+    """Format integer minor units in the page's language ("¥18.50", "CN¥18.50")."""
+    return i18n.money(amount_minor, currency)
 
 
 def zone_named(name: str | None) -> ZoneInfo:
@@ -37,13 +43,12 @@ def zone_named(name: str | None) -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
-def local_time(value: datetime | None, tz: str | None = None, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    """Show a UTC timestamp in the store's time zone."""
-    if value is None:
-        return "–"
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(zone_named(tz)).strftime(fmt)
+def local_time(value: datetime | None, tz: str | None = None, fmt: str = i18n.DATETIME) -> str:
+    """Show a UTC timestamp in the store's time zone, formatted for the page's language.
+
+    fmt is a CLDR skeleton (i18n.DATETIME, i18n.TIME, ...); the old strftime shapes still work.
+    """
+    return i18n.local_datetime(value, zone_named(tz).key, _SKELETONS.get(fmt, fmt))
 
 
 def waited(minutes: float | int | None) -> str:
@@ -52,12 +57,12 @@ def waited(minutes: float | int | None) -> str:
         return "–"
     minutes = max(0, int(minutes))
     if minutes < 60:
-        return f"{minutes} min"
+        return _("{minutes} min").format(minutes=minutes)
     hours, mins = divmod(minutes, 60)
     if hours < 48:
-        return f"{hours} h {mins:02d} min"
+        return _("{hours} h {minutes:02d} min").format(hours=hours, minutes=mins)
     days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h"
+    return _("{days} d {hours} h").format(days=days, hours=hours)
 
 
 def iso(value: datetime | date | None) -> str:
@@ -70,9 +75,10 @@ def iso(value: datetime | date | None) -> str:
 
 
 def humanize(value: Any) -> str:
-    """Turn an enum value such as "awaiting_prescription" into "awaiting prescription"."""
-    text = getattr(value, "value", value)
-    return str(text).replace("_", " ")
+    """Turn an enum value such as "awaiting_prescription" into words in the page's language."""
+    text = str(getattr(value, "value", value))
+    label = WORDS.get(text)
+    return _(label) if label is not None else text.replace("_", " ")
 
 
 def console_url(request: Request, name: str, /, **params: Any) -> str:
@@ -90,9 +96,20 @@ def _url_for(context: Any, name: str, /, **params: Any) -> str:
     return console_url(context["request"], name, **params)
 
 
+templates.env.add_extension("jinja2.ext.i18n")
+templates.env.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)
 templates.env.globals["url_for"] = _url_for
+templates.env.globals["languages"] = i18n.LANGUAGES
+templates.env.globals["current_locale"] = i18n.current_locale
 templates.env.filters.update(
-    money=money, local_time=local_time, waited=waited, iso=iso, humanize=humanize
+    money=money,
+    local_time=local_time,
+    waited=waited,
+    iso=iso,
+    humanize=humanize,
+    number=i18n.number,
+    percent=i18n.percent,
+    day=i18n.day,
 )
 
 

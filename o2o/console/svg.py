@@ -12,7 +12,9 @@ from datetime import date
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
+from o2o import i18n
 from o2o.geo import EARTH_RADIUS_M
+from o2o.i18n import gettext as _
 
 SVG_NS = "http://www.w3.org/2000/svg"
 METRES_PER_DEGREE = EARTH_RADIUS_M * math.pi / 180
@@ -146,7 +148,12 @@ def on_time_chart(
         else:
             meets = target is None or rate >= target
             y = y_of(rate)
-            label = f"{d.day.isoformat()}: {rate * 100:.0f}% on time ({d.on_time} of {d.delivered})"
+            label = _("{day}: {rate} on time ({on_time} of {delivered})").format(
+                day=d.day.isoformat(),
+                rate=f"{rate * 100:.0f}%",
+                on_time=d.on_time,
+                delivered=d.delivered,
+            )
             bars.append(
                 _el(
                     "rect",
@@ -165,7 +172,7 @@ def on_time_chart(
             bars.append(
                 _el(
                     "text",
-                    d.day.strftime("%d %b"),
+                    i18n.day(d.day, "MMMd"),
                     x=cx,
                     y=top + plot_h + 16,
                     text_anchor="middle",
@@ -192,7 +199,7 @@ def on_time_chart(
         body.append(
             _el(
                 "text",
-                f"- - target {target * 100:.0f}%",
+                _("- - target {rate}").format(rate=f"{target * 100:.0f}%"),
                 x=left + plot_w,
                 y=top - 12,
                 text_anchor="end",
@@ -204,7 +211,7 @@ def on_time_chart(
         body.append(
             _el(
                 "text",
-                "No days in this period",
+                _("No days in this period"),
                 x=left + plot_w / 2,
                 y=top + plot_h / 2,
                 text_anchor="middle",
@@ -216,14 +223,18 @@ def on_time_chart(
     if measured:
         total = sum(d.delivered for d in measured)
         on_time = sum(d.on_time for d in measured)
-        desc = (
-            f"{len(days)} days, {total} deliveries, {on_time} on time "
-            f"({on_time / total * 100:.0f}%). Lowest day "
-            f"{min(measured, key=lambda d: d.rate).day.isoformat()}."
+        desc = _(
+            "{days} days, {total} deliveries, {on_time} on time ({rate}). Lowest day {lowest}."
+        ).format(
+            days=len(days),
+            total=total,
+            on_time=on_time,
+            rate=f"{on_time / total * 100:.0f}%",
+            lowest=min(measured, key=lambda d: d.rate).day.isoformat(),
         )
     else:
-        desc = "No deliveries in this period."
-    return _svg(width, height, ident, "On-time delivery rate per day", desc, body, "chart")
+        desc = _("No deliveries in this period.")
+    return _svg(width, height, ident, _("On-time delivery rate per day"), desc, body, "chart")
 
 
 # --- delivery map --------------------------------------------------------------------------
@@ -320,7 +331,7 @@ def delivery_map(
         body.append(
             _el(
                 "path",
-                _el("title", "Delivery zone"),
+                _el("title", _("Delivery zone")),
                 d=" ".join(d),
                 fill=ZONE_FILL,
                 fill_opacity="0.12",
@@ -350,7 +361,7 @@ def delivery_map(
     body.append(
         _el(
             "rect",
-            _el("title", escape(store.label or "Store")),
+            _el("title", escape(store.label or _("Store"))),
             x=sx - 8,
             y=sy - 8,
             width=16,
@@ -399,15 +410,18 @@ def delivery_map(
     )
     nx, ny = width - pad, pad
     body.append(_el("path", d=f"M{nx} {ny - 14} L{nx - 6} {ny} L{nx + 6} {ny} Z", fill=AXIS))
-    body.append(_el("text", "N", x=nx, y=ny + 14, text_anchor="middle", fill=TEXT))
+    body.append(_el("text", _("N"), x=nx, y=ny + 14, text_anchor="middle", fill=TEXT))
 
     counts = {k: sum(1 for p in dropoffs if p.kind == k) for k in colours}
     desc = (
-        f"Store at {store.lat:.5f}, {store.lon:.5f}"
-        + ("; delivery zone outlined" if rings else "; no delivery zone")
-        + f"; {len(dropoffs)} drop-offs today ({counts['on_time']} on time, "
-        f"{counts['late']} late, {counts['open']} not yet delivered)."
+        _("Store at {lat}, {lon}").format(lat=f"{store.lat:.5f}", lon=f"{store.lon:.5f}")
+        + (_("; delivery zone outlined") if rings else _("; no delivery zone"))
+        + _(
+            "; {count} drop-offs today ({on_time} on time, {late} late, {open} not yet delivered)."
+        ).format(
+            count=len(dropoffs), on_time=counts["on_time"], late=counts["late"], open=counts["open"]
+        )
     )
     return _svg(
-        width, height, ident, "Store, delivery zone and today's drop-offs", desc, body, "map"
+        width, height, ident, _("Store, delivery zone and today's drop-offs"), desc, body, "map"
     )

@@ -5,6 +5,7 @@ import uuid
 from sqlalchemy.orm import Session
 
 from o2o.errors import Forbidden, NotFound
+from o2o.i18n import gettext as _
 from o2o.orders import lifecycle
 from o2o.orders.models import Order
 from o2o.users.models import Role, User
@@ -14,7 +15,7 @@ STORE_STAFF = frozenset({Role.PHARMACIST, Role.ADMIN})
 
 
 def _not_found() -> NotFound:
-    return NotFound("No such order.", code="order_not_found")
+    return NotFound(_("No such order."), code="order_not_found")
 
 
 def can_see(user: User, order: Order) -> bool:
@@ -37,7 +38,7 @@ def is_store_staff_for(user: User, order: Order) -> bool:
 def get_order(session: Session, user: User, order_id: uuid.UUID, *, lock: bool = False) -> Order:
     """Load an order the user may see (locked FOR UPDATE if asked); 404 otherwise."""
     if user.role not in ORDER_READERS:
-        raise Forbidden("Your role may not read orders.")
+        raise Forbidden(_("Your role may not read orders."))
     if lock:
         try:
             order = lifecycle.lock_order(session, order_id)
@@ -54,7 +55,7 @@ def get_order(session: Session, user: User, order_id: uuid.UUID, *, lock: bool =
 def get_order_for_staff(session: Session, user: User, order_id: uuid.UUID) -> Order:
     """Load and lock an order for its store's staff (or an admin); 404 for anyone else's."""
     if user.role not in STORE_STAFF:
-        raise Forbidden("Only the store's staff may do this.")
+        raise Forbidden(_("Only the store's staff may do this."))
     order = get_order(session, user, order_id, lock=True)
     if not is_store_staff_for(user, order):
         raise _not_found()

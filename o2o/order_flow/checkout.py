@@ -17,6 +17,7 @@ from o2o import clock
 from o2o.config import get_settings
 from o2o.errors import InvalidInput
 from o2o.geo import point_element, to_latlon
+from o2o.i18n import gettext
 from o2o.order_flow import equivalent_lines, limits, promise
 from o2o.order_flow.schemas import OrderIn
 from o2o.orders import lifecycle, states
@@ -144,7 +145,7 @@ def route(
         chosen = session.get(Store, body.store_id)
         if chosen is None or not chosen.is_active:
             raise InvalidInput(
-                "The pharmacy you chose does not exist.",
+                gettext("The pharmacy you chose does not exist."),
                 code="unknown_store",
                 details={"store_id": body.store_id},
             )

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from o2o import clock
 from o2o.errors import Conflict
+from o2o.i18n import gettext as _
 from o2o.order_flow import fhir_dispense
 from o2o.orders.models import Order, OrderStatus
 from o2o.users.models import Role, User
@@ -69,7 +70,7 @@ def dispense_bundle(session: Session, order: Order, *, all_lines: bool = False) 
     with `all_lines`. 409 order_not_completed before the hand-over (nothing was dispensed yet)."""
     if order.status is not OrderStatus.COMPLETED or order.completed_at is None:
         raise Conflict(
-            "Nothing has been dispensed yet: the order is not completed.",
+            _("Nothing has been dispensed yet: the order is not completed."),
             code="order_not_completed",
             details={"status": order.status.value},
         )

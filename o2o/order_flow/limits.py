@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from o2o.config import get_settings
 from o2o.errors import Conflict
+from o2o.i18n import gettext as _
 from o2o.orders import states
 from o2o.orders.models import Order, OrderLine
 from o2o.payments import service as payments_service
@@ -29,7 +30,9 @@ def check_hoarding(session: Session, patient_id: int, cart: Sequence[tuple[int, 
     unpaid = payments_service.unpaid_open_orders(session, patient_id)
     if unpaid >= settings.max_unpaid_orders:
         raise TooManyOpenOrders(
-            f"You already have {unpaid} unpaid orders; pay or cancel one before placing another.",
+            _(
+                "You already have {unpaid} unpaid orders; pay or cancel one before placing another."
+            ).format(unpaid=unpaid),
             details={"unpaid_orders": unpaid, "limit": settings.max_unpaid_orders},
         )
     wanted = dict(cart)
@@ -53,6 +56,8 @@ def check_hoarding(session: Session, patient_id: int, cart: Sequence[tuple[int, 
     ]
     if over:
         raise TooManyOpenUnits(
-            f"At most {cap} units of one product may be on your open orders at once.",
+            _("At most {cap} units of one product may be on your open orders at once.").format(
+                cap=cap
+            ),
             details={"products": over},
         )

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from dispatch import routing
 from o2o.errors import Conflict, InvalidInput
+from o2o.i18n import gettext
 from o2o.order_flow.schemas import OrderIn
 from o2o.orders.models import Order
 from stores import slots
@@ -50,8 +51,9 @@ def slot_route(
     covering = _covering(session, body, lines, now=now, options=options)
     if not covering:
         raise routing.DeliveryUnavailable(
-            "We cannot deliver this order: no pharmacy that has everything in your cart "
-            "delivers to your address.",
+            gettext(
+                "We cannot deliver this order: no pharmacy that has everything in your cart delivers to your address."
+            ),
             details={"reason": "no pharmacy with your cart delivers to your address"},
         )
     full: Conflict | None = None
@@ -78,7 +80,9 @@ def slot_route(
     if full is not None:
         raise full
     raise InvalidInput(
-        "No pharmacy that delivers to you offers that delivery slot; list the slots and pick one.",
+        gettext(
+            "No pharmacy that delivers to you offers that delivery slot; list the slots and pick one."
+        ),
         code="invalid_delivery_slot",
         details={"start": wanted.start.isoformat(), "end": wanted.end.isoformat()},
     )

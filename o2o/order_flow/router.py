@@ -13,6 +13,7 @@ from o2o.api import ApiRoute, CursorQuery, model_json
 from o2o.config import get_settings
 from o2o.db import INT4_MAX, DbSession, SessionRunner
 from o2o.errors import DomainError, error_body, error_responses
+from o2o.i18n import gettext as _
 from o2o.order_flow import access, checkout, dispense, shortfall, store_actions, views
 from o2o.order_flow.schemas import CancelIn, HandoverIn, OrderIn, OrderOut, OrderPage
 from o2o.orders.models import OrderStatus
@@ -69,7 +70,7 @@ def place_order(
         ratelimit.limit(get_settings().order_rate_limit),
         "orders-patient",
         str(patient.id),
-        message="Too many orders in a short time; wait a minute and try again.",
+        message=_("Too many orders in a short time; wait a minute and try again."),
     )
     if idempotency_key is None:
         order = checkout.place_order(session, patient, body)
@@ -93,7 +94,7 @@ def place_order(
         payload = views.present(session, order, patient).model_dump(mode="json")
         if not idempotency.finish(session, outcome, status.HTTP_201_CREATED, payload):
             raise idempotency.RequestInFlight(
-                "A retry of this request took over its Idempotency-Key; use that answer.",
+                _("A retry of this request took over its Idempotency-Key; use that answer."),
             )
         session.commit()  # the answer is recorded with the order, or neither is
     except DomainError as exc:

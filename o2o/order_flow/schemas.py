@@ -17,6 +17,7 @@ from pydantic import (
 from o2o.db import INT4_MAX
 from o2o.errors import rule_error
 from o2o.geo import LatLon
+from o2o.i18n import gettext as _
 from o2o.orders.models import Fulfillment, OrderStatus
 from o2o.payments.schemas import PaymentOut, RefundOut
 from prescriptions.schemas import SafetyOut
@@ -51,7 +52,7 @@ class DeliveryAddressIn(BaseModel):
     def _not_blank(cls, value: str) -> str:
         value = value.strip()
         if not value:
-            raise ValueError("the address text must not be blank")
+            raise ValueError(_("the address text must not be blank"))
         return value
 
 
@@ -66,7 +67,7 @@ class DeliverySlotIn(BaseModel):
     @model_validator(mode="after")
     def _ordered(self) -> "DeliverySlotIn":
         if self.end <= self.start:
-            raise rule_error("invalid_delivery_slot", "a delivery slot ends after it starts")
+            raise rule_error("invalid_delivery_slot", _("a delivery slot ends after it starts"))
         return self
 
 
@@ -119,15 +120,15 @@ class OrderIn(BaseModel):
     @model_validator(mode="after")
     def _delivery_needs_address(self) -> "OrderIn":
         if self.fulfillment == "delivery" and self.delivery_address is None:
-            raise ValueError("a delivery order needs a delivery_address")
+            raise ValueError(_("a delivery order needs a delivery_address"))
         if self.payment_method == "at_store" and self.fulfillment != "pickup":
-            raise ValueError('payment at the store needs fulfillment "pickup"')
+            raise ValueError(_('payment at the store needs fulfillment "pickup"'))
         if self.delivery_slot is not None and (
             self.fulfillment == "pickup" or self.delivery_address is None
         ):
             raise rule_error(
                 "invalid_delivery_slot",
-                "a delivery_slot is for a delivery: give a delivery_address, not pickup",
+                _("a delivery_slot is for a delivery: give a delivery_address, not pickup"),
             )
         return self
 

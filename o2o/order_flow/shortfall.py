@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from o2o import clock, outbox
 from o2o.errors import Conflict
+from o2o.i18n import gettext
 from o2o.order_flow import store_actions
 from o2o.orders import lifecycle, states
 from o2o.orders.models import LotAllocation, Order, OrderLine
@@ -153,7 +154,7 @@ def reallocate(session: Session, order: Order, *, actor_id: int) -> None:
     insufficient_stock when the store has none) and clear the flag."""
     missing = missing_units(order)
     if order.stock_short_at is None or not missing:
-        raise NothingToMove("This order is not short of stock.")
+        raise NothingToMove(gettext("This order is not short of stock."))
     store = session.get(Store, order.store_id)
     reserved = allocation.reserve_lines(
         session,

@@ -9,6 +9,8 @@ from dispatch import service as dispatch_service
 from o2o import clock
 from o2o.config import get_settings
 from o2o.errors import Conflict, InvalidInput
+from o2o.i18n import gettext as _
+from o2o.i18n import ngettext
 from o2o.orders import lifecycle, states
 from o2o.orders.models import Fulfillment, Order, OrderStatus
 from o2o.payments import service as payments_service
@@ -36,8 +38,9 @@ def _check_stock(order: Order) -> None:
     """Refuse to work an order a store count took stock from until it is moved to another lot."""
     if order.stock_short_at is not None:
         raise OrderStockShort(
-            "The store's count took stock this order held: move it to another lot "
-            "(reallocate) or cancel it, which refunds it.",
+            _(
+                "The store's count took stock this order held: move it to another lot (reallocate) or cancel it, which refunds it."
+            ),
         )
 
 
@@ -79,7 +82,9 @@ def cancel_by(session: Session, user: User, order: Order, reason: str) -> None:
     """Cancel for a caller: a patient only until the courier has it; staff any open order."""
     if user.role is Role.PATIENT and order.status not in states.PATIENT_CANCELLABLE:
         raise states.IllegalTransition(
-            f"This order can no longer be cancelled: it is {order.status.value.replace('_', ' ')}.",
+            _("This order can no longer be cancelled: it is {status}.").format(
+                status=order.status.value.replace("_", " ")
+            ),
             details={"status": order.status.value, "requested": S.CANCELLED.value},
         )
     cancel_order(session, order, reason=reason, actor_id=user.id)
@@ -99,8 +104,9 @@ def mark_ready(session: Session, order: Order, *, actor_id: int, now: datetime |
     if order.status is not S.PREPARING:
         # The workflow also allows ready after a failed delivery; that is the courier's path.
         raise states.IllegalTransition(
-            f"Only an order being prepared can become ready; this one is "
-            f"{order.status.value.replace('_', ' ')}.",
+            _("Only an order being prepared can become ready; this one is {status}.").format(
+                status=order.status.value.replace("_", " ")
+            ),
             details={"status": order.status.value, "requested": S.READY.value},
         )
     _check_stock(order)
@@ -130,7 +136,7 @@ def handover(
     """
     if order.fulfillment is not Fulfillment.PICKUP:
         raise states.IllegalTransition(
-            "This is a delivery order: the courier hands it over.",
+            _("This is a delivery order: the courier hands it over."),
             code="not_a_pickup_order",
         )
     states.check(order.status, S.COMPLETED, order.fulfillment)
@@ -138,8 +144,9 @@ def handover(
     allowed = get_settings().pickup_code_max_failures
     if order.pickup_code_failures >= allowed:
         raise PickupCodeLocked(
-            "Too many wrong pickup codes: the code is locked. Check the patient's identity and "
-            "ask an administrator to hand the order over.",
+            _(
+                "Too many wrong pickup codes: the code is locked. Check the patient's identity and ask an administrator to hand the order over."
+            ),
         )
     code = _shown_code(order, pickup_code)
     if code is None or not codes_equal(code, order.pickup_code):
@@ -147,7 +154,11 @@ def handover(
         session.flush()
         left = allowed - order.pickup_code_failures
         raise WrongPickupCode(
-            f"The pickup code is wrong; {left} {'try' if left == 1 else 'tries'} left.",
+            ngettext(
+                "The pickup code is wrong; {left} try left.",
+                "The pickup code is wrong; {left} tries left.",
+                left,
+            ).format(left=left),
             details={"tries_left": left},
         )
     payments_service.collect_at_store(

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from o2o import pagination
 from o2o.errors import Forbidden, NotFound
 from o2o.geo import to_latlon
+from o2o.i18n import gettext as _
 from o2o.order_flow import substitutions
 from o2o.order_flow.schemas import OrderOut
 from o2o.order_flow.store_actions import pickup_qr
@@ -39,13 +40,13 @@ def list_orders(
             query = query.where(Order.store_id == store_id)
     elif user.role is Role.PHARMACIST:
         if store_id is not None and store_id not in user.store_ids:
-            raise NotFound("No such store.", code="store_not_found")
+            raise NotFound(_("No such store."), code="store_not_found")
         query = query.where(Order.store_id.in_([store_id] if store_id else user.store_ids))
     elif user.role is Role.ADMIN:
         if store_id is not None:
             query = query.where(Order.store_id == store_id)
     else:
-        raise Forbidden("Your role may not read orders.")
+        raise Forbidden(_("Your role may not read orders."))
     if status is not None:
         query = query.where(Order.status == status)
     if cursor:

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from o2o import clock, outbox
 from o2o.config import get_settings
 from o2o.errors import NotFound
+from o2o.i18n import gettext as _
 from o2o.orders import events, states
 from o2o.orders.models import Fulfillment, Order, OrderEvent, OrderStatus
 from stores import allocation, fleet_load
@@ -26,7 +27,7 @@ def lock_order(session: Session, order_id: uuid.UUID) -> Order:
         .execution_options(populate_existing=True)
     )
     if order is None:
-        raise NotFound("No such order.", code="order_not_found")
+        raise NotFound(_("No such order."), code="order_not_found")
     return order
 
 

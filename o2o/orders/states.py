@@ -6,6 +6,7 @@ Pure: no database. `lifecycle.py` applies a checked transition to a locked order
 from datetime import datetime, timedelta
 
 from o2o.errors import Conflict
+from o2o.i18n import gettext as _
 from o2o.orders.models import Fulfillment, OrderStatus
 
 S = OrderStatus
@@ -66,8 +67,9 @@ def check(current: OrderStatus, to: OrderStatus, fulfillment: Fulfillment) -> No
     """Raise IllegalTransition (409) unless the transition is legal."""
     if not allowed(current, to, fulfillment):
         raise IllegalTransition(
-            f"An order that is {current.value.replace('_', ' ')} cannot become "
-            f"{to.value.replace('_', ' ')}.",
+            _("An order that is {status} cannot become {new_status}.").format(
+                status=current.value.replace("_", " "), new_status=to.value.replace("_", " ")
+            ),
             details={"status": current.value, "requested": to.value},
         )
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from o2o import clock
 from o2o.config import get_settings
 from o2o.errors import Conflict, NotFound, Unauthorized
+from o2o.i18n import gettext as _
 from o2o.payments.models import PaymentApp
 from o2o.webhooks import relay
 from o2o.webhooks.models import WebhookEndpoint
@@ -48,7 +49,7 @@ def new_secret() -> str:
 def register_app(session: Session, *, name: str, webhook_url: str) -> tuple[PaymentApp, str]:
     """Register a payment app; return it and its secret (shown to the admin once)."""
     if session.scalar(select(PaymentApp.id).where(PaymentApp.name == name)) is not None:
-        raise Conflict("A payment app with this name exists.", code="payment_app_exists")
+        raise Conflict(_("A payment app with this name exists."), code="payment_app_exists")
     secret = new_secret()
     endpoint = relay.create_endpoint(
         session,
@@ -70,7 +71,7 @@ def get_app(session: Session, app_id: int, *, lock: bool = False) -> PaymentApp:
     """Load a payment app (404 if unknown)."""
     app = session.get(PaymentApp, app_id, with_for_update=lock)
     if app is None:
-        raise NotFound("No such payment app.", code="payment_app_not_found")
+        raise NotFound(_("No such payment app."), code="payment_app_not_found")
     return app
 
 
@@ -124,13 +125,13 @@ def authenticate(
         app_id = int(headers.app_id or "")
         sent = int(headers.timestamp or "")
     except ValueError:
-        raise BadSignature("The payment event is not signed.") from None
+        raise BadSignature(_("The payment event is not signed.")) from None
     app = session.get(PaymentApp, app_id) if 0 < app_id < 2**31 else None
     if app is None or not app.is_active or not headers.signature:
-        raise BadSignature("The payment event's signature does not verify.")
+        raise BadSignature(_("The payment event's signature does not verify."))
     if abs(now.timestamp() - sent) > get_settings().payment_signature_tolerance_s:
         raise StaleSignature(
-            "The payment event's timestamp is too far from the platform's clock.",
+            _("The payment event's timestamp is too far from the platform's clock."),
             details={"tolerance_s": get_settings().payment_signature_tolerance_s},
         )
     keys = [app.secret]
@@ -139,5 +140,5 @@ def authenticate(
     if not any(
         hmac.compare_digest(signature_for(key, sent, body), headers.signature) for key in keys
     ):
-        raise BadSignature("The payment event's signature does not verify.")
+        raise BadSignature(_("The payment event's signature does not verify."))
     return app

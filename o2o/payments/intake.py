@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from o2o import clock
 from o2o.errors import InvalidInput, NotFound
+from o2o.i18n import gettext as _
 from o2o.orders import lifecycle
 from o2o.orders.models import OrderStatus
 from o2o.payments import apps, service, states
@@ -50,12 +51,12 @@ def parse(raw: bytes) -> PaymentEventIn:
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("The body is not JSON.", code="malformed_body") from None
+        raise InvalidInput(_("The body is not JSON."), code="malformed_body") from None
     try:
         return PaymentEventIn.model_validate(data)
     except ValidationError as exc:
         raise InvalidInput(
-            "The body is not a payment event.",
+            _("The body is not a payment event."),
             details=[
                 {"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors(include_url=False)
             ],
@@ -69,7 +70,7 @@ def receive(session: Session, headers: apps.SignedHeaders, raw: bytes) -> Receiv
     digest = hashlib.sha256(raw).hexdigest()
     payment = session.get(Payment, event.payment_id)
     if payment is None or payment.app_id != app.id:
-        raise NotFound("No such payment for this app.", code="payment_not_found")
+        raise NotFound(_("No such payment for this app."), code="payment_not_found")
     order = lifecycle.lock_order(session, payment.order_id)
     payment = service.payment_of(session, order.id, lock=True)
     # Recorded first: a twin delivery of the same event waits here for this one, then replays.
@@ -95,7 +96,7 @@ def receive(session: Session, headers: apps.SignedHeaders, raw: bytes) -> Receiv
         )
         if seen.body_sha256 != digest:
             raise EventIdReused(
-                "This event id was used for another event.", details={"event_id": event.event_id}
+                _("This event id was used for another event."), details={"event_id": event.event_id}
             )
         return Received(payment, applied=False, outcome=f"replay: {seen.outcome}")
     outcome = _apply(session, order, payment, event)
@@ -106,7 +107,7 @@ def receive(session: Session, headers: apps.SignedHeaders, raw: bytes) -> Receiv
 
 def _apply(session: Session, order, payment: Payment, event: PaymentEventIn) -> str:
     if payment.method is not PaymentMethod.ONLINE:
-        raise InvalidInput("This payment is taken at the store.", code="not_an_online_payment")
+        raise InvalidInput(_("This payment is taken at the store."), code="not_an_online_payment")
     now = clock.now()
     if event.type == "captured":
         decision = states.on_capture(
@@ -152,7 +153,7 @@ def _apply(session: Session, order, payment: Payment, event: PaymentEventIn) -> 
         and (event.amount_minor != refund.amount_minor or event.currency != refund.currency)
     ):
         raise states.AmountMismatch(
-            "The refunded amount or currency is not what was requested.",
+            _("The refunded amount or currency is not what was requested."),
             details={
                 "expected_minor": refund.amount_minor,
                 "expected_currency": refund.currency,
@@ -167,7 +168,7 @@ def _apply(session: Session, order, payment: Payment, event: PaymentEventIn) -> 
     )
     if refund is None:
         raise InvalidInput(
-            "No refund of this payment matches the event; give its refund_id.",
+            _("No refund of this payment matches the event; give its refund_id."),
             code="unknown_refund",
         )
     if ignored:

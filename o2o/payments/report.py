@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from o2o.errors import InvalidInput
+from o2o.i18n import gettext as _
 
 MAX_DAYS = 366
 
@@ -51,9 +52,11 @@ def payments_report(session: Session, *, from_day: date, to_day: date) -> dict:
     """Return the reconciliation of [from_day, to_day] (store-local days), per day, per store and
     in total."""
     if to_day < from_day:
-        raise InvalidInput("`to` is before `from`.", code="invalid_range")
+        raise InvalidInput(_("`to` is before `from`."), code="invalid_range")
     if (to_day - from_day).days >= MAX_DAYS:
-        raise InvalidInput(f"Ask for at most {MAX_DAYS} days.", code="range_too_long")
+        raise InvalidInput(
+            _("Ask for at most {MAX_DAYS} days.").format(MAX_DAYS=MAX_DAYS), code="range_too_long"
+        )
     params = {
         "from_day": from_day,
         "to_day": to_day,

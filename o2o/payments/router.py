@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, status
 from o2o.api import ApiRoute, RowId
 from o2o.db import DbSession
 from o2o.errors import InvalidInput, error_responses
+from o2o.i18n import gettext as _
 from o2o.payments import apps, intake, report
 from o2o.payments.schemas import (
     PaymentAppCreatedOut,
@@ -63,7 +64,7 @@ async def raw_body(request: Request) -> bytes:
     """Read the body as sent: the signature covers these exact bytes."""
     body = await request.body()
     if len(body) > MAX_EVENT_BYTES:
-        raise InvalidInput("The event body is too large.", code="body_too_large")
+        raise InvalidInput(_("The event body is too large."), code="body_too_large")
     return body
 
 

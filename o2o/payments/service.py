@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from o2o import clock, outbox
 from o2o.errors import Conflict
+from o2o.i18n import gettext as _
 from o2o.orders import states as order_states
 from o2o.orders.models import Order, OrderStatus
 from o2o.payments import apps, states
@@ -59,8 +60,9 @@ def open_payment(
     app = apps.current_app(session) if method is PaymentMethod.ONLINE else None
     if method is PaymentMethod.ONLINE and app is None:
         raise PaymentsUnavailable(
-            "Online payment is not available right now; choose payment at the store for a "
-            "pickup, or try again later.",
+            _(
+                "Online payment is not available right now; choose payment at the store for a pickup, or try again later."
+            ),
         )
     payment = Payment(
         id=uuid.uuid4(),
@@ -289,8 +291,9 @@ def collect_at_store(
         return
     if not collected:
         raise PaymentNotCollected(
-            f"Collect {payment.amount_minor} ({payment.currency}, minor units) at the counter and "
-            "confirm it with payment_collected before handing the order over.",
+            _(
+                "Collect {amount_minor} ({currency}, minor units) at the counter and confirm it with payment_collected before handing the order over."
+            ).format(amount_minor=payment.amount_minor, currency=payment.currency),
             details={"amount_minor": payment.amount_minor, "currency": payment.currency},
         )
     payment.status = P.CAPTURED

@@ -10,6 +10,7 @@ import enum
 from dataclasses import dataclass
 
 from o2o.errors import Conflict, InvalidInput
+from o2o.i18n import gettext as _
 from o2o.payments.models import PaymentStatus, RefundStatus
 
 P = PaymentStatus
@@ -57,7 +58,7 @@ def on_capture(
     """Decide what a `captured` event does to a payment in `status` (422 for a wrong amount)."""
     if amount_minor != expected_minor or currency.upper() != expected_currency.upper():
         raise AmountMismatch(
-            "The captured amount or currency is not what the order is to pay.",
+            _("The captured amount or currency is not what the order is to pay."),
             details={
                 "expected_minor": expected_minor,
                 "expected_currency": expected_currency,
@@ -87,7 +88,7 @@ def on_refund_report(
     """Decide what `refunded` / `refund_failed` does to a refund (409 before the capture)."""
     if payment_status is not P.CAPTURED:
         raise NotCapturedYet(
-            "This payment has no capture yet; send the refund event again after the capture.",
+            _("This payment has no capture yet; send the refund event again after the capture."),
         )
     if refund_status is R.SUCCEEDED:
         return R.SUCCEEDED, "refund already succeeded"
@@ -129,6 +130,6 @@ def check_refund(amount_minor: int, captured_minor: int, refunds: list[tuple[Ref
     left = refundable(captured_minor, refunds)
     if amount_minor <= 0 or amount_minor > left:
         raise RefundTooLarge(
-            "A refund may not exceed what was captured and not yet refunded.",
+            _("A refund may not exceed what was captured and not yet refunded."),
             details={"requested_minor": amount_minor, "refundable_minor": left},
         )

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from o2o.config import get_settings
 from o2o.db import DbSession, SessionRunner
 from o2o.errors import Forbidden, Unauthorized
+from o2o.i18n import gettext as _
 from o2o.security import TokenError, decode_access_token
 from o2o.users.models import Role, User
 
@@ -41,20 +42,20 @@ def user_from_token(session: Session, token: str | None) -> User:
     except TokenError as exc:
         if exc.reason == "expired":
             raise Unauthorized(
-                "Your session has expired; sign in again.", code="token_expired"
+                _("Your session has expired; sign in again."), code="token_expired"
             ) from None
-        raise Unauthorized("The access token is not valid.", code="invalid_token") from None
+        raise Unauthorized(_("The access token is not valid."), code="invalid_token") from None
     try:
         user_id = int(claims["sub"])
     except (TypeError, ValueError):
-        raise Unauthorized("The access token is not valid.", code="invalid_token") from None
+        raise Unauthorized(_("The access token is not valid."), code="invalid_token") from None
     user = session.get(User, user_id)
     if user is None or not user.is_active:
-        raise Unauthorized("The account is no longer active.", code="invalid_token")
+        raise Unauthorized(_("The account is no longer active."), code="invalid_token")
     if claims.get("ver", 0) != user.token_version:
         # Issued before a password change or a deactivation: revoked.
         raise Unauthorized(
-            "This access token has been revoked; sign in again.", code="invalid_token"
+            _("This access token has been revoked; sign in again."), code="invalid_token"
         )
     return user
 
@@ -72,7 +73,7 @@ def require_role(*roles: Role, current: Callable[..., Any] = get_current_user) -
     async def dependency(user: Annotated[User, Depends(current)]) -> User:
         if user.role not in allowed:
             raise Forbidden(
-                "Your role may not do this.",
+                _("Your role may not do this."),
                 details={"allowed_roles": sorted(r.value for r in allowed)},
             )
         return user

@@ -47,6 +47,9 @@ class User(Base):
     # must approve a doctor's signing key.
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # The console language the user chose (a locale of o2o.i18n.SUPPORTED); null follows the
+    # browser's Accept-Language.
+    language: Mapped[str | None] = mapped_column(String(16))
 
     store_links = relationship("UserStoreLink", viewonly=True, lazy="selectin")
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from o2o import clock, outbox
 from o2o.config import get_settings
 from o2o.errors import InvalidInput
+from o2o.i18n import gettext as _
 from o2o.security import hash_password, verify_password
 from o2o.users import service
 from o2o.users.models import PasswordResetToken, User
@@ -85,8 +86,9 @@ def request_reset(session: Session, email: str) -> None:
 
 def _invalid() -> InvalidInput:
     return InvalidInput(
-        "This password reset token is not valid: it was used, it expired, or a newer one was "
-        "sent. Ask for a new one.",
+        _(
+            "This password reset token is not valid: it was used, it expired, or a newer one was sent. Ask for a new one."
+        ),
         code="invalid_reset_token",
         details={"field": "token"},
     )
@@ -119,7 +121,7 @@ def confirm_reset(session: Session, token: str, new_password: str) -> User:
         raise _invalid()
     if verify_password(new_password, user.password_hash):
         raise InvalidInput(
-            "The new password must differ from the current one.",
+            _("The new password must differ from the current one."),
             code="password_unchanged",
             details={"field": "new_password"},
         )

@@ -7,6 +7,7 @@ from o2o.api import ApiRoute
 from o2o.config import get_settings
 from o2o.db import DbSession
 from o2o.errors import error_responses
+from o2o.i18n import gettext as _
 from o2o.security import create_access_token
 from o2o.users import reset, service
 from o2o.users.dependencies import AdminUser, CurrentUser, client_ip
@@ -43,7 +44,7 @@ def register(body: RegisterIn, session: DbSession, ip: Annotated[str, Depends(cl
         ratelimit.limit(get_settings().register_rate_limit),
         "register-ip",
         ip,
-        message="Too many sign-ups from this address; try again later.",
+        message=_("Too many sign-ups from this address; try again later."),
     )
     return service.create_user(
         session, email=body.email, password=body.password, name=body.name, role=Role.PATIENT

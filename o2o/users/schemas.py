@@ -4,6 +4,7 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, valida
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
 from o2o.errors import rule_error
+from o2o.i18n import gettext as _
 from o2o.users.models import Role
 
 Password = Field(min_length=8, max_length=128)
@@ -28,7 +29,9 @@ def _email(value: str) -> str:
 def _undeliverable(reason: str) -> Exception:
     # Well formed, but no mail can reach it (.test, .local, no top-level domain), which the
     # schema's format cannot say: a code of its own.
-    return rule_error("undeliverable_email", f"no mail can reach this address: {reason}")
+    return rule_error(
+        "undeliverable_email", _("no mail can reach this address: {reason}").format(reason=reason)
+    )
 
 
 Email = Annotated[str, AfterValidator(_email), Field(json_schema_extra={"format": "email"})]

@@ -5,6 +5,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from o2o.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from o2o.i18n import gettext as _
 from o2o.security import hash_password, verify_password
 from o2o.users import throttle
 from o2o.users.models import Role, User
@@ -29,9 +30,11 @@ def create_user(
     """Create a user; staff may be linked to stores that exist."""
     store_ids = sorted(set(store_ids or []))
     if store_ids and role not in STORE_ROLES:
-        raise InvalidInput("Only pharmacists are linked to stores.", code="store_ids_not_allowed")
+        raise InvalidInput(
+            _("Only pharmacists are linked to stores."), code="store_ids_not_allowed"
+        )
     if get_by_email(session, email) is not None:
-        raise Conflict("An account with this email already exists.", code="email_taken")
+        raise Conflict(_("An account with this email already exists."), code="email_taken")
     user = User(
         email=email,
         name=name,
@@ -44,7 +47,9 @@ def create_user(
         with session.begin_nested():
             session.flush()
     except IntegrityError:
-        raise Conflict("An account with this email already exists.", code="email_taken") from None
+        raise Conflict(
+            _("An account with this email already exists."), code="email_taken"
+        ) from None
     if store_ids:
         link_stores(session, user, store_ids)
     return user
@@ -58,7 +63,7 @@ def link_stores(session: Session, user: User, store_ids: list[int]) -> None:
     unknown = sorted(set(store_ids) - found)
     if unknown:
         raise InvalidInput(
-            "Unknown store ids.", code="unknown_store", details={"store_ids": unknown}
+            _("Unknown store ids."), code="unknown_store", details={"store_ids": unknown}
         )
     session.execute(
         text(
@@ -77,7 +82,7 @@ def authenticate(session: Session, email: str, password: str, client_ip: str) ->
     user = get_by_email(session, account_key)
     if not verify_password(password, user.password_hash if user else None) or not user.is_active:
         throttle.failed(account_key, client_ip)
-        raise Unauthorized("Wrong email or password.", code="invalid_credentials")
+        raise Unauthorized(_("Wrong email or password."), code="invalid_credentials")
     throttle.succeeded(account_key, client_ip)
     return user
 
@@ -94,13 +99,13 @@ def change_password(session: Session, user: User, current: str, new: str) -> Non
     """Set a new password after checking the current one, and revoke every earlier session."""
     if not verify_password(current, user.password_hash):
         raise InvalidInput(
-            "The current password is wrong.",
+            _("The current password is wrong."),
             code="wrong_current_password",
             details={"field": "current_password"},
         )
     if current == new:
         raise InvalidInput(
-            "The new password must differ from the current one.",
+            _("The new password must differ from the current one."),
             code="password_unchanged",
             details={"field": "new_password"},
         )
@@ -113,10 +118,10 @@ def set_active(session: Session, admin: User, user_id: int, *, active: bool) -> 
     """Deactivate or reactivate an account (effective on its next request); never one's own."""
     user = session.get(User, user_id, with_for_update=True)
     if user is None:
-        raise NotFound("No such user.", code="user_not_found")
+        raise NotFound(_("No such user."), code="user_not_found")
     if user.id == admin.id:
         raise InvalidInput(
-            "You cannot deactivate or reactivate your own account.", code="own_account"
+            _("You cannot deactivate or reactivate your own account."), code="own_account"
         )
     user.is_active = active
     session.flush()

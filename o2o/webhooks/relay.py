@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from o2o import clock, outbound, outbox
 from o2o.config import get_settings
 from o2o.errors import NotFound
+from o2o.i18n import gettext
 from o2o.outbox import OutboxEvent
 from o2o.webhooks.models import DeliveryStatus, OutboxDelivery, WebhookEndpoint
 
@@ -131,7 +132,7 @@ def deactivate_endpoint(session: Session, endpoint_id: int) -> WebhookEndpoint:
     """Stop sending to an endpoint (its pending deliveries are given up)."""
     endpoint = session.get(WebhookEndpoint, endpoint_id)
     if endpoint is None:
-        raise NotFound("No such webhook endpoint.", code="webhook_not_found")
+        raise NotFound(gettext("No such webhook endpoint."), code="webhook_not_found")
     endpoint.is_active = False
     session.execute(
         text(

@@ -16,13 +16,14 @@ from pydantic import (
 )
 
 from o2o import outbound
+from o2o.i18n import gettext as _
 
 EVENT_TYPE = re.compile(r"^(\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*)?)$")
 
 
 def _outside(value: AnyHttpUrl) -> AnyHttpUrl:
     if len(str(value)) > 2000:
-        raise ValueError("The URL is longer than 2000 characters.")
+        raise ValueError(_("The URL is longer than 2000 characters."))
     try:
         outbound.check_registration(str(value))
     except outbound.UnsafeURL as exc:

@@ -115,9 +115,10 @@ def new_page(browser, live_server):
     """Open pages in fresh browser contexts (own cookies each), closed after the test."""
     contexts = []
 
-    def _new_page():
+    def _new_page(locale: str = "en-GB"):
+        # The locale is the browser's language: Chromium sends it as Accept-Language.
         context = browser.new_context(
-            base_url=live_server, viewport={"width": WIDTHS[0], "height": 900}, locale="en-GB"
+            base_url=live_server, viewport={"width": WIDTHS[0], "height": 900}, locale=locale
         )
         context.set_default_timeout(10_000)
         contexts.append(context)
@@ -156,8 +157,9 @@ def screenshot(page, name: str) -> None:
 
 
 def browser_login(page, email: str, password: str = PASSWORD) -> None:
+    # By id, not by label: the form is in whichever language the browser asked for.
     page.goto("/console/login")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+    page.locator("#email").fill(email)
+    page.locator("#password").fill(password)
+    page.locator("form.form button[type=submit]").click()
     page.wait_for_load_state()

@@ -5,11 +5,14 @@ artifacts/screenshots/."""
 import re
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from o2o.users.models import Role, User
 from tests.conftest import truncate_all
 from tests.console.conftest import browser_login, screenshot
 from tests.console.world import build_world
+from tests.factories import make_user
 
 pytestmark = pytest.mark.slow
 
@@ -204,4 +207,84 @@ def test_inventory_and_sla_pages_and_keyboard_access(new_page, world):
                 .map(el => el.outerHTML)"""
         )
         assert unlabeled == [], (url, unlabeled)
+    _expect_no_js_errors(page)
+
+
+# --- languages: the browser's Accept-Language, and the switch remembered on the user ----------
+
+BOARD_IN = {
+    # locale: (html lang, heading, at-risk badge, countdown pattern, money sign, SLA chart title)
+    "zh-CN": ("zh-CN", "订单", "有超时风险", r"剩余 \d+:\d\d", "¥", "每日准时送达率"),
+    "en-GB": ("en", "Orders", "At risk", r"\d+:\d\d left", "CN¥", "On-time delivery rate per day"),
+}
+
+
+@pytest.mark.parametrize("locale", sorted(BOARD_IN))
+def test_the_console_speaks_the_browser_s_language(new_page, world, locale):
+    lang, heading, at_risk, countdown, money, chart_title = BOARD_IN[locale]
+    page = new_page(locale=locale)
+    page.goto("/console/login")
+    assert page.locator("html").get_attribute("lang") == lang
+    browser_login(page, world.pharmacist_a)
+    page.goto(f"/console/stores/{world.store_a}/orders")
+    assert page.get_by_role("heading", name=heading, exact=True).is_visible()
+    card = page.locator(f"#order-{world.at_risk_order}")
+    assert card.get_by_text(at_risk).is_visible()
+    # The countdown's words come from the page, so the script ticks in the same language.
+    first = card.locator(".countdown").inner_text()
+    assert re.fullmatch(countdown, first), first
+    page.wait_for_timeout(1200)
+    tick = card.locator(".countdown").inner_text()
+    assert tick != first and re.fullmatch(countdown, tick), tick
+    assert money in card.locator(".order__meta").inner_text()
+    screenshot(page, f"orders-board-{lang}")
+
+    page.goto(f"/console/stores/{world.store_a}/sla")
+    assert page.locator("svg.chart > title").first.text_content() == chart_title
+    screenshot(page, f"sla-{lang}")
+    page.goto(f"/console/stores/{world.store_a}/inventory")
+    screenshot(page, f"inventory-{lang}")
+    _expect_no_js_errors(page)
+
+
+def _new_pharmacist(engine, store_id: int) -> str:
+    with Session(engine) as session:
+        user = make_user(session, role=Role.PHARMACIST, store_ids=[store_id], name="Lan Zhou")
+        session.commit()
+        return user.email
+
+
+def test_the_language_switch_is_remembered_for_the_user_and_before_sign_in(new_page, world, engine):
+    email = _new_pharmacist(engine, world.store_a)
+    # Before signing in: the switch sets a cookie, so the sign-in page itself changes language.
+    page = new_page(locale="en-GB")
+    page.goto("/console/login")
+    assert page.get_by_role("heading", name="Sign in").is_visible()
+    page.get_by_role("button", name="中文").click()
+    assert page.get_by_role("heading", name="登录").is_visible()
+    assert page.get_by_role("button", name="中文").get_attribute("aria-pressed") == "true"
+    screenshot(page, "login-zh-CN")
+
+    # Signed in, the choice is stored on the user: another browser (English, no cookie) gets it.
+    browser_login(page, email)
+    page.goto(f"/console/stores/{world.store_a}/prescriptions")
+    assert page.get_by_role("heading", name="待审核处方").is_visible()
+    other = new_page(locale="en-GB")
+    browser_login(other, email)
+    other.goto(f"/console/stores/{world.store_a}/orders")
+    assert other.get_by_role("heading", name="订单", exact=True).is_visible()
+    with Session(engine) as session:
+        assert session.scalar(select(User.language).where(User.email == email)) == "zh_CN"
+
+    # Switching back on one device switches every device, and keeps the page.
+    other.get_by_role("button", name="English").click()
+    assert other.url.endswith(f"/console/stores/{world.store_a}/orders")
+    assert other.get_by_role("heading", name="Orders", exact=True).is_visible()
+    page.reload()
+    assert page.get_by_role("heading", name="Prescriptions to review").is_visible()
+    # The user's choice beats the browser's: a Chinese browser still gets English.
+    third = new_page(locale="zh-CN")
+    browser_login(third, email)
+    third.goto(f"/console/stores/{world.store_a}/inventory")
+    assert third.get_by_role("heading", name="Inventory", exact=True).is_visible()
     _expect_no_js_errors(page)

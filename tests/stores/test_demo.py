@@ -31,6 +31,7 @@ def test_demo_city_loads_once_and_the_pharmacist_works_at_every_store(db):
     pharmacist = users_service.get_by_email(db, demo.DEMO_PHARMACIST)
     db.refresh(pharmacist)
     assert pharmacist.store_ids == sorted(city.store_ids)
+    assert pharmacist.language == "zh_CN"  # the Shanghai demo's console is in Chinese
     # The demo courier has a board to look at: a home store among the demo stores.
     courier = users_service.get_by_email(db, demo.DEMO_COURIER)
     assert db.get(Courier, courier.id).home_store_id in city.store_ids
@@ -41,3 +42,8 @@ def test_demo_city_loads_once_and_the_pharmacist_works_at_every_store(db):
     assert (again.stores_created, again.products_created, again.stock_synced) == (0, 0, 0)
     assert again.store_ids == city.store_ids
     assert state(db) == before
+    # A language chosen with the console's switch survives loading the demo again.
+    pharmacist.language = "en"
+    db.flush()
+    demo.load_demo(db)
+    assert pharmacist.language == "en"

@@ -18,6 +18,7 @@ from o2o.console.pages.common import StorePage, notice, redirect, store_context
 from o2o.console.rendering import console_url, render
 from o2o.db import DbSession
 from o2o.errors import DomainError, NotFound
+from o2o.i18n import gettext
 from o2o.order_flow import access, store_actions, substitutions
 from o2o.orders.models import Order
 from o2o.users.models import User
@@ -41,14 +42,14 @@ def countdown(deadline: datetime | None, now: datetime | None = None) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     text = f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-    return f"{text} overdue" if late else f"{text} left"
+    return (gettext("{time} overdue") if late else gettext("{time} left")).format(time=text)
 
 
 def _board_context(db: DbSession, user: User, store: Store, **extra) -> dict:
     board = queries.orders_board(db, store)
     return {
         **store_context(db, user, store, "orders"),
-        "title": f"Orders · {store.name}",
+        "title": gettext("Orders · {store}").format(store=store.name),
         "board": board,
         "pending_substitutions": substitutions.pending_at_store(db, store.id),
         "open_count": sum(len(orders) for _, _, orders in board.columns),
@@ -84,7 +85,7 @@ def _staff_order(db: DbSession, user: User, store: Store, order_id: str) -> Orde
     """Lock one of this store's orders for a store action (the orders service checks staff)."""
     order = access.get_order_for_staff(db, user, queries.parse_uuid(order_id))
     if order.store_id != store.id:
-        raise NotFound("No such order at this store.", code="order_not_found")
+        raise NotFound(gettext("No such order at this store."), code="order_not_found")
     return order
 
 
@@ -150,7 +151,10 @@ def order_handover(
             request,
             "orders.html",
             _board_context(
-                db, user, store, handover_errors={order_id: "Enter the patient's pickup code."}
+                db,
+                user,
+                store,
+                handover_errors={order_id: gettext("Enter the patient's pickup code.")},
             ),
             status_code=422,
         )

@@ -13,6 +13,8 @@ from o2o.console.auth import (
 )
 from o2o.db import DbSession
 from o2o.errors import NotFound
+from o2o.i18n import N_
+from o2o.i18n import gettext as _
 from o2o.orders.models import Order
 from o2o.users.models import Role, User
 from prescriptions import workflow
@@ -20,20 +22,23 @@ from stores.models import Store
 
 # Messages shown after a redirect, chosen by key so a link cannot put arbitrary text on a page.
 NOTICES = {
-    "signed_out": "You are signed out.",
-    "approved": "Prescription approved; the order is released to the store.",
-    "rejected": "Prescription rejected; the order is cancelled and its stock returned.",
-    "preparing": "Order moved to preparing.",
-    "ready": "Order marked ready.",
-    "handed_over": "Pickup handed over; the order is completed.",
-    "claimed": "Request claimed; it is yours to issue or decline.",
-    "issued": "Prescription issued and signed.",
-    "declined": "Request declined.",
+    "signed_out": N_("You are signed out."),
+    "approved": N_("Prescription approved; the order is released to the store."),
+    "rejected": N_("Prescription rejected; the order is cancelled and its stock returned."),
+    "preparing": N_("Order moved to preparing."),
+    "ready": N_("Order marked ready."),
+    "handed_over": N_("Pickup handed over; the order is completed."),
+    "claimed": N_("Request claimed; it is yours to issue or decline."),
+    "issued": N_("Prescription issued and signed."),
+    "declined": N_("Request declined."),
+    "language": N_("Language changed."),
 }
 
 
 def notice(key: str | None) -> str | None:
-    return NOTICES.get(key or "")
+    """The notice for a key, in the page's language (None for an unknown key)."""
+    text = NOTICES.get(key or "")
+    return _(text) if text is not None else None
 
 
 def redirect(url: str) -> RedirectResponse:
@@ -53,7 +58,7 @@ def store_page(request: Request, store_id: int, user: StaffUser, db: DbSession) 
     check_store(user, store_id)
     store = db.get(Store, store_id)
     if store is None:
-        raise NotFound("No such store.", code="store_not_found")
+        raise NotFound(_("No such store."), code="store_not_found")
     request.state.console_store = store
     return store
 
@@ -70,7 +75,7 @@ def order_lines(db: DbSession, order: Order) -> list[dict]:
     return [
         {
             "product_id": line.product_id,
-            "name": names.get(line.product_id, f"Product {line.product_id}"),
+            "name": names.get(line.product_id, _("Product {id}").format(id=line.product_id)),
             "quantity": line.quantity,
             "rx_only": line.rx_only,
         }

@@ -18,7 +18,8 @@ from o2o.console.auth import (
 from o2o.console.pages.common import attachment_response, notice, order_lines, redirect
 from o2o.console.rendering import console_url, render
 from o2o.db import DbSession
-from o2o.errors import DomainError, InvalidInput
+from o2o.errors import DomainError, InvalidInput, validation_message
+from o2o.i18n import N_, gettext
 from o2o.orders.models import Order
 from o2o.users.models import User
 from prescriptions import issuing as rx_issuing
@@ -51,7 +52,7 @@ def doctor_queue(
         request,
         "doctor_queue.html",
         {
-            "title": "Prescription requests",
+            "title": gettext("Prescription requests"),
             "section": "doctor",
             "mine": [i for i in items if i.get("claimed_by_me")],
             "waiting": [i for i in items if not i.get("claimed_by_me")],
@@ -77,7 +78,7 @@ def _doctor_context(db: DbSession, doctor: User, p, **extra) -> dict:
     view = rx_views.to_view(db, doctor, p)
     lines = order_lines(db, order)
     return {
-        "title": f"Request from {view['patient']['legal_name']}",
+        "title": gettext("Request from {name}").format(name=view["patient"]["legal_name"]),
         "section": "doctor",
         "p": view,
         "lines": lines,
@@ -160,17 +161,39 @@ def _signing_payload_in(form: dict) -> SigningPayloadIn:
     )
 
 
+# The form's field names, as the doctor reads them.
+_FIELDS = {
+    "quantity": N_("quantity"),
+    "dose": N_("dose"),
+    "frequency": N_("how often"),
+    "duration_days": N_("days"),
+    "refills": N_("refills"),
+    "valid_hours": N_("valid for (hours)"),
+    "items": N_("medicines"),
+}
+
+
+def _field_word(name: str) -> str:
+    word = _FIELDS.get(name)
+    return gettext(word) if word is not None else name.replace("_", " ")
+
+
 def _form_problems(exc: ValidationError) -> list[str]:
     problems = []
     for err in exc.errors():
         loc = [str(part) for part in err.get("loc", ())]
         if loc[:1] == ["items"] and len(loc) >= 3:
-            where = f"Medicine {int(loc[1]) + 1}, {loc[2].replace('_', ' ')}"
+            where = gettext("Medicine {number}, {field}").format(
+                number=int(loc[1]) + 1, field=_field_word(loc[2])
+            )
         elif loc:
-            where = loc[0].replace("_", " ").capitalize()
+            where = _field_word(loc[0]).capitalize()
         else:
-            where = "Form"
-        problems.append(f"{where}: {err.get('msg', '').removeprefix('Value error, ')}")
+            where = gettext("Form")
+        message = validation_message(err)
+        for prefix in ("Value error, ", gettext("Value error, {error}").format(error="")):
+            message = message.removeprefix(prefix)
+        problems.append(f"{where}: {message}")
     return problems
 
 
@@ -232,7 +255,7 @@ def doctor_issue(
     p = _doctor_prescription(db, doctor, prescription_id)
     try:
         if not signature.strip():
-            raise InvalidInput("Sign the prescription first, or paste the signature.")
+            raise InvalidInput(gettext("Sign the prescription first, or paste the signature."))
         rx_issuing.issue(db, doctor, p.id, payload, signature)
     except DomainError as exc:
         db.rollback()
@@ -272,7 +295,7 @@ def doctor_decline(
         return render(
             request,
             "doctor_prescription.html",
-            _doctor_context(db, doctor, p, decline_error="Give a reason to decline."),
+            _doctor_context(db, doctor, p, decline_error=gettext("Give a reason to decline.")),
             status_code=422,
         )
     rx_issuing.decline(db, doctor, p.id, reason.strip())

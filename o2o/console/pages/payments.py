@@ -13,6 +13,7 @@ from o2o.console.auth import StaffUser, csrf_protect
 from o2o.console.pages.common import StorePage, store_context
 from o2o.console.rendering import render
 from o2o.db import DbSession
+from o2o.i18n import gettext as _
 from o2o.payments import report
 
 router = APIRouter(
@@ -35,7 +36,7 @@ def store_payments(
         "payments.html",
         {
             **store_context(db, user, store, "payments"),
-            "title": f"Payments · {store.name}",
+            "title": _("Payments · {store}").format(store=store.name),
             "day": day,
             "figures": report.store_day(db, store.id, day),
         },

@@ -27,6 +27,7 @@ from o2o.console.pages.common import (
 from o2o.console.rendering import console_url, render
 from o2o.db import DbSession
 from o2o.errors import DomainError, NotFound
+from o2o.i18n import gettext
 from o2o.orders.models import Order
 from o2o.users.models import User
 from prescriptions import audit as rx_audit
@@ -58,7 +59,7 @@ def _store_prescription(db: DbSession, user: User, store: Store, prescription_id
     p = rx_trail.get_visible(db, user, pid)
     order = db.get(Order, p.order_id)
     if order is None or order.store_id != store.id:
-        raise NotFound("No such prescription.", code="prescription_not_found")
+        raise NotFound(gettext("No such prescription."), code="prescription_not_found")
     return p, order
 
 
@@ -87,7 +88,7 @@ def prescription_queue(
         "prescription_queue.html",
         {
             **store_context(db, user, store, "prescriptions"),
-            "title": f"Prescriptions · {store.name}",
+            "title": gettext("Prescriptions · {store}").format(store=store.name),
             "rows": rows,
             "now": now,
             "review_minutes": get_settings().prescription_review_minutes,
@@ -142,7 +143,7 @@ def _prescription_context(
     now = clock.now()
     return {
         **store_context(db, user, store, "prescriptions"),
-        "title": f"Prescription for {view['patient']['legal_name']}",
+        "title": gettext("Prescription for {name}").format(name=view["patient"]["legal_name"]),
         "p": view,
         "order": order,
         "signature_state": _signature_state(db, p),
@@ -204,9 +205,9 @@ def prescription_review(
         body = ReviewIn(decision=decision, reason=reason or None)
     except ValidationError:
         message = (
-            "Give a reason to reject the prescription."
+            gettext("Give a reason to reject the prescription.")
             if decision == "reject"
-            else "Choose approve or reject."
+            else gettext("Choose approve or reject.")
         )
         return render(
             request,

@@ -5,8 +5,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import Response
 
+from o2o import i18n
 from o2o.api import ApiRoute
 from o2o.console.auth import (
+    LANGUAGE_COOKIE,
     ConsoleSessionDep,
     csrf_protect,
     safe_next,
@@ -16,6 +18,7 @@ from o2o.console.pages.common import notice, redirect
 from o2o.console.rendering import console_url, render
 from o2o.db import DbSession
 from o2o.errors import DomainError, RateLimited
+from o2o.i18n import gettext as _
 from o2o.users.models import Role, User
 
 router = APIRouter(
@@ -48,7 +51,7 @@ def login_form(
     return render(
         request,
         "login.html",
-        {"next_url": safe_next(next), "notice": notice(done), "title": "Sign in"},
+        {"next_url": safe_next(next), "notice": notice(done), "title": _("Sign in")},
     )
 
 
@@ -62,7 +65,7 @@ def login(
 ) -> Response:
     """Sign in with the API's email and password (same rate limits); staff and doctors only."""
     try:
-        sign_in(db, request, email, password)
+        user = sign_in(db, request, email, password)
     except DomainError as exc:
         headers = exc.headers if isinstance(exc, RateLimited) else None
         return render(
@@ -72,6 +75,10 @@ def login(
             status_code=exc.status_code,
             headers=headers,
         )
+    # A language picked on the sign-in page becomes the user's choice, unless one is stored.
+    chosen = i18n.normalize(request.cookies.get(LANGUAGE_COOKIE))
+    if user.language is None and chosen is not None:
+        user.language = chosen
     return redirect(safe_next(next))
 
 

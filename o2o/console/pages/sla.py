@@ -14,10 +14,11 @@ from o2o.console.auth import (
     csrf_protect,
 )
 from o2o.console.pages.common import StorePage, store_context
-from o2o.console.rendering import render
+from o2o.console.rendering import humanize, render
 from o2o.db import DbSession
 from o2o.errors import InvalidInput
 from o2o.geo import area_geojson, to_latlon
+from o2o.i18n import gettext
 from stores.models import Store
 
 router = APIRouter(
@@ -56,7 +57,9 @@ def _today_map(db: DbSession, store: Store) -> str:
         svg.MapPoint(
             d.lat,
             d.lon,
-            f"Order {str(d.order_id)[:8]}: {d.status.value.replace('_', ' ')}",
+            gettext("Order {id}: {status}").format(
+                id=str(d.order_id)[:8], status=humanize(d.status)
+            ),
             "open" if d.on_time is None else ("on_time" if d.on_time else "late"),
         )
         for d in queries.todays_dropoffs(db, store)
@@ -86,9 +89,11 @@ def _sla_period(store: Store, start: date | None, end: date | None) -> tuple[dat
     end = end or today
     start = start or end - timedelta(days=SLA_DEFAULT_DAYS - 1)
     if start > end:
-        raise InvalidInput("The start of the period must not be after its end.")
+        raise InvalidInput(gettext("The start of the period must not be after its end."))
     if (end - start).days + 1 > SLA_MAX_DAYS:
-        raise InvalidInput(f"Show at most {SLA_MAX_DAYS} days at a time.")
+        raise InvalidInput(
+            gettext("Show at most {SLA_MAX_DAYS} days at a time.").format(SLA_MAX_DAYS=SLA_MAX_DAYS)
+        )
     return start, end
 
 

@@ -16,6 +16,7 @@ from o2o.console.auth import (
 from o2o.console.pages.common import StorePage, redirect, staff_stores, store_context
 from o2o.console.rendering import console_url, render
 from o2o.db import INT4_MAX, DbSession
+from o2o.i18n import gettext as _
 from o2o.users.models import Role
 from stores import service as stores_service
 from stores.models import Store
@@ -40,7 +41,7 @@ def store_list(
         stores = list(db.scalars(stmt))
     else:
         stores = staff_stores(db, user)
-    return render(request, "stores.html", {"stores": stores, "q": q, "title": "Your stores"})
+    return render(request, "stores.html", {"stores": stores, "q": q, "title": _("Your stores")})
 
 
 SECTIONS = {
@@ -87,7 +88,7 @@ def inventory(
         "inventory.html",
         {
             **store_context(db, user, store, "inventory"),
-            "title": f"Inventory · {store.name}",
+            "title": _("Inventory · {store}").format(store=store.name),
             "q": q,
             "results": queries.search_stock(db, store, q) if q else None,
             "low": low,

@@ -15,14 +15,16 @@
 
   function pad(n) { return n < 10 ? "0" + n : String(n); }
 
-  function formatRemaining(ms) {
+  // The words come from the page (data-left, data-overdue: "{time} left" in the page's language).
+  function formatRemaining(ms, el) {
     var late = ms < 0;
     var total = Math.floor(Math.abs(ms) / 1000);
     var h = Math.floor(total / 3600);
     var m = Math.floor((total % 3600) / 60);
     var s = total % 60;
     var text = h ? h + ":" + pad(m) + ":" + pad(s) : m + ":" + pad(s);
-    return late ? text + " overdue" : text + " left";
+    var pattern = el.getAttribute(late ? "data-overdue" : "data-left") || (late ? "{time} overdue" : "{time} left");
+    return pattern.replace("{time}", text);
   }
 
   function tick() {
@@ -33,7 +35,7 @@
       var deadline = Date.parse(el.getAttribute("data-deadline"));
       if (isNaN(deadline)) continue;
       var ms = deadline - now;
-      el.textContent = formatRemaining(ms);
+      el.textContent = formatRemaining(ms, el);
       el.classList.toggle("countdown--late", ms < 0);
       var card = el.closest(".order");
       if (card) card.classList.toggle("order--overdue", ms < 0);

@@ -17,6 +17,11 @@
     return btoa(bin);
   }
 
+  // The messages come from the page (data-msg-* on the sign box), in the page's language; the
+  // English here is only the fallback.
+  var messages = {};
+  function msg(key, fallback) { return messages[key] || fallback; }
+
   // Accept PKCS#8 as PEM ("-----BEGIN PRIVATE KEY-----") or as raw DER bytes.
   function pkcs8Der(buffer) {
     var bytes = new Uint8Array(buffer);
@@ -24,10 +29,10 @@
     try { text = new TextDecoder("ascii", { fatal: false }).decode(bytes); } catch (e) { text = ""; }
     if (text.indexOf("-----BEGIN") !== -1) {
       if (text.indexOf("ENCRYPTED") !== -1) {
-        throw new Error("This key file is password-protected; use the command line to sign.");
+        throw new Error(msg("encrypted", "This key file is password-protected; use the command line to sign."));
       }
       var m = text.match(/-----BEGIN PRIVATE KEY-----([\s\S]+?)-----END PRIVATE KEY-----/);
-      if (!m) throw new Error("This file is not a PKCS#8 private key (BEGIN PRIVATE KEY).");
+      if (!m) throw new Error(msg("notPkcs8", "This file is not a PKCS#8 private key (BEGIN PRIVATE KEY)."));
       return b64ToBytes(m[1]);
     }
     return bytes;
@@ -40,6 +45,15 @@
   }
 
   function setup(box) {
+    messages = {
+      encrypted: box.getAttribute("data-msg-encrypted"),
+      notPkcs8: box.getAttribute("data-msg-not-pkcs8"),
+      insecure: box.getAttribute("data-msg-insecure"),
+      choose: box.getAttribute("data-msg-choose"),
+      signed: box.getAttribute("data-msg-signed"),
+      unsupported: box.getAttribute("data-msg-unsupported"),
+      unusable: box.getAttribute("data-msg-unusable")
+    };
     var fileInput = box.querySelector("input[type=file]");
     var button = box.querySelector("[data-sign-button]");
     var status = box.querySelector("[data-sign-status]");
@@ -48,7 +62,7 @@
     var signatureField = form.querySelector("[name=signature]");
 
     if (!window.isSecureContext || !window.crypto || !window.crypto.subtle) {
-      setStatus(status, "Signing in the browser needs a secure (HTTPS) connection. Use the command line below instead.", false);
+      setStatus(status, msg("insecure", "Signing in the browser needs a secure (HTTPS) connection. Use the command line below instead."), false);
       button.disabled = true;
       return;
     }
@@ -56,7 +70,7 @@
     button.addEventListener("click", function () {
       var file = fileInput.files && fileInput.files[0];
       if (!file) {
-        setStatus(status, "Choose your private key file first.", false);
+        setStatus(status, msg("choose", "Choose your private key file first."), false);
         fileInput.focus();
         return;
       }
@@ -70,16 +84,16 @@
         .then(function (signature) {
           signatureField.value = bytesToB64(signature);
           fileInput.value = "";
-          setStatus(status, "Signed in this browser. Check the prescription, then press “Issue prescription”.", true);
+          setStatus(status, msg("signed", "Signed in this browser. Check the prescription, then press “Issue prescription”."), true);
           var submit = form.querySelector("button[type=submit]");
           if (submit) submit.focus();
         })
         .catch(function (err) {
-          var msg = err && err.name === "NotSupportedError"
-            ? "This browser cannot sign with Ed25519 keys. Use the command line below instead."
+          var text = err && err.name === "NotSupportedError"
+            ? msg("unsupported", "This browser cannot sign with Ed25519 keys. Use the command line below instead.")
             : (err && err.message && err.name === "Error" ? err.message
-              : "The key could not be used: it must be an unencrypted Ed25519 PKCS#8 key.");
-          setStatus(status, msg, false);
+              : msg("unusable", "The key could not be used: it must be an unencrypted Ed25519 PKCS#8 key."));
+          setStatus(status, text, false);
         });
     });
   }
