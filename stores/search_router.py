@@ -10,7 +10,7 @@ from o2o.config import get_settings
 from o2o.db import DbSession
 from o2o.errors import error_responses
 from o2o.users.dependencies import client_ip
-from stores import cart, proximity, search, service
+from stores import cart, proximity, search, service, split_search
 from stores.nearby import nearby_stores
 from stores.schemas import PAGE_DEFAULT, Page
 from stores.search_schemas import NearbyItemOut, SearchIn, SearchOut
@@ -87,7 +87,8 @@ def nearby(
 def search_stores(
     body: SearchIn, session: DbSession, ip: Annotated[str, Depends(client_ip)]
 ) -> SearchOut:
-    """Find the nearest stores holding the whole cart, then those holding part of it."""
+    """Find the nearest stores holding the whole cart, then those holding part of it (and, with
+    allow_split, the fewest stores that hold it together when none holds it all)."""
     ratelimit.hit(
         ratelimit.limit(get_settings().search_rate_limit),
         "search-ip",
@@ -105,7 +106,35 @@ def search_stores(
         radius_m=body.radius_m,
         delivery_point=(delivery.lat, delivery.lon) if delivery else None,
     )
+    split_plan = None
+    if body.allow_split and not any(m.complete for m in matches):
+        split_plan = split_search.plan_cart(
+            session,
+            lat=body.location.lat,
+            lon=body.location.lon,
+            lines=[cart.CartLine(line.product_id, line.quantity) for line in body.items],
+            fulfillment=body.fulfillment,
+            radius_m=body.radius_m,
+            delivery_point=(delivery.lat, delivery.lon) if delivery else None,
+        )
     return SearchOut(
+        split_plan=(
+            None
+            if split_plan is None
+            else {
+                "store_count": split_plan.store_count,
+                "parts": [
+                    {
+                        "store": {"id": p.store_id, "name": p.name, "location": p.location},
+                        "items": [{"product_id": i, "quantity": q} for i, q in p.items],
+                        "distance_m": p.distance_m,
+                        "can_deliver": p.can_deliver,
+                        "eta_minutes": p.eta_minutes,
+                    }
+                    for p in split_plan.parts
+                ],
+            }
+        ),
         results=[
             {
                 "store": {"id": m.store_id, "name": m.name, "location": m.location},
@@ -123,5 +152,5 @@ def search_stores(
                 "currency": m.currency,
             }
             for m in matches
-        ]
+        ],
     )
