@@ -20,7 +20,17 @@ ENTRY_POINTS = {
     # Stores: its rows and shapes, the store and catalogue service, the one writer of order stock
     # (allocation), the cart checks and search checkout uses, the travel-time formula, and the
     # delivery slots checkout books.
-    "stores": ("service", "models", "schemas", "allocation", "cart", "search", "eta", "slots"),
+    "stores": (
+        "service",
+        "models",
+        "schemas",
+        "allocation",
+        "cart",
+        "search",
+        "split_search",
+        "eta",
+        "slots",
+    ),
     "prescriptions": ("service", "models", "schemas"),
     # Checkout asks dispatch's routing (pure) whether to offer pickup or delivery.
     "dispatch": ("service", "models", "schemas", "routing"),

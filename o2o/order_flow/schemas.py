@@ -109,6 +109,9 @@ class OrderIn(BaseModel):
     payment_method: Literal["online", "at_store"] = "online"
     # A scheduled delivery instead of one within the SLA from now (needs delivery_address).
     delivery_slot: DeliverySlotIn | None = None
+    # When no single store holds the cart, place it in parts at the fewest nearby stores
+    # (o2o/order_flow/split_checkout.py): online payment, no store_id, no delivery_slot.
+    allow_split: bool = False
 
     @model_validator(mode="after")
     def _delivery_needs_address(self) -> "OrderIn":
@@ -208,6 +211,29 @@ class OrderOut(BaseModel):
     # For the store's staff reading one order (GET /orders/{id}): the patient's coded allergies
     # and the allergy and interaction warnings; null elsewhere.
     safety: SafetyOut | None = None
+    # A part of a split order (GET /split-orders/{id}); its payment is the whole order's.
+    split_order_id: uuid.UUID | None = None
+
+
+class SplitOrderOut(BaseModel):
+    """One order filled in parts by several stores and paid once (`allow_split`)."""
+
+    id: uuid.UUID
+    status: OrderStatus = Field(
+        description="Derived from the parts: cancelled when all are, completed when every part "
+        "not cancelled is, else the status of the least advanced open part"
+    )
+    parts: list[OrderOut] = Field(
+        description="Each part is an order of its own (store, fulfillment, codes, SLA), nearest "
+        "store first; cancel or follow it at /orders/{id}"
+    )
+    subtotal_minor: int
+    delivery_fee_minor: int
+    total_minor: int
+    currency: str
+    created_at: datetime
+    payment: PaymentOut | None
+    refunds: list[RefundOut] = []
 
 
 class OrderPage(BaseModel):

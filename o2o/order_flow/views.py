@@ -152,6 +152,7 @@ def present(
         payment=_payment_view(payment),
         refunds=[_refund_view(r) for r in payment.refunds] if payment is not None else [],
         safety=prescriptions_service.order_safety(session, order) if with_safety else None,
+        split_order_id=order.split_order_id,
     )
 
 
