@@ -1,7 +1,8 @@
 """A split plan for a cart no single store near the patient holds (`allow_split`).
 
-One query reads the candidates: the SPLIT_CANDIDATES nearest active stores within the radius
-that serve the fulfillment asked for and hold any unit of the cart, each with its usable stock
+One query reads the candidates: the SPLIT_CANDIDATES nearest active stores (in the GiST index's
+sphere order) that serve the fulfillment asked for and hold any unit of the cart, those of them
+within the radius, each with its usable stock
 per line (as search counts it: on hand minus reserved over the lots that do not expire within the
 store's minimum shelf life, in the store's own days). The pure planner (`stores.split_plan`)
 then picks the fewest of them, nearest by total distance. Stores beyond the nearest
@@ -25,8 +26,12 @@ from stores.proximity import POINT_SQL
 # the cube of this in the worst case (a few thousand sets after its pruning).
 SPLIT_CANDIDATES = 40
 
-# Plan: ST_DWithin on the indexed geography column (spheroid distance, GiST index) finds the
-# stores in the radius; each is probed for the cart's lots through ix_lots_product_store.
+# Plan: a walk of the GiST index nearest first (`location <-> point`, the sphere distance),
+# testing each store's lots for the cart's products (ix_lots_product_store) as it goes, stopped by
+# the inner LIMIT after :n holders. No radius condition inside the walk: PostGIS estimates
+# ST_DWithin at one row whatever the radius, and a walk that must find :n holders would go on
+# through the whole table when fewer are in the radius; the radius (spheroid, exact) is tested on
+# the :n found, and they are ordered by spheroid distance.
 _CANDIDATES_SQL = text(
     f"""
     SELECT s.id AS store_id, s.name, ST_Y(s.location::geometry) AS lat,
@@ -36,15 +41,19 @@ _CANDIDATES_SQL = text(
            {search._CAN_DELIVER} AS can_deliver,
            s.prep_minutes, s.courier_speed_kmh, s.detour_factor,
            ARRAY(SELECT {search._AVAILABLE} FROM {search._CART} ORDER BY c.line) AS available
-    FROM stores AS s
-    WHERE s.is_active AND ST_DWithin(s.location, {POINT_SQL}, :radius_m)
-      AND {search._HOLDS_ANY}
-      AND (CASE CAST(:fulfillment AS text)
-             WHEN 'pickup' THEN s.offers_pickup
-             WHEN 'delivery' THEN {search._CAN_DELIVER}
-             ELSE s.offers_pickup OR {search._CAN_DELIVER} END)
+    FROM (
+        SELECT s.id FROM stores AS s
+        WHERE s.is_active AND {search._HOLDS_ANY}
+          AND (CASE CAST(:fulfillment AS text)
+                 WHEN 'pickup' THEN s.offers_pickup
+                 WHEN 'delivery' THEN {search._CAN_DELIVER}
+                 ELSE s.offers_pickup OR {search._CAN_DELIVER} END)
+        ORDER BY s.location <-> {POINT_SQL}
+        LIMIT :n
+    ) AS walk
+    JOIN stores AS s ON s.id = walk.id
+    WHERE ST_Distance(s.location, {POINT_SQL}) <= :radius_m
     ORDER BY distance_m, s.id
-    LIMIT :n
     """
 )
 
