@@ -448,6 +448,8 @@ def _server_ms(connection: Connection, statements: list[tuple[str, object]]) -> 
     reports them."""
     total = planning = 0.0
     for statement, parameters in statements:
+        if statement.lstrip().upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK", "SET ")):
+            continue  # the savepoint around an index walk (stores.proximity): nothing to plan
         plan = connection.exec_driver_sql(
             "EXPLAIN (ANALYZE, TIMING OFF, SUMMARY) " + statement, parameters
         )

@@ -99,7 +99,10 @@ def plan_cart(
     now = now or clock.now()
     merged = cart.check_lines(lines)
     delivery_lat, delivery_lon = delivery_point or (lat, lon)
-    rows = session.execute(
+    # An index walk nearest first: run as every such walk is (stores.proximity.walk), so a pair of
+    # points PostGIS' index misorders falls back to an exact scan instead of failing.
+    rows = proximity.walk(
+        session,
         _CANDIDATES_SQL,
         {
             "lat": lat,
@@ -113,7 +116,7 @@ def plan_cart(
             "fulfillment": fulfillment,
             "n": SPLIT_CANDIDATES,
         },
-    ).all()
+    )
     ids = [line.product_id for line in merged]
     candidates = [
         split_plan.Candidate(
