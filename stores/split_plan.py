@@ -10,8 +10,10 @@ store of a fewest-store plan gets at least one item (were one to get none, the o
 cover the cart without it). Parts are listed nearest first.
 
 `plan_split` finds the same plan as trying every set of up to MAX_PARTS stores
-(tests/unit/test_split_plan.py checks it against that oracle): it walks stores nearest first and
-stops extending a set once its total distance cannot beat the best plan found.
+(tests/unit/test_split_plan.py checks it against that oracle): it walks stores nearest first,
+stops extending a set once its total distance cannot beat the best plan found or the stores left
+cannot make up what it lacks, and finds a set's last store as the lowest bit of an AND of bit
+sets (the stores holding enough of each line still short), not by a scan.
 """
 
 from collections.abc import Mapping, Sequence
@@ -94,38 +96,75 @@ def plan_split(
     if not cart or any(q <= 0 for q in cart.values()):
         raise ValueError("a cart has lines of positive quantities")
     need = list(cart.items())
-    # Each store as its capped contribution per line; stores that give nothing are no use.
+    # Each store as its capped contribution per line, nearest first; stores that give nothing
+    # are no use.
     useful = []
     for c in _by_distance(candidates):
         gives = tuple(min(c.available.get(p, 0), q) for p, q in need)
         if any(gives):
             useful.append((c, gives))
     wanted = tuple(q for _, q in need)
+    n = len(useful)
+    if any(sum(gives[line] for _, gives in useful) < w for line, w in enumerate(wanted)):
+        return None  # not even every store together holds the cart
+    # most[i][line]: the most any store from the i-th on gives of a line. A set with k places
+    # left cannot be completed from there if some line lacks more than k times that.
+    most = [tuple(0 for _ in need)] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        most[i] = tuple(max(a, b) for a, b in zip(useful[i][1], most[i + 1], strict=True))
+
+    # The stores giving at least `amount` of a line, as a bit set over `useful` (bit i: the
+    # i-th nearest): the last store of a set is then the lowest bit of an AND, not a scan.
+    holder_bits: dict[tuple[int, int], int] = {}
+
+    def holders(line: int, amount: int) -> int:
+        key = (line, amount)
+        if key not in holder_bits:
+            holder_bits[key] = sum(
+                1 << i for i, (_, gives) in enumerate(useful) if gives[line] >= amount
+            )
+        return holder_bits[key]
+
+    def nearest_completing(held: tuple, start: int) -> int | None:
+        """Return the nearest store from `start` on that alone gives what `held` lacks."""
+        bits = ((1 << n) - 1) & ~((1 << start) - 1)
+        for line, (h, w) in enumerate(zip(held, wanted, strict=True)):
+            if h < w:
+                bits &= holders(line, w - h)
+                if not bits:
+                    return None
+        return (bits & -bits).bit_length() - 1
 
     best: tuple | None = None
     best_set: list[Candidate] = []
 
-    def extend(start: int, chosen: list, held: tuple, distance: float, size: int) -> None:
+    def consider(members: list[Candidate]) -> None:
         nonlocal best, best_set
-        for i in range(start, len(useful)):
+        key = plan_key(members)
+        if best is None or key < best:
+            best, best_set = key, members
+
+    def extend(start: int, chosen: list, held: tuple, distance: float, size: int) -> None:
+        left = size - len(chosen)
+        if any(w - h > left * m for h, w, m in zip(held, wanted, most[start], strict=True)):
+            return  # the stores left cannot make up what is missing
+        if left == 1:
+            # Stores come nearest first (then by id): the lowest bit is the best last store.
+            last = nearest_completing(held, start)
+            if last is not None:
+                consider([*chosen, useful[last][0]])
+            return
+        for i in range(start, n):
             store, gives = useful[i]
-            total = distance + store.distance_m
-            # Stores come nearest first: later ones only make the total larger.
-            if best is not None and total > best[1]:
+            # Stores come nearest first: each of the `left` still to add is at least this far.
+            if best is not None and distance + left * store.distance_m > best[1]:
                 return
             if all(g == 0 or h >= w for h, g, w in zip(held, gives, wanted, strict=True)):
                 # Adds only to lines already held: the set without it is smaller and covers
                 # the same, so it was tried (and failed, or we would have returned) before.
                 continue
             now_held = tuple(h + g for h, g in zip(held, gives, strict=True))
-            members = [*chosen, store]
-            if len(members) == size:
-                if all(h >= w for h, w in zip(now_held, wanted, strict=True)):
-                    key = plan_key(members)
-                    if best is None or key < best:
-                        best, best_set = key, members
-            else:
-                extend(i + 1, members, now_held, total, size)
+            extend(i + 1, [*chosen, store], now_held, distance + store.distance_m, size)
 
     for size in range(1, max_parts + 1):
         extend(0, [], tuple(0 for _ in need), 0.0, size)

@@ -31,17 +31,21 @@ def oracle(stores: list[Candidate], cart: dict[int, int]):
     return None
 
 
-stores_strategy = st.lists(
-    st.builds(
-        lambda store_id, distance, stock: (store_id, distance, stock),
-        st.integers(1, 10_000),
-        # Whole metres, so sums are exact and ties really tie.
-        st.integers(0, 5_000).map(float),
-        st.dictionaries(st.sampled_from(PRODUCTS), st.integers(0, 6), max_size=5),
-    ),
-    max_size=12,
-    unique_by=lambda t: t[0],
-)
+def stores_of(max_size: int):
+    return st.lists(
+        st.builds(
+            lambda store_id, distance, stock: (store_id, distance, stock),
+            st.integers(1, 10_000),
+            # Whole metres, so sums are exact and ties really tie.
+            st.integers(0, 5_000).map(float),
+            st.dictionaries(st.sampled_from(PRODUCTS), st.integers(0, 6), max_size=5),
+        ),
+        max_size=max_size,
+        unique_by=lambda t: t[0],
+    )
+
+
+stores_strategy = stores_of(12)
 cart_strategy = st.dictionaries(
     st.sampled_from(PRODUCTS), st.integers(1, 8), min_size=1, max_size=5
 )
@@ -70,6 +74,20 @@ def test_plan_is_the_oracles(raw, cart):
             filled[product_id] = filled.get(product_id, 0) + quantity
     assert filled == cart
     assert [p.distance_m for p in plan.parts] == distances
+
+
+@settings(max_examples=60, deadline=None)
+@given(stores_of(30), cart_strategy)
+def test_plan_is_the_oracles_among_many_stores(raw, cart):
+    stores = [Candidate(i, d, stock) for i, d, stock in raw]
+    expected = oracle(stores, cart)
+    plan = plan_split(stores, cart)
+    if expected is None:
+        assert plan is None
+    else:
+        distances = sorted(p.distance_m for p in plan.parts)
+        ids = tuple(sorted(p.store_id for p in plan.parts))
+        assert (sum(distances), distances[-1], ids) == expected
 
 
 def test_two_near_stores_beat_one_far_pair():
