@@ -18,6 +18,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from dispatch import routing
 from o2o import clock
 from o2o.config import get_settings
 from o2o.errors import InvalidInput
@@ -64,7 +65,8 @@ def place(session: Session, patient: User, body: OrderIn, *, now: datetime | Non
     try:
         with session.begin_nested():
             return checkout.place_order(session, patient, body, now=now)
-    except allocation.InsufficientStock as single_store_refusal:
+    except (allocation.InsufficientStock, routing.DeliveryUnavailable) as single_store_refusal:
+        # No store holds the cart (or none that delivers here does): try it in parts.
         refusal = single_store_refusal
     split = place_split(session, patient, body, now=now)
     if split is None:

@@ -1,9 +1,15 @@
 """Split orders (`allow_split`): one order placed and paid once, filled in parts by several stores,
 each part cancelled or completed on its own, the whole's status derived from the parts."""
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import func, select
 
+from o2o import clock
+from o2o.config import get_settings
+from o2o.geo import area_element, parse_area
+from o2o.order_flow.tasks import expire_due_orders
 from o2o.orders.models import LotAllocation, Order, SplitOrder
 from o2o.users.models import Role
 from tests.factories import (
@@ -14,6 +20,7 @@ from tests.factories import (
     make_user,
     offset,
     payment_event,
+    square_zone,
 )
 from tests.orders.helpers import order_body, stock
 
@@ -229,3 +236,38 @@ def test_a_split_order_is_its_patients_alone(client, db, world):
     assert read(client, world, split["id"], who="other").status_code == 404
     assert read(client, world, split["id"], who="near_staff").status_code == 403
     assert client.get(f"{API}/split-orders/{split['id']}").status_code == 401
+
+
+def test_an_unpaid_split_order_expires_whole(client, db, world):
+    split = placed(client, world)
+    later = clock.now() + timedelta(minutes=get_settings().payment_minutes + 1)
+    assert expire_due_orders(db, now=later) == (2, 2)
+    whole = read(client, world, split["id"]).json()
+    assert whole["status"] == "cancelled"
+    assert whole["payment"]["status"] == "cancelled"
+    assert stock(db, world["near_lot"]) == (5, 0)
+    assert stock(db, world["far_lot"]) == (5, 0)
+
+
+def test_a_late_part_refunds_its_own_delivery_fee_from_the_one_payment(client, db, world):
+    # Both stores deliver here; each part is its own delivery with its own SLA and job.
+    for store in (world["near"], world["far"]):
+        store.offers_delivery = True
+        store.delivery_zone = area_element(parse_area(square_zone(offset(600, 0), 3000)))
+    db.flush()
+    body = split_body(world) | {
+        "fulfillment": "delivery",
+        "delivery_address": {
+            "location": dict(zip(("lat", "lon"), offset(600, 0), strict=True)),
+            "text": "Room 501, 8 Example Rd",
+        },
+    }
+    r = place(client, world, body)
+    assert r.status_code == 201, r.text
+    split = r.json()
+    assert [p["fulfillment"] for p in split["parts"]] == ["delivery", "delivery"]
+    assert split["total_minor"] == 2700 + 2 * 500
+    capture(client, db, split)
+    parts = read(client, world, split["id"]).json()["parts"]
+    assert all(p["sla_deadline"] is not None for p in parts)
+    assert all(p["delivery_code"] for p in parts)
