@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.schema import AddConstraint, CreateIndex
 
 from o2o.config import get_settings
-from stores import inventory, search
+from stores import inventory, search, split_search
 from stores.cart import CartLine
 from stores.models import Lot
 
@@ -402,6 +402,9 @@ MIXES = [
     Mix("common, delivery", 3, "staple", "delivery"),
     Mix("rare, delivery", 3, "rare", "delivery"),
 ]
+# Carts timed a second time with allow_split (the search, then a split plan when no store in the
+# radius holds the whole cart), next to the plain search of the same cart at the same point.
+SPLIT_MIXES = [mix for mix in MIXES if mix.pool == "rare" and mix.fulfillment == "any"]
 LIMIT = 5
 DEFAULT_QUERIES = 300
 DEFAULT_NAIVE_EVERY = 3
@@ -445,6 +448,8 @@ def _server_ms(connection: Connection, statements: list[tuple[str, object]]) -> 
     reports them."""
     total = planning = 0.0
     for statement, parameters in statements:
+        if statement.lstrip().upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK", "SET ")):
+            continue  # the savepoint around an index walk (stores.proximity): nothing to plan
         plan = connection.exec_driver_sql(
             "EXPLAIN (ANALYZE, TIMING OFF, SUMMARY) " + statement, parameters
         )
@@ -492,6 +497,8 @@ def measure(engine: Engine, city: City, queries: int, naive_every: int) -> dict:
     knn = Timings()
     found = {mix: Timings() for mix in MIXES}
     naive = {mix: Timings() for mix in MIXES if mix.fulfillment == "any"}
+    split = {mix: Timings() for mix in SPLIT_MIXES}
+    planned = {mix: [0, 0] for mix in SPLIT_MIXES}  # searches that needed a plan, plans found
     mismatches = 0
     # One connection each, held for the run: a query pays for its transaction and its work, not
     # for pool checkouts. The naive query's connection has JIT off (its best chance; the search
@@ -551,9 +558,38 @@ def measure(engine: Engine, city: City, queries: int, naive_every: int) -> dict:
                             radius_m,
                         )
                         mismatches += _differs(matches, rows)
+                    if mix in split:
+                        needed, plan = _run(
+                            engine,
+                            session,
+                            replay,
+                            split[mix],
+                            _search_split,
+                            session,
+                            lat,
+                            lon,
+                            cart,
+                        )
+                        planned[mix][0] += needed
+                        planned[mix][1] += plan is not None
                 progress.advance(task)
                 progress.refresh()
-    return {"knn": knn, "search": found, "naive": naive, "mismatches": mismatches}
+    return {
+        "knn": knn,
+        "search": found,
+        "naive": naive,
+        "mismatches": mismatches,
+        "split": split,
+        "planned": planned,
+    }
+
+
+def _search_split(session: Session, lat: float, lon: float, cart: list[CartLine]):
+    """Search as POST /search/stores does with allow_split; return (a plan was needed, plan)."""
+    matches = search.search_stores(session, lat=lat, lon=lon, lines=cart, limit=LIMIT)
+    if any(m.complete for m in matches):
+        return False, None
+    return True, split_search.plan_cart(session, lat=lat, lon=lon, lines=cart)
 
 
 def _knn_probe(session: Session, lat: float, lon: float):
@@ -618,19 +654,56 @@ def _rows(figures: dict, side: str) -> list[list[str]]:
     return rows
 
 
-def _table(title: str, rows: list[list[str]]) -> Table:
+SPLIT_COLUMNS = (
+    "cart",
+    "items",
+    "search p50 ms",
+    "search p99 ms",
+    "allow_split p50 ms",
+    "allow_split p99 ms",
+    "allow_split / search p50, p99",
+    "needed a plan",
+    "plan found",
+)
+
+
+def _split_rows(figures: dict, side: str) -> list[list[str]]:
+    rows = []
+    for mix, timings in figures["split"].items():
+        plain = getattr(figures["search"][mix], side)
+        times = getattr(timings, side)
+        p50, p99 = percentile(plain, 50), percentile(plain, 99)
+        s50, s99 = percentile(times, 50), percentile(times, 99)
+        needed, found = figures["planned"][mix]
+        rows.append(
+            [
+                mix.name,
+                str(mix.items),
+                f"{p50:.2f}",
+                f"{p99:.2f}",
+                f"{s50:.2f}",
+                f"{s99:.2f}",
+                f"{s50 / p50:.1f}x, {s99 / p99:.1f}x",
+                f"{needed}/{len(times)}",
+                f"{found}/{needed}",
+            ]
+        )
+    return rows
+
+
+def _table(title: str, rows: list[list[str]], columns: tuple[str, ...] = COLUMNS) -> Table:
     table = Table(title=title)
-    for column in COLUMNS:
+    for column in columns:
         table.add_column(column, justify="left" if column in ("cart", "fulfillment") else "right")
     for row in rows:
         table.add_row(*row)
     return table
 
 
-def _markdown(rows: list[list[str]]) -> list[str]:
+def _markdown(rows: list[list[str]], columns: tuple[str, ...] = COLUMNS) -> list[str]:
     return [
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
         *("| " + " | ".join(row) + " |" for row in rows),
     ]
 
@@ -664,6 +737,10 @@ def report(city: City, meta: dict, figures: dict, queries: int, naive_every: int
     planning_share = sum(sum(t.planning) for t in searches) / sum(sum(t.server) for t in searches)
     console.print(_table(f"Client side: the service call, {queries} points per row", client))
     console.print(_table(f"Server side: planning + execution, {queries} points per row", server))
+    split_client = _split_rows(figures, "client")
+    console.print(
+        _table(f"allow_split, client side, {queries} points per row", split_client, SPLIT_COLUMNS)
+    )
     checked = sum(len(t.client) for t in figures["naive"].values())
     console.print(
         f"search and naive answers differed on {figures['mismatches']} of {checked} queries"
@@ -724,6 +801,14 @@ def report(city: City, meta: dict, figures: dict, queries: int, naive_every: int
         *_markdown(server),
         "",
         f"Server side: {_targets(figures, 'server')}.",
+        "",
+        "The cost of `allow_split` (client side, the same carts at the same points, timed right",
+        "after the plain search): the search, then, when no store in the radius holds the whole",
+        "cart, the split plan (`stores/split_search.py`: one walk of the store index for the 40",
+        "nearest stores holding any line, then the pure planner). A cart some store holds costs",
+        "what the plain search does.",
+        "",
+        *_markdown(split_client, SPLIT_COLUMNS),
         "",
         "Plans (see `stores/search.py`): common carts walk the GiST index nearest first and stop",
         "after a few stores; rare carts start from the stores holding the rarest lines (one",

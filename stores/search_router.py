@@ -17,7 +17,7 @@ from o2o.db import SessionRunner
 from o2o.errors import error_responses
 from o2o.i18n import gettext as _
 from o2o.users.dependencies import client_ip
-from stores import cart, proximity, service, substitutes
+from stores import cart, proximity, service, split_search, substitutes
 from stores.nearby import nearby_stores
 from stores.schemas import PAGE_DEFAULT, Page
 from stores.search_schemas import NearbyItemOut, SearchIn, SearchOut
@@ -99,7 +99,8 @@ async def nearby(
     ),
 )
 async def search_stores(body: SearchIn, runner: SessionRunner, request: Request) -> Response:
-    """Find the nearest stores holding the whole cart, then those holding part of it."""
+    """Find the nearest stores holding the whole cart, then those holding part of it (and, with
+    allow_split, the fewest stores that hold it together when none holds it all)."""
     # One Redis round trip (the moving window's script), in the loop: no thread hand-off.
     ratelimit.hit(
         ratelimit.limit(get_settings().search_rate_limit),
@@ -120,9 +121,37 @@ async def search_stores(body: SearchIn, runner: SessionRunner, request: Request)
         radius_m=body.radius_m,
         delivery_point=(delivery.lat, delivery.lon) if delivery else None,
     )
+    split_plan = None
+    if body.allow_split and not any(m.complete for m in matches):
+        split_plan = await runner.run(
+            split_search.plan_cart,
+            lat=body.location.lat,
+            lon=body.location.lon,
+            lines=lines,
+            fulfillment=body.fulfillment,
+            radius_m=body.radius_m,
+            delivery_point=(delivery.lat, delivery.lon) if delivery else None,
+        )
     return _json(
         SearchOut,
         {
+            "split_plan": (
+                None
+                if split_plan is None
+                else {
+                    "store_count": split_plan.store_count,
+                    "parts": [
+                        {
+                            "store": {"id": p.store_id, "name": p.name, "location": p.location},
+                            "items": [{"product_id": i, "quantity": q} for i, q in p.items],
+                            "distance_m": p.distance_m,
+                            "can_deliver": p.can_deliver,
+                            "eta_minutes": p.eta_minutes,
+                        }
+                        for p in split_plan.parts
+                    ],
+                }
+            ),
             "results": [
                 {
                     "store": {"id": m.store_id, "name": m.name, "location": m.location},
@@ -141,6 +170,6 @@ async def search_stores(body: SearchIn, runner: SessionRunner, request: Request)
                     "substitutes": m.substitutes,
                 }
                 for m in matches
-            ]
+            ],
         },
     )

@@ -42,6 +42,11 @@ class SearchIn(BaseModel):
     delivery_location: LatLon | None = Field(
         None, description="Deliver here instead of `location` (zone and ETA are judged here)"
     )
+    allow_split: bool = Field(
+        False,
+        description="When no store in the radius holds the whole cart, also answer with "
+        "`split_plan`: the fewest stores (at most 3) that hold it together",
+    )
 
 
 class StoreBriefOut(BaseModel):
@@ -90,8 +95,35 @@ class SearchResultOut(BaseModel):
     )
 
 
+class SplitItemOut(BaseModel):
+    product_id: int
+    quantity: int
+
+
+class SplitPartOut(BaseModel):
+    store: StoreBriefOut
+    items: list[SplitItemOut]
+    distance_m: float = Field(description="Metres on the spheroid from `location`")
+    can_deliver: bool
+    eta_minutes: int
+
+
+class SplitPlanOut(BaseModel):
+    """The fewest stores (at most 3) that hold the cart together; among plans with as few
+    stores, the smallest total distance from `location` (then the smaller farthest store, then
+    the lower store ids). Parts are nearest first."""
+
+    parts: list[SplitPartOut]
+    store_count: int
+
+
 class SearchOut(BaseModel):
     results: list[SearchResultOut]
+    split_plan: SplitPlanOut | None = Field(
+        None,
+        description="Only with `allow_split` and no complete store in the radius; null when a "
+        "store holds the whole cart or no 3 stores hold it together",
+    )
 
 
 class NearbyStoreOut(BaseModel):

@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from dispatch.models import Job
-from o2o.orders.models import Order, OrderStatus
+from o2o import clock
+from o2o.orders.models import Order, OrderStatus, SplitOrder
 from o2o.users.models import Role, User
 from stores.models import Lot, Product, Store
 from tests import factories
@@ -46,6 +47,8 @@ class World:
     job: Job
     webhook_id: str
     payment_app_id: str = ""
+    # A split order of `patient` (one part, at store A).
+    split_order_id: str = ""
 
     def user(self, name: str) -> User | None:
         """The user playing `name` in the matrix (None: anonymous)."""
@@ -82,6 +85,12 @@ def build_world(db: Session, client: TestClient) -> World:
     other_doctor = rx_helpers.make_doctor_with_key(client, db, admin, name="Dr Chen")
 
     pickup_order = make_order(db, patient, store, [(otc_lot, 2)])
+    split_order = SplitOrder(patient_id=patient.id, created_at=clock.now())
+    db.add(split_order)
+    db.flush()
+    split_part = make_order(db, patient, store, [(otc_lot, 1)])
+    split_part.split_order_id, split_part.split_position = split_order.id, 0
+    db.flush()
     delivery_order = dispatch_helpers.make_delivery_order(
         db, store, patient=patient, dropoff=factories.offset(1500, 800)
     )
@@ -141,6 +150,7 @@ def build_world(db: Session, client: TestClient) -> World:
         job=job,
         webhook_id=str(webhook_id),
         payment_app_id=str(payment_app_id),
+        split_order_id=str(split_order.id),
     )
 
 

@@ -95,6 +95,14 @@ ROWS = [
         {"patient", *STAFF},
         body=lambda w: {"reason": "Changed my mind"},
     ),
+    # A split order: its patient (and an admin) read it whole; staff read their part as an order.
+    Row(
+        "GET",
+        "/split-orders/{split_order_id}",
+        lambda w: {"split_order_id": w.split_order_id},
+        {"patient": OK, "admin": OK},
+        {"patient", "admin"},
+    ),
     # The dispense record: the seeded order is not handed over yet (409 order_not_completed).
     Row(
         "GET",

@@ -273,6 +273,23 @@ def test_a_store_on_the_searched_point_written_another_way_is_found(client, db, 
     )
     assert r.status_code == 200, r.text
     assert sorted(x["store"]["id"] for x in r.json()["results"]) == sorted(s.id for s in stores)
+    # A split plan walks the index too: three units when each store holds two need two stores.
+    r = client.post(
+        f"{API}/search/stores",
+        json={
+            "location": {"lat": lat, "lon": lon},
+            "items": [{"product_id": product.id, "quantity": 3 if len(stores) > 1 else 2}],
+            "radius_m": 5000,
+            "allow_split": True,
+        },
+    )
+    assert r.status_code == 200, r.text
+    plan = r.json()["split_plan"]
+    if len(stores) > 1:
+        assert plan["store_count"] == 2
+        assert all(part["distance_m"] < 1 for part in plan["parts"])
+    else:
+        assert plan is None  # the one store holds it all
 
 
 def test_a_zone_across_the_antimeridian_and_couriers_at_the_edges(client, db, admin):

@@ -77,6 +77,7 @@ def _valid_creations(world: World) -> dict:
 def _seeded_ids(world: World) -> dict[str, str]:
     return {
         "order_id": str(world.pickup_order.id),
+        "split_order_id": world.split_order_id,
         "prescription_id": world.prescription_id,
         "job_id": str(world.job.id),
         "key_id": str(world.doctor.key_id),

@@ -21,7 +21,7 @@ ENTRY_POINTS = {
     # (allocation), the cart checks and search checkout uses, the travel-time formula, and the
     # delivery slots checkout books, and the fleet's advice on when to start a delivery.
     # Checkout and the counter also use equivalents (the catalogue's key) and the search that
-    # counts them (substitutes).
+    # counts them (substitutes); split carts plan with split_search.
     "stores": (
         "service",
         "models",
@@ -34,6 +34,7 @@ ENTRY_POINTS = {
         "eta",
         "slots",
         "fleet_load",
+        "split_search",
     ),
     "prescriptions": ("service", "models", "schemas"),
     # Checkout asks dispatch's routing (pure) whether to offer pickup or delivery.

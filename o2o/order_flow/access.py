@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 from o2o.errors import Forbidden, NotFound
 from o2o.i18n import gettext as _
 from o2o.orders import lifecycle
-from o2o.orders.models import Order
+from o2o.orders.models import Order, SplitOrder
 from o2o.users.models import Role, User
 
 ORDER_READERS = frozenset({Role.PATIENT, Role.PHARMACIST, Role.ADMIN})
@@ -60,3 +60,13 @@ def get_order_for_staff(session: Session, user: User, order_id: uuid.UUID) -> Or
     if not is_store_staff_for(user, order):
         raise _not_found()
     return order
+
+
+def get_split_order(session: Session, user: User, split_order_id: uuid.UUID) -> SplitOrder:
+    """Load a split order for its patient or an admin; 404 for anyone else's."""
+    split = session.get(SplitOrder, split_order_id)
+    if split is None or not (
+        user.role is Role.ADMIN or (user.role is Role.PATIENT and split.patient_id == user.id)
+    ):
+        raise _not_found()
+    return split

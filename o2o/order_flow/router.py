@@ -14,8 +14,22 @@ from o2o.config import get_settings
 from o2o.db import INT4_MAX, DbSession, SessionRunner
 from o2o.errors import DomainError, error_body, error_responses
 from o2o.i18n import gettext as _
-from o2o.order_flow import access, checkout, dispense, shortfall, store_actions, views
-from o2o.order_flow.schemas import CancelIn, HandoverIn, OrderIn, OrderOut, OrderPage
+from o2o.order_flow import (
+    access,
+    dispense,
+    shortfall,
+    split_checkout,
+    store_actions,
+    views,
+)
+from o2o.order_flow.schemas import (
+    CancelIn,
+    HandoverIn,
+    OrderIn,
+    OrderOut,
+    OrderPage,
+    SplitOrderOut,
+)
 from o2o.orders.models import OrderStatus
 from o2o.users.dependencies import AsyncCurrentUser, CurrentUser, PatientUser, require_role
 from o2o.users.models import Role, User
@@ -24,6 +38,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(route_class=ApiRoute, tags=["orders"])
 
 StaffUser = Annotated[User, Depends(require_role(Role.PHARMACIST, Role.ADMIN))]
+SplitReader = Annotated[User, Depends(require_role(Role.PATIENT, Role.ADMIN))]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -41,7 +56,7 @@ ORDERS_PATH = "/orders"
 @router.post(
     ORDERS_PATH,
     status_code=status.HTTP_201_CREATED,
-    response_model=OrderOut,
+    response_model=OrderOut | SplitOrderOut,
     responses=error_responses(
         e409="insufficient_stock, delivery_unavailable (details: earliest_slot), "
         "delivery_slot_full (details: earliest_slot), store_closed, too_many_open_orders "
@@ -55,6 +70,7 @@ ORDERS_PATH = "/orders"
             "max_per_order_exceeded",
             "invalid_quantity",
             "invalid_delivery_slot",
+            "invalid_split",
         ),
         e429="rate_limited: too many orders from this patient (Retry-After)",
     ),
@@ -65,7 +81,8 @@ def place_order(
     patient: PatientUser,
     idempotency_key: IdempotencyKey = None,
 ):
-    """Place an order: choose the store and pickup or delivery, and reserve every item."""
+    """Place an order: choose the store and pickup or delivery, and reserve every item (with
+    allow_split, a cart no single store holds is placed in parts at the fewest stores)."""
     ratelimit.hit(
         ratelimit.limit(get_settings().order_rate_limit),
         "orders-patient",
@@ -73,8 +90,8 @@ def place_order(
         message=_("Too many orders in a short time; wait a minute and try again."),
     )
     if idempotency_key is None:
-        order = checkout.place_order(session, patient, body)
-        return views.present(session, order, patient)
+        placed = split_checkout.place(session, patient, body)
+        return split_checkout.present(session, placed, patient)
 
     fingerprint = idempotency.request_hash(
         "POST", ORDERS_PATH, body.model_dump(mode="json", exclude_unset=False)
@@ -90,8 +107,8 @@ def place_order(
         return _replay(outcome)
 
     try:
-        order = checkout.place_order(session, patient, body)
-        payload = views.present(session, order, patient).model_dump(mode="json")
+        placed = split_checkout.place(session, patient, body)
+        payload = split_checkout.present(session, placed, patient).model_dump(mode="json")
         if not idempotency.finish(session, outcome, status.HTTP_201_CREATED, payload):
             raise idempotency.RequestInFlight(
                 _("A retry of this request took over its Idempotency-Key; use that answer."),
@@ -166,6 +183,22 @@ def _list_orders(session: Session, user: User, store_id, status_, limit, cursor)
     )
     page = OrderPage(items=views.present_many(session, orders, user), next_cursor=next_cursor)
     return model_json(page)
+
+
+@router.get(
+    "/split-orders/{split_order_id}",
+    response_model=SplitOrderOut,
+    responses=error_responses(
+        e403="forbidden: only its patient (and an admin) read a split order; each part is an "
+        "order at /orders/{id}",
+        e404="order_not_found",
+    ),
+)
+def get_split_order(split_order_id: uuid.UUID, session: DbSession, user: SplitReader):
+    """Read a split order: its parts (each an order of its own), the derived status, the one
+    payment and its refunds."""
+    split = access.get_split_order(session, user, split_order_id)
+    return split_checkout.present_split(session, split, user)
 
 
 @router.get(

@@ -116,6 +116,9 @@ class OrderIn(BaseModel):
     payment_method: Literal["online", "at_store"] = "online"
     # A scheduled delivery instead of one within the SLA from now (needs delivery_address).
     delivery_slot: DeliverySlotIn | None = None
+    # When no single store holds the cart, place it in parts at the fewest nearby stores
+    # (o2o/order_flow/split_checkout.py): online payment, no store_id, no delivery_slot.
+    allow_split: bool = False
 
     @model_validator(mode="after")
     def _delivery_needs_address(self) -> "OrderIn":
@@ -259,6 +262,8 @@ class OrderOut(BaseModel):
     safety: SafetyOut | None = None
     # A pharmacist's substitutions, and what each asks of the patient (`status: pending`).
     substitutions: list[SubstitutionOut] = []
+    # A part of a split order (GET /split-orders/{id}); its payment is the whole order's.
+    split_order_id: uuid.UUID | None = None
 
 
 class SubstitutionResultOut(BaseModel):
@@ -266,6 +271,27 @@ class SubstitutionResultOut(BaseModel):
     order: OrderOut
     # The allergy and interaction warnings with the equivalent in the order.
     safety: SafetyOut
+
+
+class SplitOrderOut(BaseModel):
+    """One order filled in parts by several stores and paid once (`allow_split`)."""
+
+    id: uuid.UUID
+    status: OrderStatus = Field(
+        description="Derived from the parts: cancelled when all are, completed when every part "
+        "not cancelled is, else the status of the least advanced open part"
+    )
+    parts: list[OrderOut] = Field(
+        description="Each part is an order of its own (store, fulfillment, codes, SLA), nearest "
+        "store first; cancel or follow it at /orders/{id}"
+    )
+    subtotal_minor: int
+    delivery_fee_minor: int
+    total_minor: int
+    currency: str
+    created_at: datetime
+    payment: PaymentOut | None
+    refunds: list[RefundOut] = []
 
 
 class OrderPage(BaseModel):

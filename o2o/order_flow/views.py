@@ -167,6 +167,7 @@ def present(
                 else substitutions.substitutions_of(session, [order.id]).get(order.id, [])
             )
         ],
+        split_order_id=order.split_order_id,
     )
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import (
     CheckConstraint,
     ForeignKey,
     Index,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -47,6 +48,22 @@ status_enum = ENUM(OrderStatus, name="order_status", values_callable=_values)
 fulfillment_enum = ENUM(Fulfillment, name="fulfillment", values_callable=_values)
 
 
+class SplitOrder(Base):
+    """One order the patient placed and paid once, filled in parts by several stores: each part
+    is an `Order` of its own (store, routing, codes, job, SLA), the payment is the first part's
+    for the whole amount (`o2o.payments.service`), and the status is derived from the parts."""
+
+    __tablename__ = "split_orders"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"), index=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    parts: Mapped[list["Order"]] = relationship(
+        lazy="selectin", order_by="Order.split_position", viewonly=True
+    )
+
+
 class Order(Base):
     __tablename__ = "orders"
     __table_args__ = (
@@ -60,6 +77,10 @@ class Order(Base):
             "fulfillment = 'pickup' OR delivery_location IS NOT NULL", name="delivery_has_address"
         ),
         Index("ix_orders_patient_created", "patient_id", "created_at"),
+        CheckConstraint(
+            "(split_order_id IS NULL) = (split_position IS NULL)", name="split_part_positioned"
+        ),
+        UniqueConstraint("split_order_id", "split_position", name="uq_orders_split_part"),
         Index("ix_orders_store_status", "store_id", "status"),
         # The expiry sweep reads only orders that hold stock and have a deadline.
         Index(
@@ -118,6 +139,12 @@ class Order(Base):
     # Set when a point-of-sale count took stock this paid order held: the pharmacist moves it to
     # another lot or cancels it (refunded).
     stock_short_at: Mapped[datetime | None]
+    # A part of a split order, and its place in it (0 = the nearest store, which holds the
+    # payment); both null for an order filled by one store.
+    split_order_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("split_orders.id", ondelete="RESTRICT"), index=True
+    )
+    split_position: Mapped[int | None] = mapped_column(SmallInteger)
 
     lines: Mapped[list["OrderLine"]] = relationship(
         back_populates="order", lazy="selectin", order_by="OrderLine.id"

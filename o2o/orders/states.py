@@ -88,3 +88,29 @@ def prescription_hold_expires(paid_at: datetime, rx_wait_hours: int) -> datetime
 def payment_hold_expires(placed_at: datetime, payment_minutes: int) -> datetime:
     """Return the payment deadline of an order placed at `placed_at`."""
     return placed_at + timedelta(minutes=payment_minutes)
+
+
+# A split order's parts move on independently; the whole is as far along as its least advanced
+# open part (a patient waits for every part), in this order.
+PROGRESS = (
+    S.AWAITING_PAYMENT,
+    S.AWAITING_PRESCRIPTION,
+    S.RELEASED,
+    S.PREPARING,
+    S.READY,
+    S.OUT_FOR_DELIVERY,
+)
+
+
+def split_status(part_statuses: list[OrderStatus]) -> OrderStatus:
+    """Return a split order's status from its parts': cancelled when all are, completed when
+    every part not cancelled is, else the least advanced open part's."""
+    if not part_statuses:
+        raise ValueError("a split order has parts")
+    live = [s for s in part_statuses if s is not S.CANCELLED]
+    if not live:
+        return S.CANCELLED
+    open_parts = [s for s in live if s in OPEN_STATES]
+    if not open_parts:
+        return S.COMPLETED
+    return min(open_parts, key=PROGRESS.index)

@@ -72,6 +72,8 @@ def receive(session: Session, headers: apps.SignedHeaders, raw: bytes) -> Receiv
     if payment is None or payment.app_id != app.id:
         raise NotFound(_("No such payment for this app."), code="payment_not_found")
     order = lifecycle.lock_order(session, payment.order_id)
+    # A split order's parts are all paid by this payment: lock them too, before it.
+    parts = service.split_parts(session, order, lock=True)
     payment = service.payment_of(session, order.id, lock=True)
     # Recorded first: a twin delivery of the same event waits here for this one, then replays.
     inserted = session.execute(
@@ -99,13 +101,13 @@ def receive(session: Session, headers: apps.SignedHeaders, raw: bytes) -> Receiv
                 _("This event id was used for another event."), details={"event_id": event.event_id}
             )
         return Received(payment, applied=False, outcome=f"replay: {seen.outcome}")
-    outcome = _apply(session, order, payment, event)
+    outcome = _apply(session, parts, payment, event)
     session.get(PaymentEvent, inserted).outcome = outcome[:200]
     session.flush()
     return Received(payment, applied=outcome == "applied", outcome=outcome)
 
 
-def _apply(session: Session, order, payment: Payment, event: PaymentEventIn) -> str:
+def _apply(session: Session, parts: list, payment: Payment, event: PaymentEventIn) -> str:
     if payment.method is not PaymentMethod.ONLINE:
         raise InvalidInput(_("This payment is taken at the store."), code="not_an_online_payment")
     now = clock.now()
@@ -116,7 +118,7 @@ def _apply(session: Session, order, payment: Payment, event: PaymentEventIn) -> 
             currency=event.currency,
             expected_minor=payment.amount_minor,
             expected_currency=payment.currency,
-            order_open=order.status is OrderStatus.AWAITING_PAYMENT,
+            order_open=any(part.status is OrderStatus.AWAITING_PAYMENT for part in parts),
         )
         if decision.ignored:
             return f"ignored: {decision.ignored}"
@@ -126,7 +128,10 @@ def _apply(session: Session, order, payment: Payment, event: PaymentEventIn) -> 
         payment.psp_reference = event.psp_reference
         session.flush()
         if decision.action is states.Action.MOVE_ORDER_ON:
-            lifecycle.mark_paid(session, order, at=now)
+            for part in parts:
+                if part.status is OrderStatus.AWAITING_PAYMENT:
+                    lifecycle.mark_paid(session, part, at=now)
+            service.refund_cancelled_parts(session, payment, parts)
         elif decision.action is states.Action.REFUND_ALL:
             service.refund_everything(
                 session,

@@ -5,6 +5,13 @@ counter, and read an order's payment and refunds.
 Lock order everywhere: the order row first, then its payment row (the order flow, the expiry
 sweep and the event intake all do the same), so a capture and an expiry never deadlock and one
 of them sees what the other did.
+
+A split order (`o2o.orders.models.SplitOrder`) is paid once: its first part holds the one
+payment, for the whole amount, and every part reads it as its own (`payment_of`). A part
+cancelled after the capture is refunded its own total from that payment; a part cancelled before
+it is refunded when the capture comes (the app was asked for the whole amount), and when every
+part is cancelled first the payment is called off. The event intake locks every part before the
+payment, so the lock order holds for splits too.
 """
 
 import uuid
@@ -54,9 +61,17 @@ def _send(session: Session, app_id: int, event_type: str, payment: Payment, payl
 
 
 def open_payment(
-    session: Session, order: Order, *, method: PaymentMethod, due_at: datetime | None
+    session: Session,
+    order: Order,
+    *,
+    method: PaymentMethod,
+    due_at: datetime | None,
+    amount_minor: int | None = None,
 ) -> Payment:
-    """Open the payment of a new order: online ones are requested from the payment app."""
+    """Open the payment of a new order: online ones are requested from the payment app.
+
+    `amount_minor`: what is to be paid when it is not the order's own total (a split order's
+    first part pays for every part)."""
     app = apps.current_app(session) if method is PaymentMethod.ONLINE else None
     if method is PaymentMethod.ONLINE and app is None:
         raise PaymentsUnavailable(
@@ -70,7 +85,7 @@ def open_payment(
         app_id=app.id if app else None,
         method=method,
         status=P.PENDING,
-        amount_minor=order.total_minor,
+        amount_minor=order.total_minor if amount_minor is None else amount_minor,
         currency=order.currency,
         captured_minor=0,
         due_at=due_at,
@@ -96,9 +111,33 @@ def open_payment(
     return payment
 
 
+def _payer_id(session: Session, order_id: uuid.UUID) -> uuid.UUID:
+    """Return the order whose payment pays for this one: itself, or its split order's first part."""
+    order = session.get(Order, order_id)
+    if order is None or order.split_order_id is None or order.split_position == 0:
+        return order_id
+    return session.scalar(
+        select(Order.id).where(
+            Order.split_order_id == order.split_order_id, Order.split_position == 0
+        )
+    )
+
+
+def split_parts(session: Session, order: Order, *, lock: bool = False) -> list[Order]:
+    """Return the orders one payment pays for: the order alone, or every part of its split
+    order (locked in id order if asked, which the caller does before locking the payment)."""
+    if order.split_order_id is None:
+        return [order]
+    query = select(Order).where(Order.split_order_id == order.split_order_id).order_by(Order.id)
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    return list(session.scalars(query))
+
+
 def payment_of(session: Session, order_id: uuid.UUID, *, lock: bool = False) -> Payment | None:
-    """Return an order's payment (locked if asked: lock the order first)."""
-    query = select(Payment).where(Payment.order_id == order_id)
+    """Return an order's payment, a split part's being its split order's (locked if asked:
+    lock the order first)."""
+    query = select(Payment).where(Payment.order_id == _payer_id(session, order_id))
     if lock:
         query = query.with_for_update().execution_options(populate_existing=True)
     return session.scalar(query)
@@ -108,8 +147,10 @@ def payments_of(session: Session, order_ids: list[uuid.UUID]) -> dict[uuid.UUID,
     """Return the payments of several orders at once, by order id."""
     if not order_ids:
         return {}
-    rows = session.scalars(select(Payment).where(Payment.order_id.in_(order_ids)))
-    return {p.order_id: p for p in rows}
+    payers = {order_id: _payer_id(session, order_id) for order_id in order_ids}
+    rows = session.scalars(select(Payment).where(Payment.order_id.in_(set(payers.values()))))
+    by_payer = {p.order_id: p for p in rows}
+    return {order_id: by_payer[payer] for order_id, payer in payers.items() if payer in by_payer}
 
 
 def _refunds(session: Session, payment: Payment) -> list[Refund]:
@@ -247,19 +288,68 @@ def on_order_cancelled(session: Session, order: Order) -> None:
     payment = payment_of(session, order.id, lock=True)
     if payment is None:
         return
+    if order.split_order_id is not None:
+        _on_part_cancelled(session, order, payment)
+        return
     if payment.status in (P.PENDING, P.FAILED):
-        payment.status = P.CANCELLED
-        session.flush()
-        if payment.app_id is not None:
-            _send(
-                session,
-                payment.app_id,
-                "payment.cancelled",
-                payment,
-                {"payment_id": str(payment.id), "order_id": str(order.id)},
-            )
+        _call_off(session, payment)
     elif payment.status is P.CAPTURED and payment.app_id is not None:
         refund_everything(session, payment, reason=REASON_CANCELLED, note=order.cancel_reason)
+
+
+def _call_off(session: Session, payment: Payment) -> None:
+    """Cancel a locked payment not captured: its order will not be paid."""
+    payment.status = P.CANCELLED
+    session.flush()
+    if payment.app_id is not None:
+        _send(
+            session,
+            payment.app_id,
+            "payment.cancelled",
+            payment,
+            {"payment_id": str(payment.id), "order_id": str(payment.order_id)},
+        )
+
+
+def _on_part_cancelled(session: Session, part: Order, payment: Payment) -> None:
+    """Close what a cancelled part of a split order owes: its own total back from a captured
+    payment; before the capture, nothing yet unless every part is now cancelled."""
+    if payment.status is P.CAPTURED:
+        if payment.app_id is not None:
+            _refund_part(session, payment, part, reason=REASON_CANCELLED, note=part.cancel_reason)
+        return
+    # Read under the payment's lock: a part cancelled at the same time committed before it.
+    statuses = session.scalars(
+        select(Order.status).where(Order.split_order_id == part.split_order_id)
+    ).all()
+    if all(status is OrderStatus.CANCELLED for status in statuses):
+        _call_off(session, payment)
+
+
+def _refund_part(
+    session: Session, payment: Payment, part: Order, *, reason: str, note: str | None
+) -> Refund | None:
+    """Refund a part's total from a locked, captured payment (what is left of it, at most)."""
+    left = states.refund_for_cancel(payment.captured_minor, refund_ledger(session, payment))
+    amount = min(part.total_minor, left)
+    if amount <= 0:
+        return None
+    return request_refund(session, payment, amount, reason=reason, note=note)
+
+
+def refund_cancelled_parts(session: Session, payment: Payment, parts: list[Order]) -> None:
+    """Refund, on a capture just applied, the parts of a split order cancelled before it."""
+    if len(parts) < 2 or payment.app_id is None:
+        return
+    for part in parts:
+        if part.status is OrderStatus.CANCELLED:
+            _refund_part(
+                session,
+                payment,
+                part,
+                reason=REASON_AFTER_CANCEL,
+                note="This part was cancelled before the payment arrived.",
+            )
 
 
 def on_sla_breached(session: Session, order_id: uuid.UUID, compensation_minor: int) -> None:

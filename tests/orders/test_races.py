@@ -149,3 +149,59 @@ def test_random_multi_item_carts_racing_on_overlapping_stock_add_up(committed):
     for oid, cart in zip(results, carts, strict=True):
         if oid is None:
             assert any(left[pid] < qty for pid, qty in cart), (cart, dict(left))
+
+
+def test_split_orders_racing_reserve_every_part_or_none(real_client):
+    # Split orders need a plentiful item at one store and the last units of another item at a
+    # second store, racing single-store orders for those last units. A split order that loses
+    # the race for its second part must not keep its first: every split answered 201 holds both
+    # parts, every refusal holds nothing, and neither lot is ever oversold.
+    with session_scope() as s:
+        plenty_store = make_store(s, at=offset(300, 0))
+        scarce_store = make_store(s, at=offset(0, 700))
+        plenty = make_product(s, name="Loratadine 10 mg")
+        scarce = make_product(s, name="Cetirizine 10 mg")
+        plenty_lot = make_lot(s, plenty_store, plenty, on_hand=30)
+        scarce_lot = make_lot(s, scarce_store, scarce, on_hand=6)
+        patients = [make_user(s, role=Role.PATIENT) for _ in range(24)]
+        ids = (plenty.id, scarce.id, plenty_lot.id, scarce_lot.id)
+    plenty_id, scarce_id, plenty_lot_id, scarce_lot_id = ids
+    split = order_body([(plenty_id, 1), (scarce_id, 1)]) | {"allow_split": True}
+    single = order_body([(scarce_id, 1)])
+    bodies = [split if i % 3 else single for i in range(24)]
+    start = threading.Barrier(24)
+
+    def place(i: int):
+        start.wait()
+        return real_client.post("/api/v1/orders", json=bodies[i], headers=auth(patients[i]))
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        responses = list(pool.map(place, range(24)))
+
+    assert Counter(r.status_code for r in responses) == {201: 6, 409: 18}, [
+        r.text for r in responses if r.status_code not in (201, 409)
+    ]
+    won_splits = [r.json() for r in responses if r.status_code == 201 and "parts" in r.json()]
+    won_single = [r for r in responses if r.status_code == 201 and "parts" not in r.json()]
+    assert len(won_splits) + len(won_single) == 6
+    for r in responses:
+        if r.status_code == 409:
+            assert r.json()["error"]["code"] == "insufficient_stock"
+    for won in won_splits:
+        assert sorted(p["store"]["id"] for p in won["parts"]) == sorted(
+            [plenty_store.id, scarce_store.id]
+        )
+    with session_scope() as s:
+        plenty_lot, scarce_lot = s.get(Lot, plenty_lot_id), s.get(Lot, scarce_lot_id)
+        assert (scarce_lot.on_hand, scarce_lot.reserved) == (6, 6)
+        # All or nothing: the plentiful item is held by the winning split orders alone.
+        assert (plenty_lot.on_hand, plenty_lot.reserved) == (30, len(won_splits))
+        held = s.scalar(
+            select(func.coalesce(func.sum(LotAllocation.quantity), 0)).where(
+                LotAllocation.lot_id == plenty_lot_id
+            )
+        )
+        assert held == len(won_splits)
+        assert s.scalar(select(func.count()).select_from(Order)) == 2 * len(won_splits) + len(
+            won_single
+        )
