@@ -20,12 +20,26 @@ ENTRY_POINTS = {
     # Stores: its rows and shapes, the store and catalogue service, the one writer of order stock
     # (allocation), the cart checks and search checkout uses, the travel-time formula, and the
     # delivery slots checkout books.
-    "stores": ("service", "models", "schemas", "allocation", "cart", "search", "eta", "slots"),
+    "stores": (
+        "service",
+        "models",
+        "schemas",
+        "allocation",
+        "cart",
+        "search",
+        "eta",
+        "slots",
+        # Community pickup points: the points, their run schedule, and their API shapes.
+        "pickup_points",
+    ),
     "prescriptions": ("service", "models", "schemas"),
     # Checkout asks dispatch's routing (pure) whether to offer pickup or delivery.
-    "dispatch": ("service", "models", "schemas", "routing"),
+    # Pickup points: checkout books a run, the store's ready books its job, the leader's counter
+    # works the parcels at the point.
+    "dispatch": ("service", "models", "schemas", "routing", "runs", "point_parcels"),
     # Payments: checkout opens a payment, the views read it, the caps count unpaid orders.
-    "o2o.payments": ("service", "models", "schemas"),
+    # Commissions: the leader's statement and the wiring's accrual on completion.
+    "o2o.payments": ("service", "models", "schemas", "commissions"),
     # The order record is reached through its lifecycle, its states, its events and its rows.
     "o2o.orders": ("lifecycle", "states", "events", "models"),
 }
