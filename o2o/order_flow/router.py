@@ -54,6 +54,8 @@ ORDERS_PATH = "/orders"
             "max_per_order_exceeded",
             "invalid_quantity",
             "invalid_delivery_slot",
+            "invalid_pickup_point",
+            "unknown_pickup_point",
         ),
         e429="rate_limited: too many orders from this patient (Retry-After)",
     ),
