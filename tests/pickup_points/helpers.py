@@ -4,6 +4,7 @@ world of the access matrix) one already waiting at the point."""
 import uuid
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dispatch.run_models import ParcelStatus, PickupParcel, PickupRun, RunStatus
@@ -124,17 +125,22 @@ def waiting_at_point(
     session.add(order)
     session.flush()
     lifecycle.record_creation(session, order, actor_id=patient.id, at=order.created_at)
-    run = PickupRun(
-        point_id=point.id,
-        store_id=point.store_id,
-        departs_at=now - timedelta(minutes=point.run_travel_minutes),
-        arrives_at=now,
-        status=RunStatus.ARRIVED,
-        handoff_code=new_code(),
-        arrived_at=now,
+    departs_at = now - timedelta(minutes=point.run_travel_minutes)
+    run = session.scalar(
+        select(PickupRun).where(PickupRun.point_id == point.id, PickupRun.departs_at == departs_at)
     )
-    session.add(run)
-    session.flush()
+    if run is None:
+        run = PickupRun(
+            point_id=point.id,
+            store_id=point.store_id,
+            departs_at=departs_at,
+            arrives_at=now,
+            status=RunStatus.ARRIVED,
+            handoff_code=new_code(),
+            arrived_at=now,
+        )
+        session.add(run)
+        session.flush()
     session.add(
         PickupParcel(
             order_id=order.id,
