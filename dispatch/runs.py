@@ -117,10 +117,26 @@ def on_parcel_ready(session: Session, order: Order, *, now: datetime | None = No
 
 
 def on_order_cancelled(session: Session, order: Order, *, now: datetime | None = None) -> None:
-    """Close the parcel of a cancelled order (a returned one stays returned)."""
+    """Close the parcel of a cancelled order (a returned one stays returned); a run left with
+    no parcel to carry leaves the board."""
     parcel = session.get(PickupParcel, order.id, with_for_update=True)
-    if parcel is not None and parcel.status in (P.BOOKED, P.IN_RUN, P.AT_POINT):
-        parcel.status = P.CANCELLED
+    if parcel is None or parcel.status not in (P.BOOKED, P.IN_RUN, P.AT_POINT):
+        return
+    was_booked = parcel.status is P.BOOKED
+    parcel.status = P.CANCELLED
+    session.flush()
+    if not was_booked or _parcels(session, parcel.run_id, P.BOOKED):
+        return
+    # SKIP LOCKED: a courier claiming or picking the run up holds the job row and the order
+    # rows in the other order; rather than wait (and deadlock), leave the job to them.
+    job = session.scalar(
+        select(Job)
+        .where(Job.run_id == parcel.run_id, Job.status == JobStatus.OPEN)
+        .with_for_update(skip_locked=True)
+    )
+    if job is not None:
+        job.status = JobStatus.CANCELLED
+        job.closed_at = now or clock.now()
         session.flush()
 
 

@@ -327,3 +327,25 @@ def test_the_statement_and_report_count_the_stores_local_days(client, db, point,
             headers=auth(leader),
         )
         assert len(r.json()["items"]) == expected, (day, r.text)
+
+
+def test_a_run_whose_only_parcel_is_cancelled_leaves_the_board(
+    client, db, store, point, lot, staff
+):
+    patient = make_user(db, role=Role.PATIENT)
+    with clock.use(lambda: MORNING):
+        order_id = helpers.place_paid_ready(
+            client, db, patient, staff, point, [(lot.product_id, 1)]
+        )
+        (job,) = db.scalars(select(Job).where(Job.run_id.is_not(None))).all()
+        assert job.status.value == "open"
+        r = client.post(
+            f"{API}/orders/{order_id}/cancel",
+            json={"reason": "Changed my mind"},
+            headers=auth(patient),
+        )
+        assert r.status_code == 200, r.text
+    db.expire_all()
+    assert db.get(Job, job.id).status.value == "cancelled"
+    assert db.get(PickupParcel, order_id).status is ParcelStatus.CANCELLED
+    assert stock(db, lot) == (20, 0)
