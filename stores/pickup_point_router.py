@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from o2o.api import ApiRoute
+from o2o.config import get_settings
 from o2o.db import DbSession
 from o2o.errors import error_responses
 from o2o.users.dependencies import AdminUser
@@ -59,13 +60,20 @@ def create_pickup_point(
     "/pickup-points/nearby",
     response_model=NearbyPickupPointsOut,
     summary="Find pickup points near a place",
-    responses=error_responses(e422=("invalid_location", "invalid_radius", "invalid_limit")),
+    responses=error_responses(e422=("invalid_radius",)),
 )
 def nearby_pickup_points(
     session: DbSession,
     lat: Annotated[float, Query(ge=-90, le=90)],
     lon: Annotated[float, Query(ge=-180, le=180)],
-    radius_m: Annotated[float | None, Query(gt=0)] = None,
+    radius_m: Annotated[
+        float | None,
+        Query(
+            ge=proximity.MIN_RADIUS_M,
+            le=get_settings().search_max_radius_m,
+            description="Metres; default and maximum: the search maximum (50 km)",
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=proximity.MAX_LIMIT)] = 20,
 ):
     """List the active pickup points within radius_m, nearest first, each with its next run."""
