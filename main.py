@@ -18,6 +18,7 @@ from o2o.observability import (
     configure_logging,
 )
 from o2o.openapi import install_error_docs, install_links
+from o2o.order_flow.pickup_point_router import router as pickup_point_counter_router
 from o2o.order_flow.router import router as orders_router
 from o2o.order_flow.substitution_router import router as substitutions_router
 from o2o.payments.router import router as payments_router
@@ -25,6 +26,7 @@ from o2o.users.router import router as users_router
 from o2o.webhooks.router import router as webhooks_router
 from prescriptions.router import router as prescriptions_router
 from prescriptions.safety_router import router as safety_router
+from stores.pickup_point_router import router as pickup_points_router
 from stores.router import router as stores_router
 from stores.search_router import router as stores_search_router
 
@@ -36,6 +38,8 @@ def api_router() -> APIRouter:
     router.include_router(users_router)
     router.include_router(orders_router)
     router.include_router(substitutions_router)
+    router.include_router(pickup_points_router)
+    router.include_router(pickup_point_counter_router)
     router.include_router(prescriptions_router)
     router.include_router(safety_router)
     router.include_router(dispatch_router)

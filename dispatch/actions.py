@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from dispatch import monitor, views
+from dispatch import monitor, runs, views
 from dispatch.eta import EtaModel
 from dispatch.models import HELD_JOB_STATES, Job, JobStatus, SlaBreach, SlaEscalation
 from dispatch.pool import job_not_found
@@ -126,6 +126,8 @@ def pickup(
 ) -> Job:
     """Collect the parcel at the store: the order goes out for delivery."""
     now = now or clock.now()
+    if runs.is_run_job(session, job_id):
+        return runs.pick_up(session, courier, job_id, now=now)
     job = _held_job(session, courier, job_id)
     if job.status is J.PICKED_UP:
         return job  # a retried pickup
@@ -149,6 +151,8 @@ def deliver(
 ) -> Job:
     """Hand the parcel over against the patient's delivery code: the order completes."""
     now = now or clock.now()
+    if runs.is_run_job(session, job_id):
+        return runs.drop_at_point(session, courier, job_id, delivery_code, now=now)
     settings = get_settings()
     job = _held_job(session, courier, job_id)
     if job.status is J.LOCKED:
@@ -205,6 +209,9 @@ def fail(
     for the store would only add minutes. The store can still cancel the order, which closes it.
     """
     now = now or clock.now()
+    if runs.is_run_job(session, job_id):
+        runs.held_run_job(session, courier, job_id)  # 404 unless it is the courier's
+        raise runs.run_cannot_fail()
     job = _held_job(session, courier, job_id)
     if job.status is J.CLAIMED:
         raise Conflict(
@@ -247,7 +254,10 @@ def fail(
 
 def release(session: Session, courier: User, job_id: uuid.UUID) -> Job:
     """Give a claimed job back to the pool (before pickup)."""
-    job = _held_job(session, courier, job_id)
+    if runs.is_run_job(session, job_id):
+        job = runs.held_run_job(session, courier, job_id)
+    else:
+        job = _held_job(session, courier, job_id)
     if job.status is not J.CLAIMED:
         raise Conflict(
             _("The parcel is already picked up: deliver it or report the failure."),
@@ -271,6 +281,14 @@ def unlock(session: Session, staff: User, job_id: uuid.UUID) -> Job:
     job = session.get(Job, job_id)
     if job is None or not _is_staff_of(staff, job.store_id):
         raise NotFound(_("No such job."), code="job_not_found")
+    if job.run_id is not None:
+        # A run is locked by its count of wrong hand-off codes, not by its status.
+        job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
+        if job.code_failures < get_settings().dispatch_code_max_failures:
+            raise Conflict(_("This job is not locked."), code="job_not_locked")
+        job.code_failures = 0
+        session.flush()
+        return job
     lifecycle.lock_order(session, job.order_id)
     job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
     if job.status is not J.LOCKED:

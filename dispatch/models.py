@@ -103,12 +103,25 @@ class Job(Base):
             "status NOT IN ('claimed', 'picked_up') OR courier_id IS NOT NULL",
             name="taken_has_courier",
         ),
+        # A job carries one order's delivery, or a run's parcels to a pickup point.
+        CheckConstraint("(order_id IS NULL) <> (run_id IS NULL)", name="order_or_run"),
+        # One live job per run: the run is claimed by one courier.
+        Index(
+            "uq_dispatch_jobs_live_run",
+            "run_id",
+            unique=True,
+            postgresql_where=text(_in(LIVE_JOB_STATES)),
+        ),
     )
 
     # Not guessable, like order ids: a courier's app shares them.
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
-    order_id: Mapped[uuid.UUID] = mapped_column(
+    order_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("orders.id", ondelete="CASCADE"), index=True
+    )
+    # A scheduled run to a pickup point (then order_id is null): the parcels are the run's.
+    run_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("pickup_runs.id", ondelete="CASCADE")
     )
     store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="RESTRICT"))
     dropoff = mapped_column(Geography("POINT", srid=4326, spatial_index=False), nullable=False)

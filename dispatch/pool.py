@@ -84,7 +84,11 @@ def _visible(visible_from: str) -> str:
     return f"(j.priority > 0 OR j.opened_at <= {visible_from})"
 
 
-_ORDER_READY = "EXISTS (SELECT 1 FROM orders o WHERE o.id = j.order_id AND o.status = 'ready')"
+# A run to a pickup point is on the board from its opening time (its parcels are checked at pickup).
+_ORDER_READY = (
+    "(j.run_id IS NOT NULL"
+    " OR EXISTS (SELECT 1 FROM orders o WHERE o.id = j.order_id AND o.status = 'ready'))"
+)
 _BUCKET = f"date_bin(:bucket, j.deadline, {_BUCKET_ORIGIN})"
 # Within one store the rank is (priority, deadline bucket, deadline, id): the index order.
 _STORE_ORDER = {
@@ -277,11 +281,12 @@ def claim_job(
             SELECT {_IN_AREA} AS in_area,
                    (ST_DWithin(s.location, ST_GeogFromText(:point), :wide_m) AND {visible})
                        AS in_radius,
-                   (j.status = 'open' AND o.status = 'ready') AS is_open,
+                   (j.status = 'open' AND (j.run_id IS NOT NULL OR o.status = 'ready'))
+                       AS is_open,
                    j.opened_at > CAST(:opened_by AS timestamptz) AS not_yet
             FROM dispatch_jobs j
             JOIN stores s ON s.id = j.store_id
-            JOIN orders o ON o.id = j.order_id
+            LEFT JOIN orders o ON o.id = j.order_id
             JOIN couriers c ON c.user_id = :courier_id
             WHERE j.id = :job_id
             """

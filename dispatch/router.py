@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 from sqlalchemy.orm import Session
 
-from dispatch import actions, couriers, pool, reports, trips, views
+from dispatch import actions, couriers, pool, reports, runs, trips, views
 from dispatch.dependencies import AsyncCourierUser, CourierUser, StaffOrAdmin
 from dispatch.schemas import (
     ClaimIn,
@@ -231,14 +231,16 @@ def pickup(job_id: uuid.UUID, session: DbSession, courier: CourierUser):
     "/dispatch/jobs/{job_id}/deliver",
     response_model=HeldJobOut,
     responses=error_responses(
-        e422=("wrong_delivery_code",), e409="job_not_picked_up; wrong code; job_locked"
+        e422=("wrong_delivery_code", "wrong_handoff_code"),
+        e409="job_not_picked_up; wrong code; job_locked",
     ),
 )
 def deliver(job_id: uuid.UUID, body: DeliverIn, session: DbSession, courier: CourierUser):
-    """Hand over against the patient's delivery code: the order completes."""
+    """Hand over against the patient's delivery code: the order completes. A run to a pickup
+    point is handed to the point's leader against the point's hand-off code."""
     try:
         job = actions.deliver(session, courier, job_id, body.delivery_code)
-    except actions.WrongDeliveryCode:
+    except (actions.WrongDeliveryCode, runs.WrongHandoffCode):
         # The wrong try must count although the answer is an error: keep it, then refuse.
         session.commit()
         raise
@@ -248,7 +250,9 @@ def deliver(job_id: uuid.UUID, body: DeliverIn, session: DbSession, courier: Cou
 @router.post(
     "/dispatch/jobs/{job_id}/fail",
     response_model=HeldJobOut,
-    responses=error_responses(e409="job_not_picked_up"),
+    responses=error_responses(
+        e409="job_not_picked_up, run_cannot_fail (a run to a pickup point: deliver or release it)"
+    ),
 )
 def fail(job_id: uuid.UUID, body: FailIn, session: DbSession, courier: CourierUser):
     """Report a failed delivery with a reason: the order goes back to the store's queue."""

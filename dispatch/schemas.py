@@ -29,7 +29,8 @@ class JobOut(BaseModel):
     """A job as a courier sees it (listed, claimed, or held)."""
 
     id: uuid.UUID
-    order_id: uuid.UUID
+    # Null for a run to a pickup point (then `run_id` says which run; its parcels are the run's).
+    order_id: uuid.UUID | None
     store: StoreRef
     # Exact only for the job's own courier (from the claim on), the store's staff and admins;
     # anyone else, the board above all, sees the centre of its grid cell (~200 m).
@@ -50,6 +51,7 @@ class JobOut(BaseModel):
     batch_id: uuid.UUID | None = None
     drop_seq: int | None = None
     drop_eta: datetime | None = None
+    run_id: uuid.UUID | None = None
 
 
 class HeldJobOut(JobOut):

@@ -68,7 +68,8 @@ def claim_trip(
     held = couriers.active_job_count(session, courier.id)
     mates: list[batching.Drop] = []
     limit = settings.dispatch_batch_max_parcels - 1
-    if held == 1 and limit > 0:
+    # A run to a pickup point is a trip of its own: its deadline is the run's, not a door's.
+    if held == 1 and limit > 0 and anchor.run_id is None:
         mates = [
             batching.Drop(row.id, (row.lat, row.lon), row.deadline)
             for row in session.execute(

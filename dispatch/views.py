@@ -14,11 +14,13 @@ from sqlalchemy.orm import Session
 
 from dispatch.couriers import Where
 from dispatch.models import Job
+from dispatch.run_models import PickupRun
 from o2o.config import get_settings
 from o2o.geo import snap_to_grid, to_latlon
 from o2o.orders.models import Order
 from o2o.users.models import Role, User
 from stores.models import Store
+from stores.pickup_points import PickupPoint
 
 
 def sees_exact_dropoff(viewer: User, job: Job) -> bool:
@@ -48,9 +50,19 @@ def describe_jobs(
     if not job_ids:
         return []
     rows = session.execute(
-        select(Job, Store.name, Store.location, Order.delivery_address_text)
+        select(
+            Job,
+            Store.name,
+            Store.location,
+            # A run's drop-off is its pickup point: its address is the point's.
+            func.coalesce(
+                Order.delivery_address_text, PickupPoint.name + ", " + PickupPoint.address
+            ),
+        )
         .join(Store, Store.id == Job.store_id)
-        .join(Order, Order.id == Job.order_id)
+        .outerjoin(Order, Order.id == Job.order_id)
+        .outerjoin(PickupRun, PickupRun.id == Job.run_id)
+        .outerjoin(PickupPoint, PickupPoint.id == PickupRun.point_id)
         .where(Job.id.in_(job_ids))
     ).all()
     by_id = {row[0].id: row for row in rows}
@@ -83,6 +95,7 @@ def describe_jobs(
                 "batch_id": job.batch_id,
                 "drop_seq": job.drop_seq,
                 "drop_eta": job.drop_eta,
+                "run_id": job.run_id,
             }
         )
     return views

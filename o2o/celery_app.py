@@ -57,4 +57,8 @@ app.conf.beat_schedule = {
     "dispatch-return-stale-claims": {"task": "dispatch.return_stale_claims", "schedule": 60.0},
     "dispatch-fleet-load": {"task": "dispatch.fleet_load", "schedule": 60.0},
     "dispatch-relay-outbox": {"task": "dispatch.relay_outbox", "schedule": 5.0},
+    "dispatch-return-uncollected-parcels": {
+        "task": "dispatch.return_uncollected_parcels",
+        "schedule": 60.0,
+    },
 }

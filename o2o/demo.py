@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 DEMO_PASSWORD = "demo-password"
 DEMO_PHARMACIST = "pharmacist@example.com"
 DEMO_COURIER = "courier@example.com"
+DEMO_LEADER = "leader@example.com"
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,19 @@ DEMO_ACCOUNTS = (
     DemoAccount(DEMO_PHARMACIST, "Pat Pharmacist", Role.PHARMACIST),
     DemoAccount(DEMO_COURIER, "Cory Courier", Role.COURIER),
     DemoAccount("patient@example.com", "Pia Patient", Role.PATIENT),
+    DemoAccount(DEMO_LEADER, "Lin Leader (社区团长)", Role.LEADER),
 )
+
+# Community pickup points in Shanghai (name, address, lat, lon), each served by the nearest of
+# the first demo stores; the demo leader stands behind all of them. 10% commission, as in the
+# community group-buying articles the feature comes from.
+DEMO_PICKUP_POINTS = (
+    ("Lobby of Jing'an Garden Block 3", "Lane 188 Wuding Road, Jing'an", 31.2337, 121.4541),
+    ("Huangpu Neighbourhood Convenience Store", "56 Yunnan South Road, Huangpu", 31.2288, 121.4815),
+    ("Xintiandi Residents' Hall", "99 Taicang Road, Huangpu", 31.2220, 121.4741),
+    ("Nanjing West Road Community Shop", "1025 Nanjing West Road, Jing'an", 31.2312, 121.4606),
+)
+DEMO_COMMISSION_RATE_BP = 1000
 
 
 def load_demo_accounts(session: Session) -> list[str]:
@@ -69,7 +82,51 @@ def load_demo(session: Session) -> tuple[list[str], "DemoCity"]:
     courier = users_service.get_by_email(session, DEMO_COURIER)
     dispatch_service.give_home_store(session, courier.id, city.store_ids[0])
     load_demo_interactions(session)
+    load_demo_pickup_points(session, city.store_ids)
     return created, city
+
+
+def load_demo_pickup_points(session: Session, store_ids: list[int]) -> int:
+    """Register the demo pickup points that do not exist yet, each with the nearest demo store
+    within a run's reach; return how many were created."""
+    from sqlalchemy import func, select
+
+    from o2o.config import get_settings
+    from o2o.geo import point_wkt
+    from stores.models import Store
+    from stores.pickup_points import PickupPoint, create_point
+
+    leader = users_service.get_by_email(session, DEMO_LEADER)
+    created = 0
+    for name, address, lat, lon in DEMO_PICKUP_POINTS:
+        if session.scalar(select(PickupPoint.id).where(PickupPoint.name == name)) is not None:
+            continue
+        here = func.ST_GeogFromText(point_wkt(lat, lon))
+        store = session.scalar(
+            select(Store)
+            .where(
+                Store.id.in_(store_ids),
+                func.ST_DWithin(Store.location, here, get_settings().dispatch_radius_m),
+            )
+            .order_by(func.ST_Distance(Store.location, here), Store.id)
+            .limit(1)
+        )
+        if store is None:
+            continue
+        create_point(
+            session,
+            store,
+            name=name,
+            address=address,
+            lat=lat,
+            lon=lon,
+            opening_hours=None,
+            leader_user_id=leader.id,
+            commission_rate_bp=DEMO_COMMISSION_RATE_BP,
+            run_times=None,
+        )
+        created += 1
+    return created
 
 
 DEMO_INTERACTIONS = (

@@ -5,11 +5,14 @@ migrations and tests.
 """
 
 import dispatch.models  # noqa: F401
+import dispatch.run_models  # noqa: F401
 import o2o.idempotency  # noqa: F401
 import o2o.orders.models  # noqa: F401
 import o2o.outbox  # noqa: F401
+import o2o.payments.commissions  # noqa: F401
 import o2o.payments.models  # noqa: F401
 import o2o.users.models  # noqa: F401
 import o2o.webhooks.models  # noqa: F401
 import prescriptions.models  # noqa: F401
 import stores.models  # noqa: F401
+import stores.pickup_points  # noqa: F401

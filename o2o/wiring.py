@@ -5,9 +5,11 @@ Celery worker (`o2o.worker`), the command line and the test suite. Connecting tw
 """
 
 from dispatch import events as dispatch_events
+from dispatch import runs as dispatch_runs
 from dispatch import service as dispatch_service
 from o2o.order_flow import promise, shortfall, substitutions
 from o2o.orders import events
+from o2o.payments import commissions
 from o2o.payments import service as payments_service
 from prescriptions import service as prescriptions_service
 from stores import events as stores_events
@@ -26,6 +28,10 @@ def connect() -> None:
     # A closed order gives back the equivalents held for the patient's unanswered questions.
     events.order_cancelled.connect(substitutions.withdraw_pending)
     events.order_completed.connect(substitutions.withdraw_pending)
+    # A cancelled pickup-point order closes its parcel; a completed one earns its leader's
+    # commission (once).
+    events.order_cancelled.connect(dispatch_runs.on_order_cancelled)
+    events.order_completed.connect(commissions.on_order_completed)
     # A completed order marks its prescription dispensed (used once).
     events.order_completed.connect(prescriptions_service.mark_dispensed)
     # A breached delivery pays out "late = free": its compensation is refunded.

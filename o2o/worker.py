@@ -13,6 +13,7 @@ app.conf.include = [
     "o2o.webhooks.tasks",
     "prescriptions.tasks",
     "dispatch.tasks",
+    "dispatch.run_tasks",
     "o2o.order_flow.tasks",
 ]
 wiring.connect()

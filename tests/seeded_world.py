@@ -16,9 +16,11 @@ from o2o import clock
 from o2o.orders.models import Order, OrderStatus, SplitOrder
 from o2o.users.models import Role, User
 from stores.models import Lot, Product, Store
+from stores.pickup_points import PickupPoint
 from tests import factories
 from tests.dispatch import helpers as dispatch_helpers
 from tests.factories import auth, make_lot, make_order, make_product, make_store, make_user
+from tests.pickup_points import helpers as pickup_point_helpers
 from tests.prescriptions import helpers as rx_helpers
 
 API = "/api/v1"
@@ -49,6 +51,12 @@ class World:
     payment_app_id: str = ""
     # A split order of `patient` (one part, at store A).
     split_order_id: str = ""
+    # A community pickup point of `store`, its leader, a leader of another point, and an order
+    # waiting at the point for `patient`.
+    leader: User | None = None
+    other_leader: User | None = None
+    pickup_point: PickupPoint | None = None
+    point_order: Order | None = None
 
     def user(self, name: str) -> User | None:
         """The user playing `name` in the matrix (None: anonymous)."""
@@ -128,7 +136,16 @@ def build_world(db: Session, client: TestClient) -> World:
     )
     assert r.status_code == 201, r.text
     payment_app_id = r.json()["id"]
+    leader = make_user(db, role=Role.LEADER)
+    other_leader = make_user(db, role=Role.LEADER)
+    pickup_point = pickup_point_helpers.make_point(db, store, leader=leader)
+    pickup_point_helpers.make_point(db, store, leader=other_leader, at=factories.offset(0, 1500))
+    point_order = pickup_point_helpers.waiting_at_point(db, pickup_point, patient, otc_lot)
     return World(
+        leader=leader,
+        other_leader=other_leader,
+        pickup_point=pickup_point,
+        point_order=point_order,
         store=store,
         other_store=other_store,
         otc=otc,

@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from o2o.orders.models import Order, OrderEvent
 from prescriptions.models import PrescriptionAudit
 from tests.factories import auth
+from tests.pickup_points.helpers import POINT_AT
 from tests.seeded_world import API, World, seed
 
 
@@ -29,12 +30,20 @@ def world(db, client) -> World:
 
 
 ANON = "anonymous"
-STRANGERS = ("other_patient", "other_pharmacist", "other_courier", "other_doctor", ANON)
+STRANGERS = (
+    "other_patient",
+    "other_pharmacist",
+    "other_courier",
+    "other_doctor",
+    "other_leader",
+    ANON,
+)
 ROLE_OF = {
     "other_patient": "patient",
     "other_pharmacist": "pharmacist",
     "other_courier": "courier",
     "other_doctor": "doctor",
+    "other_leader": "leader",
 }
 
 
@@ -68,6 +77,15 @@ def _job(w: World) -> dict[str, str]:
 
 def _store(w: World) -> dict[str, str]:
     return {"store_id": str(w.store.id)}
+
+
+def _point(w: World) -> dict[str, str]:
+    return {"point_id": str(w.pickup_point.id)}
+
+
+# A pickup point's counter: its leader (or an admin); another leader or a pharmacist is told
+# there is no such point (404), other roles may never stand behind a point's counter (403).
+COUNTER = {"leader", "pharmacist", "admin"}
 
 
 ADMIN_ONLY = {"admin"}
@@ -381,6 +399,38 @@ ROWS = [
             ],
         },
     ),
+    # Community pickup points: the admin registers them; the point's leader works its counter.
+    Row(
+        "POST",
+        "/stores/{store_id}/pickup-points",
+        _store,
+        {"admin": {201}},
+        ADMIN_ONLY,
+        body=lambda w: {
+            "name": "Matrix lobby",
+            "address": "1 Matrix Road",
+            "location": {"lat": POINT_AT[0], "lon": POINT_AT[1]},
+            "commission_rate_bp": 800,
+        },
+    ),
+    *[
+        Row(
+            "GET", "/pickup-points/{point_id}/" + tail, _point, {"leader": OK, "admin": OK}, COUNTER
+        )
+        for tail in ("parcels", "runs", "statement")
+    ],
+    Row(
+        "POST",
+        "/pickup-points/{point_id}/handover",
+        _point,
+        {"leader": OK},
+        COUNTER,
+        # The right code: only the point's own leader may use it.
+        body=lambda w: {
+            "order_id": str(w.point_order.id),
+            "pickup_code": w.point_order.pickup_code,
+        },
+    ),
     # Ids in the query: a store's orders and its SLA report, for its staff.
     Row(
         "GET",
@@ -432,7 +482,7 @@ def _call(client, w: World, row: Row, actor: str):
 
 def _private(w: World) -> list[str]:
     """What no stranger may read: the patient's order and prescription ids and codes."""
-    orders = (w.pickup_order, w.delivery_order, w.rx_order)
+    orders = (w.pickup_order, w.delivery_order, w.rx_order, w.point_order)
     return [
         w.prescription_id,
         *(str(o.id) for o in orders),

@@ -22,6 +22,8 @@ REFUSED = [
     "UPDATE payment_events SET type = 'captured'",
     "DELETE FROM payment_events",
     "TRUNCATE payment_events",
+    "UPDATE leader_commissions SET commission_minor = 0",
+    "DELETE FROM leader_commissions",
     "UPDATE alembic_version SET version_num = '0001'",
     "CREATE EXTENSION IF NOT EXISTS dblink",
     "COPY (SELECT 1) TO PROGRAM 'true'",

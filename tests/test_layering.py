@@ -21,7 +21,8 @@ ENTRY_POINTS = {
     # (allocation), the cart checks and search checkout uses, the travel-time formula, and the
     # delivery slots checkout books, and the fleet's advice on when to start a delivery.
     # Checkout and the counter also use equivalents (the catalogue's key) and the search that
-    # counts them (substitutes); split carts plan with split_search.
+    # counts them (substitutes); split carts plan with split_search;
+    # community pickup points: the points, their run schedule, and their API shapes.
     "stores": (
         "service",
         "models",
@@ -35,12 +36,16 @@ ENTRY_POINTS = {
         "slots",
         "fleet_load",
         "split_search",
+        "pickup_points",
     ),
     "prescriptions": ("service", "models", "schemas"),
     # Checkout asks dispatch's routing (pure) whether to offer pickup or delivery.
-    "dispatch": ("service", "models", "schemas", "routing"),
+    # Pickup points: checkout books a run, the store's ready books its job, the leader's counter
+    # works the parcels at the point.
+    "dispatch": ("service", "models", "schemas", "routing", "runs", "point_parcels"),
     # Payments: checkout opens a payment, the views read it, the caps count unpaid orders.
-    "o2o.payments": ("service", "models", "schemas"),
+    # Commissions: the leader's statement and the wiring's accrual on completion.
+    "o2o.payments": ("service", "models", "schemas", "commissions"),
     # The order record is reached through its lifecycle, its states, its events and its rows.
     "o2o.orders": ("lifecycle", "states", "events", "models"),
 }

@@ -18,7 +18,7 @@ from o2o.config import get_settings
 from o2o.errors import InvalidInput
 from o2o.geo import point_element, to_latlon
 from o2o.i18n import gettext
-from o2o.order_flow import equivalent_lines, limits, promise
+from o2o.order_flow import equivalent_lines, limits, pickup_point_checkout, promise
 from o2o.order_flow.schemas import OrderIn
 from o2o.orders import lifecycle, states
 from o2o.orders.models import Fulfillment, LotAllocation, Order, OrderLine, OrderStatus
@@ -209,9 +209,12 @@ def place_order(
     found: dict[int, list[dict]] = {}
     options = functools.partial(_options, wishes=wishes, found=found)
     slot = None
+    point = None
     try:
         if body.delivery_slot is not None:
             decision, slot = promise.slot_route(session, body, lines, now=now, options=options)
+        elif body.fulfillment == "pickup_point":
+            decision, point = pickup_point_checkout.route(session, body, now=now)
         else:
             try:
                 decision = route(session, body, lines, now=now, options=options)
@@ -277,6 +280,8 @@ def place_order(
             order.sla_deadline = slot.end
         elif delivery:
             order.sla_deadline = states.sla_deadline(now, settings.sla_minutes)
+    if point is not None:
+        pickup_point_checkout.address(order, point)
     subtotal = 0
     for line in given:
         chosen = reserved[line.product_id]
@@ -298,6 +303,8 @@ def place_order(
     session.add(order)
     session.flush()
     lifecycle.record_creation(session, order, actor_id=patient.id, at=now)
+    if point is not None:
+        pickup_point_checkout.book(session, order, point, now=now)
     payments_service.open_payment(
         session,
         order,

@@ -71,6 +71,8 @@ ORDERS_PATH = "/orders"
             "invalid_quantity",
             "invalid_delivery_slot",
             "invalid_split",
+            "invalid_pickup_point",
+            "unknown_pickup_point",
         ),
         e429="rate_limited: too many orders from this patient (Retry-After)",
     ),

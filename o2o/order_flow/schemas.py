@@ -108,7 +108,7 @@ class OrderIn(BaseModel):
 
     items: list[OrderItemIn] = Field(min_length=1, max_length=MAX_LINES)
     location: LatLon
-    fulfillment: Literal["auto", "pickup", "delivery"] = "auto"
+    fulfillment: Literal["auto", "pickup", "delivery", "pickup_point"] = "auto"
     delivery_address: DeliveryAddressIn | None = None
     store_id: Annotated[StrictInt, Field(ge=1, le=INT4_MAX)] | None = None
     # "at_store": a pickup paid at the counter (released at once); "online": through the payment
@@ -119,6 +119,25 @@ class OrderIn(BaseModel):
     # When no single store holds the cart, place it in parts at the fewest nearby stores
     # (o2o/order_flow/split_checkout.py): online payment, no store_id, no delivery_slot.
     allow_split: bool = False
+    # Fulfillment "pickup_point": the community pickup point the store's run takes it to.
+    pickup_point_id: Annotated[StrictInt, Field(ge=1, le=INT4_MAX)] | None = None
+
+    @model_validator(mode="after")
+    def _pickup_point_needs_its_id(self) -> "OrderIn":
+        if (self.fulfillment == "pickup_point") != (self.pickup_point_id is not None):
+            raise rule_error(
+                "invalid_pickup_point",
+                'fulfillment "pickup_point" goes with a pickup_point_id, and only it',
+            )
+        if self.fulfillment == "pickup_point" and (
+            self.delivery_slot is not None or self.store_id is not None
+        ):
+            raise rule_error(
+                "invalid_pickup_point",
+                "a pickup-point order travels in its point's run, from its point's store: "
+                "give no delivery_slot and no store_id",
+            )
+        return self
 
     @model_validator(mode="after")
     def _delivery_needs_address(self) -> "OrderIn":
@@ -253,6 +272,8 @@ class OrderOut(BaseModel):
     # The pickup code as a QR payload for the counter's scanner (pickup orders only).
     pickup_qr: str | None = None
     delivery_code: str | None
+    # Fulfillment "pickup_point": where the patient collects it (the deadline is its run's arrival).
+    pickup_point_id: int | None = None
     timeline: list[TimelineEntry]
     # Null for orders placed before payments existed.
     payment: PaymentOut | None = None

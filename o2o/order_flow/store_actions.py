@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from dispatch import runs as dispatch_runs
 from dispatch import service as dispatch_service
 from o2o import clock
 from o2o.config import get_settings
@@ -115,6 +116,8 @@ def mark_ready(session: Session, order: Order, *, actor_id: int, now: datetime |
     if order.fulfillment is Fulfillment.PICKUP:
         order.hold_expires_at = now + timedelta(hours=get_settings().pickup_hold_hours)
         session.flush()
+    elif order.fulfillment is Fulfillment.PICKUP_POINT:
+        dispatch_runs.on_parcel_ready(session, order, now=now)  # the run's job goes on the board
     else:
         dispatch_service.open_job_for_order(session, order)
 
@@ -134,6 +137,11 @@ def handover(
     answering. After the allowed tries the code is locked (409 `pickup_code_locked`). A
     pay-at-store order needs `payment_collected` (409 `payment_not_collected` without it).
     """
+    if order.fulfillment is Fulfillment.PICKUP_POINT:
+        raise states.IllegalTransition(
+            "This order is collected at its pickup point: the point's leader hands it over.",
+            code="not_a_pickup_order",
+        )
     if order.fulfillment is not Fulfillment.PICKUP:
         raise states.IllegalTransition(
             _("This is a delivery order: the courier hands it over."),

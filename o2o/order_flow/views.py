@@ -153,7 +153,12 @@ def present(
             else prescription_id_for(session, order)
         ),
         pickup_code=order.pickup_code if own else None,
-        pickup_qr=pickup_qr(order) if own and order.fulfillment is Fulfillment.PICKUP else None,
+        pickup_qr=(
+            pickup_qr(order)
+            if own and order.fulfillment in (Fulfillment.PICKUP, Fulfillment.PICKUP_POINT)
+            else None
+        ),
+        pickup_point_id=order.pickup_point_id,
         delivery_code=order.delivery_code if own else None,
         timeline=[{"status": e.to_status, "at": e.at, "reason": e.reason} for e in order.events],
         payment=_payment_view(payment),

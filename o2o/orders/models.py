@@ -38,6 +38,8 @@ class OrderStatus(enum.StrEnum):
 class Fulfillment(enum.StrEnum):
     PICKUP = "pickup"
     DELIVERY = "delivery"
+    # Carried in the store's scheduled run to a community pickup point; collected there.
+    PICKUP_POINT = "pickup_point"
 
 
 def _values(e: type[enum.Enum]) -> list[str]:
@@ -133,6 +135,10 @@ class Order(Base):
     # A scheduled delivery: the window the patient chose (the SLA deadline is its end).
     delivery_slot_start: Mapped[datetime | None]
     delivery_slot_end: Mapped[datetime | None]
+    # A pickup-point order: the point it travels to (its delivery_location is the point's).
+    pickup_point_id: Mapped[int | None] = mapped_column(
+        ForeignKey("pickup_points.id", ondelete="RESTRICT"), index=True
+    )
     # When held stock is given back if nothing happens (unpaid by the payment deadline, Rx not
     # approved, pickup not collected).
     hold_expires_at: Mapped[datetime | None]

@@ -50,10 +50,12 @@ def allowed(current: OrderStatus, to: OrderStatus, fulfillment: Fulfillment) -> 
     if current not in TRANSITIONS.get(to, frozenset()):
         return False
     if to is S.OUT_FOR_DELIVERY or (to is S.READY and current is S.OUT_FOR_DELIVERY):
-        return fulfillment is Fulfillment.DELIVERY
+        # A pickup-point parcel rides the store's run and is ready again at the point.
+        return fulfillment in (Fulfillment.DELIVERY, Fulfillment.PICKUP_POINT)
     if to is S.COMPLETED:
-        # Pickup completes at the counter (from ready); delivery at the door.
-        expected = S.READY if fulfillment is Fulfillment.PICKUP else S.OUT_FOR_DELIVERY
+        # Pickup completes at the counter (from ready), a pickup point at the leader's counter
+        # (ready at the point); delivery at the door.
+        expected = S.OUT_FOR_DELIVERY if fulfillment is Fulfillment.DELIVERY else S.READY
         return current is expected
     return True
 

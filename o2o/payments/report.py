@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from o2o.errors import InvalidInput
 from o2o.i18n import gettext as _
+from o2o.payments import commissions
 
 MAX_DAYS = 366
 
@@ -82,7 +83,16 @@ def payments_report(session: Session, *, from_day: date, to_day: date) -> dict:
         f"SELECT currency, {_SUMS} FROM in_range GROUP BY currency ORDER BY currency",
         params,
     )
-    return {"from": from_day, "to": to_day, "days": days, "stores": stores, "total": total}
+    return {
+        "from": from_day,
+        "to": to_day,
+        "days": days,
+        "stores": stores,
+        "total": total,
+        "pickup_point_commissions": commissions.report_rows(
+            session, from_day=from_day, to_day=to_day
+        ),
+    }
 
 
 def store_day(session: Session, store_id: int, day: date) -> dict:

@@ -107,11 +107,25 @@ class ReportStore(ReportFigures):
     store_name: str
 
 
+class ReportCommission(BaseModel):
+    """What a pickup point's leader earned in the period (commission on completed orders)."""
+
+    pickup_point_id: int
+    pickup_point_name: str
+    store_id: int
+    leader_user_id: int | None
+    currency: str
+    orders: int
+    goods_minor: int
+    commission_minor: int
+
+
 class PaymentsReportOut(BaseModel):
     from_: date = Field(alias="from")
     to: date
     days: list[ReportDay]
     stores: list[ReportStore]
     total: list[ReportFigures]
+    pickup_point_commissions: list[ReportCommission] = []
 
     model_config = ConfigDict(populate_by_name=True)

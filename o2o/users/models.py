@@ -16,6 +16,8 @@ class Role(enum.StrEnum):
     PHARMACIST = "pharmacist"
     COURIER = "courier"
     ADMIN = "admin"
+    # Hands parcels over at a community pickup point and earns a commission on them.
+    LEADER = "leader"
 
 
 role_enum = ENUM(Role, name="user_role", values_callable=lambda e: [m.value for m in e])

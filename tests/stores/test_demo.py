@@ -6,6 +6,7 @@ from dispatch.models import Courier
 from o2o import clock, demo
 from o2o.users import service as users_service
 from stores.models import Lot, Product, Store
+from stores.pickup_points import PickupPoint
 from tests.stores.helpers import state
 
 
@@ -35,6 +36,12 @@ def test_demo_city_loads_once_and_the_pharmacist_works_at_every_store(db):
     # The demo courier has a board to look at: a home store among the demo stores.
     courier = users_service.get_by_email(db, demo.DEMO_COURIER)
     assert db.get(Courier, courier.id).home_store_id in city.store_ids
+    # Community pickup points in Shanghai, led by the demo leader, served by demo stores.
+    leader = users_service.get_by_email(db, demo.DEMO_LEADER)
+    points = db.scalars(select(PickupPoint)).all()
+    assert len(points) == len(demo.DEMO_PICKUP_POINTS)
+    assert {p.leader_user_id for p in points} == {leader.id}
+    assert {p.store_id for p in points} <= set(city.store_ids)
 
     before = state(db)
     created_again, again = demo.load_demo(db)
@@ -47,3 +54,4 @@ def test_demo_city_loads_once_and_the_pharmacist_works_at_every_store(db):
     db.flush()
     demo.load_demo(db)
     assert pharmacist.language == "en"
+    assert db.scalar(select(func.count(PickupPoint.id))) == len(points)

@@ -10,7 +10,7 @@ from o2o.orders.models import Fulfillment, OrderStatus
 from o2o.orders.states import PATIENT_CANCELLABLE, IllegalTransition, allowed, check
 
 S = OrderStatus
-P, D = Fulfillment.PICKUP, Fulfillment.DELIVERY
+P, D, PP = Fulfillment.PICKUP, Fulfillment.DELIVERY, Fulfillment.PICKUP_POINT
 
 LEGAL = (
     {
@@ -39,6 +39,29 @@ LEGAL = (
         (S.OUT_FOR_DELIVERY, S.CANCELLED, D),
         # Unreachable (a pickup is never out for delivery), and harmless: any open order may end.
         (S.OUT_FOR_DELIVERY, S.CANCELLED, P),
+    }
+    | {
+        # A pickup-point order: packed at the store, carried in the store's run, ready again at
+        # the point, completed at the leader's counter; cancellable while open.
+        (S.AWAITING_PAYMENT, S.AWAITING_PRESCRIPTION, PP),
+        (S.AWAITING_PAYMENT, S.RELEASED, PP),
+        (S.AWAITING_PRESCRIPTION, S.RELEASED, PP),
+        (S.RELEASED, S.PREPARING, PP),
+        (S.PREPARING, S.READY, PP),
+        (S.READY, S.OUT_FOR_DELIVERY, PP),
+        (S.OUT_FOR_DELIVERY, S.READY, PP),
+        (S.READY, S.COMPLETED, PP),
+        *(
+            (s, S.CANCELLED, PP)
+            for s in (
+                S.AWAITING_PAYMENT,
+                S.AWAITING_PRESCRIPTION,
+                S.RELEASED,
+                S.PREPARING,
+                S.READY,
+                S.OUT_FOR_DELIVERY,
+            )
+        ),
     }
 )
 
