@@ -57,4 +57,5 @@ app.conf.beat_schedule = {
     "dispatch-return-stale-claims": {"task": "dispatch.return_stale_claims", "schedule": 60.0},
     "dispatch-fleet-load": {"task": "dispatch.fleet_load", "schedule": 60.0},
     "dispatch-relay-outbox": {"task": "dispatch.relay_outbox", "schedule": 5.0},
+    "members-expire-points": {"task": "members.expire_points", "schedule": 3600.0},
 }

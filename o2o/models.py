@@ -6,6 +6,7 @@ migrations and tests.
 
 import dispatch.models  # noqa: F401
 import o2o.idempotency  # noqa: F401
+import o2o.members.models  # noqa: F401
 import o2o.orders.models  # noqa: F401
 import o2o.outbox  # noqa: F401
 import o2o.payments.models  # noqa: F401

@@ -13,6 +13,7 @@ app.conf.include = [
     "o2o.webhooks.tasks",
     "prescriptions.tasks",
     "dispatch.tasks",
+    "o2o.members.tasks",
     "o2o.order_flow.tasks",
 ]
 wiring.connect()

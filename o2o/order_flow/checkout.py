@@ -16,6 +16,7 @@ from o2o import clock
 from o2o.config import get_settings
 from o2o.errors import InvalidInput
 from o2o.geo import point_element, to_latlon
+from o2o.members import service as members_service
 from o2o.order_flow import limits, promise
 from o2o.order_flow.schemas import OrderIn
 from o2o.orders import lifecycle, states
@@ -276,6 +277,8 @@ def place_order(
     session.add(order)
     session.flush()
     lifecycle.record_creation(session, order, actor_id=patient.id, at=now)
+    # The member's level may waive the delivery fee: before the payment is opened for the total.
+    members_service.apply_benefits(session, order, now=now)
     payments_service.open_payment(
         session,
         order,

@@ -9,6 +9,8 @@ from sqlalchemy.orm import Session
 from o2o import pagination
 from o2o.errors import Forbidden, NotFound
 from o2o.geo import to_latlon
+from o2o.members import service as members_service
+from o2o.members.models import DeliveryWaiver
 from o2o.order_flow.schemas import OrderOut
 from o2o.order_flow.store_actions import pickup_qr
 from o2o.orders.models import Fulfillment, Order, OrderStatus
@@ -84,6 +86,7 @@ def present(
     store_names: dict[int, str] | None = None,
     prescription_ids: dict[uuid.UUID, uuid.UUID] | None = None,
     payments: dict[uuid.UUID, Payment] | None = None,
+    waivers: dict[uuid.UUID, DeliveryWaiver] | None = None,
     with_safety: bool = False,
 ) -> OrderOut:
     """Build the order view for this viewer (codes only for the order's own patient); a page
@@ -100,6 +103,9 @@ def present(
         if payments is not None
         else payments_service.payment_of(session, order.id)
     )
+    if waivers is None:
+        waivers = members_service.waivers_of(session, [order.id])
+    waiver = waivers.get(order.id)
     address = None
     if order.delivery_location is not None:
         address = {
@@ -122,6 +128,16 @@ def present(
         ],
         subtotal_minor=order.subtotal_minor,
         delivery_fee_minor=order.delivery_fee_minor,
+        delivery_fee_waiver=(
+            {
+                "amount_minor": waiver.amount_minor,
+                "currency": waiver.currency,
+                "level": waiver.level,
+                "reason": waiver.reason,
+            }
+            if waiver is not None
+            else None
+        ),
         compensation_minor=order.compensation_minor,
         total_minor=order.total_minor,
         currency=order.currency,
@@ -190,7 +206,16 @@ def present_many(session: Session, orders: Sequence[Order], viewer: User) -> lis
         session, [o.id for o in orders if o.is_rx]
     )
     payments = payments_service.payments_of(session, [o.id for o in orders])
+    waivers = members_service.waivers_of(session, [o.id for o in orders])
     return [
-        present(session, o, viewer, store_names=names, prescription_ids=rx, payments=payments)
+        present(
+            session,
+            o,
+            viewer,
+            store_names=names,
+            prescription_ids=rx,
+            payments=payments,
+            waivers=waivers,
+        )
         for o in orders
     ]

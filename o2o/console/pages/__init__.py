@@ -2,8 +2,17 @@
 
 from fastapi import APIRouter
 
-from o2o.console.pages import board, doctor, payments, prescriptions, signin, sla, stores
+from o2o.console.pages import (
+    analytics,
+    board,
+    doctor,
+    payments,
+    prescriptions,
+    signin,
+    sla,
+    stores,
+)
 
 router = APIRouter()
-for area in (signin, stores, board, prescriptions, doctor, sla, payments):
+for area in (signin, stores, board, prescriptions, doctor, sla, payments, analytics):
     router.include_router(area.router)
