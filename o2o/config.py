@@ -170,9 +170,9 @@ class Settings(BaseSettings):
     # each level starts at, and the lowest level whose orders are delivered free.
     member_points_per_unit: int = Field(1, ge=0, le=100)
     member_points_expire_days: int = Field(365, ge=1, le=3650)
-    member_silver_spend_minor: int = Field(100_000, ge=1)
-    member_gold_spend_minor: int = Field(300_000, ge=1)
-    member_platinum_spend_minor: int = Field(800_000, ge=1)
+    member_silver_spend_minor: int = Field(50_000, ge=1)
+    member_gold_spend_minor: int = Field(150_000, ge=1)
+    member_platinum_spend_minor: int = Field(400_000, ge=1)
     member_free_delivery_level: Literal["silver", "gold", "platinum", "none"] = "gold"
 
     # Stock analytics: a lot expiring within this many days of the store's local today is "near

@@ -64,6 +64,10 @@ def load_demo(session: Session) -> tuple[list[str], "DemoCity"]:
     courier = users_service.get_by_email(session, DEMO_COURIER)
     dispatch_service.give_home_store(session, courier.id, city.store_ids[0])
     load_demo_interactions(session)
+    # Eight weeks of counter sales and members at every level (stock analytics, membership).
+    from o2o.demo_sales import load_demo_sales
+
+    load_demo_sales(session, city.store_ids)
     return created, city
 
 
