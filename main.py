@@ -6,11 +6,13 @@ from fastapi import APIRouter, FastAPI
 
 from dispatch.router import router as dispatch_router
 from o2o import health, wiring
+from o2o.analytics.router import router as analytics_router
 from o2o.api_links import LINKS
 from o2o.config import get_settings
 from o2o.console.app import create_console_app
 from o2o.errors import install_error_handlers
 from o2o.i18n import LocaleMiddleware
+from o2o.members.router import router as members_router
 from o2o.observability import (
     BodySizeLimitMiddleware,
     RequestContextMiddleware,
@@ -45,6 +47,8 @@ def api_router() -> APIRouter:
     router.include_router(dispatch_router)
     router.include_router(webhooks_router)
     router.include_router(payments_router)
+    router.include_router(members_router)
+    router.include_router(analytics_router)
     # Before the stores router, so /stores/nearby is never read as a store id.
     router.include_router(stores_search_router)
     # Store paths take integer ids only (/stores/{id:int}): /stores/nearby never lands here.

@@ -61,4 +61,5 @@ app.conf.beat_schedule = {
         "task": "dispatch.return_uncollected_parcels",
         "schedule": 60.0,
     },
+    "members-expire-points": {"task": "members.expire_points", "schedule": 3600.0},
 }

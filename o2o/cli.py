@@ -70,6 +70,10 @@ def demo_data() -> None:
     table.add_column("password")
     for account in demo.DEMO_ACCOUNTS:
         table.add_row(account.email, account.role.value, demo.DEMO_PASSWORD)
+    from o2o.demo_sales import DEMO_MEMBERS
+
+    for member in DEMO_MEMBERS:
+        table.add_row(member.email, f"patient ({member.level} member)", demo.DEMO_PASSWORD)
     Console().print(table)
     console.print(f"{len(created)} account(s) created, the others existed already.")
     console.print(city.summary())

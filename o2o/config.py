@@ -165,6 +165,21 @@ class Settings(BaseSettings):
     sla_compensation: Literal["waive_delivery_fee", "fixed", "none"] = "waive_delivery_fee"
     sla_compensation_fixed_minor: int = Field(0, ge=0)
 
+    # Members: points per whole currency unit (100 minor units) of what a completed order cost
+    # the patient, the days a point stays before it expires, the 12-month spend (minor units)
+    # each level starts at, and the lowest level whose orders are delivered free.
+    member_points_per_unit: int = Field(1, ge=0, le=100)
+    member_points_expire_days: int = Field(365, ge=1, le=3650)
+    member_silver_spend_minor: int = Field(50_000, ge=1)
+    member_gold_spend_minor: int = Field(150_000, ge=1)
+    member_platinum_spend_minor: int = Field(400_000, ge=1)
+    member_free_delivery_level: Literal["silver", "gold", "platinum", "none"] = "gold"
+
+    # Stock analytics: a lot expiring within this many days of the store's local today is "near
+    # expiry"; the longest period an analysis may cover.
+    analytics_near_expiry_days: int = Field(90, ge=0, le=3650)
+    analytics_max_days: int = Field(366, ge=1, le=3660)
+
     # Webhooks (outbox relay): per-request timeout, attempts before a delivery is given up,
     # exponential backoff, deliveries per relay run, and how far back the fan-out re-reads
     # events (longer than any transaction, so an event committed late is still seen).
@@ -230,6 +245,16 @@ class Settings(BaseSettings):
             problems.append("O2O_DATABASE_URL must be set (not the development database)")
         if problems:
             raise ValueError(f"O2O_ENV={self.env}: " + "; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _member_levels_ascend(self) -> "Settings":
+        if not (
+            self.member_silver_spend_minor
+            < self.member_gold_spend_minor
+            < self.member_platinum_spend_minor
+        ):
+            raise ValueError("member level spends must ascend: silver < gold < platinum")
         return self
 
     def _pepper_version_problems(self) -> list[str]:

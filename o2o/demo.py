@@ -83,6 +83,10 @@ def load_demo(session: Session) -> tuple[list[str], "DemoCity"]:
     dispatch_service.give_home_store(session, courier.id, city.store_ids[0])
     load_demo_interactions(session)
     load_demo_pickup_points(session, city.store_ids)
+    # Eight weeks of counter sales and members at every level (stock analytics, membership).
+    from o2o.demo_sales import load_demo_sales
+
+    load_demo_sales(session, city.store_ids)
     return created, city
 
 

@@ -7,6 +7,7 @@ migrations and tests.
 import dispatch.models  # noqa: F401
 import dispatch.run_models  # noqa: F401
 import o2o.idempotency  # noqa: F401
+import o2o.members.models  # noqa: F401
 import o2o.orders.models  # noqa: F401
 import o2o.outbox  # noqa: F401
 import o2o.payments.commissions  # noqa: F401

@@ -7,9 +7,11 @@ Celery worker (`o2o.worker`), the command line and the test suite. Connecting tw
 from dispatch import events as dispatch_events
 from dispatch import runs as dispatch_runs
 from dispatch import service as dispatch_service
+from o2o.members import service as members_service
 from o2o.order_flow import promise, shortfall, substitutions
 from o2o.orders import events
 from o2o.payments import commissions
+from o2o.payments import events as payments_events
 from o2o.payments import service as payments_service
 from prescriptions import service as prescriptions_service
 from stores import events as stores_events
@@ -34,6 +36,10 @@ def connect() -> None:
     events.order_completed.connect(commissions.on_order_completed)
     # A completed order marks its prescription dispensed (used once).
     events.order_completed.connect(prescriptions_service.mark_dispensed)
+    # A completed order earns its patient points; a confirmed refund takes back those of the
+    # money given back.
+    events.order_completed.connect(members_service.on_order_completed)
+    payments_events.refund_settled.connect(members_service.on_refund_settled)
     # A breached delivery pays out "late = free": its compensation is refunded.
     dispatch_events.sla_breached.connect(payments_service.on_sla_breached)
     # A point-of-sale count below what orders hold: the orders give way by the stated rule.

@@ -14,6 +14,7 @@ app.conf.include = [
     "prescriptions.tasks",
     "dispatch.tasks",
     "dispatch.run_tasks",
+    "o2o.members.tasks",
     "o2o.order_flow.tasks",
 ]
 wiring.connect()

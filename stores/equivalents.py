@@ -15,7 +15,7 @@ from o2o.errors import NotFound
 from stores.models import Product
 
 # The route a dosage form implies when the catalogue does not say: the first group with a word of
-# the form (whole words: "soft gelatin capsules" are oral, "gel" is topical). Migration 0017
+# the form (whole words: "soft gelatin capsules" are oral, "gel" is topical). Migration 0018
 # applies the same table to the products that existed before it.
 _ROUTES = (
     (("eye", "eyes", "ophthalmic"), "ophthalmic"),

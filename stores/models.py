@@ -71,7 +71,7 @@ class Store(Base):
 
 # Lower case, single spaces, no spaces inside the strength ("500 mg" = "500MG" = "500mg"), a
 # decimal comma read as a point; generic|strength|form|route. A generated column: every way a
-# product is written (API, imports, bulk SQL) carries it. Kept equal to migration 0017's text.
+# product is written (API, imports, bulk SQL) carries it. Kept equal to migration 0018's text.
 EQUIVALENCE_KEY_SQL = (
     r"regexp_replace(lower(btrim(generic_name)), '\s+', ' ', 'g') || '|' || "
     r"replace(regexp_replace(lower(strength), '\s+', '', 'g'), ',', '.') || '|' || "

@@ -378,6 +378,15 @@ ROWS = [
         set(),
     ),
     Row("GET", "/stores/{store_id}/inventory", _store, {"pharmacist": OK}, STAFF, denied=NOT_STAFF),
+    # Stock analytics: the store's staff and admins; another store's pharmacist sees no store.
+    Row("GET", "/stores/{store_id}/analytics/abc", _store, {"pharmacist": OK, "admin": OK}, STAFF),
+    Row(
+        "GET",
+        "/stores/{store_id}/analytics/turnover",
+        _store,
+        {"pharmacist": OK, "admin": OK},
+        STAFF,
+    ),
     Row(
         "PUT",
         "/stores/{store_id}/inventory",
@@ -572,6 +581,7 @@ def test_lists_never_show_another_patients_rows(client, world):
 def test_no_password_hash_or_identity_number_in_any_answer(client, world):
     reads = [
         ("patient", "/users/me"),
+        ("patient", "/users/me/membership"),
         ("patient", "/orders"),
         ("patient", f"/prescriptions/{world.prescription_id}"),
         ("patient", f"/prescriptions/{world.prescription_id}/audit"),

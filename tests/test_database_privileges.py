@@ -20,6 +20,10 @@ REFUSED = [
     "TRUNCATE orders CASCADE",
     "CREATE TABLE stolen (x int)",
     "UPDATE payment_events SET type = 'captured'",
+    # The members' point ledger is append-only: a balance is the sum of its rows.
+    "UPDATE member_point_entries SET points = points + 1000",
+    "DELETE FROM member_point_entries",
+    "TRUNCATE member_point_entries",
     "DELETE FROM payment_events",
     "TRUNCATE payment_events",
     "UPDATE leader_commissions SET commission_minor = 0",

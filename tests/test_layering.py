@@ -46,6 +46,9 @@ ENTRY_POINTS = {
     # Payments: checkout opens a payment, the views read it, the caps count unpaid orders.
     # Commissions: the leader's statement and the wiring's accrual on completion.
     "o2o.payments": ("service", "models", "schemas", "commissions"),
+    # Members: checkout applies the level's benefits, the order views show the waiver.
+    "o2o.members": ("service", "models", "schemas"),
+    "o2o.analytics": ("service", "schemas"),
     # The order record is reached through its lifecycle, its states, its events and its rows.
     "o2o.orders": ("lifecycle", "states", "events", "models"),
 }

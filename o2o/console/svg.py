@@ -425,3 +425,194 @@ def delivery_map(
     return _svg(
         width, height, ident, _("Store, delivery zone and today's drop-offs"), desc, body, "map"
     )
+
+
+# --- stock analytics: Pareto (ABC) and days of stock -------------------------------------
+
+CLASS_COLOURS = {"A": "#1f5fbf", "B": "#b7791f", "C": "#8a9099"}
+
+
+@dataclass(frozen=True)
+class ParetoBar:
+    label: str
+    value_minor: int
+    cumulative_share: float
+    abc_class: str
+
+
+def pareto_chart(
+    bars: Sequence[ParetoBar],
+    *,
+    width: int = 640,
+    height: int = 280,
+    ident: str = "abc-chart",
+) -> str:
+    """Pareto chart: sales value per product, best first, coloured by ABC class, with the
+    cumulative share as a line and the 80% and 95% class limits."""
+    left, right, top, bottom = 56, 44, 20, 30
+    plot_w, plot_h = width - left - right, height - top - bottom
+    body: list[str] = []
+    peak = max((b.value_minor for b in bars), default=0) or 1
+    for pct in (0, 25, 50, 75, 100):
+        y = top + plot_h * (1 - pct / 100)
+        body.append(_el("line", x1=left, x2=left + plot_w, y1=y, y2=y, stroke=GRID, stroke_width=1))
+        body.append(_el("text", f"{pct}%", x=left + plot_w + 6, y=y + 4, fill=TEXT, class_="tick"))
+    for limit in (80, 95):
+        y = top + plot_h * (1 - limit / 100)
+        body.append(
+            _el(
+                "line",
+                x1=left,
+                x2=left + plot_w,
+                y1=y,
+                y2=y,
+                stroke=AXIS,
+                stroke_width=1,
+                stroke_dasharray="6 4",
+                class_="class-limit",
+            )
+        )
+    body.append(_el("line", x1=left, x2=left, y1=top, y2=top + plot_h, stroke=AXIS, stroke_width=1))
+    body.append(
+        _el("text", "sales", x=left - 6, y=top + 4, text_anchor="end", fill=TEXT, class_="tick")
+    )
+    n = len(bars)
+    slot = plot_w / n if n else plot_w
+    bar_w = max(1.0, min(36.0, slot * 0.8))
+    points = []
+    for i, b in enumerate(bars):
+        cx = left + slot * (i + 0.5)
+        h = plot_h * b.value_minor / peak
+        body.append(
+            _el(
+                "rect",
+                _el(
+                    "title",
+                    escape(
+                        f"{b.label}: class {b.abc_class}, {b.cumulative_share * 100:.0f}% "
+                        "cumulative"
+                    ),
+                ),
+                x=cx - bar_w / 2,
+                y=top + plot_h - h,
+                width=bar_w,
+                height=max(h, 0.5),
+                fill=CLASS_COLOURS.get(b.abc_class, AXIS),
+                class_=f"bar bar--{b.abc_class}",
+                data_class=b.abc_class,
+            )
+        )
+        points.append(f"{_num(cx)},{_num(top + plot_h * (1 - b.cumulative_share))}")
+    if points:
+        body.append(
+            _el(
+                "polyline",
+                points=" ".join(points),
+                fill="none",
+                stroke=TEXT,
+                stroke_width=1.5,
+                class_="cumulative",
+            )
+        )
+    else:
+        body.append(
+            _el(
+                "text",
+                "No sales in this period",
+                x=left + plot_w / 2,
+                y=top + plot_h / 2,
+                text_anchor="middle",
+                fill=TEXT,
+            )
+        )
+    counts = {c: sum(1 for b in bars if b.abc_class == c) for c in "ABC"}
+    desc = (
+        f"{n} products by sales value: {counts['A']} in class A, {counts['B']} in B, "
+        f"{counts['C']} in C. The line is the cumulative share of sales."
+    )
+    return _svg(width, height, ident, "Sales by product (ABC, Pareto)", desc, body, "chart")
+
+
+@dataclass(frozen=True)
+class StockDays:
+    label: str
+    days: float | None
+    abc_class: str
+
+
+def stock_days_chart(
+    rows: Sequence[StockDays],
+    *,
+    cap_days: float = 180,
+    width: int = 640,
+    row_h: int = 18,
+    ident: str = "stock-days-chart",
+) -> str:
+    """Horizontal bars: days of stock per product at the period's sales rate, capped at
+    `cap_days` (a product that did not sell shows as "no sales")."""
+    left, right, top, bottom = 200, 56, 10, 24
+    plot_w = width - left - right
+    height = top + bottom + row_h * max(len(rows), 1)
+    body: list[str] = []
+    for tick in (0, cap_days / 2, cap_days):
+        x = left + plot_w * tick / cap_days
+        body.append(
+            _el("line", x1=x, x2=x, y1=top, y2=height - bottom, stroke=GRID, stroke_width=1)
+        )
+        body.append(
+            _el(
+                "text",
+                f"{tick:.0f} d",
+                x=x,
+                y=height - bottom + 14,
+                text_anchor="middle",
+                fill=TEXT,
+                class_="tick",
+            )
+        )
+    for i, r in enumerate(rows):
+        y = top + row_h * i
+        label = r.label if len(r.label) <= 30 else r.label[:29] + "…"
+        body.append(
+            _el(
+                "text",
+                escape(label),
+                x=left - 6,
+                y=y + row_h * 0.7,
+                text_anchor="end",
+                fill=TEXT,
+                class_="label",
+            )
+        )
+        if r.days is None:
+            body.append(
+                _el(
+                    "text",
+                    "no sales",
+                    x=left + 4,
+                    y=y + row_h * 0.7,
+                    fill=BAD,
+                    class_="no-sales",
+                )
+            )
+            continue
+        w = plot_w * min(r.days, cap_days) / cap_days
+        body.append(
+            _el(
+                "rect",
+                _el("title", escape(f"{r.label}: {r.days:.1f} days of stock")),
+                x=left,
+                y=y + 2,
+                width=max(w, 0.5),
+                height=row_h - 4,
+                fill=CLASS_COLOURS.get(r.abc_class, AXIS),
+                class_="bar",
+                data_days=f"{r.days:.1f}",
+            )
+        )
+        if r.days > cap_days:
+            body.append(_el("text", f"{r.days:.0f}", x=left + w + 4, y=y + row_h * 0.7, fill=TEXT))
+    if not rows:
+        body.append(_el("text", "No stock", x=left + plot_w / 2, y=top + row_h * 0.7, fill=TEXT))
+    desc = f"Days of stock for {len(rows)} products, capped at {cap_days:.0f} days."
+    return _svg(width, height, ident, "Days of stock per product", desc, body, "chart")

@@ -18,6 +18,7 @@ from o2o.config import get_settings
 from o2o.errors import InvalidInput
 from o2o.geo import point_element, to_latlon
 from o2o.i18n import gettext
+from o2o.members import service as members_service
 from o2o.order_flow import equivalent_lines, limits, pickup_point_checkout, promise
 from o2o.order_flow.schemas import OrderIn
 from o2o.orders import lifecycle, states
@@ -305,6 +306,8 @@ def place_order(
     lifecycle.record_creation(session, order, actor_id=patient.id, at=now)
     if point is not None:
         pickup_point_checkout.book(session, order, point, now=now)
+    # The member's level may waive the delivery fee: before the payment is opened for the total.
+    members_service.apply_benefits(session, order, now=now)
     payments_service.open_payment(
         session,
         order,

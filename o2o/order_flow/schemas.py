@@ -18,6 +18,7 @@ from o2o.db import INT4_MAX
 from o2o.errors import rule_error
 from o2o.geo import LatLon
 from o2o.i18n import gettext as _
+from o2o.members.schemas import DeliveryWaiverOut
 from o2o.orders.models import Fulfillment, OrderStatus
 from o2o.payments.schemas import PaymentOut, RefundOut
 from prescriptions.schemas import SafetyOut
@@ -245,6 +246,8 @@ class OrderOut(BaseModel):
     lines: list[OrderLineOut]
     subtotal_minor: int
     delivery_fee_minor: int
+    # The delivery fee the patient's member level waived (the fee above is then 0), and why.
+    delivery_fee_waiver: DeliveryWaiverOut | None = None
     compensation_minor: int
     total_minor: int
     currency: str

@@ -10,6 +10,8 @@ from o2o import pagination
 from o2o.errors import Forbidden, NotFound
 from o2o.geo import to_latlon
 from o2o.i18n import gettext as _
+from o2o.members import service as members_service
+from o2o.members.models import DeliveryWaiver
 from o2o.order_flow import substitutions
 from o2o.order_flow.schemas import OrderOut
 from o2o.order_flow.store_actions import pickup_qr
@@ -86,6 +88,7 @@ def present(
     store_names: dict[int, str] | None = None,
     prescription_ids: dict[uuid.UUID, uuid.UUID] | None = None,
     payments: dict[uuid.UUID, Payment] | None = None,
+    waivers: dict[uuid.UUID, DeliveryWaiver] | None = None,
     with_safety: bool = False,
     substitution_lists: dict | None = None,
 ) -> OrderOut:
@@ -103,6 +106,9 @@ def present(
         if payments is not None
         else payments_service.payment_of(session, order.id)
     )
+    if waivers is None:
+        waivers = members_service.waivers_of(session, [order.id])
+    waiver = waivers.get(order.id)
     address = None
     if order.delivery_location is not None:
         address = {
@@ -128,6 +134,16 @@ def present(
         ],
         subtotal_minor=order.subtotal_minor,
         delivery_fee_minor=order.delivery_fee_minor,
+        delivery_fee_waiver=(
+            {
+                "amount_minor": waiver.amount_minor,
+                "currency": waiver.currency,
+                "level": waiver.level,
+                "reason": waiver.reason,
+            }
+            if waiver is not None
+            else None
+        ),
         compensation_minor=order.compensation_minor,
         total_minor=order.total_minor,
         currency=order.currency,
@@ -212,6 +228,7 @@ def present_many(session: Session, orders: Sequence[Order], viewer: User) -> lis
     )
     payments = payments_service.payments_of(session, [o.id for o in orders])
     subs = substitutions.substitutions_of(session, [o.id for o in orders])
+    waivers = members_service.waivers_of(session, [o.id for o in orders])
     return [
         present(
             session,
@@ -221,6 +238,7 @@ def present_many(session: Session, orders: Sequence[Order], viewer: User) -> lis
             prescription_ids=rx,
             payments=payments,
             substitution_lists=subs,
+            waivers=waivers,
         )
         for o in orders
     ]

@@ -20,7 +20,7 @@ from o2o.errors import InvalidInput, NotFound
 from o2o.i18n import gettext as _
 from o2o.orders import lifecycle
 from o2o.orders.models import OrderStatus
-from o2o.payments import apps, service, states
+from o2o.payments import apps, events, service, states
 from o2o.payments.models import (
     Payment,
     PaymentCharge,
@@ -183,6 +183,18 @@ def _apply(session: Session, parts: list, payment: Payment, event: PaymentEventI
     refund.psp_reference = event.psp_reference
     session.flush()
     session.expire(payment, ["refunds"])
+    if status is RefundStatus.SUCCEEDED:
+        given_back = sum(
+            amount
+            for state, amount in service.refund_ledger(session, payment)
+            if state is RefundStatus.SUCCEEDED
+        )
+        events.refund_settled.send(
+            session,
+            order_id=payment.order_id,
+            refund_id=refund.id,
+            paid_minor=max(0, payment.captured_minor - given_back),
+        )
     return "applied"
 
 

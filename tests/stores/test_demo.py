@@ -55,3 +55,25 @@ def test_demo_city_loads_once_and_the_pharmacist_works_at_every_store(db):
     demo.load_demo(db)
     assert pharmacist.language == "en"
     assert db.scalar(select(func.count(PickupPoint.id))) == len(points)
+
+
+def test_demo_has_members_at_every_level_and_weeks_of_sales_to_analyse(db):
+    from o2o.analytics import service as analytics
+    from o2o.demo_sales import DEMO_MEMBERS, DEMO_REASON
+    from o2o.members import service as members
+    from o2o.orders.models import Order, OrderStatus
+
+    _, city = demo.load_demo(db)
+    for member in DEMO_MEMBERS:
+        user = users_service.get_by_email(db, member.email)
+        got = members.membership(db, user.id)
+        assert got.level.name == member.level and got.points > 0
+    sales = db.scalars(select(Order).where(Order.routing_reason == DEMO_REASON)).all()
+    assert len(sales) > 100 and all(o.status is OrderStatus.COMPLETED for o in sales)
+    days = {o.completed_at.date() for o in sales}
+    assert len(days) > 30  # spread over the weeks, not one day
+    store = db.get(Store, city.store_ids[0])
+    report = analytics.abc_report(db, store, 90)
+    counts = report["class_counts"]
+    assert counts["A"] > 0 and counts["B"] > 0 and counts["C"] > counts["A"]
+    assert analytics.turnover_report(db, store, 90)["dead_stock"]

@@ -3,6 +3,7 @@
 from fastapi import APIRouter
 
 from o2o.console.pages import (
+    analytics,
     board,
     doctor,
     language,
@@ -14,5 +15,5 @@ from o2o.console.pages import (
 )
 
 router = APIRouter()
-for area in (signin, language, stores, board, prescriptions, doctor, sla, payments):
+for area in (signin, language, stores, board, prescriptions, doctor, sla, payments, analytics):
     router.include_router(area.router)
