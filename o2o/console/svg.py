@@ -474,7 +474,7 @@ def pareto_chart(
         )
     body.append(_el("line", x1=left, x2=left, y1=top, y2=top + plot_h, stroke=AXIS, stroke_width=1))
     body.append(
-        _el("text", "sales", x=left - 6, y=top + 4, text_anchor="end", fill=TEXT, class_="tick")
+        _el("text", _("sales"), x=left - 6, y=top + 4, text_anchor="end", fill=TEXT, class_="tick")
     )
     n = len(bars)
     slot = plot_w / n if n else plot_w
@@ -489,8 +489,11 @@ def pareto_chart(
                 _el(
                     "title",
                     escape(
-                        f"{b.label}: class {b.abc_class}, {b.cumulative_share * 100:.0f}% "
-                        "cumulative"
+                        _("{label}: class {abc_class}, cumulative {share}%").format(
+                            label=b.label,
+                            abc_class=b.abc_class,
+                            share=f"{b.cumulative_share * 100:.0f}",
+                        )
                     ),
                 ),
                 x=cx - bar_w / 2,
@@ -518,7 +521,7 @@ def pareto_chart(
         body.append(
             _el(
                 "text",
-                "No sales in this period",
+                _("No sales in this period"),
                 x=left + plot_w / 2,
                 y=top + plot_h / 2,
                 text_anchor="middle",
@@ -526,11 +529,12 @@ def pareto_chart(
             )
         )
     counts = {c: sum(1 for b in bars if b.abc_class == c) for c in "ABC"}
-    desc = (
-        f"{n} products by sales value: {counts['A']} in class A, {counts['B']} in B, "
-        f"{counts['C']} in C. The line is the cumulative share of sales."
-    )
-    return _svg(width, height, ident, "Sales by product (ABC, Pareto)", desc, body, "chart")
+    desc = _(
+        "{n} products by sales value: {a} in class A, {b} in B, {c} in C. "
+        "The line is the cumulative share of sales."
+    ).format(n=n, a=counts["A"], b=counts["B"], c=counts["C"])
+    title = _("Sales by product (ABC, Pareto)")
+    return _svg(width, height, ident, title, desc, body, "chart")
 
 
 @dataclass(frozen=True)
@@ -588,7 +592,7 @@ def stock_days_chart(
             body.append(
                 _el(
                     "text",
-                    "no sales",
+                    _("no sales"),
                     x=left + 4,
                     y=y + row_h * 0.7,
                     fill=BAD,
@@ -600,7 +604,14 @@ def stock_days_chart(
         body.append(
             _el(
                 "rect",
-                _el("title", escape(f"{r.label}: {r.days:.1f} days of stock")),
+                _el(
+                    "title",
+                    escape(
+                        _("{label}: {days} days of stock").format(
+                            label=r.label, days=f"{r.days:.1f}"
+                        )
+                    ),
+                ),
                 x=left,
                 y=y + 2,
                 width=max(w, 0.5),
@@ -613,6 +624,8 @@ def stock_days_chart(
         if r.days > cap_days:
             body.append(_el("text", f"{r.days:.0f}", x=left + w + 4, y=y + row_h * 0.7, fill=TEXT))
     if not rows:
-        body.append(_el("text", "No stock", x=left + plot_w / 2, y=top + row_h * 0.7, fill=TEXT))
-    desc = f"Days of stock for {len(rows)} products, capped at {cap_days:.0f} days."
-    return _svg(width, height, ident, "Days of stock per product", desc, body, "chart")
+        body.append(_el("text", _("No stock"), x=left + plot_w / 2, y=top + row_h * 0.7, fill=TEXT))
+    desc = _("Days of stock for {n} products, capped at {cap} days.").format(
+        n=len(rows), cap=f"{cap_days:.0f}"
+    )
+    return _svg(width, height, ident, _("Days of stock per product"), desc, body, "chart")

@@ -16,6 +16,7 @@ from o2o.console.auth import StaffUser, csrf_protect
 from o2o.console.pages.common import StorePage, store_context
 from o2o.console.rendering import render
 from o2o.db import DbSession
+from o2o.i18n import gettext as _
 
 router = APIRouter(
     route_class=ApiRoute, dependencies=[Depends(csrf_protect)], include_in_schema=False
@@ -57,7 +58,7 @@ def stock_analytics(
         "analytics.html",
         {
             **store_context(db, user, store, "analytics"),
-            "title": f"Stock analytics · {store.name}",
+            "title": _("Stock analytics · {store}").format(store=store.name),
             "days": days,
             "abc": abc,
             "turnover": turnover,
