@@ -18,6 +18,11 @@ WORDS = {
     "cancelled": N_("cancelled"),
     "pickup": N_("pickup"),
     "delivery": N_("delivery"),
+    "pickup_point": N_("pickup point"),
+    # substitution reasons
+    "out_of_stock": N_("out of stock"),
+    "formulary": N_("formulary"),
+    "patient_request": N_("patient's request"),
     # prescription states and audit actions
     "requested": N_("requested"),
     "claimed": N_("claimed"),
