@@ -218,7 +218,11 @@ def refresh(session: Session, *, now: datetime | None = None) -> int:
             arrivals_per_minute=int(r.arrivals) / ARRIVAL_WINDOW_MINUTES,
         )
         wait = courier_wait_minutes(n, prep_minutes=float(r.prep_minutes))
-        hold = preparation_hold_minutes(n, prep_minutes=float(r.prep_minutes))
+        hold = (
+            preparation_hold_minutes(n, prep_minutes=float(r.prep_minutes))
+            if settings.dispatch_jit_preparation
+            else 0.0
+        )
         values.append(
             {
                 "store_id": r.id,

@@ -75,7 +75,8 @@ _REMAINING_SQL = f"""
       WHEN o.status = 'released' THEN
         s.prep_minutes + w.wait_min + d.store_to_dropoff_m * {_MIN_PER_M}
       WHEN o.status = 'preparing' THEN
-        GREATEST(0, s.prep_minutes - EXTRACT(EPOCH FROM (:now - o.released_at)) / 60.0)
+        GREATEST(0, s.prep_minutes - EXTRACT(EPOCH FROM (
+            :now - GREATEST(o.released_at, COALESCE(o.prepare_from, o.released_at)))) / 60.0)
         + w.wait_min + d.store_to_dropoff_m * {_MIN_PER_M}
       WHEN o.status = 'ready' AND j.status = 'claimed' THEN
         COALESCE(ST_Distance(c.location, s.location, false) * {_MIN_PER_M}, w.wait_min)
@@ -268,8 +269,7 @@ def check_before_preparing(session: Session, order: Order, *, now: datetime | No
         text(_AT_RISK_SQL.format(predicted=_predicted_sql(), only="AND o.id = :order_id")),
         _params(now) | {"order_id": order.id},
     ).scalar_one()
-    if flagged:
-        session.execute(text(_ESCALATE_JOBS_SQL))
+    # No job to raise yet: the order's job opens when it is ready, escalated by the monitor's pass.
     return bool(flagged)
 
 

@@ -135,6 +135,11 @@ class Settings(BaseSettings):
     # a shorter limit sweeps honest claims back to the pool while the courier is on the way.
     dispatch_claim_timeout_minutes: int = Field(30, ge=1)
     dispatch_deadline_bucket_minutes: int = Field(10, ge=1, le=120)
+    # Just-in-time preparation: while orders outpace the fleet around a store, advise it to hold
+    # a new delivery until just before its courier's turn (`prepare_from`). Off by default: on the
+    # storm preset it cut silent breaks from 95 to 33, but on the peak preset it raised the median
+    # delivery above the 45-minute target (docs/BENCHMARKS.md).
+    dispatch_jit_preparation: bool = False
     dispatch_code_max_failures: int = Field(5, ge=1, le=20)
     courier_location_rate_limit: str = "1/5 seconds"
     # Private drop-offs: until a courier claims a job, others see its drop-off snapped to a fixed

@@ -23,6 +23,7 @@ from o2o import clock
 from o2o.config import get_settings
 from o2o.errors import InvalidInput
 from o2o.geo import point_element
+from o2o.members import service as members_service
 from o2o.order_flow import checkout, limits, views
 from o2o.order_flow.schemas import OrderIn, OrderOut, SplitOrderOut
 from o2o.orders import lifecycle, states
@@ -31,7 +32,7 @@ from o2o.payments import service as payments_service
 from o2o.payments.models import PaymentMethod
 from o2o.security import new_code
 from o2o.users.models import User
-from stores import allocation, split_search
+from stores import allocation, split_search, substitutes
 from stores import service as stores_service
 from stores.cart import CartLine, validate_cart
 from stores.models import Product, Store
@@ -50,6 +51,8 @@ def _check_request(body: OrderIn) -> None:
         why = "a split order is paid once, online: payment at each store is not offered"
     elif body.delivery_slot is not None:
         why = "a split order is delivered as soon as each part can be: leave out delivery_slot"
+    elif body.fulfillment == "pickup_point":
+        why = "a pickup point is served by one store's run: order from that store alone"
     if why:
         raise InvalidSplit(f"This order cannot be split: {why}.")
 
@@ -135,6 +138,7 @@ def place_split(
     except allocation.InsufficientStock as exc:
         raise exc.naming({pid: products[pid].name for pid in products}) from None
 
+    allowed = substitutes.allowed_products(products, body.substitution_wishes())
     split = SplitOrder(id=uuid.uuid4(), patient_id=patient.id, created_at=now)
     session.add(split)
     session.flush()
@@ -179,6 +183,8 @@ def place_split(
                     quantity=quantity,
                     price_minor=price,
                     rx_only=products[product_id].rx_only,
+                    # The patient's consent to an equivalent at the counter, as checkout records.
+                    substitution="allowed" if product_id in allowed else "not_allowed",
                     allocations=[
                         LotAllocation(lot_id=a.lot_id, quantity=a.quantity) for a in chosen
                     ],
@@ -190,6 +196,8 @@ def place_split(
     session.flush()
     for order in parts:
         lifecycle.record_creation(session, order, actor_id=patient.id, at=now)
+        # A member's free delivery applies to every delivering part, as to a whole order.
+        members_service.apply_benefits(session, order, now=now)
     payments_service.open_payment(
         session,
         parts[0],

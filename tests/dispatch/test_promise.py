@@ -9,6 +9,7 @@ from sqlalchemy import select, text
 
 from dispatch import fleet, monitor
 from o2o import clock
+from o2o.config import get_settings
 from o2o.users.models import Role
 from stores.models import FleetLoad
 from tests import factories
@@ -169,10 +170,20 @@ def test_with_couriers_free_the_store_is_advised_to_start_at_once(client, db, st
     assert order["prepare_from"] == order["released_at"]
 
 
+def test_without_just_in_time_preparation_a_queue_holds_nothing(client, db, store, product):
+    saturate(db, store, jobs=12, couriers=4)
+    load = db.scalar(select(FleetLoad).where(FleetLoad.store_id == store.id))
+    assert load.hold_minutes == 0
+    order = _paid_delivery(client, db, product)
+    assert order["prepare_from"] == order["released_at"]
+
+
 def test_with_a_queue_of_jobs_the_store_is_advised_to_start_just_in_time(
-    client, db, store, product
+    client, db, store, product, monkeypatch
 ):
-    # 12 jobs ahead and 4 couriers: the new job's turn comes well after preparation would end.
+    monkeypatch.setattr(get_settings(), "dispatch_jit_preparation", True)
+    # 12 orders released in the last half hour and 4 couriers: they arrive faster than the
+    # couriers clear them, and the new job's turn comes well after preparation would end.
     saturate(db, store, jobs=12, couriers=4)
     load = db.scalar(select(FleetLoad).where(FleetLoad.store_id == store.id))
     assert load.hold_minutes > 0 and load.courier_wait_minutes <= 120

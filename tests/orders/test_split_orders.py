@@ -80,11 +80,22 @@ def test_a_cart_no_store_holds_is_placed_in_parts_and_paid_once(client, db, worl
     near_part, far_part = split["parts"]
     assert near_part["store"]["id"] == world["near"].id
     assert far_part["store"]["id"] == world["far"].id
-    assert near_part["lines"] == [
-        {"product_id": world["aspirin"].id, "quantity": 2, "price_minor": 1000}
+    shown = ("product_id", "quantity", "price_minor", "substitution")
+    assert [{k: line[k] for k in shown} for line in near_part["lines"]] == [
+        {
+            "product_id": world["aspirin"].id,
+            "quantity": 2,
+            "price_minor": 1000,
+            "substitution": "allowed",  # over the counter: consent by default, as in checkout
+        }
     ]
-    assert far_part["lines"] == [
-        {"product_id": world["saline"].id, "quantity": 1, "price_minor": 700}
+    assert [{k: line[k] for k in shown} for line in far_part["lines"]] == [
+        {
+            "product_id": world["saline"].id,
+            "quantity": 1,
+            "price_minor": 700,
+            "substitution": "allowed",
+        }
     ]
     for part in split["parts"]:
         assert part["fulfillment"] == "pickup"
@@ -222,6 +233,8 @@ def test_no_three_stores_hold_it_then_nothing_is_reserved(client, db, world):
     [
         {"payment_method": "at_store"},
         {"store_id": 1},
+        # A pickup point is served by one store's run: never a 500, never a part lost.
+        {"fulfillment": "pickup_point", "pickup_point_id": 1},
     ],
 )
 def test_what_cannot_be_split_is_refused(client, db, world, extra):
