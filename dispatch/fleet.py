@@ -108,8 +108,8 @@ def preparation_hold_minutes(n: Neighbourhood, *, prep_minutes: float) -> float:
     rate = n.couriers / max(n.minutes_per_parcel, 1.0) if n.couriers > 0 else 0.0
     if n.arrivals_per_minute <= rate:
         # The fleet keeps up: start at once. A hold then only lets couriers find no parcel
-        # ready (the storm simulation lost on-time share and a tenth of its deliveries per
-        # courier-hour holding orders in every hour).
+        # ready (holding in every hour cost the storm simulation on-time share and deliveries
+        # per courier-hour).
         return 0.0
     queue = queue_minutes(n)
     if queue >= NO_COURIER_WAIT_MINUTES:
