@@ -25,10 +25,18 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from dispatch.run_models import ParcelStatus, PickupParcel
 from o2o import clock, outbox
 from o2o.errors import Conflict, InvalidInput, NotFound
 from o2o.order_flow import access
-from o2o.orders.models import LotAllocation, Order, OrderLine, OrderStatus, OrderSubstitution
+from o2o.orders.models import (
+    Fulfillment,
+    LotAllocation,
+    Order,
+    OrderLine,
+    OrderStatus,
+    OrderSubstitution,
+)
 from o2o.payments import service as payments_service
 from o2o.payments.models import PaymentMethod, PaymentStatus
 from o2o.users.models import Role, User
@@ -42,6 +50,18 @@ REASONS = ("out_of_stock", "formulary", "patient_request")
 SUBSTITUTABLE = frozenset({OrderStatus.RELEASED, OrderStatus.PREPARING, OrderStatus.READY})
 
 PENDING, ACCEPTED, DECLINED, WITHDRAWN = "pending", "accepted", "declined", "withdrawn"
+
+
+def _at_the_store(session: Session, order: Order) -> bool:
+    """Whether the order is still on the store's side of the counter. A pickup-point order is
+    ready again once its run has brought it to the point, but it has left the store's shelves:
+    from its run's departure on, it can no longer be substituted on."""
+    if order.status not in SUBSTITUTABLE:
+        return False
+    if order.fulfillment is not Fulfillment.PICKUP_POINT:
+        return True
+    parcel = session.scalar(select(PickupParcel.status).where(PickupParcel.order_id == order.id))
+    return parcel in (None, ParcelStatus.BOOKED)
 
 
 def _unit_price(allocations: Sequence[allocation.Allocation], quantity: int) -> int:
@@ -105,7 +125,7 @@ def propose(
             "The reason must be one of " + ", ".join(REASONS) + ".",
             code="invalid_substitution_reason",
         )
-    if order.status not in SUBSTITUTABLE:
+    if not _at_the_store(session, order):
         raise Conflict(
             "Only a released order not yet handed over can be substituted on.",
             code="order_not_substitutable",
@@ -296,7 +316,7 @@ def accept(
     back, and the difference is charged or refunded."""
     now = clock.now()
     order, sub = _patients_substitution(session, patient, order_id, substitution_id)
-    if order.status not in SUBSTITUTABLE:
+    if not _at_the_store(session, order):
         raise Conflict(
             "The order is no longer at the store's counter.",
             code="order_not_substitutable",

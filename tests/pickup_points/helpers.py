@@ -57,9 +57,16 @@ def order_body(point: PickupPoint, items: list[tuple[int, int]]) -> dict:
     }
 
 
-def place_paid_ready(client, session, patient, staff, point, items) -> uuid.UUID:
-    """Place a pickup-point order through the API, pay it, and have the store pack it."""
-    r = client.post(f"{API}/orders", json=order_body(point, items), headers=auth(patient))
+def place_paid_ready(
+    client, session, patient, staff, point, items, *, substitution: str | None = None
+) -> uuid.UUID:
+    """Place a pickup-point order through the API (each line with `substitution` when given),
+    pay it, and have the store pack it."""
+    body = order_body(point, items)
+    if substitution is not None:
+        for line in body["items"]:
+            line["substitution"] = substitution
+    r = client.post(f"{API}/orders", json=body, headers=auth(patient))
     assert r.status_code == 201, r.text
     order_id = uuid.UUID(r.json()["id"])
     assert pay_through(client, session, order_id).status_code == 200

@@ -13,7 +13,7 @@ from o2o import clock
 from o2o.orders.models import Order, OrderStatus
 from o2o.users.models import Role
 from tests.dispatch import helpers as dispatch_helpers
-from tests.factories import auth, make_user, offset, pay_through
+from tests.factories import auth, make_lot, make_product, make_user, offset, pay_through
 from tests.orders.helpers import stock
 from tests.pickup_points import helpers
 from tests.pickup_points.helpers import API
@@ -349,3 +349,54 @@ def test_a_run_whose_only_parcel_is_cancelled_leaves_the_board(
     assert db.get(Job, job.id).status.value == "cancelled"
     assert db.get(PickupParcel, order_id).status is ParcelStatus.CANCELLED
     assert stock(db, lot) == (20, 0)
+
+
+def test_a_parcel_carried_to_its_point_can_no_longer_be_substituted_on(
+    client, db, store, point, leader, staff
+):
+    # Ready again at the point, but away from the store's shelves: a question put at the store
+    # cannot be answered yes there, and the store cannot ask one.
+    asked = make_product(db, generic_name="pointfenac", name="Brand A")
+    given = make_product(db, generic_name="pointfenac", name="Brand B")
+    old = make_lot(db, store, asked, on_hand=5)
+    new = make_lot(db, store, given, on_hand=5)
+    patient = make_user(db, role=Role.PATIENT)
+    courier = dispatch_helpers.make_courier(db, home_store=store, at=offset(300, 0))
+    here = offset(300, 0)
+    with clock.use(lambda: MORNING):
+        order_id = helpers.place_paid_ready(
+            client, db, patient, staff, point, [(asked.id, 2)], substitution="not_allowed"
+        )
+        swap = {"product_id": asked.id, "to_product_id": given.id, "reason": "out_of_stock"}
+        r = client.post(f"{API}/orders/{order_id}/substitutions", json=swap, headers=auth(staff))
+        assert r.status_code == 201 and r.json()["substitution"]["status"] == "pending", r.text
+        sid = r.json()["substitution"]["id"]
+    with clock.use(lambda: TEN_LOCAL - timedelta(minutes=5)):
+        r = client.post(
+            f"{API}/dispatch/claim", json={"lat": here[0], "lon": here[1]}, headers=auth(courier)
+        )
+        job_id = r.json()["id"]
+    with clock.use(lambda: TEN_LOCAL):
+        assert client.post(f"{API}/dispatch/jobs/{job_id}/pickup", headers=auth(courier)).is_success
+        (run,) = client.get(f"{API}/pickup-points/{point.id}/runs", headers=auth(leader)).json()[
+            "items"
+        ]
+        r = client.post(
+            f"{API}/dispatch/jobs/{job_id}/deliver",
+            json={"delivery_code": run["handoff_code"]},
+            headers=auth(courier),
+        )
+        assert r.status_code == 200, r.text
+        db.expire_all()
+        assert db.get(Order, order_id).status is OrderStatus.READY  # at the point
+        held = (stock(db, old), stock(db, new))
+        r = client.post(
+            f"{API}/orders/{order_id}/substitutions/{sid}/accept", headers=auth(patient)
+        )
+        assert r.status_code == 409 and r.json()["error"]["code"] == "order_not_substitutable"
+        r = client.post(f"{API}/orders/{order_id}/substitutions", json=swap, headers=auth(staff))
+        assert r.status_code == 409 and r.json()["error"]["code"] == "order_not_substitutable"
+        db.expire_all()
+        assert (stock(db, old), stock(db, new)) == held
+        line = client.get(f"{API}/orders/{order_id}", headers=auth(patient)).json()["lines"][0]
+        assert line["product_id"] == asked.id
