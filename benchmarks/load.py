@@ -338,7 +338,7 @@ def write_docs(body: str) -> None:
         "run: a bare ASGI endpoint running the nearby list's SQL on psycopg's async pool "
         "(`benchmarks/reference.py`), served the same way; every figure is a ratio to it.\n\n"
         "Command: `make load` (`bash scripts/load.sh`; it generates the cities when they are "
-        "missing; `O2O_BENCH_WRITE_DOCS=1` rewrites this section).\n\n" + body + "\n"
+        "missing; `O2O_BENCH_WRITE_DOCS=1` rewrites this section).\n\n" + body.rstrip("\n") + "\n\n"
     )
     text_ = DOCS.read_text()
     start = text_.find("\n## Load\n")

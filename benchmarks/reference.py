@@ -10,13 +10,13 @@ Serve: `uvicorn benchmarks.reference:app --workers 4` with O2O_DATABASE_URL set.
 
 import json
 import os
-import re
 from urllib.parse import parse_qs
 
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from stores.nearby import _NEARBY_SQL
+from stores.proximity import driver_sql
 
 # The platform's defaults for a first page: a 50 km radius, 20 stores, one walk of 2k + 2 rows.
 RADIUS_M = 50_000.0
@@ -25,7 +25,7 @@ WANT = 2 * (LIMIT + 1) + 2
 CUTOFF_M = RADIUS_M / (1 - 0.006)
 
 # The statement written for SQLAlchemy (`:name`), rewritten for psycopg (`%(name)s`).
-SQL = re.sub(r"(?<!:):(\w+)", r"%(\1)s", str(_NEARBY_SQL))
+SQL = driver_sql(_NEARBY_SQL)
 
 _pool: AsyncConnectionPool | None = None
 

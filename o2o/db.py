@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import Depends
 from sqlalchemy import DateTime, MetaData, create_engine, event, exc
 from sqlalchemy.engine import Engine
@@ -101,6 +102,13 @@ class Runner:
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call fn(session, *args, **kwargs) with a sync Session over the async connection."""
         return await self.session.run_sync(fn, *args, **kwargs)
+
+    async def driver(self) -> psycopg.AsyncConnection:
+        """The session's connection as psycopg's own, in the session's transaction (committed or
+        rolled back with it): for the hottest reads, run on the driver without the ORM's
+        per-statement work."""
+        connection = await self.session.connection()
+        return (await connection.get_raw_connection()).driver_connection
 
 
 async def get_runner() -> AsyncIterator[Runner]:

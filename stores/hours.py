@@ -7,7 +7,9 @@ of the day). Intervals are turned into UTC instants per calendar day, so dayligh
 move the instants, never the wall-clock times the store keeps.
 """
 
+import bisect
 import functools
+import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -160,16 +162,56 @@ def _intervals(week: tuple[tuple[int, str, str], ...]) -> tuple[OpeningInterval,
     )
 
 
+@dataclass(frozen=True, eq=False)
+class StoredWeek:
+    """A store's hours as read from the database: the entries (shared between requests: read
+    them, never change them) and the parsed week; None and None for a store always open.
+    Compared and hashed by identity: `stored_week` gives one object per stored text."""
+
+    entries: list[dict] | None
+    week: tuple[OpeningInterval, ...] | None
+
+
+@functools.lru_cache(maxsize=4096)
+def stored_week(text: str | None) -> StoredWeek:
+    """Read the `opening_hours` column as text (`opening_hours::text`): stores share a few weeks
+    of hours, so each is decoded and parsed once per process, not once per store and request."""
+    if text is None:
+        return StoredWeek(None, None)
+    entries = json.loads(text)
+    if entries is None:
+        return StoredWeek(None, None)
+    return StoredWeek(
+        entries, _intervals(tuple((e["weekday"], e["opens"], e["closes"]) for e in entries))
+    )
+
+
+@functools.lru_cache(maxsize=8192)
+def _schedule(hours: StoredWeek, tz: str, local_day: date) -> tuple[tuple[datetime, datetime], ...]:
+    """The UTC windows of a week of hours from the local day before local_day to a week after
+    it, in start order: all that `is_open_at` and `next_opening` look at for an instant on
+    local_day. Stores share a few weeks of hours and a city a few zones, so a day's schedule is
+    worked out once per process, not once per store and request."""
+    return tuple(sorted(_windows(list(hours.week or ()), ZoneInfo(tz), local_day, range(-1, 8))))
+
+
 def open_state(
     opening_hours: list[dict] | None, tz: str, at: datetime
 ) -> tuple[bool, datetime | None]:
     """Return whether a store with stored hours is open at `at` and, if not, when it opens next."""
-    # Stores share a few weeks of hours: a search or a list parses each once, not once a store.
-    week = (
-        None
-        if opening_hours is None
-        else _intervals(tuple((e["weekday"], e["opens"], e["closes"]) for e in opening_hours))
-    )
-    if is_open_at(week, tz, at):
+    text = None if opening_hours is None else json.dumps(opening_hours)
+    return stored_open_state(stored_week(text), tz, at)
+
+
+def stored_open_state(hours: StoredWeek, tz: str, at: datetime) -> tuple[bool, datetime | None]:
+    """Return whether a store with these hours is open at `at` and, if not, when it opens next
+    (the answers of `is_open_at` and `next_opening`, from the day's cached schedule)."""
+    if hours.week is None:
         return True, None
-    return False, next_opening(week, tz, at)
+    at_utc = _utc(at)
+    windows = _schedule(hours, tz, at_utc.astimezone(ZoneInfo(tz)).date())
+    # The first window that starts after `at`: the store is open if one before it still runs.
+    following = bisect.bisect_right(windows, at_utc, key=lambda w: w[0])
+    if any(at_utc < end for _, end in windows[:following]):
+        return True, None
+    return False, windows[following][0] if following < len(windows) else None

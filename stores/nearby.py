@@ -7,9 +7,12 @@ fetches more until the page is proven final (see `stores.proximity`). Pages are 
 
 import hashlib
 import math
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from psycopg import AsyncConnection
 from sqlalchemy import Row, text
 from sqlalchemy.orm import Session
 
@@ -47,7 +50,8 @@ SELECT s.store_id, s.name, s.address, s.lat, s.lon, s.timezone, s.opening_hours,
        s.distance_m, s.sphere_m, s.sphere_m <= :cutoff_m AND s.distance_m <= :radius_m AS matched
 FROM (
     SELECT s.id AS store_id, s.name, s.address, ST_Y(s.location::geometry) AS lat,
-           ST_X(s.location::geometry) AS lon, s.timezone, s.opening_hours, s.offers_pickup,
+           ST_X(s.location::geometry) AS lon, s.timezone, s.opening_hours::text AS opening_hours,
+           s.offers_pickup,
            s.offers_delivery, s.prep_minutes, s.delivery_fee_minor, s.currency,
            ST_Distance(s.location, {POINT_SQL}) AS distance_m, s.location <-> {POINT_SQL} AS sphere_m
     FROM stores AS s
@@ -62,6 +66,9 @@ LIMIT :want
 )
 
 
+_NEARBY_DRIVER_SQL = proximity.driver_sql(_NEARBY_SQL)
+
+
 def _listing(lat: float, lon: float, radius_m: float) -> str:
     """Name the list a cursor belongs to: a cursor from another location or radius would
     silently skip or repeat stores, so the codec refuses it."""
@@ -69,21 +76,18 @@ def _listing(lat: float, lon: float, radius_m: float) -> str:
     return f"nearby:{key}"
 
 
-def nearby_stores(
-    session: Session,
-    *,
-    lat: float,
-    lon: float,
-    radius_m: float | None,
-    limit: int,
-    after: str | None = None,
-    now: datetime | None = None,
-) -> tuple[list[NearbyStore], str | None]:
-    """List active stores within radius_m, nearest first; return a page and the next cursor."""
+Page = tuple[list[NearbyStore], str | None]
+# A page's walks: each step yields the walk's parameters, is sent its rows, and returns the page.
+Walks = Generator[dict, Sequence[Any], Page]
+
+
+def _walks(
+    *, lat: float, lon: float, radius_m: float | None, limit: int, after: str | None, now: datetime
+) -> Walks:
+    """Plan a page of the nearby list as walks, whoever runs them (no I/O here)."""
     proximity.check_point(lat, lon, "location")
     radius = proximity.search_radius(radius_m)
     proximity.check_limit(limit)
-    now = now or clock.now()
     listing = _listing(lat, lon, radius)
     # Keyset (distance_m, id): stable across pages even when stores are added in between.
     after_distance, after_id = (
@@ -103,7 +107,7 @@ def nearby_stores(
     k = limit + 1
     want = 2 * k + 2
     while True:
-        rows = proximity.walk(session, _NEARBY_SQL, {**params, "want": want})
+        rows = yield {**params, "want": want}
         best = sorted((r for r in rows if r.matched), key=proximity.sort_key)
         last_sphere_m = max((r.sphere_m for r in rows), default=math.inf)
         if len(rows) < want or last_sphere_m > params["cutoff_m"]:
@@ -119,15 +123,60 @@ def nearby_stores(
     return [_to_nearby(row, now) for row in page], next_cursor
 
 
+def nearby_stores(
+    session: Session,
+    *,
+    lat: float,
+    lon: float,
+    radius_m: float | None,
+    limit: int,
+    after: str | None = None,
+    now: datetime | None = None,
+) -> Page:
+    """List active stores within radius_m, nearest first; return a page and the next cursor."""
+    walks = _walks(
+        lat=lat, lon=lon, radius_m=radius_m, limit=limit, after=after, now=now or clock.now()
+    )
+    params = next(walks)
+    while True:
+        try:
+            params = walks.send(proximity.walk(session, _NEARBY_SQL, params))
+        except StopIteration as done:
+            return done.value
+
+
+async def nearby_stores_async(
+    conn: AsyncConnection,
+    *,
+    lat: float,
+    lon: float,
+    radius_m: float | None,
+    limit: int,
+    after: str | None = None,
+) -> Page:
+    """`nearby_stores` on the driver's async connection, opening its transaction: the nearby
+    list is the hottest read, and this skips the ORM's per-statement work and the hand-over to
+    sync code (the same walks, the same answer: tests/stores/test_hot_reads.py)."""
+    walks = _walks(lat=lat, lon=lon, radius_m=radius_m, limit=limit, after=after, now=clock.now())
+    params = next(walks)
+    while True:
+        try:
+            params = walks.send(await proximity.walk_async(conn, _NEARBY_DRIVER_SQL, params))
+        except StopIteration as done:
+            return done.value
+
+
 def _to_nearby(row: Row, now: datetime) -> NearbyStore:
-    is_open, opens_at = hours.open_state(row.opening_hours, row.timezone, now)
+    # The hours come as text: decoded and parsed once per process (stores share a few weeks).
+    week = hours.stored_week(row.opening_hours)
+    is_open, opens_at = hours.stored_open_state(week, row.timezone, now)
     return NearbyStore(
         store_id=row.store_id,
         name=row.name,
         address=row.address,
         location={"lat": row.lat, "lon": row.lon},
         timezone=row.timezone,
-        opening_hours=row.opening_hours,
+        opening_hours=week.entries,
         offers_pickup=row.offers_pickup,
         offers_delivery=row.offers_delivery,
         prep_minutes=row.prep_minutes,

@@ -7,8 +7,13 @@ is final and how far past the radius the sphere stream must run.
 """
 
 import math
+import re
 from collections.abc import Sequence
+from typing import Any
 
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import namedtuple_row
 from sqlalchemy import Row, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -93,6 +98,16 @@ _MISORDERED = "index returned tuples in wrong order"
 
 def walk(session: Session, statement: TextClause, params: dict) -> list[Row]:
     """Run a nearest-first walk from (params["lat"], params["lon"]) and return its rows."""
+    if not session.in_transaction():
+        # The walk opens the request's transaction (the nearby list): refused, the transaction
+        # holds nothing else and is rolled back whole, so no savepoint is needed.
+        try:
+            return list(session.execute(statement, params).all())
+        except DBAPIError as exc:
+            if _MISORDERED not in str(exc.orig):
+                raise
+            session.rollback()
+        return _walk_unordered(session, statement, params)
     try:
         with session.begin_nested():
             return list(session.execute(statement, params).all())
@@ -100,7 +115,37 @@ def walk(session: Session, statement: TextClause, params: dict) -> list[Row]:
         if _MISORDERED not in str(exc.orig):
             raise
     with session.begin_nested():
-        session.execute(text("SET LOCAL enable_indexscan = off"))
-        rows = list(session.execute(statement, params).all())
-        session.execute(text("SET LOCAL enable_indexscan = on"))
+        return _walk_unordered(session, statement, params)
+
+
+async def walk_async(conn: AsyncConnection, statement: str, params: dict) -> list[Any]:
+    """`walk` on the driver's async connection (psycopg), as the first statement of its
+    transaction; rows are named tuples. Refused by the index's ordering, the transaction (which
+    holds nothing else) is rolled back and the walk run again without it."""
+    try:
+        async with conn.cursor(row_factory=namedtuple_row) as cur:
+            await cur.execute(statement, params)
+            return await cur.fetchall()
+    except psycopg.Error as exc:
+        if _MISORDERED not in str(exc):
+            raise
+    await conn.rollback()
+    async with conn.cursor(row_factory=namedtuple_row) as cur:
+        await cur.execute("SET LOCAL enable_indexscan = off")
+        await cur.execute(statement, params)
+        rows = await cur.fetchall()
+        await cur.execute("SET LOCAL enable_indexscan = on")
+    return rows
+
+
+def driver_sql(statement: TextClause) -> str:
+    """A walk's statement written for SQLAlchemy (`:name`), rewritten for psycopg
+    (`%(name)s`); PostgreSQL's casts (`::text`) are left alone."""
+    return re.sub(r"(?<!:):(\w+)", r"%(\1)s", str(statement))
+
+
+def _walk_unordered(session: Session, statement: TextClause, params: dict) -> list[Row]:
+    session.execute(text("SET LOCAL enable_indexscan = off"))
+    rows = list(session.execute(statement, params).all())
+    session.execute(text("SET LOCAL enable_indexscan = on"))
     return rows

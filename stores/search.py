@@ -286,7 +286,8 @@ def _with_output(stream: str, kind: str) -> str:
                ST_Distance(s.location, {_DELIVERY_POINT}::geography) AS delivery_distance_m,
                {_CAN_DELIVER} AS can_deliver,
                s.offers_pickup, s.offers_delivery, s.delivery_fee_minor, s.currency,
-               s.prep_minutes, s.courier_speed_kmh, s.detour_factor, s.timezone, s.opening_hours
+               s.prep_minutes, s.courier_speed_kmh, s.detour_factor, s.timezone,
+               s.opening_hours::text AS opening_hours
         FROM ({stream}) AS w
         JOIN stores AS s ON s.id = w.id
         """
@@ -522,7 +523,9 @@ def _to_match(
         )
     else:
         eta = pickup_eta_minutes(row.prep_minutes)
-    is_open, opens_at = hours.open_state(row.opening_hours, row.timezone, now)
+    is_open, opens_at = hours.stored_open_state(
+        hours.stored_week(row.opening_hours), row.timezone, now
+    )
     return StoreMatch(
         store_id=row.store_id,
         name=row.name,

@@ -2,31 +2,27 @@
 
 Both are hot reads, so they are async endpoints on the async engine (`o2o.db.SessionRunner`):
 the services run in the event loop without a hop to the thread pool, and each answer is
-validated and serialized once, straight to JSON bytes.
+serialized once, straight from the services' data to JSON bytes (no model validation on the way
+out: tests/stores/test_hot_reads.py holds the answers to their documented models).
 """
 
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel
 
 from o2o import ratelimit
-from o2o.api import ApiRoute, CursorQuery, model_json
+from o2o.api import ApiRoute, CursorQuery, data_json
 from o2o.config import get_settings
 from o2o.db import SessionRunner
 from o2o.errors import error_responses
 from o2o.i18n import gettext as _
 from o2o.users.dependencies import client_ip
 from stores import cart, proximity, service, split_search, substitutes
-from stores.nearby import nearby_stores
+from stores.nearby import nearby_stores_async
 from stores.schemas import PAGE_DEFAULT, Page
 from stores.search_schemas import NearbyItemOut, SearchIn, SearchOut
 
 router = APIRouter(route_class=ApiRoute, tags=["store search"])
-
-
-def _json(model: type[BaseModel], data: dict) -> Response:
-    return model_json(model.model_validate(data))
 
 
 @router.get(
@@ -51,11 +47,10 @@ async def nearby(
     cursor: CursorQuery = None,
 ):
     """List active stores within radius_m of a point, nearest first, a page at a time."""
-    stores, next_cursor = await runner.run(
-        nearby_stores, lat=lat, lon=lon, radius_m=radius_m, limit=limit, after=cursor
+    stores, next_cursor = await nearby_stores_async(
+        await runner.driver(), lat=lat, lon=lon, radius_m=radius_m, limit=limit, after=cursor
     )
-    return _json(
-        Page[NearbyItemOut],
+    return data_json(
         {
             "items": [
                 {
@@ -132,8 +127,7 @@ async def search_stores(body: SearchIn, runner: SessionRunner, request: Request)
             radius_m=body.radius_m,
             delivery_point=(delivery.lat, delivery.lon) if delivery else None,
         )
-    return _json(
-        SearchOut,
+    return data_json(
         {
             "split_plan": (
                 None

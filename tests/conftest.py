@@ -23,6 +23,7 @@ from o2o import wiring
 from o2o.config import get_settings
 from o2o.db import COMMIT_ON_RETURN, get_runner, get_session
 from o2o.redis import get_redis
+from tests.async_driver import SyncDriver
 from tests.documented_errors import check_422_is_documented
 
 # Property tests are judged on what each example does, never on how long it takes: on a loaded
@@ -124,6 +125,9 @@ def app(_built_app, db: Session):
         # Async endpoints run their services on the test's session, in its transaction.
         async def run(self, fn, *args, **kwargs):
             return fn(db, *args, **kwargs)
+
+        async def driver(self):
+            return SyncDriver(db)
 
     async def _runner():
         db.commit()

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from o2o.db import get_runner, session_scope
 from o2o.users.models import Role
 from stores.models import Lot
+from tests.async_driver import SyncDriver
 from tests.factories import (
     SHANGHAI,
     auth,
@@ -32,6 +33,9 @@ class _SyncRunner:
 
     async def run(self, fn, *args, **kwargs):
         return fn(self.session, *args, **kwargs)
+
+    async def driver(self):
+        return SyncDriver(self.session)
 
 
 async def _sync_runner():
@@ -109,3 +113,18 @@ def test_async_reads_and_placement_answer_as_on_the_sync_engine(clients):
     assert served.get(f"/api/v1/orders/{order_id}", headers=other).status_code == 404
     assert served.get("/api/v1/orders", headers=other).json()["items"] == []
     assert served.get("/api/v1/orders").status_code == 401
+
+
+@pytest.mark.parametrize(("lat", "lon"), [(90.0, 2.220446049250313e-16), (0.0, 180.0)])
+def test_the_nearby_list_on_the_driver_walks_again_when_the_index_misorders(clients, lat, lon):
+    # PostGIS' index misorders a store on the searched point written another way; on the
+    # driver the refused walk's transaction is rolled back and the walk run without it.
+    served, on_sync = clients
+    twins = [(90.0, 0.0), (90.0, 121.0)] if lat == 90.0 else [(0.0, -180.0)]
+    with session_scope() as s:
+        ids = sorted(make_store(s, at=at).id for at in twins)
+    params = {"lat": lat, "lon": lon, "radius_m": 5000}
+    answer = served.get("/api/v1/stores/nearby", params=params)
+    assert answer.status_code == 200, answer.text
+    assert sorted(item["store"]["id"] for item in answer.json()["items"]) == ids
+    assert answer.json() == on_sync.get("/api/v1/stores/nearby", params=params).json()

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stores.hours import is_open_at, next_opening, parse_hours
+from stores.hours import is_open_at, next_opening, open_state, parse_hours
 
 SHANGHAI = "Asia/Shanghai"  # UTC+8, no daylight saving
 BERLIN = "Europe/Berlin"  # CET/CEST: clocks go forward 2026-03-29, back 2026-10-25
@@ -199,3 +199,43 @@ def test_next_opening_is_a_moment_the_store_is_open_and_closed_just_before(
         assert at < opening <= at + timedelta(days=7)
         assert is_open_at(hours, SHANGHAI, opening)
         assert not is_open_at(hours, SHANGHAI, opening - timedelta(minutes=1))
+
+
+def _week(draws: list[tuple[int, int, int]]) -> list[dict]:
+    """A valid week from (weekday, opens, length) draws: each kept unless it overlaps one kept."""
+    kept: list[dict] = []
+    for weekday, opens, length in draws:
+        closes = (opens + length) % (24 * 60)
+        entry = {
+            "weekday": weekday,
+            "opens": f"{opens // 60:02d}:{opens % 60:02d}",
+            "closes": "24:00" if closes == 0 else f"{closes // 60:02d}:{closes % 60:02d}",
+        }
+        try:
+            parse_hours([*kept, entry])
+        except ValueError:
+            continue
+        kept.append(entry)
+    return kept
+
+
+@given(
+    draws=st.lists(
+        st.tuples(st.integers(0, 6), st.integers(0, 24 * 60 - 1), st.integers(1, 24 * 60 - 1)),
+        max_size=9,
+    ),
+    # East and west of UTC, with and without daylight saving.
+    tz=st.sampled_from(["Asia/Shanghai", "America/New_York", "Europe/London", "Pacific/Auckland"]),
+    # Around the year, daylight-saving changes included, to the second.
+    probe_s=st.integers(0, 366 * 24 * 3600),
+)
+def test_the_nearby_lists_open_state_answers_as_is_open_at_and_next_opening(draws, tz, probe_s):
+    hours = _week(draws)
+    at = utc(2026, 1, 1) + timedelta(seconds=probe_s)
+    assert open_state(hours, tz, at) == (is_open_at(hours, tz, at), next_opening(hours, tz, at))
+
+
+def test_open_state_of_a_store_always_open_and_one_that_never_opens():
+    at = utc(2026, 11, 23, 3)
+    assert open_state(None, SHANGHAI, at) == (True, None)
+    assert open_state([], SHANGHAI, at) == (False, None)
