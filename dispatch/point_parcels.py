@@ -161,15 +161,19 @@ def return_reason(point: PickupPoint) -> str:
 def return_uncollected(session: Session, *, now: datetime, batch: int = 200) -> tuple[int, int]:
     """Send back up to `batch` parcels whose hold ran out; return (returned, looked at).
 
-    SKIP LOCKED: a second sweep at the same time takes other rows or none. The parcel's state is
-    checked again under its order's lock, so a sweep run twice returns each parcel once.
+    The orders are locked first (SKIP LOCKED), then each parcel, as every other path does (the
+    hand-over at the point, the run's pickup and drop): a parcel's sweep never waits for an
+    order while holding its parcel, so it cannot deadlock with a hand-over, and a second sweep
+    at the same time takes other orders or none. The parcel's state is checked again under its
+    order's lock, so a sweep run twice returns each parcel once.
     """
     order_ids = session.scalars(
         select(PickupParcel.order_id)
+        .join(Order, Order.id == PickupParcel.order_id)
         .where(PickupParcel.status == P.AT_POINT, PickupParcel.hold_expires_at <= now)
         .order_by(PickupParcel.hold_expires_at, PickupParcel.order_id)
         .limit(batch)
-        .with_for_update(skip_locked=True)
+        .with_for_update(of=Order, skip_locked=True)
     ).all()
     returned = 0
     for order_id in order_ids:
@@ -191,14 +195,16 @@ def return_uncollected(session: Session, *, now: datetime, batch: int = 200) -> 
 
 
 def rebook_stranded(session: Session, *, now: datetime) -> int:
-    """Put parcels still booked on a run that has left onto their point's next run."""
+    """Put parcels still booked on a run that has left onto their point's next run (their orders
+    locked first, SKIP LOCKED, as in `return_uncollected`)."""
     stranded = session.scalars(
         select(PickupParcel.order_id)
         .join(PickupRun, PickupRun.id == PickupParcel.run_id)
+        .join(Order, Order.id == PickupParcel.order_id)
         .where(PickupParcel.status == P.BOOKED, PickupRun.status != RunStatus.SCHEDULED)
         .order_by(PickupParcel.order_id)
         .limit(500)
-        .with_for_update(of=PickupParcel, skip_locked=True)
+        .with_for_update(of=Order, skip_locked=True)
     ).all()
     moved = 0
     for order_id in stranded:

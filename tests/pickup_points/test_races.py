@@ -1,12 +1,13 @@
 """Runs against real PostgreSQL with real commits: many couriers claiming one run at once get it
-once; the return sweep run twice (and by two sweepers at once) returns each parcel once; the
-periodic task runs in a real Celery worker."""
+once; the return sweep run twice (and by two sweepers at once) returns each parcel once, and
+never deadlocks with a hand-over at the point; the periodic task runs in a real Celery worker."""
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
@@ -15,6 +16,7 @@ from dispatch.models import Job, JobStatus
 from dispatch.run_models import ParcelStatus, PickupParcel
 from o2o import clock
 from o2o.errors import Conflict
+from o2o.orders import lifecycle
 from o2o.orders.models import Fulfillment, Order, OrderEvent, OrderStatus
 from o2o.users.models import Role, User
 from stores.models import Lot
@@ -196,3 +198,47 @@ def test_a_real_worker_returns_uncollected_parcels(sessions, celery_worker_proce
     with sessions() as session:
         assert session.get(Order, order_ids[0]).status is OrderStatus.CANCELLED
         assert _cancellations(session, order_ids) == 1
+
+
+def test_a_return_sweep_and_a_hand_over_at_the_point_never_deadlock(sessions, engine):
+    # A hand-over locks its order, then its parcel. The sweep used to lock every due parcel
+    # first and then wait for their orders: a hand-over between them deadlocked with it.
+    _, (first, second), hold_ends = _waiting(sessions, parcels=2)
+    handover = Session(bind=engine)
+    lifecycle.lock_order(handover, second)  # a hand-over of the second parcel under way
+    handover_pid = handover.scalar(text("SELECT pg_backend_pid()"))
+    returned: list[int] = []
+    errors: list[BaseException] = []
+
+    def sweep() -> None:
+        try:
+            returned.append(run_tasks.return_uncollected_parcels(now=hold_ends, max_batches=1))
+        except BaseException as exc:
+            errors.append(exc)
+
+    sweeper = threading.Thread(target=sweep)
+    sweeper.start()
+    # Until the sweep is done, or waits for a lock the hand-over holds.
+    with sessions() as watcher:
+        for _ in range(200):
+            blocked = watcher.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"
+                ),
+                {"pid": handover_pid},
+            )
+            if blocked or not sweeper.is_alive():
+                break
+            time.sleep(0.05)
+    # The hand-over goes on to its parcel: it gets it at once, and nobody's work is lost.
+    handover.execute(text("SET LOCAL lock_timeout = '10s'"))
+    parcel = handover.get(PickupParcel, second, with_for_update=True)
+    assert parcel.status is ParcelStatus.AT_POINT
+    handover.commit()
+    sweeper.join(timeout=60)
+    assert errors == [] and returned == [1]
+    with sessions() as session:
+        assert session.get(Order, first).status is OrderStatus.CANCELLED
+        assert session.get(PickupParcel, second).status is ParcelStatus.AT_POINT
+    # The next sweep returns the parcel the hand-over held (its hold ran out all the same).
+    assert run_tasks.return_uncollected_parcels(now=hold_ends) == 1
