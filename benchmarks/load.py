@@ -46,6 +46,7 @@ RAISED_LIMITS = {
     "O2O_SEARCH_RATE_LIMIT": "10000000/minute",
     "O2O_ORDER_RATE_LIMIT": "10000000/minute",
     "O2O_MAX_OPEN_UNITS_PER_PRODUCT": "1000000",
+    "O2O_MAX_UNPAID_ORDERS": "1000000",
     "O2O_DISPATCH_CLAIM_RATE_LIMIT": "10000000/hour",
     # The most a courier may hold (the settings' bound); the rush delivers held jobs behind them.
     "O2O_DISPATCH_MAX_ACTIVE_JOBS": "10",
