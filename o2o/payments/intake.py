@@ -184,16 +184,11 @@ def _apply(session: Session, parts: list, payment: Payment, event: PaymentEventI
     session.flush()
     session.expire(payment, ["refunds"])
     if status is RefundStatus.SUCCEEDED:
-        given_back = sum(
-            amount
-            for state, amount in service.refund_ledger(session, payment)
-            if state is RefundStatus.SUCCEEDED
-        )
         events.refund_settled.send(
             session,
-            order_id=payment.order_id,
+            order_id=refund.order_id,
             refund_id=refund.id,
-            paid_minor=max(0, payment.captured_minor - given_back),
+            paid_minor=service.paid_for(session, payment, refund.order_id),
         )
     return "applied"
 

@@ -117,6 +117,11 @@ class Refund(Base):
     payment_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("payments.id", ondelete="CASCADE"), index=True
     )
+    # The order the money is given back for: the payment's own, or a part of the split order it
+    # pays (each part is refunded and compensated on its own from the one payment).
+    order_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("orders.id", ondelete="CASCADE"), index=True
+    )
     amount_minor: Mapped[int]
     currency: Mapped[str] = mapped_column(String(3))
     # "order_cancelled", "late_delivery", "captured_after_cancel"

@@ -163,6 +163,20 @@ def _refunds(session: Session, payment: Payment) -> list[Refund]:
     )
 
 
+def paid_for(session: Session, payment: Payment, order_id: uuid.UUID) -> int:
+    """What the patient has paid for one order once its confirmed refunds are taken off: the
+    capture less every confirmed refund, or, for a part of the split order the payment covers,
+    the part's total less the confirmed refunds for that part."""
+    refunds = _refunds(session, payment)
+    order = session.get(Order, order_id)
+    if order.split_order_id is None:
+        paid, own = payment.captured_minor, refunds
+    else:
+        paid, own = order.total_minor, [r for r in refunds if r.order_id == order_id]
+    given_back = sum(r.amount_minor for r in own if r.status is RefundStatus.SUCCEEDED)
+    return max(0, paid - given_back)
+
+
 def refund_ledger(session: Session, payment: Payment) -> list[tuple[RefundStatus, int]]:
     """Return (status, amount) of the payment's refunds (the refund rules' input)."""
     return [(r.status, r.amount_minor) for r in _refunds(session, payment)]
@@ -176,14 +190,16 @@ def request_refund(
     reason: str,
     note: str | None = None,
     now: datetime | None = None,
+    order_id: uuid.UUID | None = None,
 ) -> Refund:
     """Request a refund of a locked, captured payment through the outbox (409 above what is
-    left of the capture)."""
+    left of the capture), for its order or (order_id) a part of the split order it pays."""
     now = now or clock.now()
     states.check_refund(amount_minor, payment.captured_minor, refund_ledger(session, payment))
     refund = Refund(
         id=uuid.uuid4(),
         payment_id=payment.id,
+        order_id=order_id or payment.order_id,
         amount_minor=amount_minor,
         currency=payment.currency,
         reason=reason,
@@ -202,6 +218,8 @@ def request_refund(
             "refund_id": str(refund.id),
             "payment_id": str(payment.id),
             "order_id": str(payment.order_id),
+            # The part of a split order refunded (the payment's own order otherwise).
+            "for_order_id": str(refund.order_id),
             "amount_minor": amount_minor,
             "currency": payment.currency,
             "reason": reason,
@@ -334,7 +352,7 @@ def _refund_part(
     amount = min(part.total_minor, left)
     if amount <= 0:
         return None
-    return request_refund(session, payment, amount, reason=reason, note=note)
+    return request_refund(session, payment, amount, reason=reason, note=note, order_id=part.id)
 
 
 def refund_cancelled_parts(session: Session, payment: Payment, parts: list[Order]) -> None:
@@ -358,16 +376,19 @@ def on_sla_breached(session: Session, order_id: uuid.UUID, compensation_minor: i
     payment = payment_of(session, order_id, lock=True)
     if payment is None or payment.status is not P.CAPTURED or payment.app_id is None:
         return
+    # This order's compensation (a part of a split order is compensated on its own).
     already = sum(
         r.amount_minor
         for r in _refunds(session, payment)
-        if r.reason == REASON_LATE and r.status is not RefundStatus.FAILED
+        if r.reason == REASON_LATE
+        and r.order_id == order_id
+        and r.status is not RefundStatus.FAILED
     )
     amount = states.refund_for_late_delivery(
         compensation_minor - already, payment.captured_minor, refund_ledger(session, payment)
     )
     if amount > 0:
-        request_refund(session, payment, amount, reason=REASON_LATE)
+        request_refund(session, payment, amount, reason=REASON_LATE, order_id=order_id)
 
 
 def collect_at_store(

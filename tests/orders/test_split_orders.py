@@ -1,16 +1,19 @@
 """Split orders (`allow_split`): one order placed and paid once, filled in parts by several stores,
 each part cancelled or completed on its own, the whole's status derived from the parts."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
 
+from dispatch import monitor
 from o2o import clock
 from o2o.config import get_settings
 from o2o.geo import area_element, parse_area
 from o2o.order_flow.tasks import expire_due_orders
 from o2o.orders.models import LotAllocation, Order, SplitOrder
+from o2o.payments import service as payments_service
+from o2o.payments.models import Payment, Refund
 from o2o.users.models import Role
 from tests.factories import (
     auth,
@@ -284,3 +287,44 @@ def test_a_late_part_refunds_its_own_delivery_fee_from_the_one_payment(client, d
     parts = read(client, world, split["id"]).json()["parts"]
     assert all(p["sla_deadline"] is not None for p in parts)
     assert all(p["delivery_code"] for p in parts)
+
+    # Both parts late: each is compensated its own delivery fee ("late = free" per part),
+    # though one payment covers them.
+    deadline = max(datetime.fromisoformat(p["sla_deadline"]) for p in parts)
+    monitor.run(db, now=deadline + timedelta(minutes=1))
+    refunds = db.scalars(select(Refund).where(Refund.reason == "late_delivery")).all()
+    assert sorted((str(r.order_id), r.amount_minor) for r in refunds) == sorted(
+        (p["id"], 500) for p in parts
+    )
+    # Run again: nothing more for either.
+    monitor.run(db, now=deadline + timedelta(minutes=2))
+    assert db.scalar(select(func.count()).select_from(Refund)) == 2
+
+
+def test_a_refund_for_one_part_takes_back_that_parts_points(client, db, world):
+    split = placed(client, world)  # 2 x 10.00 at the near store, 1 x 7.00 at the far one
+    capture(client, db, split)
+    near, far = split["parts"]
+    for part, staff in ((near, "near_staff"), (far, "far_staff")):
+        for step in ("prepare", "ready"):
+            r = client.post(f"{API}/orders/{part['id']}/{step}", headers=auth(world[staff]))
+            assert r.status_code == 200, r.text
+        r = client.post(
+            f"{API}/orders/{part['id']}/handover",
+            json={"pickup_code": part["pickup_code"]},
+            headers=auth(world[staff]),
+        )
+        assert r.status_code == 200 and r.json()["status"] == "completed", r.text
+    me = f"{API}/users/me/membership"
+    assert client.get(me, headers=auth(world["patient"])).json()["points"] == 27
+
+    # The far store takes its spray back: its part's money, and that part's points, go back.
+    payment = db.scalar(select(Payment).where(Payment.id == split["payment"]["id"]))
+    refund = payments_service.request_refund(
+        db, payment, 700, reason="returned", order_id=far["id"]
+    )
+    headers, raw = payment_event(db, payment.id, "refunded", amount_minor=700, refund_id=refund.id)
+    assert client.post(EVENTS, content=raw, headers=headers).status_code == 200
+    got = client.get(me, headers=auth(world["patient"])).json()
+    assert got["points"] == 20 and got["spend_12m_minor"] == 2000
+    assert (got["history"][0]["kind"], got["history"][0]["order_id"]) == ("reversal", far["id"])
