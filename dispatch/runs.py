@@ -144,6 +144,13 @@ def on_order_cancelled(session: Session, order: Order, *, now: datetime | None =
 # The courier works a run job
 
 
+def parcel_left_store(session: Session, order_id: uuid.UUID) -> bool:
+    """Whether a pickup-point order's parcel has left the store (on its run, at the point, or
+    collected or returned since); False while it waits at the store or when there is none."""
+    status = session.scalar(select(PickupParcel.status).where(PickupParcel.order_id == order_id))
+    return status not in (None, P.BOOKED)
+
+
 def is_run_job(session: Session, job_id: uuid.UUID) -> bool:
     """Say whether a job is a run to a pickup point."""
     return session.scalar(select(Job.run_id).where(Job.id == job_id)) is not None

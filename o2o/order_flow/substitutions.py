@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from dispatch.run_models import ParcelStatus, PickupParcel
+from dispatch import runs as dispatch_runs
 from o2o import clock, outbox
 from o2o.errors import Conflict, InvalidInput, NotFound
 from o2o.order_flow import access
@@ -60,8 +60,7 @@ def _at_the_store(session: Session, order: Order) -> bool:
         return False
     if order.fulfillment is not Fulfillment.PICKUP_POINT:
         return True
-    parcel = session.scalar(select(PickupParcel.status).where(PickupParcel.order_id == order.id))
-    return parcel in (None, ParcelStatus.BOOKED)
+    return not dispatch_runs.parcel_left_store(session, order.id)
 
 
 def _unit_price(allocations: Sequence[allocation.Allocation], quantity: int) -> int:
