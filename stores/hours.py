@@ -195,14 +195,6 @@ def _schedule(hours: StoredWeek, tz: str, local_day: date) -> tuple[tuple[dateti
     return tuple(sorted(_windows(list(hours.week or ()), ZoneInfo(tz), local_day, range(-1, 8))))
 
 
-def open_state(
-    opening_hours: list[dict] | None, tz: str, at: datetime
-) -> tuple[bool, datetime | None]:
-    """Return whether a store with stored hours is open at `at` and, if not, when it opens next."""
-    text = None if opening_hours is None else json.dumps(opening_hours)
-    return stored_open_state(stored_week(text), tz, at)
-
-
 def stored_open_state(hours: StoredWeek, tz: str, at: datetime) -> tuple[bool, datetime | None]:
     """Return whether a store with these hours is open at `at` and, if not, when it opens next
     (the answers of `is_open_at` and `next_opening`, from the day's cached schedule)."""

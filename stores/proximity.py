@@ -94,6 +94,10 @@ def proven(best: Sequence[Row], k: int, unseen_sphere_m: float) -> bool:
 # apart, so every walk runs in a savepoint (two short statements) and, refused, runs again
 # without the index's ordering: a scan and a sort, exact, rare.
 _MISORDERED = "index returned tuples in wrong order"
+# The walk again without the index's ordering (the ORM's and the driver's alike), for the rest of
+# the transaction's walk only.
+_INDEX_SCANS_OFF = "SET LOCAL enable_indexscan = off"
+_INDEX_SCANS_ON = "SET LOCAL enable_indexscan = on"
 
 
 def walk(session: Session, statement: TextClause, params: dict) -> list[Row]:
@@ -131,10 +135,10 @@ async def walk_async(conn: AsyncConnection, statement: str, params: dict) -> lis
             raise
     await conn.rollback()
     async with conn.cursor(row_factory=namedtuple_row) as cur:
-        await cur.execute("SET LOCAL enable_indexscan = off")
+        await cur.execute(_INDEX_SCANS_OFF)
         await cur.execute(statement, params)
         rows = await cur.fetchall()
-        await cur.execute("SET LOCAL enable_indexscan = on")
+        await cur.execute(_INDEX_SCANS_ON)
     return rows
 
 
@@ -145,7 +149,7 @@ def driver_sql(statement: TextClause) -> str:
 
 
 def _walk_unordered(session: Session, statement: TextClause, params: dict) -> list[Row]:
-    session.execute(text("SET LOCAL enable_indexscan = off"))
+    session.execute(text(_INDEX_SCANS_OFF))
     rows = list(session.execute(statement, params).all())
-    session.execute(text("SET LOCAL enable_indexscan = on"))
+    session.execute(text(_INDEX_SCANS_ON))
     return rows

@@ -160,3 +160,25 @@ def waiting_at_point(
     )
     session.flush()
     return order
+
+
+def carry_run(client, courier: User, leader: User, point: PickupPoint, *, here, departure) -> None:
+    """The courier (at `here`, lat/lon) claims the point's run shortly before `departure`, picks
+    it up then, and hands it over at the point with the leader's hand-off code."""
+    with clock.use(lambda: departure - timedelta(minutes=5)):
+        r = client.post(
+            f"{API}/dispatch/claim", json={"lat": here[0], "lon": here[1]}, headers=auth(courier)
+        )
+        assert r.status_code == 200, r.text
+        job_id = r.json()["id"]
+    with clock.use(lambda: departure):
+        r = client.post(f"{API}/dispatch/jobs/{job_id}/pickup", headers=auth(courier))
+        assert r.status_code == 200, r.text
+        r = client.get(f"{API}/pickup-points/{point.id}/runs", headers=auth(leader))
+        (run,) = r.json()["items"]
+        r = client.post(
+            f"{API}/dispatch/jobs/{job_id}/deliver",
+            json={"delivery_code": run["handoff_code"]},
+            headers=auth(courier),
+        )
+        assert r.status_code == 200, r.text

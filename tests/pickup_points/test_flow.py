@@ -371,22 +371,8 @@ def test_a_parcel_carried_to_its_point_can_no_longer_be_substituted_on(
         r = client.post(f"{API}/orders/{order_id}/substitutions", json=swap, headers=auth(staff))
         assert r.status_code == 201 and r.json()["substitution"]["status"] == "pending", r.text
         sid = r.json()["substitution"]["id"]
-    with clock.use(lambda: TEN_LOCAL - timedelta(minutes=5)):
-        r = client.post(
-            f"{API}/dispatch/claim", json={"lat": here[0], "lon": here[1]}, headers=auth(courier)
-        )
-        job_id = r.json()["id"]
+    helpers.carry_run(client, courier, leader, point, here=here, departure=TEN_LOCAL)
     with clock.use(lambda: TEN_LOCAL):
-        assert client.post(f"{API}/dispatch/jobs/{job_id}/pickup", headers=auth(courier)).is_success
-        (run,) = client.get(f"{API}/pickup-points/{point.id}/runs", headers=auth(leader)).json()[
-            "items"
-        ]
-        r = client.post(
-            f"{API}/dispatch/jobs/{job_id}/deliver",
-            json={"delivery_code": run["handoff_code"]},
-            headers=auth(courier),
-        )
-        assert r.status_code == 200, r.text
         db.expire_all()
         assert db.get(Order, order_id).status is OrderStatus.READY  # at the point
         held = (stock(db, old), stock(db, new))

@@ -2,14 +2,16 @@
 tests.factories)."""
 
 import itertools
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import text
+from pyproj import Geod
+from sqlalchemy import insert, text
 from sqlalchemy.orm import Session
 
 from o2o import clock
-from tests.factories import SHANGHAI, STORE_ZONE, gtin
+from stores.models import Lot
+from tests.factories import SHANGHAI, STORE_ZONE, gtin, make_store
 
 API = "/api/v1"
 
@@ -104,3 +106,66 @@ def state(db: Session) -> tuple:
             """
         )
     ).one()
+
+
+# Search and the nearby list: stores placed around SHANGHAI, their stock, and search bodies.
+GEOD = Geod(ellps="WGS84")
+SEARCH = f"{API}/search/stores"
+NEARBY = f"{API}/stores/nearby"
+HERE = {"lat": SHANGHAI[0], "lon": SHANGHAI[1]}
+
+
+def at(north_m: float = 0, east_m: float = 0, origin=SHANGHAI) -> dict:
+    """The point north_m then east_m away from origin, along geodesics."""
+    lon, lat, _ = GEOD.fwd(origin[1], origin[0], 0, north_m)
+    lon, lat, _ = GEOD.fwd(lon, lat, 90, east_m)
+    return {"lat": lat, "lon": lon}
+
+
+def store_at(
+    db, north_m: float = 0, east_m: float = 0, *, services=("pickup",), zone=None, **overrides
+):
+    """A store this far from SHANGHAI offering `services`, delivering within `zone` (GeoJSON)."""
+    point = at(north_m, east_m)
+    return make_store(
+        db,
+        at=(point["lat"], point["lon"]),
+        zone=zone,
+        offers_pickup="pickup" in services,
+        offers_delivery="delivery" in services,
+        **overrides,
+    )
+
+
+def stock(
+    db,
+    store,
+    product,
+    on_hand: int = 10,
+    *,
+    reserved: int = 0,
+    days: int = 365,
+    lot="L1",
+    expiry_date: date | None = None,
+):
+    """A lot at `store` expiring `days` after the store's local today (or on `expiry_date`)."""
+    db.execute(
+        insert(Lot).values(
+            store_id=store.id,
+            product_id=product.id,
+            lot_number=lot,
+            expiry_date=expiry_date or clock.today(store.timezone) + timedelta(days=days),
+            on_hand=on_hand,
+            reserved=reserved,
+            price_minor=1000,
+            currency="CNY",
+        )
+    )
+
+
+def search_body(items, location=HERE, **extra) -> dict:
+    return {
+        "location": location,
+        "items": [{"product_id": p.id, "quantity": q} for p, q in items],
+        **extra,
+    }

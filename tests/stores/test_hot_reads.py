@@ -8,7 +8,7 @@ from o2o import clock
 from stores.schemas import Page
 from stores.search_schemas import NearbyItemOut, SearchOut
 from tests.factories import make_product
-from tests.stores.test_search import HERE, NEARBY, SEARCH, search_body, stock, store_at
+from tests.stores.helpers import HERE, NEARBY, SEARCH, search_body, stock, store_at
 
 # A Monday 03:00 in Shanghai: the store open 08:00 to 20:00 is closed and opens at 00:00 UTC.
 MONDAY_NIGHT = datetime(2026, 11, 22, 19, 0, tzinfo=UTC)

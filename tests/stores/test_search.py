@@ -1,81 +1,29 @@
 """Store search and the nearby list through the API: what a patient sees, and what is refused."""
 
 import math
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from unittest import mock
 
 import pytest
-from pyproj import Geod
-from sqlalchemy import insert, text
+from sqlalchemy import text
 
 from o2o import clock
 from o2o.config import get_settings
 from o2o.errors import InvalidInput
 from stores import cart, search
-from stores.models import Lot, ProductStockStats
-from tests.factories import SHANGHAI, make_product, make_store
-from tests.stores.helpers import API, square_zone
-
-GEOD = Geod(ellps="WGS84")
-SEARCH = f"{API}/search/stores"
-NEARBY = f"{API}/stores/nearby"
-HERE = {"lat": SHANGHAI[0], "lon": SHANGHAI[1]}
-
-
-def at(north_m: float = 0, east_m: float = 0, origin=SHANGHAI) -> dict:
-    """The point north_m then east_m away from origin, along geodesics."""
-    lon, lat, _ = GEOD.fwd(origin[1], origin[0], 0, north_m)
-    lon, lat, _ = GEOD.fwd(lon, lat, 90, east_m)
-    return {"lat": lat, "lon": lon}
-
-
-def store_at(
-    db, north_m: float = 0, east_m: float = 0, *, services=("pickup",), zone=None, **overrides
-):
-    """A store this far from SHANGHAI offering `services`, delivering within `zone` (GeoJSON)."""
-    point = at(north_m, east_m)
-    return make_store(
-        db,
-        at=(point["lat"], point["lon"]),
-        zone=zone,
-        offers_pickup="pickup" in services,
-        offers_delivery="delivery" in services,
-        **overrides,
-    )
-
-
-def stock(
-    db,
-    store,
-    product,
-    on_hand: int = 10,
-    *,
-    reserved: int = 0,
-    days: int = 365,
-    lot="L1",
-    expiry_date: date | None = None,
-):
-    """A lot at `store` expiring `days` after the store's local today (or on `expiry_date`)."""
-    db.execute(
-        insert(Lot).values(
-            store_id=store.id,
-            product_id=product.id,
-            lot_number=lot,
-            expiry_date=expiry_date or clock.today(store.timezone) + timedelta(days=days),
-            on_hand=on_hand,
-            reserved=reserved,
-            price_minor=1000,
-            currency="CNY",
-        )
-    )
-
-
-def search_body(items, location=HERE, **extra) -> dict:
-    return {
-        "location": location,
-        "items": [{"product_id": p.id, "quantity": q} for p, q in items],
-        **extra,
-    }
+from stores.models import ProductStockStats
+from tests.factories import make_product
+from tests.stores.helpers import (
+    GEOD,
+    HERE,
+    NEARBY,
+    SEARCH,
+    at,
+    search_body,
+    square_zone,
+    stock,
+    store_at,
+)
 
 
 def results(client, body) -> list[dict]:

@@ -3,7 +3,7 @@
 import pytest
 
 from tests.factories import make_product
-from tests.stores.test_search import SEARCH, at, search_body, stock, store_at
+from tests.stores.helpers import SEARCH, at, search_body, stock, store_at
 
 
 def plan(client, body) -> dict | None:

@@ -1,10 +1,11 @@
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stores.hours import is_open_at, next_opening, open_state, parse_hours
+from stores.hours import is_open_at, next_opening, parse_hours, stored_open_state, stored_week
 
 SHANGHAI = "Asia/Shanghai"  # UTC+8, no daylight saving
 BERLIN = "Europe/Berlin"  # CET/CEST: clocks go forward 2026-03-29, back 2026-10-25
@@ -217,6 +218,12 @@ def _week(draws: list[tuple[int, int, int]]) -> list[dict]:
             continue
         kept.append(entry)
     return kept
+
+
+def open_state(opening_hours: list[dict] | None, tz: str, at):
+    """The nearby list's answer for hours as the database stores them (JSON text, or NULL)."""
+    stored = None if opening_hours is None else json.dumps(opening_hours)
+    return stored_open_state(stored_week(stored), tz, at)
 
 
 @given(
