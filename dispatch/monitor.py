@@ -258,16 +258,18 @@ def check_before_preparing(session: Session, order: Order, *, now: datetime | No
     """Tell the patient now if the fleet can no longer keep this delivery's promise.
 
     Run as the store starts on an order: the patient hears of a changed promise before the store
-    spends work on it, not a minute after. The same rule and the same once-only record as the
-    monitor's pass (an order the monitor flagged already is not flagged twice). Returns whether
-    the order was flagged now.
+    spends work on it, not a minute after. The monitor's rule and once-only record (an order the
+    monitor flagged already is not flagged twice), with the wider margin of
+    `sla_risk_margin_before_preparing_minutes`: this is the last moment to tell before the store
+    starts. Returns whether the order was flagged now.
     """
     if order.fulfillment.value != "delivery" or order.sla_deadline is None:
         return False
     now = now or clock.now()
+    margin = timedelta(minutes=get_settings().sla_risk_margin_before_preparing_minutes)
     flagged = session.execute(
         text(_AT_RISK_SQL.format(predicted=_predicted_sql(), only="AND o.id = :order_id")),
-        _params(now) | {"order_id": order.id},
+        _params(now) | {"order_id": order.id, "margin": margin},
     ).scalar_one()
     # No job to raise yet: the order's job opens when it is ready, escalated by the monitor's pass.
     return bool(flagged)

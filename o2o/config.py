@@ -163,6 +163,10 @@ class Settings(BaseSettings):
     # deadline minus this margin; minutes a ready order waits for a courier to claim it and reach
     # the store, and to hand it over at the door, when nothing better is known.
     sla_risk_margin_minutes: int = Field(15, ge=0)
+    # As the store starts on a delivery, the margin is this wide instead: the last moment the
+    # patient can hear of a changed promise before the store spends work on the order, and the
+    # fleet's wait moves by several minutes between two passes of the monitor.
+    sla_risk_margin_before_preparing_minutes: int = Field(30, ge=0)
     sla_courier_wait_minutes: float = Field(10, ge=0)
     sla_handover_minutes: float = Field(2, ge=0)
     # After a breach: "waive_delivery_fee", "fixed" (sla_compensation_fixed_minor, capped at the

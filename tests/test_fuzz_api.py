@@ -42,8 +42,8 @@ def world(db, client) -> World:
     return seed(db, client)
 
 
-MAX_EXAMPLES = 6
-STATEFUL_EXAMPLES = 4
+MAX_EXAMPLES = 4
+STATEFUL_EXAMPLES = 3
 ROLES = ("patient", "doctor", "pharmacist", "courier", "admin")
 
 schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", create_app())

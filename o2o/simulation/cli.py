@@ -2,11 +2,14 @@
 reports side by side, each policy's one-line summary, and the scenario's targets."""
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy.engine import make_url
 
 from o2o.config import get_settings
@@ -16,6 +19,37 @@ from o2o.simulation.report import policy_line, results_table, targets
 from o2o.simulation.run import POLICIES, simulate
 
 SIM_DB_SUFFIX = "_sim"
+# Without a terminal (a log file, CI), progress is a line per policy every this many minutes.
+PLAIN_PROGRESS_EVERY_MIN = 60
+
+
+@contextmanager
+def policy_progress(
+    console: Console, policies: tuple[str, ...], minutes: int
+) -> Iterator[Callable[[str, int], None]]:
+    """Yield an `on_progress(policy, done)` that shows each policy's simulated minutes: a bar
+    each on a terminal, else a plain line per policy every PLAIN_PROGRESS_EVERY_MIN minutes."""
+    if not console.is_terminal:
+        shown = dict.fromkeys(policies, 0)
+
+        def say(policy: str, done: int) -> None:
+            step = min(done, minutes) // PLAIN_PROGRESS_EVERY_MIN * PLAIN_PROGRESS_EVERY_MIN
+            if step > shown[policy]:
+                shown[policy] = step
+                console.print(f"{policy:>10}: {step}/{minutes} simulated minutes", markup=False)
+
+        yield say
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("simulated minutes"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        tasks = {p: bar.add_task(f"{p:>10}", total=minutes) for p in policies}
+        yield lambda policy, done: bar.update(tasks[policy], completed=min(done, minutes))
 
 
 app = typer.Typer(
@@ -71,10 +105,14 @@ def simulate_command(
             f"Replaying the {options.scenario} day under {', '.join(policies)} side by side"
         )
         started = time.perf_counter()
-        results = parallel.run_all(options, policies, get_settings().database_url)
+        with policy_progress(console, policies, int(options.hours * 60)) as on_progress:
+            results = parallel.run_all(
+                options, policies, get_settings().database_url, on_progress=on_progress
+            )
         console.print(f"done in {time.perf_counter() - started:.0f} s")
     else:
-        results = simulate(options, console=console, policies=policies)
+        with policy_progress(console, policies, int(options.hours * 60)) as on_progress:
+            results = simulate(options, policies=policies, on_progress=on_progress)
     console.print(results_table(options, results))
     for result in results:
         console.print(policy_line(result), markup=False, highlight=False, soft_wrap=True)

@@ -3,9 +3,11 @@
 The policies share nothing but the plan (drawn from the same seed in every process), so
 `make simulate` replays them side by side: scripts/simulate.sh creates one `_sim` database per
 policy and names them in O2O_SIM_POLICY_DATABASES; each child process runs one policy against
-its own database and hands its result back as a pickle.
+its own database and hands its result back as a pickle. While they run, each child writes the
+simulated minutes it has done to a file of its own, and the parent reports them (`on_progress`).
 
 Usage of the child (internal): python -m o2o.simulation.parallel OPTIONS_JSON POLICY OUT_FILE
+(the child writes its progress to OUT_FILE with the suffix .progress)
 """
 
 import json
@@ -14,6 +16,8 @@ import pickle
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -35,8 +39,27 @@ def available() -> bool:
     return os.environ.get(ENV) == "1"
 
 
-def run_all(options, policies: tuple[str, ...], base_url: str) -> list:
-    """Run each policy in its own process on its own database; return results in order."""
+def _progress_file(out: Path) -> Path:
+    return out.with_suffix(".progress")
+
+
+def _done_minutes(out: Path) -> int:
+    try:
+        return int(_progress_file(out).read_text() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def run_all(
+    options,
+    policies: tuple[str, ...],
+    base_url: str,
+    on_progress: Callable[[str, int], None] = lambda policy, minutes: None,
+) -> list:
+    """Run each policy in its own process on its own database; return results in order.
+
+    `on_progress(policy, minutes)` is told each policy's simulated minutes as they advance.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         children = []
         for policy in policies:
@@ -44,6 +67,7 @@ def run_all(options, policies: tuple[str, ...], base_url: str) -> list:
             env = os.environ | {"O2O_DATABASE_URL": policy_database(base_url, policy)}
             children.append(
                 (
+                    policy,
                     out,
                     subprocess.Popen(
                         [
@@ -58,9 +82,14 @@ def run_all(options, policies: tuple[str, ...], base_url: str) -> list:
                     ),
                 )
             )
+        while any(child.poll() is None for _, _, child in children):
+            for policy, out, _ in children:
+                on_progress(policy, _done_minutes(out))
+            time.sleep(0.5)
         results = []
-        for out, child in children:
-            if child.wait() != 0:
+        for policy, out, child in children:
+            on_progress(policy, _done_minutes(out))
+            if child.returncode != 0:
                 raise RuntimeError(f"a policy's simulation failed (exit {child.returncode})")
             results.append(pickle.loads(out.read_bytes()))
         return results
@@ -73,7 +102,12 @@ def _child(options_json: str, policy: str, out: str) -> None:
 
     wiring.connect()
     options = Options(**json.loads(options_json))
-    (result,) = simulate(options, policies=(policy,), progress=False)
+    progress = _progress_file(Path(out))
+    (result,) = simulate(
+        options,
+        policies=(policy,),
+        on_progress=lambda _policy, minutes: progress.write_text(str(minutes)),
+    )
     Path(out).write_bytes(pickle.dumps(result))
 
 

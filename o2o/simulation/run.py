@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
@@ -635,31 +633,21 @@ def _latlon(store: Store) -> tuple[float, float]:
 def simulate(
     options: Options,
     *,
-    console: Console | None = None,
-    progress: bool = True,
     policies: tuple[str, ...] = tuple(POLICIES),
+    on_progress: Callable[[str, int], None] = lambda policy, minutes: None,
 ) -> list[DayResult]:
-    """Replay one planned day under each dispatch policy; return their results."""
+    """Replay one planned day under each dispatch policy, one after the other; return their
+    results. `on_progress(policy, minutes)` is told each simulated minute done."""
     plan = plan_day(options)
-    results = []
-    minutes = int(options.hours * 60)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("simulated minutes"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not progress,
-        transient=False,
-    ) as bar:
-        for policy in policies:
-            task = bar.add_task(f"{policy:>10}", total=minutes)
+    return [Day(plan, policy, _minutes_told(policy, on_progress)).run() for policy in policies]
 
-            def tick(task=task) -> None:
-                if not bar.tasks[task].finished:
-                    bar.advance(task)
 
-            results.append(Day(plan, policy, tick).run())
-            bar.update(task, completed=minutes)
-    return results
+def _minutes_told(policy: str, on_progress: Callable[[str, int], None]) -> Callable[[], None]:
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        on_progress(policy, done)
+
+    return tick

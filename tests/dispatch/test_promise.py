@@ -2,6 +2,7 @@
 the couriers near it) is in the delivery ETA at search and checkout; at saturation `auto` goes to
 pickup and says why, and an explicit delivery is refused with the earliest slot."""
 
+import uuid
 from datetime import datetime, timedelta
 
 import pytest
@@ -230,3 +231,47 @@ def test_starting_on_a_delivery_the_fleet_can_make_tells_nobody(client, db, stor
     assert not db.scalar(
         text("SELECT count(*) FROM sla_escalations WHERE order_id = :id"), {"id": order["id"]}
     )
+
+
+def test_a_promise_near_its_margin_is_told_as_the_store_starts_not_left_to_the_monitor(
+    client, db, store, product
+):
+    # The fleet's wait moves between two passes of the monitor: as the store starts, a delivery
+    # predicted to land within the wider margin (30 min) of its deadline is told now, while the
+    # monitor's own margin (15 min) would still call it on track.
+    order = _paid_delivery(client, db, product)
+    order_id = uuid.UUID(order["id"])
+    deadline = datetime.fromisoformat(order["sla_deadline"])
+    calm = monitor.predict(db)[order_id]
+    settings = get_settings()
+    wait = (
+        settings.sla_courier_wait_minutes
+        + (deadline - timedelta(minutes=22) - calm).total_seconds() / 60
+    )
+    db.add(
+        FleetLoad(
+            store_id=store.id,
+            courier_wait_minutes=wait,
+            open_jobs=6,
+            couriers=2,
+            computed_at=clock.now(),
+        )
+    )
+    db.flush()
+    predicted = monitor.predict(db)[order_id]
+    assert abs((deadline - predicted).total_seconds() / 60 - 22) < 0.1
+    assert monitor.run(db).at_risk == 0  # on track by the monitor's margin
+
+    staff = make_user(db, role=Role.PHARMACIST, store_ids=[store.id])
+    r = client.post(f"{ORDERS}/{order_id}/prepare", headers=auth(staff))
+    assert r.status_code == 200, r.text
+    told = db.execute(
+        text(
+            "SELECT e.escalated_at, e.predicted_finish, ev.at AS started FROM sla_escalations e "
+            "JOIN order_events ev ON ev.order_id = e.order_id AND ev.to_status = 'preparing' "
+            "WHERE e.order_id = :id"
+        ),
+        {"id": order_id},
+    ).one()
+    assert told.escalated_at <= told.started
+    assert told.predicted_finish > deadline - timedelta(minutes=30)

@@ -29,7 +29,7 @@ def test_the_plan_is_the_same_for_the_same_seed():
 
 @pytest.mark.slow
 def test_a_small_day_delivers_every_order_under_every_policy(committed):
-    results = run.simulate(SMALL, progress=False)
+    results = run.simulate(SMALL)
 
     assert tuple(r.policy for r in results) == tuple(run.POLICIES) == ("fifo", "ranked", "platform")
     first = results[0]
