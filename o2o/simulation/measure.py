@@ -36,13 +36,14 @@ _BUSIEST_HOUR = text(
     """
 )
 
-# Deliveries broken silently: late (or never delivered) without the patient having been told a
-# changed promise (the at-risk notice) before the store started on the order.
+# Deliveries broken silently: late (or not delivered by a deadline the replay reached) without
+# the patient having been told a changed promise (the at-risk notice) before the store started on
+# the order. A promise due after the replay's end (tomorrow's slot, say) is not broken yet.
 _SILENT = text(
     """
     SELECT count(*) FROM orders o
     WHERE o.fulfillment = 'delivery' AND o.sla_deadline IS NOT NULL
-      AND o.status <> 'cancelled'
+      AND o.status <> 'cancelled' AND o.sla_deadline <= :end
       AND coalesce(o.completed_at, 'infinity') > o.sla_deadline
       AND NOT EXISTS (
           SELECT 1 FROM sla_escalations e WHERE e.order_id = o.id
@@ -61,9 +62,16 @@ _TRIPS = text(
 
 
 def measure(
-    session: Session, *, start: datetime, couriers_on_shift: Any, asked: int, diverted: int
+    session: Session,
+    *,
+    start: datetime,
+    end: datetime,
+    couriers_on_shift: Any,
+    asked: int,
+    diverted: int,
 ) -> dict[str, Any]:
-    """Return the policy line's figures (and a few more) for the day just run."""
+    """Return the policy line's figures (and a few more) for the day just run (from `start` to
+    the replay's last moment, `end`)."""
     row = session.execute(_DELIVERIES).one()
     busiest = session.execute(_BUSIEST_HOUR, {"start": start}).one_or_none()
     per_courier_hour = None
@@ -81,5 +89,5 @@ def measure(
         "mean_batch": trips.parcels / trips.trips if trips.trips else None,
         "diverted": diverted,
         "diverted_share": diverted / asked if asked else 0.0,
-        "silent_breaks": session.scalar(_SILENT),
+        "silent_breaks": session.scalar(_SILENT, {"end": end}),
     }

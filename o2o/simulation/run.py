@@ -600,6 +600,7 @@ class Day:
             r.line = measure.measure(
                 session,
                 start=self.plan.start,
+                end=self.now,
                 couriers_on_shift=lambda at: sum(c.on_shift(at) for c in self.couriers),
                 asked=r.asked_delivery,
                 diverted=r.diverted_slot + r.diverted_pickup,
