@@ -134,10 +134,11 @@ class Settings(BaseSettings):
     # Long enough to ride across the radius (5 km x 1.35 detour at 18 km/h is about 23 minutes):
     # a shorter limit sweeps honest claims back to the pool while the courier is on the way.
     dispatch_claim_timeout_minutes: int = Field(30, ge=1)
-    # Half an hour: within it the nearer store goes first. The simulation's peak preset (seed
-    # 11) delivered its median at 46.5 minutes with 10-minute buckets, 44.8 with 20 and 41.3 with
-    # 30 (docs/BENCHMARKS.md): couriers ride less to stores, and deadlines still lead.
-    dispatch_deadline_bucket_minutes: int = Field(30, ge=1, le=120)
+    # Twenty minutes: within a bucket the nearer store goes first, so couriers ride less to
+    # stores. On the simulation's peak preset (seed 11) the median delivery took 46.5 minutes
+    # with 10-minute buckets, 44.8 with 20 and 41.3 with 30; but in the storm, 30-minute buckets
+    # let nearer jobs overtake more, and broke 39 promises silently against 14 (docs/BENCHMARKS.md).
+    dispatch_deadline_bucket_minutes: int = Field(20, ge=1, le=120)
     # Just-in-time preparation: while orders outpace the fleet around a store, advise it to hold
     # a new delivery until just before its courier's turn (`prepare_from`). Off by default: on the
     # storm preset it cut silent breaks from 95 to 33, but on the peak preset it raised the median
