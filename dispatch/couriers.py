@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -210,11 +210,34 @@ def configured_courier(session: Session, user_id: int, *, lock: bool = False) ->
         stmt = stmt.with_for_update().execution_options(populate_existing=True)
     courier = session.scalar(stmt)
     if courier is None or (courier.home_store_id is None and courier.service_area is None):
-        raise Conflict(
-            _("You have no home store or service area yet; ask an administrator to set one."),
-            code="courier_not_configured",
-        )
+        raise not_configured()
     return courier
+
+
+def hold_for_claim(
+    session: Session, courier_id: int, lat: float, lon: float, now: datetime
+) -> None:
+    """Lock the courier's profile for a claim and record where they ask from (one statement),
+    then refuse a courier with neither home store nor service area, or one who already holds
+    the most active jobs allowed (counted after the lock, so concurrent claims see each other).
+    """
+    configured = session.scalar(
+        update(Courier)
+        .where(Courier.user_id == courier_id)
+        .values(location=func.ST_GeogFromText(point_wkt(lat, lon)), location_at=now)
+        .returning(Courier.home_store_id.is_not(None) | Courier.service_area.is_not(None))
+        .execution_options(synchronize_session=False)
+    )
+    if not configured:
+        raise not_configured()
+    check_capacity(session, courier_id)
+
+
+def not_configured() -> Conflict:
+    return Conflict(
+        _("You have no home store or service area yet; ask an administrator to set one."),
+        code="courier_not_configured",
+    )
 
 
 def check_capacity(session: Session, courier_id: int) -> None:

@@ -202,15 +202,61 @@ CLAIM_CANDIDATES = 8
 
 
 def _claim_sql(ranking: Ranking, extra: str) -> str:
-    """Lock the best candidate nobody holds (the ranked candidates are read without locks)."""
+    """Lock the best candidate nobody holds (the ranked candidates are read without locks) and
+    mark it claimed by the courier, in one statement."""
     return f"""
-        SELECT j.id FROM dispatch_jobs j
-        JOIN ({_pool_sql(ranking, extra=extra)}) p ON p.id = j.id
-        WHERE j.status = 'open'
-        ORDER BY {_POOL_ORDER[ranking.value]}
-        LIMIT 1
-        FOR UPDATE OF j SKIP LOCKED
+        WITH picked AS (
+            SELECT j.id FROM dispatch_jobs j
+            JOIN ({_pool_sql(ranking, extra=extra)}) p ON p.id = j.id
+            WHERE j.status = 'open'
+            ORDER BY {_POOL_ORDER[ranking.value]}
+            LIMIT 1
+            FOR UPDATE OF j SKIP LOCKED
+        )
+        UPDATE dispatch_jobs j
+        SET status = 'claimed', courier_id = :courier_id, claimed_at = :now
+        FROM picked WHERE j.id = picked.id
+        RETURNING j.id
     """
+
+
+def claim_next_job_id(
+    session: Session,
+    courier_id: int,
+    *,
+    lat: float,
+    lon: float,
+    now: datetime | None = None,
+    ranking: Ranking = Ranking.URGENCY,
+) -> uuid.UUID | None:
+    """Claim the best job open to the courier and return its id, or None when there is none.
+
+    The ranked candidates are read without locks, then the first of them nobody holds is locked
+    FOR UPDATE SKIP LOCKED and claimed in the same statement: concurrent claimers each lock a
+    different row instead of queueing on the same one, and a row claimed and committed meanwhile
+    no longer matches `status = 'open'` when PostgreSQL re-checks it, so no job is ever claimed
+    twice. Three statements in all (the courier's lock and position, their job count, the claim),
+    the hot path of a courier rush.
+    """
+    now = now or clock.now()
+    couriers.hold_for_claim(session, courier_id, lat, lon, now)
+    where = Where(lat, lon)
+    params = _pool_params(courier_id, where, now=now, ranking=ranking)
+    params["limit"] = CLAIM_CANDIDATES
+    skipped: list[uuid.UUID] = []
+    while True:
+        extra = "AND j.id <> ALL(CAST(:skipped AS uuid[]))" if skipped else ""
+        params["skipped"] = skipped
+        job_id = session.scalar(text(_claim_sql(ranking, extra)), params)
+        if job_id is not None:
+            return job_id
+        # Every candidate was held by another claimer (or there is none): read past them.
+        held = session.scalars(
+            text(f"SELECT p.id FROM ({_pool_sql(ranking, extra=extra)}) p"), params
+        ).all()
+        if not held:
+            return None
+        skipped += held
 
 
 def claim_next_job(
@@ -222,38 +268,11 @@ def claim_next_job(
     now: datetime | None = None,
     ranking: Ranking = Ranking.URGENCY,
 ) -> Job | None:
-    """Claim the best job open to the courier, or return None when there is none.
-
-    The ranked candidates are read without locks, then the first of them nobody holds is locked
-    FOR UPDATE SKIP LOCKED: concurrent claimers each lock a different row instead of queueing on
-    the same one, and a row claimed and committed meanwhile no longer matches `status = 'open'`
-    when PostgreSQL re-checks it, so no job is ever claimed twice.
-    """
-    now = now or clock.now()
-    couriers.configured_courier(session, courier.id, lock=True)
-    couriers.check_capacity(session, courier.id)
-    where = Where(lat, lon)
-    couriers.upsert_location(session, courier.id, lat, lon, now)
-    params = _pool_params(courier.id, where, now=now, ranking=ranking)
-    params["limit"] = CLAIM_CANDIDATES
-    skipped: list[uuid.UUID] = []
-    while True:
-        extra = "AND j.id <> ALL(CAST(:skipped AS uuid[]))" if skipped else ""
-        params["skipped"] = skipped
-        job_id = session.scalar(text(_claim_sql(ranking, extra)), params)
-        if job_id is not None:
-            break
-        # Every candidate was held by another claimer (or there is none): read past them.
-        held = session.scalars(
-            text(f"SELECT p.id FROM ({_pool_sql(ranking, extra=extra)}) p"), params
-        ).all()
-        if not held:
-            return None
-        skipped += held
-    job = session.get(Job, job_id, populate_existing=True)
-    take(job, courier.id, now)
-    session.flush()
-    return job
+    """`claim_next_job_id`, returning the claimed job (loaded) or None."""
+    job_id = claim_next_job_id(session, courier.id, lat=lat, lon=lon, now=now, ranking=ranking)
+    if job_id is None:
+        return None
+    return session.get(Job, job_id, populate_existing=True)
 
 
 def claim_job(

@@ -163,11 +163,12 @@ async def claim_next(body: ClaimIn, runner: SessionRunner, courier: AsyncCourier
 
 
 def _claim_next(session: Session, courier: User, body: ClaimIn) -> Response:
-    job = pool.claim_next_job(session, courier, lat=body.lat, lon=body.lon)
-    if job is None:
+    job_id = pool.claim_next_job_id(session, courier.id, lat=body.lat, lon=body.lon)
+    if job_id is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     _count_claims(courier, 1)
-    view = views.describe_job(session, job, couriers.Where(body.lat, body.lon), viewer=courier)
+    where = couriers.Where(body.lat, body.lon)
+    view = views.describe_job(session, job_id, where, viewer=courier)
     return model_json(HeldJobOut.model_validate(view))
 
 

@@ -9,7 +9,7 @@ address, so browsing the board cannot harvest patients' addresses.
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select
 from sqlalchemy.orm import Session
 
 from dispatch.couriers import Where
@@ -45,10 +45,17 @@ def describe_jobs(
     distances: dict[uuid.UUID, float | None] | None = None,
     *,
     viewer: User,
+    where: Where | None = None,
 ) -> list[dict[str, Any]]:
-    """Build the viewer's view of jobs (in the order given)."""
+    """Build the viewer's view of jobs (in the order given), in one statement; each store's
+    distance is taken from `distances`, or measured from `where` when given."""
     if not job_ids:
         return []
+    from_where = (
+        func.ST_Distance(Store.location, func.ST_GeogFromText(where.wkt))
+        if where is not None
+        else literal(None)
+    )
     rows = session.execute(
         select(
             Job,
@@ -58,19 +65,22 @@ def describe_jobs(
             func.coalesce(
                 Order.delivery_address_text, PickupPoint.name + ", " + PickupPoint.address
             ),
+            from_where,
         )
         .join(Store, Store.id == Job.store_id)
         .outerjoin(Order, Order.id == Job.order_id)
         .outerjoin(PickupRun, PickupRun.id == Job.run_id)
         .outerjoin(PickupPoint, PickupPoint.id == PickupRun.point_id)
         .where(Job.id.in_(job_ids))
+        # A claim marks its job in SQL: read the row as it is now, not as the session held it.
+        .execution_options(populate_existing=True)
     ).all()
     by_id = {row[0].id: row for row in rows}
     distances = distances or {}
     max_failures = get_settings().dispatch_code_max_failures
     views = []
     for job_id in job_ids:
-        job, store_name, store_location, address_text = by_id[job_id]
+        job, store_name, store_location, address_text, measured = by_id[job_id]
         exact = sees_exact_dropoff(viewer, job)
         views.append(
             {
@@ -85,7 +95,7 @@ def describe_jobs(
                 "dropoff_exact": exact,
                 "deadline": job.deadline,
                 "priority": job.priority,
-                "distance_m": distances.get(job_id),
+                "distance_m": measured if where is not None else distances.get(job_id),
                 "status": job.status.value,
                 "attempt": job.attempt,
                 "claimed_at": job.claimed_at,
@@ -102,14 +112,9 @@ def describe_jobs(
 
 
 def describe_job(
-    session: Session, job: Job, where: Where | None = None, *, viewer: User
+    session: Session, job: Job | uuid.UUID, where: Where | None = None, *, viewer: User
 ) -> dict[str, Any]:
-    """Build the viewer's view of one job, with the store's distance from `where` if given."""
-    distance = None
-    if where is not None:
-        distance = session.scalar(
-            select(func.ST_Distance(Store.location, func.ST_GeogFromText(where.wkt))).where(
-                Store.id == job.store_id
-            )
-        )
-    return describe_jobs(session, [job.id], {job.id: distance}, viewer=viewer)[0]
+    """Build the viewer's view of one job (or job id), with the store's distance from `where`
+    if given."""
+    job_id = job if isinstance(job, uuid.UUID) else job.id
+    return describe_jobs(session, [job_id], viewer=viewer, where=where)[0]
