@@ -19,7 +19,8 @@ from o2o.simulation.report import policy_line, results_table, targets
 from o2o.simulation.run import POLICIES, simulate
 
 SIM_DB_SUFFIX = "_sim"
-# Without a terminal (a log file, CI), progress is a line per policy every this many minutes.
+# Without a terminal (a log file, CI), progress is a line per policy every this many minutes
+# and at the end of the day.
 PLAIN_PROGRESS_EVERY_MIN = 60
 
 
@@ -33,7 +34,9 @@ def policy_progress(
         shown = dict.fromkeys(policies, 0)
 
         def say(policy: str, done: int) -> None:
-            step = min(done, minutes) // PLAIN_PROGRESS_EVERY_MIN * PLAIN_PROGRESS_EVERY_MIN
+            step = min(done, minutes)
+            if step < minutes:  # each whole hour, and the day's end
+                step = step // PLAIN_PROGRESS_EVERY_MIN * PLAIN_PROGRESS_EVERY_MIN
             if step > shown[policy]:
                 shown[policy] = step
                 console.print(f"{policy:>10}: {step}/{minutes} simulated minutes", markup=False)

@@ -1,11 +1,13 @@
 """The simulated day: a few orders through the real services, under both dispatch policies."""
 
+import io
 import re
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from o2o import clock
@@ -29,9 +31,16 @@ def test_the_plan_is_the_same_for_the_same_seed():
 
 @pytest.mark.slow
 def test_a_small_day_delivers_every_order_under_every_policy(committed):
-    results = run.simulate(SMALL)
+    told: list[tuple[str, int]] = []
+    results = run.simulate(
+        SMALL, on_progress=lambda policy, minutes: told.append((policy, minutes))
+    )
 
     assert tuple(r.policy for r in results) == tuple(run.POLICIES) == ("fifo", "ranked", "platform")
+    # Progress: each policy's simulated minutes, one by one, at least the whole day's.
+    for policy in run.POLICIES:
+        minutes = [m for p, m in told if p == policy]
+        assert minutes == list(range(1, len(minutes) + 1)) and len(minutes) >= 15
     first = results[0]
     for result in results:
         # The same demand in every run, and every order that was placed reached its door.
@@ -76,3 +85,17 @@ def test_the_command_refuses_a_database_it_would_empty():
     result = CliRunner().invoke(cli.app, ["--orders", "1"])
     assert result.exit_code == 2
     assert "_sim" in result.output
+
+
+def test_progress_without_a_terminal_is_a_line_per_policy_each_simulated_hour():
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False)
+    with cli.policy_progress(console, ("fifo", "platform"), 150) as on_progress:
+        for minute in range(1, 200):
+            on_progress("fifo", minute)
+        on_progress("platform", 59)
+    assert out.getvalue().splitlines() == [
+        "      fifo: 60/150 simulated minutes",
+        "      fifo: 120/150 simulated minutes",
+        "      fifo: 150/150 simulated minutes",
+    ]
