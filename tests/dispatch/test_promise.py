@@ -195,22 +195,28 @@ def test_with_a_queue_of_jobs_the_store_is_advised_to_start_just_in_time(
     assert advised < datetime.fromisoformat(order["sla_deadline"])
 
 
+def _start_on(client, db, store, order_id):
+    """A pharmacist of the store starts on the order; return its at-risk notice (when it was
+    told, the finish it predicted) with the moment the store started, or fail if none."""
+    staff = make_user(db, role=Role.PHARMACIST, store_ids=[store.id])
+    r = client.post(f"{ORDERS}/{order_id}/prepare", headers=auth(staff))
+    assert r.status_code == 200, r.text
+    return db.execute(
+        text(
+            "SELECT e.escalated_at, e.predicted_finish, ev.at AS started FROM sla_escalations e "
+            "JOIN order_events ev ON ev.order_id = e.order_id AND ev.to_status = 'preparing' "
+            "WHERE e.order_id = :id"
+        ),
+        {"id": order_id},
+    ).one()
+
+
 def test_starting_on_a_delivery_the_fleet_can_no_longer_make_tells_the_patient_first(
     client, db, store, product
 ):
     order = _paid_delivery(client, db, product)  # promised while the fleet was calm
     saturate(db, store, jobs=40, couriers=2)  # then the evening comes
-    staff = make_user(db, role=Role.PHARMACIST, store_ids=[store.id])
-    r = client.post(f"{ORDERS}/{order['id']}/prepare", headers=auth(staff))
-    assert r.status_code == 200, r.text
-    told = db.execute(
-        text(
-            "SELECT e.escalated_at, ev.at AS started FROM sla_escalations e "
-            "JOIN order_events ev ON ev.order_id = e.order_id AND ev.to_status = 'preparing' "
-            "WHERE e.order_id = :id"
-        ),
-        {"id": order["id"]},
-    ).one()
+    told = _start_on(client, db, store, order["id"])
     assert told.escalated_at <= told.started
     notices = db.scalar(
         text(
@@ -262,16 +268,6 @@ def test_a_promise_near_its_margin_is_told_as_the_store_starts_not_left_to_the_m
     assert abs((deadline - predicted).total_seconds() / 60 - 22) < 0.1
     assert monitor.run(db).at_risk == 0  # on track by the monitor's margin
 
-    staff = make_user(db, role=Role.PHARMACIST, store_ids=[store.id])
-    r = client.post(f"{ORDERS}/{order_id}/prepare", headers=auth(staff))
-    assert r.status_code == 200, r.text
-    told = db.execute(
-        text(
-            "SELECT e.escalated_at, e.predicted_finish, ev.at AS started FROM sla_escalations e "
-            "JOIN order_events ev ON ev.order_id = e.order_id AND ev.to_status = 'preparing' "
-            "WHERE e.order_id = :id"
-        ),
-        {"id": order_id},
-    ).one()
+    told = _start_on(client, db, store, order_id)
     assert told.escalated_at <= told.started
     assert told.predicted_finish > deadline - timedelta(minutes=30)
