@@ -6,7 +6,7 @@ conditional UPDATE each (see `reserve_lines`); the other writers lock the lots t
 can never deadlock, and no second transaction can read a quantity this one is about to change.
 """
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from types import SimpleNamespace
@@ -153,44 +153,62 @@ _TAKE_SQL = text(
 _SAVEPOINT = "o2o_reserve"
 
 
-def _take(session: Session, plan: dict[int, list[Allocation]], min_expiry: Mapping) -> bool:
-    """Reserve the planned units lot by lot in id order; undo all and return False on a miss."""
-    steps = sorted(
-        (a.lot_id, a.quantity, min_expiry[product_id])
-        for product_id, chosen in plan.items()
-        for a in chosen
-    )
-    session.execute(text(f"SAVEPOINT {_SAVEPOINT}"))
-    for lot_id, quantity, floor in steps:
-        row = session.execute(_TAKE_SQL, {"id": lot_id, "q": quantity, "min_expiry": floor})
-        if row.first() is None:
-            session.execute(text(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}"))
-            return False
-    # Lot objects this session already holds would show the reserved count from before.
-    ids = {lot_id for lot_id, _, _ in steps}
+def _take_one(session: Session, lot_id: int, quantity: int, floor: date) -> bool:
+    row = session.execute(_TAKE_SQL, {"id": lot_id, "q": quantity, "min_expiry": floor})
+    return row.first() is not None
+
+
+def _forget_reserved(session: Session, lot_ids: Iterable[int]) -> None:
+    """Lot objects this session already holds would show the reserved count from before."""
+    ids = set(lot_ids)
     for obj in list(session.identity_map.values()):
         if isinstance(obj, Lot) and obj.id in ids:
             session.expire(obj, ["reserved"])
+
+
+def _steps(plan: Mapping[int, list[Allocation]], floors: Mapping[int, date]):
+    return [
+        (a.lot_id, a.quantity, floors[product_id])
+        for product_id, chosen in plan.items()
+        for a in chosen
+    ]
+
+
+def _take(session: Session, plan: dict[int, list[Allocation]], min_expiry: Mapping) -> bool:
+    """Reserve the planned units lot by lot in id order; undo all and return False on a miss."""
+    steps = sorted(_steps(plan, min_expiry))
+    session.execute(text(f"SAVEPOINT {_SAVEPOINT}"))
+    for lot_id, quantity, floor in steps:
+        if not _take_one(session, lot_id, quantity, floor):
+            session.execute(text(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}"))
+            return False
+    _forget_reserved(session, (lot_id for lot_id, _, _ in steps))
     return True
 
 
-def reserve_lines(
+@dataclass(frozen=True)
+class Planned:
+    """The lots chosen for one store's lines from an unlocked read: nothing is reserved yet."""
+
+    store_id: int
+    plan: dict[int, list[Allocation]]  # product_id -> allocations, FEFO
+    floors: dict[int, date]  # product_id -> the expiry a lot must reach on the day
+
+
+class StockMoved(Exception):
+    """Another order took planned units first: the caller rolls back and reserves under lock."""
+
+
+def plan_lines(
     session: Session,
     store_id: int,
     lines: Sequence[LineRequest],
     *,
     min_expiry: date,
     min_expiry_by_product: Mapping[int, date] | None = None,
-) -> dict[int, list[Allocation]]:
-    """Reserve every line at one store FEFO, all or nothing; raise InsufficientStock listing
-    every shortage. Returns product_id -> allocations; the lots' `reserved` is increased.
-
-    Flash sales: the choice is made from an unlocked read, then each chosen lot is taken with
-    one conditional UPDATE (lot id order), so concurrent buyers of one product hold its row
-    lock only from that statement to their commit and never wait to read. When a lot no longer
-    has the units (someone took them in between), the units taken are given back and the lots
-    are locked and chosen again: exact, as before, only slower.
-    """
+) -> Planned:
+    """Choose the lots for every line at one store FEFO from an unlocked read, all or nothing:
+    raise InsufficientStock listing every shortage. No lot is locked or changed."""
     per_product_min = dict(min_expiry_by_product or {})
     product_ids = sorted({line.product_id for line in lines})
     floor = min([min_expiry, *per_product_min.values()])
@@ -213,8 +231,85 @@ def reserve_lines(
     if shortages:
         raise InsufficientStock(shortages)
     floors = {line.product_id: per_product_min.get(line.product_id, min_expiry) for line in lines}
-    if _take(session, plan, floors):
-        return plan
+    return Planned(store_id, plan, floors)
+
+
+def take_planned(session: Session, planned: Iterable[Planned]) -> None:
+    """Reserve planned units as a transaction's last statements, so the lots stay locked only
+    until the commit that follows: one conditional UPDATE per lot, stores in id order and lots
+    in id order within each (the order the locked paths share, so nothing deadlocks).
+
+    Raise StockMoved when a lot no longer has the units; the caller must roll back the whole
+    transaction (which lets go of every lot this one touched) and redo its work with
+    `reserve_lines`, which chooses again under lock."""
+    steps = sorted(
+        (p.store_id, lot_id, quantity, floor)
+        for p in planned
+        for lot_id, quantity, floor in _steps(p.plan, p.floors)
+    )
+    for _, lot_id, quantity, floor in steps:
+        if not _take_one(session, lot_id, quantity, floor):
+            raise StockMoved(lot_id)
+    _forget_reserved(session, (lot_id for _, lot_id, _, _ in steps))
+
+
+# How a placement reserves one store's lines: `reserve_lines` (taken at once) or a `StockLast`.
+Reserve = Callable[..., dict[int, list[Allocation]]]
+
+
+class StockLast:
+    """Reserve as `reserve_lines` does, but plan now and take at the end (`take`): the work
+    between needs no lock, so buyers of one hot product queue only for the UPDATEs and the
+    commit. A placement passes one of these down and calls `take` right before it commits."""
+
+    def __init__(self) -> None:
+        self.planned: list[Planned] = []
+
+    def __call__(
+        self,
+        session: Session,
+        store_id: int,
+        lines: Sequence[LineRequest],
+        *,
+        min_expiry: date,
+    ) -> dict[int, list[Allocation]]:
+        planned = plan_lines(session, store_id, lines, min_expiry=min_expiry)
+        self.planned.append(planned)
+        return planned.plan
+
+    def take(self, session: Session) -> None:
+        """Take every planned lot (StockMoved when one ran dry since its plan)."""
+        take_planned(session, self.planned)
+
+
+def reserve_lines(
+    session: Session,
+    store_id: int,
+    lines: Sequence[LineRequest],
+    *,
+    min_expiry: date,
+    min_expiry_by_product: Mapping[int, date] | None = None,
+) -> dict[int, list[Allocation]]:
+    """Reserve every line at one store FEFO, all or nothing; raise InsufficientStock listing
+    every shortage. Returns product_id -> allocations; the lots' `reserved` is increased.
+
+    Flash sales: the choice is made from an unlocked read, then each chosen lot is taken with
+    one conditional UPDATE (lot id order), so concurrent buyers of one product hold its row
+    lock only from that statement to their commit and never wait to read. When a lot no longer
+    has the units (someone took them in between), the units taken are given back and the lots
+    are locked and chosen again: exact, as before, only slower.
+    """
+    planned = plan_lines(
+        session,
+        store_id,
+        lines,
+        min_expiry=min_expiry,
+        min_expiry_by_product=min_expiry_by_product,
+    )
+    if _take(session, planned.plan, planned.floors):
+        return planned.plan
+    per_product_min = dict(min_expiry_by_product or {})
+    floor = min([min_expiry, *per_product_min.values()])
     return _reserve_locked(session, store_id, lines, floor, min_expiry, per_product_min)
 
 

@@ -195,9 +195,17 @@ def _unit_price(allocations: Sequence[allocation.Allocation], quantity: int) -> 
 
 
 def place_order(
-    session: Session, patient: User, body: OrderIn, *, now: datetime | None = None
+    session: Session,
+    patient: User,
+    body: OrderIn,
+    *,
+    now: datetime | None = None,
+    reserve: allocation.Reserve = allocation.reserve_lines,
 ) -> Order:
-    """Place an order: route it, reserve every line atomically, and record it (flushes only)."""
+    """Place an order: route it, reserve every line atomically, and record it (flushes only).
+
+    `reserve` takes the stock; an `allocation.StockLast` only plans it, for the caller to take
+    right before its commit."""
     now = now or clock.now()
     settings = get_settings()
     cart = body.merged_items()
@@ -226,7 +234,7 @@ def place_order(
         store = session.get(Store, decision.store_id)
         stand_ins = {c["for_product_id"]: c for c in found.get(store.id, [])}
         given = equivalent_lines.given(cart, stand_ins)
-        reserved = allocation.reserve_lines(
+        reserved = reserve(
             session,
             store.id,
             [allocation.LineRequest(line.product_id, line.quantity) for line in given],

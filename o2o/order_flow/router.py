@@ -92,8 +92,8 @@ def place_order(
         message=_("Too many orders in a short time; wait a minute and try again."),
     )
     if idempotency_key is None:
-        placed = split_checkout.place(session, patient, body)
-        return split_checkout.present(session, placed, patient)
+        payload = split_checkout.place_and_present(session, patient, body)
+        return JSONResponse(payload, status_code=status.HTTP_201_CREATED)
 
     fingerprint = idempotency.request_hash(
         "POST", ORDERS_PATH, body.model_dump(mode="json", exclude_unset=False)
@@ -108,13 +108,14 @@ def place_order(
     if isinstance(outcome, idempotency.Replay):
         return _replay(outcome)
 
-    try:
-        placed = split_checkout.place(session, patient, body)
-        payload = split_checkout.present(session, placed, patient).model_dump(mode="json")
+    def record(payload: dict) -> None:
         if not idempotency.finish(session, outcome, status.HTTP_201_CREATED, payload):
             raise idempotency.RequestInFlight(
                 _("A retry of this request took over its Idempotency-Key; use that answer."),
             )
+
+    try:
+        payload = split_checkout.place_and_present(session, patient, body, record=record)
         session.commit()  # the answer is recorded with the order, or neither is
     except DomainError as exc:
         session.rollback()

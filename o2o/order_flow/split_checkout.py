@@ -13,7 +13,7 @@ A cart one store can fill is placed as an ordinary order, as without `allow_spli
 """
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -57,21 +57,29 @@ def _check_request(body: OrderIn) -> None:
         raise InvalidSplit(f"This order cannot be split: {why}.")
 
 
-def place(session: Session, patient: User, body: OrderIn, *, now: datetime | None = None):
+def place(
+    session: Session,
+    patient: User,
+    body: OrderIn,
+    *,
+    now: datetime | None = None,
+    reserve: allocation.Reserve = allocation.reserve_lines,
+):
     """Place an order: with allow_split, in parts when no single store can fill the cart.
 
-    Return the `Order`, or the `SplitOrder` when it was split (flushes only)."""
+    Return the `Order`, or the `SplitOrder` when it was split (flushes only). `reserve` takes
+    the stock, as in `checkout.place_order`."""
     if not body.allow_split:
-        return checkout.place_order(session, patient, body, now=now)
+        return checkout.place_order(session, patient, body, now=now, reserve=reserve)
     _check_request(body)
     now = now or clock.now()
     try:
         with session.begin_nested():
-            return checkout.place_order(session, patient, body, now=now)
+            return checkout.place_order(session, patient, body, now=now, reserve=reserve)
     except (allocation.InsufficientStock, routing.DeliveryUnavailable) as single_store_refusal:
         # No store holds the cart (or none that delivers here does): try it in parts.
         refusal = single_store_refusal
-    split = place_split(session, patient, body, now=now)
+    split = place_split(session, patient, body, now=now, reserve=reserve)
     if split is None:
         raise refusal
     return split
@@ -84,7 +92,12 @@ def _unit_price(chosen: Sequence[allocation.Allocation], quantity: int) -> int:
 
 
 def place_split(
-    session: Session, patient: User, body: OrderIn, *, now: datetime
+    session: Session,
+    patient: User,
+    body: OrderIn,
+    *,
+    now: datetime,
+    reserve: allocation.Reserve = allocation.reserve_lines,
 ) -> SplitOrder | None:
     """Place the cart in parts at the fewest stores that hold it (None if no 3 stores do)."""
     settings = get_settings()
@@ -129,7 +142,7 @@ def place_split(
     try:
         for part in sorted(plan.parts, key=lambda p: p.store_id):
             store = session.get(Store, part.store_id)
-            reserved[part.store_id] = allocation.reserve_lines(
+            reserved[part.store_id] = reserve(
                 session,
                 store.id,
                 [allocation.LineRequest(p, q) for p, q in part.items],
@@ -210,6 +223,34 @@ def place_split(
         session.expire(order, ["events"])
     session.expire(split, ["parts"])
     return split
+
+
+def place_and_present(
+    session: Session, patient: User, body: OrderIn, *, record: Callable[[dict], None] | None = None
+) -> dict:
+    """Place the order, build its answer (and `record` it, e.g. for its Idempotency-Key), then
+    take its stock as the transaction's last statements: the caller commits at once. Buyers of
+    one hot product then queue only for the lots' UPDATEs and the commit, never for each
+    other's whole placement (routing, the order's rows, its payment, its answer).
+
+    When another order took the planned units first, the work is rolled back and done again
+    with the lots chosen under lock: the sell-out stays exact, only that order is slower."""
+    stock = allocation.StockLast()
+    payload = _placed(session, patient, body, stock, record)
+    try:
+        stock.take(session)
+    except allocation.StockMoved:
+        session.rollback()
+        payload = _placed(session, patient, body, allocation.reserve_lines, record)
+    return payload
+
+
+def _placed(session, patient, body, reserve, record) -> dict:
+    payload = present(session, place(session, patient, body, reserve=reserve), patient)
+    payload = payload.model_dump(mode="json")
+    if record is not None:
+        record(payload)
+    return payload
 
 
 def present(session: Session, placed, viewer: User) -> OrderOut | SplitOrderOut:

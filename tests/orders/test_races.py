@@ -2,6 +2,7 @@
 
 import random
 import threading
+import uuid
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,10 +11,10 @@ from sqlalchemy import func, select, text
 
 from o2o.db import get_engine, session_scope
 from o2o.errors import DomainError
-from o2o.order_flow import checkout
+from o2o.order_flow import checkout, split_checkout
 from o2o.order_flow.schemas import OrderIn
 from o2o.orders.models import LotAllocation, Order, OrderLine
-from o2o.users.models import Role
+from o2o.users.models import Role, User
 from stores.models import Lot
 from tests.factories import auth, make_lot, make_product, make_store, make_user, offset, payment_app
 from tests.orders.helpers import order_body
@@ -89,7 +90,17 @@ def test_fifty_patients_racing_for_the_last_ten_units_never_oversell(real_client
     assert lowest_available[0] >= 0
 
 
-def test_random_multi_item_carts_racing_on_overlapping_stock_add_up(committed):
+def _place_now(session, patient, body: OrderIn):
+    return checkout.place_order(session, patient, body).id
+
+
+def _place_stock_last(session, patient, body: OrderIn):
+    # What the API does: the answer first, the lots' UPDATEs last, then the commit.
+    return uuid.UUID(split_checkout.place_and_present(session, patient, body)["id"])
+
+
+@pytest.mark.parametrize("placement", [_place_now, _place_stock_last], ids=["now", "stock_last"])
+def test_random_multi_item_carts_racing_on_overlapping_stock_add_up(committed, placement):
     rng = random.Random(20261123)
     with session_scope() as s:
         store = make_store(s, at=offset(400, 0))
@@ -115,8 +126,7 @@ def test_random_multi_item_carts_racing_on_overlapping_stock_add_up(committed):
         start.wait()
         try:
             with session_scope() as session:
-                order = checkout.place_order(session, patient, OrderIn(**order_body(cart)))
-                return order.id
+                return placement(session, patient, OrderIn(**order_body(cart)))
         except DomainError as exc:
             assert exc.code == "insufficient_stock", exc.message
             return None
@@ -205,3 +215,132 @@ def test_split_orders_racing_reserve_every_part_or_none(real_client):
         assert s.scalar(select(func.count()).select_from(Order)) == 2 * len(won_splits) + len(
             won_single
         )
+
+
+class _Paused:
+    """A placement stopped while it records its answer: its order is built and flushed, and,
+    with the stock taken last, no lot is locked yet."""
+
+    def __init__(self, patient_id, body: OrderIn) -> None:
+        self.patient_id, self.body = patient_id, body
+        self.building, self.go = threading.Event(), threading.Event()
+        self.answers: list[dict] = []
+        self.outcome: object = None
+        self.thread = threading.Thread(target=self._run)
+
+    def _record(self, payload: dict) -> None:
+        self.answers.append(payload)
+        self.building.set()
+        assert self.go.wait(30)
+
+    def _run(self) -> None:
+        try:
+            with session_scope() as s:
+                patient = s.get(User, self.patient_id)
+                self.outcome = split_checkout.place_and_present(
+                    s, patient, self.body, record=self._record
+                )
+        except DomainError as exc:
+            self.outcome = exc
+        finally:
+            self.building.set()
+
+    def __enter__(self) -> "_Paused":
+        self.thread.start()
+        assert self.building.wait(30)
+        assert self.answers, f"the placement ended before its answer: {self.outcome!r}"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.go.set()
+        self.thread.join(30)
+
+
+def _place_in_thread(patient_id, body: OrderIn, seconds: float = 10):
+    """Place from another thread; return its answer, or None if it is still waiting."""
+    got: list = []
+
+    def run() -> None:
+        with session_scope() as s:
+            got.append(split_checkout.place_and_present(s, s.get(User, patient_id), body))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return got[0] if got else None
+
+
+def test_a_buyer_of_the_same_lot_does_not_wait_for_an_order_still_being_built(committed):
+    with session_scope() as s:
+        store = make_store(s, at=offset(400, 0))
+        product = make_product(s, name="Surgical masks, 10")
+        lot = make_lot(s, store, product, on_hand=50)
+        first, second = (make_user(s, role=Role.PATIENT) for _ in range(2))
+        payment_app(s)
+        ids = (first.id, second.id, lot.id)
+    body = OrderIn(**order_body([(product.id, 1)]))
+
+    with _Paused(ids[0], body):
+        # The first order's rows, events, payment and answer are written; its lot is not
+        # locked yet, so the second buyer of the same lot goes straight through.
+        answer = _place_in_thread(ids[1], body)
+        assert answer is not None, "the second placement waited for the first one's lock"
+        assert answer["lines"][0]["quantity"] == 1
+
+    with session_scope() as s:
+        assert s.get(Lot, ids[2]).reserved == 2
+        assert s.scalar(select(func.count()).select_from(Order)) == 2
+
+
+def test_units_sold_while_an_order_was_built_are_chosen_again_under_lock(committed):
+    with session_scope() as s:
+        store = make_store(s, at=offset(400, 0))
+        product = make_product(s, name="Ibuprofen 200 mg")
+        # FEFO takes the last unit of the first lot; the second lot is dearer.
+        soon = make_lot(s, store, product, on_hand=1, days=100, price_minor=1500)
+        later = make_lot(s, store, product, on_hand=5, days=300, price_minor=1900)
+        first, second = (make_user(s, role=Role.PATIENT) for _ in range(2))
+        payment_app(s)
+        ids = (first.id, second.id, soon.id, later.id)
+    body = OrderIn(**order_body([(product.id, 1)]))
+
+    with _Paused(ids[0], body) as paused:
+        # The first order planned the last unit of the first lot; another buyer takes it.
+        taken = _place_in_thread(ids[1], body)
+        assert taken["lines"][0]["price_minor"] == 1500
+    first_answer = paused.outcome
+
+    # The first order was rolled back and placed again from the lots as they are now: its
+    # answer (and the one recorded for its key) is the second lot's unit at its price.
+    assert [a["lines"][0]["price_minor"] for a in paused.answers] == [1500, 1900]
+    assert first_answer["lines"][0]["price_minor"] == 1900
+    with session_scope() as s:
+        assert [s.get(Lot, i).reserved for i in ids[2:]] == [1, 1]
+        allocations = s.execute(
+            select(Order.patient_id, LotAllocation.lot_id)
+            .join(OrderLine, OrderLine.order_id == Order.id)
+            .join(LotAllocation, LotAllocation.order_line_id == OrderLine.id)
+        ).all()
+        assert sorted(allocations) == sorted([(ids[1], ids[2]), (ids[0], ids[3])])
+
+
+def test_an_order_whose_units_sold_out_while_it_was_built_is_refused_and_leaves_nothing(
+    committed,
+):
+    with session_scope() as s:
+        store = make_store(s, at=offset(400, 0))
+        product = make_product(s, name="Paracetamol 500 mg")
+        lot = make_lot(s, store, product, on_hand=1)
+        first, second = (make_user(s, role=Role.PATIENT) for _ in range(2))
+        payment_app(s)
+        ids = (first.id, second.id, lot.id)
+    body = OrderIn(**order_body([(product.id, 1)]))
+
+    with _Paused(ids[0], body) as paused:
+        assert _place_in_thread(ids[1], body) is not None
+
+    assert isinstance(paused.outcome, DomainError)
+    assert paused.outcome.code == "insufficient_stock"
+    with session_scope() as s:
+        assert s.get(Lot, ids[2]).reserved == 1
+        assert s.scalars(select(Order.patient_id)).all() == [ids[1]]
