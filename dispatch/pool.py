@@ -6,6 +6,7 @@ never an order, so it cannot wait on the order-then-job locks of the job actions
 """
 
 import enum
+import math
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -46,8 +47,10 @@ SCHEDULE_GRACE = timedelta(minutes=1)
 RING_GROWTH_M_PER_MIN = 600.0
 
 # A job is open to a courier when it is in the pool, its order is still ready, its store is the
-# courier's home store or lies in their service area, and the store is within the ring (the wide
-# radius for escalated jobs).
+# courier's home store or lies in their service area, and the store is within the ring. An
+# escalated job's ring keeps growing past the radius, to the wide one: it still goes to couriers
+# near its store first, and a courier across town, whose ride to the store alone could spend the
+# time the order has left, gets it only once nobody nearer has taken it.
 #
 # The ring is a rule on the store's distance and the job's age, so it is turned around into one
 # time per store: a job of a store d metres away is visible once it opened at or before
@@ -62,26 +65,34 @@ _IN_AREA = "(s.id = c.home_store_id OR ST_Covers(c.service_area, s.location))"
 _DISTANCE = "ST_Distance(s.location, ST_GeogFromText(:point))"
 
 
-def _visible_from(distance: str) -> str:
+def _visible_from(distance: str, *, escalated: bool = False) -> str:
+    radius, growth = (
+        (":wide_m", ":escalated_growth_m") if escalated else (":radius_m", ":ring_growth_m")
+    )
     return f"""CASE
         WHEN {distance} <= :ring_m THEN CAST('infinity' AS timestamptz)
-        WHEN {distance} <= :radius_m THEN CAST(:now AS timestamptz)
-            - make_interval(secs => ({distance} - :ring_m) / :ring_growth_m * 60.0)
+        WHEN {distance} <= {radius} THEN CAST(:now AS timestamptz)
+            - make_interval(secs => ({distance} - :ring_m) / {growth} * 60.0)
         ELSE CAST('-infinity' AS timestamptz)
     END"""
 
 
 _REACH = f"""
-    SELECT s.id AS store_id, {_DISTANCE} AS distance_m, {_visible_from(_DISTANCE)} AS visible_from
+    SELECT s.id AS store_id, {_DISTANCE} AS distance_m,
+           {_visible_from(_DISTANCE)} AS visible_from,
+           {_visible_from(_DISTANCE, escalated=True)} AS escalated_visible_from
     FROM stores s
     JOIN couriers c ON c.user_id = :courier_id
     WHERE ST_DWithin(s.location, ST_GeogFromText(:point), :wide_m) AND {_IN_AREA}
 """
 
 
-def _visible(visible_from: str) -> str:
-    # Escalated jobs skip the ring: they reach the wide radius at once.
-    return f"(j.priority > 0 OR j.opened_at <= {visible_from})"
+def _visible(visible_from: str, escalated_visible_from: str) -> str:
+    # The same ring for every job; an escalated one's grows on to the wide radius.
+    return (
+        f"(j.opened_at <= CASE WHEN j.priority > 0 THEN {escalated_visible_from} "
+        f"ELSE {visible_from} END)"
+    )
 
 
 # A run to a pickup point is on the board from its opening time (its parcels are checked at pickup).
@@ -125,7 +136,7 @@ def _pool_sql(ranking: Ranking, *, extra: str = "") -> str:
                 FROM dispatch_jobs j
                 WHERE j.store_id = r.store_id AND j.status = 'open'
                   AND j.opened_at <= CAST(:opened_by AS timestamptz)
-                  AND {_visible("r.visible_from")}
+                  AND {_visible("r.visible_from", "r.escalated_visible_from")}
                   AND {_ORDER_READY} {extra}
                 ORDER BY {_STORE_ORDER[ranking.value]}
                 LIMIT :limit
@@ -154,6 +165,11 @@ def _pool_params(
         "ring_m": min(ring, radius),
         "ring_growth_m": RING_GROWTH_M_PER_MIN,
         "wide_m": max(radius, settings.dispatch_escalated_radius_m),
+        "escalated_growth_m": (
+            settings.dispatch_escalated_ring_growth_m_per_min
+            if ranking is Ranking.URGENCY
+            else math.inf
+        ),
         "bucket": timedelta(minutes=settings.dispatch_deadline_bucket_minutes),
     }
 
@@ -293,7 +309,7 @@ def claim_job(
         raise job_not_found()
     if job.courier_id == courier.id and job.status in ACTIVE_JOB_STATES:
         return job  # a retried claim
-    visible = _visible(_visible_from(_DISTANCE))
+    visible = _visible(_visible_from(_DISTANCE), _visible_from(_DISTANCE, escalated=True))
     seen = session.execute(
         text(
             f"""

@@ -176,7 +176,7 @@ def test_a_fresh_job_goes_to_nearby_couriers_first_then_the_ring_widens(db, stor
     assert pool.claim_next_job(db, near, lat=near_at[0], lon=near_at[1], now=now).id == job.id
 
 
-def test_the_radius_widens_for_escalated_jobs(db, client):
+def test_an_escalated_jobs_ring_grows_on_past_the_radius(db, client):
     area = factories.square_zone(factories.SHANGHAI, 20_000)
     far_store = make_store(
         db, at=factories.offset(8000, 0), zone_half_side_m=helpers.DELIVERY_ZONE_M
@@ -191,11 +191,48 @@ def test_the_radius_widens_for_escalated_jobs(db, client):
     r = client.post(f"{API}/dispatch/jobs/{job.id}/claim", json=here, headers=auth(courier))
     assert r.status_code == 404
 
+    def listed() -> list[str]:
+        r = client.get(f"{API}/dispatch/jobs", params=_params(here), headers=auth(courier))
+        return [i["id"] for i in r.json()["items"]]
+
+    # Open for 12 minutes: the ring (2 km, growing 600 m a minute) would reach 8 km after 10,
+    # but a job that is not at risk stays within the 5 km radius.
+    job.opened_at = clock.now() - timedelta(minutes=12)
+    db.flush()
+    assert listed() == []
+
     job.priority = 1  # what the SLA monitor does to an at-risk job
     db.flush()
-    r = client.get(f"{API}/dispatch/jobs", params=_params(here), headers=auth(courier))
-    assert [i["id"] for i in r.json()["items"]] == [str(job.id)]
-    assert r.json()["items"][0]["priority"] == 1
+    assert listed() == [str(job.id)]
+    r = client.post(f"{API}/dispatch/jobs/{job.id}/claim", json=here, headers=auth(courier))
+    assert r.status_code == 200 and r.json()["priority"] == 1
+
+
+def test_an_escalated_job_goes_to_couriers_near_its_store_first(db, client):
+    area = factories.square_zone(factories.SHANGHAI, 20_000)
+    far_store = make_store(
+        db, at=factories.offset(8000, 0), zone_half_side_m=helpers.DELIVERY_ZONE_M
+    )
+    across_town = helpers.make_courier(db, area=area, at=factories.SHANGHAI)
+    here = {"lat": factories.SHANGHAI[0], "lon": factories.SHANGHAI[1]}
+    order = helpers.make_delivery_order(db, far_store, dropoff=factories.offset(8500, 0))
+    job = helpers.job_of(db, order)
+    job.priority = 1
+    job.opened_at = clock.now() - timedelta(minutes=8)
+    db.flush()
+
+    # 8 minutes open: the ring has reached 6.8 km, short of the courier 8 km away, whose ride
+    # to the store alone would take half an hour.
+    r = client.get(f"{API}/dispatch/jobs", params=_params(here), headers=auth(across_town))
+    assert r.json()["items"] == []
+    r = client.post(f"{API}/dispatch/claim", json=here, headers=auth(across_town))
+    assert r.status_code == 204
+    next_door = helpers.make_courier(db, area=area, at=factories.offset(7800, 0))
+    at = factories.offset(7800, 0)
+    r = client.post(
+        f"{API}/dispatch/claim", json={"lat": at[0], "lon": at[1]}, headers=auth(next_door)
+    )
+    assert r.status_code == 200 and r.json()["id"] == str(job.id)
 
 
 def test_claim_next_takes_the_best_job_then_answers_204(db, client, store, courier_headers):
