@@ -221,6 +221,12 @@ class Settings(BaseSettings):
 
     db_pool_size: int = 10
     db_max_overflow: int = 20
+    # The async endpoints' pool (hot reads, claims): a fixed number of connections kept open, no
+    # overflow. Each async request holds one connection at a time, so requests beyond it wait
+    # their turn in the event loop; overflow connections would be opened and closed again under
+    # every burst, and on two cores a few connections serve more requests than many do
+    # (docs/BENCHMARKS.md, "Load").
+    db_async_pool_size: int = Field(6, ge=1, le=100)
 
     @model_validator(mode="after")
     def _secrets_fail_closed(self) -> "Settings":

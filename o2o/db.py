@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-from o2o.config import get_settings
+from o2o.config import Settings, get_settings
 
 # The largest value of an `integer` column: the ids of stores, products, users, keys, endpoints.
 INT4_MAX = 2**31 - 1
@@ -75,11 +75,15 @@ def get_engine() -> Engine:
 @functools.cache
 def get_async_engine() -> AsyncEngine:
     """Return the process-wide async engine (psycopg's async mode) for async endpoints."""
-    settings = get_settings()
+    return make_async_engine(get_settings())
+
+
+def make_async_engine(settings: Settings) -> AsyncEngine:
+    """An async engine with a fixed pool of `db_async_pool_size` connections (no overflow)."""
     engine = create_async_engine(
         settings.database_url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
+        pool_size=settings.db_async_pool_size,
+        max_overflow=0,
         pool_timeout=10,
         pool_recycle=1800,
         connect_args={"connect_timeout": 5},
