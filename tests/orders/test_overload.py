@@ -22,6 +22,20 @@ def _assert_503(response) -> None:
     assert response.json()["error"]["code"] == "service_unavailable"
 
 
+def _runner_on(engine):
+    """The async endpoints' session dependency, on `engine` instead of the app's."""
+
+    async def runner() -> AsyncIterator[Runner]:
+        session = AsyncSession(engine)
+        try:
+            yield Runner(session)
+            await session.commit()
+        finally:
+            await session.close()
+
+    return runner
+
+
 def test_a_request_that_waits_out_the_pool_gets_503_with_retry_after(engine, committed):
     with session_scope() as s:
         patient = make_user(s, role=Role.PATIENT)
@@ -60,18 +74,10 @@ def test_an_async_request_that_waits_out_the_async_pool_gets_503_with_retry_afte
         patient = make_user(s, role=Role.PATIENT)
     tiny = create_async_engine(engine.url, pool_size=1, max_overflow=0, pool_timeout=0.2)
 
-    async def runner_from_tiny_pool() -> AsyncIterator[Runner]:
-        session = AsyncSession(tiny)
-        try:
-            yield Runner(session)
-            await session.commit()
-        finally:
-            await session.close()
-
     from main import create_app
 
     app = create_app()
-    app.dependency_overrides[get_runner] = runner_from_tiny_pool
+    app.dependency_overrides[get_runner] = _runner_on(tiny)
     with TestClient(app, raise_server_exceptions=False) as client:
         # Someone else holds the only connection (in the app's event loop) past the timeout.
         held = client.portal.call(tiny.connect().start)
@@ -95,16 +101,8 @@ def test_a_burst_of_async_requests_waits_for_the_fixed_pool_instead_of_opening_c
     opened = []
     event.listen(pool_of_three.sync_engine, "connect", lambda *_: opened.append(1))
 
-    async def runner_from_pool() -> AsyncIterator[Runner]:
-        session = AsyncSession(pool_of_three)
-        try:
-            yield Runner(session)
-            await session.commit()
-        finally:
-            await session.close()
-
     app = create_app()
-    app.dependency_overrides[get_runner] = runner_from_pool
+    app.dependency_overrides[get_runner] = _runner_on(pool_of_three)
     start = threading.Barrier(20)
 
     def ask(i: int):
