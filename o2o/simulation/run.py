@@ -322,7 +322,25 @@ class Day:
 
     def _doctor_signs(self, order_id: uuid.UUID, prescription_id: uuid.UUID) -> None:
         planned = self.orders[order_id]
-        doctor_id, private = self.doctor_keys[planned.n % len(self.doctor_keys)]
+        doctors = len(self.doctor_keys)
+        # The order's doctor takes the request, or the next one who may claim another.
+        for k in range(doctors):
+            doctor_id, private = self.doctor_keys[(planned.n + k) % doctors]
+            try:
+                payload = self._claim_and_prepare(order_id, prescription_id, doctor_id)
+            except DomainError as exc:
+                if exc.code != "too_many_open_claims":
+                    raise
+                continue
+            self.after(
+                planned.rx_delays_min[2],
+                _bind(self._doctor_issues, order_id, prescription_id, doctor_id, private, payload),
+            )
+            return
+        # Every doctor holds as many requests as they may: this one waits in the queue.
+        self.after(1, _bind(self._doctor_signs, order_id, prescription_id))
+
+    def _claim_and_prepare(self, order_id, prescription_id, doctor_id) -> bytes:
         with session_scope() as session:
             doctor = session.get(User, doctor_id)
             rx_issuing.claim(session, doctor, prescription_id)
@@ -341,10 +359,7 @@ class Day:
             payload, _, _ = rx_issuing.prepare_signing_payload(
                 session, doctor, prescription_id, SigningPayloadIn(items=items)
             )
-        self.after(
-            planned.rx_delays_min[2],
-            _bind(self._doctor_issues, order_id, prescription_id, doctor_id, private, payload),
-        )
+        return payload
 
     def _doctor_issues(self, order_id, prescription_id, doctor_id, private, payload) -> None:
         with session_scope() as session:

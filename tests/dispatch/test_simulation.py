@@ -67,6 +67,18 @@ def test_a_small_day_delivers_every_order_under_every_policy(committed):
     assert abs(clock.now().timestamp() - time.time()) < 5
 
 
+@pytest.mark.slow
+def test_a_doctor_who_holds_the_most_requests_they_may_leaves_the_next_to_another(committed):
+    # Twenty prescriptions within three minutes for two doctors, who may each hold five
+    # requests at once: the requests wait for a free doctor, and every one is issued.
+    rush = day.Options(seed=4, orders=20, couriers=6, hours=0.05, rx_share=1.0, doctors=2)
+    (result,) = run.simulate(rush, policies=("platform",))
+
+    assert result.rx_orders == result.placed == 20
+    assert result.undelivered == 0
+    assert result.line["delivered"] + result.collected == result.placed - result.rx_rejected
+
+
 def test_the_storm_is_the_peak_with_an_evening_surge_and_couriers_going_off_shift():
     start = day.day_start(datetime(2026, 11, 20).date(), hour=11)
     peak = day.plan_day(day.SCENARIOS["peak"], start=start)
