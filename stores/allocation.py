@@ -257,10 +257,18 @@ def take_planned(session: Session, planned: Iterable[Planned]) -> None:
 Reserve = Callable[..., dict[int, list[Allocation]]]
 
 
+# The key-share locks an order's allocation rows take on their lots (the foreign key's check)
+# taken up front in id order: the checks would take them in the order the rows are inserted,
+# and a writer locking the same lots FOR UPDATE in id order meanwhile could deadlock with them.
+# A key-share lock does not block other buyers' UPDATEs of the lot, only those FOR UPDATE.
+_KEY_SHARE_SQL = text("SELECT id FROM lots WHERE id = ANY(:ids) ORDER BY id FOR KEY SHARE")
+
+
 class StockLast:
     """Reserve as `reserve_lines` does, but plan now and take at the end (`take`): the work
-    between needs no lock, so buyers of one hot product queue only for the UPDATEs and the
-    commit. A placement passes one of these down and calls `take` right before it commits."""
+    between needs no lock on the lots' stock, so buyers of one hot product queue only for the
+    UPDATEs and the commit. A placement passes one of these down and calls `take` right before
+    it commits."""
 
     def __init__(self) -> None:
         self.planned: list[Planned] = []
@@ -274,6 +282,8 @@ class StockLast:
         min_expiry: date,
     ) -> dict[int, list[Allocation]]:
         planned = plan_lines(session, store_id, lines, min_expiry=min_expiry)
+        ids = sorted({a.lot_id for chosen in planned.plan.values() for a in chosen})
+        session.execute(_KEY_SHARE_SQL, {"ids": ids})
         self.planned.append(planned)
         return planned.plan
 

@@ -234,7 +234,13 @@ def place_and_present(
     other's whole placement (routing, the order's rows, its payment, its answer).
 
     When another order took the planned units first, the work is rolled back and done again
-    with the lots chosen under lock: the sell-out stays exact, only that order is slower."""
+    with the lots chosen under lock: the sell-out stays exact, only that order is slower.
+
+    An order for a delivery slot or a pickup point takes its stock at once, as before: it
+    books the slot, or the point's run, which other writers lock after the lots, so taking
+    the lots last could deadlock with them."""
+    if body.delivery_slot is not None or body.fulfillment == "pickup_point":
+        return _placed(session, patient, body, allocation.reserve_lines, record)
     stock = allocation.StockLast()
     payload = _placed(session, patient, body, stock, record)
     try:
