@@ -270,14 +270,20 @@ def _place_in_thread(patient_id, body: OrderIn, seconds: float = 10):
     return got[0] if got else None
 
 
+def _two_buyers_at_a_store(s, product_name: str):
+    """A store, a product and two patients who will race for it (paying online)."""
+    store = make_store(s, at=offset(400, 0))
+    product = make_product(s, name=product_name)
+    first, second = (make_user(s, role=Role.PATIENT) for _ in range(2))
+    payment_app(s)
+    return store, product, first.id, second.id
+
+
 def test_a_buyer_of_the_same_lot_does_not_wait_for_an_order_still_being_built(committed):
     with session_scope() as s:
-        store = make_store(s, at=offset(400, 0))
-        product = make_product(s, name="Surgical masks, 10")
+        store, product, first, second = _two_buyers_at_a_store(s, "Surgical masks, 10")
         lot = make_lot(s, store, product, on_hand=50)
-        first, second = (make_user(s, role=Role.PATIENT) for _ in range(2))
-        payment_app(s)
-        ids = (first.id, second.id, lot.id)
+        ids = (first, second, lot.id)
     body = OrderIn(**order_body([(product.id, 1)]))
 
     with _Paused(ids[0], body):
@@ -294,14 +300,11 @@ def test_a_buyer_of_the_same_lot_does_not_wait_for_an_order_still_being_built(co
 
 def test_units_sold_while_an_order_was_built_are_chosen_again_under_lock(committed):
     with session_scope() as s:
-        store = make_store(s, at=offset(400, 0))
-        product = make_product(s, name="Ibuprofen 200 mg")
+        store, product, first, second = _two_buyers_at_a_store(s, "Ibuprofen 200 mg")
         # FEFO takes the last unit of the first lot; the second lot is dearer.
         soon = make_lot(s, store, product, on_hand=1, days=100, price_minor=1500)
         later = make_lot(s, store, product, on_hand=5, days=300, price_minor=1900)
-        first, second = (make_user(s, role=Role.PATIENT) for _ in range(2))
-        payment_app(s)
-        ids = (first.id, second.id, soon.id, later.id)
+        ids = (first, second, soon.id, later.id)
     body = OrderIn(**order_body([(product.id, 1)]))
 
     with _Paused(ids[0], body) as paused:
@@ -328,12 +331,9 @@ def test_an_order_whose_units_sold_out_while_it_was_built_is_refused_and_leaves_
     committed,
 ):
     with session_scope() as s:
-        store = make_store(s, at=offset(400, 0))
-        product = make_product(s, name="Paracetamol 500 mg")
+        store, product, first, second = _two_buyers_at_a_store(s, "Paracetamol 500 mg")
         lot = make_lot(s, store, product, on_hand=1)
-        first, second = (make_user(s, role=Role.PATIENT) for _ in range(2))
-        payment_app(s)
-        ids = (first.id, second.id, lot.id)
+        ids = (first, second, lot.id)
     body = OrderIn(**order_body([(product.id, 1)]))
 
     with _Paused(ids[0], body) as paused:
