@@ -5,7 +5,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from dispatch.router import router as dispatch_router
-from o2o import health, wiring
+from o2o import db, health, wiring
 from o2o.analytics.router import router as analytics_router
 from o2o.api_links import LINKS
 from o2o.config import get_settings
@@ -65,7 +65,14 @@ def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         configure_logging(json_logs=settings.env == "production")
-        yield
+        # The nearby list's connections (o2o.db.DriverConnection), in this event loop: lifespan
+        # state, which each request of this serving reads as request.state.driver_pool.
+        pool = db.make_driver_pool(settings)
+        await pool.open()
+        try:
+            yield {"driver_pool": pool}
+        finally:
+            await pool.close()
 
     app = FastAPI(
         title="O2O pharmacy platform",

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from o2o.db import psycopg_url
 from stores.nearby import _NEARBY_SQL
 from stores.proximity import driver_sql
 
@@ -31,7 +32,7 @@ _pool: AsyncConnectionPool | None = None
 
 
 def _dsn() -> str:
-    return os.environ["O2O_DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
+    return psycopg_url(os.environ["O2O_DATABASE_URL"])
 
 
 async def _rows(lat: float, lon: float) -> list[dict]:

@@ -4,7 +4,8 @@ edge, session_scope() for tasks and the CLI, and tasks queued to run only after 
 Two engines share the settings: the sync one behind DbSession (endpoints that run in the thread
 pool) and an async one (psycopg's async mode) behind SessionRunner, which async endpoints use to
 run the same sync service code in the event loop (SQLAlchemy's greenlet bridge): no thread hand-off
-for the session, the endpoint or the response."""
+for the session, the endpoint or the response. The hottest read, the nearby list, runs on neither:
+DriverConnection gives it a connection of psycopg's own async pool, with no session around it."""
 
 import functools
 import logging
@@ -14,7 +15,8 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import Depends
+from fastapi import Depends, Request
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import DateTime, MetaData, create_engine, event, exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import (
@@ -107,13 +109,6 @@ class Runner:
         """Call fn(session, *args, **kwargs) with a sync Session over the async connection."""
         return await self.session.run_sync(fn, *args, **kwargs)
 
-    async def driver(self) -> psycopg.AsyncConnection:
-        """The session's connection as psycopg's own, in the session's transaction (committed or
-        rolled back with it): for the hottest reads, run on the driver without the ORM's
-        per-statement work."""
-        connection = await self.session.connection()
-        return (await connection.get_raw_connection()).driver_connection
-
 
 async def get_runner() -> AsyncIterator[Runner]:
     """Give an async request one session; commit before the response, roll back on any error."""
@@ -126,6 +121,34 @@ async def get_runner() -> AsyncIterator[Runner]:
         raise
     finally:
         await session.close()
+
+
+def make_driver_pool(settings: Settings) -> AsyncConnectionPool:
+    """A psycopg async pool for one serving of the application, opened by its lifespan in its
+    event loop: as many connections as the async engine's pool (`db_async_pool_size`), no liveness
+    round trip on checkout (a connection psycopg saw fail is dropped as it comes back; one the
+    server dropped silently fails its request with 503, and the client retries)."""
+    return AsyncConnectionPool(
+        psycopg_url(settings.database_url),
+        min_size=1,
+        max_size=settings.db_async_pool_size,
+        open=False,
+        timeout=10,
+        max_lifetime=1800,
+        kwargs={"connect_timeout": 5},
+    )
+
+
+def psycopg_url(url: str) -> str:
+    """The settings' SQLAlchemy URL as libpq reads it."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+async def get_driver(request: Request) -> AsyncIterator[psycopg.AsyncConnection]:
+    """Give an async request a connection of its application's driver pool, in one transaction:
+    committed before the response, rolled back on any error."""
+    async with request.state.driver_pool.connection() as conn:
+        yield conn
 
 
 @functools.cache
@@ -154,6 +177,7 @@ COMMIT_ON_RETURN = "commit_on_return"
 # failed commit becomes an error response instead of a 2xx for work that was never saved.
 DbSession = Annotated[Session, Depends(get_session, scope="function")]
 SessionRunner = Annotated[Runner, Depends(get_runner, scope="function")]
+DriverConnection = Annotated[psycopg.AsyncConnection, Depends(get_driver, scope="function")]
 
 
 def commit_on_return(endpoint: Callable[..., Any]) -> Callable[..., Any]:

@@ -7,6 +7,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import psycopg
+import psycopg_pool
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -326,8 +328,10 @@ def install_error_handlers(app: FastAPI) -> None:
             422, "malformed_body", _("The form body could not be read as multipart/form-data.")
         )
 
+    # The driver pool's own errors (o2o.db.DriverConnection) are answered as SQLAlchemy's are.
+    @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(OperationalError)
-    async def _db_down(request: Request, exc: OperationalError) -> JSONResponse:
+    async def _db_down(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable: %s", exc.__class__.__name__)
         return error_response(
             503,
@@ -336,8 +340,9 @@ def install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": "5"},
         )
 
+    @app.exception_handler(psycopg_pool.PoolTimeout)
     @app.exception_handler(PoolTimeout)
-    async def _pool_exhausted(request: Request, exc: PoolTimeout) -> JSONResponse:
+    async def _pool_exhausted(request: Request, exc: Exception) -> JSONResponse:
         # Every pooled connection stayed busy for the whole pool timeout: the service is
         # overloaded, not broken, and the request changed nothing; a client may retry.
         log.warning("database connection pool exhausted")

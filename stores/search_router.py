@@ -1,8 +1,9 @@
 """Store search and the nearby list: open to anyone (patients browse before signing in).
 
-Both are hot reads, so they are async endpoints on the async engine (`o2o.db.SessionRunner`):
-the services run in the event loop without a hop to the thread pool, and each answer is
-serialized once, straight from the services' data to JSON bytes (no model validation on the way
+Both are hot reads, so they are async endpoints: search on the async engine
+(`o2o.db.SessionRunner`), the nearby list's walk straight on a connection of psycopg's async pool
+(`o2o.db.DriverConnection`). The services run in the event loop without a hop to the thread pool,
+and each answer is serialized once, straight from the services' data to JSON bytes (no model validation on the way
 out: tests/stores/test_hot_reads.py holds the answers to their documented models).
 """
 
@@ -13,7 +14,7 @@ from fastapi import APIRouter, Query, Request, Response
 from o2o import ratelimit
 from o2o.api import ApiRoute, CursorQuery, data_json
 from o2o.config import get_settings
-from o2o.db import SessionRunner
+from o2o.db import DriverConnection, SessionRunner
 from o2o.errors import error_responses
 from o2o.i18n import gettext as _
 from o2o.users.dependencies import client_ip
@@ -32,7 +33,7 @@ router = APIRouter(route_class=ApiRoute, tags=["store search"])
     responses=error_responses(e422=("invalid_radius", "invalid_cursor")),
 )
 async def nearby(
-    runner: SessionRunner,
+    conn: DriverConnection,
     lat: Annotated[float, Query(ge=-90, le=90)],
     lon: Annotated[float, Query(ge=-180, le=180)],
     radius_m: Annotated[
@@ -48,7 +49,7 @@ async def nearby(
 ):
     """List active stores within radius_m of a point, nearest first, a page at a time."""
     stores, next_cursor = await nearby_stores_async(
-        await runner.driver(), lat=lat, lon=lon, radius_m=radius_m, limit=limit, after=cursor
+        conn, lat=lat, lon=lon, radius_m=radius_m, limit=limit, after=cursor
     )
     return data_json(
         {

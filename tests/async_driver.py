@@ -1,7 +1,7 @@
-"""The hot reads' driver (`o2o.db.Runner.driver`: psycopg's async connection) for a test whose
-requests run on a sync session: the same connection's sync side, under the async API those reads
-use, so they see the test's data in its transaction. A savepoint stands for the request's
-transaction: the driver's rollback returns to it."""
+"""The nearby list's driver connection (`o2o.db.DriverConnection`: psycopg's async connection)
+for a test whose requests run on a sync session: the same connection's sync side, under the
+async API that read uses, so it sees the test's data in its transaction. A savepoint stands for
+the request's transaction: the driver's rollback returns to it."""
 
 from typing import Any
 

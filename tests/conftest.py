@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from sqlalchemy.pool import NullPool
 
 from o2o import wiring
 from o2o.config import get_settings
-from o2o.db import COMMIT_ON_RETURN, get_runner, get_session
+from o2o.db import COMMIT_ON_RETURN, get_driver, get_runner, get_session
 from o2o.redis import get_redis
 from tests.async_driver import SyncDriver
 from tests.documented_errors import check_422_is_documented
@@ -126,21 +127,29 @@ def app(_built_app, db: Session):
         async def run(self, fn, *args, **kwargs):
             return fn(db, *args, **kwargs)
 
-        async def driver(self):
-            return SyncDriver(db)
-
-    async def _runner():
+    @contextmanager
+    def _in_request():
         db.commit()
         try:
-            yield _Runner()
+            yield
             db.commit()
         except BaseException:
             db.rollback()
             raise
 
+    async def _runner():
+        with _in_request():
+            yield _Runner()
+
+    async def _driver():
+        # The nearby list's driver connection: the same connection's sync side.
+        with _in_request():
+            yield SyncDriver(db)
+
     # The console shares this dict, so it is changed in place, never replaced.
     _built_app.dependency_overrides[get_session] = _session
     _built_app.dependency_overrides[get_runner] = _runner
+    _built_app.dependency_overrides[get_driver] = _driver
     yield _built_app
     _built_app.dependency_overrides.clear()
 

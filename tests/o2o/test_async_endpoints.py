@@ -1,12 +1,13 @@
-"""The async endpoints on the async engine (psycopg's async mode, `o2o.db.SessionRunner`) answer
-exactly what the same endpoints answer on the sync engine, and commit before they answer."""
+"""The async endpoints on the async engine (psycopg's async mode, `o2o.db.SessionRunner`) and the
+nearby list on the driver pool (`o2o.db.DriverConnection`) answer exactly what the same endpoints
+answer on the sync engine, and commit before they answer."""
 
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
-from o2o.db import get_runner, session_scope
+from o2o.db import get_driver, get_runner, session_scope
 from o2o.users.models import Role
 from stores.models import Lot
 from tests.async_driver import SyncDriver
@@ -34,13 +35,15 @@ class _SyncRunner:
     async def run(self, fn, *args, **kwargs):
         return fn(self.session, *args, **kwargs)
 
-    async def driver(self):
-        return SyncDriver(self.session)
-
 
 async def _sync_runner():
     with session_scope() as session:
         yield _SyncRunner(session)
+
+
+async def _sync_driver():
+    with session_scope() as session:
+        yield SyncDriver(session)
 
 
 @pytest.fixture
@@ -50,6 +53,7 @@ def clients(committed) -> Iterator[tuple[TestClient, TestClient]]:
 
     served, on_sync = create_app(), create_app()
     on_sync.dependency_overrides[get_runner] = _sync_runner
+    on_sync.dependency_overrides[get_driver] = _sync_driver
     with (
         TestClient(served, raise_server_exceptions=False) as a,
         TestClient(on_sync, raise_server_exceptions=False) as b,

@@ -1,17 +1,27 @@
 """An exhausted connection pool is an overload the client can retry (503), never a 500: on the
-sync engine (endpoints in the thread pool) and on the async engine (async endpoints)."""
+sync engine (endpoints in the thread pool), on the async engine (async endpoints) and on the
+driver pool (the nearby list)."""
 
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from fastapi.testclient import TestClient
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import create_engine, event
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from o2o.config import get_settings
-from o2o.db import Runner, get_runner, get_session, make_async_engine, session_scope
+from o2o.db import (
+    Runner,
+    get_driver,
+    get_runner,
+    get_session,
+    make_async_engine,
+    psycopg_url,
+    session_scope,
+)
 from o2o.users.models import Role
 from tests.factories import auth, make_user
 
@@ -96,6 +106,8 @@ def test_a_burst_of_async_requests_waits_for_the_fixed_pool_instead_of_opening_c
     # the connections it keeps, never by connections opened (and closed again) for the burst.
     from main import create_app
 
+    with session_scope() as s:
+        patient = make_user(s, role=Role.PATIENT)
     settings = get_settings().model_copy(update={"db_async_pool_size": 3})
     pool_of_three = make_async_engine(settings)
     opened = []
@@ -103,16 +115,62 @@ def test_a_burst_of_async_requests_waits_for_the_fixed_pool_instead_of_opening_c
 
     app = create_app()
     app.dependency_overrides[get_runner] = _runner_on(pool_of_three)
-    start = threading.Barrier(20)
-
-    def ask(i: int):
-        start.wait()
-        return client.get("/api/v1/stores/nearby", params={"lat": 31.23, "lon": 121.47 + i / 1e4})
-
     with TestClient(app, raise_server_exceptions=False) as client:
-        with ThreadPoolExecutor(max_workers=20) as threads:
-            answers = list(threads.map(ask, range(20)))
+        answers = _burst(lambda i: client.get("/api/v1/orders", headers=auth(patient)))
         client.portal.call(pool_of_three.dispose)
 
     assert [a.status_code for a in answers] == [200] * 20
     assert len(opened) <= 3
+
+
+def _burst(ask) -> list:
+    """Send 20 requests at once from 20 threads; return the answers."""
+    start = threading.Barrier(20)
+
+    def one(i: int):
+        start.wait()
+        return ask(i)
+
+    with ThreadPoolExecutor(max_workers=20) as threads:
+        return list(threads.map(one, range(20)))
+
+
+def _nearby(client: TestClient, i: int = 0):
+    return client.get("/api/v1/stores/nearby", params={"lat": 31.23, "lon": 121.47 + i / 1e4})
+
+
+def test_the_nearby_lists_driver_pool_keeps_its_size_under_a_burst(committed, monkeypatch):
+    from main import create_app
+
+    monkeypatch.setattr(get_settings(), "db_async_pool_size", 3)
+    with TestClient(create_app(), raise_server_exceptions=False) as client:
+        answers = _burst(lambda i: _nearby(client, i))
+        stats = client.app_state["driver_pool"].get_stats()
+
+    assert [a.status_code for a in answers] == [200] * 20
+    assert stats["pool_max"] == 3
+    assert stats["connections_num"] <= 3  # connections ever opened
+    assert stats["requests_num"] == 20  # the 20 answers each took a connection of the pool
+
+
+def test_a_nearby_request_that_waits_out_the_driver_pool_gets_503_with_retry_after(committed):
+    from main import create_app
+
+    tiny = AsyncConnectionPool(
+        psycopg_url(get_settings().database_url), min_size=1, max_size=1, timeout=0.2, open=False
+    )
+
+    async def on_tiny():
+        async with tiny.connection() as conn:
+            yield conn
+
+    app = create_app()
+    app.dependency_overrides[get_driver] = on_tiny
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client.portal.call(tiny.open)
+        # Someone else holds the only connection past the timeout.
+        held = client.portal.call(tiny.getconn)
+        _assert_503(_nearby(client))
+        client.portal.call(tiny.putconn, held)
+        assert _nearby(client).status_code == 200
+        client.portal.call(tiny.close)

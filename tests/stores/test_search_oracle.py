@@ -27,7 +27,6 @@ from o2o.db import get_runner, get_session
 from o2o.geo import area_element, point_element
 from stores import proximity, search
 from stores.models import Lot, Product, Store
-from tests.async_driver import SyncDriver
 
 API = "/api/v1"
 CENTRE = (31.2304, 121.4737)
@@ -292,9 +291,6 @@ def search_client(app, db, monkeypatch):
     class _Runner:
         async def run(self, fn, *args, **kwargs):
             return fn(db, *args, **kwargs)
-
-        async def driver(self):
-            return SyncDriver(db)
 
     async def _runner():
         yield _Runner()
