@@ -13,12 +13,7 @@ from o2o.console.app import create_console_app
 from o2o.errors import install_error_handlers
 from o2o.i18n import LocaleMiddleware
 from o2o.members.router import router as members_router
-from o2o.observability import (
-    BodySizeLimitMiddleware,
-    RequestContextMiddleware,
-    SecurityHeadersMiddleware,
-    configure_logging,
-)
+from o2o.observability import EdgeMiddleware, configure_logging
 from o2o.openapi import install_error_docs, install_links
 from o2o.order_flow.pickup_point_router import router as pickup_point_counter_router
 from o2o.order_flow.router import router as orders_router
@@ -37,6 +32,10 @@ API_PREFIX = "/api/v1"
 
 def api_router() -> APIRouter:
     router = APIRouter(prefix=API_PREFIX)
+    # First: a request is matched against the routes in order, and the nearby list and search
+    # are the hottest paths. Before the stores router, so /stores/nearby is never read as a
+    # store id.
+    router.include_router(stores_search_router)
     router.include_router(users_router)
     router.include_router(orders_router)
     router.include_router(substitutions_router)
@@ -49,8 +48,6 @@ def api_router() -> APIRouter:
     router.include_router(payments_router)
     router.include_router(members_router)
     router.include_router(analytics_router)
-    # Before the stores router, so /stores/nearby is never read as a store id.
-    router.include_router(stores_search_router)
     # Store paths take integer ids only (/stores/{id:int}): /stores/nearby never lands here.
     router.include_router(stores_router)
     router.include_router(health.router)
@@ -94,9 +91,9 @@ def create_app() -> FastAPI:
     install_error_docs(app)
     install_links(app, LINKS)
     app.mount("/console", create_console_app(app.dependency_overrides), name="console")
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.env == "production")
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(
+        EdgeMiddleware, max_bytes=settings.max_body_bytes, hsts=settings.env == "production"
+    )
     # Outermost, so every answer (a 413 from the body cap included) speaks the asked language.
     app.add_middleware(LocaleMiddleware)
     return app

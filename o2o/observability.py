@@ -1,8 +1,11 @@
-"""Structured logs with a request id, Prometheus metrics, and the request-body size cap.
+"""Structured logs with a request id, Prometheus metrics, the request-body size cap and the
+security headers of every answer.
 
-The middlewares are plain ASGI (no BaseHTTPMiddleware) so they add little to every request.
+They are one plain ASGI middleware (no BaseHTTPMiddleware, no layer each) so they add little to
+every request.
 """
 
+import json
 import logging
 import sys
 import time
@@ -59,76 +62,50 @@ def configure_logging(json_logs: bool) -> None:
 access_log = structlog.get_logger("o2o.access")
 
 
-class RequestContextMiddleware:
-    """Give every request an id (X-Request-ID in and out), time it, count it, log it."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = _header(scope, b"x-request-id") or uuid.uuid4().hex
-        request_id = request_id[:64]
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-        status_holder = {"status": 500}
-        started = time.perf_counter()
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status_holder["status"] = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode("latin-1")))
-                message["headers"] = headers
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            route_path = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "")
-            REQUESTS.labels(method, route_path, str(status_holder["status"])).inc()
-            LATENCY.labels(method, route_path).observe(elapsed)
-            access_log.info(
-                "request",
-                method=method,
-                path=scope.get("path"),
-                status=status_holder["status"],
-                duration_ms=round(elapsed * 1000, 2),
-            )
-            structlog.contextvars.unbind_contextvars("request_id")
-
-
 class _BodyTooLarge(Exception):
     pass
 
 
-class BodySizeLimitMiddleware:
-    """Refuse request bodies over the cap with 413, whether announced or streamed."""
+HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
+NOSNIFF = (b"x-content-type-options", b"nosniff")
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+class EdgeMiddleware:
+    """What every request passes through, in one layer (each layer costs every request):
+
+    - an id (X-Request-ID in and out), its time, a count and an access-log line;
+    - the body-size cap: a body over `max_bytes` is refused with 413, announced or streamed;
+    - nosniff on every answer, and HSTS in production (served over TLS behind the proxy).
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, hsts: bool) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.headers = [NOSNIFF, HSTS] if hsts else [NOSNIFF]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _header(scope, b"content-length")
-        if declared is not None:
-            try:
-                too_big = int(declared) > self.max_bytes
-            except ValueError:
-                too_big = False
-            if too_big:
-                await self._refuse(send)
-                return
+        request_id = (_header(scope, b"x-request-id") or uuid.uuid4().hex)[:64]
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
         received = 0
-        too_large = False
-        refused = False
+        too_large = refused = False
+
+        async def answer(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = message.get("headers", [])
+                present = {name.lower() for name, _ in headers}
+                message["headers"] = [
+                    *headers,
+                    *(h for h in self.headers if h[0] not in present),
+                    (b"x-request-id", request_id.encode("latin-1")),
+                ]
+            await send(message)
 
         async def counting_receive() -> Message:
             nonlocal received, too_large
@@ -147,19 +124,43 @@ class BodySizeLimitMiddleware:
             if too_large:
                 if not refused:
                     refused = True
-                    await self._refuse(send)
+                    await self._refuse(answer)
                 return
-            await send(message)
+            await answer(message)
 
         try:
-            await self.app(scope, counting_receive, guarded_send)
-        except _BodyTooLarge:
-            if not refused:
-                await self._refuse(send)
+            if self._announced_too_large(scope):
+                await self._refuse(answer)
+                return
+            try:
+                await self.app(scope, counting_receive, guarded_send)
+            except _BodyTooLarge:
+                if not refused:
+                    await self._refuse(answer)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            route_path = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            REQUESTS.labels(method, route_path, str(status)).inc()
+            LATENCY.labels(method, route_path).observe(elapsed)
+            access_log.info(
+                "request",
+                method=method,
+                path=scope.get("path"),
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+            )
+            structlog.contextvars.unbind_contextvars("request_id")
+
+    def _announced_too_large(self, scope: Scope) -> bool:
+        declared = _header(scope, b"content-length")
+        try:
+            return declared is not None and int(declared) > self.max_bytes
+        except ValueError:
+            return False
 
     async def _refuse(self, send: Send) -> None:
-        import json
-
         mb = self.max_bytes / (1024 * 1024)
         body = json.dumps(
             error_body(
@@ -186,29 +187,3 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1")
     return None
-
-
-class SecurityHeadersMiddleware:
-    """Add nosniff to every response, and HSTS in production (served over TLS behind the proxy)."""
-
-    def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
-        self.app = app
-        self.headers = [(b"x-content-type-options", b"nosniff")]
-        if hsts:
-            self.headers.append(
-                (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
-            )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [h for h in self.headers if h[0] not in present]
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
