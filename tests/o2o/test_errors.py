@@ -60,6 +60,13 @@ def test_every_response_carries_a_request_id(client):
     assert len(client.get("/healthz").headers["x-request-id"]) == 32
 
 
+def test_every_request_leaves_an_access_line_with_its_id_and_status(client, capsys):
+    capsys.readouterr()
+    client.get("/api/v1/stores/nearby?lat=91&lon=0", headers={"X-Request-ID": "line-42"})
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "line-42" in x]
+    assert "/api/v1/stores/nearby" in line and "422" in line and "request" in line
+
+
 def test_a_whole_json_number_counts_as_an_integer_and_a_fraction_does_not(client):
     """JSON Schema counts 3.0 as an integer, so the API does; 2.5, true and "3" are refused."""
 
