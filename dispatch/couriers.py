@@ -5,11 +5,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from dispatch.models import ACTIVE_JOB_STATES, Courier, Job
+from dispatch.models import ACTIVE_JOB_SQL, Courier
 from o2o import clock, ratelimit
 from o2o.config import get_settings
 from o2o.errors import Conflict, InvalidInput, NotFound
@@ -190,13 +190,14 @@ def where_from(session: Session, courier_id: int, lat: float | None, lon: float 
 # Readiness to claim
 
 
+_ACTIVE_COUNT_SQL = text(
+    f"SELECT count(*) FROM dispatch_jobs WHERE courier_id = :courier_id AND {ACTIVE_JOB_SQL}"
+)
+
+
 def active_job_count(session: Session, courier_id: int) -> int:
     """Count the jobs a courier has claimed or picked up and not yet closed."""
-    return session.scalar(
-        select(func.count())
-        .select_from(Job)
-        .where(Job.courier_id == courier_id, Job.status.in_(ACTIVE_JOB_STATES))
-    )
+    return session.scalar(_ACTIVE_COUNT_SQL, {"courier_id": courier_id})
 
 
 def configured_courier(session: Session, user_id: int, *, lock: bool = False) -> Courier:
@@ -214,6 +215,16 @@ def configured_courier(session: Session, user_id: int, *, lock: bool = False) ->
     return courier
 
 
+# Plain SQL on the hot path of a courier rush (no ORM statement to build for each claim).
+_HOLD_SQL = text(
+    """
+    UPDATE couriers SET location = ST_GeogFromText(:point), location_at = :now, updated_at = now()
+    WHERE user_id = :courier_id
+    RETURNING home_store_id IS NOT NULL OR service_area IS NOT NULL
+    """
+)
+
+
 def hold_for_claim(
     session: Session, courier_id: int, lat: float, lon: float, now: datetime
 ) -> None:
@@ -222,11 +233,7 @@ def hold_for_claim(
     the most active jobs allowed (counted after the lock, so concurrent claims see each other).
     """
     configured = session.scalar(
-        update(Courier)
-        .where(Courier.user_id == courier_id)
-        .values(location=func.ST_GeogFromText(point_wkt(lat, lon)), location_at=now)
-        .returning(Courier.home_store_id.is_not(None) | Courier.service_area.is_not(None))
-        .execution_options(synchronize_session=False)
+        _HOLD_SQL, {"courier_id": courier_id, "point": point_wkt(lat, lon), "now": now}
     )
     if not configured:
         raise not_configured()

@@ -50,6 +50,10 @@ def _in(states) -> str:
     return "status IN (" + ", ".join(f"'{s.value}'" for s in states) + ")"
 
 
+# A job its courier holds, as SQL on dispatch_jobs (the predicate of its partial index).
+ACTIVE_JOB_SQL = _in(ACTIVE_JOB_STATES)
+
+
 job_status_enum = ENUM(JobStatus, name="job_status", values_callable=_values)
 
 
@@ -88,7 +92,7 @@ class Job(Base):
         Index(
             "ix_dispatch_jobs_courier_active",
             "courier_id",
-            postgresql_where=text(_in(ACTIVE_JOB_STATES)),
+            postgresql_where=text(ACTIVE_JOB_SQL),
         ),
         # The stale-claim sweep.
         Index(

@@ -265,6 +265,11 @@ def claim_next_job_id(
         params["skipped"] = skipped
         job_id = session.scalar(text(_claim_sql(ranking, extra)), params)
         if job_id is not None:
+            # Marked in SQL: a copy the session holds is stale from here on.
+            if (
+                held_copy := session.identity_map.get(session.identity_key(Job, job_id))
+            ) is not None:
+                session.expire(held_copy)
             return job_id
         # Every candidate was held by another claimer (or there is none): read past them.
         held = session.scalars(

@@ -9,34 +9,61 @@ address, so browsing the board cannot harvest patients' addresses.
 import uuid
 from typing import Any
 
-from sqlalchemy import func, literal, select
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from dispatch.couriers import Where
 from dispatch.models import Job
-from dispatch.run_models import PickupRun
 from o2o.config import get_settings
 from o2o.geo import snap_to_grid, to_latlon
-from o2o.orders.models import Order
 from o2o.users.models import Role, User
-from stores.models import Store
-from stores.pickup_points import PickupPoint
 
 
-def sees_exact_dropoff(viewer: User, job: Job) -> bool:
-    """Tell whether a viewer may see a job's exact drop-off and address."""
+def sees_exact_dropoff(viewer: User, store_id: int, courier_id: int | None) -> bool:
+    """Tell whether a viewer may see the exact drop-off and address of a job of `store_id` held
+    by `courier_id`."""
     if viewer.role is Role.ADMIN:
         return True
     if viewer.role is Role.PHARMACIST:
-        return job.store_id in viewer.store_ids
+        return store_id in viewer.store_ids
     # Its courier, from the claim on (also once delivered or failed: they have been there).
-    return job.courier_id is not None and job.courier_id == viewer.id
+    return courier_id is not None and courier_id == viewer.id
 
 
 def approximate_dropoff(element) -> dict[str, float]:
     """Return a drop-off as the board shows it: the centre of its grid cell."""
-    point = to_latlon(element)
+    return _on_grid(to_latlon(element))
+
+
+def _on_grid(point: dict[str, float]) -> dict[str, float]:
     return snap_to_grid(point["lat"], point["lon"], get_settings().dispatch_dropoff_grid_m)
+
+
+# One statement for a page of views: plain columns (points as their coordinates), no ORM
+# entities to build, so a claim's answer costs its one round trip. The rows are read as they are
+# now: a claim marks its job in SQL within the same transaction.
+_VIEWS_SQL = text(
+    """
+    SELECT j.id, j.order_id, j.store_id, j.courier_id, j.deadline, j.priority,
+           CAST(j.status AS text) AS status, j.attempt, j.claimed_at, j.picked_up_at,
+           j.code_failures, j.batch_id, j.drop_seq, j.drop_eta, j.run_id,
+           ST_Y(CAST(j.dropoff AS geometry)) AS dropoff_lat,
+           ST_X(CAST(j.dropoff AS geometry)) AS dropoff_lon,
+           s.name AS store_name,
+           ST_Y(CAST(s.location AS geometry)) AS store_lat,
+           ST_X(CAST(s.location AS geometry)) AS store_lon,
+           -- A run's drop-off is its pickup point: its address is the point's.
+           coalesce(o.delivery_address_text, pp.name || ', ' || pp.address) AS address_text,
+           CASE WHEN CAST(:point AS text) IS NULL THEN NULL
+                ELSE ST_Distance(s.location, ST_GeogFromText(:point)) END AS measured_m
+    FROM dispatch_jobs j
+    JOIN stores s ON s.id = j.store_id
+    LEFT JOIN orders o ON o.id = j.order_id
+    LEFT JOIN pickup_runs r ON r.id = j.run_id
+    LEFT JOIN pickup_points pp ON pp.id = r.point_id
+    WHERE j.id = ANY(CAST(:ids AS uuid[]))
+    """
+)
 
 
 def describe_jobs(
@@ -51,61 +78,42 @@ def describe_jobs(
     distance is taken from `distances`, or measured from `where` when given."""
     if not job_ids:
         return []
-    from_where = (
-        func.ST_Distance(Store.location, func.ST_GeogFromText(where.wkt))
-        if where is not None
-        else literal(None)
-    )
+    session.flush()  # a text statement does not flush the session's pending changes itself
     rows = session.execute(
-        select(
-            Job,
-            Store.name,
-            Store.location,
-            # A run's drop-off is its pickup point: its address is the point's.
-            func.coalesce(
-                Order.delivery_address_text, PickupPoint.name + ", " + PickupPoint.address
-            ),
-            from_where,
-        )
-        .join(Store, Store.id == Job.store_id)
-        .outerjoin(Order, Order.id == Job.order_id)
-        .outerjoin(PickupRun, PickupRun.id == Job.run_id)
-        .outerjoin(PickupPoint, PickupPoint.id == PickupRun.point_id)
-        .where(Job.id.in_(job_ids))
-        # A claim marks its job in SQL: read the row as it is now, not as the session held it.
-        .execution_options(populate_existing=True)
+        _VIEWS_SQL, {"ids": job_ids, "point": where.wkt if where is not None else None}
     ).all()
-    by_id = {row[0].id: row for row in rows}
+    by_id = {row.id: row for row in rows}
     distances = distances or {}
     max_failures = get_settings().dispatch_code_max_failures
     views = []
     for job_id in job_ids:
-        job, store_name, store_location, address_text, measured = by_id[job_id]
-        exact = sees_exact_dropoff(viewer, job)
+        row = by_id[job_id]
+        exact = sees_exact_dropoff(viewer, row.store_id, row.courier_id)
+        dropoff = {"lat": row.dropoff_lat, "lon": row.dropoff_lon}
         views.append(
             {
-                "id": job.id,
-                "order_id": job.order_id,
+                "id": row.id,
+                "order_id": row.order_id,
                 "store": {
-                    "id": job.store_id,
-                    "name": store_name,
-                    "location": to_latlon(store_location),
+                    "id": row.store_id,
+                    "name": row.store_name,
+                    "location": {"lat": row.store_lat, "lon": row.store_lon},
                 },
-                "dropoff": to_latlon(job.dropoff) if exact else approximate_dropoff(job.dropoff),
+                "dropoff": dropoff if exact else _on_grid(dropoff),
                 "dropoff_exact": exact,
-                "deadline": job.deadline,
-                "priority": job.priority,
-                "distance_m": measured if where is not None else distances.get(job_id),
-                "status": job.status.value,
-                "attempt": job.attempt,
-                "claimed_at": job.claimed_at,
-                "picked_up_at": job.picked_up_at,
-                "address_text": address_text if exact else None,
-                "code_attempts_left": max(0, max_failures - job.code_failures),
-                "batch_id": job.batch_id,
-                "drop_seq": job.drop_seq,
-                "drop_eta": job.drop_eta,
-                "run_id": job.run_id,
+                "deadline": row.deadline,
+                "priority": row.priority,
+                "distance_m": row.measured_m if where is not None else distances.get(job_id),
+                "status": row.status,
+                "attempt": row.attempt,
+                "claimed_at": row.claimed_at,
+                "picked_up_at": row.picked_up_at,
+                "address_text": row.address_text if exact else None,
+                "code_attempts_left": max(0, max_failures - row.code_failures),
+                "batch_id": row.batch_id,
+                "drop_seq": row.drop_seq,
+                "drop_eta": row.drop_eta,
+                "run_id": row.run_id,
             }
         )
     return views
