@@ -39,13 +39,15 @@ RowId = Annotated[int, Path(ge=1, le=INT4_MAX)]
 # schema states the alphabet and the length; a well-formed cursor that no list gave out is refused
 # with 422 `invalid_cursor`.
 MAX_CURSOR_LENGTH = 512
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
+CURSOR_DESCRIPTION = "The `next_cursor` of the previous page; omit it for the first page."
 CursorQuery = Annotated[
     str | None,
     Query(
         min_length=1,
         max_length=MAX_CURSOR_LENGTH,
-        pattern=r"^[A-Za-z0-9_-]+$",
-        description="The `next_cursor` of the previous page; omit it for the first page.",
+        pattern=CURSOR_PATTERN,
+        description=CURSOR_DESCRIPTION,
     ),
 ]
 

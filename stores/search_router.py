@@ -12,16 +12,16 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from o2o import ratelimit
-from o2o.api import ApiRoute, CursorQuery, data_json
+from o2o.api import ApiRoute, data_json
 from o2o.config import get_settings
 from o2o.db import DriverConnection, SessionRunner
 from o2o.errors import error_responses
 from o2o.i18n import gettext as _
 from o2o.users.dependencies import client_ip
-from stores import cart, proximity, service, split_search, substitutes
+from stores import cart, service, split_search, substitutes
 from stores.nearby import nearby_stores_async
-from stores.schemas import PAGE_DEFAULT, Page
-from stores.search_schemas import NearbyItemOut, SearchIn, SearchOut
+from stores.schemas import Page
+from stores.search_schemas import NearbyItemOut, NearbyQuery, SearchIn, SearchOut
 
 router = APIRouter(route_class=ApiRoute, tags=["store search"])
 
@@ -32,24 +32,15 @@ router = APIRouter(route_class=ApiRoute, tags=["store search"])
     summary="Stores near a point",
     responses=error_responses(e422=("invalid_radius", "invalid_cursor")),
 )
-async def nearby(
-    conn: DriverConnection,
-    lat: Annotated[float, Query(ge=-90, le=90)],
-    lon: Annotated[float, Query(ge=-180, le=180)],
-    radius_m: Annotated[
-        float | None,
-        Query(
-            ge=proximity.MIN_RADIUS_M,
-            le=get_settings().search_max_radius_m,
-            description="Metres; default and maximum: the search maximum (50 km)",
-        ),
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=proximity.MAX_LIMIT)] = PAGE_DEFAULT,
-    cursor: CursorQuery = None,
-):
+async def nearby(conn: DriverConnection, query: Annotated[NearbyQuery, Query()]):
     """List active stores within radius_m of a point, nearest first, a page at a time."""
     stores, next_cursor = await nearby_stores_async(
-        conn, lat=lat, lon=lon, radius_m=radius_m, limit=limit, after=cursor
+        conn,
+        lat=query.lat,
+        lon=query.lon,
+        radius_m=query.radius_m,
+        limit=query.limit,
+        after=query.cursor,
     )
     return data_json(
         {

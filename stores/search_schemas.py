@@ -5,12 +5,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
+from o2o.api import CURSOR_DESCRIPTION, CURSOR_PATTERN, MAX_CURSOR_LENGTH
 from o2o.config import get_settings
 from o2o.db import INT4_MAX
 from o2o.geo import LatLon
 from stores.cart import MAX_LINES, MAX_QUANTITY
 from stores.proximity import MAX_LIMIT, MIN_RADIUS_M
-from stores.schemas import OpeningHoursEntry, Service
+from stores.schemas import PAGE_DEFAULT, OpeningHoursEntry, Service
 
 
 class CartLineIn(BaseModel):
@@ -141,6 +142,28 @@ class NearbyStoreOut(BaseModel):
     currency: str
     is_open_now: bool
     opens_at: datetime | None = Field(description="When a closed store opens next (UTC)")
+
+
+class NearbyQuery(BaseModel):
+    """The nearby list's query: validated as one model (one pass per request, not one per
+    parameter); the schema lists the same query parameters."""
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    radius_m: float | None = Field(
+        None,
+        ge=MIN_RADIUS_M,
+        le=get_settings().search_max_radius_m,
+        description="Metres; default and maximum: the search maximum (50 km)",
+    )
+    limit: int = Field(PAGE_DEFAULT, ge=1, le=MAX_LIMIT)
+    cursor: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_CURSOR_LENGTH,
+        pattern=CURSOR_PATTERN,
+        description=CURSOR_DESCRIPTION,
+    )
 
 
 class NearbyItemOut(BaseModel):
