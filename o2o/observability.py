@@ -8,9 +8,9 @@ every request.
 import contextlib
 import json
 import logging
+import secrets
 import sys
 import time
-import uuid
 
 import structlog
 from prometheus_client import Counter, Histogram
@@ -107,7 +107,7 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = (_header(scope, b"x-request-id") or uuid.uuid4().hex)[:64]
+        request_id = (_header(scope, b"x-request-id") or secrets.token_hex(16))[:64]
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         status = 500
