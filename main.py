@@ -11,7 +11,6 @@ from o2o.api_links import LINKS
 from o2o.config import get_settings
 from o2o.console.app import create_console_app
 from o2o.errors import install_error_handlers
-from o2o.i18n import LocaleMiddleware
 from o2o.members.router import router as members_router
 from o2o.observability import EdgeMiddleware, configure_logging
 from o2o.openapi import install_error_docs, install_links
@@ -94,8 +93,6 @@ def create_app() -> FastAPI:
     app.add_middleware(
         EdgeMiddleware, max_bytes=settings.max_body_bytes, hsts=settings.env == "production"
     )
-    # Outermost, so every answer (a 413 from the body cap included) speaks the asked language.
-    app.add_middleware(LocaleMiddleware)
     return app
 
 

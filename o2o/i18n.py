@@ -2,7 +2,7 @@
 
 The source strings are English (`en`); `zh_CN` (Simplified Chinese) comes from the catalogue in
 o2o/locale/zh_CN/LC_MESSAGES/messages.po. The locale of a request lives in a context variable:
-`LocaleMiddleware` sets it from `Accept-Language` for every request, and the console replaces it
+the request's edge (`o2o.observability.EdgeMiddleware`) sets it from `Accept-Language`, and the console replaces it
 with the cookie or the signed-in user's choice. Code marks text with `gettext` (imported as `_`)
 where it is shown, and with `N_` where it is only defined (module constants), translating it with
 `_()` when used. Outside a request (Celery, the CLI) the locale is the source language.
@@ -11,7 +11,7 @@ where it is shown, and with `N_` where it is only defined (module constants), tr
 import gettext as gettext_module
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -26,7 +26,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_currency, format_decimal, format_percent, get_currency_precision
 from babel.support import Translations
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 LOCALE_DIR = Path(__file__).resolve().parent / "locale"
 DOMAIN = "messages"
@@ -235,38 +235,27 @@ def _format_skeleton(skeleton: str, value: datetime) -> str:
     )
 
 
-class LocaleMiddleware:
-    """Set each request's locale from Accept-Language; say which one answered.
+def enter_request_locale(scope: Scope) -> tuple[Token, _RequestLocale]:
+    """Set the request's locale from its Accept-Language header, for the request's edge
+    (`o2o.observability.EdgeMiddleware`); return the token that resets it and the locale's box
+    (the console may switch it later, from a cookie or the user's choice)."""
+    header = None
+    for key, value in scope.get("headers", []):
+        if key == b"accept-language":
+            header = value.decode("latin-1")
+            break
+    box = _RequestLocale(negotiate(header))
+    return _current.set(box), box
 
-    The answer carries `Content-Language` and `Vary: Accept-Language`, so a shared cache never
-    serves one language's error to a client that asked for another.
-    """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+def language_headers(box: _RequestLocale) -> list[tuple[bytes, bytes]]:
+    """Say which language answered: `Content-Language`, and `Vary: Accept-Language` so a shared
+    cache never serves one language's error to a client that asked for another."""
+    return [
+        (b"content-language", box.locale.replace("_", "-").encode()),
+        (b"vary", b"Accept-Language"),
+    ]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        header = None
-        for key, value in scope.get("headers", []):
-            if key == b"accept-language":
-                header = value.decode("latin-1")
-                break
-        box = _RequestLocale(negotiate(header))
-        token = _current.set(box)
 
-        async def send_with_language(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                tag = box.locale.replace("_", "-").encode()
-                headers.append((b"content-language", tag))
-                headers.append((b"vary", b"Accept-Language"))
-                message["headers"] = headers
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_language)
-        finally:
-            _current.reset(token)
+def leave_request_locale(token: Token) -> None:
+    _current.reset(token)

@@ -16,6 +16,7 @@ import structlog
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from o2o import i18n
 from o2o.errors import error_body
 from o2o.i18n import gettext as _
 
@@ -93,6 +94,8 @@ NOSNIFF = (b"x-content-type-options", b"nosniff")
 class EdgeMiddleware:
     """What every request passes through, in one layer (each layer costs every request):
 
+    - its language, from Accept-Language (first, so every answer, a 413 included, speaks it),
+      said in Content-Language;
     - an id (X-Request-ID in and out), its time, a count and an access-log line;
     - the body-size cap: a body over `max_bytes` is refused with 413, announced or streamed;
     - nosniff on every answer, and HSTS in production (served over TLS behind the proxy).
@@ -107,6 +110,7 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        locale_token, locale = i18n.enter_request_locale(scope)
         request_id = (_header(scope, b"x-request-id") or secrets.token_hex(16))[:64]
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
@@ -124,6 +128,7 @@ class EdgeMiddleware:
                     *headers,
                     *(h for h in self.headers if h[0] not in present),
                     (b"x-request-id", request_id.encode("latin-1")),
+                    *i18n.language_headers(locale),
                 ]
             await send(message)
 
@@ -172,6 +177,7 @@ class EdgeMiddleware:
                 duration_ms=round(elapsed * 1000, 2),
             )
             structlog.contextvars.unbind_contextvars("request_id")
+            i18n.leave_request_locale(locale_token)
 
     def _announced_too_large(self, scope: Scope) -> bool:
         declared = _header(scope, b"content-length")

@@ -120,7 +120,9 @@ def _walks(
     if len(best) > limit:
         last = page[-1]
         next_cursor = pagination.encode_cursor(listing, [last.distance_m, last.store_id])
-    return [_to_nearby(row, now) for row in page], next_cursor
+    # Stores share a few weeks of hours and a city one zone: each pair's state is worked out once.
+    open_states: dict[tuple[str | None, str], tuple[bool, datetime | None]] = {}
+    return [_to_nearby(row, now, open_states) for row in page], next_cursor
 
 
 def nearby_stores(
@@ -166,10 +168,15 @@ async def nearby_stores_async(
             return done.value
 
 
-def _to_nearby(row: Row, now: datetime) -> NearbyStore:
+def _to_nearby(
+    row: Row, now: datetime, open_states: dict[tuple[str | None, str], tuple[bool, datetime | None]]
+) -> NearbyStore:
     # The hours come as text: decoded and parsed once per process (stores share a few weeks).
     week = hours.stored_week(row.opening_hours)
-    is_open, opens_at = hours.stored_open_state(week, row.timezone, now)
+    key = (row.opening_hours, row.timezone)
+    if key not in open_states:
+        open_states[key] = hours.stored_open_state(week, row.timezone, now)
+    is_open, opens_at = open_states[key]
     return NearbyStore(
         store_id=row.store_id,
         name=row.name,
