@@ -189,6 +189,9 @@ def commit_on_return(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     # request waits for a thread to validate its response: nothing moves until the pool times
     # out. Committing as the endpoint returns releases the locks before the second hop. The
     # dependency's own commit then finds nothing to do, and still rolls back on any error.
+    if getattr(endpoint, COMMIT_ON_RETURN, False):
+        return endpoint  # wrapped already: a router included in another builds its routes again
+
     @functools.wraps(endpoint)
     def run_then_commit(*args: Any, **kwargs: Any) -> Any:
         result = endpoint(*args, **kwargs)
@@ -197,6 +200,7 @@ def commit_on_return(endpoint: Callable[..., Any]) -> Callable[..., Any]:
                 value.commit()
         return result
 
+    setattr(run_then_commit, COMMIT_ON_RETURN, True)
     return run_then_commit
 
 

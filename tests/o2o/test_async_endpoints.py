@@ -132,3 +132,22 @@ def test_the_nearby_list_on_the_driver_walks_again_when_the_index_misorders(clie
     assert answer.status_code == 200, answer.text
     assert sorted(item["store"]["id"] for item in answer.json()["items"]) == ids
     assert answer.json() == on_sync.get("/api/v1/stores/nearby", params=params).json()
+
+
+def test_a_sync_endpoint_commits_its_session_once_as_it_returns(_built_app):
+    # Routers included in routers build their routes again: the commit wraps each endpoint once.
+    from fastapi.routing import APIRoute
+
+    def commits(endpoint) -> int:
+        count = 0
+        while endpoint is not None:
+            count += getattr(endpoint, "__code__", None) is not None and (
+                endpoint.__code__.co_name == "run_then_commit"
+            )
+            endpoint = getattr(endpoint, "__wrapped__", None)
+        return count
+
+    routes = [r for r in _built_app.routes if isinstance(r, APIRoute)]
+    placing = next(r for r in routes if r.path == "/api/v1/orders" and "POST" in r.methods)
+    assert commits(placing.endpoint) == 1
+    assert {commits(r.endpoint) for r in routes} == {0, 1}  # async endpoints commit in get_runner
