@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from o2o.config import get_settings
 from o2o.db import DbSession, SessionRunner
@@ -49,7 +49,8 @@ def user_from_token(session: Session, token: str | None) -> User:
         user_id = int(claims["sub"])
     except (TypeError, ValueError):
         raise Unauthorized(_("The access token is not valid."), code="invalid_token") from None
-    user = session.get(User, user_id)
+    # The user and their stores in one statement (the relationship's own load is a second one).
+    user = session.get(User, user_id, options=[joinedload(User.store_links)])
     if user is None or not user.is_active:
         raise Unauthorized(_("The account is no longer active."), code="invalid_token")
     if claims.get("ver", 0) != user.token_version:
