@@ -61,7 +61,8 @@ def configure_logging(json_logs: bool) -> None:
     logging.getLogger("uvicorn.access").propagate = False
     # The access log writes a line for every request: rendered by the same processors, but
     # written straight to stderr rather than through the logging module's records, handlers and
-    # formatter, which cost the nearby list a sixth of its throughput (docs/BENCHMARKS.md, "Load").
+    # formatter, the second largest cost of the nearby list beside its SQL (docs/BENCHMARKS.md,
+    # "Load").
     global access_log
     access_log = structlog.wrap_logger(
         _StderrLines(),
