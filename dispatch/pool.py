@@ -265,11 +265,7 @@ def claim_next_job_id(
         params["skipped"] = skipped
         job_id = session.scalar(text(_claim_sql(ranking, extra)), params)
         if job_id is not None:
-            # Marked in SQL: a copy the session holds is stale from here on.
-            if (
-                held_copy := session.identity_map.get(session.identity_key(Job, job_id))
-            ) is not None:
-                session.expire(held_copy)
+            _forget(session, job_id)
             return job_id
         # Every candidate was held by another claimer (or there is none): read past them.
         held = session.scalars(
@@ -278,6 +274,13 @@ def claim_next_job_id(
         if not held:
             return None
         skipped += held
+
+
+def _forget(session: Session, job_id: uuid.UUID) -> None:
+    # The claim marks its job in SQL: a copy the session holds is stale from here on.
+    held_copy = session.identity_map.get(session.identity_key(Job, job_id))
+    if held_copy is not None:
+        session.expire(held_copy)
 
 
 def claim_next_job(
@@ -293,7 +296,7 @@ def claim_next_job(
     job_id = claim_next_job_id(session, courier.id, lat=lat, lon=lon, now=now, ranking=ranking)
     if job_id is None:
         return None
-    return session.get(Job, job_id, populate_existing=True)
+    return session.get(Job, job_id)  # a copy the session held was expired by the claim
 
 
 def claim_job(

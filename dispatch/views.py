@@ -54,8 +54,7 @@ _VIEWS_SQL = text(
            ST_X(CAST(s.location AS geometry)) AS store_lon,
            -- A run's drop-off is its pickup point: its address is the point's.
            coalesce(o.delivery_address_text, pp.name || ', ' || pp.address) AS address_text,
-           CASE WHEN CAST(:point AS text) IS NULL THEN NULL
-                ELSE ST_Distance(s.location, ST_GeogFromText(:point)) END AS measured_m
+           ST_Distance(s.location, ST_GeogFromText(:point)) AS measured_m  -- null without one
     FROM dispatch_jobs j
     JOIN stores s ON s.id = j.store_id
     LEFT JOIN orders o ON o.id = j.order_id
