@@ -80,10 +80,17 @@ def _opens_at(session: Session, order: Order, now: datetime) -> datetime:
 
 
 def _priority_of(session: Session, order_id: uuid.UUID) -> int:
-    """Keep an escalation across attempts: a re-opened job of an at-risk order stays urgent."""
+    """Keep an escalation across attempts: a re-opened job of an at-risk order stays urgent.
+
+    As the monitor raises jobs (`dispatch.monitor`): an order flagged with a finish predicted
+    within the monitor's margin of its deadline; one told early, well before it, opens as any
+    other until the monitor's prediction comes that close.
+    """
     if session.scalar(select(SlaBreach.id).where(SlaBreach.order_id == order_id)) is not None:
         return PRIORITY_BREACHED
-    if session.get(SlaEscalation, order_id) is not None:
+    flagged = session.get(SlaEscalation, order_id)
+    margin = timedelta(minutes=get_settings().sla_risk_margin_minutes)
+    if flagged is not None and flagged.predicted_finish > flagged.deadline - margin:
         return PRIORITY_AT_RISK
     return PRIORITY_NORMAL
 

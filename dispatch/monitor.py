@@ -147,7 +147,7 @@ _PREDICTED_SQL = """
     -- (dispatch.fleet), else the configured assumption.
     CROSS JOIN LATERAL (
         SELECT COALESCE(
-            (SELECT fl.courier_wait_minutes FROM store_fleet_load fl
+            (SELECT {fleet_wait} FROM store_fleet_load fl
              WHERE fl.store_id = o.store_id AND fl.computed_at >= :fleet_since),
             :wait_min) AS wait_min
     ) w
@@ -183,28 +183,50 @@ told AS (
 SELECT count(*) FROM flagged
 """
 
-# Escalated orders' live jobs go up in priority (and so reach couriers further away). Read from
-# the live jobs (a few thousand at most), so the recorded history is never scanned.
-_ESCALATE_JOBS_SQL = f"""
+# Escalated orders' live jobs go up in priority (and so reach couriers further away) once their
+# finish is predicted within the monitor's margin of the deadline: when they were flagged, or now.
+# An order flagged by the wider check made as the store starts (the patient told early, the
+# predicted finish still well before the deadline) keeps its place until then: raising every such
+# job sent couriers riding across the wide ring for parcels that were not late, and the claims
+# they lost to the stale sweep made the peak later (docs/BENCHMARKS.md). Read from the live jobs
+# and the flagged open deliveries (a few thousand at most), so the history is never scanned.
+_ESCALATE_JOBS_SQL = """
+WITH flagged AS (
+    {predicted}
+      AND EXISTS (SELECT 1 FROM sla_escalations e WHERE e.order_id = o.id)
+)
 UPDATE dispatch_jobs j SET priority = x.priority
 FROM (
     SELECT j.id,
            CASE
              WHEN EXISTS (SELECT 1 FROM sla_breaches b WHERE b.order_id = j.order_id)
-               THEN {sla.PRIORITY_BREACHED}
-             WHEN EXISTS (SELECT 1 FROM sla_escalations e WHERE e.order_id = j.order_id)
-               THEN {sla.PRIORITY_AT_RISK}
-             ELSE {sla.PRIORITY_NORMAL}
+               THEN {breached}
+             WHEN EXISTS (SELECT 1 FROM sla_escalations e WHERE e.order_id = j.order_id
+                            AND e.predicted_finish > e.deadline - :margin)
+                  OR EXISTS (SELECT 1 FROM flagged f WHERE f.order_id = j.order_id
+                               AND f.predicted_finish > f.deadline - :margin)
+               THEN {at_risk}
+             ELSE {normal}
            END AS priority
-    FROM dispatch_jobs j WHERE {_LIVE_JOB}
+    FROM dispatch_jobs j WHERE {live_job}
 ) x
 WHERE j.id = x.id AND j.priority < x.priority
 """
 
 
-def _predicted_sql() -> str:
+# The wait the monitor predicts with: the fleet's queue model (dispatch.fleet). The check made as
+# the store starts predicts with the promised wait, which also counts how long the store's jobs
+# are waiting now: it tells the patient, and should rather tell too early than too late.
+_QUEUE_WAIT = "COALESCE(fl.queue_wait_minutes, fl.courier_wait_minutes)"
+_PROMISED_WAIT = "fl.courier_wait_minutes"
+
+
+def _predicted_sql(fleet_wait: str = _QUEUE_WAIT) -> str:
     return _PREDICTED_SQL.format(
-        remaining=_REMAINING_SQL, live_job=_LIVE_JOB, open_delivery=_OPEN_DELIVERY
+        remaining=_REMAINING_SQL,
+        live_job=_LIVE_JOB,
+        open_delivery=_OPEN_DELIVERY,
+        fleet_wait=fleet_wait,
     )
 
 
@@ -249,7 +271,18 @@ def run(session: Session, *, now: datetime | None = None) -> MonitorResult:
         text(_AT_RISK_SQL.format(predicted=_predicted_sql(), only="")),
         params,
     ).scalar_one()
-    escalated = session.execute(text(_ESCALATE_JOBS_SQL)).rowcount
+    escalated = session.execute(
+        text(
+            _ESCALATE_JOBS_SQL.format(
+                predicted=_predicted_sql(),
+                breached=sla.PRIORITY_BREACHED,
+                at_risk=sla.PRIORITY_AT_RISK,
+                normal=sla.PRIORITY_NORMAL,
+                live_job=_LIVE_JOB,
+            )
+        ),
+        params,
+    ).rowcount
     session.expire_all()
     return MonitorResult(at_risk=at_risk, breached=breached.breached, jobs_escalated=escalated)
 
@@ -268,7 +301,11 @@ def check_before_preparing(session: Session, order: Order, *, now: datetime | No
     now = now or clock.now()
     margin = timedelta(minutes=get_settings().sla_risk_margin_before_preparing_minutes)
     flagged = session.execute(
-        text(_AT_RISK_SQL.format(predicted=_predicted_sql(), only="AND o.id = :order_id")),
+        text(
+            _AT_RISK_SQL.format(
+                predicted=_predicted_sql(_PROMISED_WAIT), only="AND o.id = :order_id"
+            )
+        ),
         _params(now) | {"order_id": order.id, "margin": margin},
     ).scalar_one()
     # No job to raise yet: the order's job opens when it is ready, escalated by the monitor's pass.

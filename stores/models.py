@@ -217,7 +217,13 @@ class FleetLoad(Base):
     store_id: Mapped[int] = mapped_column(
         ForeignKey("stores.id", ondelete="CASCADE"), primary_key=True
     )
+    # The wait promised at search, checkout and as the store starts: the queue model's, or how
+    # long the store's jobs are waiting now if that is longer.
     courier_wait_minutes: Mapped[float]
+    # The queue model's wait alone, which the SLA monitor predicts with (null: as promised). Its
+    # escalations send jobs across a wider ring, so they follow the model rather than the
+    # cautious floor.
+    queue_wait_minutes: Mapped[float | None]
     # Of that wait, the part beyond preparation: how long a store may hold a new delivery order
     # before starting on it and still have it ready when the courier's turn comes.
     hold_minutes: Mapped[float] = mapped_column(server_default=text("0"))

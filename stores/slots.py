@@ -13,19 +13,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from o2o import clock
 from o2o.config import get_settings
 from o2o.errors import Conflict, InvalidInput
+from o2o.geo import point_wkt
 from o2o.i18n import gettext as _
-from stores import hours
+from stores import eta, hours
 from stores.models import DeliverySlot, Store
 
 # A slot starts at least this long after it is booked: the store prepares, a courier rides.
 SLOT_LEAD_MINUTES = 45
+# A scheduled delivery's parcel is made this much earlier than preparation, the usual wait for a
+# courier and the ride strictly need (preparation may run long; a courier may come early).
+SLOT_PREPARATION_SLACK_MINUTES = 15
 
 
 @dataclass(frozen=True)
@@ -148,3 +152,30 @@ def give_back(session: Session, store_id: int, start: datetime) -> None:
         ),
         {"store_id": store_id, "start": start},
     )
+
+
+def preparation_start(
+    session: Session, store_id: int, slot_start: datetime, door: dict[str, float]
+) -> datetime:
+    """Return when the store should start on an order for a slot starting at `slot_start`.
+
+    In time for the slot, not at once: preparation, the usual wait for a courier and the ride to
+    the door (`door`: lat, lon) before the slot starts, and a slack. So the store starts on a
+    scheduled delivery when the fleet of that hour is known, and the promise check made as it
+    starts (dispatch's `before_preparing`) can still tell the patient of a changed one.
+    """
+    prep, detour, speed, metres = session.execute(
+        select(
+            Store.prep_minutes,
+            Store.detour_factor,
+            Store.courier_speed_kmh,
+            func.ST_Distance(Store.location, func.ST_GeogFromText(point_wkt(**door))),
+        ).where(Store.id == store_id)
+    ).one()
+    lead = (
+        prep
+        + get_settings().sla_courier_wait_minutes
+        + eta.travel_minutes(float(metres), detour, speed)
+        + SLOT_PREPARATION_SLACK_MINUTES
+    )
+    return slot_start - timedelta(minutes=lead)

@@ -259,8 +259,9 @@ class OrderOut(BaseModel):
     cancelled_at: datetime | None
     cancel_reason: str | None
     sla_deadline: datetime | None
-    # Just-in-time preparation (deliveries): when the fleet's queue means no courier would come
-    # sooner, the store is advised to start on the order from here (set at release).
+    # When the store is advised to start on a delivery (set at release): in time for a slot's
+    # start, or (just-in-time preparation) when the fleet's queue means no courier would come
+    # sooner.
     prepare_from: datetime | None = None
     # The scheduled delivery window the patient chose (the SLA deadline is its end).
     delivery_slot: DeliverySlotOut | None = None

@@ -10,10 +10,11 @@ from sqlalchemy.orm import Session
 from o2o import clock, outbox
 from o2o.config import get_settings
 from o2o.errors import NotFound
+from o2o.geo import to_latlon
 from o2o.i18n import gettext as _
 from o2o.orders import events, states
 from o2o.orders.models import Fulfillment, Order, OrderEvent, OrderStatus
-from stores import allocation, fleet_load
+from stores import allocation, fleet_load, slots
 
 S = OrderStatus
 
@@ -54,6 +55,13 @@ def transition(
         order.hold_expires_at = None
         if order.delivery_slot_end is not None:
             order.sla_deadline = order.delivery_slot_end  # a scheduled delivery: the slot's end
+            start = slots.preparation_start(
+                session,
+                order.store_id,
+                order.delivery_slot_start,
+                to_latlon(order.delivery_location),
+            )
+            order.prepare_from = max(at, start)
         elif order.fulfillment is Fulfillment.DELIVERY:
             order.sla_deadline = states.sla_deadline(at, get_settings().sla_minutes)
             hold = fleet_load.preparation_hold(session, order.store_id, now=at)

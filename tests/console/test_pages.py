@@ -16,7 +16,7 @@ from prescriptions import doctor_keys, refills
 from prescriptions.models import DoctorKey, Prescription
 from prescriptions.workflow import PrescriptionStatus
 from stores import slots
-from stores.models import Lot, Store
+from stores.models import Lot, Product, Store
 from tests import factories
 from tests.console.conftest import console_login
 from tests.console.helpers import csrf_from
@@ -487,7 +487,12 @@ def test_payments_page_shows_takings_refunds_and_what_to_collect(client, db, wor
 
 def test_board_shows_scheduled_deliveries_by_slot(client, db, world, as_user):
     store = db.get(Store, world.store_a)
-    product_id = db.scalar(select(Lot.product_id).where(Lot.store_id == store.id).limit(1))
+    product_id = db.scalar(
+        select(Lot.product_id)
+        .join(Product, Product.id == Lot.product_id)
+        .where(Lot.store_id == store.id, Product.rx_only.is_(False))
+        .limit(1)
+    )
     patient = db.scalar(select(User).where(User.email == world.patient))
     slot = slots.open_slots(db, store)[2]
     body = {
@@ -511,6 +516,9 @@ def test_board_shows_scheduled_deliveries_by_slot(client, db, world, as_user):
     assert str(order.id)[:8] in section[: section.index("</section>")]
     local = slot.start.astimezone(ZoneInfo(store.timezone)).strftime("%H:%M")
     assert f"Slot {local}" in html
+    db.refresh(order)
+    advised = order.prepare_from.astimezone(ZoneInfo(store.timezone)).strftime("%H:%M")
+    assert f"Start preparing at {advised}, in time for its delivery slot." in html
 
 
 def test_board_lists_substitutions_waiting_for_the_patient(client, db, world, as_user):

@@ -11,6 +11,7 @@ from sqlalchemy import select, text
 from dispatch import fleet, monitor
 from o2o import clock
 from o2o.config import get_settings
+from o2o.orders.models import Order
 from o2o.users.models import Role
 from stores.models import FleetLoad
 from tests import factories
@@ -157,6 +158,42 @@ def test_couriers_going_off_shift_soon_are_not_counted_on(client, db, store, pro
     assert after.couriers == 6  # the seventh leaves within the horizon: not counted
 
 
+def test_a_store_whose_jobs_sit_unclaimed_promises_no_less_than_they_wait(db, store):
+    """Couriers idle nearby, but none takes this store's jobs (outside their areas, say): the
+    promise counts the wait its jobs really have, not the calm the neighbourhood suggests."""
+    saturate(db, store, jobs=0, couriers=5)
+    calm = db.scalar(select(FleetLoad.courier_wait_minutes).where(FleetLoad.store_id == store.id))
+    assert calm <= 10
+    for _ in range(2):
+        order = helpers.make_delivery_order(db, store)
+        helpers.job_of(db, order).opened_at = clock.now() - timedelta(minutes=50)
+    db.flush()
+    fleet.refresh(db)
+    db.expire_all()
+    load = db.scalar(select(FleetLoad).where(FleetLoad.store_id == store.id))
+    assert load.courier_wait_minutes >= 50
+    # The monitor's escalations follow the queue model alone, which still sees idle couriers.
+    assert load.queue_wait_minutes <= 10
+
+
+def test_couriers_whose_area_leaves_out_the_store_are_not_counted_on(db, store):
+    """A courier riding past a store outside their service area never takes its jobs: the wait
+    promised for it does not count on them."""
+    saturate(db, store, jobs=12, couriers=2)
+    before = db.scalar(select(FleetLoad).where(FleetLoad.store_id == store.id))
+    assert before.couriers == 2
+    promised = before.courier_wait_minutes
+    passing = factories.square_zone(factories.offset(0, 4000), 1500)  # 4 km east, not the store
+    covering = factories.square_zone(factories.offset(0, 0), 1500)
+    for area in (passing, passing, passing, covering):
+        helpers.make_courier(db, area=area, at=factories.offset(400, 0))
+    fleet.refresh(db)
+    db.expire_all()
+    after = db.scalar(select(FleetLoad).where(FleetLoad.store_id == store.id))
+    assert after.couriers == 3  # the two at home, and the one whose area covers the store
+    assert after.queue_wait_minutes < after.courier_wait_minutes < promised
+
+
 def _paid_delivery(client, db, product) -> dict:
     patient = make_user(db, role=Role.PATIENT)
     r = client.post(ORDERS, json=body(product.id, "delivery"), headers=auth(patient))
@@ -271,3 +308,48 @@ def test_a_promise_near_its_margin_is_told_as_the_store_starts_not_left_to_the_m
     told = _start_on(client, db, store, order_id)
     assert told.escalated_at <= told.started
     assert told.predicted_finish > deadline - timedelta(minutes=30)
+
+
+def _fleet_wait(db, store, minutes: float) -> None:
+    db.execute(
+        text(
+            "INSERT INTO store_fleet_load (store_id, courier_wait_minutes, hold_minutes, "
+            "open_jobs, couriers, computed_at) VALUES (:s, :w, 0, 6, 2, :now) "
+            "ON CONFLICT (store_id) DO UPDATE SET courier_wait_minutes = EXCLUDED.courier_wait_minutes, "
+            "computed_at = EXCLUDED.computed_at"
+        ),
+        {"s": store.id, "w": minutes, "now": clock.now()},
+    )
+
+
+def test_a_job_told_early_keeps_its_place_until_its_finish_nears_the_deadline(
+    client, db, store, product
+):
+    # Told as the store starts (predicted 25 minutes before the deadline, inside the wide margin),
+    # the job does not jump the queue yet: once the prediction comes within the monitor's own
+    # margin (15 minutes), it does.
+    order = _paid_delivery(client, db, product)
+    order_id = uuid.UUID(order["id"])
+    deadline = datetime.fromisoformat(order["sla_deadline"])
+    calm = monitor.predict(db)[order_id]
+    wait = get_settings().sla_courier_wait_minutes
+    wait += (deadline - timedelta(minutes=25) - calm).total_seconds() / 60
+    _fleet_wait(db, store, wait)
+    told = _start_on(client, db, store, order_id)
+    assert told.escalated_at <= told.started
+    staff = make_user(db, role=Role.PHARMACIST, store_ids=[store.id])
+    r = client.post(f"{ORDERS}/{order_id}/ready", headers=auth(staff))
+    assert r.status_code == 200, r.text
+    db.expire_all()
+    job = helpers.job_of(db, db.get(Order, order_id))
+
+    monitor.run(db)
+    db.refresh(job)
+    assert job.priority == 0  # told, but still well on time: no wide ring yet
+
+    ready = monitor.predict(db)[order_id]
+    _fleet_wait(db, store, wait + (deadline - timedelta(minutes=5) - ready).total_seconds() / 60)
+    assert monitor.predict(db)[order_id] > deadline - timedelta(minutes=15)
+    monitor.run(db)
+    db.refresh(job)
+    assert job.priority == 1  # now within the monitor's margin: escalated

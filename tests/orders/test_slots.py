@@ -88,13 +88,21 @@ def test_an_order_for_a_slot_is_due_at_its_end_and_its_job_opens_in_time(
     after = client.get(f"/api/v1/stores/{store.id}/delivery-slots").json()["slots"]
     assert next(s for s in after if s["start"] == slot["start"])["left"] == slot["left"] - 1
 
-    # Prepared at once, it still waits off the board until a courier taking it then arrives as
-    # the slot starts.
+    # The store is advised to start in time for the slot, not at once: preparation, the usual
+    # wait for a courier, the ride (800 m north to the door, 300 m from the store) and a slack.
+    start = datetime.fromisoformat(slot["start"])
+    advised = datetime.fromisoformat(order["prepare_from"])
+    ride = 300 * store.detour_factor / (store.courier_speed_kmh * 1000 / 60)
+    lead = store.prep_minutes + 10 + ride + slots.SLOT_PREPARATION_SLACK_MINUTES
+    assert (start - advised).total_seconds() / 60 == pytest.approx(lead, abs=0.5)
+    assert advised > datetime.fromisoformat(order["released_at"])
+
+    # Prepared at once all the same, it still waits off the board until a courier taking it
+    # then arrives as the slot starts.
     row = db.get(Order, order["id"])
     store_actions.prepare(db, row, actor_id=patient.id)
     store_actions.mark_ready(db, row, actor_id=patient.id)
     job = db.scalar(select(Job).where(Job.order_id == row.id))
-    start = datetime.fromisoformat(slot["start"])
     assert clock.now() < job.opened_at < start
     assert start - job.opened_at < timedelta(minutes=40)
     assert job.deadline == datetime.fromisoformat(slot["end"])

@@ -71,3 +71,17 @@ def test_a_store_holds_a_new_delivery_until_just_before_the_queue_reaches_it():
     assert preparation_hold_minutes(hood(ahead=3, idle=5), prep_minutes=10) == 0.0
     # Without a courier at all there is nothing to wait for: start, the patient is told anyway.
     assert preparation_hold_minutes(hood(couriers=0, idle=0), prep_minutes=10) == 0.0
+
+
+def test_a_store_whose_jobs_wait_long_promises_at_least_that_wait():
+    # The neighbourhood looks calm (idle couriers), but the store's own jobs have lately waited
+    # 50 minutes for a claim (few couriers may take them): a new one waits as long, then the ride.
+    calm = hood(ahead=3, idle=5)
+    assert courier_wait_minutes(calm, prep_minutes=10) == 6.0
+    slighted = Neighbourhood(3, 10, 5, 20.0, 6.0, observed_claim_wait=50.0)
+    assert courier_wait_minutes(slighted, prep_minutes=10) == 56.0
+    # A short observed wait changes nothing the model already says.
+    quick = Neighbourhood(40, 10, 0, 20.0, 6.0, observed_claim_wait=5.0)
+    assert courier_wait_minutes(quick, prep_minutes=10) == courier_wait_minutes(
+        hood(ahead=40, idle=0), prep_minutes=10
+    )
