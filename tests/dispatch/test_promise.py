@@ -276,40 +276,6 @@ def test_starting_on_a_delivery_the_fleet_can_make_tells_nobody(client, db, stor
     )
 
 
-def test_a_promise_near_its_margin_is_told_as_the_store_starts_not_left_to_the_monitor(
-    client, db, store, product
-):
-    # The fleet's wait moves between two passes of the monitor: as the store starts, a delivery
-    # predicted to land within the wider margin (30 min) of its deadline is told now, while the
-    # monitor's own margin (15 min) would still call it on track.
-    order = _paid_delivery(client, db, product)
-    order_id = uuid.UUID(order["id"])
-    deadline = datetime.fromisoformat(order["sla_deadline"])
-    calm = monitor.predict(db)[order_id]
-    settings = get_settings()
-    wait = (
-        settings.sla_courier_wait_minutes
-        + (deadline - timedelta(minutes=22) - calm).total_seconds() / 60
-    )
-    db.add(
-        FleetLoad(
-            store_id=store.id,
-            courier_wait_minutes=wait,
-            open_jobs=6,
-            couriers=2,
-            computed_at=clock.now(),
-        )
-    )
-    db.flush()
-    predicted = monitor.predict(db)[order_id]
-    assert abs((deadline - predicted).total_seconds() / 60 - 22) < 0.1
-    assert monitor.run(db).at_risk == 0  # on track by the monitor's margin
-
-    told = _start_on(client, db, store, order_id)
-    assert told.escalated_at <= told.started
-    assert told.predicted_finish > deadline - timedelta(minutes=30)
-
-
 def _fleet_wait(db, store, minutes: float) -> None:
     db.execute(
         text(
@@ -322,19 +288,42 @@ def _fleet_wait(db, store, minutes: float) -> None:
     )
 
 
+def _due_minutes_before_deadline(client, db, store, product, minutes: float):
+    """A paid delivery, and the fleet's wait that predicts it `minutes` before its deadline:
+    return (order id, deadline, that wait)."""
+    order = _paid_delivery(client, db, product)
+    order_id = uuid.UUID(order["id"])
+    deadline = datetime.fromisoformat(order["sla_deadline"])
+    calm = monitor.predict(db)[order_id]
+    wait = get_settings().sla_courier_wait_minutes
+    wait += (deadline - timedelta(minutes=minutes) - calm).total_seconds() / 60
+    _fleet_wait(db, store, wait)
+    return order_id, deadline, wait
+
+
+def test_a_promise_near_its_margin_is_told_as_the_store_starts_not_left_to_the_monitor(
+    client, db, store, product
+):
+    # The fleet's wait moves between two passes of the monitor: as the store starts, a delivery
+    # predicted to land within the wider margin (30 min) of its deadline is told now, while the
+    # monitor's own margin (15 min) would still call it on track.
+    order_id, deadline, _ = _due_minutes_before_deadline(client, db, store, product, 22)
+    predicted = monitor.predict(db)[order_id]
+    assert abs((deadline - predicted).total_seconds() / 60 - 22) < 0.1
+    assert monitor.run(db).at_risk == 0  # on track by the monitor's margin
+
+    told = _start_on(client, db, store, order_id)
+    assert told.escalated_at <= told.started
+    assert told.predicted_finish > deadline - timedelta(minutes=30)
+
+
 def test_a_job_told_early_keeps_its_place_until_its_finish_nears_the_deadline(
     client, db, store, product
 ):
     # Told as the store starts (predicted 25 minutes before the deadline, inside the wide margin),
     # the job does not jump the queue yet: once the prediction comes within the monitor's own
     # margin (15 minutes), it does.
-    order = _paid_delivery(client, db, product)
-    order_id = uuid.UUID(order["id"])
-    deadline = datetime.fromisoformat(order["sla_deadline"])
-    calm = monitor.predict(db)[order_id]
-    wait = get_settings().sla_courier_wait_minutes
-    wait += (deadline - timedelta(minutes=25) - calm).total_seconds() / 60
-    _fleet_wait(db, store, wait)
+    order_id, deadline, wait = _due_minutes_before_deadline(client, db, store, product, 25)
     told = _start_on(client, db, store, order_id)
     assert told.escalated_at <= told.started
     staff = make_user(db, role=Role.PHARMACIST, store_ids=[store.id])
