@@ -92,7 +92,9 @@ def _priority_of(session: Session, order_id: uuid.UUID) -> int:
     margin = timedelta(minutes=get_settings().sla_risk_margin_minutes)
     if flagged is not None and flagged.predicted_finish > flagged.deadline - margin:
         return PRIORITY_AT_RISK
-    return PRIORITY_NORMAL
+    # A job the monitor raised on a later prediction: its next attempt keeps that priority.
+    earlier = session.scalar(select(func.max(Job.priority)).where(Job.order_id == order_id))
+    return max(PRIORITY_NORMAL, earlier or PRIORITY_NORMAL)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ radius of it, the area its couriers come from and go to):
 
 - arrivals: delivery orders released in the neighbourhood over the last ARRIVAL_WINDOW_MINUTES.
 - observed: how long the store's own jobs waited for their claim lately (those claimed within
-  OBSERVED_WINDOW_MINUTES, and the age of those still open), on average.
+  OBSERVED_WINDOW_MINUTES, and the age of those still open and not yet past their deadline), on
+  average.
 
 A new order's job opens after preparation. Idle couriers take the first jobs at once; beyond
 them the neighbourhood clears jobs at couriers / minutes-per-parcel a minute, so the new job is
@@ -186,7 +187,8 @@ _NEIGHBOURHOODS = text(
                    AS claim_wait
         FROM dispatch_jobs j
         WHERE j.order_id IS NOT NULL AND j.opened_at <= :now
-          AND (j.status = 'open' OR j.claimed_at > :observed_since)
+          -- an open job past its deadline is a breach the monitor handles, not the store's pace
+          AND ((j.status = 'open' AND j.deadline > :now) OR j.claimed_at > :observed_since)
         GROUP BY j.store_id
     ),
     history AS (
@@ -199,20 +201,21 @@ _NEIGHBOURHOODS = text(
             WHERE ST_DWithin(t.location, s.location, :radius_m)) AS jobs_ahead,
            (SELECT coalesce(sum(a.n), 0) FROM arrived a JOIN stores t ON t.id = a.store_id
             WHERE ST_DWithin(t.location, s.location, :radius_m)) AS arrivals,
-           (SELECT count(*) FROM c WHERE ST_DWithin(c.location, s.location, :radius_m))
-               AS couriers,
-           (SELECT count(*) FROM c WHERE NOT c.busy
-              AND ST_DWithin(c.location, s.location, :radius_m)) AS idle,
-           (SELECT count(*) FROM c WHERE ST_DWithin(c.location, s.location, :radius_m)
-              AND (c.home_store_id = s.id OR ST_Covers(c.service_area, s.location)))
-               AS serving,
-           (SELECT count(*) FROM c WHERE NOT c.busy
-              AND ST_DWithin(c.location, s.location, :radius_m)
-              AND (c.home_store_id = s.id OR ST_Covers(c.service_area, s.location)))
-               AS idle_serving,
+           k.couriers, k.idle, k.serving, k.idle_serving,
            h.parcels, h.minutes, h.to_store, h.trips, ob.claim_wait
     FROM s
     LEFT JOIN observed ob ON ob.store_id = s.id
+    -- The couriers around the store, and those of them who may take its jobs, in one pass.
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS couriers, count(*) FILTER (WHERE NOT n.busy) AS idle,
+               count(*) FILTER (WHERE n.serves) AS serving,
+               count(*) FILTER (WHERE n.serves AND NOT n.busy) AS idle_serving
+        FROM (
+            SELECT c.busy,
+                   (c.home_store_id = s.id OR ST_Covers(c.service_area, s.location)) AS serves
+            FROM c WHERE ST_DWithin(c.location, s.location, :radius_m)
+        ) n
+    ) k
     LEFT JOIN LATERAL (
         SELECT sum(h.parcels) AS parcels, sum(h.minutes) AS minutes,
                sum(h.to_store) AS to_store, sum(h.trips) AS trips

@@ -133,7 +133,7 @@ SELECT (SELECT count(*) FROM recorded) AS breached, (SELECT count(*) FROM compen
         FROM compensated) AS compensated
 """
 
-# Every open delivery not yet flagged, with its predicted finish.
+# Open deliveries with their predicted finish (the statements below narrow the set).
 _PREDICTED_SQL = """
     SELECT o.id AS order_id, o.store_id, o.sla_deadline AS deadline,
            CAST(:now AS timestamptz) + make_interval(secs => 60.0 * ({remaining}))
@@ -188,12 +188,15 @@ SELECT count(*) FROM flagged
 # An order flagged by the wider check made as the store starts (the patient told early, the
 # predicted finish still well before the deadline) keeps its place until then: raising every such
 # job sent couriers riding across the wide ring for parcels that were not late, and the claims
-# they lost to the stale sweep made the peak later (docs/BENCHMARKS.md). Read from the live jobs
-# and the flagged open deliveries (a few thousand at most), so the history is never scanned.
+# they lost to the stale sweep made the peak later (docs/BENCHMARKS.md). Read from the live jobs,
+# and predicted again only for the jobs told early and not raised yet, so the history is never
+# scanned.
 _ESCALATE_JOBS_SQL = """
 WITH flagged AS (
     {predicted}
-      AND EXISTS (SELECT 1 FROM sla_escalations e WHERE e.order_id = o.id)
+      AND j.priority < {at_risk}
+      AND EXISTS (SELECT 1 FROM sla_escalations e WHERE e.order_id = o.id
+                    AND e.predicted_finish <= e.deadline - :margin)
 )
 UPDATE dispatch_jobs j SET priority = x.priority
 FROM (
@@ -293,13 +296,16 @@ def check_before_preparing(session: Session, order: Order, *, now: datetime | No
     Run as the store starts on an order: the patient hears of a changed promise before the store
     spends work on it, not a minute after. The monitor's rule and once-only record (an order the
     monitor flagged already is not flagged twice), with the wider margin of
-    `sla_risk_margin_before_preparing_minutes`: this is the last moment to tell before the store
-    starts. Returns whether the order was flagged now.
+    `sla_risk_margin_before_preparing_minutes` (at most half the window for a slot order): this
+    is the last moment to tell before the store starts. Returns whether the order was flagged now.
     """
     if order.fulfillment.value != "delivery" or order.sla_deadline is None:
         return False
     now = now or clock.now()
     margin = timedelta(minutes=get_settings().sla_risk_margin_before_preparing_minutes)
+    if order.delivery_slot_start is not None and order.delivery_slot_end is not None:
+        # A slot's promise is its window: a parcel due in its first half is on time, not at risk.
+        margin = min(margin, (order.delivery_slot_end - order.delivery_slot_start) / 2)
     flagged = session.execute(
         text(
             _AT_RISK_SQL.format(

@@ -224,9 +224,10 @@ class FleetLoad(Base):
     # escalations send jobs across a wider ring, so they follow the model rather than the
     # cautious floor.
     queue_wait_minutes: Mapped[float | None]
-    # Of that wait, the part beyond preparation: how long a store may hold a new delivery order
+    # The queue model's wait beyond preparation: how long a store may hold a new delivery order
     # before starting on it and still have it ready when the courier's turn comes.
     hold_minutes: Mapped[float] = mapped_column(server_default=text("0"))
     open_jobs: Mapped[int]
+    # Couriers around the store who may take its jobs (home store or service area).
     couriers: Mapped[int]
     computed_at: Mapped[datetime]

@@ -81,7 +81,8 @@ class SearchResultOut(BaseModel):
     courier_wait_minutes: int = Field(
         0,
         description="Minutes a ready order is expected to wait for a courier around this store, "
-        "from the open jobs and the couriers near it (0 when unknown or not delivering)",
+        "from the open jobs around it and the couriers near it who may take its jobs, and no "
+        "less than its own jobs are waiting now (0 when unknown or not delivering)",
     )
     is_open: bool
     opens_at: datetime | None = Field(description="When a closed store opens next (UTC)")

@@ -87,7 +87,8 @@ class BoardOrder:
     cancel_reason: str | None = None
     slot_start: datetime | None = None
     slot_end: datetime | None = None
-    # Just in time: the fleet's queue means no courier comes for it sooner (deliveries only).
+    # The advised start (deliveries only): in time for a slot, or just in time when the fleet's
+    # queue means no courier comes for it sooner.
     prepare_from: datetime | None = None
 
 

@@ -61,7 +61,7 @@ def transition(
                 order.delivery_slot_start,
                 to_latlon(order.delivery_location),
             )
-            order.prepare_from = max(at, start)
+            order.prepare_from = at if start is None else max(at, start)
         elif order.fulfillment is Fulfillment.DELIVERY:
             order.sla_deadline = states.sla_deadline(at, get_settings().sla_minutes)
             hold = fleet_load.preparation_hold(session, order.store_id, now=at)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select, text
 
-from dispatch import fleet, monitor
+from dispatch import fleet, monitor, sla
 from o2o import clock
 from o2o.config import get_settings
 from o2o.orders.models import Order
@@ -276,15 +276,18 @@ def test_starting_on_a_delivery_the_fleet_can_make_tells_nobody(client, db, stor
     )
 
 
-def _fleet_wait(db, store, minutes: float) -> None:
+def _fleet_wait(db, store, minutes: float, *, queue: float | None = None) -> None:
+    """The fleet's estimate for the store: `minutes` promised, `queue` (else the same) for the
+    monitor."""
     db.execute(
         text(
-            "INSERT INTO store_fleet_load (store_id, courier_wait_minutes, hold_minutes, "
-            "open_jobs, couriers, computed_at) VALUES (:s, :w, 0, 6, 2, :now) "
-            "ON CONFLICT (store_id) DO UPDATE SET courier_wait_minutes = EXCLUDED.courier_wait_minutes, "
-            "computed_at = EXCLUDED.computed_at"
+            "INSERT INTO store_fleet_load (store_id, courier_wait_minutes, queue_wait_minutes, "
+            "hold_minutes, open_jobs, couriers, computed_at) VALUES (:s, :w, :q, 0, 6, 2, :now) "
+            "ON CONFLICT (store_id) DO UPDATE SET "
+            "courier_wait_minutes = EXCLUDED.courier_wait_minutes, "
+            "queue_wait_minutes = EXCLUDED.queue_wait_minutes, computed_at = EXCLUDED.computed_at"
         ),
-        {"s": store.id, "w": minutes, "now": clock.now()},
+        {"s": store.id, "w": minutes, "q": minutes if queue is None else queue, "now": clock.now()},
     )
 
 
@@ -305,7 +308,7 @@ def test_a_promise_near_its_margin_is_told_as_the_store_starts_not_left_to_the_m
     client, db, store, product
 ):
     # The fleet's wait moves between two passes of the monitor: as the store starts, a delivery
-    # predicted to land within the wider margin (30 min) of its deadline is told now, while the
+    # predicted to land within the wider margin (60 min) of its deadline is told now, while the
     # monitor's own margin (15 min) would still call it on track.
     order_id, deadline, _ = _due_minutes_before_deadline(client, db, store, product, 22)
     predicted = monitor.predict(db)[order_id]
@@ -334,11 +337,28 @@ def test_a_job_told_early_keeps_its_place_until_its_finish_nears_the_deadline(
 
     monitor.run(db)
     db.refresh(job)
-    assert job.priority == 0  # told, but still well on time: no wide ring yet
+    assert job.priority == sla.PRIORITY_NORMAL  # told, but still well on time: no wide ring yet
 
     ready = monitor.predict(db)[order_id]
     _fleet_wait(db, store, wait + (deadline - timedelta(minutes=5) - ready).total_seconds() / 60)
     assert monitor.predict(db)[order_id] > deadline - timedelta(minutes=15)
     monitor.run(db)
     db.refresh(job)
-    assert job.priority == 1  # now within the monitor's margin: escalated
+    assert job.priority == sla.PRIORITY_AT_RISK  # now within the monitor's margin: escalated
+
+
+def test_the_monitor_predicts_with_the_queue_and_the_check_with_the_promise(
+    client, db, store, product
+):
+    # The store's jobs have waited an hour (the promised wait), though the neighbourhood's queue
+    # says five minutes: the monitor, which escalates, follows the queue; the check as the store
+    # starts, which tells the patient, follows the promise.
+    order = _paid_delivery(client, db, product)
+    order_id = uuid.UUID(order["id"])
+    deadline = datetime.fromisoformat(order["sla_deadline"])
+    _fleet_wait(db, store, 100, queue=5)
+    assert monitor.predict(db)[order_id] < deadline - timedelta(minutes=60)
+    assert monitor.run(db).at_risk == 0
+    told = _start_on(client, db, store, order_id)
+    assert told.escalated_at <= told.started
+    assert told.predicted_finish > deadline - timedelta(minutes=60)

@@ -9,14 +9,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
-from dispatch.models import Job
+from dispatch.models import Job, SlaEscalation
 from o2o import clock
 from o2o.db import session_scope
 from o2o.order_flow import store_actions
 from o2o.orders.models import Order
 from o2o.users.models import Role
 from stores import slots
-from stores.models import DeliverySlot
+from stores.models import DeliverySlot, FleetLoad
 from tests.factories import auth, make_lot, make_product, make_store, make_user, offset, pay
 from tests.orders.helpers import order_body
 
@@ -106,6 +106,46 @@ def test_an_order_for_a_slot_is_due_at_its_end_and_its_job_opens_in_time(
     assert clock.now() < job.opened_at < start
     assert start - job.opened_at < timedelta(minutes=40)
     assert job.deadline == datetime.fromisoformat(slot["end"])
+
+
+def test_a_slot_at_opening_time_is_prepared_as_the_store_opens(db):
+    # Open 09:00-18:00 in Shanghai, booked the evening before: the advised start for the 09:00
+    # slot would fall before opening, so it is the opening; the 10:00 slot's lies inside opening
+    # hours.
+    hours = [{"weekday": d, "opens": "09:00", "closes": "18:00"} for d in range(7)]
+    shop = make_store(db, zone_half_side_m=3000, opening_hours=hours)
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)  # 20:00 on 30 November in Shanghai
+    nine, ten = (s.start for s in slots.open_slots(db, shop, now=now)[:2])
+    assert nine.astimezone(ZoneInfo(shop.timezone)).hour == 9
+    door = dict(zip(("lat", "lon"), offset(800, 0), strict=True))
+    assert slots.preparation_start(db, shop.id, nine, door) == nine
+    advised = slots.preparation_start(db, shop.id, ten, door)
+    assert advised is not None and nine <= advised < ten
+
+
+def test_a_slot_order_started_when_advised_is_not_told_it_is_late_for_a_busy_evening(
+    client, db, patient, store, product
+):
+    # Couriers are busy (a 30-minute wait): started when advised, the parcel lands in the first
+    # half of its window, which is on time; the patient is not told otherwise.
+    slot = client.get(f"/api/v1/stores/{store.id}/delivery-slots").json()["slots"][3]
+    r = client.post(URL, json=slot_body(product.id, slot), headers=auth(patient))
+    assert r.status_code == 201, r.text
+    pay(db, r.json()["id"])
+    row = db.get(Order, r.json()["id"])
+    db.refresh(row)
+    db.add(
+        FleetLoad(
+            store_id=store.id,
+            courier_wait_minutes=30,
+            open_jobs=8,
+            couriers=4,
+            computed_at=row.prepare_from,
+        )
+    )
+    db.flush()
+    store_actions.prepare(db, row, actor_id=patient.id, now=row.prepare_from)
+    assert db.get(SlaEscalation, row.id) is None
 
 
 def test_a_full_slot_is_refused_with_409_and_the_next_one(client, db, store, product):
