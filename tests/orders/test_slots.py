@@ -46,6 +46,15 @@ def slot_body(product_id: int, slot: dict, **kw) -> dict:
     return body
 
 
+def _paid_slot_order(client, db, patient, store, product) -> tuple[dict, str]:
+    """The patient orders for the store's fourth slot and pays: return (slot, order id)."""
+    slot = client.get(f"/api/v1/stores/{store.id}/delivery-slots").json()["slots"][3]
+    r = client.post(URL, json=slot_body(product.id, slot), headers=auth(patient))
+    assert r.status_code == 201, r.text
+    pay(db, r.json()["id"])
+    return slot, r.json()["id"]
+
+
 def test_a_store_lists_hourly_slots_from_a_little_ahead_with_their_room(client, store):
     r = client.get(f"/api/v1/stores/{store.id}/delivery-slots")
     assert r.status_code == 200, r.text
@@ -76,11 +85,8 @@ def test_slots_lie_within_opening_hours_on_the_stores_own_clock(db):
 def test_an_order_for_a_slot_is_due_at_its_end_and_its_job_opens_in_time(
     client, db, patient, store, product
 ):
-    slot = client.get(f"/api/v1/stores/{store.id}/delivery-slots").json()["slots"][3]
-    r = client.post(URL, json=slot_body(product.id, slot), headers=auth(patient))
-    assert r.status_code == 201, r.text
-    pay(db, r.json()["id"])
-    order = client.get(f"{URL}/{r.json()['id']}", headers=auth(patient)).json()
+    slot, order_id = _paid_slot_order(client, db, patient, store, product)
+    order = client.get(f"{URL}/{order_id}", headers=auth(patient)).json()
     assert order["fulfillment"] == "delivery"
     assert datetime.fromisoformat(order["sla_deadline"]) == datetime.fromisoformat(slot["end"])
     assert order["delivery_slot"] == {"start": slot["start"], "end": slot["end"]}
@@ -128,11 +134,8 @@ def test_a_slot_order_started_when_advised_is_not_told_it_is_late_for_a_busy_eve
 ):
     # Couriers are busy (a 30-minute wait): started when advised, the parcel lands in the first
     # half of its window, which is on time; the patient is not told otherwise.
-    slot = client.get(f"/api/v1/stores/{store.id}/delivery-slots").json()["slots"][3]
-    r = client.post(URL, json=slot_body(product.id, slot), headers=auth(patient))
-    assert r.status_code == 201, r.text
-    pay(db, r.json()["id"])
-    row = db.get(Order, r.json()["id"])
+    _, order_id = _paid_slot_order(client, db, patient, store, product)
+    row = db.get(Order, order_id)
     db.refresh(row)
     db.add(
         FleetLoad(
