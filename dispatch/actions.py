@@ -13,19 +13,17 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from dispatch import monitor, runs, views
-from dispatch.eta import EtaModel
 from dispatch.models import HELD_JOB_STATES, Job, JobStatus, SlaBreach, SlaEscalation
 from dispatch.pool import job_not_found
 from dispatch.sla import PRIORITY_AT_RISK, PRIORITY_BREACHED, PRIORITY_NORMAL
 from o2o import clock, outbox
 from o2o.config import get_settings
 from o2o.errors import Conflict, InvalidInput, NotFound
-from o2o.geo import point_wkt
 from o2o.i18n import gettext as _
 from o2o.orders import lifecycle
 from o2o.orders.models import Order, OrderStatus
 from o2o.users.models import Role, User
-from stores.models import Store
+from stores import slots
 
 J = JobStatus
 
@@ -62,20 +60,10 @@ def _opens_at(session: Session, order: Order, now: datetime) -> datetime:
     """
     if order.delivery_slot_start is None:
         return now
-    store = session.get(Store, order.store_id)
     # Couriers see when a job enters the board: ridden from the drop-off's grid cell, not the
     # exact point, so the opening time tells no more than the board's approximate drop-off.
     cell = views.approximate_dropoff(order.delivery_location)
-    metres = session.scalar(
-        select(
-            func.ST_Distance(
-                Store.location, func.ST_GeogFromText(point_wkt(cell["lat"], cell["lon"]))
-            )
-        ).where(Store.id == order.store_id)
-    )
-    lead = get_settings().sla_courier_wait_minutes + EtaModel.for_store(store).travel_minutes(
-        float(metres or 0.0)
-    )
+    _, lead = slots.courier_lead(session, order.store_id, cell)
     return max(now, order.delivery_slot_start - timedelta(minutes=lead))
 
 

@@ -154,33 +154,36 @@ def give_back(session: Session, store_id: int, start: datetime) -> None:
     )
 
 
+def courier_lead(session: Session, store_id: int, door: dict[str, float]) -> tuple[Store, float]:
+    """Return the store and the minutes from a slot order's job entering the pool to its courier
+    at the door (`door`: lat, lon): the usual wait for a courier, then the ride."""
+    store, metres = session.execute(
+        select(
+            Store, func.ST_Distance(Store.location, func.ST_GeogFromText(point_wkt(**door)))
+        ).where(Store.id == store_id)
+    ).one()
+    ride = eta.travel_minutes(float(metres or 0.0), store.detour_factor, store.courier_speed_kmh)
+    return store, get_settings().sla_courier_wait_minutes + ride
+
+
 def preparation_start(
     session: Session, store_id: int, slot_start: datetime, door: dict[str, float] | None
 ) -> datetime | None:
     """Return when the store should start on an order for a slot starting at `slot_start`, or
     None to start at once.
 
-    In time for the slot, not at once: preparation, the usual wait for a courier and the ride to
-    the door (`door`: lat, lon) before the slot starts, and a slack on top. So
-    the store starts on a scheduled delivery when the fleet of that hour is known, and the promise
-    check made as it starts (dispatch's `before_preparing`) can still tell the patient of a
-    changed one. When the store is closed at that moment (a slot at opening time), the moment it
-    opens for the slot.
+    In time for the slot, not at once: preparation and the courier's lead (`courier_lead`) before
+    the slot starts, and a slack on top. So the store starts on a scheduled delivery when the
+    fleet of that hour is known, and the promise check made as it starts (dispatch's
+    `before_preparing`) can still tell the patient of a changed one. When the store is closed at
+    that moment (a slot at opening time), the moment it opens for the slot.
     """
     if door is None:
         return None
-    store, metres = session.execute(
-        select(
-            Store, func.ST_Distance(Store.location, func.ST_GeogFromText(point_wkt(**door)))
-        ).where(Store.id == store_id)
-    ).one()
-    lead = (
-        store.prep_minutes
-        + get_settings().sla_courier_wait_minutes
-        + eta.travel_minutes(float(metres or 0.0), store.detour_factor, store.courier_speed_kmh)
-        + SLOT_PREPARATION_SLACK_MINUTES
+    store, lead = courier_lead(session, store_id, door)
+    start = slot_start - timedelta(
+        minutes=store.prep_minutes + lead + SLOT_PREPARATION_SLACK_MINUTES
     )
-    start = slot_start - timedelta(minutes=lead)
     if hours.is_open_at(store.opening_hours, store.timezone, start):
         return start
     # Closed then (a slot at opening time): start as the store opens for the slot.
