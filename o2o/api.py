@@ -4,6 +4,7 @@ the endpoint returns."""
 
 import inspect
 import json
+import re
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -51,6 +52,12 @@ CursorQuery = Annotated[
     ),
 ]
 
+# How a JSON document's bytes can carry text the database cannot store (`o2o.text`): a NUL or
+# surrogate escape (`\u0000`, `\ud800`-`\udfff`), a surrogate encoded as if it were UTF-8 (which
+# `json.loads` accepts), or a NUL byte (a raw one, or a UTF-16 or UTF-32 document, which
+# `json.loads` also reads). A body with none of them is not walked; one with any is, in full.
+_MAY_BE_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\x00|\xed[\xa0-\xbf]")
+
 # Headers whose values the platform stores (the others are only read).
 STORED_HEADERS = ("idempotency-key",)
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -90,6 +97,8 @@ async def check_request_text(request: JsonRequest, *, reads_body: bool) -> None:
     elif content_type.startswith("application/json") or (
         not content_type and request.method in ("POST", "PUT", "PATCH")
     ):
+        if not _MAY_BE_UNSTORABLE.search(await request.body()):
+            return  # no way to write such text in these bytes: no need to walk the document
         try:
             body = await request.json()
         except ValueError:  # malformed JSON is refused by the handler in the one error shape

@@ -4,8 +4,9 @@ edge, session_scope() for tasks and the CLI, and tasks queued to run only after 
 Two engines share the settings: the sync one behind DbSession (endpoints that run in the thread
 pool) and an async one (psycopg's async mode) behind SessionRunner, which async endpoints use to
 run the same sync service code in the event loop (SQLAlchemy's greenlet bridge): no thread hand-off
-for the session, the endpoint or the response. The hottest read, the nearby list, runs on neither:
-DriverConnection gives it a connection of psycopg's own async pool, with no session around it."""
+for the session, the endpoint or the response. The hottest reads, the nearby list and search, run
+on neither: DriverConnection gives them a connection of psycopg's own async pool in autocommit,
+with no session around it."""
 
 import functools
 import logging
@@ -100,10 +101,18 @@ def get_async_sessionmaker() -> async_sessionmaker[AsyncSession]:
 
 
 class Runner:
-    """Run sync session code (the services) for an async endpoint, in the event loop."""
+    """Run sync session code (the services) for an async endpoint, in the event loop. The session
+    is made on first use: an endpoint that needs it only on some paths pays nothing on the others.
+    """
 
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    def __init__(self, session: AsyncSession | None = None) -> None:
+        self._session = session
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            self._session = get_async_sessionmaker()()
+        return self._session
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Call fn(session, *args, **kwargs) with a sync Session over the async connection."""
@@ -112,22 +121,29 @@ class Runner:
 
 async def get_runner() -> AsyncIterator[Runner]:
     """Give an async request one session; commit before the response, roll back on any error."""
-    session = get_async_sessionmaker()()
+    runner = Runner()
     try:
-        yield Runner(session)
-        await session.commit()
+        yield runner
+        if runner._session is not None:
+            await runner._session.commit()
     except BaseException:
-        await session.rollback()
+        if runner._session is not None:
+            await runner._session.rollback()
         raise
     finally:
-        await session.close()
+        if runner._session is not None:
+            await runner._session.close()
 
 
 def make_driver_pool(settings: Settings) -> AsyncConnectionPool:
     """A psycopg async pool for one serving of the application, opened by its lifespan in its
     event loop: as many connections as the async engine's pool (`db_async_pool_size`), no liveness
     round trip on checkout (a connection psycopg saw fail is dropped as it comes back; one the
-    server dropped silently fails its request with 503, and the client retries)."""
+    server dropped silently fails its request with 503, and the client retries).
+
+    Its connections are in autocommit: they serve reads, each statement seeing what was committed
+    when it started (as in a READ COMMITTED transaction), without the two round trips of BEGIN and
+    COMMIT. A step that needs a transaction opens one (`conn.transaction()`)."""
     return AsyncConnectionPool(
         psycopg_url(settings.database_url),
         min_size=1,
@@ -135,7 +151,7 @@ def make_driver_pool(settings: Settings) -> AsyncConnectionPool:
         open=False,
         timeout=10,
         max_lifetime=1800,
-        kwargs={"connect_timeout": 5},
+        kwargs={"connect_timeout": 5, "autocommit": True},
     )
 
 
@@ -145,8 +161,8 @@ def psycopg_url(url: str) -> str:
 
 
 async def get_driver(request: Request) -> AsyncIterator[psycopg.AsyncConnection]:
-    """Give an async request a connection of its application's driver pool, in one transaction:
-    committed before the response, rolled back on any error."""
+    """Give an async read a connection of its application's driver pool (autocommit: see
+    `make_driver_pool`), back to the pool after the response is built."""
     async with request.state.driver_pool.connection() as conn:
         yield conn
 

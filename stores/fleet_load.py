@@ -16,18 +16,27 @@ from o2o.config import get_settings
 from stores.models import FleetLoad
 
 
+def fresh_since(now: datetime) -> datetime:
+    """Return the oldest `computed_at` of an estimate still fresh at `now`."""
+    return now - timedelta(minutes=get_settings().fleet_load_max_age_minutes)
+
+
+def whole_minutes(wait: float) -> int:
+    """Return a stored wait as the whole minutes a promise adds (a float's noise rounded off)."""
+    return math.ceil(round(wait, 6))
+
+
 def courier_waits(session: Session, store_ids: Iterable[int], *, now: datetime) -> dict[int, int]:
     """Return whole minutes of courier wait per store, for stores with a fresh estimate."""
     ids = sorted(set(store_ids))
     if not ids:
         return {}
-    since = now - timedelta(minutes=get_settings().fleet_load_max_age_minutes)
     rows = session.execute(
         select(FleetLoad.store_id, FleetLoad.courier_wait_minutes).where(
-            FleetLoad.store_id.in_(ids), FleetLoad.computed_at >= since
+            FleetLoad.store_id.in_(ids), FleetLoad.computed_at >= fresh_since(now)
         )
     ).all()
-    return {store_id: math.ceil(round(wait, 6)) for store_id, wait in rows}
+    return {store_id: whole_minutes(wait) for store_id, wait in rows}
 
 
 def preparation_hold(session: Session, store_id: int, *, now: datetime) -> float:
@@ -35,10 +44,9 @@ def preparation_hold(session: Session, store_id: int, *, now: datetime) -> float
 
     Zero without a fresh estimate: then the store starts at once, as it always did.
     """
-    since = now - timedelta(minutes=get_settings().fleet_load_max_age_minutes)
     hold = session.scalar(
         select(FleetLoad.hold_minutes).where(
-            FleetLoad.store_id == store_id, FleetLoad.computed_at >= since
+            FleetLoad.store_id == store_id, FleetLoad.computed_at >= fresh_since(now)
         )
     )
     return float(hold or 0.0)

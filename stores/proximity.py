@@ -6,6 +6,7 @@ distance d is at least d x (1 - SPHEROID_BOUND) away on the spheroid, which prov
 is final and how far past the radius the sphere stream must run.
 """
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -123,9 +124,9 @@ def walk(session: Session, statement: TextClause, params: dict) -> list[Row]:
 
 
 async def walk_async(conn: AsyncConnection, statement: str, params: dict) -> list[Any]:
-    """`walk` on the driver's async connection (psycopg), as the first statement of its
-    transaction; rows are named tuples. Refused by the index's ordering, the transaction (which
-    holds nothing else) is rolled back and the walk run again without it."""
+    """`walk` on the driver's async connection (psycopg, autocommit: see `o2o.db`); rows are
+    named tuples. Refused by the index's ordering, the walk runs again without it, in a
+    transaction of its own that the setting does not outlive."""
     try:
         async with conn.cursor(row_factory=namedtuple_row) as cur:
             await cur.execute(statement, params)
@@ -133,8 +134,8 @@ async def walk_async(conn: AsyncConnection, statement: str, params: dict) -> lis
     except psycopg.Error as exc:
         if _MISORDERED not in str(exc):
             raise
-    await conn.rollback()
-    async with conn.cursor(row_factory=namedtuple_row) as cur:
+    await conn.rollback()  # nothing to roll back in autocommit; a transaction opened by a caller
+    async with conn.transaction(), conn.cursor(row_factory=namedtuple_row) as cur:
         await cur.execute(_INDEX_SCANS_OFF)
         await cur.execute(statement, params)
         rows = await cur.fetchall()
@@ -142,6 +143,7 @@ async def walk_async(conn: AsyncConnection, statement: str, params: dict) -> lis
     return rows
 
 
+@functools.lru_cache(maxsize=1024)
 def driver_sql(statement: TextClause) -> str:
     """A walk's statement written for SQLAlchemy (`:name`), rewritten for psycopg
     (`%(name)s`); PostgreSQL's casts (`::text`) are left alone."""

@@ -25,8 +25,8 @@ Complete stores are found first; only when fewer than the limit exist is a secon
 the nearest partial ones, with its own plan.
 
 Round trips. A search is one statement, two when partial stores are needed: the planning
-statistics are cached per process (see STATS_TTL_S) and the cart is checked inside the first
-query. Each plan has statement text of its own with array parameters, so the driver prepares it
+statistics are cached per process (see STATS_TTL_S), the cart is checked inside the first
+query, and each result comes with its store's courier wait (`store_fleet_load`, when fresh). Each plan has statement text of its own with array parameters, so the driver prepares it
 after a few runs (psycopg's prepare_threshold) and later searches skip parsing it. PostgreSQL
 still plans most of them afresh (plan_cache_mode auto keeps custom plans, whose estimates for
 the cart are sharper); their generic plans have the same shapes, so reusing one is safe.
@@ -42,16 +42,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Row, TextClause, text
+from sqlalchemy import TextClause, text
 from sqlalchemy.orm import Session
 
 from o2o import clock
 from o2o.errors import InvalidInput
 from o2o.i18n import gettext
-from stores import cart, fleet_load, hours, proximity
+from stores import cart, fleet_load, hours, proximity, statements
 from stores.cart import CartLine
 from stores.eta import delivery_eta_minutes, pickup_eta_minutes
 from stores.proximity import POINT_SQL
+from stores.statements import Step, Steps
 
 Fulfillment = Literal["pickup", "delivery", "any"]
 FULFILLMENTS: tuple[str, ...] = ("pickup", "delivery", "any")
@@ -144,13 +145,9 @@ _STATS_MAX_PRODUCTS = 200_000
 _stats: dict[str, dict[int, tuple[int, float]]] = {}
 
 
-def _database(session: Session) -> str:
-    return str(session.get_bind().engine.url)
-
-
-def _cached_counts(session: Session, ids: Sequence[int]) -> tuple[dict[int, int], int] | None:
+def _cached_counts(database: str, ids: Sequence[int]) -> tuple[dict[int, int], int] | None:
     """Return the stores holding each product and all stores, if all are cached and fresh."""
-    cache = _stats.get(_database(session))
+    cache = _stats.get(database)
     if not cache:
         return None
     now = time.monotonic()
@@ -163,8 +160,8 @@ def _cached_counts(session: Session, ids: Sequence[int]) -> tuple[dict[int, int]
     return counts, counts.pop(0)
 
 
-def _remember_counts(session: Session, counts: Mapping[int, int], store_total: int) -> None:
-    cache = _stats.setdefault(_database(session), {})
+def _remember_counts(database: str, counts: Mapping[int, int], store_total: int) -> None:
+    cache = _stats.setdefault(database, {})
     if len(cache) > _STATS_MAX_PRODUCTS:
         cache.clear()
     now = time.monotonic()
@@ -172,24 +169,31 @@ def _remember_counts(session: Session, counts: Mapping[int, int], store_total: i
     cache[0] = (store_total, now)  # product ids start at 1
 
 
-def _load_cart(
-    session: Session, lines: Sequence[Any], *, checked: list[CartLine] | None = None
-) -> tuple[list[CartLine], dict[int, int], int]:
+def _cart_steps(
+    database: str, lines: Sequence[Any], checked: list[CartLine] | None = None
+) -> Steps[tuple[list[CartLine], dict[int, int], int]]:
     """Check the cart; return its merged lines, the stores holding each product, all stores.
 
     `checked` is what `cart.check_lines(lines)` already returned, to spare checking them again."""
     merged = cart.check_lines(lines) if checked is None else checked
     ids = [line.product_id for line in merged]
-    rows = session.execute(_CART_SQL, {"ids": ids}).all()
+    rows = yield Step(_CART_SQL, {"ids": ids})
     cart.check_products(merged, {row.id: row for row in rows})
     store_total = max(int(rows[0].store_total), 1)
     counts = {row.id: row.store_count for row in rows if row.store_count is not None}
     unknown = [product_id for product_id in ids if product_id not in counts]
     if unknown:
-        for product_id, n in session.execute(_COUNT_SQL, {"ids": unknown, "cap": STOCK_COUNT_CAP}):
+        for product_id, n in (yield Step(_COUNT_SQL, {"ids": unknown, "cap": STOCK_COUNT_CAP})):
             counts[product_id] = store_total if n >= STOCK_COUNT_CAP else n
-    _remember_counts(session, counts, store_total)
+    _remember_counts(database, counts, store_total)
     return merged, counts, store_total
+
+
+def _load_cart(
+    session: Session, lines: Sequence[Any], *, checked: list[CartLine] | None = None
+) -> tuple[list[CartLine], dict[int, int], int]:
+    """`_cart_steps` on a session."""
+    return statements.run(session, _cart_steps(statements.database(session), lines, checked))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,9 +291,11 @@ def _with_output(stream: str, kind: str) -> str:
                {_CAN_DELIVER} AS can_deliver,
                s.offers_pickup, s.offers_delivery, s.delivery_fee_minor, s.currency,
                s.prep_minutes, s.courier_speed_kmh, s.detour_factor, s.timezone,
-               s.opening_hours::text AS opening_hours
+               s.opening_hours::text AS opening_hours, fl.courier_wait_minutes
         FROM ({stream}) AS w
         JOIN stores AS s ON s.id = w.id
+        LEFT JOIN store_fleet_load AS fl
+          ON fl.store_id = s.id AND fl.computed_at >= :fleet_since
         """
 
 
@@ -415,14 +421,16 @@ class _Query:
 
 
 def _nearest_in_stream(
-    session: Session, sql: str, params: dict[str, Any], k: int, budget: int | None = None
-) -> list[Row] | None:
+    sql: str, params: dict[str, Any], k: int, budget: int | None = None
+) -> Steps[list[Any] | None]:
     """Return the k nearest matches of a stream of stores in sphere order, proven in spheroid
     order; None if the stream's budget of stores ran out first."""
     want = k + SPARE_MATCHES
     while True:
-        rows = proximity.walk(session, _statement(sql, want, budget), params)
-        rows.sort(key=lambda r: (r.rn, r.sphere_m))
+        rows = sorted(
+            (yield Step(_statement(sql, want, budget), params, walk=True)),
+            key=lambda r: (r.rn, r.sphere_m),
+        )
         matches = sorted((r for r in rows if r.matched), key=proximity.sort_key)
         if not rows or rows[-1].sphere_m > params["cutoff_m"]:
             return matches[:k]  # every store in the radius was seen
@@ -436,12 +444,14 @@ def _nearest_in_stream(
         want *= 2  # near-ties at the sphere/spheroid bound: look further
 
 
-def _walk(session: Session, query: _Query, kind: str, k: int, budget: int) -> list[Row] | None:
+def _walk(query: _Query, kind: str, k: int, budget: int) -> Steps[list[Any] | None]:
     """Return the k nearest matching stores by an index walk, or None if its budget ran out."""
-    return _nearest_in_stream(session, _walk_sql(kind, query.fulfillment), query.params, k, budget)
+    return (
+        yield from _nearest_in_stream(_walk_sql(kind, query.fulfillment), query.params, k, budget)
+    )
 
 
-def _driven(session: Session, query: _Query, kind: str, k: int) -> list[Row]:
+def _driven(query: _Query, kind: str, k: int) -> Steps[list[Any]]:
     """Return the k nearest matching stores, starting from the stores that stock the cart."""
     rarest = max(query.store_counts[query.lines[0].product_id], 1)
     drivers = [
@@ -454,7 +464,7 @@ def _driven(session: Session, query: _Query, kind: str, k: int) -> list[Row]:
         params[f"driver_{i}"] = line.product_id
         params[f"driver_quantity_{i}"] = line.quantity
     sql = _driven_sql(kind, query.fulfillment, len(drivers) if kind == "complete" else 0)
-    return _nearest_in_stream(session, sql, params, k)
+    return (yield from _nearest_in_stream(sql, params, k))
 
 
 def _estimate(query: _Query, kind: str, k: int) -> tuple[float, int]:
@@ -484,7 +494,7 @@ def _walk_budget(query: _Query, kind: str, k: int) -> int | None:
     return min(_power_of_two(budget), 1 << (most.bit_length() - 1))
 
 
-def _nearest(session: Session, query: _Query, kind: str, k: int) -> list[Row]:
+def _nearest(query: _Query, kind: str, k: int) -> Steps[list[Any]]:
     """Return the k nearest stores that hold the cart completely ("complete") or in part."""
     if k <= 0:
         return []
@@ -492,10 +502,10 @@ def _nearest(session: Session, query: _Query, kind: str, k: int) -> list[Row]:
         return []  # one unit of one product: a store has it or not
     budget = _walk_budget(query, kind, k)
     if budget is not None:
-        found = _walk(session, query, kind, k, budget)
+        found = yield from _walk(query, kind, k, budget)
         if found is not None:
             return found
-    return _driven(session, query, kind, k)
+    return (yield from _driven(query, kind, k))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -503,7 +513,7 @@ def _nearest(session: Session, query: _Query, kind: str, k: int) -> list[Row]:
 
 
 def _to_match(
-    row: Row, query: _Query, merged: list[CartLine], now: datetime, complete: bool
+    row: Any, query: _Query, merged: list[CartLine], now: datetime, complete: bool
 ) -> StoreMatch:
     missing = []
     if not complete:
@@ -517,10 +527,15 @@ def _to_match(
             for line in merged
             if available[line.product_id] < line.quantity
         ]
+    courier_wait = 0
     if row.can_deliver and query.fulfillment != "pickup":
         eta = delivery_eta_minutes(
             row.prep_minutes, row.delivery_distance_m, row.detour_factor, row.courier_speed_kmh
         )
+        # The promise knows the fleet: a delivery waits for a courier before it rides.
+        if row.courier_wait_minutes is not None:
+            courier_wait = fleet_load.whole_minutes(row.courier_wait_minutes)
+            eta += courier_wait
     else:
         eta = pickup_eta_minutes(row.prep_minutes)
     is_open, opens_at = hours.stored_open_state(
@@ -542,7 +557,76 @@ def _to_match(
         delivery_fee_minor=row.delivery_fee_minor,
         currency=row.currency,
         prep_minutes=row.prep_minutes,
+        courier_wait_minutes=courier_wait,
     )
+
+
+def plan_search(
+    database: str,
+    *,
+    lat: float,
+    lon: float,
+    lines: Sequence[Any],
+    fulfillment: Fulfillment,
+    limit: int,
+    radius_m: float | None,
+    delivery_point: tuple[float, float] | None,
+    now: datetime | None,
+) -> Steps[list[StoreMatch]]:
+    """Plan a search as statements, whoever runs them (see `search_stores`); `database` names
+    the database for the per-process statistics (`statements.database`)."""
+    proximity.check_point(lat, lon, "location")
+    if delivery_point is not None:
+        proximity.check_point(*delivery_point, "delivery address")
+    if fulfillment not in FULFILLMENTS:
+        raise InvalidInput(
+            gettext("fulfillment must be pickup, delivery or any."), code="invalid_fulfillment"
+        )
+    proximity.check_limit(limit)
+    radius = proximity.search_radius(radius_m)
+    now = now or clock.now()
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+
+    merged = cart.check_lines(lines)
+    cached = _cached_counts(database, [line.product_id for line in merged])
+    if cached is None:
+        _, counts, store_total = yield from _cart_steps(database, lines, merged)
+    else:
+        counts, store_total = cached
+    rarest_first = sorted(merged, key=lambda line: (counts[line.product_id], line.product_id))
+    delivery_lat, delivery_lon = delivery_point or (lat, lon)
+    query = _Query(
+        params={
+            "lat": lat,
+            "lon": lon,
+            "delivery_lat": delivery_lat,
+            "delivery_lon": delivery_lon,
+            "radius_m": radius,
+            "cutoff_m": proximity.sphere_cutoff(radius),
+            "now": now,
+            # The earliest "today" of any timezone: a safe lower bound for expiry prefilters.
+            "earliest": (now.astimezone(UTC) - timedelta(days=1)).date(),
+            "product_ids": [line.product_id for line in rarest_first],
+            "quantities": [line.quantity for line in rarest_first],
+            # The fleet's estimate is read with each result, when it is fresh.
+            "fleet_since": fleet_load.fresh_since(now),
+        },
+        fulfillment=fulfillment,
+        lines=rarest_first,
+        store_counts=counts,
+        store_total=store_total,
+    )
+    complete = yield from _nearest(query, "complete", limit)
+    if cached is not None and complete and not complete[0].cart_ok:
+        yield from _cart_steps(database, lines, merged)  # raises the cart's error
+    partial = yield from _nearest(query, "partial", limit - len(complete))
+    if cached is not None and not complete and not (partial and partial[0].cart_ok):
+        # Finding nothing says nothing of the cart: check it in full.
+        yield from _cart_steps(database, lines, merged)
+    return [_to_match(row, query, merged, now, True) for row in complete] + [
+        _to_match(row, query, merged, now, False) for row in partial
+    ]
 
 
 def search_stores(
@@ -561,65 +645,20 @@ def search_stores(
 
     Complete stores come first, nearest first; when fewer than `limit` exist in the radius, the
     nearest partial stores follow with what they miss. `distance_m` is from (lat, lon);
-    delivery (zone, ETA) is judged at `delivery_point` when given, else at (lat, lon).
+    delivery (zone, ETA) is judged at `delivery_point` when given, else at (lat, lon). A
+    delivering store's ETA includes the wait for a courier the fleet around it implies.
     """
-    proximity.check_point(lat, lon, "location")
-    if delivery_point is not None:
-        proximity.check_point(*delivery_point, "delivery address")
-    if fulfillment not in FULFILLMENTS:
-        raise InvalidInput(
-            gettext("fulfillment must be pickup, delivery or any."), code="invalid_fulfillment"
-        )
-    proximity.check_limit(limit)
-    radius = proximity.search_radius(radius_m)
-    now = now or clock.now()
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-
-    merged = cart.check_lines(lines)
-    cached = _cached_counts(session, [line.product_id for line in merged])
-    if cached is None:
-        _, counts, store_total = _load_cart(session, lines, checked=merged)
-    else:
-        counts, store_total = cached
-    rarest_first = sorted(merged, key=lambda line: (counts[line.product_id], line.product_id))
-    delivery_lat, delivery_lon = delivery_point or (lat, lon)
-    query = _Query(
-        params={
-            "lat": lat,
-            "lon": lon,
-            "delivery_lat": delivery_lat,
-            "delivery_lon": delivery_lon,
-            "radius_m": radius,
-            "cutoff_m": proximity.sphere_cutoff(radius),
-            "now": now,
-            # The earliest "today" of any timezone: a safe lower bound for expiry prefilters.
-            "earliest": (now.astimezone(UTC) - timedelta(days=1)).date(),
-            "product_ids": [line.product_id for line in rarest_first],
-            "quantities": [line.quantity for line in rarest_first],
-        },
-        fulfillment=fulfillment,
-        lines=rarest_first,
-        store_counts=counts,
-        store_total=store_total,
+    return statements.run(
+        session,
+        plan_search(
+            statements.database(session),
+            lat=lat,
+            lon=lon,
+            lines=lines,
+            fulfillment=fulfillment,
+            limit=limit,
+            radius_m=radius_m,
+            delivery_point=delivery_point,
+            now=now,
+        ),
     )
-    complete = _nearest(session, query, "complete", limit)
-    if cached is not None and complete and not complete[0].cart_ok:
-        _load_cart(session, lines, checked=merged)  # raises the cart's error
-    partial = _nearest(session, query, "partial", limit - len(complete))
-    if cached is not None and not complete and not (partial and partial[0].cart_ok):
-        # Finding nothing says nothing of the cart: check it in full.
-        _load_cart(session, lines, checked=merged)
-    matches = [_to_match(row, query, merged, now, True) for row in complete] + [
-        _to_match(row, query, merged, now, False) for row in partial
-    ]
-    if fulfillment != "pickup":
-        # The promise knows the fleet: a delivery waits for a courier before it rides.
-        waits = fleet_load.courier_waits(
-            session, [m.store_id for m in matches if m.can_deliver], now=now
-        )
-        for m in matches:
-            if m.can_deliver and m.store_id in waits:
-                m.courier_wait_minutes = waits[m.store_id]
-                m.eta_minutes += waits[m.store_id]
-    return matches

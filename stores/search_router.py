@@ -1,17 +1,19 @@
 """Store search and the nearby list: open to anyone (patients browse before signing in).
 
-Both are hot reads, so they are async endpoints: search on the async engine
-(`o2o.db.SessionRunner`), the nearby list's walk straight on a connection of psycopg's async pool
-(`o2o.db.DriverConnection`). The services run in the event loop without a hop to the thread pool,
-and each answer is serialized once, straight from the services' data to JSON bytes (no model validation on the way
-out: tests/stores/test_hot_reads.py holds the answers to their documented models).
+Both are hot reads, so they are async endpoints on a connection of psycopg's async pool
+(`o2o.db.DriverConnection`): the nearby list's walk and the plain search run their statements
+straight on it (`stores.statements`). A search that wants a split plan runs that part on a
+session of the async engine (`o2o.db.SessionRunner`, which connects only then).
+Everything runs in the event loop without a hop to the thread pool, and each answer is
+serialized once, straight from the services' data to JSON bytes (no model validation on the way out: tests/stores/test_hot_reads.py
+holds the answers to their documented models).
 """
 
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from o2o import ratelimit
+from o2o import clock, ratelimit
 from o2o.api import ApiRoute, data_json
 from o2o.config import get_settings
 from o2o.db import DriverConnection, SessionRunner
@@ -85,7 +87,9 @@ async def nearby(conn: DriverConnection, query: Annotated[NearbyQuery, Query()])
         e429="rate_limited: too many searches from this address",
     ),
 )
-async def search_stores(body: SearchIn, runner: SessionRunner, request: Request) -> Response:
+async def search_stores(
+    body: SearchIn, conn: DriverConnection, runner: SessionRunner, request: Request
+) -> Response:
     """Find the nearest stores holding the whole cart, then those holding part of it (and, with
     allow_split, the fewest stores that hold it together when none holds it all)."""
     # One Redis round trip (the moving window's script), in the loop: no thread hand-off.
@@ -96,29 +100,26 @@ async def search_stores(body: SearchIn, runner: SessionRunner, request: Request)
         message=_("Too many searches from this address; try again in a minute."),
     )
     delivery = body.delivery_location
+    delivery_point = (delivery.lat, delivery.lon) if delivery else None
     lines = [cart.CartLine(line.product_id, line.quantity) for line in body.items]
-    matches = await runner.run(
-        substitutes.search_stores,
-        lat=body.location.lat,
-        lon=body.location.lon,
-        lines=lines,
-        wishes={line.product_id: line.substitution for line in body.items},
-        fulfillment=body.fulfillment,
-        limit=body.limit,
-        radius_m=body.radius_m,
-        delivery_point=(delivery.lat, delivery.lon) if delivery else None,
+    wishes = {line.product_id: line.substitution for line in body.items}
+    now = clock.now()
+    where = {
+        "lat": body.location.lat,
+        "lon": body.location.lon,
+        "lines": lines,
+        "fulfillment": body.fulfillment,
+        "radius_m": body.radius_m,
+        "delivery_point": delivery_point,
+    }
+    # The search, with equivalents where they may add stores, on the driver's connection.
+    matches = await substitutes.search_stores_async(
+        conn, **where, wishes=wishes, limit=body.limit, now=now
     )
+    # A split plan, asked for and needed, runs on the session (which connects only for it).
     split_plan = None
     if body.allow_split and not any(m.complete for m in matches):
-        split_plan = await runner.run(
-            split_search.plan_cart,
-            lat=body.location.lat,
-            lon=body.location.lon,
-            lines=lines,
-            fulfillment=body.fulfillment,
-            radius_m=body.radius_m,
-            delivery_point=(delivery.lat, delivery.lon) if delivery else None,
-        )
+        split_plan = await runner.run(split_search.plan_cart, **where, now=now)
     return data_json(
         {
             "split_plan": (

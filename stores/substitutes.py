@@ -15,15 +15,18 @@ elsewhere is never used as a stand-in (one order line per product).
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select, text
+from psycopg import AsyncConnection
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from o2o import clock
-from stores import cart, equivalents, proximity, search
+from stores import cart, equivalents, proximity, search, statements
 from stores.cart import CartLine
 from stores.models import Product
 from stores.proximity import POINT_SQL
+from stores.statements import Step, Steps
 
 # A store found through an equivalent is looked at from where it stands, alone.
 AT_STORE_RADIUS_M = 1.0
@@ -45,8 +48,18 @@ class Choice:
         }
 
 
+@dataclass(frozen=True)
+class Pack:
+    """What `stand_ins` and `allowed_products` read of a product."""
+
+    id: int
+    pack_size: int
+    max_per_order: int | None = None
+    rx_only: bool = False
+
+
 def allowed_products(
-    products: Mapping[int, Product], wishes: Mapping[int, str | None]
+    products: Mapping[int, Product | Pack], wishes: Mapping[int, str | None]
 ) -> frozenset[int]:
     """Return the cart's products that may be substituted: a line's own word, else allowed for
     over-the-counter products and not for prescription ones."""
@@ -61,8 +74,8 @@ def allowed_products(
 def stand_ins(
     lines: Sequence[CartLine],
     allowed: frozenset[int],
-    products: Mapping[int, Product],
-    found: Mapping[int, Sequence[Product]],
+    products: Mapping[int, Product | Pack],
+    found: Mapping[int, Sequence[Product | Pack]],
 ) -> dict[int, list[Choice]]:
     """Return, per allowed line, its equivalents (`found`, from `equivalents.alternatives`) with
     the quantity giving the same units; never a product the cart asks for itself (pure)."""
@@ -122,12 +135,27 @@ def substituted(lines: Sequence[CartLine], chosen: Sequence[Choice]) -> list[Car
     ]
 
 
+# For each cart product with equivalents: what `stand_ins` reads of it, then of each equivalent
+# that may be sold online (never a controlled one), by name then id, as
+# `equivalents.alternatives` lists them. A cart without equivalents gets no rows.
+_ALTERNATIVES_SQL = text(
+    """
+    SELECT p.id, p.rx_only, p.pack_size, o.id AS other_id, o.pack_size AS other_pack_size,
+           o.max_per_order AS other_max_per_order
+    FROM products AS p
+    JOIN products AS o ON o.equivalence_key = p.equivalence_key AND o.id <> p.id
+    WHERE p.id = ANY(CAST(:ids AS integer[])) AND NOT o.controlled
+    ORDER BY p.id, o.name, o.id
+    """
+)
+
 # Usable stock per (store, product) for the stores in the radius, nearest first. Runs only when
 # the plain search came back short and some line has equivalents; it reads the lots of the
 # cart's products and their stand-ins in the radius (ix_lots_product_store), not the city.
 _STOCK_SQL = text(
     f"""
     SELECT s.id AS store_id, ST_Distance(s.location, {POINT_SQL}) AS distance_m,
+           ST_Y(s.location::geometry) AS lat, ST_X(s.location::geometry) AS lon,
            l.product_id, sum(l.on_hand - l.reserved) AS available
     FROM lots AS l
     JOIN stores AS s ON s.id = l.store_id
@@ -158,39 +186,69 @@ def search_stores(
     """Search as `stores.search.search_stores`, counting equivalents in stock as covering the
     lines that allow them (`wishes`: product id -> "allowed" / "not_allowed" / None for the
     default; None: no equivalents at all); a store covered so lists them in `substitutes`."""
-    now = now or clock.now()
-    plain = search.search_stores(
+    return statements.run(
         session,
-        lat=lat,
-        lon=lon,
-        lines=lines,
-        fulfillment=fulfillment,
-        limit=limit,
-        radius_m=radius_m,
-        delivery_point=delivery_point,
-        now=now,
+        plan_search(
+            statements.database(session),
+            lat=lat,
+            lon=lon,
+            lines=lines,
+            wishes=wishes,
+            fulfillment=fulfillment,
+            limit=limit,
+            radius_m=radius_m,
+            delivery_point=delivery_point,
+            now=now,
+        ),
+    )
+
+
+async def search_stores_async(conn: AsyncConnection, **where: Any) -> list[search.StoreMatch]:
+    """`search_stores` (the same arguments, after the session) on the driver's async connection
+    (the search endpoint): the same statements, the same answer."""
+    return await statements.run_async(conn, plan_search(statements.driver_database(conn), **where))
+
+
+def plan_search(
+    database: str,
+    *,
+    lat: float,
+    lon: float,
+    lines: Sequence[CartLine],
+    wishes: Mapping[int, str | None] | None = None,
+    fulfillment: search.Fulfillment = "any",
+    limit: int = 5,
+    radius_m: float | None = None,
+    delivery_point: tuple[float, float] | None = None,
+    now: datetime | None = None,
+) -> Steps[list[search.StoreMatch]]:
+    """Plan `search_stores` as statements (`stores.statements`), whoever runs them."""
+    now = now or clock.now()
+    where = {"fulfillment": fulfillment, "delivery_point": delivery_point, "now": now}
+    plain = yield from search.plan_search(
+        database, lat=lat, lon=lon, lines=lines, limit=limit, radius_m=radius_m, **where
     )
     complete = [m for m in plain if m.complete]
     if len(complete) >= limit or wishes is None:
         return plain
     merged = cart.merge_lines(lines)
     # The common case, a cart without equivalents, costs this one indexed query.
-    found = equivalents.alternatives(session, [line.product_id for line in merged])
-    if not found:
+    rows = yield Step(_ALTERNATIVES_SQL, {"ids": [line.product_id for line in merged]})
+    if not rows:
         return plain
-    products = {
-        p.id: p
-        for p in session.scalars(
-            select(Product).where(Product.id.in_([line.product_id for line in merged]))
+    products = {row.id: Pack(row.id, row.pack_size, rx_only=row.rx_only) for row in rows}
+    found: dict[int, list[Pack]] = {}
+    for row in rows:
+        found.setdefault(row.id, []).append(
+            Pack(row.other_id, row.other_pack_size, row.other_max_per_order)
         )
-    }
     options = stand_ins(merged, allowed_products(products, wishes), products, found)
     if not options:
         return plain
     product_ids = sorted(
         {line.product_id for line in merged} | {c.product_id for cs in options.values() for c in cs}
     )
-    rows = session.execute(
+    rows = yield Step(
         _STOCK_SQL,
         {
             "lat": lat,
@@ -199,69 +257,48 @@ def search_stores(
             "now": now,
             "product_ids": product_ids,
         },
-    ).all()
+    )
     stock: dict[int, dict[int, int]] = {}
-    distance: dict[int, float] = {}
+    at: dict[int, tuple[float, float, float]] = {}  # store -> distance, lat, lon
     for row in rows:
         stock.setdefault(row.store_id, {})[row.product_id] = int(row.available)
-        distance[row.store_id] = float(row.distance_m)
+        at[row.store_id] = (float(row.distance_m), row.lat, row.lon)
     known = {m.store_id for m in complete}
-    found = list(complete)
-    for store_id in sorted(stock, key=lambda sid: (distance[sid], sid)):
-        if len(found) >= limit:
+    chosen_stores = list(complete)
+    for store_id in sorted(stock, key=lambda sid: (at[sid][0], sid)):
+        if len(chosen_stores) >= limit:
             break
         if store_id in known:
             continue
         chosen = choose(merged, stock[store_id], options)
         if not chosen:
             continue  # short even with equivalents, or complete already (found by the plain one)
-        match = _at_store(
-            session,
-            store_id,
-            substituted(merged, chosen),
-            fulfillment,
-            delivery_point or (lat, lon),
-            now,
-        )
+        # The plain search at the store with the chosen products, so its answer (open hours,
+        # zone, ETA, fleet) is exactly the plain search's.
+        distance_m, store_lat, store_lon = at[store_id]
+        match = None
+        for candidate in (
+            yield from search.plan_search(
+                database,
+                lat=store_lat,
+                lon=store_lon,
+                lines=substituted(merged, chosen),
+                limit=proximity.MAX_LIMIT,
+                radius_m=max(AT_STORE_RADIUS_M, proximity.MIN_RADIUS_M),
+                fulfillment=fulfillment,
+                delivery_point=delivery_point or (lat, lon),
+                now=now,
+            )
+        ):
+            if candidate.store_id == store_id and candidate.complete:
+                match = candidate
         if match is None:
             continue  # closed to this fulfillment, outside its zone, or stock moved meanwhile
-        match.distance_m = distance[store_id]
+        match.distance_m = distance_m
         match.substitutes = [c.as_dict() for c in chosen]
-        found.append(match)
-    found.sort(key=lambda m: (m.distance_m, m.store_id))
-    found = found[:limit]
-    taken = {m.store_id for m in found}
+        chosen_stores.append(match)
+    chosen_stores.sort(key=lambda m: (m.distance_m, m.store_id))
+    chosen_stores = chosen_stores[:limit]
+    taken = {m.store_id for m in chosen_stores}
     partial = [m for m in plain if not m.complete and m.store_id not in taken]
-    return found + partial[: limit - len(found)]
-
-
-def _at_store(
-    session: Session,
-    store_id: int,
-    lines: list[CartLine],
-    fulfillment: search.Fulfillment,
-    delivery_point: tuple[float, float],
-    now: datetime,
-) -> search.StoreMatch | None:
-    """Return the plain search's complete answer for one store and cart, or None."""
-    at = session.execute(
-        text(
-            "SELECT ST_Y(location::geometry) AS lat, ST_X(location::geometry) AS lon "
-            "FROM stores WHERE id = :id"
-        ),
-        {"id": store_id},
-    ).one()
-    for match in search.search_stores(
-        session,
-        lat=at.lat,
-        lon=at.lon,
-        lines=lines,
-        fulfillment=fulfillment,
-        limit=proximity.MAX_LIMIT,
-        radius_m=max(AT_STORE_RADIUS_M, proximity.MIN_RADIUS_M),
-        delivery_point=delivery_point,
-        now=now,
-    ):
-        if match.store_id == store_id and match.complete:
-            return match
-    return None
+    return chosen_stores + partial[: limit - len(chosen_stores)]

@@ -1,8 +1,10 @@
-"""The nearby list's driver connection (`o2o.db.DriverConnection`: psycopg's async connection)
+"""The hot reads' driver connection (`o2o.db.DriverConnection`: psycopg's async connection)
 for a test whose requests run on a sync session: the same connection's sync side, under the
-async API that read uses, so it sees the test's data in its transaction. A savepoint stands for
-the request's transaction: the driver's rollback returns to it."""
+async API those reads use, so it sees the test's data in its transaction. A savepoint stands for
+the state before the request: the driver's rollback returns to it, and a transaction the read
+opens is a savepoint of its own."""
 
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -12,12 +14,23 @@ class SyncDriver:
     def __init__(self, session: Session) -> None:
         self.raw = session.connection().connection.driver_connection
         self.raw.execute("SAVEPOINT hot_read")
+        self.info = self.raw.info
 
     def cursor(self, **kwargs: Any) -> "_Cursor":
         return _Cursor(self.raw.cursor(**kwargs))
 
     async def rollback(self) -> None:
         self.raw.execute("ROLLBACK TO SAVEPOINT hot_read")
+
+    @asynccontextmanager
+    async def transaction(self):
+        self.raw.execute("SAVEPOINT hot_read_step")
+        try:
+            yield
+        except BaseException:
+            self.raw.execute("ROLLBACK TO SAVEPOINT hot_read_step")
+            raise
+        self.raw.execute("RELEASE SAVEPOINT hot_read_step")
 
 
 class _Cursor:

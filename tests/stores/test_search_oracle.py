@@ -23,10 +23,11 @@ from sqlalchemy import insert, text
 
 from o2o import clock
 from o2o.config import get_settings
-from o2o.db import get_runner, get_session
+from o2o.db import get_driver, get_runner, get_session
 from o2o.geo import area_element, point_element
 from stores import proximity, search
 from stores.models import Lot, Product, Store
+from tests.async_driver import SyncDriver
 
 API = "/api/v1"
 CENTRE = (31.2304, 121.4737)
@@ -295,8 +296,12 @@ def search_client(app, db, monkeypatch):
     async def _runner():
         yield _Runner()
 
+    async def _driver():
+        yield SyncDriver(db)
+
     app.dependency_overrides[get_session] = _session
     app.dependency_overrides[get_runner] = _runner
+    app.dependency_overrides[get_driver] = _driver
     monkeypatch.setattr(get_settings(), "search_rate_limit", "100000/minute")
     with TestClient(app, raise_server_exceptions=True) as client:
         yield client
