@@ -1,5 +1,6 @@
 """Build the application: API routers under /api/v1, operations endpoints, error handlers."""
 
+import gc
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
@@ -65,6 +66,13 @@ def create_app() -> FastAPI:
         # state, which each request of this serving reads as request.state.driver_pool.
         pool = db.make_driver_pool(settings)
         await pool.open()
+        if settings.env == "production":
+            # What the worker built to serve (modules, routes, schemas, settings) lives as long
+            # as it does: kept out of the collector's full passes, which would otherwise walk it
+            # all and pause every request in flight on this worker (the tail of `make load`).
+            # Not in tests, whose one process serves an application per test.
+            gc.collect()
+            gc.freeze()
         try:
             yield {"driver_pool": pool}
         finally:
