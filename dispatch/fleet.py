@@ -52,6 +52,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from dispatch.models import SERVES_STORE_SQL
 from o2o import clock
 from o2o.config import get_settings
 from stores import eta as stores_eta
@@ -144,7 +145,7 @@ def preparation_hold_minutes(n: Neighbourhood, *, prep_minutes: float) -> float:
 
 
 _NEIGHBOURHOODS = text(
-    """
+    f"""
     WITH s AS (
         SELECT id, location, prep_minutes, courier_speed_kmh, detour_factor
         FROM stores WHERE is_active AND offers_delivery
@@ -212,7 +213,7 @@ _NEIGHBOURHOODS = text(
                count(*) FILTER (WHERE n.serves AND NOT n.busy) AS idle_serving
         FROM (
             SELECT c.busy,
-                   (c.home_store_id = s.id OR ST_Covers(c.service_area, s.location)) AS serves
+                   {SERVES_STORE_SQL} AS serves
             FROM c WHERE ST_DWithin(c.location, s.location, :radius_m)
         ) n
     ) k

@@ -57,6 +57,16 @@ ACTIVE_JOB_SQL = _in(ACTIVE_JOB_STATES)
 job_status_enum = ENUM(JobStatus, name="job_status", values_callable=_values)
 
 
+# Whether courier c may serve store s: it is their home store or lies in their service area.
+# The area is GeoJSON, whose edges are straight lines in lon/lat (RFC 7946, 3.1.1), so the test is
+# planar, as a delivery zone's is (`stores.search`): a great-circle edge would bow up to a metre
+# from the line drawn, and the planar test, on one courier's area prepared once per statement,
+# takes a fraction of the geodetic one's time. Every rule on who may serve a store uses this.
+SERVES_STORE_SQL = (
+    "(c.home_store_id = s.id OR ST_Covers(c.service_area::geometry, s.location::geometry))"
+)
+
+
 class Courier(Base):
     """A courier's working profile: home store or service area, and last known location."""
 

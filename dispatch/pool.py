@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from dispatch import couriers, views
 from dispatch.couriers import Where
-from dispatch.models import ACTIVE_JOB_STATES, Job, JobStatus
+from dispatch.models import ACTIVE_JOB_STATES, SERVES_STORE_SQL, Job, JobStatus
 from o2o import clock, pagination
 from o2o.config import get_settings
 from o2o.errors import Conflict, NotFound
@@ -61,7 +61,6 @@ RING_GROWTH_M_PER_MIN = 600.0
 # until the first visible ones: the cost follows the stores in reach, not the size of the pool.
 # (The stores are MATERIALIZED so each one's distance and visible_from are computed once, not
 # inlined into the filter of every job row read.)
-_IN_AREA = "(s.id = c.home_store_id OR ST_Covers(c.service_area, s.location))"
 _DISTANCE = "ST_Distance(s.location, ST_GeogFromText(:point))"
 
 
@@ -78,12 +77,17 @@ def _visible_from(distance: str, *, escalated: bool = False) -> str:
 
 
 _REACH = f"""
-    SELECT s.id AS store_id, {_DISTANCE} AS distance_m,
-           {_visible_from(_DISTANCE)} AS visible_from,
-           {_visible_from(_DISTANCE, escalated=True)} AS escalated_visible_from
-    FROM stores s
-    JOIN couriers c ON c.user_id = :courier_id
-    WHERE ST_DWithin(s.location, ST_GeogFromText(:point), :wide_m) AND {_IN_AREA}
+    SELECT d.store_id, d.distance_m,
+           {_visible_from("d.distance_m")} AS visible_from,
+           {_visible_from("d.distance_m", escalated=True)} AS escalated_visible_from
+    FROM (
+        SELECT s.id AS store_id, {_DISTANCE} AS distance_m
+        FROM stores s
+        JOIN couriers c ON c.user_id = :courier_id
+        WHERE ST_DWithin(s.location, ST_GeogFromText(:point), :wide_m) AND {SERVES_STORE_SQL}
+        -- OFFSET 0: each store's distance is measured once, not once per use in the CASEs.
+        OFFSET 0
+    ) AS d
 """
 
 
@@ -321,7 +325,7 @@ def claim_job(
     seen = session.execute(
         text(
             f"""
-            SELECT {_IN_AREA} AS in_area,
+            SELECT {SERVES_STORE_SQL} AS in_area,
                    (ST_DWithin(s.location, ST_GeogFromText(:point), :wide_m) AND {visible})
                        AS in_radius,
                    (j.status = 'open' AND (j.run_id IS NOT NULL OR o.status = 'ready'))

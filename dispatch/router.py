@@ -157,16 +157,27 @@ async def list_jobs(
 )
 async def claim_next(body: ClaimIn, runner: SessionRunner, courier: AsyncCourierUser):
     """Claim the best next job open to the courier (204 when there is none)."""
-    _check_claims(courier)
-    # A courier rush's hot path: in the event loop on the async engine, answered as JSON once.
-    return await runner.run(_claim_next, courier, body)
+    # A courier rush's hot path: counted before the claim in the one Redis round trip that also
+    # refuses a full window (429), and given back when no job is taken, so that, as for the
+    # other claims, only a claim that took a job counts. In the event loop on the async engine,
+    # answered as JSON once.
+    item = ratelimit.limit(get_settings().dispatch_claim_rate_limit)
+    keys = ("dispatch-claims", str(courier.id))
+    ratelimit.hit(item, *keys, message=gettext("Too many claims in a short time; try again later."))
+    try:
+        answer = await runner.run(_claim_next, courier, body)
+    except BaseException:
+        ratelimit.give_back(item, *keys)
+        raise
+    if answer.status_code == status.HTTP_204_NO_CONTENT:
+        ratelimit.give_back(item, *keys)
+    return answer
 
 
 def _claim_next(session: Session, courier: User, body: ClaimIn) -> Response:
     job_id = pool.claim_next_job_id(session, courier.id, lat=body.lat, lon=body.lon)
     if job_id is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
-    _count_claims(courier, 1)
     where = couriers.Where(body.lat, body.lon)
     view = views.describe_job(session, job_id, where, viewer=courier)
     return model_json(HeldJobOut.model_validate(view))

@@ -60,6 +60,16 @@ def hit(item: RateLimitItem, *keys: str, message: str) -> None:
         log.warning("rate limit storage unavailable; allowing request")
 
 
+def give_back(item: RateLimitItem, *keys: str) -> None:
+    """Take one hit back from a window (its newest entry): for a request counted by `hit`
+    before it knew whether it would count, which then did nothing worth counting."""
+    try:
+        storage = _limiter().storage
+        storage.get_connection().lpop(storage.prefixed_key(item.key_for(*keys)))
+    except Exception:
+        log.warning("rate limit storage unavailable; not given back")
+
+
 def record(item: RateLimitItem, *keys: str) -> None:
     """Count one hit without refusing (e.g. a failed login, checked on the next try)."""
     try:

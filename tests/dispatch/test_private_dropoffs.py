@@ -192,6 +192,28 @@ def test_claims_are_rate_limited_per_courier_and_a_refused_claim_takes_nothing(
     assert r.status_code == 200 and r.json()["dropoff_exact"] is True
 
 
+def test_a_claim_refused_for_the_couriers_own_load_does_not_count(
+    db, client, store, courier_headers, monkeypatch
+):
+    monkeypatch.setattr(get_settings(), "dispatch_claim_rate_limit", "2/hour")
+    monkeypatch.setattr(get_settings(), "dispatch_max_active_jobs", 1)
+    for _ in range(2):
+        helpers.make_delivery_order(db, store)
+    first = client.post(f"{API}/dispatch/claim", json=HERE, headers=courier_headers)
+    assert first.status_code == 200, first.text
+    # Holding the most jobs allowed: each further claim is refused for that, not for the window.
+    for _ in range(3):
+        r = client.post(f"{API}/dispatch/claim", json=HERE, headers=courier_headers)
+        assert r.status_code == 409 and r.json()["error"]["code"] == "too_many_jobs", r.text
+    r = client.post(f"{API}/dispatch/jobs/{first.json()['id']}/release", headers=courier_headers)
+    assert r.status_code == 200, r.text
+    # Only the first claim counted: a second fits the window of two, a third does not.
+    r = client.post(f"{API}/dispatch/claim", json=HERE, headers=courier_headers)
+    assert r.status_code == 200, r.text
+    r = client.post(f"{API}/dispatch/jobs/{r.json()['id']}/release", headers=courier_headers)
+    _assert_limited(client.post(f"{API}/dispatch/claim", json=HERE, headers=courier_headers))
+
+
 def test_releases_are_rate_limited_per_courier(db, client, store, courier_headers, monkeypatch):
     monkeypatch.setattr(get_settings(), "dispatch_release_rate_limit", "2/hour")
     order = helpers.make_delivery_order(db, store)
