@@ -32,18 +32,19 @@ API_PREFIX = "/api/v1"
 
 def api_router() -> APIRouter:
     router = APIRouter(prefix=API_PREFIX)
-    # First: a request is matched against the routes in order, and the nearby list and search
-    # are the hottest paths. Before the stores router, so /stores/nearby is never read as a
-    # store id.
+    # A request is matched against the routes in order, so the hottest paths come first: the
+    # nearby list and search (before the stores router, so /stores/nearby is never read as a
+    # store id), then a courier rush's claims and locations (no other router's paths start
+    # /dispatch, /couriers, /admin/couriers or /sla: tests/o2o/test_routes.py), then orders.
     router.include_router(stores_search_router)
-    router.include_router(users_router)
+    router.include_router(dispatch_router)
     router.include_router(orders_router)
+    router.include_router(users_router)
     router.include_router(substitutions_router)
     router.include_router(pickup_points_router)
     router.include_router(pickup_point_counter_router)
     router.include_router(prescriptions_router)
     router.include_router(safety_router)
-    router.include_router(dispatch_router)
     router.include_router(webhooks_router)
     router.include_router(payments_router)
     router.include_router(members_router)

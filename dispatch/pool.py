@@ -6,12 +6,13 @@ never an order, so it cannot wait on the order-then-job locks of the job actions
 """
 
 import enum
+import functools
 import math
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.orm import Session
 
 from dispatch import couriers, views
@@ -221,10 +222,12 @@ def list_jobs(
 CLAIM_CANDIDATES = 8
 
 
-def _claim_sql(ranking: Ranking, extra: str) -> str:
+@functools.cache
+def _claim_sql(ranking: Ranking, extra: str) -> TextClause:
     """Lock the best candidate nobody holds (the ranked candidates are read without locks) and
-    mark it claimed by the courier, in one statement."""
-    return f"""
+    mark it claimed by the courier, in one statement (built once per ranking: a rush claims
+    with the same few texts)."""
+    return text(f"""
         WITH picked AS (
             SELECT j.id FROM dispatch_jobs j
             JOIN ({_pool_sql(ranking, extra=extra)}) p ON p.id = j.id
@@ -237,7 +240,7 @@ def _claim_sql(ranking: Ranking, extra: str) -> str:
         SET status = 'claimed', courier_id = :courier_id, claimed_at = :now
         FROM picked WHERE j.id = picked.id
         RETURNING j.id
-    """
+    """)
 
 
 def claim_next_job_id(
@@ -267,7 +270,7 @@ def claim_next_job_id(
     while True:
         extra = "AND j.id <> ALL(CAST(:skipped AS uuid[]))" if skipped else ""
         params["skipped"] = skipped
-        job_id = session.scalar(text(_claim_sql(ranking, extra)), params)
+        job_id = session.scalar(_claim_sql(ranking, extra), params)
         if job_id is not None:
             _forget(session, job_id)
             return job_id
