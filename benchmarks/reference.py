@@ -2,8 +2,9 @@
 
 A bare ASGI app (no framework, no ORM, no middleware) that answers `GET /nearby?lat=&lon=` with
 the rows of one walk of `stores.nearby`'s statement, run through psycopg's async pool and dumped
-as JSON. Served by uvicorn with the platform's worker count beside the platform, it is the
-ceiling of this stack on this machine: every figure of `make load` is a ratio to it.
+as JSON, on connections set as the platform's hot reads' are (`o2o.db.DRIVER_CONNECTION`).
+Served by uvicorn with the platform's worker count beside the platform, it is the ceiling of this
+stack on this machine: every figure of `make load` is a ratio to it.
 
 Serve: `uvicorn benchmarks.reference:app --workers 4` with O2O_DATABASE_URL set.
 """
@@ -15,7 +16,7 @@ from urllib.parse import parse_qs
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from o2o.db import psycopg_url
+from o2o.db import DRIVER_CONNECTION, psycopg_url
 from stores.nearby import _NEARBY_SQL
 from stores.proximity import driver_sql
 
@@ -68,7 +69,10 @@ async def app(scope, receive, send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                _pool = AsyncConnectionPool(_dsn(), min_size=4, max_size=10, open=False)
+                # Connections set as the platform's driver pool's are (autocommit, generic plans).
+                _pool = AsyncConnectionPool(
+                    _dsn(), min_size=4, max_size=10, open=False, kwargs=DRIVER_CONNECTION
+                )
                 await _pool.open(wait=True)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":

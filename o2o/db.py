@@ -135,15 +135,23 @@ async def get_runner() -> AsyncIterator[Runner]:
             await runner._session.close()
 
 
+# How the driver pool's connections run (the load test's reference runs the same way):
+# - autocommit: they serve reads, each statement seeing what was committed when it started (as in
+#   a READ COMMITTED transaction), without the two round trips of BEGIN and COMMIT; a step that
+#   needs a transaction opens one (`conn.transaction()`);
+# - generic plans: psycopg prepares a statement after a few runs on a connection, and PostgreSQL
+#   then plans it once for the connection instead of once per run. The hot reads' plans do not
+#   hang on their values: search picks its plan in Python from the cart's selectivity and writes
+#   its LIMITs into the text (`stores.search`), and the nearby walk is one index scan.
+DRIVER_CONNECTION = {"autocommit": True, "options": "-c plan_cache_mode=force_generic_plan"}
+
+
 def make_driver_pool(settings: Settings) -> AsyncConnectionPool:
     """A psycopg async pool for one serving of the application, opened by its lifespan in its
     event loop: as many connections as the async engine's pool (`db_async_pool_size`), no liveness
     round trip on checkout (a connection psycopg saw fail is dropped as it comes back; one the
-    server dropped silently fails its request with 503, and the client retries).
-
-    Its connections are in autocommit: they serve reads, each statement seeing what was committed
-    when it started (as in a READ COMMITTED transaction), without the two round trips of BEGIN and
-    COMMIT. A step that needs a transaction opens one (`conn.transaction()`)."""
+    server dropped silently fails its request with 503, and the client retries). Its
+    connections run as DRIVER_CONNECTION says."""
     return AsyncConnectionPool(
         psycopg_url(settings.database_url),
         min_size=1,
@@ -151,7 +159,7 @@ def make_driver_pool(settings: Settings) -> AsyncConnectionPool:
         open=False,
         timeout=10,
         max_lifetime=1800,
-        kwargs={"connect_timeout": 5, "autocommit": True},
+        kwargs={"connect_timeout": 5, **DRIVER_CONNECTION},
     )
 
 
@@ -161,8 +169,8 @@ def psycopg_url(url: str) -> str:
 
 
 async def get_driver(request: Request) -> AsyncIterator[psycopg.AsyncConnection]:
-    """Give an async read a connection of its application's driver pool (autocommit: see
-    `make_driver_pool`), back to the pool after the response is built."""
+    """Give an async read a connection of its application's driver pool (autocommit, generic
+    plans: see DRIVER_CONNECTION), back to the pool after the response is built."""
     async with request.state.driver_pool.connection() as conn:
         yield conn
 

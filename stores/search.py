@@ -27,9 +27,10 @@ the nearest partial ones, with its own plan.
 Round trips. A search is one statement, two when partial stores are needed: the planning
 statistics are cached per process (see STATS_TTL_S), the cart is checked inside the first
 query, and each result comes with its store's courier wait (`store_fleet_load`, when fresh). Each plan has statement text of its own with array parameters, so the driver prepares it
-after a few runs (psycopg's prepare_threshold) and later searches skip parsing it. PostgreSQL
-still plans most of them afresh (plan_cache_mode auto keeps custom plans, whose estimates for
-the cart are sharper); their generic plans have the same shapes, so reusing one is safe.
+after a few runs (psycopg's prepare_threshold) and later searches skip parsing it. On a
+session (checkout) PostgreSQL still plans most of them afresh (plan_cache_mode auto keeps custom
+plans, whose estimates for the cart are sharper); their generic plans have the same shapes, so
+the search endpoint's connections plan each once (`o2o.db.DRIVER_CONNECTION`).
 The clusters run with jit = off (scripts/platform.sh, docker-compose.yml): PostGIS's high
 function costs would trigger a compilation that takes longer than these queries run.
 """
