@@ -63,8 +63,9 @@ def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         configure_logging(json_logs=settings.env == "production")
-        # The nearby list's connections (o2o.db.DriverConnection), in this event loop: lifespan
-        # state, which each request of this serving reads as request.state.driver_pool.
+        # The hot reads' connections (o2o.db.DriverConnection: the nearby list, search), in this
+        # event loop: lifespan state, which each request of this serving reads as
+        # request.state.driver_pool.
         pool = db.make_driver_pool(settings)
         await pool.open()
         if settings.env == "production":

@@ -2,6 +2,8 @@
 numbers read the way JSON Schema reads them, and each sync endpoint's request session committed as
 the endpoint returns."""
 
+import email.message
+import functools
 import inspect
 import json
 import re
@@ -94,9 +96,7 @@ async def check_request_text(request: JsonRequest, *, reads_body: bool) -> None:
                 check_storable({name: text}, "form")
         finally:
             await form.close()
-    elif content_type.startswith("application/json") or (
-        not content_type and request.method in ("POST", "PUT", "PATCH")
-    ):
+    elif _read_as_json(content_type):
         if not _MAY_BE_UNSTORABLE.search(await request.body()):
             return  # no way to write such text in these bytes: no need to walk the document
         try:
@@ -104,6 +104,20 @@ async def check_request_text(request: JsonRequest, *, reads_body: bool) -> None:
         except ValueError:  # malformed JSON is refused by the handler in the one error shape
             return
         check_storable(body, "body")
+
+
+@functools.lru_cache(maxsize=64)
+def _read_as_json(content_type: str) -> bool:
+    """Whether FastAPI reads a body sent with this Content-Type as JSON: its own test (no type at
+    all, or application/json or application/*+json, in any letter case, with any parameters)."""
+    if not content_type:
+        return True
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
 
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})

@@ -92,8 +92,9 @@ def proven(best: Sequence[Row], k: int, unseen_sphere_m: float) -> bool:
 # as farther than it is, and PostgreSQL then refuses the ordered scan ("index returned tuples in
 # wrong order"). Fuzzing found such pairs on a pole and the antimeridian written two ways, a
 # float's width off them, and at tiny coordinates near (0, 0): no cheap test tells them all
-# apart, so every walk runs in a savepoint (two short statements) and, refused, runs again
-# without the index's ordering: a scan and a sort, exact, rare.
+# apart, so a walk inside a session's transaction runs in a savepoint (two short statements),
+# and a refused walk runs again without the index's ordering: a scan and a sort, exact, rare. (On
+# the driver, in autocommit, a refused walk has nothing to undo: see `walk_async`.)
 _MISORDERED = "index returned tuples in wrong order"
 # The walk again without the index's ordering (the ORM's and the driver's alike), for the rest of
 # the transaction's walk only.
@@ -126,7 +127,9 @@ def walk(session: Session, statement: TextClause, params: dict) -> list[Row]:
 async def walk_async(conn: AsyncConnection, statement: str, params: dict) -> list[Any]:
     """`walk` on the driver's async connection (psycopg, autocommit: see `o2o.db`); rows are
     named tuples. Refused by the index's ordering, the walk runs again without it, in a
-    transaction of its own that the setting does not outlive."""
+    transaction of its own that the setting does not outlive, and unprepared: a statement the
+    driver prepared keeps its plan whatever the settings (`o2o.db.DRIVER_CONNECTION`), so only a
+    statement planned now sees the index switched off."""
     try:
         async with conn.cursor(row_factory=namedtuple_row) as cur:
             await cur.execute(statement, params)
@@ -134,13 +137,11 @@ async def walk_async(conn: AsyncConnection, statement: str, params: dict) -> lis
     except psycopg.Error as exc:
         if _MISORDERED not in str(exc):
             raise
-    await conn.rollback()  # nothing to roll back in autocommit; a transaction opened by a caller
+    await conn.rollback()  # a no-op in autocommit; a test's stand-in returns to its savepoint
     async with conn.transaction(), conn.cursor(row_factory=namedtuple_row) as cur:
         await cur.execute(_INDEX_SCANS_OFF)
-        await cur.execute(statement, params)
-        rows = await cur.fetchall()
-        await cur.execute(_INDEX_SCANS_ON)
-    return rows
+        await cur.execute(statement, params, prepare=False)
+        return await cur.fetchall()
 
 
 @functools.lru_cache(maxsize=1024)

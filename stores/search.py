@@ -190,13 +190,6 @@ def _cart_steps(
     return merged, counts, store_total
 
 
-def _load_cart(
-    session: Session, lines: Sequence[Any], *, checked: list[CartLine] | None = None
-) -> tuple[list[CartLine], dict[int, int], int]:
-    """`_cart_steps` on a session."""
-    return statements.run(session, _cart_steps(statements.database(session), lines, checked))
-
-
 # ---------------------------------------------------------------------------------------------
 # SQL. Points are bound parameters: the index sees a constant and `location` is used exactly as
 # indexed, never cast. Each query is a stream of stores nearest first, tested lazily: its LIMIT

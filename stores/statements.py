@@ -58,8 +58,8 @@ def run(session: Session, steps: Steps[T]) -> T:
 
 
 async def run_async(conn: AsyncConnection, steps: Steps[T]) -> T:
-    """Run a plan's statements on the driver's async connection, in its transaction. Reads
-    only: a walk the index refuses may roll the transaction back and run again (see
+    """Run a plan's statements on the driver's async connection (autocommit: each statement
+    reads what was committed when it started; a walk the index refuses runs again, see
     `proximity.walk_async`)."""
     try:
         step = next(steps)

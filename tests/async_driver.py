@@ -24,13 +24,14 @@ class SyncDriver:
 
     @asynccontextmanager
     async def transaction(self):
+        # A savepoint stands for the read's own transaction; what it SET LOCAL is undone as the
+        # real transaction's end would undo it.
         self.raw.execute("SAVEPOINT hot_read_step")
         try:
             yield
-        except BaseException:
+        finally:
             self.raw.execute("ROLLBACK TO SAVEPOINT hot_read_step")
-            raise
-        self.raw.execute("RELEASE SAVEPOINT hot_read_step")
+            self.raw.execute("RELEASE SAVEPOINT hot_read_step")
 
 
 class _Cursor:
@@ -43,8 +44,8 @@ class _Cursor:
     async def __aexit__(self, *exc: object) -> None:
         self.cursor.close()
 
-    async def execute(self, query: str, params: dict | None = None) -> None:
-        self.cursor.execute(query, params)
+    async def execute(self, query: str, params: dict | None = None, **kwargs: Any) -> None:
+        self.cursor.execute(query, params, **kwargs)
 
     async def fetchall(self) -> list[Any]:
         return self.cursor.fetchall()

@@ -142,7 +142,7 @@ def app(_built_app, db: Session):
             yield _Runner()
 
     async def _driver():
-        # The nearby list's driver connection: the same connection's sync side.
+        # The hot reads' driver connection (nearby, search): the same connection's sync side.
         with _in_request():
             yield SyncDriver(db)
 

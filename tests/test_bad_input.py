@@ -50,13 +50,17 @@ def patient(db):
 
 
 @pytest.mark.parametrize("name", [f"a{NUL}b", "\ud800 lone surrogate"])
-def test_a_product_name_the_database_cannot_store_is_refused(client, db, admin, name):
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "Application/JSON; charset=utf-8", "application/x+json"]
+)
+def test_a_product_name_the_database_cannot_store_is_refused(client, db, admin, name, content_type):
     before = count(db, Product)
-    # Sent as JSON text with escapes, as a client would: json.dumps writes \u0000 and \ud800.
+    # Sent as JSON text with escapes, as a client would: json.dumps writes \u0000 and \ud800;
+    # under every type the API reads as JSON.
     r = client.post(
         f"{API}/products",
         content=json.dumps(product_body(name=name)),
-        headers={**auth(admin), "Content-Type": "application/json"},
+        headers={**auth(admin), "Content-Type": content_type},
     )
     assert_refused_text(r, "body.name")
     assert count(db, Product) == before

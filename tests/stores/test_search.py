@@ -10,7 +10,7 @@ from sqlalchemy import text
 from o2o import clock
 from o2o.config import get_settings
 from o2o.errors import InvalidInput
-from stores import cart, search
+from stores import cart, search, statements
 from stores.models import ProductStockStats
 from tests.factories import make_product
 from tests.stores.helpers import (
@@ -189,9 +189,8 @@ def test_stock_counts_stand_in_for_missing_statistics(db):
         stock(db, store_at(db, north), a)
     db.add(ProductStockStats(product_id=b.id, store_count=7))
     db.flush()
-    merged, counts, _ = search._load_cart(
-        db, [cart.CartLine(a.id, 1), cart.CartLine(b.id, 1), cart.CartLine(a.id, 2)]
-    )
+    lines = [cart.CartLine(a.id, 1), cart.CartLine(b.id, 1), cart.CartLine(a.id, 2)]
+    merged, counts, _ = statements.run(db, search._cart_steps(statements.database(db), lines))
     assert merged == [cart.CartLine(a.id, 3), cart.CartLine(b.id, 1)]
     assert counts == {a.id: 3, b.id: 7}
 
