@@ -97,9 +97,17 @@ def proven(best: Sequence[Row], k: int, unseen_sphere_m: float) -> bool:
 # the driver, in autocommit, a refused walk has nothing to undo: see `walk_async`.)
 _MISORDERED = "index returned tuples in wrong order"
 # The walk again without the index's ordering (the ORM's and the driver's alike), for the rest of
-# the transaction's walk only.
-_INDEX_SCANS_OFF = "SET LOCAL enable_indexscan = off"
-_INDEX_SCANS_ON = "SET LOCAL enable_indexscan = on"
+# the transaction's walk only. Planned anew: a statement the driver prepared may hold a generic
+# plan (the hot reads' connections always do, `o2o.db.DRIVER_CONNECTION`), which no setting
+# changes, so the plan cache is told to plan this run for itself.
+_INDEX_SCANS_OFF = (
+    "SELECT set_config('enable_indexscan', 'off', true) AS index_scans,"
+    " set_config('plan_cache_mode', 'force_custom_plan', true) AS plans"
+)
+_INDEX_SCANS_ON = (
+    "SELECT set_config('enable_indexscan', 'on', true) AS index_scans, set_config('plan_cache_mode',"
+    " (SELECT reset_val FROM pg_settings WHERE name = 'plan_cache_mode'), true) AS plans"
+)
 
 
 def walk(session: Session, statement: TextClause, params: dict) -> list[Row]:
@@ -127,9 +135,7 @@ def walk(session: Session, statement: TextClause, params: dict) -> list[Row]:
 async def walk_async(conn: AsyncConnection, statement: str, params: dict) -> list[Any]:
     """`walk` on the driver's async connection (psycopg, autocommit: see `o2o.db`); rows are
     named tuples. Refused by the index's ordering, the walk runs again without it, in a
-    transaction of its own that the setting does not outlive, and unprepared: a statement the
-    driver prepared keeps its plan whatever the settings (`o2o.db.DRIVER_CONNECTION`), so only a
-    statement planned now sees the index switched off."""
+    transaction of its own that the settings do not outlive."""
     try:
         async with conn.cursor(row_factory=namedtuple_row) as cur:
             await cur.execute(statement, params)
@@ -140,7 +146,7 @@ async def walk_async(conn: AsyncConnection, statement: str, params: dict) -> lis
     await conn.rollback()  # a no-op in autocommit; a test's stand-in returns to its savepoint
     async with conn.transaction(), conn.cursor(row_factory=namedtuple_row) as cur:
         await cur.execute(_INDEX_SCANS_OFF)
-        await cur.execute(statement, params, prepare=False)
+        await cur.execute(statement, params)
         return await cur.fetchall()
 
 

@@ -561,14 +561,21 @@ def plan_search(
     lat: float,
     lon: float,
     lines: Sequence[Any],
-    fulfillment: Fulfillment,
-    limit: int,
-    radius_m: float | None,
-    delivery_point: tuple[float, float] | None,
-    now: datetime | None,
+    fulfillment: Fulfillment = "any",
+    limit: int = 5,
+    radius_m: float | None = None,
+    delivery_point: tuple[float, float] | None = None,
+    now: datetime | None = None,
 ) -> Steps[list[StoreMatch]]:
-    """Plan a search as statements, whoever runs them (see `search_stores`); `database` names
-    the database for the per-process statistics (`statements.database`)."""
+    """Find the nearest stores holding the whole cart, then the nearest holding part of it, as
+    statements whoever runs them (`search_stores` runs them on a session); `database` names the
+    database for the per-process statistics (`statements.database`).
+
+    Complete stores come first, nearest first; when fewer than `limit` exist in the radius, the
+    nearest partial stores follow with what they miss. `distance_m` is from (lat, lon);
+    delivery (zone, ETA) is judged at `delivery_point` when given, else at (lat, lon). A
+    delivering store's ETA includes the wait for a courier the fleet around it implies.
+    """
     proximity.check_point(lat, lon, "location")
     if delivery_point is not None:
         proximity.check_point(*delivery_point, "delivery address")
@@ -623,36 +630,6 @@ def plan_search(
     ]
 
 
-def search_stores(
-    session: Session,
-    *,
-    lat: float,
-    lon: float,
-    lines: Sequence[Any],
-    fulfillment: Fulfillment = "any",
-    limit: int = 5,
-    radius_m: float | None = None,
-    delivery_point: tuple[float, float] | None = None,
-    now: datetime | None = None,
-) -> list[StoreMatch]:
-    """Find the nearest stores holding the whole cart, then the nearest holding part of it.
-
-    Complete stores come first, nearest first; when fewer than `limit` exist in the radius, the
-    nearest partial stores follow with what they miss. `distance_m` is from (lat, lon);
-    delivery (zone, ETA) is judged at `delivery_point` when given, else at (lat, lon). A
-    delivering store's ETA includes the wait for a courier the fleet around it implies.
-    """
-    return statements.run(
-        session,
-        plan_search(
-            statements.database(session),
-            lat=lat,
-            lon=lon,
-            lines=lines,
-            fulfillment=fulfillment,
-            limit=limit,
-            radius_m=radius_m,
-            delivery_point=delivery_point,
-            now=now,
-        ),
-    )
+def search_stores(session: Session, **where: Any) -> list[StoreMatch]:
+    """`plan_search` (the same arguments, after the session) run on a session."""
+    return statements.run(session, plan_search(statements.database(session), **where))

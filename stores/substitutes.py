@@ -170,42 +170,14 @@ _STOCK_SQL = text(
 )
 
 
-def search_stores(
-    session: Session,
-    *,
-    lat: float,
-    lon: float,
-    lines: Sequence[CartLine],
-    wishes: Mapping[int, str | None] | None = None,
-    fulfillment: search.Fulfillment = "any",
-    limit: int = 5,
-    radius_m: float | None = None,
-    delivery_point: tuple[float, float] | None = None,
-    now: datetime | None = None,
-) -> list[search.StoreMatch]:
-    """Search as `stores.search.search_stores`, counting equivalents in stock as covering the
-    lines that allow them (`wishes`: product id -> "allowed" / "not_allowed" / None for the
-    default; None: no equivalents at all); a store covered so lists them in `substitutes`."""
-    return statements.run(
-        session,
-        plan_search(
-            statements.database(session),
-            lat=lat,
-            lon=lon,
-            lines=lines,
-            wishes=wishes,
-            fulfillment=fulfillment,
-            limit=limit,
-            radius_m=radius_m,
-            delivery_point=delivery_point,
-            now=now,
-        ),
-    )
+def search_stores(session: Session, **where: Any) -> list[search.StoreMatch]:
+    """`plan_search` (the same arguments, after the session) run on a session."""
+    return statements.run(session, plan_search(statements.database(session), **where))
 
 
 async def search_stores_async(conn: AsyncConnection, **where: Any) -> list[search.StoreMatch]:
-    """`search_stores` (the same arguments, after the session) on the driver's async connection
-    (the search endpoint): the same statements, the same answer."""
+    """`plan_search` (the same arguments, after the connection) run on the driver's async
+    connection (the search endpoint): the same statements as on a session, the same answer."""
     return await statements.run_async(conn, plan_search(statements.driver_database(conn), **where))
 
 
@@ -222,7 +194,10 @@ def plan_search(
     delivery_point: tuple[float, float] | None = None,
     now: datetime | None = None,
 ) -> Steps[list[search.StoreMatch]]:
-    """Plan `search_stores` as statements (`stores.statements`), whoever runs them."""
+    """Search as `stores.search.plan_search`, counting equivalents in stock as covering the lines
+    that allow them (`wishes`: product id -> "allowed" / "not_allowed" / None for the default;
+    None: no equivalents at all); a store covered so lists them in `substitutes`. Planned as
+    statements (`stores.statements`), whoever runs them."""
     now = now or clock.now()
     where = {"fulfillment": fulfillment, "delivery_point": delivery_point, "now": now}
     plain = yield from search.plan_search(

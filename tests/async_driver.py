@@ -44,8 +44,8 @@ class _Cursor:
     async def __aexit__(self, *exc: object) -> None:
         self.cursor.close()
 
-    async def execute(self, query: str, params: dict | None = None, **kwargs: Any) -> None:
-        self.cursor.execute(query, params, **kwargs)
+    async def execute(self, query: str, params: dict | None = None) -> None:
+        self.cursor.execute(query, params)
 
     async def fetchall(self) -> list[Any]:
         return self.cursor.fetchall()
