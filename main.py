@@ -63,11 +63,13 @@ def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         configure_logging(json_logs=settings.env == "production")
-        # The hot reads' connections (o2o.db.DriverConnection: the nearby list, search), in this
-        # event loop: lifespan state, which each request of this serving reads as
-        # request.state.driver_pool.
+        # The hot reads' connections (o2o.db.DriverConnection: the nearby list, search) and the
+        # async endpoints' sessions (o2o.db.SessionRunner), in this event loop: lifespan state,
+        # which each request of this serving reads as request.state.driver_pool and
+        # request.state.async_sessions.
         pool = db.make_driver_pool(settings)
         await pool.open()
+        engine = db.make_async_engine(settings)
         if settings.env == "production":
             # What the worker built to serve (modules, routes, schemas, settings) lives as long
             # as it does: kept out of the collector's full passes, which would otherwise walk it
@@ -76,9 +78,10 @@ def create_app() -> FastAPI:
             gc.collect()
             gc.freeze()
         try:
-            yield {"driver_pool": pool}
+            yield {"driver_pool": pool, "async_sessions": db.async_sessions(engine)}
         finally:
             await pool.close()
+            await engine.dispose()
 
     app = FastAPI(
         title="O2O pharmacy platform",

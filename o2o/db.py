@@ -75,14 +75,11 @@ def get_engine() -> Engine:
     return engine
 
 
-@functools.cache
-def get_async_engine() -> AsyncEngine:
-    """Return the process-wide async engine (psycopg's async mode) for async endpoints."""
-    return make_async_engine(get_settings())
-
-
 def make_async_engine(settings: Settings) -> AsyncEngine:
-    """An async engine with a fixed pool of `db_async_pool_size` connections (no overflow)."""
+    """An async engine for one serving of the application, made and disposed by its lifespan in
+    its event loop (its pool waits on that loop): a fixed pool of `db_async_pool_size`
+    connections, no overflow. Each request of the serving opens its sessions from
+    request.state.async_sessions (`async_sessions`)."""
     engine = create_async_engine(
         settings.database_url,
         pool_size=settings.db_async_pool_size,
@@ -95,9 +92,8 @@ def make_async_engine(settings: Settings) -> AsyncEngine:
     return engine
 
 
-@functools.cache
-def get_async_sessionmaker() -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(bind=get_async_engine(), expire_on_commit=False)
+def async_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(bind=engine, expire_on_commit=False)
 
 
 class Runner:
@@ -105,13 +101,14 @@ class Runner:
     is made on first use: an endpoint that needs it only on some paths pays nothing on the others.
     """
 
-    def __init__(self, session: AsyncSession | None = None) -> None:
-        self._session = session
+    def __init__(self, sessions: Callable[[], AsyncSession]) -> None:
+        self._sessions = sessions
+        self._session: AsyncSession | None = None
 
     @property
     def session(self) -> AsyncSession:
         if self._session is None:
-            self._session = get_async_sessionmaker()()
+            self._session = self._sessions()
         return self._session
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -119,9 +116,10 @@ class Runner:
         return await self.session.run_sync(fn, *args, **kwargs)
 
 
-async def get_runner() -> AsyncIterator[Runner]:
-    """Give an async request one session; commit before the response, roll back on any error."""
-    runner = Runner()
+async def get_runner(request: Request) -> AsyncIterator[Runner]:
+    """Give an async request one session of its application's async engine; commit before the
+    response, roll back on any error."""
+    runner = Runner(request.state.async_sessions)
     try:
         yield runner
         if runner._session is not None:

@@ -16,7 +16,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, and_, delete, func, or_, select, tuple_, update
+from sqlalchemy import (
+    ForeignKey,
+    Interval,
+    String,
+    and_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -81,25 +93,19 @@ def request_hash(method: str, path: str, body: Any) -> str:
     return hashlib.sha256(f"{method.upper()} {path}\n{canonical}".encode()).hexdigest()
 
 
-def claim(session: Session, *, user_id: int, key: str, request_hash: str) -> Claim | Replay:
-    """Take the key for this request, or say what the earlier use of it means.
-
-    Run in a transaction of its own and commit right after, so a twin request sees the claim.
-    Raises 422 `idempotency_key_reused` (another body) or 409 `request_in_flight`.
-    """
-    settings = get_settings()
-    token = uuid.uuid4()
-    stale_before = func.now() - timedelta(seconds=settings.idempotency_stale_seconds)
-    stmt = insert(R).values(
-        user_id=user_id,
-        key=key,
-        request_hash=request_hash,
-        claim_token=token,
+def _claim_statement():
+    """The claim's INSERT ... ON CONFLICT, built once (on the table: no ORM work per request)."""
+    table = R.__table__
+    stmt = insert(table).values(
+        user_id=bindparam("claim_user_id"),
+        key=bindparam("claim_key"),
+        request_hash=bindparam("claim_hash"),
+        claim_token=bindparam("claim_token_value"),
         created_at=func.now(),
-        expires_at=func.now() + timedelta(hours=settings.idempotency_ttl_hours),
+        expires_at=func.now() + bindparam("ttl", type_=Interval),
     )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[R.user_id, R.key],
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c.user_id, table.c.key],
         set_={
             "request_hash": stmt.excluded.request_hash,
             "claim_token": stmt.excluded.claim_token,
@@ -111,15 +117,39 @@ def claim(session: Session, *, user_id: int, key: str, request_hash: str) -> Cla
         # Take the row over only when its answer has expired, or when the same request was
         # left unfinished long enough ago that its process must have died.
         where=or_(
-            R.expires_at <= func.now(),
+            table.c.expires_at <= func.now(),
             and_(
-                R.response_status.is_(None),
-                R.created_at < stale_before,
-                R.request_hash == stmt.excluded.request_hash,
+                table.c.response_status.is_(None),
+                table.c.created_at < func.now() - bindparam("stale", type_=Interval),
+                table.c.request_hash == stmt.excluded.request_hash,
             ),
         ),
-    ).returning(R.claim_token)
-    if session.scalar(stmt) == token:
+    ).returning(table.c.claim_token)
+
+
+_CLAIM = _claim_statement()
+
+
+def claim(session: Session, *, user_id: int, key: str, request_hash: str) -> Claim | Replay:
+    """Take the key for this request, or say what the earlier use of it means.
+
+    Run in a transaction of its own and commit right after, so a twin request sees the claim.
+    Raises 422 `idempotency_key_reused` (another body) or 409 `request_in_flight`.
+    """
+    settings = get_settings()
+    token = uuid.uuid4()
+    taken = session.scalar(
+        _CLAIM,
+        {
+            "claim_user_id": user_id,
+            "claim_key": key,
+            "claim_hash": request_hash,
+            "claim_token_value": token,
+            "ttl": timedelta(hours=settings.idempotency_ttl_hours),
+            "stale": timedelta(seconds=settings.idempotency_stale_seconds),
+        },
+    )
+    if taken == token:
         return Claim(user_id, key, token)
 
     # The conflicting row is locked by the statement above, so this reads its settled state.
@@ -146,17 +176,29 @@ def claim(session: Session, *, user_id: int, key: str, request_hash: str) -> Cla
 def finish(session: Session, claim: Claim, status: int, body: Any) -> bool:
     """Store the response for the claim's holder; False if the claim was lost (taken over)."""
     result = session.execute(
-        update(R)
-        .where(
-            R.user_id == claim.user_id,
-            R.key == claim.key,
-            R.claim_token == claim.token,
-            R.response_status.is_(None),
-        )
-        .values(response_status=status, response_body=body)
-        .execution_options(synchronize_session=False)
+        _FINISH,
+        {
+            "holder_user_id": claim.user_id,
+            "holder_key": claim.key,
+            "holder_token": claim.token,
+            "answer_status": status,
+            "answer_body": body,
+        },
     )
     return result.rowcount == 1
+
+
+# The holder's UPDATE of its answer, built once on the table (no ORM work per request).
+_FINISH = (
+    update(R.__table__)
+    .where(
+        R.__table__.c.user_id == bindparam("holder_user_id"),
+        R.__table__.c.key == bindparam("holder_key"),
+        R.__table__.c.claim_token == bindparam("holder_token"),
+        R.__table__.c.response_status.is_(None),
+    )
+    .values(response_status=bindparam("answer_status"), response_body=bindparam("answer_body"))
+)
 
 
 def abandon(session: Session, claim: Claim) -> None:

@@ -115,28 +115,30 @@ def expire_points(session: Session, *, now: datetime | None = None) -> tuple[int
     return ledger.expire_due(session, now=now or clock.now())
 
 
-def apply_benefits(session: Session, order: Order, *, now: datetime | None = None) -> None:
+def apply_benefits(
+    session: Session, order: Order, *, now: datetime | None = None
+) -> DeliveryWaiver | None:
     """Apply the patient's level to a new order before its payment opens: a level with free
-    delivery waives the delivery fee, recorded with its reason."""
+    delivery waives the delivery fee, recorded with its reason. Return the waiver, if any."""
     if order.delivery_fee_minor <= 0:
-        return
+        return None
     now = now or clock.now()
     level = levels.level_for(spend_12m(session, order.patient_id, now=now), _ladder())
     if not levels.has_free_delivery(level.name, get_settings().member_free_delivery_level):
-        return
-    session.add(
-        DeliveryWaiver(
-            order_id=order.id,
-            user_id=order.patient_id,
-            level=level.name,
-            amount_minor=order.delivery_fee_minor,
-            currency=order.currency,
-            reason=f"Free delivery for {level.name.title()} members.",
-            at=now,
-        )
+        return None
+    waiver = DeliveryWaiver(
+        order_id=order.id,
+        user_id=order.patient_id,
+        level=level.name,
+        amount_minor=order.delivery_fee_minor,
+        currency=order.currency,
+        reason=f"Free delivery for {level.name.title()} members.",
+        at=now,
     )
+    session.add(waiver)
     order.delivery_fee_minor = 0
     session.flush()
+    return waiver
 
 
 def waivers_of(session: Session, order_ids: list[uuid.UUID]) -> dict[uuid.UUID, DeliveryWaiver]:

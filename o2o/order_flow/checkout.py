@@ -5,8 +5,9 @@ entry, and open its payment (online: stock held until the payment deadline)."""
 import functools
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import text
@@ -19,12 +20,13 @@ from o2o.errors import InvalidInput
 from o2o.geo import point_element, to_latlon
 from o2o.i18n import gettext
 from o2o.members import service as members_service
+from o2o.members.models import DeliveryWaiver
 from o2o.order_flow import equivalent_lines, limits, pickup_point_checkout, promise
 from o2o.order_flow.schemas import OrderIn
 from o2o.orders import lifecycle, states
 from o2o.orders.models import Fulfillment, LotAllocation, Order, OrderLine, OrderStatus
 from o2o.payments import service as payments_service
-from o2o.payments.models import PaymentMethod
+from o2o.payments.models import Payment, PaymentMethod
 from o2o.security import new_code
 from o2o.users.models import User
 from stores import allocation, substitutes
@@ -194,15 +196,30 @@ def _unit_price(allocations: Sequence[allocation.Allocation], quantity: int) -> 
     return (2 * total + quantity) // (2 * quantity)
 
 
-def place_order(
+@dataclass(frozen=True)
+class Placed:
+    """A new order with what its view would otherwise read back: its payment and its waiver."""
+
+    order: Order
+    payment: Payment
+    waiver: DeliveryWaiver | None
+
+
+def place_order(session: Session, patient: User, body: OrderIn, **options: Any) -> Order:
+    """Place an order: route it, reserve every line atomically, and record it (flushes only).
+    `options` are `place`'s."""
+    return place(session, patient, body, **options).order
+
+
+def place(
     session: Session,
     patient: User,
     body: OrderIn,
     *,
     now: datetime | None = None,
     reserve: allocation.Reserve = allocation.reserve_lines,
-) -> Order:
-    """Place an order: route it, reserve every line atomically, and record it (flushes only).
+) -> Placed:
+    """Place an order as `place_order` does, and return it with its payment and waiver.
 
     `reserve` takes the stock; an `allocation.StockLast` only plans it, for the caller to take
     right before its commit."""
@@ -315,13 +332,12 @@ def place_order(
     if point is not None:
         pickup_point_checkout.book(session, order, point, now=now)
     # The member's level may waive the delivery fee: before the payment is opened for the total.
-    members_service.apply_benefits(session, order, now=now)
-    payments_service.open_payment(
+    waiver = members_service.apply_benefits(session, order, now=now)
+    payment = payments_service.open_payment(
         session,
         order,
         method=PaymentMethod(body.payment_method),
         due_at=order.hold_expires_at if online else None,
     )
     session.flush()
-    session.expire(order, ["events"])
-    return order
+    return Placed(order, payment, waiver)

@@ -31,7 +31,12 @@ from o2o.order_flow.schemas import (
     SplitOrderOut,
 )
 from o2o.orders.models import OrderStatus
-from o2o.users.dependencies import AsyncCurrentUser, CurrentUser, PatientUser, require_role
+from o2o.users.dependencies import (
+    AsyncCurrentUser,
+    AsyncPatientUser,
+    CurrentUser,
+    require_role,
+)
 from o2o.users.models import Role, User
 
 log = logging.getLogger(__name__)
@@ -77,10 +82,10 @@ ORDERS_PATH = "/orders"
         e429="rate_limited: too many orders from this patient (Retry-After)",
     ),
 )
-def place_order(
+async def place_order(
     body: OrderIn,
-    session: DbSession,
-    patient: PatientUser,
+    runner: SessionRunner,
+    patient: AsyncPatientUser,
     idempotency_key: IdempotencyKey = None,
 ):
     """Place an order: choose the store and pickup or delivery, and reserve every item (with
@@ -91,6 +96,13 @@ def place_order(
         str(patient.id),
         message=_("Too many orders in a short time; wait a minute and try again."),
     )
+    # The placement runs in the event loop on the request's one async session: no hop to a
+    # worker thread for the session, the user, the work and the answer, each of which would
+    # contend for the interpreter with every other placement in flight.
+    return await runner.run(_place_order, patient, body, idempotency_key)
+
+
+def _place_order(session: Session, patient: User, body: OrderIn, idempotency_key: str | None):
     if idempotency_key is None:
         payload = split_checkout.place_and_present(session, patient, body)
         return JSONResponse(payload, status_code=status.HTTP_201_CREATED)

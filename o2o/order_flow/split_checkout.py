@@ -67,15 +67,15 @@ def place(
 ):
     """Place an order: with allow_split, in parts when no single store can fill the cart.
 
-    Return the `Order`, or the `SplitOrder` when it was split (flushes only). `reserve` takes
-    the stock, as in `checkout.place_order`."""
+    Return the `checkout.Placed` order, or the `SplitOrder` when it was split (flushes only).
+    `reserve` takes the stock, as in `checkout.place`."""
     if not body.allow_split:
-        return checkout.place_order(session, patient, body, now=now, reserve=reserve)
+        return checkout.place(session, patient, body, now=now, reserve=reserve)
     _check_request(body)
     now = now or clock.now()
     try:
         with session.begin_nested():
-            return checkout.place_order(session, patient, body, now=now, reserve=reserve)
+            return checkout.place(session, patient, body, now=now, reserve=reserve)
     except (allocation.InsufficientStock, routing.DeliveryUnavailable) as single_store_refusal:
         # No store holds the cart (or none that delivers here does): try it in parts.
         refusal = single_store_refusal
@@ -219,8 +219,6 @@ def place_split(
         amount_minor=sum(order.total_minor for order in parts),
     )
     session.flush()
-    for order in parts:
-        session.expire(order, ["events"])
     session.expire(split, ["parts"])
     return split
 
@@ -260,9 +258,19 @@ def _placed(session, patient, body, reserve, record) -> dict:
 
 
 def present(session: Session, placed, viewer: User) -> OrderOut | SplitOrderOut:
-    """Build the answer for an order or a split order (codes only for its own patient)."""
-    if isinstance(placed, Order):
-        return views.present(session, placed, viewer)
+    """Build the answer for a new order or split order (codes only for its own patient)."""
+    if isinstance(placed, checkout.Placed):
+        # What a new order's view would read back is known: its payment and waiver, and no
+        # substitution yet (its timeline is set as it is recorded).
+        order = placed.order
+        return views.present(
+            session,
+            order,
+            viewer,
+            payments={order.id: placed.payment},
+            waivers={order.id: placed.waiver} if placed.waiver is not None else {},
+            substitution_lists={},
+        )
     return present_split(session, placed, viewer)
 
 

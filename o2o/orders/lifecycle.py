@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from o2o import clock, outbox
 from o2o.config import get_settings
@@ -117,17 +118,18 @@ def mark_paid(session: Session, order: Order, *, at: datetime | None = None) -> 
 
 
 def record_creation(session: Session, order: Order, *, actor_id: int, at: datetime) -> None:
-    """Append the first timeline entry (the order's initial status)."""
-    session.add(
-        OrderEvent(
-            order_id=order.id,
-            from_status=None,
-            to_status=order.status,
-            at=at,
-            actor_id=actor_id,
-            reason=order.routing_reason,
-        )
+    """Append the first timeline entry (the order's initial status); the order's timeline is
+    that entry alone, known without reading it back."""
+    event = OrderEvent(
+        order_id=order.id,
+        from_status=None,
+        to_status=order.status,
+        at=at,
+        actor_id=actor_id,
+        reason=order.routing_reason,
     )
+    session.add(event)
+    set_committed_value(order, "events", [event])
     outbox.emit(
         session,
         "order.created",

@@ -19,6 +19,7 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from o2o import clock, outbox
 from o2o.errors import Conflict
@@ -92,6 +93,7 @@ def open_payment(
         created_at=order.created_at,
     )
     session.add(payment)
+    set_committed_value(payment, "refunds", [])  # a new payment has none: no read to know it
     session.flush()
     if app is not None:
         _send(

@@ -86,6 +86,9 @@ def require_role(*roles: Role, current: Callable[..., Any] = get_current_user) -
 
 AdminUser = Annotated[User, Depends(require_role(Role.ADMIN))]
 PatientUser = Annotated[User, Depends(require_role(Role.PATIENT))]
+AsyncPatientUser = Annotated[
+    User, Depends(require_role(Role.PATIENT, current=get_current_user_async))
+]
 
 
 @functools.cache

@@ -38,7 +38,7 @@ def _runner_on(engine):
     async def runner() -> AsyncIterator[Runner]:
         session = AsyncSession(engine)
         try:
-            yield Runner(session)
+            yield Runner(lambda: session)
             await session.commit()
         finally:
             await session.close()
