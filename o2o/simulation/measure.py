@@ -53,6 +53,36 @@ _SILENT = text(
     """
 )
 
+# Where a delivery's minutes go, stage by stage (the median of each over the deliveries; medians
+# do not add up to the whole's): from the start of the promise until the store starts on it, the
+# preparation, the wait from ready until a courier claims the job that delivered it, the
+# courier's ride to the store, and from the pickup to the door.
+STAGES = (
+    ("to the store's start", "s.promised", "s.started"),
+    ("preparation", "s.started", "o.ready_at"),
+    ("ready to claimed", "o.ready_at", "j.claimed_at"),
+    ("ride to the store", "j.claimed_at", "j.picked_up_at"),
+    ("pickup to the door", "j.picked_up_at", "o.completed_at"),
+)
+_STAGES = text(
+    "SELECT "
+    + ", ".join(
+        f"percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM ({b} - {a})) / 60.0)"
+        for _, a, b in STAGES
+    )
+    + """
+    FROM orders o
+    JOIN dispatch_jobs j ON j.order_id = o.id AND j.status = 'delivered'
+    CROSS JOIN LATERAL (
+        SELECT GREATEST(o.released_at, coalesce(o.delivery_slot_start, o.released_at))
+                   AS promised,
+               (SELECT min(e.at) FROM order_events e
+                WHERE e.order_id = o.id AND e.to_status = 'preparing') AS started
+    ) s
+    WHERE o.fulfillment = 'delivery' AND o.status = 'completed' AND o.released_at IS NOT NULL
+    """
+)
+
 _TRIPS = text(
     """
     SELECT count(DISTINCT coalesce(batch_id, id)) AS trips, count(*) AS parcels
@@ -90,4 +120,8 @@ def measure(
         "diverted": diverted,
         "diverted_share": diverted / asked if asked else 0.0,
         "silent_breaks": session.scalar(_SILENT, {"end": end}),
+        "stages": {
+            label: float(v) if v is not None else None
+            for (label, _, _), v in zip(STAGES, session.execute(_STAGES).one(), strict=True)
+        },
     }

@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 from rich.table import Table
 
+from o2o.simulation import measure
 from o2o.simulation.day import Options
 from o2o.simulation.run import DayResult
 
@@ -18,6 +19,10 @@ def _fmt_min(minutes: float | None) -> str:
 
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _stage(stage: str) -> Callable[[DayResult], str]:
+    return lambda r: _fmt_min(r.line["stages"][stage])
 
 
 def results_table(plan: Options, results: list[DayResult]) -> Table:
@@ -41,6 +46,7 @@ def results_table(plan: Options, results: list[DayResult]) -> Table:
         ("on time (by the promise given)", lambda r: _fmt_rate(r.line["on_time_rate"])),
         ("p50 minutes, promise start to door", lambda r: _fmt_min(r.line["p50"])),
         ("p95 minutes, promise start to door", lambda r: _fmt_min(r.line["p95"])),
+        *((f"  median minutes: {stage}", _stage(stage)) for stage, _, _ in measure.STAGES),
         ("escalated at risk", lambda r: str(r.at_risk)),
         ("breaches (compensation, minor)", lambda r: f"{r.breaches} ({r.compensation_minor})"),
         ("promises broken silently", lambda r: str(r.line["silent_breaks"])),

@@ -11,7 +11,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from o2o import clock
-from o2o.simulation import cli, day, report, run
+from o2o.simulation import cli, day, measure, report, run
 
 # A quarter of an hour of demand near the couriers' home stores: every order is claimed at once
 # and the day drains in about an hour of simulated time (seconds of wall time), with two orders
@@ -53,12 +53,22 @@ def test_a_small_day_delivers_every_order_under_every_policy(committed):
         assert 0 <= result.line["on_time_rate"] <= 1
         assert 0 < result.line["p50"] <= result.line["p95"]
         assert result.claims >= delivered
+        # Where the minutes went, stage by stage: every stage of a delivery took some time
+        # (preparation and the rides always take minutes; the waits may be nil).
+        stages = result.line["stages"]
+        assert list(stages) == [label for label, _, _ in measure.STAGES]
+        assert all(minutes >= 0 for minutes in stages.values())
+        assert stages["preparation"] > 0 and stages["pickup to the door"] > 0
         line = report.policy_line(result)
         assert re.fullmatch(
             rf"policy {result.policy}: on-time \d+\.\d% p50 \d+\.\d min p95 \d+\.\d min "
             rf"delivered {delivered} diverted \d+ per-courier-hour \d+\.\d\d",
             line,
         ), line
+    shown = io.StringIO()
+    Console(file=shown, width=160).print(report.results_table(SMALL, results))
+    for label, _, _ in measure.STAGES:
+        assert f"median minutes: {label}" in shown.getvalue()
     # One order a trip for fifo and ranked; the platform may batch.
     assert results[0].line["mean_batch"] == results[1].line["mean_batch"] == 1.0
     assert results[2].line["mean_batch"] >= 1.0
