@@ -206,13 +206,15 @@ def plan_lines(
     *,
     min_expiry: date,
     min_expiry_by_product: Mapping[int, date] | None = None,
+    key_share: bool = False,
 ) -> Planned:
     """Choose the lots for every line at one store FEFO from an unlocked read, all or nothing:
-    raise InsufficientStock listing every shortage. No lot is locked or changed."""
+    raise InsufficientStock listing every shortage. No lot's stock is locked or changed;
+    `key_share` takes the lots' key-share locks in the same read (see StockLast)."""
     per_product_min = dict(min_expiry_by_product or {})
     product_ids = sorted({line.product_id for line in lines})
     floor = min([min_expiry, *per_product_min.values()])
-    lots = session.execute(
+    query = (
         select(
             Lot.id,
             Lot.product_id,
@@ -226,7 +228,10 @@ def plan_lines(
             Lot.expiry_date >= floor,
         )
         .order_by(Lot.id)
-    ).all()
+    )
+    if key_share:
+        query = query.with_for_update(read=True, key_share=True)
+    lots = session.execute(query).all()
     plan, shortages = _plan(lots, lines, min_expiry, per_product_min)
     if shortages:
         raise InsufficientStock(shortages)
@@ -257,13 +262,6 @@ def take_planned(session: Session, planned: Iterable[Planned]) -> None:
 Reserve = Callable[..., dict[int, list[Allocation]]]
 
 
-# The key-share locks an order's allocation rows take on their lots (the foreign key's check)
-# taken up front in id order: the checks would take them in the order the rows are inserted,
-# and a writer locking the same lots FOR UPDATE in id order meanwhile could deadlock with them.
-# A key-share lock does not block other buyers' UPDATEs of the lot, only those FOR UPDATE.
-_KEY_SHARE_SQL = text("SELECT id FROM lots WHERE id = ANY(:ids) ORDER BY id FOR KEY SHARE")
-
-
 class StockLast:
     """Reserve as `reserve_lines` does, but plan now and take at the end (`take`): the work
     between needs no lock on the lots' stock, so buyers of one hot product queue only for the
@@ -281,9 +279,12 @@ class StockLast:
         *,
         min_expiry: date,
     ) -> dict[int, list[Allocation]]:
-        planned = plan_lines(session, store_id, lines, min_expiry=min_expiry)
-        ids = sorted({a.lot_id for chosen in planned.plan.values() for a in chosen})
-        session.execute(_KEY_SHARE_SQL, {"ids": ids})
+        # The key-share locks an order's allocation rows take on their lots (the foreign key's
+        # check) are taken by the planning read, in id order: the checks would take them in the
+        # order the rows are inserted, and a writer locking the same lots FOR UPDATE in id order
+        # meanwhile could deadlock with them. A key-share lock does not block other buyers'
+        # UPDATEs of the lot, only those FOR UPDATE.
+        planned = plan_lines(session, store_id, lines, min_expiry=min_expiry, key_share=True)
         self.planned.append(planned)
         return planned.plan
 
