@@ -63,13 +63,14 @@ def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         configure_logging(json_logs=settings.env == "production")
-        # The hot reads' connections (o2o.db.DriverConnection: the nearby list, search) and the
-        # async endpoints' sessions (o2o.db.SessionRunner), in this event loop: lifespan state,
-        # which each request of this serving reads as request.state.driver_pool and
-        # request.state.async_sessions.
+        # The hot reads' connections (o2o.db.DriverConnection: the nearby list, search), the
+        # async endpoints' sessions (o2o.db.SessionRunner) and the async writers' (placing an
+        # order: o2o.db.WriterRunner), in this event loop: lifespan state, which each request of
+        # this serving reads as request.state.driver_pool, .async_sessions and .writer_sessions.
         pool = db.make_driver_pool(settings)
         await pool.open()
         engine = db.make_async_engine(settings)
+        writers = db.make_async_engine(settings, pool_size=settings.db_pool_size)
         if settings.env == "production":
             # What the worker built to serve (modules, routes, schemas, settings) lives as long
             # as it does: kept out of the collector's full passes, which would otherwise walk it
@@ -78,10 +79,15 @@ def create_app() -> FastAPI:
             gc.collect()
             gc.freeze()
         try:
-            yield {"driver_pool": pool, "async_sessions": db.async_sessions(engine)}
+            yield {
+                "driver_pool": pool,
+                "async_sessions": db.async_sessions(engine),
+                "writer_sessions": db.async_sessions(writers),
+            }
         finally:
             await pool.close()
             await engine.dispose()
+            await writers.dispose()
 
     app = FastAPI(
         title="O2O pharmacy platform",

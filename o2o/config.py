@@ -222,6 +222,9 @@ class Settings(BaseSettings):
     # Celery: seconds before a task taken by a worker that died is handed out again.
     task_visibility_timeout_s: int = Field(300, ge=10)
 
+    # The sync endpoints' pool; `db_pool_size` is also the fixed size of the async writers' pool
+    # (placing an order: o2o.db.WriterRunner), whose transactions may wait on row locks while
+    # they hold their connection (docker-compose.yml counts a worker's connections).
     db_pool_size: int = 10
     db_max_overflow: int = 20
     # The async endpoints' pool (hot reads, claims): a fixed number of connections kept open, no

@@ -11,7 +11,7 @@ with no session around it."""
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -75,15 +75,17 @@ def get_engine() -> Engine:
     return engine
 
 
-def make_async_engine(settings: Settings) -> AsyncEngine:
+def make_async_engine(
+    settings: Settings, *, pool_size: int | None = None, max_overflow: int = 0
+) -> AsyncEngine:
     """An async engine for one serving of the application, made and disposed by its lifespan in
-    its event loop (its pool waits on that loop): a fixed pool of `db_async_pool_size`
-    connections, no overflow. Each request of the serving opens its sessions from
-    request.state.async_sessions (`async_sessions`)."""
+    its event loop (its pool waits on that loop): by default a fixed pool of `db_async_pool_size`
+    connections, no overflow. Each request of the serving opens its sessions from the lifespan's
+    state (`async_sessions`: request.state.async_sessions, or .writer_sessions)."""
     engine = create_async_engine(
         settings.database_url,
-        pool_size=settings.db_async_pool_size,
-        max_overflow=0,
+        pool_size=settings.db_async_pool_size if pool_size is None else pool_size,
+        max_overflow=max_overflow,
         pool_timeout=10,
         pool_recycle=1800,
         connect_args={"connect_timeout": 5},
@@ -119,7 +121,21 @@ class Runner:
 async def get_runner(request: Request) -> AsyncIterator[Runner]:
     """Give an async request one session of its application's async engine; commit before the
     response, roll back on any error."""
-    runner = Runner(request.state.async_sessions)
+    async with _session_of_request(request.state.async_sessions) as runner:
+        yield runner
+
+
+async def get_writer_runner(request: Request) -> AsyncIterator[Runner]:
+    """As get_runner, on the writers' engine: writes that may wait on row locks while holding
+    their connection (placing an order) take their connections from a fixed pool of their own
+    (`db_pool_size`), so a flash sale cannot leave the hot reads and claims without one."""
+    async with _session_of_request(request.state.writer_sessions) as runner:
+        yield runner
+
+
+@asynccontextmanager
+async def _session_of_request(sessions: Callable[[], AsyncSession]) -> AsyncIterator[Runner]:
+    runner = Runner(sessions)
     try:
         yield runner
         if runner._session is not None:
@@ -199,6 +215,7 @@ COMMIT_ON_RETURN = "commit_on_return"
 # failed commit becomes an error response instead of a 2xx for work that was never saved.
 DbSession = Annotated[Session, Depends(get_session, scope="function")]
 SessionRunner = Annotated[Runner, Depends(get_runner, scope="function")]
+WriterRunner = Annotated[Runner, Depends(get_writer_runner, scope="function")]
 DriverConnection = Annotated[psycopg.AsyncConnection, Depends(get_driver, scope="function")]
 
 

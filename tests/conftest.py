@@ -22,7 +22,7 @@ from sqlalchemy.pool import NullPool
 
 from o2o import wiring
 from o2o.config import get_settings
-from o2o.db import COMMIT_ON_RETURN, get_driver, get_runner, get_session
+from o2o.db import COMMIT_ON_RETURN, get_driver, get_runner, get_session, get_writer_runner
 from o2o.redis import get_redis
 from tests.async_driver import SyncDriver
 from tests.documented_errors import check_422_is_documented
@@ -149,6 +149,7 @@ def app(_built_app, db: Session):
     # The console shares this dict, so it is changed in place, never replaced.
     _built_app.dependency_overrides[get_session] = _session
     _built_app.dependency_overrides[get_runner] = _runner
+    _built_app.dependency_overrides[get_writer_runner] = _runner
     _built_app.dependency_overrides[get_driver] = _driver
     yield _built_app
     _built_app.dependency_overrides.clear()

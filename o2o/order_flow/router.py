@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from o2o import idempotency, ratelimit
 from o2o.api import ApiRoute, CursorQuery, model_json
 from o2o.config import get_settings
-from o2o.db import INT4_MAX, DbSession, SessionRunner
+from o2o.db import INT4_MAX, DbSession, SessionRunner, WriterRunner
 from o2o.errors import DomainError, error_body, error_responses
 from o2o.i18n import gettext as _
 from o2o.order_flow import (
@@ -33,8 +33,8 @@ from o2o.order_flow.schemas import (
 from o2o.orders.models import OrderStatus
 from o2o.users.dependencies import (
     AsyncCurrentUser,
-    AsyncPatientUser,
     CurrentUser,
+    WritingPatientUser,
     require_role,
 )
 from o2o.users.models import Role, User
@@ -84,8 +84,8 @@ ORDERS_PATH = "/orders"
 )
 async def place_order(
     body: OrderIn,
-    runner: SessionRunner,
-    patient: AsyncPatientUser,
+    runner: WriterRunner,
+    patient: WritingPatientUser,
     idempotency_key: IdempotencyKey = None,
 ):
     """Place an order: choose the store and pickup or delivery, and reserve every item (with
@@ -96,9 +96,9 @@ async def place_order(
         str(patient.id),
         message=_("Too many orders in a short time; wait a minute and try again."),
     )
-    # The placement runs in the event loop on the request's one async session: no hop to a
-    # worker thread for the session, the user, the work and the answer, each of which would
-    # contend for the interpreter with every other placement in flight.
+    # The placement runs in the event loop on the request's one async session (of the writers'
+    # pool): no hop to a worker thread for the session, the user, the work and the answer, each
+    # of which would contend for the interpreter with every other placement in flight.
     return await runner.run(_place_order, patient, body, idempotency_key)
 
 

@@ -10,7 +10,7 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.orm import Session, joinedload
 
 from o2o.config import get_settings
-from o2o.db import DbSession, SessionRunner
+from o2o.db import DbSession, SessionRunner, WriterRunner
 from o2o.errors import Forbidden, Unauthorized
 from o2o.i18n import gettext as _
 from o2o.security import TokenError, decode_access_token
@@ -30,6 +30,13 @@ async def get_current_user_async(
     runner: SessionRunner, token: Annotated[str | None, Depends(oauth2_scheme)]
 ) -> User:
     """Load the user the bearer token names for an async endpoint, or refuse with 401."""
+    return await runner.run(user_from_token, token)
+
+
+async def get_current_user_writing(
+    runner: WriterRunner, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> User:
+    """As get_current_user_async, in the session of an async writer (o2o.db.WriterRunner)."""
     return await runner.run(user_from_token, token)
 
 
@@ -86,8 +93,9 @@ def require_role(*roles: Role, current: Callable[..., Any] = get_current_user) -
 
 AdminUser = Annotated[User, Depends(require_role(Role.ADMIN))]
 PatientUser = Annotated[User, Depends(require_role(Role.PATIENT))]
-AsyncPatientUser = Annotated[
-    User, Depends(require_role(Role.PATIENT, current=get_current_user_async))
+# A patient for an async write, loaded in its one session (o2o.db.WriterRunner).
+WritingPatientUser = Annotated[
+    User, Depends(require_role(Role.PATIENT, current=get_current_user_writing))
 ]
 
 

@@ -1,6 +1,6 @@
 """An exhausted connection pool is an overload the client can retry (503), never a 500: on the
 sync engine (endpoints in the thread pool), on the async engine (async endpoints) and on the
-driver pool (the nearby list)."""
+driver pool (the nearby list). Placements take their connections from a pool of their own."""
 
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -23,7 +23,8 @@ from o2o.db import (
     session_scope,
 )
 from o2o.users.models import Role
-from tests.factories import auth, make_user
+from tests.factories import auth, make_lot, make_product, make_store, make_user, offset, payment_app
+from tests.orders.helpers import order_body
 
 
 def _assert_503(response) -> None:
@@ -174,3 +175,32 @@ def test_a_nearby_request_that_waits_out_the_driver_pool_gets_503_with_retry_aft
         client.portal.call(tiny.putconn, held)
         assert _nearby(client).status_code == 200
         client.portal.call(tiny.close)
+
+
+def test_placements_take_their_connections_from_the_writers_pool_not_the_hot_one(committed):
+    # A flash sale's placements may wait on row locks while they hold their connection: they
+    # must not take the few connections the hot reads and claims share.
+    from main import create_app
+
+    with session_scope() as s:
+        store = make_store(s, at=offset(300, 0))
+        product = make_product(s)
+        make_lot(s, store, product, on_hand=5)
+        patient = make_user(s, role=Role.PATIENT)
+        payment_app(s)
+    with TestClient(create_app(), raise_server_exceptions=False) as client:
+        taken = {"hot": 0, "writers": 0}
+        for name, sessions in (("hot", "async_sessions"), ("writers", "writer_sessions")):
+            engine = client.app_state[sessions].kw["bind"]
+            event.listen(
+                engine.sync_engine,
+                "checkout",
+                lambda *_, name=name: taken.__setitem__(name, taken[name] + 1),
+            )
+        body = order_body([(product.id, 1)])
+        placed = client.post("/api/v1/orders", json=body, headers=auth(patient))
+        assert placed.status_code == 201, placed.text
+        assert taken == {"hot": 0, "writers": 1}
+        read = client.get(f"/api/v1/orders/{placed.json()['id']}", headers=auth(patient))
+        assert read.status_code == 200
+        assert taken == {"hot": 1, "writers": 1}
