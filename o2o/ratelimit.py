@@ -2,7 +2,9 @@
 
 If Redis is unreachable the limits fail open: the platform keeps serving and logs it, since
 refusing every login or order while Redis restarts would be a worse outage than a short window
-without throttling.
+without throttling. After a failure they do not ask Redis again for PAUSE_AFTER_FAILURE_S: an
+unreachable Redis would otherwise cost every request its timeout, and an async endpoint's check
+runs in the event loop, where it holds up every request of the worker.
 """
 
 import functools
@@ -18,6 +20,21 @@ from o2o.config import get_settings
 from o2o.errors import RateLimited
 
 log = logging.getLogger(__name__)
+
+PAUSE_AFTER_FAILURE_S = 2.0
+_monotonic = time.monotonic
+_paused_until = 0.0
+
+
+def _paused() -> bool:
+    return _monotonic() < _paused_until
+
+
+def _failed(what: str) -> None:
+    """Fail open, and leave Redis alone for a moment."""
+    global _paused_until
+    _paused_until = _monotonic() + PAUSE_AFTER_FAILURE_S
+    log.warning("rate limit storage unavailable; %s", what)
 
 
 @functools.cache
@@ -40,46 +57,56 @@ def _retry_after(item: RateLimitItem, *keys: str) -> int:
 
 def check(item: RateLimitItem, *keys: str, message: str) -> None:
     """Raise RateLimited if the window for keys is already full (does not count a hit)."""
+    if _paused():
+        return
     try:
         if not _limiter().test(item, *keys):
             raise RateLimited(message, retry_after_s=_retry_after(item, *keys))
     except RateLimited:
         raise
     except Exception:
-        log.warning("rate limit storage unavailable; allowing request")
+        _failed("allowing request")
 
 
 def hit(item: RateLimitItem, *keys: str, message: str) -> None:
     """Count one hit; raise RateLimited when it does not fit in the window."""
+    if _paused():
+        return
     try:
         if not _limiter().hit(item, *keys):
             raise RateLimited(message, retry_after_s=_retry_after(item, *keys))
     except RateLimited:
         raise
     except Exception:
-        log.warning("rate limit storage unavailable; allowing request")
+        _failed("allowing request")
 
 
 def give_back(item: RateLimitItem, *keys: str) -> None:
     """Take one hit back from a window (its newest entry): for a request counted by `hit`
     before it knew whether it would count, which then did nothing worth counting."""
+    if _paused():
+        return
     try:
         storage = _limiter().storage
         storage.get_connection().lpop(storage.prefixed_key(item.key_for(*keys)))
     except Exception:
-        log.warning("rate limit storage unavailable; not given back")
+        _failed("not given back")
 
 
 def record(item: RateLimitItem, *keys: str) -> None:
     """Count one hit without refusing (e.g. a failed login, checked on the next try)."""
+    if _paused():
+        return
     try:
         _limiter().hit(item, *keys)
     except Exception:
-        log.warning("rate limit storage unavailable; not counted")
+        _failed("not counted")
 
 
 def clear(item: RateLimitItem, *keys: str) -> None:
+    if _paused():
+        return
     try:
         _limiter().clear(item, *keys)
     except Exception:
-        log.warning("rate limit storage unavailable; not cleared")
+        _failed("not cleared")

@@ -1,0 +1,72 @@
+"""The rate limits fail open when Redis does not answer, and then leave it alone for a moment: a
+hung Redis costs one request its timeout, not every request (an async endpoint's check runs in
+the event loop, where a timeout holds up every request of the worker)."""
+
+import socket
+import threading
+import time
+
+import pytest
+
+from o2o import ratelimit
+from o2o.config import get_settings
+
+
+@pytest.fixture
+def hung_redis(monkeypatch):
+    """A server that takes connections and never answers; yields the connections it took."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    taken: list[socket.socket] = []
+
+    def take() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            taken.append(conn)
+
+    threading.Thread(target=take, daemon=True).start()
+    monkeypatch.setattr(
+        get_settings(), "redis_url", f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+    )
+    ratelimit._limiter.cache_clear()
+    monkeypatch.setattr(ratelimit, "_paused_until", 0.0)
+    yield taken
+    server.close()
+    for conn in taken:
+        conn.close()
+    ratelimit._limiter.cache_clear()
+
+
+def _connections(taken: list, n: int) -> bool:
+    """Whether the server has taken n connections (it takes them in its own thread)."""
+    for _ in range(200):
+        if len(taken) >= n:
+            return len(taken) == n
+        time.sleep(0.01)
+    return False
+
+
+def test_a_hung_redis_is_asked_once_then_left_alone_for_a_moment(hung_redis, monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(ratelimit, "_monotonic", lambda: now[0])
+    item = ratelimit.limit("1/minute")
+
+    # The first request waits out the timeout and is let through.
+    ratelimit.hit(item, "pause-test", message="too many")
+    assert _connections(hung_redis, 1)
+    # The next ones, well over the limit, are let through without asking Redis again.
+    for _ in range(5):
+        ratelimit.hit(item, "pause-test", message="too many")
+        ratelimit.check(item, "pause-test", message="too many")
+    assert _connections(hung_redis, 1)
+
+    # After the pause Redis is asked again (and, still hung, paused again).
+    now[0] += ratelimit.PAUSE_AFTER_FAILURE_S
+    ratelimit.hit(item, "pause-test", message="too many")
+    assert _connections(hung_redis, 2)
+    ratelimit.hit(item, "pause-test", message="too many")
+    assert _connections(hung_redis, 2)
