@@ -11,6 +11,7 @@ import functools
 import logging
 import math
 import time
+from collections.abc import Callable
 
 from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
@@ -26,15 +27,19 @@ _monotonic = time.monotonic
 _paused_until = 0.0
 
 
-def _paused() -> bool:
-    return _monotonic() < _paused_until
-
-
-def _failed(what: str) -> None:
-    """Fail open, and leave Redis alone for a moment."""
+def _ask(what: str, call: Callable[[], object]) -> None:
+    """Run one exchange with Redis, unless it failed a moment ago; on failure, fail open (`what`
+    says how) and leave Redis alone for PAUSE_AFTER_FAILURE_S. A 429 goes through."""
     global _paused_until
-    _paused_until = _monotonic() + PAUSE_AFTER_FAILURE_S
-    log.warning("rate limit storage unavailable; %s", what)
+    if _monotonic() < _paused_until:
+        return
+    try:
+        call()
+    except RateLimited:
+        raise
+    except Exception:
+        _paused_until = _monotonic() + PAUSE_AFTER_FAILURE_S
+        log.warning("rate limit storage unavailable; %s", what)
 
 
 @functools.cache
@@ -57,56 +62,39 @@ def _retry_after(item: RateLimitItem, *keys: str) -> int:
 
 def check(item: RateLimitItem, *keys: str, message: str) -> None:
     """Raise RateLimited if the window for keys is already full (does not count a hit)."""
-    if _paused():
-        return
-    try:
+
+    def test() -> None:
         if not _limiter().test(item, *keys):
             raise RateLimited(message, retry_after_s=_retry_after(item, *keys))
-    except RateLimited:
-        raise
-    except Exception:
-        _failed("allowing request")
+
+    _ask("allowing request", test)
 
 
 def hit(item: RateLimitItem, *keys: str, message: str) -> None:
     """Count one hit; raise RateLimited when it does not fit in the window."""
-    if _paused():
-        return
-    try:
+
+    def count() -> None:
         if not _limiter().hit(item, *keys):
             raise RateLimited(message, retry_after_s=_retry_after(item, *keys))
-    except RateLimited:
-        raise
-    except Exception:
-        _failed("allowing request")
+
+    _ask("allowing request", count)
 
 
 def give_back(item: RateLimitItem, *keys: str) -> None:
     """Take one hit back from a window (its newest entry): for a request counted by `hit`
     before it knew whether it would count, which then did nothing worth counting."""
-    if _paused():
-        return
-    try:
+
+    def newest_out() -> None:
         storage = _limiter().storage
         storage.get_connection().lpop(storage.prefixed_key(item.key_for(*keys)))
-    except Exception:
-        _failed("not given back")
+
+    _ask("not given back", newest_out)
 
 
 def record(item: RateLimitItem, *keys: str) -> None:
     """Count one hit without refusing (e.g. a failed login, checked on the next try)."""
-    if _paused():
-        return
-    try:
-        _limiter().hit(item, *keys)
-    except Exception:
-        _failed("not counted")
+    _ask("not counted", lambda: _limiter().hit(item, *keys))
 
 
 def clear(item: RateLimitItem, *keys: str) -> None:
-    if _paused():
-        return
-    try:
-        _limiter().clear(item, *keys)
-    except Exception:
-        _failed("not cleared")
+    _ask("not cleared", lambda: _limiter().clear(item, *keys))
