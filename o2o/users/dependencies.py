@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, joinedload
 
 from o2o.config import get_settings
@@ -17,6 +18,13 @@ from o2o.security import TokenError, decode_access_token
 from o2o.users.models import Role, User
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+
+# The user and their stores in one statement (the relationship's own load is a second one),
+# built once: every authenticated request runs it, and building it (and its cache key) each time
+# cost as much as running it.
+_USER_WITH_STORES = (
+    select(User).options(joinedload(User.store_links)).where(User.id == bindparam("user_id"))
+)
 
 
 def get_current_user(
@@ -56,8 +64,7 @@ def user_from_token(session: Session, token: str | None) -> User:
         user_id = int(claims["sub"])
     except (TypeError, ValueError):
         raise Unauthorized(_("The access token is not valid."), code="invalid_token") from None
-    # The user and their stores in one statement (the relationship's own load is a second one).
-    user = session.get(User, user_id, options=[joinedload(User.store_links)])
+    user = session.execute(_USER_WITH_STORES, {"user_id": user_id}).unique().scalar_one_or_none()
     if user is None or not user.is_active:
         raise Unauthorized(_("The account is no longer active."), code="invalid_token")
     if claims.get("ver", 0) != user.token_version:
