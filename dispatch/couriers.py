@@ -16,7 +16,9 @@ from o2o.errors import Conflict, InvalidInput, NotFound
 from o2o.geo import GeometryError, area_element, area_geojson, parse_area, point_wkt, to_latlon
 from o2o.i18n import gettext as _
 from o2o.users.models import Role, User
+from stores import statements
 from stores.models import Store
+from stores.statements import Step, Steps
 
 
 def get_courier(session: Session, user_id: int) -> Courier | None:
@@ -228,16 +230,27 @@ _HOLD_SQL = text(
 def hold_for_claim(
     session: Session, courier_id: int, lat: float, lon: float, now: datetime
 ) -> None:
+    """`hold_for_claim_plan` on a session."""
+    statements.run(session, hold_for_claim_plan(courier_id, lat, lon, now))
+
+
+def hold_for_claim_plan(courier_id: int, lat: float, lon: float, now: datetime) -> Steps[None]:
     """Lock the courier's profile for a claim and record where they ask from (one statement),
     then refuse a courier with neither home store nor service area, or one who already holds
     the most active jobs allowed (counted after the lock, so concurrent claims see each other).
+
+    A plan of statements (`stores.statements`), run in the claim's transaction on a session or on
+    the driver's connection.
     """
-    configured = session.scalar(
+    rows = yield Step(
         _HOLD_SQL, {"courier_id": courier_id, "point": point_wkt(lat, lon), "now": now}
     )
-    if not configured:
+    if not rows or not rows[0][0]:
         raise not_configured()
-    check_capacity(session, courier_id)
+    (counted,) = yield Step(_ACTIVE_COUNT_SQL, {"courier_id": courier_id})
+    limit = get_settings().dispatch_max_active_jobs
+    if counted[0] >= limit:
+        raise too_many_jobs(limit)
 
 
 def not_configured() -> Conflict:
@@ -251,10 +264,14 @@ def check_capacity(session: Session, courier_id: int) -> None:
     """Refuse another claim to a courier who already holds the most active jobs allowed."""
     limit = get_settings().dispatch_max_active_jobs
     if active_job_count(session, courier_id) >= limit:
-        raise Conflict(
-            _("You already hold {limit} active job(s); deliver or release one first.").format(
-                limit=limit
-            ),
-            code="too_many_jobs",
-            details={"max_active_jobs": limit},
-        )
+        raise too_many_jobs(limit)
+
+
+def too_many_jobs(limit: int) -> Conflict:
+    return Conflict(
+        _("You already hold {limit} active job(s); deliver or release one first.").format(
+            limit=limit
+        ),
+        code="too_many_jobs",
+        details={"max_active_jobs": limit},
+    )

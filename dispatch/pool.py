@@ -23,6 +23,8 @@ from o2o.config import get_settings
 from o2o.errors import Conflict, NotFound
 from o2o.i18n import gettext as _
 from o2o.users.models import User
+from stores import statements
+from stores.statements import Step, Steps
 
 # Any fixed origin works for deadline buckets; it only has to be the same for every job.
 _BUCKET_ORIGIN = "TIMESTAMPTZ '2000-01-01 00:00:00+00'"
@@ -223,6 +225,11 @@ CLAIM_CANDIDATES = 8
 
 
 @functools.cache
+def _candidates_sql(ranking: Ranking, extra: str) -> TextClause:
+    return text(f"SELECT p.id FROM ({_pool_sql(ranking, extra=extra)}) p")
+
+
+@functools.cache
 def _claim_sql(ranking: Ranking, extra: str) -> TextClause:
     """Lock the best candidate nobody holds (the ranked candidates are read without locks) and
     mark it claimed by the courier, in one statement (built once per ranking: a rush claims
@@ -252,35 +259,50 @@ def claim_next_job_id(
     now: datetime | None = None,
     ranking: Ranking = Ranking.URGENCY,
 ) -> uuid.UUID | None:
-    """Claim the best job open to the courier and return its id, or None when there is none.
+    """`claim_plan` on a session: claim the best job open to the courier and return its id, or
+    None when there is none."""
+    now = now or clock.now()
+    job_id = statements.run(
+        session, claim_plan(courier_id, lat=lat, lon=lon, now=now, ranking=ranking)
+    )
+    if job_id is not None:
+        _forget(session, job_id)
+    return job_id
+
+
+def claim_plan(
+    courier_id: int,
+    *,
+    lat: float,
+    lon: float,
+    now: datetime,
+    ranking: Ranking = Ranking.URGENCY,
+) -> Steps[uuid.UUID | None]:
+    """Claim the best job open to the courier; return its id, or None when there is none.
 
     The ranked candidates are read without locks, then the first of them nobody holds is locked
     FOR UPDATE SKIP LOCKED and claimed in the same statement: concurrent claimers each lock a
     different row instead of queueing on the same one, and a row claimed and committed meanwhile
     no longer matches `status = 'open'` when PostgreSQL re-checks it, so no job is ever claimed
     twice. Three statements in all (the courier's lock and position, their job count, the claim),
-    the hot path of a courier rush.
+    the hot path of a courier rush: a plan of statements (`stores.statements`), run in one
+    transaction on a session or, for the endpoint, on the driver's connection.
     """
-    now = now or clock.now()
-    couriers.hold_for_claim(session, courier_id, lat, lon, now)
-    where = Where(lat, lon)
-    params = _pool_params(courier_id, where, now=now, ranking=ranking)
+    yield from couriers.hold_for_claim_plan(courier_id, lat, lon, now)
+    params = _pool_params(courier_id, Where(lat, lon), now=now, ranking=ranking)
     params["limit"] = CLAIM_CANDIDATES
     skipped: list[uuid.UUID] = []
     while True:
         extra = "AND j.id <> ALL(CAST(:skipped AS uuid[]))" if skipped else ""
         params["skipped"] = skipped
-        job_id = session.scalar(_claim_sql(ranking, extra), params)
-        if job_id is not None:
-            _forget(session, job_id)
-            return job_id
+        claimed = yield Step(_claim_sql(ranking, extra), params)
+        if claimed:
+            return claimed[0][0]
         # Every candidate was held by another claimer (or there is none): read past them.
-        held = session.scalars(
-            text(f"SELECT p.id FROM ({_pool_sql(ranking, extra=extra)}) p"), params
-        ).all()
+        held = yield Step(_candidates_sql(ranking, extra), params)
         if not held:
             return None
-        skipped += held
+        skipped = skipped + [row[0] for row in held]
 
 
 def _forget(session: Session, job_id: uuid.UUID) -> None:

@@ -11,10 +11,10 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
-from sqlalchemy.orm import Session
+from psycopg import AsyncConnection
 
 from dispatch import actions, couriers, pool, reports, runs, trips, views
-from dispatch.dependencies import AsyncCourierUser, CourierUser, StaffOrAdmin
+from dispatch.dependencies import AsyncCourierUser, CourierUser, DriverCourierUser, StaffOrAdmin
 from dispatch.schemas import (
     ClaimIn,
     CourierLocationOut,
@@ -33,12 +33,13 @@ from dispatch.schemas import (
 from o2o import clock, ratelimit
 from o2o.api import ApiRoute, CursorQuery, RowId, model_json
 from o2o.config import get_settings
-from o2o.db import INT4_MAX, DbSession, SessionRunner
+from o2o.db import INT4_MAX, DbSession, DriverConnection, SessionRunner
 from o2o.errors import error_responses
 from o2o.geo import to_latlon
 from o2o.i18n import gettext
 from o2o.users.dependencies import AdminUser
 from o2o.users.models import User
+from stores import statements
 
 router = APIRouter(route_class=ApiRoute, tags=["dispatch"])
 
@@ -152,20 +153,21 @@ async def list_jobs(
     response_model=HeldJobOut,
     responses={
         204: {"description": "No job is open to you right now."},
-        **error_responses(e409=f"{NOT_CONFIGURED}; too_many_active_jobs", e429=CLAIMS_LIMITED),
+        **error_responses(e409=f"{NOT_CONFIGURED}; too_many_jobs", e429=CLAIMS_LIMITED),
     },
 )
-async def claim_next(body: ClaimIn, runner: SessionRunner, courier: AsyncCourierUser):
+async def claim_next(body: ClaimIn, conn: DriverConnection, courier: DriverCourierUser):
     """Claim the best next job open to the courier (204 when there is none)."""
     # A courier rush's hot path: counted before the claim in the one Redis round trip that also
     # refuses a full window (429), and given back when no job is taken, so that, as for the
-    # other claims, only a claim that took a job counts. In the event loop on the async engine,
-    # answered as JSON once.
+    # other claims, only a claim that took a job counts. The caller, the claim and its answer run
+    # in the event loop on one connection of the driver's pool, with no session and no ORM work
+    # (`pool.claim_plan`, `views.describe_plan`), and are answered as JSON once.
     item = ratelimit.limit(get_settings().dispatch_claim_rate_limit)
     keys = ("dispatch-claims", str(courier.id))
     ratelimit.hit(item, *keys, message=gettext("Too many claims in a short time; try again later."))
     try:
-        answer = await runner.run(_claim_next, courier, body)
+        answer = await _claim_next(conn, courier, body)
     except BaseException:
         ratelimit.give_back(item, *keys)
         raise
@@ -174,12 +176,17 @@ async def claim_next(body: ClaimIn, runner: SessionRunner, courier: AsyncCourier
     return answer
 
 
-def _claim_next(session: Session, courier: User, body: ClaimIn) -> Response:
-    job_id = pool.claim_next_job_id(session, courier.id, lat=body.lat, lon=body.lon)
-    if job_id is None:
-        return Response(status_code=status.HTTP_204_NO_CONTENT)
-    where = couriers.Where(body.lat, body.lon)
-    view = views.describe_job(session, job_id, where, viewer=courier)
+async def _claim_next(conn: AsyncConnection, courier: User, body: ClaimIn) -> Response:
+    # One transaction: the courier's lock, the claim and its answer, committed before the answer.
+    async with conn.transaction():
+        claim = pool.claim_plan(courier.id, lat=body.lat, lon=body.lon, now=clock.now())
+        job_id = await statements.run_async(conn, claim)
+        if job_id is None:
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
+        where = couriers.Where(body.lat, body.lon)
+        (view,) = await statements.run_async(
+            conn, views.describe_plan([job_id], viewer=courier, where=where)
+        )
     return model_json(HeldJobOut.model_validate(view))
 
 
@@ -212,7 +219,7 @@ def get_job(job_id: uuid.UUID, session: DbSession, courier: CourierUser):
     "/dispatch/jobs/{job_id}/claim",
     response_model=HeldJobOut,
     responses=error_responses(
-        e409=f"job_taken; too_many_active_jobs; the job is not open to you; {NOT_CONFIGURED}",
+        e409=f"job_taken; too_many_jobs; the job is not open to you; {NOT_CONFIGURED}",
         e429=CLAIMS_LIMITED,
     ),
 )

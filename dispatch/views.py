@@ -17,6 +17,8 @@ from dispatch.models import Job
 from o2o.config import get_settings
 from o2o.geo import snap_to_grid, to_latlon
 from o2o.users.models import Role, User
+from stores import statements
+from stores.statements import Step, Steps
 
 
 def sees_exact_dropoff(viewer: User, store_id: int, courier_id: int | None) -> bool:
@@ -78,9 +80,21 @@ def describe_jobs(
     if not job_ids:
         return []
     session.flush()  # a text statement does not flush the session's pending changes itself
-    rows = session.execute(
+    return statements.run(session, describe_plan(job_ids, distances, viewer=viewer, where=where))
+
+
+def describe_plan(
+    job_ids: list[uuid.UUID],
+    distances: dict[uuid.UUID, float | None] | None = None,
+    *,
+    viewer: User,
+    where: Where | None = None,
+) -> Steps[list[dict[str, Any]]]:
+    """`describe_jobs` as a plan of one statement (`stores.statements`), for a session or the
+    driver's connection."""
+    rows = yield Step(
         _VIEWS_SQL, {"ids": job_ids, "point": where.wkt if where is not None else None}
-    ).all()
+    )
     by_id = {row.id: row for row in rows}
     distances = distances or {}
     max_failures = get_settings().dispatch_code_max_failures

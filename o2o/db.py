@@ -4,9 +4,9 @@ edge, session_scope() for tasks and the CLI, and tasks queued to run only after 
 Two engines share the settings: the sync one behind DbSession (endpoints that run in the thread
 pool) and an async one (psycopg's async mode) behind SessionRunner, which async endpoints use to
 run the same sync service code in the event loop (SQLAlchemy's greenlet bridge): no thread hand-off
-for the session, the endpoint or the response. The hottest reads, the nearby list and search, run
-on neither: DriverConnection gives them a connection of psycopg's own async pool in autocommit,
-with no session around it."""
+for the session, the endpoint or the response. The hottest requests, the nearby list, search and
+the next-job claim, run on neither: DriverConnection gives them a connection of psycopg's own
+async pool in autocommit, with no session around it (the claim opens a transaction on it)."""
 
 import functools
 import logging

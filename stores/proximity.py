@@ -152,9 +152,12 @@ async def walk_async(conn: AsyncConnection, statement: str, params: dict) -> lis
 
 @functools.lru_cache(maxsize=1024)
 def driver_sql(statement: TextClause) -> str:
-    """A walk's statement written for SQLAlchemy (`:name`), rewritten for psycopg
-    (`%(name)s`); PostgreSQL's casts (`::text`) are left alone."""
-    return re.sub(r"(?<!:):(\w+)", r"%(\1)s", str(statement))
+    """A statement written for SQLAlchemy (`:name`), rewritten for psycopg (`%(name)s`).
+    PostgreSQL's casts (`::text`) and the colons of a literal time (`'00:00:00+00'`) are left
+    alone, and a literal `%` is doubled."""
+    # SQLAlchemy's own rule for a bind in text(): not after a colon, a word character or a
+    # backslash, and not before a colon.
+    return re.sub(r"(?<![:\w\\]):(\w+)(?!:)", r"%(\1)s", str(statement).replace("%", "%%"))
 
 
 def _walk_unordered(session: Session, statement: TextClause, params: dict) -> list[Row]:

@@ -1,10 +1,11 @@
-"""Reads planned as statements, run by a session or by the driver's async connection.
+"""Work planned as statements, run by a session or by the driver's async connection.
 
 A search is written as a generator that yields each statement (`Step`) and is sent its rows: the
 planning does no I/O, so one plan runs on a session (checkout, the services, the benchmarks) and on
 a connection of psycopg's async pool (the search endpoint, a hot read: no ORM work per statement,
 no hand-over to sync code). Rows are read by attribute on both (SQLAlchemy's rows, psycopg's named
-tuples).
+tuples). A plan that writes (a courier's claim, `dispatch.pool.claim_plan`) runs in its caller's
+transaction: the session's, or one the caller opens on the driver's connection.
 """
 
 from collections.abc import Generator, Sequence
@@ -58,9 +59,9 @@ def run(session: Session, steps: Steps[T]) -> T:
 
 
 async def run_async(conn: AsyncConnection, steps: Steps[T]) -> T:
-    """Run a plan's statements on the driver's async connection (autocommit: each statement
-    reads what was committed when it started; a walk the index refuses runs again, see
-    `proximity.walk_async`)."""
+    """Run a plan's statements on the driver's async connection (autocommit unless the caller
+    opened a transaction: each statement then reads what was committed when it started; a walk
+    the index refuses runs again, see `proximity.walk_async`)."""
     try:
         step = next(steps)
         while True:

@@ -142,9 +142,11 @@ def app(_built_app, db: Session):
             yield _Runner()
 
     async def _driver():
-        # The hot reads' driver connection (nearby, search): the same connection's sync side.
+        # The driver connection (nearby, search, the next-job claim): the same connection's sync
+        # side. What it wrote bypassed the session, whose copies of those rows are then stale.
         with _in_request():
             yield SyncDriver(db)
+        db.expire_all()
 
     # The console shares this dict, so it is changed in place, never replaced.
     _built_app.dependency_overrides[get_session] = _session

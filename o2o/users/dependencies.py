@@ -7,15 +7,18 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
+from psycopg.rows import dict_row
 from sqlalchemy import bindparam, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from o2o.config import get_settings
-from o2o.db import DbSession, SessionRunner, WriterRunner
+from o2o.db import DbSession, DriverConnection, SessionRunner, WriterRunner
 from o2o.errors import Forbidden, Unauthorized
 from o2o.i18n import gettext as _
 from o2o.security import TokenError, decode_access_token
-from o2o.users.models import Role, User
+from o2o.users.models import Role, User, UserStoreLink
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
@@ -48,8 +51,29 @@ async def get_current_user_writing(
     return await runner.run(user_from_token, token)
 
 
+async def get_current_user_driver(
+    conn: DriverConnection, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> User:
+    """Load the user the bearer token names on the request's driver connection, or refuse with
+    401: for an endpoint that does its work on that connection and takes no session at all (a
+    courier's claim). The user is a detached copy, every column and the stores loaded, for
+    reading only: it belongs to no session."""
+    user_id, version = _token_subject(token)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_USER_ROW_SQL, {"user_id": user_id})
+        rows = await cur.fetchall()
+    return _current(_detached_user(rows[0]) if rows else None, version)
+
+
 def user_from_token(session: Session, token: str | None) -> User:
     """Return the active user a bearer token names under its current version; 401 otherwise."""
+    user_id, version = _token_subject(token)
+    user = session.execute(_USER_WITH_STORES, {"user_id": user_id}).unique().scalar_one_or_none()
+    return _current(user, version)
+
+
+def _token_subject(token: str | None) -> tuple[int, int]:
+    """Return the user id and the token version a bearer token carries; 401 if it is not valid."""
     if not token:
         raise Unauthorized()
     try:
@@ -61,17 +85,38 @@ def user_from_token(session: Session, token: str | None) -> User:
             ) from None
         raise Unauthorized(_("The access token is not valid."), code="invalid_token") from None
     try:
-        user_id = int(claims["sub"])
+        return int(claims["sub"]), claims.get("ver", 0)
     except (TypeError, ValueError):
         raise Unauthorized(_("The access token is not valid."), code="invalid_token") from None
-    user = session.execute(_USER_WITH_STORES, {"user_id": user_id}).unique().scalar_one_or_none()
+
+
+def _current(user: User | None, version: int) -> User:
     if user is None or not user.is_active:
         raise Unauthorized(_("The account is no longer active."), code="invalid_token")
-    if claims.get("ver", 0) != user.token_version:
+    if version != user.token_version:
         # Issued before a password change or a deactivation: revoked.
         raise Unauthorized(
             _("This access token has been revoked; sign in again."), code="invalid_token"
         )
+    return user
+
+
+# The user's row as the driver reads it: every mapped column (named as its attribute) and the
+# stores the user works at, in one statement.
+_USER_COLUMNS = tuple(attribute.key for attribute in sa_inspect(User).column_attrs)
+_USER_ROW_SQL = (
+    "SELECT "
+    + ", ".join(f"u.{key}" for key in _USER_COLUMNS if key != "role")
+    + ", CAST(u.role AS text) AS role,"
+    " ARRAY(SELECT l.store_id FROM user_stores l WHERE l.user_id = u.id) AS store_ids"
+    " FROM users u WHERE u.id = %(user_id)s"
+)
+
+
+def _detached_user(row: dict[str, Any]) -> User:
+    user = User(**{key: row[key] for key in _USER_COLUMNS if key != "role"}, role=Role(row["role"]))
+    links = [UserStoreLink(user_id=user.id, store_id=store_id) for store_id in row["store_ids"]]
+    set_committed_value(user, "store_links", links)
     return user
 
 

@@ -2,8 +2,10 @@
 
 import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
@@ -16,23 +18,28 @@ from o2o.geo import area_element, parse_area
 from o2o.users.models import User
 from tests import factories
 from tests.dispatch import helpers
-from tests.factories import make_store
+from tests.factories import auth, make_store
 
 COURIERS = 100
 JOBS = 150  # fewer than the couriers can hold (2 each): every job must end up claimed
 
 
-def test_concurrent_claims_never_give_one_job_to_two_couriers(committed, engine):
+def _board(committed, *, jobs: int, couriers: int) -> list[User]:
+    """A store with `jobs` open jobs of various ages, and `couriers` couriers at home there."""
     now = clock.now()
     with committed() as session:
         store = make_store(session, zone_half_side_m=helpers.DELIVERY_ZONE_M)
-        for i in range(JOBS):
+        for i in range(jobs):
             helpers.make_delivery_order(session, store, released_at=now - timedelta(minutes=i % 60))
-        couriers = helpers.make_couriers_fast(
-            session, COURIERS, home_store=store, at=factories.offset(300, 0)
+        riders = helpers.make_couriers_fast(
+            session, couriers, home_store=store, at=factories.offset(300, 0)
         )
         session.commit()
-        courier_ids = [c.id for c in couriers]
+    return riders
+
+
+def test_concurrent_claims_never_give_one_job_to_two_couriers(committed, engine):
+    courier_ids = [c.id for c in _board(committed, jobs=JOBS, couriers=COURIERS)]
 
     # One connection per courier: they really run at once.
     race_engine = create_engine(engine.url, poolclass=NullPool)
@@ -78,6 +85,51 @@ def test_concurrent_claims_never_give_one_job_to_two_couriers(committed, engine)
         rows = session.execute(select(Job.id, Job.status, Job.courier_id)).all()
         assert {r.status for r in rows} == {JobStatus.CLAIMED}
         assert {(r.courier_id, str(r.id)) for r in rows} == set(claimed)
+
+
+def test_couriers_claiming_at_once_over_http_each_get_their_own_jobs(committed):
+    """The claim endpoint runs on the driver's pool (no session): forty couriers asking at once
+    through the real application each get jobs of their own, up to their limit of two, until
+    the board is empty; every job answered is held in the database by the courier it was
+    answered to."""
+    from main import create_app
+
+    n_couriers, n_jobs = 40, 60
+    headers = {c.id: auth(c) for c in _board(committed, jobs=n_jobs, couriers=n_couriers)}
+    lat, lon = factories.offset(300, 0)
+    start = threading.Barrier(n_couriers)
+
+    with TestClient(create_app(), raise_server_exceptions=False) as client:
+
+        def courier_loop(courier_id: int) -> tuple[list[str], list[int]]:
+            answered, statuses = [], []
+            start.wait(timeout=60)
+            while True:
+                r = client.post(
+                    "/api/v1/dispatch/claim",
+                    json={"lat": lat, "lon": lon},
+                    headers=headers[courier_id],
+                )
+                statuses.append(r.status_code)
+                if r.status_code != 200:
+                    if r.status_code == 409:
+                        assert r.json()["error"]["code"] == "too_many_jobs", r.text
+                    return answered, statuses
+                assert r.json()["dropoff_exact"] is True  # its own courier sees the address
+                answered.append(r.json()["id"])
+
+        with ThreadPoolExecutor(max_workers=n_couriers) as threads:
+            results = dict(zip(headers, threads.map(courier_loop, headers), strict=True))
+
+    assert {s for _, statuses in results.values() for s in statuses} <= {200, 204, 409}
+    answered = [(cid, job_id) for cid, (jobs, _) in results.items() for job_id in jobs]
+    job_ids = [job_id for _, job_id in answered]
+    assert len(job_ids) == len(set(job_ids)) == n_jobs  # each once, none left behind
+    assert max(Counter(cid for cid, _ in answered).values()) <= 2
+    with committed() as session:
+        rows = session.execute(select(Job.id, Job.status, Job.courier_id)).all()
+        assert {r.status for r in rows} == {JobStatus.CLAIMED}
+        assert {(r.courier_id, str(r.id)) for r in rows} == set(answered)
 
 
 def test_ordering_by_deadline_means_an_old_job_is_never_passed_over(db, store, courier):

@@ -178,3 +178,40 @@ def test_sign_ups_are_rate_limited_per_client_address(client, monkeypatch):
     )
     assert r.status_code == 429
     assert int(r.headers["Retry-After"]) > 0
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "code"),
+    [
+        ("expired", 401, "token_expired"),
+        ("deactivated", 401, "invalid_token"),
+        ("revoked", 401, "invalid_token"),
+        ("unknown user", 401, "invalid_token"),
+        ("patient", 403, "forbidden"),
+        # Let in: a courier with no home store or service area yet is refused by the claim.
+        ("courier", 409, "courier_not_configured"),
+    ],
+)
+def test_the_claim_loads_its_caller_on_the_driver_and_refuses_what_a_session_refuses(
+    client, db, case, status, code
+):
+    # The next-job claim reads its caller on the driver's connection, not through a session:
+    # the same tokens are refused there as everywhere else, each with the same answer.
+    from o2o.security import create_access_token
+
+    user = make_user(db, role=Role.PATIENT if case == "patient" else Role.COURIER)
+    token = token_for(user, minutes=-1 if case == "expired" else None)
+    if case == "deactivated":
+        user.is_active = False
+    if case == "revoked":
+        user.token_version += 1  # a password change since the token was issued
+    if case == "unknown user":
+        token = create_access_token(str(user.id + 1000), role="courier")
+    db.flush()
+    r = client.post(
+        f"{API}/dispatch/claim",
+        json={"lat": 31.2304, "lon": 121.4737},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code
