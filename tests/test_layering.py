@@ -22,8 +22,10 @@ ENTRY_POINTS = {
     # delivery slots checkout books, and the fleet's advice on when to start a delivery.
     # Checkout and the counter also use equivalents (the catalogue's key) and the search that
     # counts them (substitutes); split carts plan with split_search;
-    # community pickup points: the points, their run schedule, and their API shapes.
+    # community pickup points: the points, their run schedule, and their API shapes; and the
+    # runner of plans of statements on a session or the driver's connection (dispatch's claim).
     "stores": (
+        "statements",
         "service",
         "models",
         "schemas",
