@@ -12,7 +12,7 @@ from o2o.users.dependencies import (
 from o2o.users.models import Role, User
 
 CourierUser = Annotated[User, Depends(require_role(Role.COURIER))]
-# For async endpoints (the claim rush): loaded on the async engine, in the event loop.
+# For async endpoints on a session (the job board): loaded on the async engine, in the event loop.
 AsyncCourierUser = Annotated[
     User, Depends(require_role(Role.COURIER, current=get_current_user_async))
 ]

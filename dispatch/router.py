@@ -156,13 +156,14 @@ async def list_jobs(
         **error_responses(e409=f"{NOT_CONFIGURED}; too_many_jobs", e429=CLAIMS_LIMITED),
     },
 )
-async def claim_next(body: ClaimIn, conn: DriverConnection, courier: DriverCourierUser):
+async def claim_next(body: ClaimIn, courier: DriverCourierUser, conn: DriverConnection):
     """Claim the best next job open to the courier (204 when there is none)."""
     # A courier rush's hot path: counted before the claim in the one Redis round trip that also
     # refuses a full window (429), and given back when no job is taken, so that, as for the
     # other claims, only a claim that took a job counts. The caller, the claim and its answer run
-    # in the event loop on one connection of the driver's pool, with no session and no ORM work
-    # (`pool.claim_plan`, `views.describe_plan`), and are answered as JSON once.
+    # in the event loop on one connection of the driver's pool, with no session and no ORM
+    # statement (`pool.claim_plan`, `views.describe_plan`), and are answered as JSON once. The
+    # caller comes first: a token that is not valid is refused before a connection is taken.
     item = ratelimit.limit(get_settings().dispatch_claim_rate_limit)
     keys = ("dispatch-claims", str(courier.id))
     ratelimit.hit(item, *keys, message=gettext("Too many claims in a short time; try again later."))

@@ -150,13 +150,21 @@ async def _session_of_request(sessions: Callable[[], AsyncSession]) -> AsyncIter
 
 
 # How the driver pool's connections run (the load test's reference runs the same way):
-# - autocommit: they serve reads, each statement seeing what was committed when it started (as in
-#   a READ COMMITTED transaction), without the two round trips of BEGIN and COMMIT; a step that
-#   needs a transaction opens one (`conn.transaction()`);
+# - autocommit: a read's statements each see what was committed when they started (as in a READ
+#   COMMITTED transaction), without the two round trips of BEGIN and COMMIT; work that needs a
+#   transaction opens one (`conn.transaction()`): the next-job claim, whose courier's row stays
+#   locked until its claim commits;
 # - generic plans: psycopg prepares a statement after a few runs on a connection, and PostgreSQL
 #   then plans it once for the connection instead of once per run. The hot reads' plans do not
 #   hang on their values: search picks its plan in Python from the cart's selectivity and writes
-#   its LIMITs into the text (`stores.search`), and the nearby walk is one index scan.
+#   its LIMITs into the text (`stores.search`), and the nearby walk is one index scan. The claim's
+#   are keyed lookups (the courier's row, their active jobs) and a pick over the stores in reach
+#   and each one's open jobs in index order, whatever the values (`make load`'s courier rush).
+#
+# The claim shares the hot reads' pool: it waits on no lock but its own courier's row (another
+# claim or position report of the same courier, a few milliseconds), since the jobs it would
+# wait on are skipped (SKIP LOCKED). Placing an order, which may queue behind a lot's lock, has a
+# pool of its own (`WriterRunner`).
 DRIVER_CONNECTION = {"autocommit": True, "options": "-c plan_cache_mode=force_generic_plan"}
 
 
@@ -183,8 +191,8 @@ def psycopg_url(url: str) -> str:
 
 
 async def get_driver(request: Request) -> AsyncIterator[psycopg.AsyncConnection]:
-    """Give an async read a connection of its application's driver pool (autocommit, generic
-    plans: see DRIVER_CONNECTION), back to the pool after the response is built."""
+    """Give an async endpoint a connection of its application's driver pool (autocommit,
+    generic plans: see DRIVER_CONNECTION), back to the pool after the response is built."""
     async with request.state.driver_pool.connection() as conn:
         yield conn
 

@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 
 from o2o.api import reads_body
 from o2o.errors import MALFORMED_INPUT_CODES, REFUSAL_CODES_KEY, ErrorOut
-from o2o.users.dependencies import get_current_user, get_current_user_async
+from o2o.users.dependencies import oauth2_scheme
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorOut"}
 
@@ -32,7 +32,9 @@ def _calls(dependant: Dependant) -> Iterator[Any]:
 def _common_errors(route: APIRoute) -> dict[str, str]:
     calls = list(_calls(route.dependant))
     errors: dict[str, str] = {}
-    if any(call in (get_current_user, get_current_user_async) for call in calls):
+    # Whatever loads the caller (on a session, the async engine, the writers' pool or the driver),
+    # it reads the bearer token.
+    if oauth2_scheme in calls:
         errors["401"] = "not_authenticated; invalid_token; token_expired"
     roles = [getattr(call, "allowed_roles", None) for call in calls]
     roles = [r for r in roles if r]

@@ -5,7 +5,9 @@ planning does no I/O, so one plan runs on a session (checkout, the services, the
 a connection of psycopg's async pool (the search endpoint, a hot read: no ORM work per statement,
 no hand-over to sync code). Rows are read by attribute on both (SQLAlchemy's rows, psycopg's named
 tuples). A plan that writes (a courier's claim, `dispatch.pool.claim_plan`) runs in its caller's
-transaction: the session's, or one the caller opens on the driver's connection.
+transaction: the session's, or one the caller opens on the driver's connection. A walk step may
+not run in a transaction the caller opened on the driver: a walk the index refuses is run again
+after a rollback, which such a transaction does not allow.
 """
 
 from collections.abc import Generator, Sequence

@@ -10,7 +10,7 @@ from fastapi.security import OAuth2PasswordBearer
 from psycopg.rows import dict_row
 from sqlalchemy import bindparam, select
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from o2o.config import get_settings
@@ -51,14 +51,20 @@ async def get_current_user_writing(
     return await runner.run(user_from_token, token)
 
 
+async def bearer_subject(token: Annotated[str | None, Depends(oauth2_scheme)]) -> tuple[int, int]:
+    """The user id and token version the bearer token carries, or 401: checked before anything
+    is asked of the database."""
+    return _token_subject(token)
+
+
 async def get_current_user_driver(
-    conn: DriverConnection, token: Annotated[str | None, Depends(oauth2_scheme)]
+    subject: Annotated[tuple[int, int], Depends(bearer_subject)], conn: DriverConnection
 ) -> User:
     """Load the user the bearer token names on the request's driver connection, or refuse with
     401: for an endpoint that does its work on that connection and takes no session at all (a
-    courier's claim). The user is a detached copy, every column and the stores loaded, for
-    reading only: it belongs to no session."""
-    user_id, version = _token_subject(token)
+    courier's claim). A token that is not valid is refused before a connection is taken. The
+    user is a detached copy, every column and the stores loaded, for reading only."""
+    user_id, version = subject
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_USER_ROW_SQL, {"user_id": user_id})
         rows = await cur.fetchall()
@@ -101,20 +107,32 @@ def _current(user: User | None, version: int) -> User:
     return user
 
 
-# The user's row as the driver reads it: every mapped column (named as its attribute) and the
-# stores the user works at, in one statement.
-_USER_COLUMNS = tuple(attribute.key for attribute in sa_inspect(User).column_attrs)
+# The user's row as the driver reads it: every mapped column (under its attribute's name) and
+# the stores the user works at, in one statement. Every attribute of User is a plain column of
+# its table (checked here, at import, rather than failing each request).
+_USER_COLUMNS = tuple(
+    (attribute.key, attribute.columns[0]) for attribute in sa_inspect(User).column_attrs
+)
+if not all(column.table is User.__table__ for _, column in _USER_COLUMNS):
+    raise RuntimeError("every attribute of User must be a plain column of its table")
 _USER_ROW_SQL = (
     "SELECT "
-    + ", ".join(f"u.{key}" for key in _USER_COLUMNS if key != "role")
-    + ", CAST(u.role AS text) AS role,"
-    " ARRAY(SELECT l.store_id FROM user_stores l WHERE l.user_id = u.id) AS store_ids"
+    + ", ".join(
+        f"CAST(u.{column.name} AS text) AS {key}" if key == "role" else f"u.{column.name} AS {key}"
+        for key, column in _USER_COLUMNS
+    )
+    + ", ARRAY(SELECT l.store_id FROM user_stores l WHERE l.user_id = u.id) AS store_ids"
     " FROM users u WHERE u.id = %(user_id)s"
 )
 
 
 def _detached_user(row: dict[str, Any]) -> User:
-    user = User(**{key: row[key] for key in _USER_COLUMNS if key != "role"}, role=Role(row["role"]))
+    """A detached User of the row: as if loaded by a session since closed (its identity set, no
+    pending changes), with its stores."""
+    user = User(
+        **{key: row[key] for key, _ in _USER_COLUMNS if key != "role"}, role=Role(row["role"])
+    )
+    make_transient_to_detached(user)
     links = [UserStoreLink(user_id=user.id, store_id=store_id) for store_id in row["store_ids"]]
     set_committed_value(user, "store_links", links)
     return user

@@ -132,6 +132,39 @@ def test_couriers_claiming_at_once_over_http_each_get_their_own_jobs(committed):
         assert {(r.courier_id, str(r.id)) for r in rows} == set(answered)
 
 
+def test_one_courier_claiming_many_times_at_once_over_http_holds_no_more_than_the_limit(
+    committed,
+):
+    """A courier's app firing claims at once (a double tap, a retry storm): the courier's row is
+    locked for each claim until it commits, so the job count each one checks sees the others,
+    and the courier ends up with exactly the limit (two) whatever the number of claims."""
+    from main import create_app
+
+    (rider,) = _board(committed, jobs=20, couriers=1)
+    headers = auth(rider)
+    lat, lon = factories.offset(300, 0)
+    tries = 16
+    start = threading.Barrier(tries)
+
+    with TestClient(create_app(), raise_server_exceptions=False) as client:
+
+        def claim(_):
+            start.wait(timeout=60)
+            return client.post(
+                "/api/v1/dispatch/claim", json={"lat": lat, "lon": lon}, headers=headers
+            )
+
+        with ThreadPoolExecutor(max_workers=tries) as threads:
+            answers = list(threads.map(claim, range(tries)))
+
+    statuses = Counter(r.status_code for r in answers)
+    assert statuses == {200: 2, 409: tries - 2}, [r.text for r in answers]
+    assert {r.json()["error"]["code"] for r in answers if r.status_code == 409} == {"too_many_jobs"}
+    with committed() as session:
+        held = session.scalars(select(Job.id).where(Job.courier_id == rider.id)).all()
+    assert sorted(map(str, held)) == sorted(r.json()["id"] for r in answers if r.status_code == 200)
+
+
 def test_ordering_by_deadline_means_an_old_job_is_never_passed_over(db, store, courier):
     """Aging: a far job with the earliest deadline goes before a stream of nearer, newer ones."""
     now = clock.now()

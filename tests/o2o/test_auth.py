@@ -215,3 +215,22 @@ def test_the_claim_loads_its_caller_on_the_driver_and_refuses_what_a_session_ref
     )
     assert r.status_code == status, r.text
     assert r.json()["error"]["code"] == code
+
+
+def test_a_claim_with_a_bad_token_is_refused_before_a_connection_is_taken(app, client, db):
+    # The driver's pool is the hot reads' too: a refused token must not queue for it.
+    from o2o.db import get_driver
+
+    async def no_connection():
+        raise AssertionError("a connection was taken for a refused token")
+        yield  # pragma: no cover - a generator dependency, as get_driver is
+
+    app.dependency_overrides[get_driver] = no_connection
+    courier = make_user(db, role=Role.COURIER)
+    for token in ("not-a-token", token_for(courier, minutes=-1)):
+        r = client.post(
+            f"{API}/dispatch/claim",
+            json={"lat": 31.2304, "lon": 121.4737},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert r.status_code == 401, r.text

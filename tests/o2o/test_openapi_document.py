@@ -76,3 +76,20 @@ def test_a_link_to_an_operation_that_does_not_exist_is_an_error():
     install_links(app, [Link(("POST", "/things", "201"), ("DELETE", "/things/{thing_id}"), {})])
     with pytest.raises(LookupError):
         app.openapi()
+
+
+def test_every_operation_that_needs_a_token_documents_the_401(_built_app):
+    # However its caller is loaded (a session, the async engine, the writers' pool, the driver's
+    # connection), an operation secured by the bearer token says it may answer 401. Placing an
+    # order and the next-job claim, whose callers are loaded off the session, are among them.
+    document = _built_app.openapi()
+    secured = [
+        (method, path, operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if operation.get("security")
+    ]
+    assert ("post", "/api/v1/orders") in {(m, p) for m, p, _ in secured}
+    assert ("post", "/api/v1/dispatch/claim") in {(m, p) for m, p, _ in secured}
+    missing = [f"{m.upper()} {p}" for m, p, op in secured if "401" not in op["responses"]]
+    assert missing == []
