@@ -16,7 +16,6 @@ from o2o.errors import Conflict, InvalidInput, NotFound
 from o2o.geo import GeometryError, area_element, area_geojson, parse_area, point_wkt, to_latlon
 from o2o.i18n import gettext as _
 from o2o.users.models import Role, User
-from stores import statements
 from stores.models import Store
 from stores.statements import Step, Steps
 
@@ -225,13 +224,6 @@ _HOLD_SQL = text(
     RETURNING home_store_id IS NOT NULL OR service_area IS NOT NULL
     """
 )
-
-
-def hold_for_claim(
-    session: Session, courier_id: int, lat: float, lon: float, now: datetime
-) -> None:
-    """`hold_for_claim_plan` on a session."""
-    statements.run(session, hold_for_claim_plan(courier_id, lat, lon, now))
 
 
 def hold_for_claim_plan(courier_id: int, lat: float, lon: float, now: datetime) -> Steps[None]:

@@ -109,18 +109,21 @@ def _current(user: User | None, version: int) -> User:
 
 # The user's row as the driver reads it: every mapped column (under its attribute's name) and
 # the stores the user works at, in one statement. Every attribute of User is a plain column of
-# its table (checked here, at import, rather than failing each request).
+# its table (checked here, at import, rather than failing each request); the driver reads an
+# enum column as its text, turned back into the column's enum class.
 _USER_COLUMNS = tuple(
     (attribute.key, attribute.columns[0]) for attribute in sa_inspect(User).column_attrs
 )
 if not all(column.table is User.__table__ for _, column in _USER_COLUMNS):
     raise RuntimeError("every attribute of User must be a plain column of its table")
+_ENUMS = {
+    key: column.type.enum_class
+    for key, column in _USER_COLUMNS
+    if getattr(column.type, "enum_class", None) is not None
+}
 _USER_ROW_SQL = (
     "SELECT "
-    + ", ".join(
-        f"CAST(u.{column.name} AS text) AS {key}" if key == "role" else f"u.{column.name} AS {key}"
-        for key, column in _USER_COLUMNS
-    )
+    + ", ".join(f"u.{column.name} AS {key}" for key, column in _USER_COLUMNS)
     + ", ARRAY(SELECT l.store_id FROM user_stores l WHERE l.user_id = u.id) AS store_ids"
     " FROM users u WHERE u.id = %(user_id)s"
 )
@@ -129,9 +132,9 @@ _USER_ROW_SQL = (
 def _detached_user(row: dict[str, Any]) -> User:
     """A detached User of the row: as if loaded by a session since closed (its identity set, no
     pending changes), with its stores."""
-    user = User(
-        **{key: row[key] for key, _ in _USER_COLUMNS if key != "role"}, role=Role(row["role"])
-    )
+    values = {key: row[key] for key, _ in _USER_COLUMNS}
+    values.update({key: enum(values[key]) for key, enum in _ENUMS.items()})
+    user = User(**values)
     make_transient_to_detached(user)
     links = [UserStoreLink(user_id=user.id, store_id=store_id) for store_id in row["store_ids"]]
     set_committed_value(user, "store_links", links)
