@@ -42,6 +42,8 @@ ENV PATH=/app/.venv/bin:$PATH \
 
 EXPOSE 8000
 
+# The server is uvicorn's, its workers each accepting on a socket of their own (o2o/serve.py), so
+# a burst of new connections is spread over the workers instead of landing on the first awake.
 # Slow or huge requests must not exhaust the workers (tests/test_resource_limits.py checks these):
 # --timeout-keep-alive 5        idle keep-alive connections close after 5 s;
 # --limit-concurrency 256       past 256 open connections+tasks per worker, new ones get 503 at once
@@ -52,6 +54,6 @@ EXPOSE 8000
 # Bodies are capped in the app (O2O_MAX_BODY_BYTES, 413, counted while streaming) and the reverse
 # proxy in front buffers request bodies, so a client trickling bytes holds a proxy connection, not
 # a worker.
-CMD ["uvicorn", "main:app", "--host", "0.0.0.0", "--port", "8000", "--workers", "4", "--proxy-headers", \
+CMD ["python", "-m", "o2o.serve", "main:app", "--host", "0.0.0.0", "--port", "8000", "--workers", "4", "--proxy-headers", \
      "--timeout-keep-alive", "5", "--limit-concurrency", "256", "--backlog", "2048", \
      "--h11-max-incomplete-event-size", "16384", "--timeout-graceful-shutdown", "20"]

@@ -5,13 +5,14 @@ Run with `make load` (`bash scripts/load.sh`). For each city (the demo city, dat
 `o2o_load_demo`, and the 10,000-store benchmark city, `o2o_bench`):
 
 1. the reference (`benchmarks/reference.py`: the nearby list's SQL on psycopg's async pool, no
-   framework), served by uvicorn with the same workers, loaded by wrk at 64 connections;
+   framework), served as the platform is (the image's server, `o2o.serve`: uvicorn's workers,
+   each accepting on a socket of its own) with the same workers, loaded by wrk at 64 connections;
 2. the platform's `GET /stores/nearby` and `POST /search/stores`, loaded the same way.
 
 Then, on the benchmark city's server: order placement on one hot product at 64 connections (a
 timed phase with stock for everyone, then an exact sell-out) and a rush of 100 couriers claiming
 from a pool of open jobs (`benchmarks/load_races.py`). Every figure is printed as a ratio to the
-reference; then each worker's resident memory after the load and the load average.
+reference, each after a warm-up; then each worker's resident memory after the load and the load average.
 `--write-docs` (or `O2O_BENCH_WRITE_DOCS=1`) records the output in docs/BENCHMARKS.md.
 
 Rate limits and per-patient caps are raised for the server processes (environment settings) so
@@ -52,6 +53,9 @@ RAISED_LIMITS = {
     "O2O_DISPATCH_MAX_ACTIVE_JOBS": "10",
 }
 MISSING_CITY = 3
+# Every measured row and race follows this many seconds of the same load, untimed: connections
+# opened, statements prepared and planned, caches warm.
+WARMUP_S = 3
 DEMO_CENTRE = (31.2304, 121.4737)
 
 
@@ -75,10 +79,9 @@ def start_server(
     env["O2O_DATABASE_URL"] = database_url
     ARTIFACTS.mkdir(exist_ok=True)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+        # The image's server: uvicorn's workers, each on a socket of its own (`o2o.serve`).
+        [sys.executable, "-m", "o2o.serve", app, "--host", "127.0.0.1", "--port", str(port),
          "--workers", str(workers),
-         # The app logs every request itself; uvicorn's access log would log each twice.
-         "--no-access-log",
          # On two shared cores a worker still importing the app can miss the supervisor's
          # 5-second ping and be killed and restarted over and over.
          "--timeout-worker-healthcheck", "60"],
@@ -226,7 +229,9 @@ def run(args) -> str:
     for city, (url, points, products) in cities.items():
         ref_server = start_server("benchmarks.reference:app", port, workers, url, "load-ref.log")
         try:
-            wrk.run(base, reference_requests(points), connections=args.connections, seconds=3)
+            wrk.run(
+                base, reference_requests(points), connections=args.connections, seconds=WARMUP_S
+            )
             ref = wrk.run(
                 base, reference_requests(points), connections=args.connections, seconds=args.seconds
             )
@@ -238,7 +243,7 @@ def run(args) -> str:
         try:
             nearby_reqs = nearby_requests(points)
             search_reqs = search_requests(points, products, random.Random(5))
-            wrk.run(base, nearby_reqs, connections=args.connections, seconds=3)
+            wrk.run(base, nearby_reqs, connections=args.connections, seconds=WARMUP_S)
             nearby = wrk.run(base, nearby_reqs, connections=args.connections, seconds=args.seconds)
             search = wrk.run(base, search_reqs, connections=args.connections, seconds=args.seconds)
             table.append(_fmt(f"GET /stores/nearby ({city})", nearby, ref))
@@ -256,10 +261,12 @@ def run(args) -> str:
         finally:
             stop_server(server)
     lines += [
-        f"Servers: uvicorn, {workers} workers each (the Dockerfile's count), one at a time on "
-        f"{os.cpu_count()} cores shared with PostgreSQL, Redis and the load client. HTTP load: wrk, "
-        f"{args.connections} connections, {args.seconds:.0f} s per row after a 3 s warm-up; "
-        "the races: asyncio clients, one process.",
+        f"Servers: uvicorn, {workers} workers each (the Dockerfile's count), each accepting on a "
+        f"socket of its own (`o2o.serve`), one server at a time on {os.cpu_count()} cores shared "
+        "with PostgreSQL, Redis and the load client. HTTP load: wrk, "
+        f"{args.connections} connections, {args.seconds:.0f} s per row after a {WARMUP_S} s "
+        f"warm-up; the races: asyncio clients, one process, {args.seconds:.0f} s each after a "
+        f"{WARMUP_S} s warm-up (every job answered in it still counts in the rush's checks).",
         "Rate limits raised for this run through the environment ("
         + ", ".join(f"{k}={v}" for k, v in RAISED_LIMITS.items())
         + "); they are still checked in Redis on every request.",
@@ -284,10 +291,14 @@ def run(args) -> str:
 
 def _races(base: str, args, ref: wrk.Result) -> str:
     sale = load_races.flash_sale(
-        base, connections=args.connections, seconds=args.seconds, sell_out_units=args.sell_out
+        base,
+        connections=args.connections,
+        seconds=args.seconds,
+        sell_out_units=args.sell_out,
+        warmup=WARMUP_S,
     )
     rush = load_races.courier_rush(
-        base, couriers=args.couriers, jobs=args.jobs, seconds=args.seconds
+        base, couriers=args.couriers, jobs=args.jobs, seconds=args.seconds, warmup=WARMUP_S
     )
     c = sale.checks
     exact = c["sold_in_sell_out"] == c["sell_out_units"]
@@ -357,7 +368,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5, help="seconds per measured row")
     parser.add_argument("--workers", type=int, default=production_workers())
     parser.add_argument("--couriers", type=int, default=100)
-    parser.add_argument("--jobs", type=int, default=3000)
+    parser.add_argument("--jobs", type=int, default=6000)
     parser.add_argument("--sell-out", type=int, default=100, help="units of the sell-out")
     parser.add_argument("--port", type=int, default=18765)
     parser.add_argument("--demo-url", default=os.environ.get("O2O_LOAD_DEMO_URL", ""))

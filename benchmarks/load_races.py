@@ -104,7 +104,9 @@ def _split(base: str) -> tuple[str, int]:
 # Flash sale
 
 
-async def _place(base, tokens, product_id, result: RaceResult, *, until: float, sell_out: bool):
+async def _place(
+    base, tokens, product_id, result: RaceResult, *, until: float, sell_out: bool, timed_from=0.0
+):
     async def one(slot: int) -> None:
         http = HttpConnection(*_split(base))
         headers = {"Authorization": f"Bearer {tokens[slot]}"}
@@ -126,8 +128,9 @@ async def _place(base, tokens, product_id, result: RaceResult, *, until: float, 
                 result.error(type(exc).__name__)
                 continue
             if status == 201:
-                result.done += 1
-                result.latencies_ms.append((time.perf_counter() - started) * 1000)
+                if started >= timed_from:
+                    result.done += 1
+                    result.latencies_ms.append((time.perf_counter() - started) * 1000)
             elif sell_out and status in (409, 422):
                 # Sold out (or no store holds it any more): this patient stops trying.
                 result.checks["refused"] = result.checks.get("refused", 0) + 1
@@ -140,19 +143,28 @@ async def _place(base, tokens, product_id, result: RaceResult, *, until: float, 
     await asyncio.gather(*(one(slot) for slot in range(len(tokens))))
 
 
-def flash_sale(base: str, *, connections: int, seconds: float, sell_out_units: int) -> RaceResult:
-    """Place orders for one hot product from `connections` patients; then sell out exactly."""
+def flash_sale(
+    base: str, *, connections: int, seconds: float, sell_out_units: int, warmup: float = 0.0
+) -> RaceResult:
+    """Place orders for one hot product from `connections` patients (timed after `warmup`
+    seconds, as the HTTP rows are); then sell out exactly."""
     world = orders_bench.setup(connections, units=1_000_000, lots=3)
     tokens = [create_access_token(str(p.id), role="patient", minutes=60) for p in world["patients"]]
     try:
         result = RaceResult()
-        started = time.perf_counter()
+        timed_from = time.perf_counter() + warmup
         asyncio.run(
             _place(
-                base, tokens, world["product_id"], result, until=started + seconds, sell_out=False
+                base,
+                tokens,
+                world["product_id"],
+                result,
+                until=timed_from + seconds,
+                sell_out=False,
+                timed_from=timed_from,
             )
         )
-        result.seconds = time.perf_counter() - started
+        result.seconds = time.perf_counter() - timed_from
         # The sell-out: exactly sell_out_units left, every patient orders until refused.
         orders_bench.set_stock(world["store_id"], sell_out_units)
         before = orders_bench.check_stock(world["store_id"])["reserved"]
@@ -179,7 +191,9 @@ def flash_sale(base: str, *, connections: int, seconds: float, sell_out_units: i
 # Courier rush
 
 
-async def _claim(base, couriers, result: RaceResult, claimed: list[str], *, until: float):
+async def _claim(
+    base, couriers, result: RaceResult, claimed: list[str], *, until: float, timed_from=0.0
+):
     async def one(token: str, lat: float, lon: float) -> None:
         http = HttpConnection(*_split(base))
         headers = {"Authorization": f"Bearer {token}"}
@@ -193,8 +207,10 @@ async def _claim(base, couriers, result: RaceResult, claimed: list[str], *, unti
                 result.error(type(exc).__name__)
                 continue
             if status == 200:
-                result.done += 1
-                result.latencies_ms.append((time.perf_counter() - started) * 1000)
+                if started >= timed_from:
+                    result.done += 1
+                    result.latencies_ms.append((time.perf_counter() - started) * 1000)
+                # Every job answered counts in the checks, the warm-up's too.
                 claimed.append(json.loads(data)["id"])
             elif status == 204:
                 break  # the pool is empty
@@ -222,8 +238,11 @@ def _deliver_held(stop: threading.Event) -> None:
             )
 
 
-def courier_rush(base: str, *, couriers: int, jobs: int, seconds: float) -> RaceResult:
-    """`couriers` couriers claim from a pool of open jobs at once, each claiming again at once."""
+def courier_rush(
+    base: str, *, couriers: int, jobs: int, seconds: float, warmup: float = 0.0
+) -> RaceResult:
+    """`couriers` couriers claim from a pool of open jobs at once, each claiming again at once
+    (timed after `warmup` seconds, as the HTTP rows are)."""
     dispatch_bench.cleanup()
     dispatch_bench.make_city(stores=40, spread_m=2500)
     ids = dispatch_bench.make_couriers(couriers, 2500, area_m=6000)
@@ -254,9 +273,11 @@ def courier_rush(base: str, *, couriers: int, jobs: int, seconds: float) -> Race
     try:
         result, claimed = RaceResult(), []
         sweeper.start()
-        started = time.perf_counter()
-        asyncio.run(_claim(base, plan, result, claimed, until=started + seconds))
-        result.seconds = time.perf_counter() - started
+        timed_from = time.perf_counter() + warmup
+        asyncio.run(
+            _claim(base, plan, result, claimed, until=timed_from + seconds, timed_from=timed_from)
+        )
+        result.seconds = time.perf_counter() - timed_from
         stop.set()
         sweeper.join()
         with session_scope() as s:

@@ -132,8 +132,17 @@ _CURSOR_READERS = (
 )
 
 
+# Rows read per store: `:per_store`, or more when there are too few stores in reach to give
+# `:limit` rows at that (one store in reach: `:limit` of its jobs).
+_PER_STORE = (
+    "greatest(CAST(:per_store AS integer), "
+    "ceil(CAST(:limit AS float8) / nullif((SELECT count(*) FROM r), 0)))"
+)
+
+
 def _pool_sql(ranking: Ranking, *, extra: str = "") -> str:
-    """Rank the jobs open to a courier: the best `:limit` of each store in reach, then overall."""
+    """Rank the jobs open to a courier: the best `_PER_STORE` of each store in reach, then the
+    best `:limit` of those."""
     return f"""
         WITH r AS MATERIALIZED ({_REACH})
         SELECT p.* FROM (
@@ -146,7 +155,7 @@ def _pool_sql(ranking: Ranking, *, extra: str = "") -> str:
                   AND {_visible("r.visible_from", "r.escalated_visible_from")}
                   AND {_ORDER_READY} {extra}
                 ORDER BY {_STORE_ORDER[ranking.value]}
-                LIMIT :limit
+                LIMIT {_PER_STORE}
             ) x
         ) p
         ORDER BY {_POOL_ORDER[ranking.value]}
@@ -194,6 +203,7 @@ def list_jobs(
     couriers.configured_courier(session, courier.id)
     where = couriers.where_from(session, courier.id, lat, lon)
     params = _pool_params(courier.id, where, now=clock.now()) | {"limit": limit + 1}
+    params["per_store"] = limit + 1
     extra = ""
     if cursor:
         priority, bucket, distance_m, deadline, job_id = pagination.decode_cursor(
@@ -222,6 +232,14 @@ def list_jobs(
 # jobs; SKIP LOCKED hands each the first one nobody else holds, and a claimer that finds all of a
 # round's candidates held reads the next ones (skipping those) instead of waiting.
 CLAIM_CANDIDATES = 8
+# Rows a round reads from each store in reach: this many, or more when fewer than four stores
+# are in reach (all eight from a lone store). The best job open to a courier is its store's best,
+# so a claim nobody contends with takes exactly the best job whatever this is; it bounds the rows
+# a claim reads in a city, where 40 stores may be in reach: two per store, each with its order's
+# readiness, not eight (docs/BENCHMARKS.md, "Load"). Under contention a claimer whose store's
+# first two are held may take another store's next job before that store's third, which the
+# next claim takes.
+CLAIM_CANDIDATES_PER_STORE = 2
 
 
 @functools.cache
@@ -291,6 +309,7 @@ def claim_plan(
     yield from couriers.hold_for_claim_plan(courier_id, lat, lon, now)
     params = _pool_params(courier_id, Where(lat, lon), now=now, ranking=ranking)
     params["limit"] = CLAIM_CANDIDATES
+    params["per_store"] = CLAIM_CANDIDATES_PER_STORE
     skipped: list[uuid.UUID] = []
     while True:
         extra = "AND j.id <> ALL(CAST(:skipped AS uuid[]))" if skipped else ""

@@ -1,0 +1,77 @@
+"""The image's server (`o2o.serve`): uvicorn's workers, each accepting on a socket of its own."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from o2o import serve
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKERS = 3
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _listening_sockets(port: int) -> int:
+    """How many sockets listen on 127.0.0.1:port (/proc/net/tcp; state 0A is LISTEN)."""
+    wanted = f"0100007F:{port:04X}"
+    with open("/proc/net/tcp") as table:
+        rows = [line.split() for line in table.readlines()[1:]]
+    return sum(1 for row in rows if row[1] == wanted and row[3] == "0A")
+
+
+@pytest.fixture
+def served():
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "o2o.serve", "tests.o2o.serve_probe:app", "--port", str(port),
+         "--workers", str(WORKERS), "--timeout-worker-healthcheck", "60"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while _listening_sockets(port) < WORKERS:
+            assert proc.poll() is None, "the server exited"
+            assert time.monotonic() < deadline, "the workers did not all listen in 120 s"
+            time.sleep(0.2)
+        yield port
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_each_worker_listens_on_a_socket_of_its_own_and_new_connections_reach_them_all(served):
+    # uvicorn's own workers share one listening socket: the port would have one.
+    assert _listening_sockets(served) == WORKERS
+    # New connections (each request closes its own) are spread by the kernel over the sockets.
+    answered = {httpx.get(f"http://127.0.0.1:{served}/").text for _ in range(120)}
+    assert len(answered) == WORKERS
+
+
+def test_an_address_taken_by_another_server_fails_at_once():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = uvicorn.Config("tests.o2o.serve_probe:app", port=port, workers=2)
+        with pytest.raises(OSError):
+            serve.serve(config)
