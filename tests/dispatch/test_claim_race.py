@@ -38,12 +38,12 @@ def _board(committed, *, jobs: int, couriers: int) -> list[User]:
     return riders
 
 
-def test_concurrent_claims_never_give_one_job_to_two_couriers(committed, engine):
-    courier_ids = [c.id for c in _board(committed, jobs=JOBS, couriers=COURIERS)]
-
+def _race(engine, courier_ids: list[int]) -> list[tuple[int, str]]:
+    """The couriers claim at once, each on a connection of its own, each claiming again until
+    the board has nothing for them or they hold their limit; return (courier, job) claimed."""
     # One connection per courier: they really run at once.
     race_engine = create_engine(engine.url, poolclass=NullPool)
-    barrier = threading.Barrier(COURIERS)
+    barrier = threading.Barrier(len(courier_ids))
     claimed: list[tuple[int, str]] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
@@ -77,14 +77,57 @@ def test_concurrent_claims_never_give_one_job_to_two_couriers(committed, engine)
     race_engine.dispose()
 
     assert errors == []
+    return claimed
+
+
+def _each_job_held_once(committed, claimed: list[tuple[int, str]], jobs: int) -> None:
+    """Every job was claimed exactly once (none left behind), nobody holds more than the limit
+    of two, and the database holds each job for the courier it was answered to."""
     job_ids = [job_id for _, job_id in claimed]
-    assert len(job_ids) == len(set(job_ids)) == JOBS  # each once, none left behind
-    per_courier = Counter(courier_id for courier_id, _ in claimed)
-    assert max(per_courier.values()) <= 2
+    assert len(job_ids) == len(set(job_ids)) == jobs
+    assert max(Counter(courier_id for courier_id, _ in claimed).values()) <= 2
     with committed() as session:
         rows = session.execute(select(Job.id, Job.status, Job.courier_id)).all()
         assert {r.status for r in rows} == {JobStatus.CLAIMED}
         assert {(r.courier_id, str(r.id)) for r in rows} == set(claimed)
+
+
+def test_concurrent_claims_never_give_one_job_to_two_couriers(committed, engine):
+    courier_ids = [c.id for c in _board(committed, jobs=JOBS, couriers=COURIERS)]
+    claimed = _race(engine, courier_ids)
+    _each_job_held_once(committed, claimed, JOBS)
+
+
+def test_couriers_claiming_at_once_at_many_stores_get_every_job_once(committed, engine):
+    """Couriers whose service area holds ten stores claim at once: a claim reads only the best
+    two jobs of each store (`pool.CLAIM_CANDIDATES_PER_STORE`), and a claimer who finds all its
+    candidates held reads past them, so every job is still claimed exactly once, none is left
+    on the board, and nobody holds more than the limit."""
+    n_stores, per_store, n_couriers = 10, 9, 60
+    now = clock.now()
+    area = factories.square_zone(factories.SHANGHAI, 3000)
+    with committed() as session:
+        stores = [
+            make_store(
+                session,
+                at=factories.offset(150 * k, 100 * k),
+                zone_half_side_m=helpers.DELIVERY_ZONE_M,
+            )
+            for k in range(n_stores)
+        ]
+        for i in range(per_store):
+            for store in stores:
+                helpers.make_delivery_order(session, store, released_at=now - timedelta(minutes=i))
+        riders = helpers.make_couriers_fast(
+            session, n_couriers, home_store=stores[0], at=factories.offset(300, 0)
+        )
+        for rider in riders:
+            couriers.get_courier(session, rider.id).service_area = area_element(parse_area(area))
+        session.commit()
+        courier_ids = [r.id for r in riders]
+
+    claimed = _race(engine, courier_ids)
+    _each_job_held_once(committed, claimed, n_stores * per_store)
 
 
 def test_couriers_claiming_at_once_over_http_each_get_their_own_jobs(committed):
