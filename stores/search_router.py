@@ -9,12 +9,10 @@ serialized once, straight from the services' data to JSON bytes (no model valida
 holds the answers to their documented models).
 """
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from o2o import clock, ratelimit
-from o2o.api import ApiRoute, data_json
+from o2o.api import ApiRoute, QueryModel, data_json
 from o2o.config import get_settings
 from o2o.db import DriverConnection, SessionRunner
 from o2o.errors import error_responses
@@ -27,15 +25,20 @@ from stores.search_schemas import NearbyItemOut, NearbyQuery, SearchIn, SearchOu
 
 router = APIRouter(route_class=ApiRoute, tags=["store search"])
 
+# The nearby list's query, read in one pass (the hottest read).
+NEARBY_QUERY = QueryModel(NearbyQuery)
+
 
 @router.get(
     "/stores/nearby",
     response_model=Page[NearbyItemOut],
     summary="Stores near a point",
     responses=error_responses(e422=("invalid_radius", "invalid_cursor")),
+    openapi_extra=NEARBY_QUERY.openapi(),
 )
-async def nearby(conn: DriverConnection, query: Annotated[NearbyQuery, Query()]):
+async def nearby(conn: DriverConnection, request: Request):
     """List active stores within radius_m of a point, nearest first, a page at a time."""
+    query = NEARBY_QUERY.read(request)
     stores, next_cursor = await nearby_stores_async(
         conn,
         lat=query.lat,
