@@ -176,7 +176,7 @@ class QueryModel(Generic[M]):
 
     FastAPI reads a query model field by field (looking each up, with its own checks of the
     field's type on every request) before it validates the model; this takes the query string
-    as a dict and validates it once, a tenth of the nearby list's Python. The answers are
+    as a dict and validates it once. The answers are
     FastAPI's: the last value of a repeated parameter, unknown ones ignored, and a 422 whose
     errors name `("query", field)` (`o2o.errors` words them); the parameters are documented as
     FastAPI documents a query model (tests/o2o/test_query_model.py).
