@@ -48,7 +48,7 @@ EXPOSE 8000
 # --timeout-keep-alive 5        idle keep-alive connections close after 5 s;
 # --limit-concurrency 256       past 256 open connections+tasks per worker, new ones get 503 at once
 #                               instead of queueing behind a flood;
-# --backlog 2048                connections the kernel holds while every worker is busy;
+# --backlog 2048                connections the kernel holds for each worker's socket while it is busy;
 # --h11-max-incomplete-event-size 16384  request line + headers capped at 16 KB;
 # --timeout-graceful-shutdown 20  a deploy waits at most 20 s for requests in flight.
 # Bodies are capped in the app (O2O_MAX_BODY_BYTES, 413, counted while streaming) and the reverse

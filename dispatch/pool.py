@@ -232,39 +232,40 @@ def list_jobs(
 # jobs; SKIP LOCKED hands each the first one nobody else holds, and a claimer that finds all of a
 # round's candidates held reads the next ones (skipping those) instead of waiting.
 CLAIM_CANDIDATES = 8
-# Rows a round reads from each store in reach: this many, or more when fewer than four stores
-# are in reach (all eight from a lone store). The best job open to a courier is its store's best,
-# so a claim nobody contends with takes exactly the best job whatever this is; it bounds the rows
-# a claim reads in a city, where 40 stores may be in reach: two per store, each with its order's
-# readiness, not eight (docs/BENCHMARKS.md, "Load"). Under contention a claimer whose store's
-# first two are held may take another store's next job before that store's third, which the
-# next claim takes.
+# Rows a claim's first round reads from each store in reach: this many, or more when fewer than
+# four stores are in reach (all eight from a lone store). The best job open to a courier is its
+# store's best, so a claim nobody contends with takes exactly the best job whatever this is; it
+# bounds the rows a claim reads in a city, where 40 stores may be in reach: two per store, each
+# with its order's readiness, not eight. Under contention, a claimer whose first round's
+# candidates are all held reads up to eight a store in the next rounds (a busy store among idle
+# ones then offers as many as a lone store); in the first round it may take another store's job
+# ahead of a busy store's third, escalated or not, which the next claim takes.
 CLAIM_CANDIDATES_PER_STORE = 2
-
-
-@functools.cache
-def _candidates_sql(ranking: Ranking, extra: str) -> TextClause:
-    return text(f"SELECT p.id FROM ({_pool_sql(ranking, extra=extra)}) p")
 
 
 @functools.cache
 def _claim_sql(ranking: Ranking, extra: str) -> TextClause:
     """Lock the best candidate nobody holds (the ranked candidates are read without locks) and
     mark it claimed by the courier, in one statement (built once per ranking: a rush claims
-    with the same few texts)."""
+    with the same few texts). It answers the job claimed (or null) and every candidate it tried:
+    when none was free, they were all held, and the next round skips them."""
     return text(f"""
-        WITH picked AS (
+        WITH p AS MATERIALIZED ({_pool_sql(ranking, extra=extra)}),
+        picked AS (
             SELECT j.id FROM dispatch_jobs j
-            JOIN ({_pool_sql(ranking, extra=extra)}) p ON p.id = j.id
+            JOIN p ON p.id = j.id
             WHERE j.status = 'open'
             ORDER BY {_POOL_ORDER[ranking.value]}
             LIMIT 1
             FOR UPDATE OF j SKIP LOCKED
+        ),
+        claimed AS (
+            UPDATE dispatch_jobs j
+            SET status = 'claimed', courier_id = :courier_id, claimed_at = :now
+            FROM picked WHERE j.id = picked.id
+            RETURNING j.id
         )
-        UPDATE dispatch_jobs j
-        SET status = 'claimed', courier_id = :courier_id, claimed_at = :now
-        FROM picked WHERE j.id = picked.id
-        RETURNING j.id
+        SELECT (SELECT id FROM claimed) AS claimed, ARRAY(SELECT id FROM p) AS candidates
     """)
 
 
@@ -302,26 +303,26 @@ def claim_plan(
     FOR UPDATE SKIP LOCKED and claimed in the same statement: concurrent claimers each lock a
     different row instead of queueing on the same one, and a row claimed and committed meanwhile
     no longer matches `status = 'open'` when PostgreSQL re-checks it, so no job is ever claimed
-    twice. Three statements in all (the courier's lock and position, their job count, the claim),
-    the hot path of a courier rush: a plan of statements (`stores.statements`), run in one
-    transaction on a session or, for the endpoint, on the driver's connection.
+    twice. Three statements in all (the courier's lock and position, their job count, the claim;
+    one more a round when every candidate was held), the hot path of a courier rush: a plan of
+    statements (`stores.statements`), run in one transaction on a session or, for the endpoint,
+    on the driver's connection.
     """
     yield from couriers.hold_for_claim_plan(courier_id, lat, lon, now)
     params = _pool_params(courier_id, Where(lat, lon), now=now, ranking=ranking)
     params["limit"] = CLAIM_CANDIDATES
-    params["per_store"] = CLAIM_CANDIDATES_PER_STORE
     skipped: list[uuid.UUID] = []
     while True:
         extra = "AND j.id <> ALL(CAST(:skipped AS uuid[]))" if skipped else ""
         params["skipped"] = skipped
-        claimed = yield Step(_claim_sql(ranking, extra), params)
-        if claimed:
-            return claimed[0][0]
-        # Every candidate was held by another claimer (or there is none): read past them.
-        held = yield Step(_candidates_sql(ranking, extra), params)
-        if not held:
+        params["per_store"] = CLAIM_CANDIDATES if skipped else CLAIM_CANDIDATES_PER_STORE
+        ((claimed, candidates),) = yield Step(_claim_sql(ranking, extra), params)
+        if claimed is not None:
+            return claimed
+        if not candidates:
             return None
-        skipped = skipped + [row[0] for row in held]
+        # Every candidate was held by another claimer: read past them.
+        skipped = skipped + list(candidates)
 
 
 def _forget(session: Session, job_id: uuid.UUID) -> None:

@@ -170,25 +170,31 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class QueryModel(Generic[M]):
-    """A query string read as one model in one pass: a dependency for a hot read
-    (`Annotated[Model, Depends(QueryModel(Model))]`), with `openapi()` as the route's
+    """A query string read as one model in one pass, for a hot read: the endpoint takes the
+    `Request` and calls `read(request)`, and the route passes `openapi()` as its
     `openapi_extra` to document the model's fields as query parameters.
 
     FastAPI reads a query model field by field (looking each up, with its own checks of the
     field's type on every request) before it validates the model; this takes the query string
-    as a dict and validates it once. The answers are
-    FastAPI's: the last value of a repeated parameter, unknown ones ignored, and a 422 whose
-    errors name `("query", field)` (`o2o.errors` words them); the parameters are documented as
-    FastAPI documents a query model (tests/o2o/test_query_model.py).
+    as a dict and validates it once. The answers are FastAPI's: the last value of a repeated
+    parameter, unknown ones ignored, and a 422 whose errors name `("query", field)`
+    (`o2o.errors` words them); the parameters and the refusals are documented as FastAPI
+    documents a query model (tests/o2o/test_query_model.py). Only for models of single plain
+    values (numbers, text, booleans, optional or not): a list would be read as its last value
+    and a nested model's schema would not be in the document, so they are refused here.
     """
 
     def __init__(self, model: type[M]) -> None:
         self.model = model
         self._adapter = TypeAdapter(model)
+        for name, field in model.model_json_schema()["properties"].items():
+            kinds = field.get("anyOf", [field])
+            if any("$ref" in kind or kind.get("type") in ("array", "object") for kind in kinds):
+                raise TypeError(f"{model.__name__}.{name}: a query model holds plain values only")
 
     def read(self, request: Request) -> M:
         try:
-            return self._adapter.validate_python(dict(request.query_params), from_attributes=True)
+            return self._adapter.validate_python(dict(request.query_params))
         except ValidationError as exc:
             raise RequestValidationError(
                 [{**e, "loc": ("query", *e["loc"])} for e in exc.errors(include_url=False)]

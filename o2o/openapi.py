@@ -48,7 +48,7 @@ def _common_errors(route: APIRoute) -> dict[str, str]:
         errors["413"] = "payload_too_large"
     dependant = route.dependant
     if reads_body(route) or any(
-        (dependant.path_params, dependant.query_params, dependant.header_params)
+        (dependant.path_params, _query_params(route), dependant.header_params)
     ):
         errors["422"] = (
             "invalid_input: the input does not fit the schema, or holds text with a NUL "
@@ -58,6 +58,15 @@ def _common_errors(route: APIRoute) -> dict[str, str]:
             errors["422"] += "; malformed_json; malformed_body: the body cannot be read"
     errors["503"] = "service_unavailable: the database is briefly unreachable (Retry-After)"
     return errors
+
+
+def _query_params(route: APIRoute) -> list[str]:
+    """The route's query parameters: FastAPI's, and those it documents itself (a query read as
+    one model, `o2o.api.QueryModel`, in its `openapi_extra`)."""
+    extra = (route.openapi_extra or {}).get("parameters", [])
+    return [param.alias for param in route.dependant.query_params] + [
+        param["name"] for param in extra if param.get("in") == "query"
+    ]
 
 
 def install_error_docs(app: FastAPI) -> None:
@@ -106,7 +115,7 @@ def _refusals(response: dict[str, Any], common: str | None, route: APIRoute) -> 
     """The 422 answer with the codes it may carry: malformed input (what every route with input
     answers) and the route's own rules on meaning, stated as an enum on the error code."""
     rules = response.pop(REFUSAL_CODES_KEY, [])
-    if any(param.name == "cursor" for param in route.dependant.query_params):
+    if "cursor" in _query_params(route):
         rules = [*rules, "invalid_cursor"]  # a well-formed cursor that no page gave out
     malformed = list(MALFORMED_INPUT_CODES) if reads_body(route) else ["invalid_input"]
     if common and rules:

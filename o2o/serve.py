@@ -1,24 +1,29 @@
 """Serve the API with uvicorn's workers, each accepting on a listening socket of its own.
 
-`python -m o2o.serve --workers 4 ...` (the image's command; `--help` lists the options, named as
-uvicorn's).
+`python -m o2o.serve main:app --workers 4 ...` (the image's command; `--help` lists the options,
+named as uvicorn's).
 
 uvicorn's own workers share one listening socket, and a burst of new connections lands on
-whichever worker wakes first: in `make load`'s courier rush (100 apps connecting at once) one
-worker took about four times the connections of another, and its couriers waited about four
-times as long. Here every worker binds the same address with SO_REUSEPORT, and the kernel spreads
-new connections over the workers' sockets by a hash of each connection's addresses. uvicorn's
-supervisor still starts, pings, restarts and stops the workers (a worker restarted binds again;
-while it is down, new connections go to the others).
+whichever worker wakes first: in `make load`'s courier rush (100 apps connecting at once) some
+workers took many more of the couriers than others, and those couriers waited longest. Here
+every worker binds the same address with SO_REUSEPORT, and the kernel spreads new connections
+over the workers' sockets by a hash of each connection's addresses. uvicorn's supervisor still
+starts, pings, restarts and stops the workers. A worker restarted binds again; while it is down,
+new connections go to the others, and the connections waiting in its own socket's queue (not yet
+accepted) are reset, as they would be if the kernel dropped them: their clients connect again.
 """
 
+import logging
 import socket
+import sys
 from dataclasses import dataclass
 from typing import Annotated
 
 import typer
 import uvicorn
 from uvicorn.supervisors import Multiprocess
+
+logger = logging.getLogger("uvicorn.error")
 
 
 def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
@@ -50,14 +55,27 @@ class OwnSocketWorker:
         uvicorn.Server(self.config).run(sockets=[sock])
 
 
+def check_free(host: str, port: int) -> None:
+    """Exit (status 1, with uvicorn's words) unless host:port is free: bound here without
+    SO_REUSEPORT, so a server already listening there, this one's kind included, is found out
+    instead of joined, and before any worker starts (a worker that could not bind would be
+    restarted over and over)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            logger.error("%s", exc)
+            sys.exit(1)
+
+
 def serve(config: uvicorn.Config) -> None:
     """Serve `config` with its workers, each on its own socket; one worker serves in-process."""
     if config.workers <= 1:
         uvicorn.Server(config).run()
         return
-    # Bind once here first, so an address in use fails at once with uvicorn's own message and
-    # exit, not in every worker as it starts.
-    listening_socket(config.host, config.port, config.backlog).close()
+    check_free(config.host, config.port)
     Multiprocess(config, target=OwnSocketWorker(config), sockets=[]).run()
 
 

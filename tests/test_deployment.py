@@ -262,7 +262,8 @@ def test_dockerfile_runtime_settings() -> None:
     assert "PYTHONUNBUFFERED=1" in env
     assert ("EXPOSE", "8000") in instructions
     cmd = [rest for keyword, rest in instructions if keyword == "CMD"]
-    assert cmd and "uvicorn" in cmd[-1] and "main:app" in cmd[-1]
+    # The platform's server (uvicorn's workers, each on a socket of its own: o2o/serve.py).
+    assert cmd and '"o2o.serve", "main:app"' in cmd[-1]
     assert "--proxy-headers" in cmd[-1]
 
 

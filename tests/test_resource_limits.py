@@ -204,7 +204,8 @@ def test_streamed_body_is_cut_off_at_the_cap(small_body_app):
 
 
 def test_production_server_bounds_slow_and_idle_connections():
-    """The image's uvicorn command carries the limits documented beside it in the Dockerfile."""
+    """The image's server command (`o2o.serve`, uvicorn's options) carries the limits
+    documented beside it in the Dockerfile."""
     text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
     cmd = next(line for line in text.splitlines() if line.startswith("CMD"))
     for flag, value in [
