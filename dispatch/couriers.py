@@ -16,6 +16,7 @@ from o2o.errors import Conflict, InvalidInput, NotFound
 from o2o.geo import GeometryError, area_element, area_geojson, parse_area, point_wkt, to_latlon
 from o2o.i18n import gettext as _
 from o2o.users.models import Role, User
+from stores import statements
 from stores.models import Store
 from stores.statements import Step, Steps
 
@@ -239,10 +240,7 @@ def hold_for_claim_plan(courier_id: int, lat: float, lon: float, now: datetime) 
     )
     if not rows or not rows[0][0]:
         raise not_configured()
-    (counted,) = yield Step(_ACTIVE_COUNT_SQL, {"courier_id": courier_id})
-    limit = get_settings().dispatch_max_active_jobs
-    if counted[0] >= limit:
-        raise too_many_jobs(limit)
+    yield from capacity_plan(courier_id)
 
 
 def not_configured() -> Conflict:
@@ -254,8 +252,14 @@ def not_configured() -> Conflict:
 
 def check_capacity(session: Session, courier_id: int) -> None:
     """Refuse another claim to a courier who already holds the most active jobs allowed."""
+    statements.run(session, capacity_plan(courier_id))
+
+
+def capacity_plan(courier_id: int) -> Steps[None]:
+    """`check_capacity` as a plan of one statement (`stores.statements`)."""
+    (counted,) = yield Step(_ACTIVE_COUNT_SQL, {"courier_id": courier_id})
     limit = get_settings().dispatch_max_active_jobs
-    if active_job_count(session, courier_id) >= limit:
+    if counted[0] >= limit:
         raise too_many_jobs(limit)
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from fastapi import Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 from starlette.datastructures import UploadFile
 
@@ -186,15 +186,15 @@ class QueryModel(Generic[M]):
 
     def __init__(self, model: type[M]) -> None:
         self.model = model
-        self._adapter = TypeAdapter(model)
-        for name, field in model.model_json_schema()["properties"].items():
+        self._schema = model.model_json_schema()
+        for name, field in self._schema["properties"].items():
             kinds = field.get("anyOf", [field])
             if any("$ref" in kind or kind.get("type") in ("array", "object") for kind in kinds):
                 raise TypeError(f"{model.__name__}.{name}: a query model holds plain values only")
 
     def read(self, request: Request) -> M:
         try:
-            return self._adapter.validate_python(dict(request.query_params))
+            return self.model.model_validate(dict(request.query_params))
         except ValidationError as exc:
             raise RequestValidationError(
                 [{**e, "loc": ("query", *e["loc"])} for e in exc.errors(include_url=False)]
@@ -202,10 +202,9 @@ class QueryModel(Generic[M]):
 
     def openapi(self) -> dict[str, Any]:
         """The route's `openapi_extra`: one query parameter per field of the model."""
-        schema = self.model.model_json_schema()
-        required = set(schema.get("required", ()))
+        required = set(self._schema.get("required", ()))
         parameters = []
-        for name, field in schema["properties"].items():
+        for name, field in self._schema["properties"].items():
             if field.get("default", ...) is None:
                 field = {k: v for k, v in field.items() if k != "default"}
             parameter = {"name": name, "in": "query", "required": name in required, "schema": field}

@@ -26,18 +26,25 @@ from uvicorn.supervisors import Multiprocess
 logger = logging.getLogger("uvicorn.error")
 
 
-def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
-    """A socket listening on host:port that other processes may bind too (SO_REUSEPORT)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+def _bound(host: str, port: int, *, shared: bool) -> socket.socket:
+    """A socket bound to host:port; `shared`: one that other processes may bind too
+    (SO_REUSEPORT)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-        sock.listen(backlog)
     except OSError:
         sock.close()
         raise
+    return sock
+
+
+def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
+    """A socket listening on host:port that other processes may bind too (SO_REUSEPORT)."""
+    sock = _bound(host, port, shared=True)
+    sock.listen(backlog)
     sock.set_inheritable(True)
     return sock
 
@@ -60,14 +67,11 @@ def check_free(host: str, port: int) -> None:
     SO_REUSEPORT, so a server already listening there, this one's kind included, is found out
     instead of joined, and before any worker starts (a worker that could not bind would be
     restarted over and over)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            logger.error("%s", exc)
-            sys.exit(1)
+    try:
+        _bound(host, port, shared=False).close()
+    except OSError as exc:
+        logger.error("%s", exc)
+        sys.exit(1)
 
 
 def serve(config: uvicorn.Config) -> None:

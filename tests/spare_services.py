@@ -1,4 +1,5 @@
-"""Throwaway PostgreSQL and Redis servers that a test may stop and start (fault tests).
+"""Throwaway PostgreSQL and Redis servers that a test may stop and start (fault tests), and
+the processes a test starts and stops itself (servers, workers) on free loopback ports.
 
 They are real servers from the same Debian packages, on free loopback ports, so stopping one
 never disturbs the suite's own database and broker.
@@ -6,13 +7,44 @@ never disturbs the suite's own database and broker.
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from tests.conftest import ARTIFACTS, ROOT
+
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def spawn(args: list[str], env: dict[str, str], log_name: str) -> subprocess.Popen:
+    """Start a process in its own process group (so a test can kill it and its children), its
+    output in artifacts/`log_name`."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env=env,
+        stdout=open(ARTIFACTS / log_name, "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def kill(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    """Signal the process group; escalate to SIGKILL if it does not exit in time."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    except ProcessLookupError:
+        pass
 
 
 def free_port() -> int:

@@ -2,7 +2,6 @@
 (uvicorn) and Celery worker/beat as real subprocesses against them."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,8 +14,8 @@ from alembic import command
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from tests.conftest import ARTIFACTS, ROOT, alembic_config
-from tests.spare_services import SparePostgres, SpareRedis, free_port
+from tests.conftest import ARTIFACTS, alembic_config
+from tests.spare_services import SparePostgres, SpareRedis, free_port, kill, spawn
 
 
 @pytest.fixture(scope="package")
@@ -59,33 +58,6 @@ def service_env(pg_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     env.update(O2O_ENV="test", O2O_DATABASE_URL=pg_url, O2O_REDIS_URL=redis_url)
     env.update(extra)
     return env
-
-
-def spawn(args: list[str], env: dict[str, str], log_name: str) -> subprocess.Popen:
-    """Start a process in its own process group (so a test can kill it and its children)."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    return subprocess.Popen(
-        args,
-        cwd=ROOT,
-        env=env,
-        stdout=open(ARTIFACTS / log_name, "wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def kill(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-    """Signal the process group; escalate to SIGKILL if it does not exit in time."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, sig)
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
 
 
 def celery_worker(env: dict[str, str], log_name: str, *extra: str) -> subprocess.Popen:

@@ -1,26 +1,17 @@
 """The image's server (`o2o.serve`): uvicorn's workers, each accepting on a socket of its own."""
 
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from o2o import serve
+from tests.spare_services import free_port, kill, spawn
 
-ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _listening_sockets(port: int) -> int:
@@ -33,15 +24,10 @@ def _listening_sockets(port: int) -> int:
 
 @pytest.fixture
 def served():
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "o2o.serve", "tests.o2o.serve_probe:app", "--port", str(port),
-         "--workers", str(WORKERS), "--timeout-worker-healthcheck", "60"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
+    port = free_port()
+    args = [sys.executable, "-m", "o2o.serve", "tests.o2o.serve_probe:app", "--port", str(port),
+            "--workers", str(WORKERS), "--timeout-worker-healthcheck", "60"]  # fmt: skip
+    proc = spawn(args, dict(os.environ), "test-serve.log")
     try:
         deadline = time.monotonic() + 120
         while _listening_sockets(port) < WORKERS:
@@ -50,12 +36,7 @@ def served():
             time.sleep(0.2)
         yield port
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        kill(proc, timeout=30)
 
 
 def test_each_worker_listens_on_a_socket_of_its_own_and_new_connections_reach_them_all(served):
@@ -79,4 +60,4 @@ def test_an_address_another_server_listens_on_is_refused_before_any_worker_start
 
 
 def test_a_free_address_passes_the_check():
-    serve.check_free("127.0.0.1", _free_port())  # returns: nothing listens there
+    serve.check_free("127.0.0.1", free_port())  # returns: nothing listens there
