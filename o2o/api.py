@@ -61,6 +61,14 @@ CursorQuery = Annotated[
 # `json.loads` also reads). A body with none of them is not walked; one with any is, in full.
 _MAY_BE_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\x00|\xed[\xa0-\xbf]")
 
+
+def query_may_be_unstorable(query_string: bytes) -> bool:
+    """Whether a query string can hold a value the database cannot store. Its parameters are
+    percent-decoded as UTF-8 with invalid bytes replaced, so a surrogate never comes out of it:
+    only a NUL can, raw or as `%00`. Most query strings are then never walked."""
+    return b"\x00" in query_string or b"%00" in query_string
+
+
 # Headers whose values the platform stores (the others are only read).
 STORED_HEADERS = ("idempotency-key",)
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -71,14 +79,15 @@ async def check_request_text(request: JsonRequest, *, reads_body: bool) -> None:
     stored headers, a JSON body or a form (field values and file names). A body is looked at
     only by a route that reads one."""
     check_storable(request.scope.get("path_params", {}), "path")
-    for name, value in request.query_params.multi_items():
-        check_storable({name: value}, "query")
+    if query_may_be_unstorable(request.scope.get("query_string", b"")):
+        for name, value in request.query_params.multi_items():
+            check_storable({name: value}, "query")
     for name in STORED_HEADERS:
         if (value := request.headers.get(name)) is not None:
             check_storable({name: value}, "header")
-    content_type = request.headers.get("content-type", "")
     if not reads_body:
         return
+    content_type = request.headers.get("content-type", "")
     if content_type.startswith(FORM_TYPES):
         # Parsed from a replay of the body: the handler then parses the same bytes with its own
         # limits (files, fields), as if nothing had read them before.

@@ -6,11 +6,13 @@ every request.
 """
 
 import contextlib
+import functools
 import json
 import logging
 import secrets
 import sys
 import time
+from typing import Any
 
 import structlog
 from prometheus_client import Counter, Histogram
@@ -31,12 +33,23 @@ LATENCY = Histogram(
 )
 
 
+# Every log line's time: ISO 8601 in UTC.
+_STAMP = structlog.processors.TimeStamper(fmt="iso", utc=True)
+
+
+@functools.lru_cache(maxsize=1024)
+def _route_metrics(method: str, route: str, status: int) -> tuple[Any, Any]:
+    """A route's request counter and latency histogram for one method and status, looked up
+    once (each lookup by labels takes a lock and checks every label)."""
+    return REQUESTS.labels(method, route, str(status)), LATENCY.labels(method, route)
+
+
 def configure_logging(json_logs: bool) -> None:
     """Log as JSON lines (production) or readable lines (development), with context vars."""
     shared = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _STAMP,
     ]
     renderer = (
         structlog.processors.JSONRenderer()
@@ -59,29 +72,42 @@ def configure_logging(json_logs: bool) -> None:
     root.setLevel(logging.INFO)
     logging.getLogger("uvicorn.access").handlers = []
     logging.getLogger("uvicorn.access").propagate = False
-    # The access log writes a line for every request: rendered by the same processors, but
-    # written straight to stderr rather than through the logging module's records, handlers and
-    # formatter, the second largest cost of the nearby list beside its SQL (docs/BENCHMARKS.md,
-    # "Load").
+    # The access log writes a line for every request: rendered by the same processors as every
+    # other line, but called straight, without the logging module's records and handlers or
+    # structlog's bound logger and context merge (the request id is passed in).
     global access_log
-    access_log = structlog.wrap_logger(
-        _StderrLines(),
-        processors=[*shared, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-    )
+    access_log = AccessLog(renderer)
 
 
-class _StderrLines:
-    """A structlog logger writing each rendered line to the current stderr."""
+class AccessLog:
+    """The access log: one line on stderr for each request, with its method, path, status,
+    duration and request id, leveled, time-stamped and rendered as every other line is. It is
+    the costliest part of what every request passes through, so the processors are called
+    straight (docs/BENCHMARKS.md, "Load")."""
 
-    def info(self, message: str) -> None:
+    def __init__(self, renderer: Any) -> None:
+        self.processors = [structlog.processors.add_log_level, _STAMP, renderer]
+
+    def request(
+        self, *, method: str, path: str, status: int, duration_ms: float, request_id: str
+    ) -> None:
+        line: Any = {
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": duration_ms,
+            "event": "request",
+            "request_id": request_id,
+        }
+        for processor in self.processors:
+            line = processor(None, "info", line)
         # stderr closed under us (a test harness's capture): the line is dropped.
         with contextlib.suppress(ValueError):
-            sys.stderr.write(message + "\n")
+            sys.stderr.write(line + "\n")
 
 
 # Replaced by configure_logging as the application starts.
-access_log = structlog.get_logger("o2o.access")
+access_log = AccessLog(structlog.processors.JSONRenderer())
 
 
 class _BodyTooLarge(Exception):
@@ -168,14 +194,15 @@ class EdgeMiddleware:
             route = scope.get("route")
             route_path = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
-            REQUESTS.labels(method, route_path, str(status)).inc()
-            LATENCY.labels(method, route_path).observe(elapsed)
-            access_log.info(
-                "request",
+            count, latency = _route_metrics(method, route_path, status)
+            count.inc()
+            latency.observe(elapsed)
+            access_log.request(
                 method=method,
-                path=scope.get("path"),
+                path=scope.get("path", ""),
                 status=status,
                 duration_ms=round(elapsed * 1000, 2),
+                request_id=request_id,
             )
             structlog.contextvars.unbind_contextvars("request_id")
             i18n.leave_request_locale(locale_token)

@@ -21,7 +21,7 @@ from stores import hours, proximity
 from stores.proximity import POINT_SQL
 
 
-@dataclass
+@dataclass(slots=True)
 class NearbyStore:
     """A store near a point, with what a patient sees before choosing it."""
 

@@ -1,4 +1,9 @@
+import json
+from datetime import datetime, timedelta
+
+from o2o import clock
 from o2o.config import get_settings
+from o2o.observability import configure_logging
 
 API = "/api/v1"
 
@@ -65,6 +70,32 @@ def test_every_request_leaves_an_access_line_with_its_id_and_status(client, caps
     client.get("/api/v1/stores/nearby?lat=91&lon=0", headers={"X-Request-ID": "line-42"})
     (line,) = [x for x in capsys.readouterr().err.splitlines() if "line-42" in x]
     assert "/api/v1/stores/nearby" in line and "422" in line and "request" in line
+
+
+def test_in_production_the_access_line_is_one_json_object_with_its_time(client, capsys):
+    """The production log is JSON lines: the access line has the fields a log search filters
+    on, with the request's own id and the time in UTC."""
+    configure_logging(json_logs=True)
+    try:
+        capsys.readouterr()
+        client.get("/api/v1/stores/nearby?lat=91&lon=0", headers={"X-Request-ID": "json-7"})
+        lines = [x for x in capsys.readouterr().err.splitlines() if "json-7" in x]
+    finally:
+        configure_logging(json_logs=False)
+    (line,) = lines
+    entry = json.loads(line)
+    assert entry.pop("duration_ms") >= 0
+    stamped = datetime.fromisoformat(entry.pop("timestamp"))
+    assert stamped.utcoffset() == timedelta(0)
+    assert abs(stamped - clock.now()) < timedelta(minutes=1)
+    assert entry == {
+        "method": "GET",
+        "path": "/api/v1/stores/nearby",
+        "status": 422,
+        "event": "request",
+        "request_id": "json-7",
+        "level": "info",
+    }
 
 
 def test_a_whole_json_number_counts_as_an_integer_and_a_fraction_does_not(client):

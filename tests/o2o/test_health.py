@@ -54,8 +54,19 @@ def test_readyz_reports_a_stopped_redis(client, monkeypatch):
         spare.destroy()
 
 
+def _sample(text: str, name: str) -> float:
+    (value,) = [line.split(" ")[-1] for line in text.splitlines() if line.startswith(name + " ")]
+    return float(value)
+
+
 def test_metrics_count_requests_by_route(client):
+    count = 'o2o_http_requests_total{method="GET",route="/healthz",status="200"}'
+    timed = 'o2o_http_request_duration_seconds_count{method="GET",route="/healthz"}'
     client.get("/healthz")
-    text = client.get("/metrics").text
-    assert 'o2o_http_requests_total{method="GET",route="/healthz",status="200"}' in text
-    assert "o2o_http_request_duration_seconds_bucket" in text
+    before = client.get("/metrics").text
+    client.get("/healthz")
+    client.get("/healthz")
+    after = client.get("/metrics").text
+    assert _sample(after, count) == _sample(before, count) + 2
+    assert _sample(after, timed) == _sample(before, timed) + 2
+    assert "o2o_http_request_duration_seconds_bucket" in after
