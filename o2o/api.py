@@ -15,6 +15,7 @@ from fastapi import Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_jsonable_python
 from starlette.datastructures import UploadFile
 
 from o2o.db import INT4_MAX, commit_on_return
@@ -63,9 +64,10 @@ _MAY_BE_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])|\x00|\xed[\xa0-\xb
 
 
 def query_may_be_unstorable(query_string: bytes) -> bool:
-    """Whether a query string can hold a value the database cannot store. Its parameters are
-    percent-decoded as UTF-8 with invalid bytes replaced, so a surrogate never comes out of it:
-    only a NUL can, raw or as `%00`. Most query strings are then never walked."""
+    """Whether a query string can hold a value the database cannot store. Starlette reads its
+    bytes as Latin-1 (no surrogate there) and percent-decodes them as UTF-8 with invalid bytes
+    replaced (`parse_qsl`), so a surrogate never comes out of it: only a NUL can, raw or as
+    `%00`. Most query strings are then never walked (tests/unit/test_query_text.py)."""
     return b"\x00" in query_string or b"%00" in query_string
 
 
@@ -167,15 +169,23 @@ def model_json(model: BaseModel, status_code: int = 200) -> Response:
     )
 
 
+# How the hot reads write JSON: UTC times end in Z, as pydantic writes them; keys that are not
+# text (ids) are written as text; anything orjson does not know (a Decimal, a timedelta) is
+# written as pydantic would write it.
+_JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
+
+
 def data_json(data: Any, status_code: int = 200) -> Response:
     """Answer with plain data (dicts and lists of numbers, text, datetimes, enums) as JSON in one
     pass, with no model in between: for the hottest reads, whose services build exactly the
-    route's documented model (tests validate those answers against it). Values are written as a
-    model would write them: datetimes in ISO 8601 (`Z` for UTC), enums by value
-    (tests/o2o/test_data_json.py), by orjson, which writes a large page (the nearby list's, each
-    store with its week of hours) faster than pydantic's serializer."""
+    route's documented model (tests validate those answers against it). Values are written as
+    pydantic's serializer writes them (datetimes in ISO 8601 with Z for UTC, enums by value,
+    anything else through pydantic itself; tests/o2o/test_data_json.py), by orjson, which writes
+    a large page (the nearby list's, each store with its week of hours) faster. Unlike
+    pydantic, it refuses a whole number past 64 bits and writes an infinite or NaN float as
+    null; the hot reads' answers hold neither."""
     return Response(
-        orjson.dumps(data, option=orjson.OPT_UTC_Z),
+        orjson.dumps(data, default=to_jsonable_python, option=_JSON_OPTIONS),
         status_code=status_code,
         media_type="application/json",
     )

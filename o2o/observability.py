@@ -33,12 +33,15 @@ LATENCY = Histogram(
 )
 
 
-# Every log line's time: ISO 8601 in UTC.
-_STAMP = structlog.processors.TimeStamper(fmt="iso", utc=True)
+# Every log line's level and time (ISO 8601 in UTC), the access line's included.
+_LEVEL_AND_TIME = [
+    structlog.processors.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
 
 
 @functools.lru_cache(maxsize=1024)
-def _route_metrics(method: str, route: str, status: int) -> tuple[Any, Any]:
+def _route_metrics(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
     """A route's request counter and latency histogram for one method and status, looked up
     once (each lookup by labels takes a lock and checks every label)."""
     return REQUESTS.labels(method, route, str(status)), LATENCY.labels(method, route)
@@ -46,11 +49,7 @@ def _route_metrics(method: str, route: str, status: int) -> tuple[Any, Any]:
 
 def configure_logging(json_logs: bool) -> None:
     """Log as JSON lines (production) or readable lines (development), with context vars."""
-    shared = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        _STAMP,
-    ]
+    shared = [structlog.contextvars.merge_contextvars, *_LEVEL_AND_TIME]
     renderer = (
         structlog.processors.JSONRenderer()
         if json_logs
@@ -83,10 +82,12 @@ class AccessLog:
     """The access log: one line on stderr for each request, with its method, path, status,
     duration and request id, leveled, time-stamped and rendered as every other line is. It is
     the costliest part of what every request passes through, so the processors are called
-    straight (docs/BENCHMARKS.md, "Load")."""
+    straight (docs/BENCHMARKS.md, "Load"). The context's variables are not merged into it: the
+    request id, the one the edge binds, is passed in; a variable bound later for other lines
+    must be passed here too to reach the access line."""
 
     def __init__(self, renderer: Any) -> None:
-        self.processors = [structlog.processors.add_log_level, _STAMP, renderer]
+        self.processors = [*_LEVEL_AND_TIME, renderer]
 
     def request(
         self, *, method: str, path: str, status: int, duration_ms: float, request_id: str

@@ -4,7 +4,9 @@ write for the same data, the serializer every other answer goes through: the sam
 
 import enum
 import json
+import math
 from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from hypothesis import example, given
@@ -39,10 +41,13 @@ SCALARS = st.one_of(
     MOMENTS,
     st.dates(),
     st.sampled_from([Service.PICKUP, Service.DELIVERY, Level.GOLD]),
+    st.decimals(allow_nan=False, allow_infinity=False),
+    st.timedeltas(),
 )
+KEYS = st.one_of(st.text(), st.integers(min_value=-(2**63), max_value=2**63 - 1))
 DATA = st.recursive(
     SCALARS,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=4),
     max_leaves=30,
 )
 
@@ -54,9 +59,14 @@ def _read(raw: bytes):
 @given(DATA)
 @example({"opens_at": datetime(2026, 12, 6, 1, 0, 0, 120000, tzinfo=UTC)})
 @example({"opens_at": datetime(2026, 12, 6, 1, 0, tzinfo=ZoneInfo("Europe/London"))})
-@example([date(2026, 1, 2), Service.DELIVERY, -0.0, 1e16, "药房\u2028<&>"])
+@example([date(2026, 1, 2), Service.DELIVERY, 1e16, "药房\u2028<&>", Decimal("1.50"), {7: "id"}])
 def test_an_answer_is_the_document_pydantic_would_write(data):
     assert _read(data_json(data).body) == _read(to_json(data))
+
+
+def test_a_negative_zero_keeps_its_sign():
+    (written,) = _read(data_json([-0.0]).body)
+    assert written == 0 and math.copysign(1, written) == -1
 
 
 def test_a_store_opening_later_today_reads_as_the_models_write_it():
