@@ -5,15 +5,23 @@ refusing every login or order while Redis restarts would be a worse outage than 
 without throttling. After a failure they do not ask Redis again for PAUSE_AFTER_FAILURE_S: an
 unreachable Redis would otherwise cost every request its timeout, and an async endpoint's check
 runs in the event loop, where it holds up every request of the worker.
+
+The hottest async endpoints (search, placing an order) count their hit with `hit_async`: the
+same window in Redis, asked without blocking the worker's loop, which goes on with other
+requests while Redis answers.
 """
 
+import asyncio
 import functools
 import logging
 import math
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Awaitable, Callable
 
-from limits import RateLimitItem, parse
+from limits import RateLimitItem, WindowStats, parse
+from limits.aio.storage import RedisStorage as AsyncRedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter as AsyncMovingWindowRateLimiter
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
@@ -23,6 +31,8 @@ from o2o.errors import RateLimited
 log = logging.getLogger(__name__)
 
 PAUSE_AFTER_FAILURE_S = 2.0
+# How long an exchange with Redis may take before the limits fail open.
+_TIMEOUTS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
 _monotonic = time.monotonic
 _paused_until = 0.0
 
@@ -30,7 +40,6 @@ _paused_until = 0.0
 def _ask(what: str, call: Callable[[], object]) -> None:
     """Run one exchange with Redis, unless it failed a moment ago; on failure, fail open (`what`
     says how) and leave Redis alone for PAUSE_AFTER_FAILURE_S. A 429 goes through."""
-    global _paused_until
     if _monotonic() < _paused_until:
         return
     try:
@@ -38,15 +47,52 @@ def _ask(what: str, call: Callable[[], object]) -> None:
     except RateLimited:
         raise
     except Exception:
-        _paused_until = _monotonic() + PAUSE_AFTER_FAILURE_S
-        log.warning("rate limit storage unavailable; %s", what)
+        _failed(what)
+
+
+async def _ask_async(what: str, call: Callable[[], Awaitable[object]]) -> None:
+    """`_ask` for an exchange awaited in the event loop."""
+    if _monotonic() < _paused_until:
+        return
+    try:
+        await call()
+    except RateLimited:
+        raise
+    except Exception:
+        _failed(what)
+
+
+def _failed(what: str) -> None:
+    global _paused_until
+    _paused_until = _monotonic() + PAUSE_AFTER_FAILURE_S
+    log.warning("rate limit storage unavailable; %s", what)
 
 
 @functools.cache
 def _limiter() -> MovingWindowRateLimiter:
     url = get_settings().redis_url
-    storage = storage_from_string(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    storage = storage_from_string(url, **_TIMEOUTS)
     return MovingWindowRateLimiter(storage)
+
+
+# An asyncio connection belongs to the loop that opened it: one limiter for each running loop (a
+# worker serves in one; the tests start several), forgotten with its loop.
+_async_limiters: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, AsyncMovingWindowRateLimiter
+] = weakref.WeakKeyDictionary()
+
+
+def _async_limiter() -> AsyncMovingWindowRateLimiter:
+    loop = asyncio.get_running_loop()
+    limiter = _async_limiters.get(loop)
+    if limiter is None:
+        storage = AsyncRedisStorage(
+            "async+" + get_settings().redis_url,
+            implementation="redispy",
+            **_TIMEOUTS,
+        )
+        limiter = _async_limiters[loop] = AsyncMovingWindowRateLimiter(storage)
+    return limiter
 
 
 @functools.cache
@@ -56,7 +102,11 @@ def limit(spec: str) -> RateLimitItem:
 
 
 def _retry_after(item: RateLimitItem, *keys: str) -> int:
-    stats = _limiter().get_window_stats(item, *keys)
+    return _seconds_left(_limiter().get_window_stats(item, *keys))
+
+
+def _seconds_left(stats: WindowStats) -> int:
+    """Whole seconds until the window has room again (at least one)."""
     return max(1, math.ceil(stats.reset_time - time.time()))
 
 
@@ -78,6 +128,19 @@ def hit(item: RateLimitItem, *keys: str, message: str) -> None:
             raise RateLimited(message, retry_after_s=_retry_after(item, *keys))
 
     _ask("allowing request", count)
+
+
+async def hit_async(item: RateLimitItem, *keys: str, message: str) -> None:
+    """`hit` for an async endpoint, awaited: the worker's loop serves other requests while
+    Redis answers, instead of waiting on its socket."""
+
+    async def count() -> None:
+        limiter = _async_limiter()
+        if not await limiter.hit(item, *keys):
+            stats = await limiter.get_window_stats(item, *keys)
+            raise RateLimited(message, retry_after_s=_seconds_left(stats))
+
+    await _ask_async("allowing request", count)
 
 
 def give_back(item: RateLimitItem, *keys: str) -> None:

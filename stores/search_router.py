@@ -95,8 +95,9 @@ async def search_stores(
 ) -> Response:
     """Find the nearest stores holding the whole cart, then those holding part of it (and, with
     allow_split, the fewest stores that hold it together when none holds it all)."""
-    # One Redis round trip (the moving window's script), in the loop: no thread hand-off.
-    ratelimit.hit(
+    # One Redis round trip (the moving window's script), awaited: no thread hand-off, and the
+    # worker serves other requests while Redis answers.
+    await ratelimit.hit_async(
         ratelimit.limit(get_settings().search_rate_limit),
         "search-ip",
         client_ip(request),

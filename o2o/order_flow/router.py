@@ -90,7 +90,7 @@ async def place_order(
 ):
     """Place an order: choose the store and pickup or delivery, and reserve every item (with
     allow_split, a cart no single store holds is placed in parts at the fewest stores)."""
-    ratelimit.hit(
+    await ratelimit.hit_async(
         ratelimit.limit(get_settings().order_rate_limit),
         "orders-patient",
         str(patient.id),

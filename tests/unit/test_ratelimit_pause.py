@@ -2,6 +2,7 @@
 hung Redis costs one request its timeout, not every request (an async endpoint's check runs in
 the event loop, where a timeout holds up every request of the worker)."""
 
+import asyncio
 import socket
 import threading
 import time
@@ -70,3 +71,43 @@ def test_a_hung_redis_is_asked_once_then_left_alone_for_a_moment(hung_redis, mon
     assert _connections(hung_redis, 2)
     ratelimit.hit(item, "pause-test", message="too many")
     assert _connections(hung_redis, 2)
+
+
+def test_an_awaited_check_fails_open_and_pauses_as_well(hung_redis, monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(ratelimit, "_monotonic", lambda: now[0])
+    item = ratelimit.limit("1/minute")
+
+    async def hits(n: int) -> None:
+        for _ in range(n):
+            await ratelimit.hit_async(item, "pause-test", message="too many")
+
+    asyncio.run(hits(1))
+    assert _connections(hung_redis, 1)
+    asyncio.run(hits(5))
+    assert _connections(hung_redis, 1)
+    now[0] += ratelimit.PAUSE_AFTER_FAILURE_S
+    asyncio.run(hits(1))
+    assert _connections(hung_redis, 2)
+
+
+def test_an_awaited_check_leaves_the_loop_to_other_requests_while_redis_is_slow(hung_redis):
+    """Search and placing an order await their limit: while Redis keeps one of them waiting (here
+    its whole timeout), the worker's loop goes on serving the others."""
+    item = ratelimit.limit("1/minute")
+
+    async def served_meanwhile() -> int:
+        served = 0
+
+        async def other_requests() -> None:
+            nonlocal served
+            while True:
+                await asyncio.sleep(0.01)
+                served += 1
+
+        others = asyncio.create_task(other_requests())
+        await ratelimit.hit_async(item, "loop-test", message="too many")
+        others.cancel()
+        return served
+
+    assert asyncio.run(served_meanwhile()) >= 20
