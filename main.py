@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from dispatch.router import router as dispatch_router
-from o2o import db, health, wiring
+from o2o import db, health, ratelimit, wiring
 from o2o.analytics.router import router as analytics_router
 from o2o.api_links import LINKS
 from o2o.config import get_settings
@@ -88,6 +88,7 @@ def create_app() -> FastAPI:
             await pool.close()
             await engine.dispose()
             await writers.dispose()
+            await ratelimit.close_async()
 
     app = FastAPI(
         title="O2O pharmacy platform",

@@ -8,10 +8,14 @@ runs in the event loop, where it holds up every request of the worker.
 
 The hottest async endpoints (search, placing an order) count their hit with `hit_async`: the
 same window in Redis, asked without blocking the worker's loop, which goes on with other
-requests while Redis answers.
+requests while Redis answers. The checks that were already waiting when Redis stopped
+answering each wait out their timeout; those after them are let through for the pause. The
+next-job claim, which counts its hit and gives it back when it takes nothing, still asks with
+the blocking calls.
 """
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
@@ -20,7 +24,6 @@ import weakref
 from collections.abc import Awaitable, Callable
 
 from limits import RateLimitItem, WindowStats, parse
-from limits.aio.storage import RedisStorage as AsyncRedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter as AsyncMovingWindowRateLimiter
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
@@ -64,8 +67,9 @@ async def _ask_async(what: str, call: Callable[[], Awaitable[object]]) -> None:
 
 def _failed(what: str) -> None:
     global _paused_until
+    if _monotonic() >= _paused_until:  # the first failure of a pause says so, not each one
+        log.warning("rate limit storage unavailable; %s", what)
     _paused_until = _monotonic() + PAUSE_AFTER_FAILURE_S
-    log.warning("rate limit storage unavailable; %s", what)
 
 
 @functools.cache
@@ -76,7 +80,8 @@ def _limiter() -> MovingWindowRateLimiter:
 
 
 # An asyncio connection belongs to the loop that opened it: one limiter for each running loop (a
-# worker serves in one; the tests start several), forgotten with its loop.
+# worker serves in one; the tests start several). An application closes its loop's as it stops
+# (`close_async`): its connections hold the loop, so the weak key alone would not let it go.
 _async_limiters: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, AsyncMovingWindowRateLimiter
 ] = weakref.WeakKeyDictionary()
@@ -86,13 +91,22 @@ def _async_limiter() -> AsyncMovingWindowRateLimiter:
     loop = asyncio.get_running_loop()
     limiter = _async_limiters.get(loop)
     if limiter is None:
-        storage = AsyncRedisStorage(
-            "async+" + get_settings().redis_url,
-            implementation="redispy",
-            **_TIMEOUTS,
+        # The same storage the blocking calls pick for the URL (plain, TLS, Sentinel, cluster),
+        # on redis-py's asyncio client.
+        storage = storage_from_string(
+            "async+" + get_settings().redis_url, implementation="redispy", **_TIMEOUTS
         )
         limiter = _async_limiters[loop] = AsyncMovingWindowRateLimiter(storage)
     return limiter
+
+
+async def close_async() -> None:
+    """Close the running loop's limiter and its connections (an application's lifespan, as it
+    stops)."""
+    limiter = _async_limiters.pop(asyncio.get_running_loop(), None)
+    if limiter is not None:
+        with contextlib.suppress(Exception):  # a Redis gone away has nothing left to close
+            await limiter.storage.bridge.get_connection().aclose()
 
 
 @functools.cache

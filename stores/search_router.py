@@ -9,7 +9,7 @@ serialized once, straight from the services' data to JSON bytes (no model valida
 holds the answers to their documented models).
 """
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from o2o import clock, ratelimit
 from o2o.api import ApiRoute, QueryModel, data_json
@@ -74,10 +74,24 @@ async def nearby(conn: DriverConnection, request: Request):
     )
 
 
+async def count_search(request: Request) -> None:
+    """Count a search in its address's window: one Redis round trip (the moving window's
+    script), awaited, so the worker serves other requests while Redis answers. The route's own
+    dependency, solved before the endpoint's: a search waiting on Redis, or refused, holds
+    none of the driver pool's few connections."""
+    await ratelimit.hit_async(
+        ratelimit.limit(get_settings().search_rate_limit),
+        "search-ip",
+        client_ip(request),
+        message=_("Too many searches from this address; try again in a minute."),
+    )
+
+
 @router.post(
     "/search/stores",
     response_model=SearchOut,
     summary="Nearest stores holding a cart",
+    dependencies=[Depends(count_search)],
     responses=error_responses(
         e422=(
             "unknown_product",
@@ -95,14 +109,6 @@ async def search_stores(
 ) -> Response:
     """Find the nearest stores holding the whole cart, then those holding part of it (and, with
     allow_split, the fewest stores that hold it together when none holds it all)."""
-    # One Redis round trip (the moving window's script), awaited: no thread hand-off, and the
-    # worker serves other requests while Redis answers.
-    await ratelimit.hit_async(
-        ratelimit.limit(get_settings().search_rate_limit),
-        "search-ip",
-        client_ip(request),
-        message=_("Too many searches from this address; try again in a minute."),
-    )
     delivery = body.delivery_location
     delivery_point = (delivery.lat, delivery.lon) if delivery else None
     lines = [cart.CartLine(line.product_id, line.quantity) for line in body.items]

@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from o2o import clock
 from o2o.config import get_settings
+from o2o.db import get_driver
 from o2o.errors import InvalidInput
 from stores import cart, search, statements
 from stores.models import ProductStockStats
@@ -510,6 +511,27 @@ def test_anyone_may_search_within_a_rate_limit_per_address(client, db, monkeypat
     error = assert_error(refused, 429, "rate_limited")
     assert int(refused.headers["Retry-After"]) >= 1
     assert error["details"]["retry_after_seconds"] >= 1
+
+
+def test_a_refused_search_takes_no_database_connection(client, db, monkeypatch):
+    """The limit is counted before the connection is taken: a search refused (or waiting on
+    Redis) holds none of the driver pool's few connections."""
+    monkeypatch.setattr(get_settings(), "search_rate_limit", "1/minute")
+    overrides = client.app.dependency_overrides
+    driver = overrides[get_driver]  # the suite's: the test's own connection
+    taken = []
+
+    async def counted_driver():
+        taken.append(1)
+        async for conn in driver():
+            yield conn
+
+    monkeypatch.setitem(overrides, get_driver, counted_driver)
+    body = search_body([(make_product(db), 1)])
+    assert client.post(SEARCH, json=body).status_code == 200
+    assert len(taken) == 1
+    assert_error(client.post(SEARCH, json=body), 429, "rate_limited")
+    assert len(taken) == 1
 
 
 # --- nearby -------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ def hung_redis(monkeypatch):
     for conn in taken:
         conn.close()
     ratelimit._limiter.cache_clear()
+    ratelimit._async_limiters.clear()
 
 
 def _connections(taken: list, n: int) -> bool:
@@ -111,3 +112,34 @@ def test_an_awaited_check_leaves_the_loop_to_other_requests_while_redis_is_slow(
         return served
 
     assert asyncio.run(served_meanwhile()) >= 20
+
+
+def test_a_cancelled_check_is_cancelled_and_pauses_nothing(hung_redis):
+    """A request cancelled while its check waits on Redis (the client went away) ends there:
+    the check neither swallows the cancellation nor counts it as Redis failing."""
+    item = ratelimit.limit("1/minute")
+
+    async def cancelled() -> None:
+        waiting = asyncio.create_task(ratelimit.hit_async(item, "cancel-test", message="no"))
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        await waiting
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(cancelled())
+    assert ratelimit._paused_until == 0.0
+
+
+def test_the_awaited_and_the_blocking_checks_count_in_one_window():
+    """Both name a window with the same key in Redis, so a search counted awaited and a check
+    made blocking see the same hits."""
+    item = ratelimit.limit("5/minute")
+    keys = ("search-ip", "203.0.113.9")
+
+    async def awaited_key() -> str:
+        storage = ratelimit._async_limiter().storage
+        return storage.bridge.prefixed_key(item.key_for(*keys))
+
+    assert asyncio.run(awaited_key()) == ratelimit._limiter().storage.prefixed_key(
+        item.key_for(*keys)
+    )
