@@ -1,5 +1,6 @@
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
 
 from o2o import health
@@ -54,19 +55,26 @@ def test_readyz_reports_a_stopped_redis(client, monkeypatch):
         spare.destroy()
 
 
-def _sample(text: str, name: str) -> float:
-    (value,) = [line.split(" ")[-1] for line in text.splitlines() if line.startswith(name + " ")]
-    return float(value)
+def _sample(text: str, name: str, **labels: str) -> float:
+    """One sample of the metrics page, read by prometheus-client's own parser."""
+    (value,) = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and sample.labels == labels
+    ]
+    return value
 
 
 def test_metrics_count_requests_by_route(client):
-    count = 'o2o_http_requests_total{method="GET",route="/healthz",status="200"}'
-    timed = 'o2o_http_request_duration_seconds_count{method="GET",route="/healthz"}'
+    route = {"method": "GET", "route": "/healthz"}
+    count = ("o2o_http_requests_total", {**route, "status": "200"})
+    timed = ("o2o_http_request_duration_seconds_count", route)
     client.get("/healthz")
     before = client.get("/metrics").text
     client.get("/healthz")
     client.get("/healthz")
     after = client.get("/metrics").text
-    assert _sample(after, count) == _sample(before, count) + 2
-    assert _sample(after, timed) == _sample(before, timed) + 2
+    for name, labels in (count, timed):
+        assert _sample(after, name, **labels) == _sample(before, name, **labels) + 2
     assert "o2o_http_request_duration_seconds_bucket" in after
