@@ -198,9 +198,11 @@ def _unit_price(allocations: Sequence[allocation.Allocation], quantity: int) -> 
 
 @dataclass(frozen=True)
 class Placed:
-    """A new order with what its view would otherwise read back: its payment and its waiver."""
+    """A new order with what its view would otherwise read back: its store, its payment and its
+    waiver."""
 
     order: Order
+    store: Store
     payment: Payment
     waiver: DeliveryWaiver | None
 
@@ -340,4 +342,4 @@ def place(
         due_at=order.hold_expires_at if online else None,
     )
     session.flush()
-    return Placed(order, payment, waiver)
+    return Placed(order, store, payment, waiver)

@@ -27,7 +27,28 @@ def check_hoarding(session: Session, patient_id: int, cart: Sequence[tuple[int, 
     settings = get_settings()
     # One placement per patient at a time: two at once cannot both slip under the caps.
     session.execute(text("SELECT 1 FROM users WHERE id = :id FOR UPDATE"), {"id": patient_id})
-    unpaid = payments_service.unpaid_open_orders(session, patient_id)
+    wanted = dict(cart)
+    # Both caps in one statement, read after the lock (its snapshot then holds every order
+    # the patient placed before).
+    held_units = (
+        select(OrderLine.product_id, func.sum(OrderLine.quantity).label("units"))
+        .join(Order, Order.id == OrderLine.order_id)
+        .where(
+            Order.patient_id == patient_id,
+            Order.status.in_(states.OPEN_STATES),
+            OrderLine.product_id.in_(list(wanted)),
+        )
+        .group_by(OrderLine.product_id)
+        .subquery()
+    )
+    unpaid, held_by_id = session.execute(
+        select(
+            payments_service.unpaid_open_orders(patient_id),
+            select(
+                func.jsonb_object_agg(held_units.c.product_id, held_units.c.units)
+            ).scalar_subquery(),
+        )
+    ).one()
     if unpaid >= settings.max_unpaid_orders:
         raise TooManyOpenOrders(
             _(
@@ -35,19 +56,7 @@ def check_hoarding(session: Session, patient_id: int, cart: Sequence[tuple[int, 
             ).format(unpaid=unpaid),
             details={"unpaid_orders": unpaid, "limit": settings.max_unpaid_orders},
         )
-    wanted = dict(cart)
-    held = dict(
-        session.execute(
-            select(OrderLine.product_id, func.sum(OrderLine.quantity))
-            .join(Order, Order.id == OrderLine.order_id)
-            .where(
-                Order.patient_id == patient_id,
-                Order.status.in_(states.OPEN_STATES),
-                OrderLine.product_id.in_(list(wanted)),
-            )
-            .group_by(OrderLine.product_id)
-        ).all()
-    )
+    held = {int(pid): int(units) for pid, units in (held_by_id or {}).items()}
     cap = settings.max_open_units_per_product
     over = [
         {"product_id": pid, "held": int(held.get(pid, 0)), "requested": qty, "limit": cap}

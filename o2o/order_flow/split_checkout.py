@@ -260,13 +260,14 @@ def _placed(session, patient, body, reserve, record) -> dict:
 def present(session: Session, placed, viewer: User) -> OrderOut | SplitOrderOut:
     """Build the answer for a new order or split order (codes only for its own patient)."""
     if isinstance(placed, checkout.Placed):
-        # What a new order's view would read back is known: its payment and waiver, and no
-        # substitution yet (its timeline is set as it is recorded).
+        # What a new order's view would read back is known: its store's name, its payment and
+        # waiver, and no substitution yet (its timeline is set as it is recorded).
         order = placed.order
         return views.present(
             session,
             order,
             viewer,
+            store_names={order.store_id: placed.store.name},
             payments={order.id: placed.payment},
             waivers={order.id: placed.waiver} if placed.waiver is not None else {},
             substitution_lists={},

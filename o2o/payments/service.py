@@ -20,6 +20,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from o2o import clock, outbox
 from o2o.errors import Conflict
@@ -416,9 +417,10 @@ def collect_at_store(
     session.flush()
 
 
-def unpaid_open_orders(session: Session, patient_id: int) -> int:
-    """Count a patient's open orders whose payment is not taken yet (online or at the store)."""
-    return session.scalar(
+def unpaid_open_orders(patient_id: int) -> ScalarSelect[int]:
+    """Count a patient's open orders whose payment is not taken yet (online or at the store), as
+    a subquery for the caller's statement."""
+    return (
         select(func.count())
         .select_from(Order)
         .join(Payment, Payment.order_id == Order.id)
@@ -427,6 +429,7 @@ def unpaid_open_orders(session: Session, patient_id: int) -> int:
             Order.status.in_(order_states.OPEN_STATES),
             Payment.status.in_((P.PENDING, P.FAILED)),
         )
+        .scalar_subquery()
     )
 
 

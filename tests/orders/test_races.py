@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import func, select, text
 
+from o2o.config import get_settings
 from o2o.db import get_engine, session_scope
 from o2o.errors import DomainError
 from o2o.order_flow import checkout, split_checkout
@@ -88,6 +89,50 @@ def test_fifty_patients_racing_for_the_last_ten_units_never_oversell(real_client
         assert (sold.on_hand, sold.reserved) == (10, 10)
         assert s.scalar(select(func.count()).select_from(Order)) == 10
     assert lowest_available[0] >= 0
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "idempotency_key"])
+def test_one_patients_orders_racing_each_other_stop_at_the_unpaid_cap(real_client, keyed):
+    # A patient may hold three unpaid orders: eight placed at once by one account (two phones,
+    # a script) must leave exactly three, each read of the caps taken after the one before
+    # committed, never two reading the same count.
+    requests = 8
+    with session_scope() as s:
+        store = make_store(s, at=offset(400, 0))
+        products = [make_product(s, name=f"Mask pack {i}") for i in range(requests)]
+        for product in products:
+            make_lot(s, store, product, on_hand=50)
+        patient = make_user(s, role=Role.PATIENT)
+        product_ids = [p.id for p in products]
+        patient_id = patient.id
+    headers = auth(patient)
+    start = threading.Barrier(requests)
+
+    def place(i: int):
+        keys = {"Idempotency-Key": f"cap-{i}"} if keyed else {}
+        start.wait()
+        # A product each, so no order waits on another's lots: only the caps' lock orders them.
+        return real_client.post(
+            "/api/v1/orders", json=order_body([(product_ids[i], 1)]), headers=headers | keys
+        )
+
+    with ThreadPoolExecutor(max_workers=requests) as pool:
+        responses = list(pool.map(place, range(requests)))
+
+    limit = get_settings().max_unpaid_orders
+    statuses = Counter(r.status_code for r in responses)
+    assert statuses == {201: limit, 409: requests - limit}, [r.text for r in responses]
+    refusals = [r.json()["error"] for r in responses if r.status_code == 409]
+    assert {e["code"] for e in refusals} == {"too_many_open_orders"}
+    assert {e["details"]["unpaid_orders"] for e in refusals} == {limit}
+    with session_scope() as s:
+        placed = s.scalar(
+            select(func.count()).select_from(Order).where(Order.patient_id == patient_id)
+        )
+        held = s.scalar(
+            select(func.coalesce(func.sum(Lot.reserved), 0)).where(Lot.product_id.in_(product_ids))
+        )
+    assert (placed, held) == (limit, limit)
 
 
 def _place_now(session, patient, body: OrderIn):
