@@ -99,9 +99,10 @@ def rotate_secret(
 
 def current_app(session: Session) -> PaymentApp | None:
     """Return the app new online payments go to: the most recently registered active one."""
-    return session.scalar(
-        select(PaymentApp).where(PaymentApp.is_active).order_by(PaymentApp.id.desc()).limit(1)
-    )
+    with session.no_autoflush:  # a new order's rows go in the payment's flush
+        return session.scalar(
+            select(PaymentApp).where(PaymentApp.is_active).order_by(PaymentApp.id.desc()).limit(1)
+        )
 
 
 @dataclass(frozen=True)

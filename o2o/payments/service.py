@@ -95,7 +95,6 @@ def open_payment(
     )
     session.add(payment)
     set_committed_value(payment, "refunds", [])  # a new payment has none: no read to know it
-    session.flush()
     if app is not None:
         _send(
             session,

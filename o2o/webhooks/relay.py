@@ -147,10 +147,8 @@ def deactivate_endpoint(session: Session, endpoint_id: int) -> WebhookEndpoint:
 
 def address(session: Session, event: OutboxEvent, endpoint_id: int) -> OutboxDelivery:
     """Send an event to one endpoint (in the current transaction), whatever types it wants."""
-    session.flush()  # the event row first: the delivery refers to it
-    delivery = OutboxDelivery(
-        event_id=event.id, endpoint_id=endpoint_id, next_attempt_at=clock.now()
-    )
+    # Written with the event at the next flush, after it (the relationship orders the two).
+    delivery = OutboxDelivery(event=event, endpoint_id=endpoint_id, next_attempt_at=clock.now())
     session.add(delivery)
     return delivery
 
