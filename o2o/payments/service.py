@@ -70,7 +70,9 @@ def open_payment(
     due_at: datetime | None,
     amount_minor: int | None = None,
 ) -> Payment:
-    """Open the payment of a new order: online ones are requested from the payment app.
+    """Open the payment of a new order: online ones are requested from the payment app. The
+    order's row must be written already (a placement flushes it first); the payment and its
+    request are written at the caller's next flush.
 
     `amount_minor`: what is to be paid when it is not the order's own total (a split order's
     first part pays for every part)."""

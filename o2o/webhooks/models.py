@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, ENUM
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from o2o.db import Base
+from o2o.outbox import OutboxEvent
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -71,7 +72,7 @@ class OutboxDelivery(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("outbox_events.id", ondelete="CASCADE"))
     # Set with the event in one flush: the event's row is written first.
-    event: Mapped["OutboxEvent"] = relationship()  # noqa: F821 (o2o.outbox's, by name)
+    event: Mapped[OutboxEvent] = relationship()
     endpoint_id: Mapped[int] = mapped_column(
         ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
     )
