@@ -566,13 +566,16 @@ def plan_search(
     radius_m: float | None = None,
     delivery_point: tuple[float, float] | None = None,
     now: datetime | None = None,
+    partial_beside_complete: bool = True,
 ) -> Steps[list[StoreMatch]]:
     """Find the nearest stores holding the whole cart, then the nearest holding part of it, as
     statements whoever runs them (`search_stores` runs them on a session); `database` names the
     database for the per-process statistics (`statements.database`).
 
     Complete stores come first, nearest first; when fewer than `limit` exist in the radius, the
-    nearest partial stores follow with what they miss. `distance_m` is from (lat, lon);
+    nearest partial stores follow with what they miss (with `partial_beside_complete` False, only
+    when no store is complete: a placement routes among complete stores, and reads what the
+    nearest partial ones miss only to say why none has the cart). `distance_m` is from (lat, lon);
     delivery (zone, ETA) is judged at `delivery_point` when given, else at (lat, lon). A
     delivering store's ETA includes the wait for a courier the fleet around it implies.
     """
@@ -621,7 +624,11 @@ def plan_search(
     complete = yield from _nearest(query, "complete", limit)
     if cached is not None and complete and not complete[0].cart_ok:
         yield from _cart_steps(database, lines, merged)  # raises the cart's error
-    partial = yield from _nearest(query, "partial", limit - len(complete))
+    partial = (
+        (yield from _nearest(query, "partial", limit - len(complete)))
+        if partial_beside_complete or not complete
+        else []
+    )
     if cached is not None and not complete and not (partial and partial[0].cart_ok):
         # Finding nothing says nothing of the cart: check it in full.
         yield from _cart_steps(database, lines, merged)

@@ -193,6 +193,7 @@ def plan_search(
     radius_m: float | None = None,
     delivery_point: tuple[float, float] | None = None,
     now: datetime | None = None,
+    partial_beside_complete: bool = True,
 ) -> Steps[list[search.StoreMatch]]:
     """Search as `stores.search.plan_search`, counting equivalents in stock as covering the lines
     that allow them (`wishes`: product id -> "allowed" / "not_allowed" / None for the default;
@@ -201,7 +202,14 @@ def plan_search(
     now = now or clock.now()
     where = {"fulfillment": fulfillment, "delivery_point": delivery_point, "now": now}
     plain = yield from search.plan_search(
-        database, lat=lat, lon=lon, lines=lines, limit=limit, radius_m=radius_m, **where
+        database,
+        lat=lat,
+        lon=lon,
+        lines=lines,
+        limit=limit,
+        radius_m=radius_m,
+        partial_beside_complete=partial_beside_complete,
+        **where,
     )
     complete = [m for m in plain if m.complete]
     if len(complete) >= limit or wishes is None:

@@ -85,7 +85,9 @@ def _options(
     found: dict[int, list[dict]] | None = None,
 ) -> list[routing.StoreOption]:
     """Return the stores routing chooses from, as seen from (lat, lon); with `wishes`, a store
-    covering lines with equivalents counts as complete, its stand-ins noted in `found`."""
+    covering lines with equivalents counts as complete, its stand-ins noted in `found`. Stores
+    holding part of the cart come only when none holds all of it: routing chooses among complete
+    stores, and reads what partial ones miss only to say why no store can take the order."""
     if chosen is None:
         matches = substitutes.search_stores(
             session,
@@ -95,6 +97,7 @@ def _options(
             lines=list(lines),
             fulfillment="any",
             limit=SEARCH_LIMIT,
+            partial_beside_complete=False,
             delivery_point=delivery_point,
             now=now,
         )
@@ -112,6 +115,7 @@ def _options(
                 lines=list(lines),
                 fulfillment="any",
                 limit=SEARCH_LIMIT,
+                partial_beside_complete=False,
                 radius_m=CHOSEN_STORE_RADIUS_M,
                 delivery_point=delivery_point or (lat, lon),
                 now=now,
