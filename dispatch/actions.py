@@ -131,6 +131,11 @@ def pickup(
     if job.status is not J.CLAIMED:
         raise Conflict(_("This job cannot be picked up now."), code="job_not_claimed")
     order = session.get(Order, job.order_id)
+    if order.status is OrderStatus.PREPARING:
+        raise Conflict(
+            _("The store is still preparing this parcel; wait at the counter."),
+            code="parcel_not_ready",
+        )
     lifecycle.transition(session, order, OrderStatus.OUT_FOR_DELIVERY, actor_id=courier.id, at=now)
     job.status = J.PICKED_UP
     job.picked_up_at = now

@@ -58,8 +58,9 @@ class EtaModel:
     ) -> float:
         """Minutes from now to the door for an order not yet prepared.
 
-        The phases add up: a job opens only when the order is ready, so the courier sets off for
-        the store after preparation. Without a known courier, `courier_wait_minutes` stands for
+        The phases add up: the courier is counted as setting off for the store after
+        preparation (a job opens only a few minutes before the order is due ready, and the
+        estimate leaves that overlap out, a few minutes cautious). Without a known courier, `courier_wait_minutes` stands for
         the time one needs to claim the job and arrive.
         """
         to_store = (

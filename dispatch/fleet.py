@@ -18,10 +18,11 @@ radius of it, the area its couriers come from and go to):
   OBSERVED_WINDOW_MINUTES, and the age of those still open and not yet past their deadline), on
   average.
 
-A new order's job opens after preparation. Idle couriers take the first jobs at once; beyond
-them the neighbourhood clears jobs at couriers / minutes-per-parcel a minute, so the new job is
-claimed after (ahead - idle + 1) / rate minutes, of which preparation hides some; then the
-courier rides to the store.
+A new order's job opens as its preparation ends (a few minutes before, so its courier rides
+meanwhile: `dispatch_open_before_ready_minutes`, which the model leaves out, a few minutes
+cautious). Idle couriers take the first jobs at once; beyond them the neighbourhood clears jobs
+at couriers / minutes-per-parcel a minute, so the new job is claimed after (ahead - idle + 1) /
+rate minutes, of which preparation hides some; then the courier rides to the store.
 
 The pool is not first come, first served: within a deadline bucket the nearer store goes first,
 a courier's batch takes later parcels of the same store along, and an escalated job jumps the
@@ -161,6 +162,9 @@ _NEIGHBOURHOODS = text(
         SELECT store_id, count(*) AS n FROM (
             SELECT j.store_id FROM dispatch_jobs j
             WHERE j.status = 'open' AND j.opened_at <= :now
+              -- a job open while its order is prepared is counted with the order, below
+              AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = j.order_id
+                              AND o.status IN ('released', 'preparing'))
             UNION ALL
             SELECT o.store_id FROM orders o
             WHERE o.fulfillment = 'delivery' AND o.status IN ('released', 'preparing')

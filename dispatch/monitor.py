@@ -74,6 +74,12 @@ _REMAINING_SQL = f"""
     CASE
       WHEN o.status = 'released' THEN
         s.prep_minutes + w.wait_min + d.store_to_dropoff_m * {_MIN_PER_M}
+      WHEN o.status = 'preparing' AND j.status = 'claimed' THEN
+        GREATEST(
+          s.prep_minutes - EXTRACT(EPOCH FROM (
+            :now - GREATEST(o.released_at, COALESCE(o.prepare_from, o.released_at)))) / 60.0,
+          COALESCE(ST_Distance(c.location, s.location, false) * {_MIN_PER_M}, w.wait_min))
+        + d.store_to_dropoff_m * {_MIN_PER_M}
       WHEN o.status = 'preparing' THEN
         GREATEST(0, s.prep_minutes - EXTRACT(EPOCH FROM (
             :now - GREATEST(o.released_at, COALESCE(o.prepare_from, o.released_at)))) / 60.0)
@@ -314,7 +320,8 @@ def check_before_preparing(session: Session, order: Order, *, now: datetime | No
         ),
         _params(now) | {"order_id": order.id, "margin": margin},
     ).scalar_one()
-    # No job to raise yet: the order's job opens when it is ready, escalated by the monitor's pass.
+    # No job to raise yet: the order's job opens as the store starts on it, after this check, with
+    # the priority its escalation gives it (`actions.new_job`).
     return bool(flagged)
 
 

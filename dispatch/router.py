@@ -240,7 +240,10 @@ def claim(job_id: uuid.UUID, session: DbSession, courier: CourierUser, body: Cla
 @router.post(
     "/dispatch/jobs/{job_id}/pickup",
     response_model=HeldJobOut,
-    responses=error_responses(e409="job_not_claimed; already picked up"),
+    responses=error_responses(
+        e409="job_not_claimed; parcel_not_ready (claimed while the store prepares it: wait at "
+        "the counter)"
+    ),
 )
 def pickup(job_id: uuid.UUID, session: DbSession, courier: CourierUser):
     """Collect the parcel at the store: the order goes out for delivery."""

@@ -43,6 +43,12 @@ class JobOut(BaseModel):
     # From the point the courier sent to the store; null when no point was given.
     distance_m: float | None
     status: str
+    parcel_ready: bool = Field(
+        True,
+        description="False while the store still prepares the parcel: a job opens a few minutes "
+        "before its order is due ready (`O2O_DISPATCH_OPEN_BEFORE_READY_MINUTES`), so its courier "
+        "rides to the store meanwhile; the pickup waits for it (409 parcel_not_ready)",
+    )
     attempt: int
     claimed_at: datetime | None = None
     picked_up_at: datetime | None = None

@@ -17,6 +17,9 @@ class Phase(enum.StrEnum):
 
     RELEASED = "released"  # the store has not started preparing
     PREPARING = "preparing"
+    # Being prepared, its courier already on the way (the job opens before ready): whichever
+    # comes later, the parcel or the courier.
+    CLAIMED_WHILE_PREPARING = "claimed_while_preparing"
     AWAITING_COURIER = "awaiting_courier"  # ready; the job is open or not yet opened
     CLAIMED = "claimed"  # a courier is on the way to the store
     PICKED_UP = "picked_up"  # out for delivery
@@ -63,6 +66,11 @@ def remaining_minutes(
         # Preparation started some time after release; assume at release (optimistic, so a slow
         # store is flagged by the margin, not by guesswork).
         rest = max(0.0, eta.prep_minutes - minutes_since_release) + wait + to_dropoff
+    elif phase is Phase.CLAIMED_WHILE_PREPARING:
+        to_store = (
+            eta.travel_minutes(courier_to_store_m) if courier_to_store_m is not None else wait
+        )
+        rest = max(eta.prep_minutes - minutes_since_release, to_store) + to_dropoff
     elif phase is Phase.AWAITING_COURIER:
         rest = wait + to_dropoff
     elif phase is Phase.CLAIMED:

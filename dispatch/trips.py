@@ -35,7 +35,8 @@ _MATES_SQL = text(
     FROM dispatch_jobs j
     WHERE j.store_id = :store_id AND j.status = 'open' AND j.id <> :anchor
       AND j.opened_at <= CAST(:opened_by AS timestamptz)
-      AND EXISTS (SELECT 1 FROM orders o WHERE o.id = j.order_id AND o.status = 'ready')
+      AND EXISTS (SELECT 1 FROM orders o WHERE o.id = j.order_id
+                  AND o.status IN ('ready', 'preparing'))
     ORDER BY j.priority DESC, j.deadline, j.id
     LIMIT :limit
     FOR UPDATE OF j SKIP LOCKED

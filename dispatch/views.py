@@ -56,6 +56,8 @@ _VIEWS_SQL = text(
            ST_X(CAST(s.location AS geometry)) AS store_lon,
            -- A run's drop-off is its pickup point: its address is the point's.
            coalesce(o.delivery_address_text, pp.name || ', ' || pp.address) AS address_text,
+           -- A job opens before its order is ready: the parcel may still be prepared.
+           o.status IS DISTINCT FROM 'preparing' AS parcel_ready,
            ST_Distance(s.location, ST_GeogFromText(:point)) AS measured_m  -- null without one
     FROM dispatch_jobs j
     JOIN stores s ON s.id = j.store_id
@@ -118,6 +120,7 @@ def describe_plan(
                 "priority": row.priority,
                 "distance_m": row.measured_m if where is not None else distances.get(job_id),
                 "status": row.status,
+                "parcel_ready": row.parcel_ready,
                 "attempt": row.attempt,
                 "claimed_at": row.claimed_at,
                 "picked_up_at": row.picked_up_at,

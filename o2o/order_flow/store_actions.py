@@ -98,6 +98,8 @@ def prepare(session: Session, order: Order, *, actor_id: int, now: datetime | No
     if order.fulfillment is Fulfillment.DELIVERY:
         dispatch_service.before_preparing(session, order, now=now)
     lifecycle.transition(session, order, S.PREPARING, actor_id=actor_id, at=now)
+    if order.fulfillment is Fulfillment.DELIVERY:
+        dispatch_service.open_job_while_preparing(session, order, now=now)
 
 
 def mark_ready(session: Session, order: Order, *, actor_id: int, now: datetime | None = None):

@@ -53,6 +53,7 @@ def results_table(plan: Options, results: list[DayResult]) -> Table:
         ("deliveries per courier-hour, peak hour", lambda r: _fmt(r.line["per_courier_hour"])),
         ("mean batch size (trips)", lambda r: f"{_fmt(r.line['mean_batch'])} ({r.trips})"),
         ("claims (lost to the stale sweep)", lambda r: f"{r.claims} ({r.claims_lost})"),
+        ("courier-minutes at counters (parcel not ready)", lambda r: str(r.counter_waits)),
         ("failed attempts, wrong codes", lambda r: f"{r.failed_attempts}, {r.wrong_codes}"),
         ("still open at the end", lambda r: str(r.undelivered)),
         ("wall time (s)", lambda r: f"{r.wall_s:.1f}"),

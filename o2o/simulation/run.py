@@ -1,12 +1,13 @@
 """Replaying a planned day through the real services on an accelerated clock, policy by policy."""
 
+import contextlib
 import heapq
 import itertools
 import math
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -56,6 +57,9 @@ class Policy:
     ranking: Ranking
     batching: bool = False
     promise: bool = False
+    # A delivery's job opens while its order is prepared (`dispatch_open_before_ready_minutes`
+    # before it is due ready), so its courier rides to the store meanwhile; else at ready.
+    early_jobs: bool = False
 
 
 POLICIES = {
@@ -64,7 +68,7 @@ POLICIES = {
     # Today's ranking (escalated first, deadline buckets, nearest store), one order a trip.
     "ranked": Policy(Ranking.URGENCY),
     # Ranking, batched trips, and a promise that knows the fleet (slots or pickup beyond it).
-    "platform": Policy(Ranking.URGENCY, batching=True, promise=True),
+    "platform": Policy(Ranking.URGENCY, batching=True, promise=True, early_jobs=True),
 }
 # Simulated minutes the day may overrun (for the last orders) before it stops anyway.
 DRAIN_MINUTES = 240
@@ -80,6 +84,18 @@ def distance_m(a: tuple[float, float], b: tuple[float, float]) -> float:
         + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
     )
     return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(h))
+
+
+@contextlib.contextmanager
+def _jobs_open_early(early: bool) -> Iterator[None]:
+    """Run a policy's day with jobs opening before ready (the settings' lead) or at ready."""
+    settings = get_settings()
+    lead = settings.dispatch_open_before_ready_minutes
+    settings.dispatch_open_before_ready_minutes = lead if early else 0
+    try:
+        yield
+    finally:
+        settings.dispatch_open_before_ready_minutes = lead
 
 
 @dataclass
@@ -128,6 +144,7 @@ class DayResult:
     undelivered: int = 0
     wall_s: float = 0.0
     asked_delivery: int = 0  # orders placed asking for delivery now
+    counter_waits: int = 0  # courier-minutes waited at a counter for a parcel being prepared
     diverted_slot: int = 0  # ... placed for a later delivery slot instead
     diverted_pickup: int = 0  # ... placed for pickup instead
     collected: int = 0  # pickups handed over at the counter
@@ -169,7 +186,7 @@ class Day:
 
     def run(self) -> DayResult:
         started = time.perf_counter()
-        with clock.use(lambda: self.now):
+        with clock.use(lambda: self.now), _jobs_open_early(self.rules.early_jobs):
             self._setup()
             for order in self.plan.orders:
                 self.at(order.at, _bind(self._place, order))
@@ -525,7 +542,21 @@ class Day:
         )
 
     def _at_store(self, c: CourierState, store_id: int) -> None:
-        c.at, c.leg = c.leg[1], None
+        if c.leg is not None:
+            c.at, c.leg = c.leg[1], None
+        with session_scope() as session:
+            preparing = session.scalar(
+                text(
+                    "SELECT EXISTS (SELECT 1 FROM orders WHERE id = ANY(:ids) "
+                    "AND status = 'preparing')"
+                ),
+                {"ids": [order_id for _, order_id in c.trip]},
+            )
+        if preparing:
+            # Claimed while the store prepares it: the courier waits at the counter.
+            self.result.counter_waits += 1
+            self.after(1, _bind(self._at_store, c, store_id))
+            return
         carried = []
         for job_id, order_id in c.trip:
             try:

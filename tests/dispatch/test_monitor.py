@@ -11,7 +11,7 @@ from dispatch.eta import EtaModel
 from dispatch.models import SlaBreach, SlaEscalation
 from o2o import clock
 from o2o.config import get_settings
-from o2o.orders.models import OrderStatus
+from o2o.orders.models import Order, OrderStatus
 from o2o.outbox import OutboxEvent
 from tests import factories
 from tests.dispatch import helpers
@@ -40,6 +40,22 @@ def test_the_sql_prediction_follows_the_pure_rules_in_every_phase(db, store, cou
     preparing = helpers.make_delivery_order(
         db, store, status=OrderStatus.PREPARING, released_at=now - timedelta(minutes=4)
     )
+    # Jobs opened before ready, a courier riding to the store while the order is prepared: from
+    # afar (the ride is longer than the preparation left) and from next door (shorter).
+    early = {}
+    for metres in (3000, 200):
+        order = helpers.make_delivery_order(
+            db,
+            store,
+            status=OrderStatus.PREPARING,
+            released_at=now - timedelta(minutes=3),
+            dropoff=factories.offset(-1200, 1600),
+        )
+        at = factories.offset(300 + metres, 0)
+        rider_early = helpers.make_courier(db, home_store=store, at=at)
+        job = actions.new_job(db, order, attempt=1, now=now - timedelta(minutes=5))
+        pool.claim_job(db, rider_early, job.id, lat=at[0], lon=at[1], now=now)
+        early[order.id] = couriers.get_courier(db, rider_early.id)
     waiting = helpers.make_delivery_order(db, store, dropoff=factories.offset(-2000, 500))
     claimed = helpers.make_delivery_order(db, store, dropoff=factories.offset(2500, -700))
     claimed_job = pool.claim_job(
@@ -71,6 +87,19 @@ def test_the_sql_prediction_follows_the_pure_rules_in_every_phase(db, store, cou
             store_to_dropoff_m=store_to_dropoff(preparing),
             minutes_since_release=4,
         ),
+        **{
+            order_id: sla.remaining_minutes(
+                sla.Phase.CLAIMED_WHILE_PREPARING,
+                eta,
+                assumptions,
+                store_to_dropoff_m=_sphere_m(
+                    db, store.location, db.get(Order, order_id).delivery_location
+                ),
+                minutes_since_release=3,
+                courier_to_store_m=_sphere_m(db, row.location, store.location),
+            )
+            for order_id, row in early.items()
+        },
         waiting.id: sla.remaining_minutes(
             sla.Phase.AWAITING_COURIER,
             eta,
