@@ -6,11 +6,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from dispatch import actions, fleet, pool
+from dispatch import fleet, pool
 from dispatch.models import Job, JobStatus
 from o2o import clock
 from o2o.config import get_settings
-from o2o.errors import Conflict
 from o2o.order_flow import store_actions
 from o2o.orders.models import OrderStatus
 from o2o.users.models import Role
@@ -112,19 +111,3 @@ def test_a_job_open_while_its_order_is_prepared_counts_once_in_the_fleets_queue(
     fleet.refresh(db)
     load = db.get(FleetLoad, store.id)
     assert load.open_jobs == 1
-
-
-def test_a_picked_up_early_claim_is_refused_only_while_the_order_is_prepared(
-    db, store, courier, lead
-):
-    staff = helpers.make_user_fast(db, Role.PHARMACIST)
-    order = _released(db, store)
-    started = clock.now() - timedelta(minutes=6)
-    store_actions.prepare(db, order, actor_id=staff.id, now=started)
-    (job,) = _jobs(db, order)
-    pool.claim_job(db, courier, job.id, lat=NEAR[0], lon=NEAR[1])
-    with pytest.raises(Conflict) as refused:
-        actions.pickup(db, courier, job.id)
-    assert refused.value.code == "parcel_not_ready"
-    store_actions.mark_ready(db, order, actor_id=staff.id)
-    assert actions.pickup(db, courier, job.id).status is JobStatus.PICKED_UP
