@@ -312,7 +312,8 @@ def _is_staff_of(user: User, store_id: int) -> bool:
 
 
 def return_stale_claims(session: Session, *, now: datetime | None = None) -> int:
-    """Put claims not picked up in time back in the pool; close jobs of cancelled orders.
+    """Put claims not picked up in time back in the pool (in time from the claim, or from the
+    parcel's readiness for a job claimed while it was prepared); close jobs of cancelled orders.
 
     Idempotent: a second run finds nothing left to change. A courier picking up at the same
     moment holds the row lock; the UPDATE then re-checks `status = 'claimed'` and skips it.
@@ -322,10 +323,14 @@ def return_stale_claims(session: Session, *, now: datetime | None = None) -> int
     returned = session.execute(
         text(
             """
-            UPDATE dispatch_jobs SET status = 'open', courier_id = NULL, claimed_at = NULL,
+            UPDATE dispatch_jobs j SET status = 'open', courier_id = NULL, claimed_at = NULL,
                    batch_id = NULL, drop_seq = NULL, drop_eta = NULL
-            WHERE status = 'claimed' AND claimed_at < :cutoff
-            RETURNING id
+            WHERE j.status = 'claimed' AND j.claimed_at < :cutoff
+              -- Claimed while the store prepared the parcel: its courier waits at the counter,
+              -- and the time runs from the parcel's readiness.
+              AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = j.order_id
+                              AND (o.status = 'preparing' OR o.ready_at >= :cutoff))
+            RETURNING j.id
             """
         ),
         {"cutoff": cutoff},

@@ -49,7 +49,8 @@ RING_START_M = 2000.0
 SCHEDULE_GRACE = timedelta(minutes=1)
 RING_GROWTH_M_PER_MIN = 600.0
 
-# A job is open to a courier when it is in the pool, its order is still ready, its store is the
+# A job is open to a courier when it is in the pool, its order is ready or being prepared (a
+# delivery's job opens a few minutes before its order is due ready), its store is the
 # courier's home store or lies in their service area, and the store is within the ring. An
 # escalated job's ring keeps growing past the radius, to the wide one: it still goes to couriers
 # near its store first, and a courier across town, whose ride to the store alone could spend the

@@ -59,7 +59,11 @@ _DELIVERIES = text(
     """
     SELECT ST_Y(s.location::geometry) AS s_lat, ST_X(s.location::geometry) AS s_lon,
            ST_Y(o.delivery_location::geometry) AS d_lat, ST_X(o.delivery_location::geometry) AS d_lon,
-           (SELECT min(j.opened_at) FROM dispatch_jobs j WHERE j.order_id = o.id) AS ready,
+           -- the parcel exists once ready, and is offered no sooner than its job opened (a
+           -- slot's, in time for the slot; a job opened while it was prepared, before)
+           GREATEST(o.ready_at,
+                    (SELECT min(j.opened_at) FROM dispatch_jobs j WHERE j.order_id = o.id))
+               AS ready,
            GREATEST(o.released_at, coalesce(o.delivery_slot_start, o.released_at)) AS opens,
            o.sla_deadline AS due
     FROM orders o JOIN stores s ON s.id = o.store_id

@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from dispatch import fleet, pool
+from dispatch import actions, fleet, pool
 from dispatch.models import Job, JobStatus
 from o2o import clock
 from o2o.config import get_settings
@@ -111,3 +111,39 @@ def test_a_job_open_while_its_order_is_prepared_counts_once_in_the_fleets_queue(
     fleet.refresh(db)
     load = db.get(FleetLoad, store.id)
     assert load.open_jobs == 1
+
+
+def test_a_job_claimed_while_its_order_is_prepared_no_longer_waits_in_the_queue(
+    db, store, courier, lead
+):
+    staff = helpers.make_user_fast(db, Role.PHARMACIST)
+    order = _released(db, store)
+    store_actions.prepare(db, order, actor_id=staff.id, now=clock.now() - timedelta(minutes=7))
+    (job,) = _jobs(db, order)
+    pool.claim_job(db, courier, job.id, lat=NEAR[0], lon=NEAR[1])
+    fleet.refresh(db)
+    assert db.get(FleetLoad, store.id).open_jobs == 0
+
+
+def test_the_stale_claim_sweep_leaves_a_courier_waiting_at_the_counter(db, store, courier, lead):
+    staff = helpers.make_user_fast(db, Role.PHARMACIST)
+    order = _released(db, store)
+    started = clock.now()
+    store_actions.prepare(db, order, actor_id=staff.id, now=started)
+    (job,) = _jobs(db, order)
+    claimed_at = started + timedelta(minutes=5)
+    pool.claim_job(db, courier, job.id, lat=NEAR[0], lon=NEAR[1], now=claimed_at)
+    timeout = timedelta(minutes=get_settings().dispatch_claim_timeout_minutes)
+
+    # The store is slow: long past the claim's timeout, the parcel is still being made.
+    late = claimed_at + timeout + timedelta(minutes=10)
+    assert actions.return_stale_claims(db, now=late) == 0
+    db.refresh(job)
+    assert job.status is JobStatus.CLAIMED and job.courier_id == courier.id
+
+    # Ready at last: the courier has the claim's time again from then, no more.
+    store_actions.mark_ready(db, order, actor_id=staff.id, now=late)
+    assert actions.return_stale_claims(db, now=late + timeout - timedelta(minutes=1)) == 0
+    assert actions.return_stale_claims(db, now=late + timeout + timedelta(minutes=1)) == 1
+    db.refresh(job)
+    assert job.status is JobStatus.OPEN and job.courier_id is None

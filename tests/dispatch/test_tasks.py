@@ -19,9 +19,10 @@ HERE = factories.offset(300, 0)
 
 
 def _opened_an_hour_ago(session, *orders) -> None:
-    # These tests claim at a time in the past; a job is only on the board once it has opened.
+    # These tests claim at a time in the past; a job is only on the board once it has opened,
+    # and the sweep counts a claim's time from the parcel's readiness when that came later.
     for order in orders:
-        helpers.job_of(session, order).opened_at = clock.now() - timedelta(hours=1)
+        order.ready_at = helpers.job_of(session, order).opened_at = clock.now() - timedelta(hours=1)
     session.flush()
 
 
