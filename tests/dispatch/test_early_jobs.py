@@ -113,18 +113,6 @@ def test_a_job_open_while_its_order_is_prepared_counts_once_in_the_fleets_queue(
     assert load.open_jobs == 1
 
 
-def test_a_job_claimed_while_its_order_is_prepared_no_longer_waits_in_the_queue(
-    db, store, courier, lead
-):
-    staff = helpers.make_user_fast(db, Role.PHARMACIST)
-    order = _released(db, store)
-    store_actions.prepare(db, order, actor_id=staff.id, now=clock.now() - timedelta(minutes=7))
-    (job,) = _jobs(db, order)
-    pool.claim_job(db, courier, job.id, lat=NEAR[0], lon=NEAR[1])
-    fleet.refresh(db)
-    assert db.get(FleetLoad, store.id).open_jobs == 0
-
-
 def test_the_stale_claim_sweep_leaves_a_courier_waiting_at_the_counter(db, store, courier, lead):
     staff = helpers.make_user_fast(db, Role.PHARMACIST)
     order = _released(db, store)
