@@ -60,8 +60,8 @@ class EtaModel:
 
         The phases add up: the courier is counted as setting off for the store after
         preparation (a job opens only a few minutes before the order is due ready, and the
-        estimate leaves that overlap out, a few minutes cautious). Without a known courier, `courier_wait_minutes` stands for
-        the time one needs to claim the job and arrive.
+        estimate leaves that overlap out, a few minutes cautious). Without a known courier,
+        `courier_wait_minutes` stands for the time one needs to claim the job and arrive.
         """
         to_store = (
             self.travel_minutes(courier_to_store_m)

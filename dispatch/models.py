@@ -62,6 +62,10 @@ job_status_enum = ENUM(JobStatus, name="job_status", values_callable=_values)
 # planar, as a delivery zone's is (`stores.search`): a great-circle edge would bow up to a metre
 # from the line drawn, and the planar test, on one courier's area prepared once per statement,
 # takes a fraction of the geodetic one's time. Every rule on who may serve a store uses this.
+# A delivery job may be taken while its order is ready, or already while the store prepares it
+# (the job opens a few minutes before the order is due ready): an order row `o`.
+TAKEABLE_ORDER_SQL = "o.status IN ('ready', 'preparing')"
+
 SERVES_STORE_SQL = (
     "(c.home_store_id = s.id OR ST_Covers(c.service_area::geometry, s.location::geometry))"
 )

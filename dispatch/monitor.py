@@ -68,6 +68,14 @@ _REASON_SQL = """
 # Minutes per straight-line metre for the order's store: detour / (km/h -> m/min).
 _MIN_PER_M = "(s.detour_factor / (s.courier_speed_kmh * 1000.0 / 60.0))"
 
+# Minutes of preparation left (counted from the advised start, or the release), and the claimed
+# courier's ride to the store (the wait for one where their position is unknown).
+_PREP_LEFT = """(s.prep_minutes - EXTRACT(EPOCH FROM (
+    :now - GREATEST(o.released_at, COALESCE(o.prepare_from, o.released_at)))) / 60.0)"""
+_COURIER_TO_STORE = (
+    f"COALESCE(ST_Distance(c.location, s.location, false) * {_MIN_PER_M}, w.wait_min)"
+)
+
 # `sla.remaining_minutes`, phase by phase. Distances on the sphere (use_spheroid => false): an
 # estimate needs no millimetres, and the sphere is several times cheaper over 100,000 rows.
 _REMAINING_SQL = f"""
@@ -75,17 +83,12 @@ _REMAINING_SQL = f"""
       WHEN o.status = 'released' THEN
         s.prep_minutes + w.wait_min + d.store_to_dropoff_m * {_MIN_PER_M}
       WHEN o.status = 'preparing' AND j.status = 'claimed' THEN
-        GREATEST(
-          s.prep_minutes - EXTRACT(EPOCH FROM (
-            :now - GREATEST(o.released_at, COALESCE(o.prepare_from, o.released_at)))) / 60.0,
-          COALESCE(ST_Distance(c.location, s.location, false) * {_MIN_PER_M}, w.wait_min))
-        + d.store_to_dropoff_m * {_MIN_PER_M}
+        GREATEST({_PREP_LEFT}, {_COURIER_TO_STORE}) + d.store_to_dropoff_m * {_MIN_PER_M}
       WHEN o.status = 'preparing' THEN
-        GREATEST(0, s.prep_minutes - EXTRACT(EPOCH FROM (
-            :now - GREATEST(o.released_at, COALESCE(o.prepare_from, o.released_at)))) / 60.0)
+        GREATEST(0, {_PREP_LEFT})
         + w.wait_min + d.store_to_dropoff_m * {_MIN_PER_M}
       WHEN o.status = 'ready' AND j.status = 'claimed' THEN
-        COALESCE(ST_Distance(c.location, s.location, false) * {_MIN_PER_M}, w.wait_min)
+        {_COURIER_TO_STORE}
         + d.store_to_dropoff_m * {_MIN_PER_M}
       WHEN o.status = 'ready' THEN
         w.wait_min + d.store_to_dropoff_m * {_MIN_PER_M}

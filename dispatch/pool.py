@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from dispatch import couriers, views
 from dispatch.couriers import Where
-from dispatch.models import ACTIVE_JOB_STATES, SERVES_STORE_SQL, Job, JobStatus
+from dispatch.models import ACTIVE_JOB_STATES, SERVES_STORE_SQL, TAKEABLE_ORDER_SQL, Job, JobStatus
 from o2o import clock, pagination
 from o2o.config import get_settings
 from o2o.errors import Conflict, NotFound
@@ -106,8 +106,7 @@ def _visible(visible_from: str, escalated_visible_from: str) -> str:
 # A run to a pickup point is on the board from its opening time (its parcels are checked at pickup).
 _ORDER_READY = (
     "(j.run_id IS NOT NULL"
-    " OR EXISTS (SELECT 1 FROM orders o WHERE o.id = j.order_id"
-    " AND o.status IN ('ready', 'preparing')))"
+    f" OR EXISTS (SELECT 1 FROM orders o WHERE o.id = j.order_id AND {TAKEABLE_ORDER_SQL}))"
 )
 _BUCKET = f"date_bin(:bucket, j.deadline, {_BUCKET_ORIGIN})"
 # Within one store the rank is (priority, deadline bucket, deadline, id): the index order.
@@ -375,7 +374,7 @@ def claim_job(
             SELECT {SERVES_STORE_SQL} AS in_area,
                    (ST_DWithin(s.location, ST_GeogFromText(:point), :wide_m) AND {visible})
                        AS in_radius,
-                   (j.status = 'open' AND (j.run_id IS NOT NULL OR o.status IN ('ready', 'preparing')))
+                   (j.status = 'open' AND (j.run_id IS NOT NULL OR {TAKEABLE_ORDER_SQL}))
                        AS is_open,
                    j.opened_at > CAST(:opened_by AS timestamptz) AS not_yet
             FROM dispatch_jobs j

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from dispatch import batching, couriers, pool
 from dispatch.eta import EtaModel
-from dispatch.models import ACTIVE_JOB_STATES, Job, JobStatus
+from dispatch.models import ACTIVE_JOB_STATES, TAKEABLE_ORDER_SQL, Job, JobStatus
 from dispatch.pool import Ranking
 from o2o import clock
 from o2o.config import get_settings
@@ -30,13 +30,12 @@ from stores.models import Store
 BATCH_CANDIDATES = 12
 
 _MATES_SQL = text(
-    """
+    f"""
     SELECT j.id, ST_Y(j.dropoff::geometry) AS lat, ST_X(j.dropoff::geometry) AS lon, j.deadline
     FROM dispatch_jobs j
     WHERE j.store_id = :store_id AND j.status = 'open' AND j.id <> :anchor
       AND j.opened_at <= CAST(:opened_by AS timestamptz)
-      AND EXISTS (SELECT 1 FROM orders o WHERE o.id = j.order_id
-                  AND o.status IN ('ready', 'preparing'))
+      AND EXISTS (SELECT 1 FROM orders o WHERE o.id = j.order_id AND {TAKEABLE_ORDER_SQL})
     ORDER BY j.priority DESC, j.deadline, j.id
     LIMIT :limit
     FOR UPDATE OF j SKIP LOCKED

@@ -157,8 +157,8 @@ class Settings(BaseSettings):
     # preparation time after it starts), so a courier rides to the store while it is prepared
     # and meets the parcel there; 0 opens it when the order is ready. On the simulation's peak
     # preset five minutes took the median delivery from 49.4 to 42.7 minutes (seed 13), 43.8 to
-    # 37.0 (seed 11) and 44.5 to 41.2 (seed 12); eight took seed 13 to 42.0 but made the storm
-    # later, its couriers waiting longer at counters (docs/BENCHMARKS.md).
+    # 37.0 (seed 11) and 44.5 to 40.9 (seed 12) at bde15e5; eight took seed 13 to 42.0 but made
+    # the storm later, its couriers waiting longer at counters (docs/BENCHMARKS.md).
     dispatch_open_before_ready_minutes: float = Field(5, ge=0, le=30)
     dispatch_code_max_failures: int = Field(5, ge=1, le=20)
     courier_location_rate_limit: str = "1/5 seconds"

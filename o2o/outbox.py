@@ -38,7 +38,6 @@ def emit(
 ) -> OutboxEvent:
     """Record an event in the current transaction (it leaves only if the transaction commits)."""
     event = OutboxEvent(
-        id=uuid.uuid4(),
         event_type=event_type,
         aggregate_type=aggregate_type,
         aggregate_id=str(aggregate_id),

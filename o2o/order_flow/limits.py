@@ -59,7 +59,7 @@ def check_hoarding(session: Session, patient_id: int, cart: Sequence[tuple[int, 
     held = {int(pid): int(units) for pid, units in (held_by_id or {}).items()}
     cap = settings.max_open_units_per_product
     over = [
-        {"product_id": pid, "held": int(held.get(pid, 0)), "requested": qty, "limit": cap}
+        {"product_id": pid, "held": held.get(pid, 0), "requested": qty, "limit": cap}
         for pid, qty in sorted(wanted.items())
         if held.get(pid, 0) + qty > cap
     ]
