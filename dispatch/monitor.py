@@ -227,7 +227,7 @@ WHERE j.id = x.id AND j.priority < x.priority
 
 
 # The wait the monitor predicts with: the fleet's queue model (dispatch.fleet). The check made as
-# the store starts predicts with the promised wait, which also counts how long the store's jobs
+# the store starts (or after a failed attempt) predicts with the promised wait, which also counts how long the store's jobs
 # are waiting now: it tells the patient, and should rather tell too early than too late.
 _QUEUE_WAIT = "COALESCE(fl.queue_wait_minutes, fl.courier_wait_minutes)"
 _PROMISED_WAIT = "fl.courier_wait_minutes"
@@ -299,14 +299,16 @@ def run(session: Session, *, now: datetime | None = None) -> MonitorResult:
     return MonitorResult(at_risk=at_risk, breached=breached.breached, jobs_escalated=escalated)
 
 
-def check_before_preparing(session: Session, order: Order, *, now: datetime | None = None) -> bool:
+def check_promise(session: Session, order: Order, *, now: datetime | None = None) -> bool:
     """Tell the patient now if the fleet can no longer keep this delivery's promise.
 
-    Run as the store starts on an order: the patient hears of a changed promise before the store
-    spends work on it, not a minute after. The monitor's rule and once-only record (an order the
-    monitor flagged already is not flagged twice), with the wider margin of
-    `sla_risk_margin_before_preparing_minutes` (at most half the window for a slot order): this
-    is the last moment to tell before the store starts. Returns whether the order was flagged now.
+    Run at the last moments the patient can hear of a changed promise before work is spent on
+    the order: as the store starts on it (`dispatch.service.before_preparing`), not a minute
+    after; and as a courier hands it back from a door nobody answered (`dispatch.actions.fail`),
+    before it goes out again. The monitor's rule and once-only record (an order the monitor
+    flagged already is not flagged twice), with the wider margin of
+    `sla_risk_margin_before_preparing_minutes` (at most half the window for a slot order).
+    Returns whether the order was flagged now.
     """
     if order.fulfillment.value != "delivery" or order.sla_deadline is None:
         return False
@@ -323,8 +325,8 @@ def check_before_preparing(session: Session, order: Order, *, now: datetime | No
         ),
         _params(now) | {"order_id": order.id, "margin": margin},
     ).scalar_one()
-    # No job to raise yet: the order's job opens as the store starts on it, after this check, with
-    # the priority its escalation gives it (`actions.new_job`).
+    # No job to raise: the order's next job opens after this check, with the priority its
+    # escalation gives it (`actions.new_job`).
     return bool(flagged)
 
 

@@ -57,7 +57,7 @@ def open_job_while_preparing(session: Session, order: Order, *, now: datetime) -
 
 def before_preparing(session: Session, order: Order, *, now: datetime | None = None) -> bool:
     """Check a delivery's promise as the store starts on it; tell the patient if it changed."""
-    return monitor.check_before_preparing(session, order, now=now)
+    return monitor.check_promise(session, order, now=now)
 
 
 def on_order_cancelled(session: Session, order: Order, *, now: datetime | None = None) -> None:

@@ -38,7 +38,9 @@ _BUSIEST_HOUR = text(
 
 # Deliveries broken silently: late (or not delivered by a deadline the replay reached) without
 # the patient having been told a changed promise (the at-risk notice) before the store started on
-# the order. A promise due after the replay's end (tomorrow's slot, say) is not broken yet.
+# the order, or, for a parcel a courier brought to the door in time and nobody answered, as it
+# was handed back (the first moment anyone could know). A promise due after the replay's end
+# (tomorrow's slot, say) is not broken yet.
 _SILENT = text(
     """
     SELECT count(*) FROM orders o
@@ -47,9 +49,12 @@ _SILENT = text(
       AND coalesce(o.completed_at, 'infinity') > o.sla_deadline
       AND NOT EXISTS (
           SELECT 1 FROM sla_escalations e WHERE e.order_id = o.id
-            AND e.escalated_at <= coalesce(
-                (SELECT min(ev.at) FROM order_events ev
-                 WHERE ev.order_id = o.id AND ev.to_status = 'preparing'), 'infinity'))
+            AND e.escalated_at <= GREATEST(
+                coalesce((SELECT min(ev.at) FROM order_events ev
+                          WHERE ev.order_id = o.id AND ev.to_status = 'preparing'), 'infinity'),
+                (SELECT min(j.closed_at) FROM dispatch_jobs j
+                 WHERE j.order_id = o.id AND j.status = 'failed'
+                   AND j.closed_at <= o.sla_deadline)))
     """
 )
 

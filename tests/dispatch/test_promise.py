@@ -362,3 +362,58 @@ def test_the_monitor_predicts_with_the_queue_and_the_check_with_the_promise(
     told = _start_on(client, db, store, order_id)
     assert told.escalated_at <= told.started
     assert told.predicted_finish > deadline - timedelta(minutes=60)
+
+
+def _handed_back(client, db, store, courier_headers) -> Order:
+    """A delivery 20 minutes into its promise, taken out and handed back: nobody at the door."""
+    order = helpers.make_delivery_order(db, store)
+    here = {"lat": factories.offset(300, 0)[0], "lon": factories.offset(300, 0)[1]}
+    job_id = client.post("/api/v1/dispatch/claim", json=here, headers=courier_headers).json()["id"]
+    r = client.post(f"/api/v1/dispatch/jobs/{job_id}/pickup", headers=courier_headers)
+    assert r.status_code == 200, r.text
+    r = client.post(
+        f"/api/v1/dispatch/jobs/{job_id}/fail",
+        json={"reason": "Nobody at the door."},
+        headers=courier_headers,
+    )
+    assert r.status_code == 200, r.text
+    db.expire_all()
+    return order
+
+
+def test_a_redelivery_the_fleet_cannot_make_in_time_is_told_as_the_parcel_comes_back(
+    client, db, store, courier_headers
+):
+    # The deadline is 100 minutes away, the fleet's wait as long: the parcel's second trip cannot
+    # make it. The patient hears it as the courier hands the parcel back, not at the monitor's
+    # next pass, and the new job opens escalated.
+    _fleet_wait(db, store, 100)
+    order = _handed_back(client, db, store, courier_headers)
+    told = db.execute(
+        text(
+            "SELECT e.escalated_at, e.predicted_finish, j.closed_at FROM sla_escalations e "
+            "JOIN dispatch_jobs j ON j.order_id = e.order_id AND j.status = 'failed' "
+            "WHERE e.order_id = :id"
+        ),
+        {"id": order.id},
+    ).one()
+    assert told.escalated_at <= told.closed_at
+    assert told.predicted_finish > order.sla_deadline
+    notices = db.scalar(
+        text(
+            "SELECT count(*) FROM outbox_events WHERE event_type = 'order.sla_at_risk' "
+            "AND aggregate_id = :id"
+        ),
+        {"id": str(order.id)},
+    )
+    assert notices == 1
+    assert helpers.job_of(db, order).priority == sla.PRIORITY_AT_RISK
+
+
+def test_a_redelivery_the_fleet_can_make_tells_nobody(client, db, store, courier_headers):
+    _fleet_wait(db, store, 5)
+    order = _handed_back(client, db, store, courier_headers)
+    assert not db.scalar(
+        text("SELECT count(*) FROM sla_escalations WHERE order_id = :id"), {"id": order.id}
+    )
+    assert helpers.job_of(db, order).priority == sla.PRIORITY_NORMAL

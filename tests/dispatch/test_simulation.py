@@ -8,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from rich.console import Console
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from o2o import clock
 from o2o.simulation import cli, day, measure, report, run
+from tests.dispatch import helpers
 
 # A quarter of an hour of demand near the couriers' home stores: every order is claimed at once
 # and the day drains in about an hour of simulated time (seconds of wall time), with two orders
@@ -121,3 +123,54 @@ def test_progress_without_a_terminal_is_a_line_per_policy_each_simulated_hour():
         "      fifo: 120/150 simulated minutes",
         "      fifo: 150/150 simulated minutes",
     ]
+
+
+def test_a_parcel_brought_back_from_an_unanswered_door_is_silent_unless_told_as_it_came_back(
+    db, store
+):
+    # Three deliveries started at once, taken to a door nobody answered, delivered late on the
+    # second trip. Told of the new promise as the parcel came back, in time: not broken silently.
+    # Not told: silent. Brought back only after the deadline: silent whatever was said then.
+    now = clock.now()
+
+    def late(*, failed_before_deadline: timedelta, told: bool) -> None:
+        order = helpers.make_delivery_order(db, store, released_at=now - timedelta(hours=3))
+        failed_at = order.sla_deadline - failed_before_deadline
+        at = {"id": order.id, "started": order.released_at + timedelta(minutes=2)}
+        db.execute(
+            text(
+                "INSERT INTO order_events (order_id, from_status, to_status, at) "
+                "VALUES (:id, 'released', 'preparing', :started)"
+            ),
+            at,
+        )
+        db.execute(
+            text(
+                "UPDATE dispatch_jobs SET status = 'failed', closed_at = :failed "
+                "WHERE order_id = :id"
+            ),
+            at | {"failed": failed_at},
+        )
+        db.execute(
+            text("UPDATE orders SET status = 'completed', completed_at = :done WHERE id = :id"),
+            at | {"done": order.sla_deadline + timedelta(minutes=10)},
+        )
+        if told:
+            db.execute(
+                text(
+                    "INSERT INTO sla_escalations (order_id, store_id, deadline, predicted_finish,"
+                    " escalated_at) VALUES (:id, :store, :deadline, :deadline, :failed)"
+                ),
+                at | {"store": store.id, "deadline": order.sla_deadline, "failed": failed_at},
+            )
+
+    def silent() -> int:
+        return db.scalar(measure._SILENT, {"end": now})
+
+    before = silent()
+    late(failed_before_deadline=timedelta(minutes=10), told=True)
+    assert silent() == before
+    late(failed_before_deadline=timedelta(minutes=10), told=False)
+    assert silent() == before + 1
+    late(failed_before_deadline=timedelta(minutes=-5), told=True)
+    assert silent() == before + 2
