@@ -76,22 +76,35 @@ _COURIER_TO_STORE = (
     f"COALESCE(ST_Distance(c.location, s.location, false) * {_MIN_PER_M}, w.wait_min)"
 )
 
+# Minutes until the order's job opens, when the wait for a courier starts: its live job's opening
+# (later than now for a slot order ready early), else for a slot order the opening its slot will
+# give it (`actions.new_job`: the usual wait and the ride before the slot starts), else none.
+_UNTIL_JOB_OPENS = f"""CASE
+      WHEN j.id IS NOT NULL THEN EXTRACT(EPOCH FROM (j.opened_at - :now)) / 60.0
+      WHEN o.delivery_slot_start IS NOT NULL THEN
+        EXTRACT(EPOCH FROM (o.delivery_slot_start - :now)) / 60.0
+        - :wait_min - d.store_to_dropoff_m * {_MIN_PER_M}
+      ELSE 0
+    END"""
+
 # `sla.remaining_minutes`, phase by phase. Distances on the sphere (use_spheroid => false): an
 # estimate needs no millimetres, and the sphere is several times cheaper over 100,000 rows.
 _REMAINING_SQL = f"""
     CASE
       WHEN o.status = 'released' THEN
-        s.prep_minutes + w.wait_min + d.store_to_dropoff_m * {_MIN_PER_M}
+        GREATEST(s.prep_minutes, {_UNTIL_JOB_OPENS})
+        + w.wait_min + d.store_to_dropoff_m * {_MIN_PER_M}
       WHEN o.status = 'preparing' AND j.status = 'claimed' THEN
         GREATEST({_PREP_LEFT}, {_COURIER_TO_STORE}) + d.store_to_dropoff_m * {_MIN_PER_M}
       WHEN o.status = 'preparing' THEN
-        GREATEST(0, {_PREP_LEFT})
+        GREATEST(0, {_PREP_LEFT}, {_UNTIL_JOB_OPENS})
         + w.wait_min + d.store_to_dropoff_m * {_MIN_PER_M}
       WHEN o.status = 'ready' AND j.status = 'claimed' THEN
         {_COURIER_TO_STORE}
         + d.store_to_dropoff_m * {_MIN_PER_M}
       WHEN o.status = 'ready' THEN
-        w.wait_min + d.store_to_dropoff_m * {_MIN_PER_M}
+        GREATEST(0, {_UNTIL_JOB_OPENS})
+        + w.wait_min + d.store_to_dropoff_m * {_MIN_PER_M}
       ELSE
         COALESCE(
           ST_Distance(c.location, o.delivery_location, false) * {_MIN_PER_M},

@@ -56,23 +56,30 @@ def remaining_minutes(
     courier_to_store_m: float | None = None,
     courier_to_dropoff_m: float | None = None,
     minutes_since_pickup: float = 0.0,
+    minutes_until_job_opens: float = 0.0,
 ) -> float:
-    """Predict the minutes from now until the parcel is handed over at the door."""
+    """Predict the minutes from now until the parcel is handed over at the door.
+
+    The wait for a courier starts as the job opens: once the parcel is ready, or later for a
+    scheduled delivery, whose job opens in time for its slot (`minutes_until_job_opens`).
+    """
     to_dropoff = eta.travel_minutes(store_to_dropoff_m)
     wait = assumptions.courier_wait_minutes
+    until_open = max(0.0, minutes_until_job_opens)
     if phase is Phase.RELEASED:
-        rest = eta.prep_minutes + wait + to_dropoff
+        rest = max(eta.prep_minutes, until_open) + wait + to_dropoff
     elif phase is Phase.PREPARING:
         # Preparation started some time after release; assume at release (optimistic, so a slow
         # store is flagged by the margin, not by guesswork).
-        rest = max(0.0, eta.prep_minutes - minutes_since_release) + wait + to_dropoff
+        prep_left = max(0.0, eta.prep_minutes - minutes_since_release)
+        rest = max(prep_left, until_open) + wait + to_dropoff
     elif phase is Phase.CLAIMED_WHILE_PREPARING:
         to_store = (
             eta.travel_minutes(courier_to_store_m) if courier_to_store_m is not None else wait
         )
         rest = max(eta.prep_minutes - minutes_since_release, to_store) + to_dropoff
     elif phase is Phase.AWAITING_COURIER:
-        rest = wait + to_dropoff
+        rest = until_open + wait + to_dropoff
     elif phase is Phase.CLAIMED:
         to_store = (
             eta.travel_minutes(courier_to_store_m) if courier_to_store_m is not None else wait

@@ -57,6 +57,24 @@ def test_the_sql_prediction_follows_the_pure_rules_in_every_phase(db, store, cou
         pool.claim_job(db, rider_early, job.id, lat=at[0], lon=at[1], now=now)
         early[order.id] = couriers.get_courier(db, rider_early.id)
     waiting = helpers.make_delivery_order(db, store, dropoff=factories.offset(-2000, 500))
+    # Deliveries for a slot three hours ahead: the wait for a courier starts as the job opens in
+    # time for the slot, not when the parcel is ready. One not started yet, one ready early.
+    slot_start = now + timedelta(hours=3)
+    slotted = {}
+    for status in (OrderStatus.RELEASED, OrderStatus.READY):
+        order = helpers.make_delivery_order(
+            db, store, status=status, open_job=False, dropoff=factories.offset(1800, -600)
+        )
+        order.delivery_slot_start, order.delivery_slot_end = (
+            slot_start,
+            slot_start + timedelta(hours=1),
+        )
+        order.sla_deadline = order.delivery_slot_end
+        if status is OrderStatus.READY:
+            slot_job = actions.new_job(db, order, attempt=1, now=now)
+            assert slot_job.opened_at > now + timedelta(hours=2)
+        slotted[status] = order
+    db.flush()
     claimed = helpers.make_delivery_order(db, store, dropoff=factories.offset(2500, -700))
     claimed_job = pool.claim_job(
         db, courier, helpers.job_of(db, claimed).id, lat=HERE[0], lon=HERE[1], now=now
@@ -105,6 +123,24 @@ def test_the_sql_prediction_follows_the_pure_rules_in_every_phase(db, store, cou
             eta,
             assumptions,
             store_to_dropoff_m=store_to_dropoff(waiting),
+            minutes_until_job_opens=(helpers.job_of(db, waiting).opened_at - now).total_seconds()
+            / 60,
+        ),
+        slotted[OrderStatus.RELEASED].id: sla.remaining_minutes(
+            sla.Phase.RELEASED,
+            eta,
+            assumptions,
+            store_to_dropoff_m=store_to_dropoff(slotted[OrderStatus.RELEASED]),
+            minutes_until_job_opens=180
+            - assumptions.courier_wait_minutes
+            - eta.travel_minutes(store_to_dropoff(slotted[OrderStatus.RELEASED])),
+        ),
+        slotted[OrderStatus.READY].id: sla.remaining_minutes(
+            sla.Phase.AWAITING_COURIER,
+            eta,
+            assumptions,
+            store_to_dropoff_m=store_to_dropoff(slotted[OrderStatus.READY]),
+            minutes_until_job_opens=(slot_job.opened_at - now).total_seconds() / 60,
         ),
         claimed.id: sla.remaining_minutes(
             sla.Phase.CLAIMED,
