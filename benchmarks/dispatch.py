@@ -177,11 +177,12 @@ o AS (
     WHERE s.address = '{TAG}' AND o.status IN ('ready', 'out_for_delivery')
 )
 INSERT INTO dispatch_jobs (id, order_id, store_id, dropoff, deadline, priority, status, attempt,
-                           courier_id, opened_at, claimed_at, picked_up_at)
+                           courier_id, opened_at, claimed_at, pickup_due_at, picked_up_at)
 SELECT gen_random_uuid(), o.id, o.store_id, o.delivery_location, o.sla_deadline, 0, o.status, 1,
        CASE WHEN o.status <> 'open' THEN c.user_id END,
        o.ready_at,
        CASE WHEN o.status <> 'open' THEN o.ready_at + interval '3 minutes' END,
+       CASE WHEN o.status <> 'open' THEN o.ready_at + interval '33 minutes' END,
        CASE WHEN o.status = 'picked_up' THEN o.ready_at + interval '10 minutes' END
 FROM o LEFT JOIN c ON c.k = o.k % GREATEST(1, (SELECT count(*) FROM c))
 """

@@ -278,7 +278,7 @@ def release(session: Session, courier: User, job_id: uuid.UUID) -> Job:
 def _reopen(job: Job) -> None:
     job.status = J.OPEN
     job.courier_id = None
-    job.claimed_at = None
+    job.claimed_at = job.pickup_due_at = None
     # Released from a batched trip: back in the pool on its own.
     job.batch_id = job.drop_seq = job.drop_eta = None
 
@@ -317,8 +317,9 @@ def _is_staff_of(user: User, store_id: int) -> bool:
 
 
 def return_stale_claims(session: Session, *, now: datetime | None = None) -> int:
-    """Put claims not picked up in time back in the pool (in time from the claim, or from the
-    parcel's readiness for a job claimed while it was prepared); close jobs of cancelled orders.
+    """Put claims not picked up in time back in the pool (by the claim's `pickup_due_at`, and for a
+    job claimed while it was prepared, within the claim timeout of the parcel's readiness);
+    close jobs of cancelled orders.
 
     Idempotent: a second run finds nothing left to change. A courier picking up at the same
     moment holds the row lock; the UPDATE then re-checks `status = 'claimed'` and skips it.
@@ -329,8 +330,8 @@ def return_stale_claims(session: Session, *, now: datetime | None = None) -> int
         text(
             """
             UPDATE dispatch_jobs j SET status = 'open', courier_id = NULL, claimed_at = NULL,
-                   batch_id = NULL, drop_seq = NULL, drop_eta = NULL
-            WHERE j.status = 'claimed' AND j.claimed_at < :cutoff
+                   pickup_due_at = NULL, batch_id = NULL, drop_seq = NULL, drop_eta = NULL
+            WHERE j.status = 'claimed' AND j.pickup_due_at < :now
               -- Claimed while the store prepared the parcel: its courier waits at the counter,
               -- and the time runs from the parcel's readiness.
               AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = j.order_id
@@ -338,7 +339,7 @@ def return_stale_claims(session: Session, *, now: datetime | None = None) -> int
             RETURNING j.id
             """
         ),
-        {"cutoff": cutoff},
+        {"now": now, "cutoff": cutoff},
     ).all()
     session.execute(
         text(

@@ -15,6 +15,9 @@ from stores import eta as stores_eta
 
 MINUTES_PER_HOUR = 60.0
 
+# Minutes per straight-line metre in SQL, over a store row `s`: detour / (km/h -> m/min).
+MINUTES_PER_METRE_SQL = "(s.detour_factor / (s.courier_speed_kmh * 1000.0 / 60.0))"
+
 
 @dataclass(frozen=True)
 class EtaModel:

@@ -110,8 +110,8 @@ class Job(Base):
         ),
         # The stale-claim sweep.
         Index(
-            "ix_dispatch_jobs_claimed_at",
-            "claimed_at",
+            "ix_dispatch_jobs_pickup_due_at",
+            "pickup_due_at",
             postgresql_where=text("status = 'claimed'"),
         ),
         CheckConstraint("priority BETWEEN 0 AND 10", name="priority_range"),
@@ -120,6 +120,9 @@ class Job(Base):
         CheckConstraint(
             "status NOT IN ('claimed', 'picked_up') OR courier_id IS NOT NULL",
             name="taken_has_courier",
+        ),
+        CheckConstraint(
+            "status <> 'claimed' OR pickup_due_at IS NOT NULL", name="claimed_has_pickup_due"
         ),
         # A job carries one order's delivery, or a run's parcels to a pickup point.
         CheckConstraint("(order_id IS NULL) <> (run_id IS NULL)", name="order_or_run"),
@@ -151,6 +154,9 @@ class Job(Base):
     courier_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     opened_at: Mapped[datetime]
     claimed_at: Mapped[datetime | None]
+    # A claim not picked up by then goes back to the pool (`actions.return_stale_claims`): set at
+    # the claim from the courier's ride to the store (`pool.pickup_due`).
+    pickup_due_at: Mapped[datetime | None]
     picked_up_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
     code_failures: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"))

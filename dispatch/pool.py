@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from dispatch import couriers, views
 from dispatch.couriers import Where
+from dispatch.eta import MINUTES_PER_METRE_SQL
 from dispatch.models import ACTIVE_JOB_STATES, SERVES_STORE_SQL, TAKEABLE_ORDER_SQL, Job, JobStatus
 from o2o import clock, pagination
 from o2o.config import get_settings
@@ -188,6 +189,7 @@ def _pool_params(
             else math.inf
         ),
         "bucket": timedelta(minutes=settings.dispatch_deadline_bucket_minutes),
+        "claim_timeout_min": float(settings.dispatch_claim_timeout_minutes),
     }
 
 
@@ -262,8 +264,10 @@ def _claim_sql(ranking: Ranking, extra: str) -> TextClause:
         ),
         claimed AS (
             UPDATE dispatch_jobs j
-            SET status = 'claimed', courier_id = :courier_id, claimed_at = :now
-            FROM picked WHERE j.id = picked.id
+            SET status = 'claimed', courier_id = :courier_id, claimed_at = :now,
+                pickup_due_at = {_PICKUP_DUE_SQL.format(ride=f"p.distance_m * {MINUTES_PER_METRE_SQL}")}
+            FROM picked, p, stores s
+            WHERE j.id = picked.id AND p.id = picked.id AND s.id = j.store_id
             RETURNING j.id
         )
         SELECT (SELECT id FROM claimed) AS claimed, ARRAY(SELECT id FROM p) AS candidates
@@ -376,7 +380,8 @@ def claim_job(
                        AS in_radius,
                    (j.status = 'open' AND (j.run_id IS NOT NULL OR {TAKEABLE_ORDER_SQL}))
                        AS is_open,
-                   j.opened_at > CAST(:opened_by AS timestamptz) AS not_yet
+                   j.opened_at > CAST(:opened_by AS timestamptz) AS not_yet,
+                   {_DISTANCE} * {MINUTES_PER_METRE_SQL} AS ride_minutes
             FROM dispatch_jobs j
             JOIN stores s ON s.id = j.store_id
             LEFT JOIN orders o ON o.id = j.order_id
@@ -393,16 +398,33 @@ def claim_job(
     couriers.check_capacity(session, courier.id)
     if lat is not None and lon is not None:
         couriers.upsert_location(session, courier.id, lat, lon, now)
-    take(job, courier.id, now)
+    take(job, courier.id, now, pickup_due(now, seen.ride_minutes))
     session.flush()
     return job
 
 
-def take(job: Job, courier_id: int, now: datetime) -> None:
-    """Mark a locked open job claimed by the courier."""
+def take(job: Job, courier_id: int, now: datetime, pickup_due_at: datetime) -> None:
+    """Mark a locked open job claimed by the courier, to be picked up by `pickup_due_at`."""
     job.status = JobStatus.CLAIMED
     job.courier_id = courier_id
     job.claimed_at = now
+    job.pickup_due_at = pickup_due_at
+
+
+def pickup_due(now: datetime, ride_minutes: float) -> datetime:
+    """When a claim made now goes back to the pool unless its parcel is picked up: after
+    `dispatch_claim_timeout_minutes`, or for a courier riding from further off (an escalated
+    job reaches couriers up to the wide radius, an hour's ride away), after their ride to the
+    store and half that timeout more. A fixed timeout swept such claims just before the courier
+    arrived, again and again (`_PICKUP_DUE_SQL` is the same rule in SQL)."""
+    timeout = get_settings().dispatch_claim_timeout_minutes
+    return now + timedelta(minutes=max(timeout, ride_minutes + timeout / 2))
+
+
+_PICKUP_DUE_SQL = (
+    "CAST(:now AS timestamptz) + make_interval(secs => 60.0 * GREATEST("
+    "CAST(:claim_timeout_min AS float8), {ride} + CAST(:claim_timeout_min AS float8) / 2))"
+)
 
 
 def job_not_found() -> NotFound:

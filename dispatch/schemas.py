@@ -51,6 +51,12 @@ class JobOut(BaseModel):
     )
     attempt: int
     claimed_at: datetime | None = None
+    pickup_due_at: datetime | None = Field(
+        None,
+        description="While claimed: the claim goes back to the pool unless the parcel is picked up "
+        "by then (`O2O_DISPATCH_CLAIM_TIMEOUT_MINUTES` after the claim, or for a courier riding "
+        "from further off, their ride to the store and half that more)",
+    )
     picked_up_at: datetime | None = None
     # A batched trip: the trip's id, this drop's place in it (1 = first door) and its door time
     # predicted at the claim; null for a job taken on its own.

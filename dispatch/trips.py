@@ -100,7 +100,7 @@ def claim_trip(
     for drop in plan:
         job = anchor if drop.job_id == anchor.id else session.get(Job, drop.job_id)
         if job is not anchor:
-            pool.take(job, courier.id, now)
+            pool.take(job, courier.id, now, anchor.pickup_due_at)
         job.batch_id = batch_id
         job.drop_seq = drop.seq
         job.drop_eta = drop.eta

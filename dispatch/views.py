@@ -47,8 +47,8 @@ def _on_grid(point: dict[str, float]) -> dict[str, float]:
 _VIEWS_SQL = text(
     """
     SELECT j.id, j.order_id, j.store_id, j.courier_id, j.deadline, j.priority,
-           CAST(j.status AS text) AS status, j.attempt, j.claimed_at, j.picked_up_at,
-           j.code_failures, j.batch_id, j.drop_seq, j.drop_eta, j.run_id,
+           CAST(j.status AS text) AS status, j.attempt, j.claimed_at, j.pickup_due_at,
+           j.picked_up_at, j.code_failures, j.batch_id, j.drop_seq, j.drop_eta, j.run_id,
            ST_Y(CAST(j.dropoff AS geometry)) AS dropoff_lat,
            ST_X(CAST(j.dropoff AS geometry)) AS dropoff_lon,
            s.name AS store_name,
@@ -123,6 +123,7 @@ def describe_plan(
                 "parcel_ready": row.parcel_ready,
                 "attempt": row.attempt,
                 "claimed_at": row.claimed_at,
+                "pickup_due_at": row.pickup_due_at if row.status == "claimed" else None,
                 "picked_up_at": row.picked_up_at,
                 "address_text": row.address_text if exact else None,
                 "code_attempts_left": max(0, max_failures - row.code_failures),

@@ -141,7 +141,9 @@ class Settings(BaseSettings):
     # (docs/BENCHMARKS.md).
     dispatch_escalated_ring_growth_m_per_min: float = Field(600, gt=0)
     # Long enough to ride across the radius (5 km x 1.35 detour at 18 km/h is about 23 minutes):
-    # a shorter limit sweeps honest claims back to the pool while the courier is on the way.
+    # a shorter limit sweeps honest claims back to the pool while the courier is on the way. A
+    # courier who claims from further off (an escalated job's wide ring) has their ride to the
+    # store and half this (`dispatch.pool.pickup_due`).
     dispatch_claim_timeout_minutes: int = Field(30, ge=1)
     # Twenty minutes: within a bucket the nearer store goes first, so couriers ride less to
     # stores. On the simulation's peak preset (seed 11) the median delivery took 46.5 minutes

@@ -1,13 +1,16 @@
 """The job pool through the API: opening, listing, claiming, the courier's area and radius."""
 
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta
 
+import pytest
 from sqlalchemy import func, select
 
 from dispatch import actions, couriers, pool, service
 from dispatch.batching import distance_m
 from dispatch.models import Job, JobStatus
 from o2o import clock
+from o2o.config import get_settings
 from o2o.geo import to_latlon
 from o2o.order_flow import store_actions
 from o2o.orders import lifecycle
@@ -422,3 +425,56 @@ def test_the_claimed_order_state_is_untouched_until_pickup(db, store, courier):
     assert job is not None and job.order_id == order.id
     db.refresh(order)
     assert order.status is OrderStatus.READY
+
+
+def test_a_courier_claiming_from_afar_keeps_the_claim_for_the_ride_to_the_store(db, client):
+    # An escalated job reaches a courier 8 km off: some 36 minutes' ride (1.35 detour, 18 km/h),
+    # longer than the 30 a claim has. The claim shows when it is due, their ride and 15 minutes
+    # more, and the sweep leaves it until then; a claim from next door keeps the 30 minutes.
+    timeout = get_settings().dispatch_claim_timeout_minutes
+    area = factories.square_zone(factories.SHANGHAI, 20_000)
+    far_store = make_store(
+        db, at=factories.offset(8000, 0), zone_half_side_m=helpers.DELIVERY_ZONE_M
+    )
+    across_town = helpers.make_courier(db, area=area, at=factories.SHANGHAI)
+    here = {"lat": factories.SHANGHAI[0], "lon": factories.SHANGHAI[1]}
+    next_door = helpers.make_courier(db, area=area, at=factories.offset(7800, 0))
+    door = factories.offset(7800, 0)
+    jobs = []
+    for _ in range(2):
+        job = helpers.job_of(
+            db, helpers.make_delivery_order(db, far_store, dropoff=factories.offset(8500, 0))
+        )
+        job.priority = 1
+        job.opened_at = clock.now() - timedelta(minutes=20)
+        jobs.append(job)
+    db.flush()
+
+    r = client.post(f"{API}/dispatch/claim", json=here, headers=auth(across_town))
+    assert r.status_code == 200, r.text
+    far_claim = r.json()
+    ride = distance_m(factories.SHANGHAI, factories.offset(8000, 0)) * 1.35 / 300
+    due = datetime.fromisoformat(far_claim["pickup_due_at"])
+    claimed = datetime.fromisoformat(far_claim["claimed_at"])
+    assert ride > timeout
+    assert (due - claimed).total_seconds() / 60 == pytest.approx(ride + timeout / 2, abs=0.5)
+    other = next(job for job in jobs if str(job.id) != far_claim["id"])
+    r = client.post(
+        f"{API}/dispatch/jobs/{other.id}/claim",
+        json={"lat": door[0], "lon": door[1]},
+        headers=auth(next_door),
+    )
+    assert r.status_code == 200, r.text
+    near_claim = r.json()
+    near_due = datetime.fromisoformat(near_claim["pickup_due_at"])
+    assert near_due - datetime.fromisoformat(near_claim["claimed_at"]) == timedelta(minutes=timeout)
+
+    # 31 minutes on, the courier from afar is still riding: only the one next door is swept.
+    assert actions.return_stale_claims(db, now=claimed + timedelta(minutes=timeout + 1)) == 1
+    db.expire_all()
+    assert db.get(Job, uuid.UUID(far_claim["id"])).courier_id == across_town.id
+    assert db.get(Job, other.id).status is JobStatus.OPEN
+    assert actions.return_stale_claims(db, now=due - timedelta(minutes=1)) == 0
+    assert actions.return_stale_claims(db, now=due + timedelta(minutes=1)) == 1
+    r = client.get(f"{API}/couriers/me/jobs", headers=auth(across_town))
+    assert r.json() == []
