@@ -9,8 +9,10 @@ fewest minutes is taken if
 - the trip holds fewer than `max_parcels` parcels,
 - it adds at most `max_detour_minutes` to the trip, and the anchor's door time moves by at most
   that much too (the job that was first in line is never made to wait long for the others),
-- every drop of the new trip, at its predicted door time, is still before its deadline (the
-  anchor excepted when it is late even alone: it then only bounds the detour).
+- every drop of the new trip, at its predicted door time, is still at least
+  `deadline_margin_minutes` before its deadline (the SLA monitor's margin: a batch never makes a
+  drop at risk). The anchor is held to that only when it meets it alone; closer to its deadline
+  alone, a batch-mate may not delay it at all, and late even alone it only bounds the detour.
 
 Door times follow the store's ETA model: travel = straight line x detour factor / speed, plus a
 hand-over at each door.
@@ -51,6 +53,7 @@ class Rules:
     max_parcels: int
     max_detour_minutes: float
     handover_minutes: float
+    deadline_margin_minutes: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -96,11 +99,14 @@ def plan_trip(
 ) -> list[PlannedDrop]:
     """Plan one trip from the store: the anchor plus the candidates that fit, in drop order."""
     hand = rules.handover_minutes
+    margin = timedelta(minutes=rules.deadline_margin_minutes)
     route = [anchor]
     anchor_alone = door_times(leaves_store, store, route, travel_minutes, hand)[0]
     # An anchor already late alone may still take batch-mates (within the detour bound): the
-    # others must all be on time, and an anchor that is on time must stay so.
+    # others must all keep the margin, and an anchor that is on time must stay so, with the
+    # margin when it has it alone, else no later than alone.
     anchor_on_time = anchor_alone <= anchor.deadline
+    anchor_latest = max(anchor.deadline - margin, anchor_alone)
     cost = _minutes(route, store, travel_minutes, hand)
     pool = sorted(
         (c for c in candidates if c.job_id != anchor.job_id), key=lambda c: (c.deadline, c.job_id)
@@ -115,7 +121,9 @@ def plan_trip(
                     continue
                 times = door_times(leaves_store, store, trial, travel_minutes, hand)
                 if any(
-                    t > d.deadline and (d is not anchor or anchor_on_time)
+                    (t > anchor_latest and anchor_on_time)
+                    if d is anchor
+                    else t > d.deadline - margin
                     for t, d in zip(times, trial, strict=True)
                 ):
                     continue

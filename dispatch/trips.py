@@ -93,6 +93,7 @@ def claim_trip(
             max_parcels=settings.dispatch_batch_max_parcels,
             max_detour_minutes=settings.dispatch_batch_max_detour_minutes,
             handover_minutes=settings.sla_handover_minutes,
+            deadline_margin_minutes=settings.sla_risk_margin_minutes,
         ),
     )
     batch_id = uuid.uuid4() if len(plan) > 1 else None

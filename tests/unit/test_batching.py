@@ -83,6 +83,32 @@ def test_a_batch_mate_never_makes_a_drop_late():
     assert len(plan(roomy, [off_the_line])) == 2
 
 
+def test_a_batch_mate_keeps_the_margin_before_its_deadline():
+    # The SLA monitor calls a drop due within its margin (15 minutes) of its deadline at risk:
+    # a batch does not take along one it would bring that close, nor bring the anchor that close.
+    anchor = drop(3000)
+    on_the_way = drop(1500, 50)
+    due = batching.door_times(NOW, STORE, [on_the_way], ride, 2)[0]
+    tight = Drop(on_the_way.job_id, on_the_way.dropoff, due + timedelta(minutes=10))
+    margin = Rules(3, 20, 2, deadline_margin_minutes=15)
+    assert len(plan(anchor, [tight])) == 2  # on time without a margin
+    assert [d.job_id for d in plan(anchor, [tight], margin)] == [anchor.job_id]
+    roomy = Drop(on_the_way.job_id, on_the_way.dropoff, due + timedelta(minutes=16))
+    assert len(plan(anchor, [roomy], margin)) == 2
+    # The anchor, 15 minutes to spare alone: a mate due soon, which would have to go first and
+    # cost it two of them, stays behind.
+    alone = batching.door_times(NOW, STORE, [anchor], ride, 2)[0]
+    snug = Drop(anchor.job_id, anchor.dropoff, alone + timedelta(minutes=15))
+    first = drop(1500, 300)
+    first = Drop(
+        first.job_id,
+        first.dropoff,
+        batching.door_times(NOW, STORE, [first], ride, 2)[0] + timedelta(minutes=20),
+    )
+    assert [d.job_id for d in plan(snug, [first], margin)] == [anchor.job_id]
+    assert [d.job_id for d in plan(snug, [first])] == [first.job_id, anchor.job_id]
+
+
 def test_a_candidate_that_would_itself_be_late_is_left():
     anchor = drop(1000)
     late = drop(2000, due_in=1)
@@ -105,9 +131,10 @@ points = st.tuples(st.floats(-4000, 4000), st.floats(-4000, 4000))
     others=st.lists(st.tuples(points, st.floats(-30, 200)), max_size=8),
     parcels=st.integers(1, 4),
     detour=st.floats(0, 40),
+    margin=st.sampled_from([0.0, 15.0]),
 )
-def test_every_trip_keeps_the_rules(anchor, others, parcels, detour):
-    rules = Rules(parcels, detour, 2)
+def test_every_trip_keeps_the_rules(anchor, others, parcels, detour, margin):
+    rules = Rules(parcels, detour, 2, margin)
     a = drop(*anchor, due_in=500)
     candidates = [drop(*p, due_in=due) for p, due in others]
     trip = plan(a, candidates, rules)
@@ -116,7 +143,8 @@ def test_every_trip_keeps_the_rules(anchor, others, parcels, detour):
     assert a.job_id in {d.job_id for d in trip}
     assert len(trip) <= parcels and len({d.job_id for d in trip}) == len(trip)
     for d in trip:
-        assert d.eta <= by_id[d.job_id].deadline  # every drop on time (the anchor is, here)
+        # every drop on time with the margin (the anchor, due in 500 minutes, has it alone)
+        assert d.eta <= by_id[d.job_id].deadline - timedelta(minutes=margin)
     alone = NOW + timedelta(minutes=ride(batching.distance_m(STORE, a.dropoff)))
     anchor_eta = next(d.eta for d in trip if d.job_id == a.job_id)
     assert anchor_eta - alone <= timedelta(minutes=detour) + timedelta(microseconds=1)
