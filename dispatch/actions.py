@@ -208,9 +208,10 @@ def fail(
 
     A new job opens at once. The order is ready again (the parcel goes back to the store), the
     SLA clock keeps running, and there is no second "mark ready" for the store to press: waiting
-    for the store would only add minutes. When the redelivery cannot make the deadline the patient
-    is told the changed promise now (the SLA monitor's at-risk notice). The store can still cancel
-    the order, which closes it.
+    for the store would only add minutes. When the redelivery's finish is predicted within the
+    wide margin of the check made as a store starts (`monitor.check_promise`, 60 minutes) of the
+    deadline, the patient is told the changed promise now (the SLA monitor's at-risk notice). The
+    store can still cancel the order, which closes it.
     """
     now = now or clock.now()
     if runs.is_run_job(session, job_id):
@@ -237,8 +238,8 @@ def fail(
     job.fail_reason = reason
     job.closed_at = now
     session.flush()
-    # The parcel goes out again: a redelivery the fleet cannot make by the deadline is told to
-    # the patient now, and its job opens with the escalation's priority.
+    # The parcel goes out again: a redelivery predicted close to the deadline is told to the
+    # patient now, and its job opens with the priority that escalation gives it.
     monitor.check_promise(session, order, now=now)
     outbox.emit(
         session,

@@ -79,7 +79,8 @@ _COURIER_TO_STORE = (
 
 # Minutes until the order's job opens, when the wait for a courier starts: its live job's opening
 # (later than now for a slot order ready early), else for a slot order the opening its slot will
-# give it (`actions.new_job`: the usual wait and the ride before the slot starts), else none.
+# give it (`actions.new_job`: the usual wait and the ride before the slot starts; the ride here
+# to the exact drop-off on the sphere, there to its grid cell, under a minute apart), else none.
 _UNTIL_JOB_OPENS = f"""CASE
       WHEN j.id IS NOT NULL THEN EXTRACT(EPOCH FROM (j.opened_at - :now)) / 60.0
       WHEN o.delivery_slot_start IS NOT NULL THEN
@@ -241,8 +242,9 @@ WHERE j.id = x.id AND j.priority < x.priority
 
 
 # The wait the monitor predicts with: the fleet's queue model (dispatch.fleet). The check made as
-# the store starts (or after a failed attempt) predicts with the promised wait, which also counts how long the store's jobs
-# are waiting now: it tells the patient, and should rather tell too early than too late.
+# the store starts (or after a failed attempt) predicts with the promised wait, which also counts
+# how long the store's jobs are waiting now: it tells the patient, and should rather tell too
+# early than too late.
 _QUEUE_WAIT = "COALESCE(fl.queue_wait_minutes, fl.courier_wait_minutes)"
 _PROMISED_WAIT = "fl.courier_wait_minutes"
 
@@ -321,8 +323,10 @@ def check_promise(session: Session, order: Order, *, now: datetime | None = None
     after; and as a courier hands it back from a door nobody answered (`dispatch.actions.fail`),
     before it goes out again. The monitor's rule and once-only record (an order the monitor
     flagged already is not flagged twice), with the wider margin of
-    `sla_risk_margin_before_preparing_minutes` (at most half the window for a slot order).
-    Returns whether the order was flagged now.
+    `sla_risk_margin_before_preparing_minutes` (at most half the window for a slot order): a
+    finish predicted that close to the deadline is told, rather too early than too late, as the
+    monitor's own margin would tell it only once the parcel is on its way again. Returns whether
+    the order was flagged now.
     """
     if order.fulfillment.value != "delivery" or order.sla_deadline is None:
         return False

@@ -23,7 +23,8 @@ def upgrade() -> None:
     )
     # Claims held now keep the rule they were made under: the default 30 minutes from the claim.
     op.execute(
-        "UPDATE dispatch_jobs SET pickup_due_at = claimed_at + interval '30 minutes' "
+        "UPDATE dispatch_jobs "
+        "SET pickup_due_at = coalesce(claimed_at, now()) + interval '30 minutes' "
         "WHERE status = 'claimed'"
     )
     op.create_check_constraint(

@@ -39,7 +39,8 @@ _BUSIEST_HOUR = text(
 # Deliveries broken silently: late (or not delivered by a deadline the replay reached) without
 # the patient having been told a changed promise (the at-risk notice) before the store started on
 # the order, or, for a parcel a courier brought to the door in time and nobody answered, as it
-# was handed back (the first moment anyone could know). A promise due after the replay's end
+# was handed back (the first moment anyone could know; the last such attempt before the
+# deadline). A promise due after the replay's end
 # (tomorrow's slot, say) is not broken yet.
 _SILENT = text(
     """
@@ -52,7 +53,7 @@ _SILENT = text(
             AND e.escalated_at <= GREATEST(
                 coalesce((SELECT min(ev.at) FROM order_events ev
                           WHERE ev.order_id = o.id AND ev.to_status = 'preparing'), 'infinity'),
-                (SELECT min(j.closed_at) FROM dispatch_jobs j
+                (SELECT max(j.closed_at) FROM dispatch_jobs j
                  WHERE j.order_id = o.id AND j.status = 'failed'
                    AND j.closed_at <= o.sla_deadline)))
     """

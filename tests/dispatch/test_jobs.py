@@ -478,3 +478,11 @@ def test_a_courier_claiming_from_afar_keeps_the_claim_for_the_ride_to_the_store(
     assert actions.return_stale_claims(db, now=due + timedelta(minutes=1)) == 1
     r = client.get(f"{API}/couriers/me/jobs", headers=auth(across_town))
     assert r.json() == []
+
+
+def test_a_claims_pickup_time_is_the_timeout_or_the_ride_and_half_the_timeout():
+    now = clock.now()
+    timeout = get_settings().dispatch_claim_timeout_minutes
+    assert pool.pickup_due(now, 5) == now + timedelta(minutes=timeout)
+    assert pool.pickup_due(now, timeout / 2) == now + timedelta(minutes=timeout)
+    assert pool.pickup_due(now, 36) == now + timedelta(minutes=36 + timeout / 2)
