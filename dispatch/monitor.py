@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from dispatch import events, sla
-from dispatch.eta import MINUTES_PER_METRE_SQL
+from dispatch.eta import MINUTES_PER_METRE_SQL as _MIN_PER_M
 from dispatch.models import SlaBreach
 from o2o import clock, outbox
 from o2o.config import get_settings
@@ -65,9 +65,6 @@ _REASON_SQL = """
       ELSE 'no_courier'
     END
 """
-
-# Minutes per straight-line metre for the order's store.
-_MIN_PER_M = MINUTES_PER_METRE_SQL
 
 # Minutes of preparation left (counted from the advised start, or the release), and the claimed
 # courier's ride to the store (the wait for one where their position is unknown).

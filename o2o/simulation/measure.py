@@ -40,8 +40,7 @@ _BUSIEST_HOUR = text(
 # the patient having been told a changed promise (the at-risk notice) before the store started on
 # the order, or, for a parcel a courier brought to the door in time and nobody answered, as it
 # was handed back (the first moment anyone could know; the last such attempt before the
-# deadline). A promise due after the replay's end
-# (tomorrow's slot, say) is not broken yet.
+# deadline). A promise due after the replay's end (tomorrow's slot, say) is not broken yet.
 _SILENT = text(
     """
     SELECT count(*) FROM orders o
