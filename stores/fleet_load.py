@@ -6,7 +6,6 @@ fresh row has no estimate, and its ETA is preparation plus travel as before.
 """
 
 import math
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -24,19 +23,6 @@ def fresh_since(now: datetime) -> datetime:
 def whole_minutes(wait: float) -> int:
     """Return a stored wait as the whole minutes a promise adds (a float's noise rounded off)."""
     return math.ceil(round(wait, 6))
-
-
-def courier_waits(session: Session, store_ids: Iterable[int], *, now: datetime) -> dict[int, int]:
-    """Return whole minutes of courier wait per store, for stores with a fresh estimate."""
-    ids = sorted(set(store_ids))
-    if not ids:
-        return {}
-    rows = session.execute(
-        select(FleetLoad.store_id, FleetLoad.courier_wait_minutes).where(
-            FleetLoad.store_id.in_(ids), FleetLoad.computed_at >= fresh_since(now)
-        )
-    ).all()
-    return {store_id: whole_minutes(wait) for store_id, wait in rows}
 
 
 def preparation_hold(session: Session, store_id: int, *, now: datetime) -> float:

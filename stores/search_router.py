@@ -1,9 +1,8 @@
 """Store search and the nearby list: open to anyone (patients browse before signing in).
 
 Both are hot reads, so they are async endpoints on a connection of psycopg's async pool
-(`o2o.db.DriverConnection`): the nearby list's walk and the plain search run their statements
-straight on it (`stores.statements`). A search that wants a split plan runs that part on a
-session of the async engine (`o2o.db.SessionRunner`, which connects only then).
+(`o2o.db.DriverConnection`): the nearby list's walk, the search and a split plan asked for run
+their statements straight on it (`stores.statements`), with no session.
 Everything runs in the event loop without a hop to the thread pool, and each answer is
 serialized once, straight from the services' data to JSON bytes (no model validation on the way out: tests/stores/test_hot_reads.py
 holds the answers to their documented models).
@@ -14,7 +13,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from o2o import clock, ratelimit
 from o2o.api import ApiRoute, QueryModel, data_json
 from o2o.config import get_settings
-from o2o.db import DriverConnection, SessionRunner
+from o2o.db import DriverConnection
 from o2o.errors import error_responses
 from o2o.i18n import gettext as _
 from o2o.users.dependencies import client_ip
@@ -104,9 +103,7 @@ async def count_search(request: Request) -> None:
         e429="rate_limited: too many searches from this address",
     ),
 )
-async def search_stores(
-    body: SearchIn, conn: DriverConnection, runner: SessionRunner, request: Request
-) -> Response:
+async def search_stores(body: SearchIn, conn: DriverConnection) -> Response:
     """Find the nearest stores holding the whole cart, then those holding part of it (and, with
     allow_split, the fewest stores that hold it together when none holds it all)."""
     delivery = body.delivery_location
@@ -126,10 +123,10 @@ async def search_stores(
     matches = await substitutes.search_stores_async(
         conn, **where, wishes=wishes, limit=body.limit, now=now
     )
-    # A split plan, asked for and needed, runs on the session (which connects only for it).
+    # A split plan, asked for and needed, on the same connection.
     split_plan = None
     if body.allow_split and not any(m.complete for m in matches):
-        split_plan = await runner.run(split_search.plan_cart, **where, now=now)
+        split_plan = await split_search.plan_cart_async(conn, **where, now=now)
     return data_json(
         {
             "split_plan": (

@@ -7,20 +7,26 @@ per line (as search counts it: on hand minus reserved over the lots that do not 
 store's minimum shelf life, in the store's own days). The pure planner (`stores.split_plan`)
 then picks the fewest of them, nearest by total distance. Stores beyond the nearest
 SPLIT_CANDIDATES holders are not considered: a plan that needs one is rare, and far.
+
+The plan is one statement (`stores.statements`): a placement runs it on its session, the search
+endpoint on its driver connection, as it runs the search itself.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from psycopg import AsyncConnection
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from o2o import clock
-from stores import cart, fleet_load, proximity, search, split_plan
+from stores import cart, fleet_load, proximity, search, split_plan, statements
 from stores.cart import CartLine
 from stores.eta import delivery_eta_minutes, pickup_eta_minutes
 from stores.proximity import POINT_SQL
+from stores.statements import Step, Steps
 
 # Enough holders to find a plan of three in a city's neighbourhood; the planner's work grows with
 # the cube of this in the worst case (a few thousand sets after its pruning).
@@ -39,7 +45,7 @@ _CANDIDATES_SQL = text(
            ST_Distance(s.location, {POINT_SQL}) AS distance_m,
            ST_Distance(s.location, {search._DELIVERY_POINT}::geography) AS delivery_distance_m,
            {search._CAN_DELIVER} AS can_deliver,
-           s.prep_minutes, s.courier_speed_kmh, s.detour_factor,
+           s.prep_minutes, s.courier_speed_kmh, s.detour_factor, fl.courier_wait_minutes,
            ARRAY(SELECT {search._AVAILABLE} FROM {search._CART} ORDER BY c.line) AS available
     FROM (
         SELECT s.id FROM stores AS s
@@ -52,6 +58,9 @@ _CANDIDATES_SQL = text(
         LIMIT :n
     ) AS walk
     JOIN stores AS s ON s.id = walk.id
+    -- The fleet's estimate of the wait for a courier, when it is fresh (as search reads it).
+    LEFT JOIN store_fleet_load AS fl
+      ON fl.store_id = s.id AND fl.computed_at >= :fleet_since
     WHERE ST_Distance(s.location, {POINT_SQL}) <= :radius_m
     ORDER BY distance_m, s.id
     """
@@ -80,8 +89,17 @@ class SplitPlan:
         return len(self.parts)
 
 
-def plan_cart(
-    session: Session,
+def plan_cart(session: Session, **where: Any) -> SplitPlan | None:
+    """`plan_split` (the same arguments, after the session) run on a session."""
+    return statements.run(session, plan_split(**where))
+
+
+async def plan_cart_async(conn: AsyncConnection, **where: Any) -> SplitPlan | None:
+    """`plan_split` run on the driver's async connection (the search endpoint)."""
+    return await statements.run_async(conn, plan_split(**where))
+
+
+def plan_split(
     *,
     lat: float,
     lon: float,
@@ -90,8 +108,9 @@ def plan_cart(
     radius_m: float | None = None,
     delivery_point: tuple[float, float] | None = None,
     now: datetime | None = None,
-) -> SplitPlan | None:
-    """Return the fewest nearby stores (at most three) that together hold the cart, or None."""
+) -> Steps[SplitPlan | None]:
+    """Return the fewest nearby stores (at most three) that together hold the cart, or None; as
+    statements whoever runs them."""
     proximity.check_point(lat, lon, "location")
     if delivery_point is not None:
         proximity.check_point(*delivery_point, "delivery address")
@@ -101,8 +120,7 @@ def plan_cart(
     delivery_lat, delivery_lon = delivery_point or (lat, lon)
     # An index walk nearest first: run as every such walk is (stores.proximity.walk), so a pair of
     # points PostGIS' index misorders falls back to an exact scan instead of failing.
-    rows = proximity.walk(
-        session,
+    rows = yield Step(
         _CANDIDATES_SQL,
         {
             "lat": lat,
@@ -115,7 +133,9 @@ def plan_cart(
             "quantities": [line.quantity for line in merged],
             "fulfillment": fulfillment,
             "n": SPLIT_CANDIDATES,
+            "fleet_since": fleet_load.fresh_since(now),
         },
+        walk=True,
     )
     ids = [line.product_id for line in merged]
     candidates = [
@@ -129,20 +149,15 @@ def plan_cart(
         return None
     by_id = {row.store_id: row for row in rows}
     delivering = fulfillment != "pickup"
-    waits = (
-        fleet_load.courier_waits(
-            session, [p.store_id for p in plan.parts if by_id[p.store_id].can_deliver], now=now
-        )
-        if delivering
-        else {}
-    )
     parts = []
     for part in plan.parts:
         row = by_id[part.store_id]
         if row.can_deliver and delivering:
             eta = delivery_eta_minutes(
                 row.prep_minutes, row.delivery_distance_m, row.detour_factor, row.courier_speed_kmh
-            ) + waits.get(row.store_id, 0)
+            )
+            if row.courier_wait_minutes is not None:
+                eta += fleet_load.whole_minutes(row.courier_wait_minutes)
         else:
             eta = pickup_eta_minutes(row.prep_minutes)
         parts.append(

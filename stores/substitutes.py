@@ -271,6 +271,8 @@ def plan_search(
                 fulfillment=fulfillment,
                 delivery_point=delivery_point or (lat, lon),
                 now=now,
+                # Only this store's complete answer counts: no walk for stores holding part.
+                partial_beside_complete=False,
             )
         ):
             if candidate.store_id == store_id and candidate.complete:

@@ -1,7 +1,11 @@
 """Search with `allow_split`: the fewest stores that hold a cart together, when none holds it all."""
 
+from datetime import timedelta
+
 import pytest
 
+from o2o import clock
+from stores.models import FleetLoad
 from tests.factories import make_product
 from tests.stores.helpers import SEARCH, at, search_body, stock, store_at
 
@@ -97,6 +101,40 @@ def test_a_delivery_plan_uses_only_stores_that_deliver_here(client, db):
     assert all(p["eta_minutes"] > 10 for p in found["parts"])
     anywhere = plan(client, search_body([(a, 1), (b, 1)]))
     assert [p["store"]["id"] for p in anywhere["parts"]] == [pickup_only.id, delivers_a.id]
+
+
+def test_a_delivery_plan_waits_for_a_courier_where_the_fleet_is_busy(client, db):
+    # The fleet's fresh estimate adds its wait to a delivering part's ETA, as search's results
+    # count it; a stale one adds nothing.
+    a, b = make_product(db), make_product(db)
+    zone = {
+        "type": "Polygon",
+        "coordinates": [
+            [[121.40, 31.18], [121.55, 31.18], [121.55, 31.28], [121.40, 31.28], [121.40, 31.18]]
+        ],
+    }
+    busy = store_at(db, 500, services=("pickup", "delivery"), zone=zone)
+    stale = store_at(db, 800, services=("pickup", "delivery"), zone=zone)
+    stock(db, busy, a, 5)
+    stock(db, stale, b, 5)
+    body = search_body([(a, 1), (b, 1)], fulfillment="delivery")
+    before = {p["store"]["id"]: p["eta_minutes"] for p in plan(client, body)["parts"]}
+    now = clock.now()
+    for store, at_ in ((busy, now), (stale, now - timedelta(hours=2))):
+        db.add(
+            FleetLoad(
+                store_id=store.id,
+                courier_wait_minutes=17.2,
+                open_jobs=8,
+                couriers=2,
+                computed_at=at_,
+            )
+        )
+    db.flush()
+
+    after = {p["store"]["id"]: p["eta_minutes"] for p in plan(client, body)["parts"]}
+
+    assert after == {busy.id: before[busy.id] + 18, stale.id: before[stale.id]}
 
 
 def test_a_bad_cart_is_refused_as_ever(client, db):
