@@ -9,6 +9,14 @@ from stores.models import FleetLoad
 from tests.factories import make_product
 from tests.stores.helpers import SEARCH, at, search_body, stock, store_at
 
+# A delivery zone around the stores of these tests.
+ZONE = {
+    "type": "Polygon",
+    "coordinates": [
+        [[121.40, 31.18], [121.55, 31.18], [121.55, 31.28], [121.40, 31.28], [121.40, 31.18]]
+    ],
+}
+
 
 def plan(client, body) -> dict | None:
     response = client.post(SEARCH, json={**body, "allow_split": True})
@@ -81,15 +89,9 @@ def test_no_plan_when_it_would_take_four_stores(client, db):
 
 def test_a_delivery_plan_uses_only_stores_that_deliver_here(client, db):
     a, b = make_product(db), make_product(db)
-    zone = {
-        "type": "Polygon",
-        "coordinates": [
-            [[121.40, 31.18], [121.55, 31.18], [121.55, 31.28], [121.40, 31.28], [121.40, 31.18]]
-        ],
-    }
     pickup_only = store_at(db, 50)
-    delivers_a = store_at(db, 500, services=("pickup", "delivery"), zone=zone)
-    delivers_b = store_at(db, 800, services=("pickup", "delivery"), zone=zone)
+    delivers_a = store_at(db, 500, services=("pickup", "delivery"), zone=ZONE)
+    delivers_b = store_at(db, 800, services=("pickup", "delivery"), zone=ZONE)
     stock(db, pickup_only, b, 5)
     stock(db, delivers_a, a, 5)
     stock(db, delivers_b, b, 5)
@@ -107,14 +109,8 @@ def test_a_delivery_plan_waits_for_a_courier_where_the_fleet_is_busy(client, db)
     # The fleet's fresh estimate adds its wait to a delivering part's ETA, as search's results
     # count it; a stale one adds nothing.
     a, b = make_product(db), make_product(db)
-    zone = {
-        "type": "Polygon",
-        "coordinates": [
-            [[121.40, 31.18], [121.55, 31.18], [121.55, 31.28], [121.40, 31.28], [121.40, 31.18]]
-        ],
-    }
-    busy = store_at(db, 500, services=("pickup", "delivery"), zone=zone)
-    stale = store_at(db, 800, services=("pickup", "delivery"), zone=zone)
+    busy = store_at(db, 500, services=("pickup", "delivery"), zone=ZONE)
+    stale = store_at(db, 800, services=("pickup", "delivery"), zone=ZONE)
     stock(db, busy, a, 5)
     stock(db, stale, b, 5)
     body = search_body([(a, 1), (b, 1)], fulfillment="delivery")
