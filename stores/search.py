@@ -401,6 +401,35 @@ def _driven_sql(kind: str, fulfillment: str, drivers: int) -> str:
     )
 
 
+@functools.cache
+def _holders_sql(fulfillment: str) -> TextClause:
+    """The stores in the radius that hold any unit of :product_ids and serve the fulfillment,
+    each with its usable stock of every one of them (`available`, in :product_ids order), as the
+    other streams' results are written: for `plan_holders`."""
+    cheap = _SERVES[fulfillment][0]
+    # Plan as the driven stream's: the stores whose lots hold any of the products, fetched by
+    # id; no LIMIT, since the caller decides which of them it takes.
+    return text(
+        _with_output(
+            f"""
+            SELECT s.id, 0 AS rn, s.sphere_m, true AS matched{_available_list("partial")}
+            FROM (
+                SELECT {_STREAM_COLUMNS}
+                FROM stores AS s
+                WHERE s.id = ANY(ARRAY(
+                        SELECT l.store_id FROM lots AS l
+                        WHERE l.product_id = ANY(CAST(:product_ids AS integer[]))
+                          AND l.expiry_date >= :earliest AND l.on_hand > l.reserved))
+                  AND s.is_active AND {cheap}
+            ) AS s
+            WHERE s.sphere_m <= :cutoff_m AND {_HOLDS_ANY} AND {_SERVES[fulfillment][1]}
+              AND ST_Distance(s.location, {POINT_SQL}) <= :radius_m
+            """,
+            "partial",
+        )
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Choosing and running a plan
 
@@ -635,6 +664,64 @@ def plan_search(
     return [_to_match(row, query, merged, now, True) for row in complete] + [
         _to_match(row, query, merged, now, False) for row in partial
     ]
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A store holding some of a set of products, answered as a complete result would be."""
+
+    match: StoreMatch
+    available: dict[int, int]  # usable units of each product asked about
+
+
+def plan_holders(
+    *,
+    lat: float,
+    lon: float,
+    product_ids: Sequence[int],
+    fulfillment: Fulfillment = "any",
+    radius_m: float | None = None,
+    delivery_point: tuple[float, float] | None = None,
+    now: datetime,
+) -> Steps[list[Holder]]:
+    """Return the stores within the radius that hold any unit of `product_ids` and serve the
+    fulfillment, nearest first, each with its usable stock of every product and its answer as a
+    complete match (distance from (lat, lon); zone, ETA and courier wait at `delivery_point`, else
+    at (lat, lon)): one statement, for a caller that decides itself which stores the stock
+    completes (`stores.substitutes`, through equivalents)."""
+    radius = proximity.search_radius(radius_m)
+    delivery_lat, delivery_lon = delivery_point or (lat, lon)
+    ids = list(product_ids)
+    query = _Query(
+        params={
+            "lat": lat,
+            "lon": lon,
+            "delivery_lat": delivery_lat,
+            "delivery_lon": delivery_lon,
+            "radius_m": radius,
+            "cutoff_m": proximity.sphere_cutoff(radius),
+            "now": now,
+            "earliest": (now.astimezone(UTC) - timedelta(days=1)).date(),
+            "product_ids": ids,
+            # One unit each: the statement's cart check reads quantities too.
+            "quantities": [1] * len(ids),
+            "fleet_since": fleet_load.fresh_since(now),
+        },
+        fulfillment=fulfillment,
+        lines=[],
+        store_counts={},
+        store_total=0,
+    )
+    rows = yield Step(_holders_sql(fulfillment), query.params)
+    holders = [
+        Holder(
+            _to_match(row, query, [], now, True),
+            {product_id: int(n) for product_id, n in zip(ids, row.available, strict=True)},
+        )
+        for row in rows
+    ]
+    holders.sort(key=lambda h: (h.match.distance_m, h.match.store_id))
+    return holders
 
 
 def search_stores(session: Session, **where: Any) -> list[StoreMatch]:

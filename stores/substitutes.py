@@ -1,11 +1,12 @@
 """Search that counts an equivalent in stock as covering a line the patient allows it for.
 
 The plain search (`stores.search`) runs first and is the answer whenever it already has `limit`
-complete stores or no line may be substituted. Otherwise one more statement reads, for the stores
-in the radius, the usable stock of the cart's products and their equivalents; a store that
-covers every line (each with the asked product, else with the first equivalent by name that has
-the same number of units in stock) is then checked by the plain search at that store with the
-chosen products, so its answer (open hours, zone, ETA, fleet) is exactly the plain search's.
+complete stores or no line may be substituted. Otherwise one statement reads the cart's
+equivalents, and one more (`search.plan_holders`) the stores in the radius that hold any of the
+cart's products or their equivalents and serve the fulfillment, each with its usable stock of
+every one and its answer written as the plain search writes a result (open hours, zone, ETA,
+fleet). A store that covers every line (each with the asked product, else with the first
+equivalent by name that has the same number of units in stock) is then a complete result.
 
 Which equivalent: the asked product whenever the store has enough of it; else the equivalents in
 catalogue order (name, then id), the first with enough units. A product the cart asks for
@@ -22,14 +23,10 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from o2o import clock
-from stores import cart, equivalents, proximity, search, statements
+from stores import cart, equivalents, search, statements
 from stores.cart import CartLine
 from stores.models import Product
-from stores.proximity import POINT_SQL
 from stores.statements import Step, Steps
-
-# A store found through an equivalent is looked at from where it stands, alone.
-AT_STORE_RADIUS_M = 1.0
 
 
 @dataclass(frozen=True)
@@ -149,26 +146,6 @@ _ALTERNATIVES_SQL = text(
     """
 )
 
-# Usable stock per (store, product) for the stores in the radius, nearest first. Runs only when
-# the plain search came back short and some line has equivalents; it reads the lots of the
-# cart's products and their stand-ins in the radius (ix_lots_product_store), not the city.
-_STOCK_SQL = text(
-    f"""
-    SELECT s.id AS store_id, ST_Distance(s.location, {POINT_SQL}) AS distance_m,
-           ST_Y(s.location::geometry) AS lat, ST_X(s.location::geometry) AS lon,
-           l.product_id, sum(l.on_hand - l.reserved) AS available
-    FROM lots AS l
-    JOIN stores AS s ON s.id = l.store_id
-    WHERE l.product_id = ANY(CAST(:product_ids AS integer[]))
-      AND s.is_active
-      AND ST_DWithin(s.location, {POINT_SQL}, :radius_m)
-      AND l.expiry_date >= (CAST(:now AS timestamptz) AT TIME ZONE s.timezone)::date
-                           + s.min_shelf_life_days
-      AND l.on_hand > l.reserved
-    GROUP BY s.id, l.product_id
-    """
-)
-
 
 def search_stores(session: Session, **where: Any) -> list[search.StoreMatch]:
     """`plan_search` (the same arguments, after the session) run on a session."""
@@ -231,57 +208,27 @@ def plan_search(
     product_ids = sorted(
         {line.product_id for line in merged} | {c.product_id for cs in options.values() for c in cs}
     )
-    rows = yield Step(
-        _STOCK_SQL,
-        {
-            "lat": lat,
-            "lon": lon,
-            "radius_m": proximity.search_radius(radius_m),
-            "now": now,
-            "product_ids": product_ids,
-        },
+    holders = yield from search.plan_holders(
+        lat=lat,
+        lon=lon,
+        product_ids=product_ids,
+        fulfillment=fulfillment,
+        radius_m=radius_m,
+        delivery_point=delivery_point,
+        now=now,
     )
-    stock: dict[int, dict[int, int]] = {}
-    at: dict[int, tuple[float, float, float]] = {}  # store -> distance, lat, lon
-    for row in rows:
-        stock.setdefault(row.store_id, {})[row.product_id] = int(row.available)
-        at[row.store_id] = (float(row.distance_m), row.lat, row.lon)
     known = {m.store_id for m in complete}
     chosen_stores = list(complete)
-    for store_id in sorted(stock, key=lambda sid: (at[sid][0], sid)):
+    for holder in holders:  # nearest first
         if len(chosen_stores) >= limit:
             break
-        if store_id in known:
+        if holder.match.store_id in known:
             continue
-        chosen = choose(merged, stock[store_id], options)
+        chosen = choose(merged, holder.available, options)
         if not chosen:
             continue  # short even with equivalents, or complete already (found by the plain one)
-        # The plain search at the store with the chosen products, so its answer (open hours,
-        # zone, ETA, fleet) is exactly the plain search's.
-        distance_m, store_lat, store_lon = at[store_id]
-        match = None
-        for candidate in (
-            yield from search.plan_search(
-                database,
-                lat=store_lat,
-                lon=store_lon,
-                lines=substituted(merged, chosen),
-                limit=proximity.MAX_LIMIT,
-                radius_m=max(AT_STORE_RADIUS_M, proximity.MIN_RADIUS_M),
-                fulfillment=fulfillment,
-                delivery_point=delivery_point or (lat, lon),
-                now=now,
-                # Only this store's complete answer counts: no walk for stores holding part.
-                partial_beside_complete=False,
-            )
-        ):
-            if candidate.store_id == store_id and candidate.complete:
-                match = candidate
-        if match is None:
-            continue  # closed to this fulfillment, outside its zone, or stock moved meanwhile
-        match.distance_m = distance_m
-        match.substitutes = [c.as_dict() for c in chosen]
-        chosen_stores.append(match)
+        holder.match.substitutes = [c.as_dict() for c in chosen]
+        chosen_stores.append(holder.match)
     chosen_stores.sort(key=lambda m: (m.distance_m, m.store_id))
     chosen_stores = chosen_stores[:limit]
     taken = {m.store_id for m in chosen_stores}

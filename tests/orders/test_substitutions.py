@@ -6,6 +6,7 @@ stores.allocation (raced for real)."""
 import json
 import threading
 import uuid
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -17,7 +18,7 @@ from o2o.outbox import OutboxEvent
 from o2o.payments import apps as payment_apps
 from o2o.payments.models import Payment, PaymentCharge, Refund
 from o2o.users.models import Role
-from stores.models import Lot, Product
+from stores.models import FleetLoad, Lot, Product
 from tests.factories import (
     auth,
     gtin,
@@ -136,6 +137,51 @@ def test_search_counts_an_equivalent_in_stock_and_says_so(client, db, near, far)
         client, [{"product_id": asked.id, "quantity": 2, "substitution": "not_allowed"}]
     )
     assert [(r["store"]["id"], r["complete"]) for r in refused] == [(far.id, True)]
+
+
+def test_a_store_complete_through_an_equivalent_is_answered_as_the_plain_search_answers_it(
+    client, db
+):
+    # A delivering store closed until later in the week, its couriers busy: found through an
+    # equivalent, its answer (distance, zone, ETA with the courier wait, hours, fee) is the one
+    # the plain search gives when the same store holds the asked product. A store whose zone
+    # does not reach the address is not offered for delivery, whatever it holds.
+    asked = _generic(db, name="Brand A")
+    given = _generic(db, name="Brand B")
+    opens = clock.now() + timedelta(days=2)
+    hours = [{"weekday": opens.weekday(), "opens": f"{opens.hour:02d}:00", "closes": "23:59"}]
+    store = make_store(
+        db, at=offset(900, 300), zone_half_side_m=3000, timezone="UTC", opening_hours=hours
+    )
+    elsewhere = make_store(db, at=offset(200, 0), zone_half_side_m=100)
+    db.add(
+        FleetLoad(
+            store_id=store.id,
+            courier_wait_minutes=12.5,
+            open_jobs=6,
+            couriers=2,
+            computed_at=clock.now(),
+        )
+    )
+    make_lot(db, elsewhere, given, on_hand=5)
+    lot = make_lot(db, store, asked, on_hand=5)
+    body = {
+        "items": [{"product_id": asked.id, "quantity": 2}],
+        "fulfillment": "delivery",
+        "delivery_location": {"lat": offset(600, 600)[0], "lon": offset(600, 600)[1]},
+    }
+    (plain,) = _search(client, **body)
+    lot.on_hand = 0
+    make_lot(db, store, given, on_hand=5)
+    db.flush()
+
+    (through,) = _search(client, **body)
+
+    assert through["substitutes"] == [
+        {"for_product_id": asked.id, "product_id": given.id, "quantity": 2}
+    ]
+    assert {**through, "substitutes": []} == plain
+    assert plain["is_open"] is False and plain["courier_wait_minutes"] == 13
 
 
 def test_search_never_substitutes_a_prescription_item_by_default(client, db, near):
