@@ -20,16 +20,15 @@ from sqlalchemy import (
     ForeignKey,
     Interval,
     String,
-    and_,
     bindparam,
     delete,
     func,
-    or_,
     select,
+    text,
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from o2o.config import get_settings
@@ -93,41 +92,38 @@ def request_hash(method: str, path: str, body: Any) -> str:
     return hashlib.sha256(f"{method.upper()} {path}\n{canonical}".encode()).hexdigest()
 
 
-def _claim_statement():
-    """The claim's INSERT ... ON CONFLICT, built once (on the table: no ORM work per request)."""
-    table = R.__table__
-    stmt = insert(table).values(
-        user_id=bindparam("claim_user_id"),
-        key=bindparam("claim_key"),
-        request_hash=bindparam("claim_hash"),
-        claim_token=bindparam("claim_token_value"),
-        created_at=func.now(),
-        expires_at=func.now() + bindparam("ttl", type_=Interval),
+# The claim: an INSERT ... ON CONFLICT, as SQL text. SQLAlchemy's PostgreSQL INSERT is never
+# cached (its ON CONFLICT clauses have no cache key), so built as a construct it was compiled
+# anew on every placement; text is compiled once. The row is taken over only when its answer
+# has expired, or when the same request was left unfinished long enough ago that its process
+# must have died.
+_CLAIM = (
+    text(
+        """
+        INSERT INTO idempotency_records AS r
+            (user_id, key, request_hash, claim_token, created_at, expires_at)
+        VALUES (:claim_user_id, :claim_key, :claim_hash, :claim_token_value, now(), now() + :ttl)
+        ON CONFLICT (user_id, key) DO UPDATE SET
+            request_hash = excluded.request_hash,
+            claim_token = excluded.claim_token,
+            created_at = excluded.created_at,
+            expires_at = excluded.expires_at,
+            response_status = NULL,
+            response_body = NULL
+        WHERE r.expires_at <= now()
+           OR (r.response_status IS NULL
+               AND r.created_at < now() - :stale
+               AND r.request_hash = excluded.request_hash)
+        RETURNING r.claim_token
+        """
     )
-    return stmt.on_conflict_do_update(
-        index_elements=[table.c.user_id, table.c.key],
-        set_={
-            "request_hash": stmt.excluded.request_hash,
-            "claim_token": stmt.excluded.claim_token,
-            "created_at": stmt.excluded.created_at,
-            "expires_at": stmt.excluded.expires_at,
-            "response_status": None,
-            "response_body": None,
-        },
-        # Take the row over only when its answer has expired, or when the same request was
-        # left unfinished long enough ago that its process must have died.
-        where=or_(
-            table.c.expires_at <= func.now(),
-            and_(
-                table.c.response_status.is_(None),
-                table.c.created_at < func.now() - bindparam("stale", type_=Interval),
-                table.c.request_hash == stmt.excluded.request_hash,
-            ),
-        ),
-    ).returning(table.c.claim_token)
-
-
-_CLAIM = _claim_statement()
+    .bindparams(
+        bindparam("claim_token_value", type_=UUID(as_uuid=True)),
+        bindparam("ttl", type_=Interval),
+        bindparam("stale", type_=Interval),
+    )
+    .columns(claim_token=UUID(as_uuid=True))
+)
 
 
 def claim(session: Session, *, user_id: int, key: str, request_hash: str) -> Claim | Replay:

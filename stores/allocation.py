@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date
 from types import SimpleNamespace
 
-from sqlalchemy import select, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
 from o2o.errors import Conflict
@@ -199,6 +199,26 @@ class StockMoved(Exception):
     """Another order took planned units first: the caller rolls back and reserves under lock."""
 
 
+# The lots a plan chooses from, built once (building a statement and its cache key on every
+# placement cost about as much as running it); _LOTS_SHARED also takes their key-share locks.
+_LOTS = (
+    select(
+        Lot.id,
+        Lot.product_id,
+        Lot.expiry_date,
+        (Lot.on_hand - Lot.reserved).label("available"),
+        Lot.price_minor,
+    )
+    .where(
+        Lot.store_id == bindparam("store_id"),
+        Lot.product_id.in_(bindparam("product_ids", expanding=True)),
+        Lot.expiry_date >= bindparam("floor"),
+    )
+    .order_by(Lot.id)
+)
+_LOTS_SHARED = _LOTS.with_for_update(read=True, key_share=True)
+
+
 def plan_lines(
     session: Session,
     store_id: int,
@@ -214,24 +234,10 @@ def plan_lines(
     per_product_min = dict(min_expiry_by_product or {})
     product_ids = sorted({line.product_id for line in lines})
     floor = min([min_expiry, *per_product_min.values()])
-    query = (
-        select(
-            Lot.id,
-            Lot.product_id,
-            Lot.expiry_date,
-            (Lot.on_hand - Lot.reserved).label("available"),
-            Lot.price_minor,
-        )
-        .where(
-            Lot.store_id == store_id,
-            Lot.product_id.in_(product_ids),
-            Lot.expiry_date >= floor,
-        )
-        .order_by(Lot.id)
-    )
-    if key_share:
-        query = query.with_for_update(read=True, key_share=True)
-    lots = session.execute(query).all()
+    lots = session.execute(
+        _LOTS_SHARED if key_share else _LOTS,
+        {"store_id": store_id, "product_ids": product_ids, "floor": floor},
+    ).all()
     plan, shortages = _plan(lots, lines, min_expiry, per_product_min)
     if shortages:
         raise InsufficientStock(shortages)

@@ -5,7 +5,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from o2o.errors import InvalidInput
@@ -109,12 +109,14 @@ def check_products(merged: Sequence[CartLine], products: Mapping[int, Any]) -> N
         )
 
 
+# A cart's products, built once: every placement reads them.
+_PRODUCTS = select(Product).where(Product.id.in_(bindparam("ids", expanding=True)))
+
+
 def validate_cart(session: Session, lines: Sequence[Any]) -> dict[int, Product]:
     """Check a cart (merging lines of one product); return its products by id, or raise 422."""
     merged = check_lines(lines)
-    products = session.scalars(
-        select(Product).where(Product.id.in_([line.product_id for line in merged]))
-    )
+    products = session.scalars(_PRODUCTS, {"ids": [line.product_id for line in merged]})
     by_id = {product.id: product for product in products}
     check_products(merged, by_id)
     return by_id

@@ -333,7 +333,6 @@ def place(
         )
     order.subtotal_minor = subtotal
     session.add(order)
-    session.flush()
     lifecycle.record_creation(session, order, actor_id=patient.id, at=now)
     if point is not None:
         pickup_point_checkout.book(session, order, point, now=now)

@@ -3,7 +3,7 @@ the units of one product held across a patient's open orders."""
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Select, bindparam, func, select, text
 from sqlalchemy.orm import Session
 
 from o2o.config import get_settings
@@ -22,6 +22,33 @@ class TooManyOpenUnits(Conflict):
     code = "too_many_open_units"
 
 
+def _caps_statement() -> Select:
+    """What the caps read of a patient's open orders: the unpaid ones, and the units held of
+    each product asked for (built once: building it and its cache key on every placement cost
+    as much as running it)."""
+    patient_id = bindparam("patient_id")
+    held_units = (
+        select(OrderLine.product_id, func.sum(OrderLine.quantity).label("units"))
+        .join(Order, Order.id == OrderLine.order_id)
+        .where(
+            Order.patient_id == patient_id,
+            Order.status.in_(states.OPEN_STATES),
+            OrderLine.product_id.in_(bindparam("product_ids", expanding=True)),
+        )
+        .group_by(OrderLine.product_id)
+        .subquery()
+    )
+    return select(
+        payments_service.unpaid_open_orders(patient_id),
+        select(
+            func.jsonb_object_agg(held_units.c.product_id, held_units.c.units)
+        ).scalar_subquery(),
+    )
+
+
+_CAPS = _caps_statement()
+
+
 def check_hoarding(session: Session, patient_id: int, cart: Sequence[tuple[int, int]]) -> None:
     """Refuse (409) a new order past the patient's unpaid-order or per-product unit cap."""
     settings = get_settings()
@@ -30,24 +57,8 @@ def check_hoarding(session: Session, patient_id: int, cart: Sequence[tuple[int, 
     wanted = dict(cart)
     # Both caps in one statement, read after the lock (its snapshot then holds every order
     # the patient placed before).
-    held_units = (
-        select(OrderLine.product_id, func.sum(OrderLine.quantity).label("units"))
-        .join(Order, Order.id == OrderLine.order_id)
-        .where(
-            Order.patient_id == patient_id,
-            Order.status.in_(states.OPEN_STATES),
-            OrderLine.product_id.in_(list(wanted)),
-        )
-        .group_by(OrderLine.product_id)
-        .subquery()
-    )
     unpaid, held_by_id = session.execute(
-        select(
-            payments_service.unpaid_open_orders(patient_id),
-            select(
-                func.jsonb_object_agg(held_units.c.product_id, held_units.c.units)
-            ).scalar_subquery(),
-        )
+        _CAPS, {"patient_id": patient_id, "product_ids": list(wanted)}
     ).one()
     if unpaid >= settings.max_unpaid_orders:
         raise TooManyOpenOrders(

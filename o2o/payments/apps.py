@@ -97,12 +97,16 @@ def rotate_secret(
     return app, secret
 
 
+# Built once: every online placement asks.
+_CURRENT_APP = (
+    select(PaymentApp).where(PaymentApp.is_active).order_by(PaymentApp.id.desc()).limit(1)
+)
+
+
 def current_app(session: Session) -> PaymentApp | None:
     """Return the app new online payments go to: the most recently registered active one."""
     with session.no_autoflush:  # a new order's rows go in the payment's flush
-        return session.scalar(
-            select(PaymentApp).where(PaymentApp.is_active).order_by(PaymentApp.id.desc()).limit(1)
-        )
+        return session.scalar(_CURRENT_APP)
 
 
 @dataclass(frozen=True)

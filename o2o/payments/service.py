@@ -17,7 +17,7 @@ payment, so the lock order holds for splits too.
 import uuid
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.selectable import ScalarSelect
@@ -418,9 +418,9 @@ def collect_at_store(
     session.flush()
 
 
-def unpaid_open_orders(patient_id: int) -> ScalarSelect[int]:
+def unpaid_open_orders(patient_id: int | ColumnElement[int]) -> ScalarSelect[int]:
     """Count a patient's open orders whose payment is not taken yet (online or at the store), as
-    a subquery for the caller's statement."""
+    a subquery for the caller's statement (the patient's id, or a bound parameter for it)."""
     return (
         select(func.count())
         .select_from(Order)

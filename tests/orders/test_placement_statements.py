@@ -4,6 +4,7 @@ one to the common path shows here."""
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.engine.default import CACHE_HIT
 
 from o2o.db import session_scope
 from o2o.users.models import Role
@@ -36,9 +37,14 @@ def test_an_online_pickup_with_an_idempotency_key_runs_its_statements_and_no_mor
     assert warm.status_code == 201, warm.text
 
     statements: list[str] = []
+    compiled_anew: list[str] = []
 
     def count(conn, cursor, statement, parameters, context, executemany):
         statements.append(" ".join(statement.split())[:80])
+        # A savepoint's statement is its name: nothing to cache.
+        savepoint = statement.startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))
+        if getattr(context, "cache_hit", CACHE_HIT) is not CACHE_HIT and not savepoint:
+            compiled_anew.append(f"{context.cache_hit}: {statements[-1]}")
 
     event.listen(Engine, "before_cursor_execute", count)
     try:
@@ -55,3 +61,7 @@ def test_an_online_pickup_with_an_idempotency_key_runs_its_statements_and_no_mor
     assert len(statements) <= PLACEMENT_STATEMENTS, "\n".join(statements)
     # The store the answer names is the one placement read, not read again for the answer.
     assert sum(s.startswith("SELECT stores.id") for s in statements) == 1, "\n".join(statements)
+    # Every statement was compiled by the first placement and comes from SQLAlchemy's cache: one
+    # built anew each time (or one SQLAlchemy cannot cache, such as its PostgreSQL INSERT ... ON
+    # CONFLICT) costs every placement its compilation.
+    assert compiled_anew == [], "\n".join(compiled_anew)
