@@ -401,14 +401,22 @@ def _driven_sql(kind: str, fulfillment: str, drivers: int) -> str:
     )
 
 
+# Holders read at a time (`plan_holders`): enough for a page of results in one statement almost
+# always, and a bound on the stores whose answers one statement writes in a city where many hold
+# the products.
+HOLDERS_BATCH = 32
+
+
 @functools.cache
-def _holders_sql(fulfillment: str) -> TextClause:
+def _holders_sql(fulfillment: str, batch: int) -> TextClause:
     """The stores in the radius that hold any unit of :product_ids and serve the fulfillment,
-    each with its usable stock of every one of them (`available`, in :product_ids order), as the
-    other streams' results are written: for `plan_holders`."""
+    nearest first on the sphere after (:after_sphere_m, :after_id), at most `batch`, each
+    with its usable stock of every product (`available`, in :product_ids order), written as the
+    other streams' results are: for `plan_holders`."""
     cheap = _SERVES[fulfillment][0]
     # Plan as the driven stream's: the stores whose lots hold any of the products, fetched by
-    # id; no LIMIT, since the caller decides which of them it takes.
+    # id and sorted by sphere distance (narrow rows), then tested nearest first until the LIMIT;
+    # only the rows returned are written out in full.
     return text(
         _with_output(
             f"""
@@ -421,9 +429,14 @@ def _holders_sql(fulfillment: str) -> TextClause:
                         WHERE l.product_id = ANY(CAST(:product_ids AS integer[]))
                           AND l.expiry_date >= :earliest AND l.on_hand > l.reserved))
                   AND s.is_active AND {cheap}
+                ORDER BY sphere_m, s.id
+                OFFSET 0
             ) AS s
-            WHERE s.sphere_m <= :cutoff_m AND {_HOLDS_ANY} AND {_SERVES[fulfillment][1]}
+            WHERE (s.sphere_m, s.id) > (:after_sphere_m, :after_id)
+              AND s.sphere_m <= :cutoff_m AND {_HOLDS_ANY} AND {_SERVES[fulfillment][1]}
               AND ST_Distance(s.location, {POINT_SQL}) <= :radius_m
+            ORDER BY s.sphere_m, s.id
+            LIMIT {batch}
             """,
             "partial",
         )
@@ -672,6 +685,7 @@ class Holder:
 
     match: StoreMatch
     available: dict[int, int]  # usable units of each product asked about
+    sphere_m: float  # its distance on the sphere, the order holders are read in
 
 
 def plan_holders(
@@ -683,12 +697,14 @@ def plan_holders(
     radius_m: float | None = None,
     delivery_point: tuple[float, float] | None = None,
     now: datetime,
+    after: Holder | None = None,
 ) -> Steps[list[Holder]]:
-    """Return the stores within the radius that hold any unit of `product_ids` and serve the
-    fulfillment, nearest first, each with its usable stock of every product and its answer as a
-    complete match (distance from (lat, lon); zone, ETA and courier wait at `delivery_point`, else
-    at (lat, lon)): one statement, for a caller that decides itself which stores the stock
-    completes (`stores.substitutes`, through equivalents)."""
+    """Return the next HOLDERS_BATCH stores (after `after`, in sphere order) within the radius
+    that hold any unit of `product_ids` and serve the fulfillment, each with its usable stock of
+    every product and its answer as a complete match (distance from (lat, lon); zone, ETA and
+    courier wait at `delivery_point`, else at (lat, lon)): one statement, for a caller that
+    decides itself which stores the stock completes (`stores.substitutes`, through equivalents).
+    Fewer than HOLDERS_BATCH: there are no more."""
     radius = proximity.search_radius(radius_m)
     delivery_lat, delivery_lon = delivery_point or (lat, lon)
     ids = list(product_ids)
@@ -706,22 +722,24 @@ def plan_holders(
             # One unit each: the statement's cart check reads quantities too.
             "quantities": [1] * len(ids),
             "fleet_since": fleet_load.fresh_since(now),
+            "after_sphere_m": after.sphere_m if after else -1.0,
+            "after_id": after.match.store_id if after else 0,
         },
         fulfillment=fulfillment,
         lines=[],
         store_counts={},
         store_total=0,
     )
-    rows = yield Step(_holders_sql(fulfillment), query.params)
-    holders = [
+    rows = yield Step(_holders_sql(fulfillment, HOLDERS_BATCH), query.params)
+    # In the stream's order (the statement's join around it does not promise to keep it).
+    return [
         Holder(
             _to_match(row, query, [], now, True),
             {product_id: int(n) for product_id, n in zip(ids, row.available, strict=True)},
+            row.sphere_m,
         )
-        for row in rows
+        for row in sorted(rows, key=lambda r: (r.sphere_m, r.store_id))
     ]
-    holders.sort(key=lambda h: (h.match.distance_m, h.match.store_id))
-    return holders
 
 
 def search_stores(session: Session, **where: Any) -> list[StoreMatch]:

@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from o2o import clock
-from stores import cart, equivalents, search, statements
+from stores import cart, equivalents, proximity, search, statements
 from stores.cart import CartLine
 from stores.models import Product
 from stores.statements import Step, Steps
@@ -121,17 +121,6 @@ def choose(
     return chosen
 
 
-def substituted(lines: Sequence[CartLine], chosen: Sequence[Choice]) -> list[CartLine]:
-    """Return the cart with each chosen stand-in in place of its line."""
-    by_line = {c.for_product_id: c for c in chosen}
-    return [
-        CartLine(by_line[line.product_id].product_id, by_line[line.product_id].quantity)
-        if line.product_id in by_line
-        else line
-        for line in lines
-    ]
-
-
 # For each cart product with equivalents: what `stand_ins` reads of it, then of each equivalent
 # that may be sold online (never a controlled one), by name then id, as
 # `equivalents.alternatives` lists them. A cart without equivalents gets no rows.
@@ -208,27 +197,36 @@ def plan_search(
     product_ids = sorted(
         {line.product_id for line in merged} | {c.product_id for cs in options.values() for c in cs}
     )
-    holders = yield from search.plan_holders(
-        lat=lat,
-        lon=lon,
-        product_ids=product_ids,
-        fulfillment=fulfillment,
-        radius_m=radius_m,
-        delivery_point=delivery_point,
-        now=now,
-    )
+    # The stores the equivalents complete, read nearest first a batch at a time until the
+    # nearest of them are proven (as a walk's are: no store further on the sphere can be nearer).
     known = {m.store_id for m in complete}
-    chosen_stores = list(complete)
-    for holder in holders:  # nearest first
-        if len(chosen_stores) >= limit:
+    needed = limit - len(complete)
+    found: list[search.StoreMatch] = []
+    last = None
+    while True:
+        batch = yield from search.plan_holders(
+            lat=lat,
+            lon=lon,
+            product_ids=product_ids,
+            fulfillment=fulfillment,
+            radius_m=radius_m,
+            delivery_point=delivery_point,
+            now=now,
+            after=last,
+        )
+        for holder in batch:
+            if holder.match.store_id in known:
+                continue
+            chosen = choose(merged, holder.available, options)
+            if not chosen:
+                continue  # short even with equivalents, or complete already (found by the plain one)
+            holder.match.substitutes = [c.as_dict() for c in chosen]
+            found.append(holder.match)
+        found.sort(key=proximity.sort_key)
+        if len(batch) < search.HOLDERS_BATCH or proximity.proven(found, needed, batch[-1].sphere_m):
             break
-        if holder.match.store_id in known:
-            continue
-        chosen = choose(merged, holder.available, options)
-        if not chosen:
-            continue  # short even with equivalents, or complete already (found by the plain one)
-        holder.match.substitutes = [c.as_dict() for c in chosen]
-        chosen_stores.append(holder.match)
+        last = batch[-1]
+    chosen_stores = complete + found[:needed]
     chosen_stores.sort(key=lambda m: (m.distance_m, m.store_id))
     chosen_stores = chosen_stores[:limit]
     taken = {m.store_id for m in chosen_stores}

@@ -18,6 +18,7 @@ from o2o.outbox import OutboxEvent
 from o2o.payments import apps as payment_apps
 from o2o.payments.models import Payment, PaymentCharge, Refund
 from o2o.users.models import Role
+from stores import search
 from stores.models import FleetLoad, Lot, Product
 from tests.factories import (
     auth,
@@ -182,6 +183,31 @@ def test_a_store_complete_through_an_equivalent_is_answered_as_the_plain_search_
     ]
     assert {**through, "substitutes": []} == plain
     assert plain["is_open"] is False and plain["courier_wait_minutes"] == 13
+
+
+def test_stores_an_equivalent_completes_are_read_a_batch_at_a_time_until_the_nearest_are_known(
+    client, db, monkeypatch
+):
+    # Two stores a batch: the nearest two hold too little of the equivalent, the next two enough;
+    # the answer is the one a single read of every holder gives.
+    asked = _generic(db, name="Brand A")
+    given = _generic(db, name="Brand B")
+    short = [make_store(db, at=offset(100 * i, 0)) for i in (1, 2)]
+    enough = [make_store(db, at=offset(100 * i, 0)) for i in (3, 4)]
+    plain = make_store(db, at=offset(3000, 0))
+    for store in short:
+        make_lot(db, store, given, on_hand=1)
+    for store in enough:
+        make_lot(db, store, given, on_hand=5)
+    make_lot(db, plain, asked, on_hand=5)
+    items = [{"product_id": asked.id, "quantity": 2}]
+    at_once = _search(client, items, limit=3)
+
+    monkeypatch.setattr(search, "HOLDERS_BATCH", 2)
+    batched = _search(client, items, limit=3)
+
+    assert [r["store"]["id"] for r in batched] == [enough[0].id, enough[1].id, plain.id]
+    assert batched == at_once
 
 
 def test_search_never_substitutes_a_prescription_item_by_default(client, db, near):
