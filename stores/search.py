@@ -429,6 +429,8 @@ def _holders_sql(fulfillment: str, batch: int) -> TextClause:
                         WHERE l.product_id = ANY(CAST(:product_ids AS integer[]))
                           AND l.expiry_date >= :earliest AND l.on_hand > l.reserved))
                   AND s.is_active AND {cheap}
+                  -- Only those in the radius are sorted, not every holder in the city.
+                  AND s.location <-> {POINT_SQL} <= :cutoff_m
                 ORDER BY sphere_m, s.id
                 OFFSET 0
             ) AS s
@@ -719,7 +721,8 @@ def plan_holders(
             "now": now,
             "earliest": (now.astimezone(UTC) - timedelta(days=1)).date(),
             "product_ids": ids,
-            # One unit each: the statement's cart check reads quantities too.
+            # One unit each: the cart check every result statement carries (`cart_ok`, unread
+            # here, computed once per statement) reads quantities too.
             "quantities": [1] * len(ids),
             "fleet_since": fleet_load.fresh_since(now),
             "after_sphere_m": after.sphere_m if after else -1.0,

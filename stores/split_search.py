@@ -34,10 +34,13 @@ SPLIT_CANDIDATES = 40
 
 # Plan: a walk of the GiST index nearest first (`location <-> point`, the sphere distance),
 # testing each store's lots for the cart's products (ix_lots_product_store) as it goes, stopped by
-# the inner LIMIT after :n holders. No radius condition inside the walk: PostGIS estimates
-# ST_DWithin at one row whatever the radius, and a walk that must find :n holders would go on
-# through the whole table when fewer are in the radius; the radius (spheroid, exact) is tested on
-# the :n found, and they are ordered by spheroid distance.
+# the inner LIMIT after SPLIT_CANDIDATES holders, written into the text: the search endpoint's
+# connections use generic plans (`o2o.db.DRIVER_CONNECTION`), which cost a `LIMIT $1` as a
+# tenth of the table and could then prefer sorting it to walking the index. No radius condition
+# inside the walk: PostGIS estimates ST_DWithin at one row whatever the radius, and a walk that
+# must find its holders would go on through the whole table when fewer are in the radius; the
+# radius (spheroid, exact) is tested on the ones found, and they are ordered by spheroid
+# distance.
 _CANDIDATES_SQL = text(
     f"""
     SELECT s.id AS store_id, s.name, ST_Y(s.location::geometry) AS lat,
@@ -55,7 +58,7 @@ _CANDIDATES_SQL = text(
                  WHEN 'delivery' THEN {search._CAN_DELIVER}
                  ELSE s.offers_pickup OR {search._CAN_DELIVER} END)
         ORDER BY s.location <-> {POINT_SQL}
-        LIMIT :n
+        LIMIT {SPLIT_CANDIDATES}
     ) AS walk
     JOIN stores AS s ON s.id = walk.id
     -- The fleet's estimate of the wait for a courier, when it is fresh (as search reads it).
@@ -132,7 +135,6 @@ def plan_split(
             "product_ids": [line.product_id for line in merged],
             "quantities": [line.quantity for line in merged],
             "fulfillment": fulfillment,
-            "n": SPLIT_CANDIDATES,
             "fleet_since": fleet_load.fresh_since(now),
         },
         walk=True,

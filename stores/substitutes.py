@@ -2,11 +2,13 @@
 
 The plain search (`stores.search`) runs first and is the answer whenever it already has `limit`
 complete stores or no line may be substituted. Otherwise one statement reads the cart's
-equivalents, and one more (`search.plan_holders`) the stores in the radius that hold any of the
-cart's products or their equivalents and serve the fulfillment, each with its usable stock of
-every one and its answer written as the plain search writes a result (open hours, zone, ETA,
-fleet). A store that covers every line (each with the asked product, else with the first
-equivalent by name that has the same number of units in stock) is then a complete result.
+equivalents, and, when some line may use one, one more (`search.plan_holders`; another for each
+further HOLDERS_BATCH stores, rarely needed) reads the stores in the radius that hold any of the
+cart's products or their equivalents and serve the fulfillment, nearest first, each with its
+usable stock of every one and its answer written as the plain search writes a result (open
+hours, zone, ETA, fleet). A store that covers every line (each with the asked product, else with
+the first equivalent by name that has the same number of units in stock) is then a complete
+result.
 
 Which equivalent: the asked product whenever the store has enough of it; else the equivalents in
 catalogue order (name, then id), the first with enough units. A product the cart asks for
@@ -201,7 +203,7 @@ def plan_search(
     # nearest of them are proven (as a walk's are: no store further on the sphere can be nearer).
     known = {m.store_id for m in complete}
     needed = limit - len(complete)
-    found: list[search.StoreMatch] = []
+    completed: list[search.StoreMatch] = []
     last = None
     while True:
         batch = yield from search.plan_holders(
@@ -221,12 +223,14 @@ def plan_search(
             if not chosen:
                 continue  # short even with equivalents, or complete already (found by the plain one)
             holder.match.substitutes = [c.as_dict() for c in chosen]
-            found.append(holder.match)
-        found.sort(key=proximity.sort_key)
-        if len(batch) < search.HOLDERS_BATCH or proximity.proven(found, needed, batch[-1].sphere_m):
+            completed.append(holder.match)
+        completed.sort(key=proximity.sort_key)
+        if len(batch) < search.HOLDERS_BATCH or proximity.proven(
+            completed, needed, batch[-1].sphere_m
+        ):
             break
         last = batch[-1]
-    chosen_stores = complete + found[:needed]
+    chosen_stores = complete + completed[:needed]
     chosen_stores.sort(key=lambda m: (m.distance_m, m.store_id))
     chosen_stores = chosen_stores[:limit]
     taken = {m.store_id for m in chosen_stores}

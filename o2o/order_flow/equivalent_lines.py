@@ -3,7 +3,7 @@
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from stores.models import Product
@@ -34,6 +34,9 @@ def given(cart: Sequence[tuple[int, int]], stand_ins: Mapping[int, dict]) -> lis
     return lines
 
 
+_PRODUCTS = select(Product).where(Product.id.in_(bindparam("ids", expanding=True)))
+
+
 def products_of(
     session: Session, lines: Sequence[GivenLine], known: Mapping[int, Product]
 ) -> dict[int, Product]:
@@ -41,4 +44,4 @@ def products_of(
     missing = [line.product_id for line in lines if line.product_id not in known]
     if not missing:
         return {}
-    return {p.id: p for p in session.scalars(select(Product).where(Product.id.in_(missing)))}
+    return {p.id: p for p in session.scalars(_PRODUCTS, {"ids": missing})}

@@ -47,13 +47,14 @@ def _caps_statement() -> Select:
 
 
 _CAPS = _caps_statement()
+_LOCK_PATIENT = text("SELECT 1 FROM users WHERE id = :id FOR UPDATE")
 
 
 def check_hoarding(session: Session, patient_id: int, cart: Sequence[tuple[int, int]]) -> None:
     """Refuse (409) a new order past the patient's unpaid-order or per-product unit cap."""
     settings = get_settings()
     # One placement per patient at a time: two at once cannot both slip under the caps.
-    session.execute(text("SELECT 1 FROM users WHERE id = :id FOR UPDATE"), {"id": patient_id})
+    session.execute(_LOCK_PATIENT, {"id": patient_id})
     wanted = dict(cart)
     # Both caps in one statement, read after the lock (its snapshot then holds every order
     # the patient placed before).

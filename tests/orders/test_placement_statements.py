@@ -62,6 +62,7 @@ def test_an_online_pickup_with_an_idempotency_key_runs_its_statements_and_no_mor
     # The store the answer names is the one placement read, not read again for the answer.
     assert sum(s.startswith("SELECT stores.id") for s in statements) == 1, "\n".join(statements)
     # Every statement was compiled by the first placement and comes from SQLAlchemy's cache: one
-    # built anew each time (or one SQLAlchemy cannot cache, such as its PostgreSQL INSERT ... ON
-    # CONFLICT) costs every placement its compilation.
+    # SQLAlchemy cannot cache (such as its PostgreSQL INSERT ... ON CONFLICT), or one whose cache
+    # key differs on every call, costs every placement its compilation. (A statement rebuilt on
+    # every call in the same shape is still found in the cache: this does not catch that.)
     assert compiled_anew == [], "\n".join(compiled_anew)

@@ -23,7 +23,7 @@ from sqlalchemy import insert, text
 
 from o2o import clock
 from o2o.config import get_settings
-from o2o.db import get_driver, get_runner, get_session
+from o2o.db import get_driver, get_session
 from o2o.geo import area_element, point_element
 from stores import proximity, search
 from stores.models import Lot, Product, Store
@@ -289,18 +289,10 @@ def search_client(app, db, monkeypatch):
     def _session():
         yield db
 
-    class _Runner:
-        async def run(self, fn, *args, **kwargs):
-            return fn(db, *args, **kwargs)
-
-    async def _runner():
-        yield _Runner()
-
     async def _driver():
         yield SyncDriver(db)
 
     app.dependency_overrides[get_session] = _session
-    app.dependency_overrides[get_runner] = _runner
     app.dependency_overrides[get_driver] = _driver
     monkeypatch.setattr(get_settings(), "search_rate_limit", "100000/minute")
     with TestClient(app, raise_server_exceptions=True) as client:
