@@ -1,6 +1,12 @@
 """Order bodies and stock snapshots for the orders tests (the rows come from tests.factories)."""
 
-from sqlalchemy import func, select
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import event, func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.engine.default import CACHE_HIT
 from sqlalchemy.orm import Session
 
 from o2o.orders.models import Order
@@ -43,3 +49,32 @@ def stock(session: Session, lot: Lot) -> tuple[int, int]:
 
 def order_count(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Order))
+
+
+@dataclass
+class Statements:
+    """What the database was asked while `watched` ran: each statement's start, and those that
+    did not come from SQLAlchemy's cache of compiled statements."""
+
+    run: list[str] = field(default_factory=list)
+    compiled_anew: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def watched() -> Iterator[Statements]:
+    """Record every statement any engine runs in the block (the served application's too)."""
+    seen = Statements()
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        text = " ".join(statement.split())[:100]
+        seen.run.append(text)
+        # A savepoint's statement is its name: nothing to cache.
+        savepoint = statement.startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))
+        if getattr(context, "cache_hit", CACHE_HIT) is not CACHE_HIT and not savepoint:
+            seen.compiled_anew.append(f"{context.cache_hit}: {text}")
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)

@@ -5,10 +5,6 @@ on every request, which under load costs about what running it does. (The nearby
 the next-job claim run plain SQL on the driver's connections, with nothing to compile; placing an
 order is held to the same rule in test_placement_statements.py.)"""
 
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
-from sqlalchemy.engine.default import CACHE_HIT
-
 from o2o.db import session_scope
 from o2o.users.models import Role
 from tests.dispatch import helpers as dispatch_helpers
@@ -22,7 +18,7 @@ from tests.factories import (
     offset,
     square_zone,
 )
-from tests.orders.helpers import order_body
+from tests.orders.helpers import order_body, watched
 
 API = "/api/v1"
 
@@ -32,21 +28,10 @@ def _compiled_anew(client, method: str, path: str, **kwargs) -> list[str]:
     SQLAlchemy's cache."""
     first = client.request(method, path, **kwargs)
     assert first.status_code == 200, first.text
-    anew: list[str] = []
-
-    def watch(conn, cursor, statement, parameters, context, executemany):
-        if statement.startswith(("SAVEPOINT", "RELEASE SAVEPOINT")):
-            return  # a savepoint's statement is its name: nothing to cache
-        if getattr(context, "cache_hit", CACHE_HIT) is not CACHE_HIT:
-            anew.append(f"{context.cache_hit}: {' '.join(statement.split())[:100]}")
-
-    event.listen(Engine, "before_cursor_execute", watch)
-    try:
+    with watched() as seen:
         second = client.request(method, path, **kwargs)
-    finally:
-        event.remove(Engine, "before_cursor_execute", watch)
     assert second.status_code == 200, second.text
-    return anew
+    return seen.compiled_anew
 
 
 def test_the_hot_reads_on_the_orm_compile_nothing_once_they_have_run(real_client):

@@ -2,14 +2,10 @@
 statements, each through the ORM's Python (docs/BENCHMARKS.md, "Load"), so a change that adds
 one to the common path shows here."""
 
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
-from sqlalchemy.engine.default import CACHE_HIT
-
 from o2o.db import session_scope
 from o2o.users.models import Role
 from tests.factories import auth, make_lot, make_product, make_store, make_user, offset
-from tests.orders.helpers import order_body
+from tests.orders.helpers import order_body, watched
 
 # The caller, the Idempotency-Key's claim, the cart's products, the patient's lock and caps,
 # the routing walk (in a savepoint) and the cart's equivalents, the chosen store, the stock's
@@ -36,25 +32,13 @@ def test_an_online_pickup_with_an_idempotency_key_runs_its_statements_and_no_mor
     )
     assert warm.status_code == 201, warm.text
 
-    statements: list[str] = []
-    compiled_anew: list[str] = []
-
-    def count(conn, cursor, statement, parameters, context, executemany):
-        statements.append(" ".join(statement.split())[:80])
-        # A savepoint's statement is its name: nothing to cache.
-        savepoint = statement.startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))
-        if getattr(context, "cache_hit", CACHE_HIT) is not CACHE_HIT and not savepoint:
-            compiled_anew.append(f"{context.cache_hit}: {statements[-1]}")
-
-    event.listen(Engine, "before_cursor_execute", count)
-    try:
+    with watched() as seen:
         placed = real_client.post(
             "/api/v1/orders",
             json=order_body([(product_id, 2)]),
             headers=headers | {"Idempotency-Key": "b"},
         )
-    finally:
-        event.remove(Engine, "before_cursor_execute", count)
+    statements = seen.run
 
     assert placed.status_code == 201, placed.text
     assert placed.json()["store"] == {"id": store_id, "name": "Renmin Road Pharmacy"}
@@ -65,4 +49,4 @@ def test_an_online_pickup_with_an_idempotency_key_runs_its_statements_and_no_mor
     # SQLAlchemy cannot cache (such as its PostgreSQL INSERT ... ON CONFLICT), or one whose cache
     # key differs on every call, costs every placement its compilation. (A statement rebuilt on
     # every call in the same shape is still found in the cache: this does not catch that.)
-    assert compiled_anew == [], "\n".join(compiled_anew)
+    assert seen.compiled_anew == [], "\n".join(seen.compiled_anew)
