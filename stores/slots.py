@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from o2o import clock
@@ -107,6 +106,24 @@ def earliest_slot(session: Session, store: Store, *, now: datetime | None = None
     return slots[0] if slots else None
 
 
+# A slot's row made on its first booking, as SQL text: every order placed for a slot books one,
+# and SQLAlchemy compiles its PostgreSQL INSERT ... ON CONFLICT anew on every call.
+_OPEN_SLOT = text(
+    """
+    INSERT INTO delivery_slots (store_id, starts_at, ends_at, capacity)
+    VALUES (:store_id, :start, :end, :capacity)
+    ON CONFLICT (store_id, starts_at) DO NOTHING
+    """
+)
+_TAKE_PLACE = text(
+    """
+    UPDATE delivery_slots SET booked = booked + 1
+    WHERE store_id = :store_id AND starts_at = :start AND booked < capacity
+    RETURNING capacity, booked
+    """
+)
+
+
 def book(
     session: Session, store: Store, start: datetime, end: datetime, *, now: datetime | None = None
 ) -> Slot:
@@ -120,20 +137,10 @@ def book(
             details={"start": start.isoformat(), "end": end.isoformat()},
         )
     session.execute(
-        pg_insert(DeliverySlot)
-        .values(store_id=store.id, starts_at=start, ends_at=end, capacity=store.slot_capacity)
-        .on_conflict_do_nothing(index_elements=[DeliverySlot.store_id, DeliverySlot.starts_at])
+        _OPEN_SLOT,
+        {"store_id": store.id, "start": start, "end": end, "capacity": store.slot_capacity},
     )
-    row = session.execute(
-        text(
-            """
-            UPDATE delivery_slots SET booked = booked + 1
-            WHERE store_id = :store_id AND starts_at = :start AND booked < capacity
-            RETURNING capacity, booked
-            """
-        ),
-        {"store_id": store.id, "start": start},
-    ).one_or_none()
+    row = session.execute(_TAKE_PLACE, {"store_id": store.id, "start": start}).one_or_none()
     if row is None:
         later = earliest_slot(session, store, now=now)
         raise SlotFull(

@@ -18,7 +18,7 @@ from o2o.users.models import Role
 from stores import slots
 from stores.models import DeliverySlot, FleetLoad
 from tests.factories import auth, make_lot, make_product, make_store, make_user, offset, pay
-from tests.orders.helpers import order_body
+from tests.orders.helpers import order_body, watched
 
 URL = "/api/v1/orders"
 
@@ -53,6 +53,21 @@ def _paid_slot_order(client, db, patient, store, product) -> tuple[dict, str]:
     assert r.status_code == 201, r.text
     pay(db, r.json()["id"])
     return slot, r.json()["id"]
+
+
+def test_an_order_for_a_slot_compiles_nothing_once_one_has_been_placed(client, db, store, product):
+    # Booking a place runs an INSERT ... ON CONFLICT that SQLAlchemy would compile anew for every
+    # order; the second order for the store's slots asks for no compilation at all.
+    listed = client.get(f"/api/v1/stores/{store.id}/delivery-slots").json()["slots"]
+    first, second = make_user(db, role=Role.PATIENT), make_user(db, role=Role.PATIENT)
+    placed = client.post(URL, json=slot_body(product.id, listed[2]), headers=auth(first))
+    assert placed.status_code == 201, placed.text
+
+    with watched() as seen:
+        placed = client.post(URL, json=slot_body(product.id, listed[3]), headers=auth(second))
+
+    assert placed.status_code == 201, placed.text
+    assert seen.compiled_anew == [], "\n".join(seen.compiled_anew)
 
 
 def test_a_store_lists_hourly_slots_from_a_little_ahead_with_their_room(client, store):
