@@ -550,13 +550,48 @@ def _nearest(query: _Query, kind: str, k: int) -> Steps[list[Any]]:
 # Search
 
 
+def _params(
+    lat: float,
+    lon: float,
+    radius: float,
+    delivery_point: tuple[float, float] | None,
+    now: datetime,
+    lines: Sequence[CartLine],
+) -> dict[str, Any]:
+    """What every result statement binds: the point, the radius, the time and the cart's lines
+    (in the order given: `available` and `cart_ok` follow it)."""
+    delivery_lat, delivery_lon = delivery_point or (lat, lon)
+    return {
+        "lat": lat,
+        "lon": lon,
+        "delivery_lat": delivery_lat,
+        "delivery_lon": delivery_lon,
+        "radius_m": radius,
+        "cutoff_m": proximity.sphere_cutoff(radius),
+        "now": now,
+        # The earliest "today" of any timezone: a safe lower bound for expiry prefilters.
+        "earliest": (now.astimezone(UTC) - timedelta(days=1)).date(),
+        "product_ids": [line.product_id for line in lines],
+        "quantities": [line.quantity for line in lines],
+        # The fleet's estimate is read with each result, when it is fresh.
+        "fleet_since": fleet_load.fresh_since(now),
+    }
+
+
 def _to_match(
-    row: Any, query: _Query, merged: list[CartLine], now: datetime, complete: bool
+    row: Any,
+    fulfillment: str,
+    bound_ids: Sequence[int],
+    merged: list[CartLine],
+    now: datetime,
+    complete: bool,
 ) -> StoreMatch:
+    """A result from a statement's row; `bound_ids`: the products in the order the statement
+    bound them (`product_ids`)."""
     missing = []
     if not complete:
         # `available` follows the order the lines were bound in (rarest first).
-        available = dict(zip(query.params["product_ids"], row.available, strict=True))
+        available = dict(zip(bound_ids, row.available, strict=True))
         missing = [
             {
                 "product_id": line.product_id,
@@ -566,7 +601,7 @@ def _to_match(
             if available[line.product_id] < line.quantity
         ]
     courier_wait = 0
-    if row.can_deliver and query.fulfillment != "pickup":
+    if row.can_deliver and fulfillment != "pickup":
         eta = delivery_eta_minutes(
             row.prep_minutes, row.delivery_distance_m, row.detour_factor, row.courier_speed_kmh
         )
@@ -643,23 +678,8 @@ def plan_search(
     else:
         counts, store_total = cached
     rarest_first = sorted(merged, key=lambda line: (counts[line.product_id], line.product_id))
-    delivery_lat, delivery_lon = delivery_point or (lat, lon)
     query = _Query(
-        params={
-            "lat": lat,
-            "lon": lon,
-            "delivery_lat": delivery_lat,
-            "delivery_lon": delivery_lon,
-            "radius_m": radius,
-            "cutoff_m": proximity.sphere_cutoff(radius),
-            "now": now,
-            # The earliest "today" of any timezone: a safe lower bound for expiry prefilters.
-            "earliest": (now.astimezone(UTC) - timedelta(days=1)).date(),
-            "product_ids": [line.product_id for line in rarest_first],
-            "quantities": [line.quantity for line in rarest_first],
-            # The fleet's estimate is read with each result, when it is fresh.
-            "fleet_since": fleet_load.fresh_since(now),
-        },
+        params=_params(lat, lon, radius, delivery_point, now, rarest_first),
         fulfillment=fulfillment,
         lines=rarest_first,
         store_counts=counts,
@@ -676,8 +696,9 @@ def plan_search(
     if cached is not None and not complete and not (partial and partial[0].cart_ok):
         # Finding nothing says nothing of the cart: check it in full.
         yield from _cart_steps(database, lines, merged)
-    return [_to_match(row, query, merged, now, True) for row in complete] + [
-        _to_match(row, query, merged, now, False) for row in partial
+    bound = query.params["product_ids"]
+    return [_to_match(row, fulfillment, bound, merged, now, True) for row in complete] + [
+        _to_match(row, fulfillment, bound, merged, now, False) for row in partial
     ]
 
 
@@ -707,37 +728,24 @@ def plan_holders(
     courier wait at `delivery_point`, else at (lat, lon)): one statement, for a caller that
     decides itself which stores the stock completes (`stores.substitutes`, through equivalents).
     Fewer than HOLDERS_BATCH: there are no more."""
-    radius = proximity.search_radius(radius_m)
-    delivery_lat, delivery_lon = delivery_point or (lat, lon)
     ids = list(product_ids)
-    query = _Query(
-        params={
-            "lat": lat,
-            "lon": lon,
-            "delivery_lat": delivery_lat,
-            "delivery_lon": delivery_lon,
-            "radius_m": radius,
-            "cutoff_m": proximity.sphere_cutoff(radius),
-            "now": now,
-            "earliest": (now.astimezone(UTC) - timedelta(days=1)).date(),
-            "product_ids": ids,
-            # One unit each: the cart check every result statement carries (`cart_ok`, unread
-            # here, computed once per statement) reads quantities too.
-            "quantities": [1] * len(ids),
-            "fleet_since": fleet_load.fresh_since(now),
-            "after_sphere_m": after.sphere_m if after else -1.0,
-            "after_id": after.match.store_id if after else 0,
-        },
-        fulfillment=fulfillment,
-        lines=[],
-        store_counts={},
-        store_total=0,
+    # One unit each: the cart check every result statement carries (`cart_ok`, unread here,
+    # computed once per statement) reads quantities too.
+    params = _params(
+        lat,
+        lon,
+        proximity.search_radius(radius_m),
+        delivery_point,
+        now,
+        [CartLine(product_id, 1) for product_id in ids],
     )
-    rows = yield Step(_holders_sql(fulfillment, HOLDERS_BATCH), query.params)
+    params["after_sphere_m"] = after.sphere_m if after else -1.0
+    params["after_id"] = after.match.store_id if after else 0
+    rows = yield Step(_holders_sql(fulfillment, HOLDERS_BATCH), params)
     # In the stream's order (the statement's join around it does not promise to keep it).
     return [
         Holder(
-            _to_match(row, query, [], now, True),
+            _to_match(row, fulfillment, ids, [], now, True),
             {product_id: int(n) for product_id, n in zip(ids, row.available, strict=True)},
             row.sphere_m,
         )

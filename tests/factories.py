@@ -27,7 +27,7 @@ from o2o.security import create_access_token, hash_password, new_code
 from o2o.users import service as users_service
 from o2o.users.models import Role, User
 from stores import allocation
-from stores.models import Lot, Product, Store
+from stores.models import FleetLoad, Lot, Product, Store
 from stores.schemas import gtin_check_digit
 
 PASSWORD = "correct-horse-battery"
@@ -189,6 +189,29 @@ def make_lot(
     session.add(lot)
     session.flush()
     return lot
+
+
+def make_fleet_load(
+    session: Session,
+    store: Store,
+    *,
+    wait_minutes: float,
+    at: datetime,
+    open_jobs: int = 8,
+    couriers: int = 2,
+) -> FleetLoad:
+    """The fleet's estimate around `store`, as dispatch writes it each minute: a courier wait of
+    `wait_minutes` computed `at`; flushed."""
+    row = FleetLoad(
+        store_id=store.id,
+        courier_wait_minutes=wait_minutes,
+        open_jobs=open_jobs,
+        couriers=couriers,
+        computed_at=at,
+    )
+    session.add(row)
+    session.flush()
+    return row
 
 
 def make_order(

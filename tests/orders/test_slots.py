@@ -16,8 +16,17 @@ from o2o.order_flow import store_actions
 from o2o.orders.models import Order
 from o2o.users.models import Role
 from stores import slots
-from stores.models import DeliverySlot, FleetLoad
-from tests.factories import auth, make_lot, make_product, make_store, make_user, offset, pay
+from stores.models import DeliverySlot
+from tests.factories import (
+    auth,
+    make_fleet_load,
+    make_lot,
+    make_product,
+    make_store,
+    make_user,
+    offset,
+    pay,
+)
 from tests.orders.helpers import order_body, watched
 
 URL = "/api/v1/orders"
@@ -152,16 +161,7 @@ def test_a_slot_order_started_when_advised_is_not_told_it_is_late_for_a_busy_eve
     _, order_id = _paid_slot_order(client, db, patient, store, product)
     row = db.get(Order, order_id)
     db.refresh(row)
-    db.add(
-        FleetLoad(
-            store_id=store.id,
-            courier_wait_minutes=30,
-            open_jobs=8,
-            couriers=4,
-            computed_at=row.prepare_from,
-        )
-    )
-    db.flush()
+    make_fleet_load(db, store, wait_minutes=30, at=row.prepare_from, couriers=4)
     store_actions.prepare(db, row, actor_id=patient.id, now=row.prepare_from)
     assert db.get(SlaEscalation, row.id) is None
 

@@ -19,10 +19,11 @@ from o2o.payments import apps as payment_apps
 from o2o.payments.models import Payment, PaymentCharge, Refund
 from o2o.users.models import Role
 from stores import search
-from stores.models import FleetLoad, Lot, Product
+from stores.models import Lot, Product
 from tests.factories import (
     auth,
     gtin,
+    make_fleet_load,
     make_lot,
     make_order,
     make_product,
@@ -155,15 +156,7 @@ def test_a_store_complete_through_an_equivalent_is_answered_as_the_plain_search_
         db, at=offset(900, 300), zone_half_side_m=3000, timezone="UTC", opening_hours=hours
     )
     elsewhere = make_store(db, at=offset(200, 0), zone_half_side_m=100)
-    db.add(
-        FleetLoad(
-            store_id=store.id,
-            courier_wait_minutes=12.5,
-            open_jobs=6,
-            couriers=2,
-            computed_at=clock.now(),
-        )
-    )
+    make_fleet_load(db, store, wait_minutes=12.5, at=clock.now(), open_jobs=6)
     make_lot(db, elsewhere, given, on_hand=5)
     lot = make_lot(db, store, asked, on_hand=5)
     body = {

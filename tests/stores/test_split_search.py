@@ -5,8 +5,7 @@ from datetime import timedelta
 import pytest
 
 from o2o import clock
-from stores.models import FleetLoad
-from tests.factories import make_product
+from tests.factories import make_fleet_load, make_product
 from tests.stores.helpers import SEARCH, at, search_body, stock, store_at
 
 # A delivery zone around the stores of these tests.
@@ -117,16 +116,7 @@ def test_a_delivery_plan_waits_for_a_courier_where_the_fleet_is_busy(client, db)
     before = {p["store"]["id"]: p["eta_minutes"] for p in plan(client, body)["parts"]}
     now = clock.now()
     for store, at_ in ((busy, now), (stale, now - timedelta(hours=2))):
-        db.add(
-            FleetLoad(
-                store_id=store.id,
-                courier_wait_minutes=17.2,
-                open_jobs=8,
-                couriers=2,
-                computed_at=at_,
-            )
-        )
-    db.flush()
+        make_fleet_load(db, store, wait_minutes=17.2, at=at_)
 
     after = {p["store"]["id"]: p["eta_minutes"] for p in plan(client, body)["parts"]}
 
