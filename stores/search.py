@@ -635,6 +635,52 @@ def _to_match(
 
 
 def plan_search(
+    database: str, *, partial_beside_complete: bool = True, **where: Any
+) -> Steps[list[StoreMatch]]:
+    """Find the nearest stores holding the whole cart, then the nearest holding part of it, as
+    statements whoever runs them (`search_stores` runs them on a session); `database` names the
+    database for the per-process statistics (`statements.database`).
+
+    Complete stores come first, nearest first; when fewer than `limit` exist in the radius, the
+    nearest partial stores follow with what they miss (with `partial_beside_complete` False, only
+    when no store is complete: a placement routes among complete stores, and reads what the
+    nearest partial ones miss only to say why no store has the cart). `distance_m` is from (lat,
+    lon); delivery (zone, ETA) is judged at `delivery_point` when given, else at (lat, lon). A
+    delivering store's ETA includes the wait for a courier the fleet around it implies.
+
+    `where` are `plan_complete`'s (lat, lon, lines, fulfillment, limit, radius_m,
+    delivery_point, now). The two halves are `plan_complete` and `plan_partial`, for a caller
+    that may not need the second (`stores.substitutes`: stores completed by equivalents can fill
+    the page first).
+    """
+    found = yield from plan_complete(database, **where)
+    partial = yield from plan_partial(found, beside_complete=partial_beside_complete)
+    return found.matches + partial
+
+
+@dataclass(frozen=True)
+class Complete:
+    """The first half of a search: the nearest stores holding the whole cart, and what the
+    second half (the nearest holding part of it, `plan_partial`) reads from."""
+
+    matches: list[StoreMatch]
+    limit: int
+    query: _Query
+    merged: list[CartLine]
+    lines: Sequence[Any]
+    database: str
+    now: datetime
+    # The cart's statistics came from this process's cache, so the cart was not checked in full.
+    cached: bool
+
+    @property
+    def cart_checked(self) -> bool:
+        """Whether the cart is known to be one that may be searched for: checked in full, or
+        held whole by a store (its statement checks the cart too)."""
+        return not self.cached or bool(self.matches)
+
+
+def plan_complete(
     database: str,
     *,
     lat: float,
@@ -645,19 +691,9 @@ def plan_search(
     radius_m: float | None = None,
     delivery_point: tuple[float, float] | None = None,
     now: datetime | None = None,
-    partial_beside_complete: bool = True,
-) -> Steps[list[StoreMatch]]:
-    """Find the nearest stores holding the whole cart, then the nearest holding part of it, as
-    statements whoever runs them (`search_stores` runs them on a session); `database` names the
-    database for the per-process statistics (`statements.database`).
-
-    Complete stores come first, nearest first; when fewer than `limit` exist in the radius, the
-    nearest partial stores follow with what they miss (with `partial_beside_complete` False, only
-    when no store is complete: a placement routes among complete stores, and reads what the
-    nearest partial ones miss only to say why none has the cart). `distance_m` is from (lat, lon);
-    delivery (zone, ETA) is judged at `delivery_point` when given, else at (lat, lon). A
-    delivering store's ETA includes the wait for a courier the fleet around it implies.
-    """
+) -> Steps[Complete]:
+    """The first half of `plan_search`: the nearest `limit` stores holding the whole cart (an
+    invalid cart is refused here when a check in full is due)."""
     proximity.check_point(lat, lon, "location")
     if delivery_point is not None:
         proximity.check_point(*delivery_point, "delivery address")
@@ -688,17 +724,35 @@ def plan_search(
     complete = yield from _nearest(query, "complete", limit)
     if cached is not None and complete and not complete[0].cart_ok:
         yield from _cart_steps(database, lines, merged)  # raises the cart's error
+    bound = query.params["product_ids"]
+    return Complete(
+        matches=[_to_match(row, fulfillment, bound, merged, now, True) for row in complete],
+        limit=limit,
+        query=query,
+        merged=merged,
+        lines=lines,
+        database=database,
+        now=now,
+        cached=cached is not None,
+    )
+
+
+def plan_partial(found: Complete, *, beside_complete: bool = True) -> Steps[list[StoreMatch]]:
+    """The second half of `plan_search`: after the complete stores `found`, the nearest stores
+    holding part of the cart, up to its limit (with `beside_complete` False, only when no store
+    is complete)."""
+    query = found.query
     partial = (
-        (yield from _nearest(query, "partial", limit - len(complete)))
-        if partial_beside_complete or not complete
+        (yield from _nearest(query, "partial", found.limit - len(found.matches)))
+        if beside_complete or not found.matches
         else []
     )
-    if cached is not None and not complete and not (partial and partial[0].cart_ok):
+    if found.cached and not found.matches and not (partial and partial[0].cart_ok):
         # Finding nothing says nothing of the cart: check it in full.
-        yield from _cart_steps(database, lines, merged)
+        yield from _cart_steps(found.database, found.lines, found.merged)
     bound = query.params["product_ids"]
-    return [_to_match(row, fulfillment, bound, merged, now, True) for row in complete] + [
-        _to_match(row, fulfillment, bound, merged, now, False) for row in partial
+    return [
+        _to_match(row, query.fulfillment, bound, found.merged, found.now, False) for row in partial
     ]
 
 

@@ -169,24 +169,23 @@ def plan_search(
     statements (`stores.statements`), whoever runs them."""
     now = now or clock.now()
     where = {"fulfillment": fulfillment, "delivery_point": delivery_point, "now": now}
-    plain = yield from search.plan_search(
-        database,
-        lat=lat,
-        lon=lon,
-        lines=lines,
-        limit=limit,
-        radius_m=radius_m,
-        partial_beside_complete=partial_beside_complete,
-        **where,
+    first = yield from search.plan_complete(
+        database, lat=lat, lon=lon, lines=lines, limit=limit, radius_m=radius_m, **where
     )
-    complete = [m for m in plain if m.complete]
+    complete = first.matches
+
+    def partial() -> Steps[list[search.StoreMatch]]:
+        """The plain search's second half: the nearest stores holding part of the cart."""
+        return (yield from search.plan_partial(first, beside_complete=partial_beside_complete))
+
     if len(complete) >= limit or wishes is None:
-        return plain
+        return complete + (yield from partial())
+
     merged = cart.merge_lines(lines)
     # The common case, a cart without equivalents, costs this one indexed query.
     rows = yield Step(_ALTERNATIVES_SQL, {"ids": [line.product_id for line in merged]})
     if not rows:
-        return plain
+        return complete + (yield from partial())
     products = {row.id: Pack(row.id, row.pack_size, rx_only=row.rx_only) for row in rows}
     found: dict[int, list[Pack]] = {}
     for row in rows:
@@ -195,7 +194,7 @@ def plan_search(
         )
     options = stand_ins(merged, allowed_products(products, wishes), products, found)
     if not options:
-        return plain
+        return complete + (yield from partial())
     product_ids = sorted(
         {line.product_id for line in merged} | {c.product_id for cs in options.values() for c in cs}
     )
@@ -233,6 +232,10 @@ def plan_search(
     chosen_stores = complete + completed[:needed]
     chosen_stores.sort(key=lambda m: (m.distance_m, m.store_id))
     chosen_stores = chosen_stores[:limit]
+    if len(chosen_stores) == limit and first.cart_checked:
+        # The page is full: the plain search's partial stores would not be shown, so they are
+        # not looked for (unless finding them is what checks the cart).
+        return chosen_stores
     taken = {m.store_id for m in chosen_stores}
-    partial = [m for m in plain if not m.complete and m.store_id not in taken]
-    return chosen_stores + partial[: limit - len(chosen_stores)]
+    rest = [m for m in (yield from partial()) if m.store_id not in taken]
+    return chosen_stores + rest[: limit - len(chosen_stores)]

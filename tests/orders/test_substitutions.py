@@ -18,7 +18,8 @@ from o2o.outbox import OutboxEvent
 from o2o.payments import apps as payment_apps
 from o2o.payments.models import Payment, PaymentCharge, Refund
 from o2o.users.models import Role
-from stores import search
+from stores import proximity, search, substitutes
+from stores.cart import CartLine
 from stores.models import Lot, Product
 from tests.factories import (
     auth,
@@ -201,6 +202,46 @@ def test_stores_an_equivalent_completes_are_read_a_batch_at_a_time_until_the_nea
 
     assert [r["store"]["id"] for r in batched] == [enough[0].id, enough[1].id, plain.id]
     assert batched == at_once
+
+
+def test_a_page_filled_through_equivalents_is_answered_without_looking_for_partial_stores(
+    client, db, monkeypatch
+):
+    # The plain search finds one store with the whole cart; an equivalent completes a nearer
+    # one. With room for two, the page is full, and the nearest stores holding part of the
+    # cart (which would not be shown) are not looked for; with room for three, they are.
+    asked = _generic(db, name="Brand A")
+    given = _generic(db, name="Brand B")
+    other = make_product(db, name="Plasters")
+    through = make_store(db, at=offset(300, 0))
+    part = make_store(db, at=offset(600, 0))
+    whole = make_store(db, at=offset(900, 0))
+    make_lot(db, through, given, on_hand=5)
+    make_lot(db, through, other, on_hand=5)
+    make_lot(db, part, asked, on_hand=5)
+    make_lot(db, whole, asked, on_hand=5)
+    make_lot(db, whole, other, on_hand=5)
+    walks = []
+    walk = proximity.walk
+    monkeypatch.setattr(proximity, "walk", lambda *a: walks.append(1) or walk(*a))
+    lines = [CartLine(asked.id, 2), CartLine(other.id, 1)]
+    wishes = {asked.id: None, other.id: None}
+
+    def found(limit):
+        walks.clear()
+        matches = substitutes.search_stores(
+            db, lat=HOME[0], lon=HOME[1], lines=lines, wishes=wishes, limit=limit
+        )
+        return [(m.store_id, m.complete, bool(m.substitutes)) for m in matches], len(walks)
+
+    assert found(2) == ([(through.id, True, True), (whole.id, True, False)], 1)
+    assert found(3) == (
+        [(through.id, True, True), (whole.id, True, False), (part.id, False, False)],
+        2,
+    )
+    # The API answers as the planned statements do.
+    items = [{"product_id": asked.id, "quantity": 2}, {"product_id": other.id, "quantity": 1}]
+    assert [r["store"]["id"] for r in _search(client, items, limit=2)] == [through.id, whole.id]
 
 
 def test_search_never_substitutes_a_prescription_item_by_default(client, db, near):
