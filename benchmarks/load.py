@@ -7,7 +7,9 @@ Run with `make load` (`bash scripts/load.sh`). For each city (the demo city, dat
 1. the reference (`benchmarks/reference.py`: the nearby list's SQL on psycopg's async pool, no
    framework), served as the platform is (the image's server, `o2o.serve`: uvicorn's workers,
    each accepting on a socket of its own) with the same workers, loaded by wrk at 64 connections;
-2. the platform's `GET /stores/nearby` and `POST /search/stores`, loaded the same way.
+2. the platform's `GET /stores/nearby` and `POST /search/stores`, loaded the same way;
+3. the reference again. Both servers stay up and are loaded one at a time; every ratio is to the
+   two reference runs taken together (`wrk.mean`), which bracket the platform's rows in time.
 
 Then, on the benchmark city's server: order placement on one hot product at 64 connections (a
 timed phase with stock for everyone, then an exact sell-out) and a rush of 100 couriers claiming
@@ -226,30 +228,38 @@ def run(args) -> str:
     memory: dict[str, list[float]] = {}
     races = ""
     base = f"http://127.0.0.1:{port}"
+    ref_base = f"http://127.0.0.1:{port + 1}"
     for city, (url, points, products) in cities.items():
-        ref_server = start_server("benchmarks.reference:app", port, workers, url, "load-ref.log")
+        # Both servers up, loaded one at a time (an idle server takes no CPU); the reference is
+        # measured before the platform's rows and again after them, and each ratio is to the
+        # mean of the two, so a machine that grows busier or quieter during the rows moves the
+        # reference with them.
+        ref_server = start_server(
+            "benchmarks.reference:app", port + 1, workers, url, "load-ref.log"
+        )
         try:
-            wrk.run(
-                base, reference_requests(points), connections=args.connections, seconds=WARMUP_S
-            )
-            ref = wrk.run(
-                base, reference_requests(points), connections=args.connections, seconds=args.seconds
-            )
-            memory[f"reference ({city})"] = worker_memory_mb(ref_server)
-        finally:
+            server = start_server("main:app", port, workers, url, "load-api.log")
+        except BaseException:
             stop_server(ref_server)
-        table.append(_fmt(f"reference: nearby SQL, bare ASGI ({city})", ref, None))
-        server = start_server("main:app", port, workers, url, "load-api.log")
+            raise
         try:
+            ref_reqs = reference_requests(points)
             nearby_reqs = nearby_requests(points)
             search_reqs = search_requests(points, products, random.Random(5))
-            wrk.run(base, nearby_reqs, connections=args.connections, seconds=WARMUP_S)
-            nearby = wrk.run(base, nearby_reqs, connections=args.connections, seconds=args.seconds)
-            # Search's own warm-up: its statements differ from the nearby list's.
-            wrk.run(base, search_reqs, connections=args.connections, seconds=WARMUP_S)
-            search = wrk.run(base, search_reqs, connections=args.connections, seconds=args.seconds)
+            rows = ((ref_base, ref_reqs), (base, nearby_reqs), (base, search_reqs))
+            # Each row's own warm-up: their statements differ.
+            for at, reqs in rows:
+                wrk.run(at, reqs, connections=args.connections, seconds=WARMUP_S)
+            ref_before, nearby, search, ref_after = (
+                wrk.run(at, reqs, connections=args.connections, seconds=args.seconds)
+                for at, reqs in (*rows, rows[0])
+            )
+            ref = wrk.mean(ref_before, ref_after)
+            table.append(_fmt(f"reference, before the rows ({city})", ref_before, ref))
             table.append(_fmt(f"GET /stores/nearby ({city})", nearby, ref))
             table.append(_fmt(f"POST /search/stores ({city})", search, ref))
+            table.append(_fmt(f"reference, after the rows ({city})", ref_after, ref))
+            table.append(_fmt(f"reference, both runs: the ratios' base ({city})", ref, ref))
             for name, r, share in (("nearby", nearby, 0.7), ("search", search, 0.5)):
                 met = r.rps >= share * ref.rps and r.p99_ms <= 2 * ref.p99_ms and r.errors == 0
                 targets.append(
@@ -259,13 +269,17 @@ def run(args) -> str:
                 )
             if url == args.bench_url:
                 races = _races(base, args, ref)
+            memory[f"reference ({city})"] = worker_memory_mb(ref_server)
             memory[f"platform ({city})"] = worker_memory_mb(server)
         finally:
             stop_server(server)
+            stop_server(ref_server)
     lines += [
         f"Servers: uvicorn, {workers} workers each (the Dockerfile's count), each accepting on a "
-        f"socket of its own (`o2o.serve`), one server at a time on {os.cpu_count()} cores shared "
-        "with PostgreSQL, Redis and the load client. HTTP load: wrk, "
+        f"socket of its own (`o2o.serve`); the reference and the platform both up, loaded one at "
+        f"a time, on {os.cpu_count()} cores shared with PostgreSQL, Redis and the load client. "
+        "The reference is measured before the platform's rows and after them; every ratio is to "
+        "the mean of the two (the reference's row in the ratio columns). HTTP load: wrk, "
         f"{args.connections} connections, {args.seconds:.0f} s per row after a {WARMUP_S} s "
         f"warm-up; the races: asyncio clients, one process, {args.seconds:.0f} s each after a "
         f"{WARMUP_S} s warm-up (every job answered in it still counts in the rush's checks).",
@@ -350,7 +364,8 @@ def write_docs(body: str) -> None:
         "## Load\n\n"
         "The platform under load (`benchmarks/load.py`) next to the ceiling of its stack, from one "
         "run: a bare ASGI endpoint running the nearby list's SQL on psycopg's async pool "
-        "(`benchmarks/reference.py`), served the same way; every figure is a ratio to it.\n\n"
+        "(`benchmarks/reference.py`), served the same way and loaded before the platform's rows and "
+        "after them; every figure is a ratio to its two runs together.\n\n"
         "Command: `make load` (`bash scripts/load.sh`; it generates the cities when they are "
         "missing; `O2O_BENCH_WRITE_DOCS=1` rewrites this section).\n\n" + body.rstrip("\n") + "\n\n"
     )

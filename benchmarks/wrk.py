@@ -55,6 +55,17 @@ class Result:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
+def mean(*runs: Result) -> Result:
+    """The runs as one: their requests over their seconds, errors summed, latencies averaged."""
+    return Result(
+        requests=sum(r.requests for r in runs),
+        seconds=sum(r.seconds for r in runs),
+        errors=sum(r.errors for r in runs),
+        p50_ms=sum(r.p50_ms for r in runs) / len(runs),
+        p99_ms=sum(r.p99_ms for r in runs) / len(runs),
+    )
+
+
 def _lua_string(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid Lua string for this ASCII content
 
