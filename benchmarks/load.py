@@ -14,7 +14,8 @@ Run with `make load` (`bash scripts/load.sh`). For each city (the demo city, dat
 Then, on the benchmark city's server: order placement on one hot product at 64 connections (a
 timed phase with stock for everyone, then an exact sell-out) and a rush of 100 couriers claiming
 from a pool of open jobs (`benchmarks/load_races.py`). Every figure is printed as a ratio to the
-reference, each after a warm-up; then each worker's resident memory after the load and the load average.
+reference, each after a warm-up (the HTTP rows' warm-ups all run before the first measured row);
+then each worker's resident memory after the load and the load average.
 `--write-docs` (or `O2O_BENCH_WRITE_DOCS=1`) records the output in docs/BENCHMARKS.md.
 
 Rate limits and per-patient caps are raised for the server processes (environment settings) so
@@ -55,8 +56,9 @@ RAISED_LIMITS = {
     "O2O_DISPATCH_MAX_ACTIVE_JOBS": "10",
 }
 MISSING_CITY = 3
-# Every measured row and race follows this many seconds of the same load, untimed: connections
-# opened, statements prepared and planned, caches warm.
+# Each server's requests are first run this many seconds untimed (the HTTP rows' three request
+# sets one after another, then the measured rows; each race right before its own timing):
+# connections opened, statements prepared and planned, caches warm.
 WARMUP_S = 3
 DEMO_CENTRE = (31.2304, 121.4737)
 
@@ -272,8 +274,10 @@ def run(args) -> str:
             memory[f"reference ({city})"] = worker_memory_mb(ref_server)
             memory[f"platform ({city})"] = worker_memory_mb(server)
         finally:
-            stop_server(server)
-            stop_server(ref_server)
+            try:
+                stop_server(server)
+            finally:
+                stop_server(ref_server)
     lines += [
         f"Servers: uvicorn, {workers} workers each (the Dockerfile's count), each accepting on a "
         f"socket of its own (`o2o.serve`); the reference and the platform both up, loaded one at "
@@ -387,7 +391,9 @@ def main() -> int:
     parser.add_argument("--couriers", type=int, default=100)
     parser.add_argument("--jobs", type=int, default=6000)
     parser.add_argument("--sell-out", type=int, default=100, help="units of the sell-out")
-    parser.add_argument("--port", type=int, default=18765)
+    parser.add_argument(
+        "--port", type=int, default=18765, help="the platform's port; the reference's is the next"
+    )
     parser.add_argument("--demo-url", default=os.environ.get("O2O_LOAD_DEMO_URL", ""))
     parser.add_argument(
         "--write-docs", action="store_true", default=os.environ.get("O2O_BENCH_WRITE_DOCS") == "1"

@@ -1,14 +1,15 @@
 """Search that counts an equivalent in stock as covering a line the patient allows it for.
 
-The plain search (`stores.search`) runs first and is the answer whenever it already has `limit`
-complete stores or no line may be substituted. Otherwise one statement reads the cart's
+The plain search (`stores.search`) finds its complete stores first, and is the answer whenever it
+already has `limit` of them or no line may be substituted. Otherwise one statement reads the cart's
 equivalents, and, when some line may use one, one more (`search.plan_holders`; another for each
 further HOLDERS_BATCH stores, rarely needed) reads the stores in the radius that hold any of the
 cart's products or their equivalents and serve the fulfillment, nearest first, each with its
 usable stock of every one and its answer written as the plain search writes a result (open
 hours, zone, ETA, fleet). A store that covers every line (each with the asked product, else with
 the first equivalent by name that has the same number of units in stock) is then a complete
-result.
+result. The plain search's partial stores are looked for last, only when the page still has
+room (or when that is what checks the cart).
 
 Which equivalent: the asked product whenever the store has enough of it; else the equivalents in
 catalogue order (name, then id), the first with enough units. A product the cart asks for

@@ -244,6 +244,31 @@ def test_a_page_filled_through_equivalents_is_answered_without_looking_for_parti
     assert [r["store"]["id"] for r in _search(client, items, limit=2)] == [through.id, whole.id]
 
 
+def test_a_page_filled_through_equivalents_still_refuses_a_cart_that_changed_since_it_was_cached(
+    client, db
+):
+    # The first search caches the asked product's statistics; no store holds it, and its
+    # equivalent fills the page. When the product's limit is lowered, the next search's
+    # statements never check that cart (no store holds it whole), so the stores holding part of
+    # it are looked for all the same, full page or not, and that check refuses it.
+    asked = _generic(db, name="Brand A")
+    given = _generic(db, name="Brand B")
+    through = make_store(db, at=offset(300, 0))
+    make_lot(db, through, given, on_hand=5)
+    items = [{"product_id": asked.id, "quantity": 2}]
+    assert [r["store"]["id"] for r in _search(client, items, limit=1)] == [through.id]
+    asked.max_per_order = 1
+    db.flush()
+
+    r = client.post(
+        f"{API}/search/stores",
+        json={"location": {"lat": HOME[0], "lon": HOME[1]}, "items": items, "limit": 1},
+    )
+
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "max_per_order_exceeded"
+
+
 def test_search_never_substitutes_a_prescription_item_by_default(client, db, near):
     asked = _generic(db, name="Rx A", rx_only=True)
     other = _generic(db, name="Rx B", rx_only=True)
