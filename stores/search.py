@@ -667,7 +667,6 @@ class Complete:
     limit: int
     query: _Query
     merged: list[CartLine]
-    lines: Sequence[Any]
     database: str
     now: datetime
     # The cart's statistics came from this process's cache, so the cart was not checked in full.
@@ -730,7 +729,6 @@ def plan_complete(
         limit=limit,
         query=query,
         merged=merged,
-        lines=lines,
         database=database,
         now=now,
         cached=cached is not None,
@@ -749,7 +747,8 @@ def plan_partial(found: Complete, *, beside_complete: bool = True) -> Steps[list
     )
     if found.cached and not found.matches and not (partial and partial[0].cart_ok):
         # Finding nothing says nothing of the cart: check it in full.
-        yield from _cart_steps(found.database, found.lines, found.merged)
+        # The merged lines are the cart, checked already.
+        yield from _cart_steps(found.database, found.merged, found.merged)
     bound = query.params["product_ids"]
     return [
         _to_match(row, query.fulfillment, bound, found.merged, found.now, False) for row in partial

@@ -174,19 +174,49 @@ def plan_search(
         database, lat=lat, lon=lon, lines=lines, limit=limit, radius_m=radius_m, **where
     )
     complete = first.matches
+    completed: list[search.StoreMatch] = []
+    if len(complete) < limit and wishes is not None:
+        completed = yield from _completed(
+            lat=lat,
+            lon=lon,
+            lines=lines,
+            wishes=wishes,
+            radius_m=radius_m,
+            known={m.store_id for m in complete},
+            needed=limit - len(complete),
+            **where,
+        )
+    chosen = sorted(complete + completed, key=proximity.sort_key)[:limit]
+    if len(chosen) == limit and first.cart_checked:
+        # The page is full: the plain search's partial stores would not be shown, so they are
+        # not looked for (unless finding them is what checks the cart).
+        return chosen
+    partial = yield from search.plan_partial(first, beside_complete=partial_beside_complete)
+    taken = {m.store_id for m in chosen}
+    rest = [m for m in partial if m.store_id not in taken]
+    return chosen + rest[: limit - len(chosen)]
 
-    def partial() -> Steps[list[search.StoreMatch]]:
-        """The plain search's second half: the nearest stores holding part of the cart."""
-        return (yield from search.plan_partial(first, beside_complete=partial_beside_complete))
 
-    if len(complete) >= limit or wishes is None:
-        return complete + (yield from partial())
-
+def _completed(
+    *,
+    lat: float,
+    lon: float,
+    lines: Sequence[CartLine],
+    wishes: Mapping[int, str | None],
+    fulfillment: search.Fulfillment,
+    radius_m: float | None,
+    delivery_point: tuple[float, float] | None,
+    now: datetime,
+    known: set[int],
+    needed: int,
+) -> Steps[list[search.StoreMatch]]:
+    """Return the `needed` nearest stores (beyond the `known` complete ones) that the cart's
+    equivalents complete, each listing its stand-ins; none for a cart without equivalents."""
     merged = cart.merge_lines(lines)
     # The common case, a cart without equivalents, costs this one indexed query.
     rows = yield Step(_ALTERNATIVES_SQL, {"ids": [line.product_id for line in merged]})
     if not rows:
-        return complete + (yield from partial())
+        return []
     products = {row.id: Pack(row.id, row.pack_size, rx_only=row.rx_only) for row in rows}
     found: dict[int, list[Pack]] = {}
     for row in rows:
@@ -195,14 +225,12 @@ def plan_search(
         )
     options = stand_ins(merged, allowed_products(products, wishes), products, found)
     if not options:
-        return complete + (yield from partial())
+        return []
     product_ids = sorted(
         {line.product_id for line in merged} | {c.product_id for cs in options.values() for c in cs}
     )
     # The stores the equivalents complete, read nearest first a batch at a time until the
     # nearest of them are proven (as a walk's are: no store further on the sphere can be nearer).
-    known = {m.store_id for m in complete}
-    needed = limit - len(complete)
     completed: list[search.StoreMatch] = []
     last = None
     while True:
@@ -228,15 +256,5 @@ def plan_search(
         if len(batch) < search.HOLDERS_BATCH or proximity.proven(
             completed, needed, batch[-1].sphere_m
         ):
-            break
+            return completed[:needed]
         last = batch[-1]
-    chosen_stores = complete + completed[:needed]
-    chosen_stores.sort(key=lambda m: (m.distance_m, m.store_id))
-    chosen_stores = chosen_stores[:limit]
-    if len(chosen_stores) == limit and first.cart_checked:
-        # The page is full: the plain search's partial stores would not be shown, so they are
-        # not looked for (unless finding them is what checks the cart).
-        return chosen_stores
-    taken = {m.store_id for m in chosen_stores}
-    rest = [m for m in (yield from partial()) if m.store_id not in taken]
-    return chosen_stores + rest[: limit - len(chosen_stores)]
