@@ -18,7 +18,14 @@ from sqlalchemy.orm import Session
 from dispatch import couriers, views
 from dispatch.couriers import Where
 from dispatch.eta import MINUTES_PER_METRE_SQL
-from dispatch.models import ACTIVE_JOB_STATES, SERVES_STORE_SQL, TAKEABLE_ORDER_SQL, Job, JobStatus
+from dispatch.models import (
+    ACTIVE_JOB_STATES,
+    JOB_ORDER_TAKEABLE_SQL,
+    SERVES_STORE_SQL,
+    TAKEABLE_ORDER_SQL,
+    Job,
+    JobStatus,
+)
 from o2o import clock, pagination
 from o2o.config import get_settings
 from o2o.errors import Conflict, NotFound
@@ -105,10 +112,7 @@ def _visible(visible_from: str, escalated_visible_from: str) -> str:
 
 
 # A run to a pickup point is on the board from its opening time (its parcels are checked at pickup).
-_ORDER_READY = (
-    "(j.run_id IS NOT NULL"
-    f" OR EXISTS (SELECT 1 FROM orders o WHERE o.id = j.order_id AND {TAKEABLE_ORDER_SQL}))"
-)
+_ORDER_READY = f"(j.run_id IS NOT NULL OR {JOB_ORDER_TAKEABLE_SQL})"
 _BUCKET = f"date_bin(:bucket, j.deadline, {_BUCKET_ORIGIN})"
 # Within one store the rank is (priority, deadline bucket, deadline, id): the index order.
 _STORE_ORDER = {

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from dispatch import batching, couriers, pool
 from dispatch.eta import EtaModel
-from dispatch.models import ACTIVE_JOB_STATES, TAKEABLE_ORDER_SQL, Job, JobStatus
+from dispatch.models import ACTIVE_JOB_STATES, JOB_ORDER_TAKEABLE_SQL, Job, JobStatus
 from dispatch.pool import Ranking
 from o2o import clock
 from o2o.config import get_settings
@@ -35,7 +35,7 @@ _MATES_SQL = text(
     FROM dispatch_jobs j
     WHERE j.store_id = :store_id AND j.status = 'open' AND j.id <> :anchor
       AND j.opened_at <= CAST(:opened_by AS timestamptz)
-      AND EXISTS (SELECT 1 FROM orders o WHERE o.id = j.order_id AND {TAKEABLE_ORDER_SQL})
+      AND {JOB_ORDER_TAKEABLE_SQL}
     ORDER BY j.priority DESC, j.deadline, j.id
     LIMIT :limit
     FOR UPDATE OF j SKIP LOCKED
