@@ -75,20 +75,28 @@ def get_engine() -> Engine:
     return engine
 
 
+# A connection whose prepared statements PostgreSQL plans once, for any values (see
+# DRIVER_CONNECTION on why the hot statements' plans do not hang on their values).
+GENERIC_PLANS = "-c plan_cache_mode=force_generic_plan"
+
+
 def make_async_engine(
     settings: Settings, *, pool_size: int | None = None, max_overflow: int = 0
 ) -> AsyncEngine:
     """An async engine for one serving of the application, made and disposed by its lifespan in
     its event loop (its pool waits on that loop): by default a fixed pool of `db_async_pool_size`
     connections, no overflow. Each request of the serving opens its sessions from the lifespan's
-    state (`async_sessions`: request.state.async_sessions, or .writer_sessions)."""
+    state (`async_sessions`: request.state.async_sessions, or .writer_sessions). Its connections
+    use generic plans, as the driver pool's do (`DRIVER_CONNECTION`): the same few statements of
+    placing an order and of the async reads, planned once a connection (with the default,
+    PostgreSQL plans some of them again at every run)."""
     engine = create_async_engine(
         settings.database_url,
         pool_size=settings.db_async_pool_size if pool_size is None else pool_size,
         max_overflow=max_overflow,
         pool_timeout=10,
         pool_recycle=1800,
-        connect_args={"connect_timeout": 5},
+        connect_args={"connect_timeout": 5, "options": GENERIC_PLANS},
     )
     event.listen(engine.sync_engine, "checkout", _check_alive)
     return engine
@@ -165,7 +173,7 @@ async def _session_of_request(sessions: Callable[[], AsyncSession]) -> AsyncIter
 # claim or position report of the same courier, a few milliseconds), since the jobs it would
 # wait on are skipped (SKIP LOCKED). Placing an order, which may queue behind a lot's lock, has a
 # pool of its own (`WriterRunner`).
-DRIVER_CONNECTION = {"autocommit": True, "options": "-c plan_cache_mode=force_generic_plan"}
+DRIVER_CONNECTION = {"autocommit": True, "options": GENERIC_PLANS}
 
 
 def make_driver_pool(settings: Settings) -> AsyncConnectionPool:
