@@ -65,11 +65,13 @@ job_status_enum = ENUM(JobStatus, name="job_status", values_callable=_values)
 # A delivery job may be taken while its order is ready, or already while the store prepares it
 # (the job opens a few minutes before the order is due ready): an order row `o`.
 TAKEABLE_ORDER_SQL = "o.status IN ('ready', 'preparing')"
-# Whether job j's order may be taken, read by the order's key for each job a walk reads. Written
-# as a scalar subquery, not EXISTS: PostgreSQL may turn an EXISTS into one pass that hashes every
-# takeable order of the city, which it then does for each claim (a cost that grows with the pool
-# of open jobs, not with the few jobs a claim reads).
-JOB_ORDER_TAKEABLE_SQL = f"(SELECT {TAKEABLE_ORDER_SQL} FROM orders o WHERE o.id = j.order_id)"
+# Whether job j's order may be taken (false when it has none), read by the order's key for each
+# job a walk reads. Written as a scalar subquery, not EXISTS: PostgreSQL may turn an EXISTS into
+# one pass that hashes every takeable order of the city, which it then does for each claim (a
+# cost that grows with the city's ready orders, not with the few jobs a claim reads).
+JOB_ORDER_TAKEABLE_SQL = (
+    f"coalesce((SELECT {TAKEABLE_ORDER_SQL} FROM orders o WHERE o.id = j.order_id), false)"
+)
 
 SERVES_STORE_SQL = (
     "(c.home_store_id = s.id OR ST_Covers(c.service_area::geometry, s.location::geometry))"

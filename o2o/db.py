@@ -76,7 +76,8 @@ def get_engine() -> Engine:
 
 
 # A connection whose prepared statements PostgreSQL plans once, for any values (see
-# DRIVER_CONNECTION on why the hot statements' plans do not hang on their values).
+# DRIVER_CONNECTION on why the hot statements' plans do not hang on their values). A statement
+# psycopg has not prepared yet (its first runs on a connection) is planned at each run.
 GENERIC_PLANS = "-c plan_cache_mode=force_generic_plan"
 
 
@@ -87,9 +88,9 @@ def make_async_engine(
     its event loop (its pool waits on that loop): by default a fixed pool of `db_async_pool_size`
     connections, no overflow. Each request of the serving opens its sessions from the lifespan's
     state (`async_sessions`: request.state.async_sessions, or .writer_sessions). Its connections
-    use generic plans, as the driver pool's do (`DRIVER_CONNECTION`): the same few statements of
-    placing an order and of the async reads, planned once a connection (with the default,
-    PostgreSQL plans some of them again at every run)."""
+    use generic plans, as the driver pool's do (`DRIVER_CONNECTION`): a statement of placing an
+    order or of the async reads that psycopg has prepared is planned once for its connection
+    (by default PostgreSQL may plan some of them again at every run, for the run's values)."""
     engine = create_async_engine(
         settings.database_url,
         pool_size=settings.db_async_pool_size if pool_size is None else pool_size,
