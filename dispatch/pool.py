@@ -71,6 +71,9 @@ RING_GROWTH_M_PER_MIN = 600.0
 # then done once per store in reach (the stores' GiST index), never per job, and each store's
 # open jobs are read in rank order from the partial index (store_id, priority DESC, deadline, id)
 # until the first visible ones: the cost follows the stores in reach, not the size of the pool.
+# Beyond the radius only escalated jobs are seen, so there the scan is bounded to them
+# (`min_priority`, a bound on the index's second column): it stops at the store's first job that
+# is not escalated instead of reading every one of them to find none visible.
 # (The stores are MATERIALIZED so each one's distance and visible_from are computed once, not
 # inlined into the filter of every job row read.)
 _DISTANCE = "ST_Distance(s.location, ST_GeogFromText(:point))"
@@ -91,7 +94,8 @@ def _visible_from(distance: str, *, escalated: bool = False) -> str:
 _REACH = f"""
     SELECT d.store_id, d.distance_m,
            {_visible_from("d.distance_m")} AS visible_from,
-           {_visible_from("d.distance_m", escalated=True)} AS escalated_visible_from
+           {_visible_from("d.distance_m", escalated=True)} AS escalated_visible_from,
+           CASE WHEN d.distance_m <= :radius_m THEN 0 ELSE 1 END AS min_priority
     FROM (
         SELECT s.id AS store_id, {_DISTANCE} AS distance_m
         FROM stores s
@@ -157,6 +161,7 @@ def _pool_sql(ranking: Ranking, *, extra: str = "") -> str:
                 SELECT j.id, j.priority, j.deadline, j.opened_at, {_BUCKET} AS bucket
                 FROM dispatch_jobs j
                 WHERE j.store_id = r.store_id AND j.status = 'open'
+                  AND j.priority >= r.min_priority
                   AND j.opened_at <= CAST(:opened_by AS timestamptz)
                   AND {_visible("r.visible_from", "r.escalated_visible_from")}
                   AND {_ORDER_READY} {extra}

@@ -66,3 +66,29 @@ def test_a_claim_reads_the_orders_of_the_jobs_it_looks_at_not_every_ready_order(
         (scan["Node Type"], scan["Actual Rows"], scan["Actual Loops"]) for scan in scans
     ]
     assert db.scalar(text("SELECT count(*) FROM dispatch_jobs WHERE status = 'claimed'")) == 1
+
+
+def test_a_claim_does_not_read_the_jobs_of_a_store_beyond_the_radius_it_cannot_see(db):
+    # Beyond the radius a courier sees only escalated jobs: the far store's thirty are not.
+    near = factories.make_store(db, zone_half_side_m=helpers.DELIVERY_ZONE_M)
+    far = factories.make_store(
+        db, at=factories.offset(8300, 0), zone_half_side_m=helpers.DELIVERY_ZONE_M
+    )
+    for _ in range(30):
+        helpers.make_delivery_order(db, far)
+    mine = helpers.make_delivery_order(db, near)
+    courier = helpers.make_courier(
+        db, area=factories.square_zone(factories.SHANGHAI, 10000), at=HERE
+    )
+
+    plan = _claim_explained(db, courier)
+
+    # The near store's job is claimed; the far store's jobs are not read one by one to find
+    # that none is visible (before, all thirty were read and dropped).
+    assert helpers.job_of(db, mine).status.value == "claimed"
+    read = sum(
+        (scan["Actual Rows"] + scan.get("Rows Removed by Filter", 0)) * scan["Actual Loops"]
+        for scan in _scans_of(plan, "dispatch_jobs")
+        if scan["Node Type"] == "Index Scan" and "store_id" in scan.get("Index Cond", "")
+    )
+    assert read <= 2
