@@ -71,9 +71,9 @@ RING_GROWTH_M_PER_MIN = 600.0
 # then done once per store in reach (the stores' GiST index), never per job, and each store's
 # open jobs are read in rank order from the partial index (store_id, priority DESC, deadline, id)
 # until the first visible ones: the cost follows the stores in reach, not the size of the pool.
-# Beyond the radius only escalated jobs are seen, so there the scan is bounded to them
-# (`min_priority`, a bound on the index's second column): it stops at the store's first job that
-# is not escalated instead of reading every one of them to find none visible.
+# Beyond the radius (visible_from is -infinity) only escalated jobs are seen, so there the scan
+# is bounded to them (`_ESCALATED_ONLY`, a bound on the index's second column): it stops at the
+# store's first job that is not escalated instead of reading every one of them to find none visible.
 # (The stores are MATERIALIZED so each one's distance and visible_from are computed once, not
 # inlined into the filter of every job row read.)
 _DISTANCE = "ST_Distance(s.location, ST_GeogFromText(:point))"
@@ -94,8 +94,7 @@ def _visible_from(distance: str, *, escalated: bool = False) -> str:
 _REACH = f"""
     SELECT d.store_id, d.distance_m,
            {_visible_from("d.distance_m")} AS visible_from,
-           {_visible_from("d.distance_m", escalated=True)} AS escalated_visible_from,
-           CASE WHEN d.distance_m <= :radius_m THEN 0 ELSE 1 END AS min_priority
+           {_visible_from("d.distance_m", escalated=True)} AS escalated_visible_from
     FROM (
         SELECT s.id AS store_id, {_DISTANCE} AS distance_m
         FROM stores s
@@ -115,6 +114,9 @@ def _visible(visible_from: str, escalated_visible_from: str) -> str:
     )
 
 
+# The least priority a store's visible jobs can have: 1 beyond the radius, where only escalated
+# jobs are seen (the same rule as `_visible`, as a bound the index can stop at).
+_ESCALATED_ONLY = "CASE WHEN r.visible_from = '-infinity' THEN 1 ELSE 0 END"
 # A run to a pickup point is on the board from its opening time (its parcels are checked at pickup).
 _ORDER_READY = f"(j.run_id IS NOT NULL OR {JOB_ORDER_TAKEABLE_SQL})"
 _BUCKET = f"date_bin(:bucket, j.deadline, {_BUCKET_ORIGIN})"
@@ -161,7 +163,7 @@ def _pool_sql(ranking: Ranking, *, extra: str = "") -> str:
                 SELECT j.id, j.priority, j.deadline, j.opened_at, {_BUCKET} AS bucket
                 FROM dispatch_jobs j
                 WHERE j.store_id = r.store_id AND j.status = 'open'
-                  AND j.priority >= r.min_priority
+                  AND j.priority >= {_ESCALATED_ONLY}
                   AND j.opened_at <= CAST(:opened_by AS timestamptz)
                   AND {_visible("r.visible_from", "r.escalated_visible_from")}
                   AND {_ORDER_READY} {extra}

@@ -3,6 +3,7 @@
 from sqlalchemy import text
 
 from dispatch import pool
+from dispatch.models import JobStatus
 from o2o import clock
 from stores.statements import Step
 from tests import factories
@@ -85,7 +86,7 @@ def test_a_claim_does_not_read_the_jobs_of_a_store_beyond_the_radius_it_cannot_s
 
     # The near store's job is claimed; the far store's jobs are not read one by one to find
     # that none is visible (before, all thirty were read and dropped).
-    assert helpers.job_of(db, mine).status.value == "claimed"
+    assert helpers.job_of(db, mine).status is JobStatus.CLAIMED
     read = sum(
         (scan["Actual Rows"] + scan.get("Rows Removed by Filter", 0)) * scan["Actual Loops"]
         for scan in _scans_of(plan, "dispatch_jobs")
