@@ -83,18 +83,38 @@ def courier_profile(session: Session, user_id: int) -> dict[str, Any]:
 # Positions
 
 
-def update_location(
-    session: Session, courier: User, lat: float, lon: float, *, now: datetime | None = None
-) -> Courier:
-    """Record a courier's position; at most one update per window is accepted (429 beyond)."""
-    settings = get_settings()
-    ratelimit.hit(
-        ratelimit.limit(settings.courier_location_rate_limit),
+# A position a courier reports: their profile row written (created if they have none yet) and the
+# position read back, in one statement.
+_REPORT_LOCATION_SQL = text(
+    """
+    INSERT INTO couriers AS c (user_id, location, location_at)
+    VALUES (:user_id, ST_GeogFromText(:point), :now)
+    ON CONFLICT (user_id) DO UPDATE
+        SET location = excluded.location, location_at = excluded.location_at, updated_at = now()
+    RETURNING ST_Y(c.location::geometry) AS lat, ST_X(c.location::geometry) AS lon,
+              c.location_at AS at
+    """
+)
+
+
+async def count_location_report(courier_id: int) -> None:
+    """Count a courier's position report in its window (awaited: one Redis round trip); 429 when
+    the courier already sent one accepted in the window."""
+    await ratelimit.hit_async(
+        ratelimit.limit(get_settings().courier_location_rate_limit),
         "courier-location",
-        str(courier.id),
+        str(courier_id),
         message=_("Location updates are arriving too fast; send the next one a little later."),
     )
-    return _store_location(session, courier.id, lat, lon, now or clock.now())
+
+
+def report_location_plan(courier_id: int, lat: float, lon: float, now: datetime) -> Steps[dict]:
+    """Record a position the courier reports, as a plan of one statement (`stores.statements`):
+    returns {"lat", "lon", "at"} as stored. The window is counted first (`count_location_report`)."""
+    ((row),) = yield Step(
+        _REPORT_LOCATION_SQL, {"user_id": courier_id, "point": point_wkt(lat, lon), "now": now}
+    )
+    return {"lat": row.lat, "lon": row.lon, "at": row.at}
 
 
 def record_position(

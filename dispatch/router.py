@@ -31,11 +31,10 @@ from dispatch.schemas import (
     TripOut,
 )
 from o2o import clock, ratelimit
-from o2o.api import ApiRoute, CursorQuery, RowId, model_json
+from o2o.api import ApiRoute, CursorQuery, RowId, data_json, model_json
 from o2o.config import get_settings
 from o2o.db import INT4_MAX, DbSession, DriverConnection, SessionRunner
 from o2o.errors import error_responses
-from o2o.geo import to_latlon
 from o2o.i18n import gettext
 from o2o.users.dependencies import AdminUser
 from o2o.users.models import User
@@ -96,10 +95,16 @@ def _count_release(courier: User) -> None:
     response_model=CourierLocationOut,
     responses=error_responses(e429="rate_limited: one accepted update per 5 seconds"),
 )
-def update_my_location(body: ClaimIn, session: DbSession, courier: CourierUser):
+async def update_my_location(
+    body: ClaimIn, courier: DriverCourierUser, conn: DriverConnection
+) -> Response:
     """Report the courier's position (at most one accepted update per 5 seconds; 429 beyond)."""
-    profile = couriers.update_location(session, courier, body.lat, body.lon)
-    return {**to_latlon(profile.location), "at": profile.location_at}
+    # A hot write (every courier on shift, every few seconds): counted in its window and written
+    # in the event loop, on the driver's connection in autocommit (one statement, committed before
+    # the answer), with no session and no hop to the thread pool.
+    await couriers.count_location_report(courier.id)
+    plan = couriers.report_location_plan(courier.id, body.lat, body.lon, clock.now())
+    return data_json(await statements.run_async(conn, plan))
 
 
 @router.put(
@@ -159,21 +164,24 @@ async def list_jobs(
 async def claim_next(body: ClaimIn, courier: DriverCourierUser, conn: DriverConnection):
     """Claim the best next job open to the courier (204 when there is none)."""
     # A courier rush's hot path: counted before the claim in the one Redis round trip that also
-    # refuses a full window (429), and given back when no job is taken, so that, as for the
-    # other claims, only a claim that took a job counts. The caller, the claim and its answer run
-    # in the event loop on one connection of the driver's pool, with no session and no ORM
-    # statement (`pool.claim_plan`, `views.describe_plan`), and are answered as JSON once. The
-    # caller comes first: a token that is not valid is refused before a connection is taken.
+    # refuses a full window (429), and given back when no job is taken, so that, as for the other
+    # claims, only a claim that took a job counts; both awaited, so the worker's loop serves other
+    # requests while Redis answers. The caller, the claim and its answer run in the event loop on
+    # one connection of the driver's pool, with no session and no ORM statement
+    # (`pool.claim_plan`, `views.describe_plan`), and are answered as JSON once. The caller comes
+    # first: a token that is not valid is refused before a connection is taken.
     item = ratelimit.limit(get_settings().dispatch_claim_rate_limit)
     keys = ("dispatch-claims", str(courier.id))
-    ratelimit.hit(item, *keys, message=gettext("Too many claims in a short time; try again later."))
+    await ratelimit.hit_async(
+        item, *keys, message=gettext("Too many claims in a short time; try again later.")
+    )
     try:
         answer = await _claim_next(conn, courier, body)
     except BaseException:
-        ratelimit.give_back(item, *keys)
+        await ratelimit.give_back_async(item, *keys)
         raise
     if answer.status_code == status.HTTP_204_NO_CONTENT:
-        ratelimit.give_back(item, *keys)
+        await ratelimit.give_back_async(item, *keys)
     return answer
 
 

@@ -6,12 +6,11 @@ without throttling. After a failure they do not ask Redis again for PAUSE_AFTER_
 unreachable Redis would otherwise cost every request its timeout, and an async endpoint's check
 runs in the event loop, where it holds up every request of the worker.
 
-The hottest async endpoints (search, placing an order) count their hit with `hit_async`: the
+The hottest async endpoints (search, placing an order, the next-job claim) count their hit with
+`hit_async` (and the claim gives it back with `give_back_async` when it takes nothing): the
 same window in Redis, asked without blocking the worker's loop, which goes on with other
 requests while Redis answers. The checks that were already waiting when Redis stopped
-answering each wait out their timeout; those after them are let through for the pause. The
-next-job claim, which counts its hit and gives it back when it takes nothing, still asks with
-the blocking calls.
+answering each wait out their timeout; those after them are let through for the pause.
 """
 
 import asyncio
@@ -166,6 +165,16 @@ def give_back(item: RateLimitItem, *keys: str) -> None:
         storage.get_connection().lpop(storage.prefixed_key(item.key_for(*keys)))
 
     _ask("not given back", newest_out)
+
+
+async def give_back_async(item: RateLimitItem, *keys: str) -> None:
+    """`give_back` for an async endpoint, awaited (the window `hit_async` counted in)."""
+
+    async def newest_out() -> None:
+        bridge = _async_limiter().storage.bridge
+        await bridge.get_connection().lpop(bridge.prefixed_key(item.key_for(*keys)))
+
+    await _ask_async("not given back", newest_out)
 
 
 def record(item: RateLimitItem, *keys: str) -> None:

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from dispatch import actions, couriers, pool, service
 from dispatch.batching import distance_m
-from dispatch.models import Job, JobStatus
+from dispatch.models import Courier, Job, JobStatus
 from o2o import clock
 from o2o.config import get_settings
 from o2o.geo import to_latlon
@@ -369,6 +369,21 @@ def test_location_updates_are_throttled(client, courier_headers, db, courier):
         f"{API}/couriers/me/location", json={"lat": "x", "lon": 0}, headers=courier_headers
     )
     assert bad.status_code == 422
+
+
+def test_a_courier_without_a_profile_yet_reports_a_position(client, db):
+    newcomer = helpers.make_user_fast(db, Role.COURIER)
+    assert db.get(Courier, newcomer.id) is None
+    r = client.put(
+        f"{API}/couriers/me/location",
+        json={"lat": 31.2401, "lon": 121.4802},
+        headers=auth(newcomer),
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["lat"] == 31.2401 and r.json()["lon"] == 121.4802
+    profile = couriers.courier_profile(db, newcomer.id)
+    assert profile["location"] == {"lat": 31.2401, "lon": 121.4802}
+    assert profile["location_at"] == datetime.fromisoformat(r.json()["at"])
 
 
 def test_admin_sets_a_couriers_home_store_and_area(db, client, store, admin):

@@ -6,11 +6,14 @@ import asyncio
 import socket
 import threading
 import time
+import uuid
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from o2o import ratelimit
 from o2o.config import get_settings
+from o2o.errors import RateLimited
 
 
 @pytest.fixture
@@ -92,10 +95,8 @@ def test_an_awaited_check_fails_open_and_pauses_as_well(hung_redis, monkeypatch)
     assert _connections(hung_redis, 2)
 
 
-def test_an_awaited_check_leaves_the_loop_to_other_requests_while_redis_is_slow(hung_redis):
-    """Search and placing an order await their limit: while Redis keeps one of them waiting (here
-    its whole timeout), the worker's loop goes on serving the others."""
-    item = ratelimit.limit("1/minute")
+def _served_while(exchange: Callable[[], Awaitable[object]]) -> int:
+    """How many times the loop served another request (a 10 ms task) while `exchange` waited."""
 
     async def served_meanwhile() -> int:
         served = 0
@@ -107,11 +108,50 @@ def test_an_awaited_check_leaves_the_loop_to_other_requests_while_redis_is_slow(
                 served += 1
 
         others = asyncio.create_task(other_requests())
-        await ratelimit.hit_async(item, "loop-test", message="too many")
+        await exchange()
         others.cancel()
         return served
 
-    assert asyncio.run(served_meanwhile()) >= 20
+    return asyncio.run(served_meanwhile())
+
+
+def test_an_awaited_check_leaves_the_loop_to_other_requests_while_redis_is_slow(hung_redis):
+    """Search and placing an order await their limit: while Redis keeps one of them waiting (here
+    its whole timeout), the worker's loop goes on serving the others."""
+    item = ratelimit.limit("1/minute")
+    assert _served_while(lambda: ratelimit.hit_async(item, "loop-test", message="too many")) >= 20
+
+
+def test_an_awaited_give_back_leaves_the_loop_to_others_and_fails_open(hung_redis):
+    """The next-job claim gives its hit back, awaited, when it takes no job: while Redis keeps
+    that waiting (here its whole timeout), the worker's loop serves the other requests, and the
+    give-back, failed, pauses the limits as a failed check does."""
+    item = ratelimit.limit("1/minute")
+    assert _served_while(lambda: ratelimit.give_back_async(item, "give-back-test")) >= 20
+    assert _connections(hung_redis, 1)
+    assert ratelimit._paused_until > 0.0
+
+
+def test_an_awaited_give_back_frees_the_window_the_awaited_hit_filled():
+    item = ratelimit.limit("2/minute")
+    keys = ("give-back-window", uuid.uuid4().hex)
+
+    async def hits_after_a_give_back() -> list[bool]:
+        outcomes = []
+        for give_back in (False, False, True, False, False):
+            if give_back:
+                await ratelimit.give_back_async(item, *keys)
+                continue
+            try:
+                await ratelimit.hit_async(item, *keys, message="too many")
+                outcomes.append(True)
+            except RateLimited:
+                outcomes.append(False)
+        await ratelimit.close_async()
+        return outcomes
+
+    # Two fit the window; one given back makes room for exactly one more.
+    assert asyncio.run(hits_after_a_give_back()) == [True, True, True, False]
 
 
 def test_a_cancelled_check_is_cancelled_and_pauses_nothing(hung_redis):
