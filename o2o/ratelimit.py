@@ -156,19 +156,9 @@ async def hit_async(item: RateLimitItem, *keys: str, message: str) -> None:
     await _ask_async("allowing request", count)
 
 
-def give_back(item: RateLimitItem, *keys: str) -> None:
-    """Take one hit back from a window (its newest entry): for a request counted by `hit`
-    before it knew whether it would count, which then did nothing worth counting."""
-
-    def newest_out() -> None:
-        storage = _limiter().storage
-        storage.get_connection().lpop(storage.prefixed_key(item.key_for(*keys)))
-
-    _ask("not given back", newest_out)
-
-
 async def give_back_async(item: RateLimitItem, *keys: str) -> None:
-    """`give_back` for an async endpoint, awaited (the window `hit_async` counted in)."""
+    """Take one hit back from a window (its newest entry), awaited: for a request counted by
+    `hit_async` before it knew whether it would count, which then did nothing worth counting."""
 
     async def newest_out() -> None:
         bridge = _async_limiter().storage.bridge
