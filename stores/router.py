@@ -2,10 +2,11 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
+from sqlalchemy.orm import Session
 
-from o2o.api import ApiRoute, CursorQuery, RowId
-from o2o.db import INT4_MAX, DbSession
+from o2o.api import ApiRoute, CursorQuery, RowId, model_json
+from o2o.db import INT4_MAX, DbSession, SessionRunner
 from o2o.errors import error_responses
 from o2o.users.dependencies import AdminUser
 from stores import equivalents, inventory, service, slots
@@ -36,6 +37,7 @@ STORE_PATH = "/stores/{store_id:int}"
 PRODUCT_PATH = "/products/{product_id:int}"
 
 Limit = Annotated[int, Query(ge=1, le=PAGE_MAX, description="Items per page")]
+ProductPage = Page[ProductOut]
 
 
 ADMIN = {"e401": "Not signed in", "e403": "Only admins may do this"}
@@ -137,22 +139,28 @@ def import_stores(
 
 @router.get(
     "/products",
-    response_model=Page[ProductOut],
+    response_model=ProductPage,
     summary="Search the catalogue",
     responses=error_responses(e422=("invalid_cursor",)),
 )
-def search_products(
-    session: DbSession,
+async def search_products(
+    runner: SessionRunner,
     q: Annotated[
         str | None,
         Query(max_length=100, description="Part of a name or generic name, or GTIN digits"),
     ] = None,
     limit: Limit = PAGE_DEFAULT,
     cursor: CursorQuery = None,
-):
+) -> Response:
     """Find products by name or generic name (best match first) or by GTIN (prefix)."""
+    # A hot read (a patient typing): run in the event loop on a session of the async engine, with
+    # no hop to the thread pool, and its page serialized once.
+    return await runner.run(_search_products, q, limit, cursor)
+
+
+def _search_products(session: Session, q: str | None, limit: int, cursor: str | None) -> Response:
     items, next_cursor = service.search_products(session, q, limit=limit, cursor=cursor)
-    return {"items": items, "next_cursor": next_cursor}
+    return model_json(ProductPage.model_validate({"items": items, "next_cursor": next_cursor}))
 
 
 @router.get(

@@ -314,15 +314,33 @@ def like_pattern(q: str) -> str:
     return f"%{escaped}%"
 
 
+# A name search long enough for trigrams reads the trigram indexes: sequential scans off, and
+# the statement planned for its own pattern even on a connection that keeps generic plans (the
+# async engines', `o2o.db.GENERIC_PLANS`), where one plan made for whichever pattern came first
+# would serve them all. One statement reads the settings it changes and changes them; one more
+# puts them back for the rest of the transaction.
+_INDEXED_NAME_SEARCH = text(
+    """
+    SELECT was.seqscan, was.plans,
+           set_config('enable_seqscan', 'off', true) AS seqscan_now,
+           set_config('plan_cache_mode', 'force_custom_plan', true) AS plans_now
+    FROM (SELECT current_setting('enable_seqscan') AS seqscan,
+                 current_setting('plan_cache_mode') AS plans
+          OFFSET 0) AS was
+    """
+)
+_SETTINGS_BACK = text(
+    "SELECT set_config('enable_seqscan', :seqscan, true),"
+    " set_config('plan_cache_mode', :plans, true)"
+)
+
+
 @contextmanager
-def _planner_setting(session: Session, name: str, value: str) -> Iterator[None]:
-    """Change a planner setting for the statements inside, then put the previous value back."""
-    previous = session.scalar(text("SELECT current_setting(:name)"), {"name": name})
-    session.execute(text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value})
+def _indexed_name_search(session: Session) -> Iterator[None]:
+    """Plan the statements inside as `_INDEXED_NAME_SEARCH` says, then put the settings back."""
+    was = session.execute(_INDEXED_NAME_SEARCH).one()
     yield
-    session.execute(
-        text("SELECT set_config(:name, :value, true)"), {"name": name, "value": previous}
-    )
+    session.execute(_SETTINGS_BACK, {"seqscan": was.seqscan, "plans": was.plans})
 
 
 def search_products(
@@ -362,7 +380,7 @@ def search_products(
             # it scans a catalogue of a few thousand rows rather than read the indexes for a
             # long pattern: 15-85 ms instead of 0.3 ms. Shorter patterns have no trigram to look
             # up, and there the scan is the right plan.
-            planner = _planner_setting(session, "enable_seqscan", "off")
+            planner = _indexed_name_search(session)
     with planner:
         rows, next_cursor = keyset_page(
             session, query, listing=listing, keys=keys, limit=limit, cursor=cursor
