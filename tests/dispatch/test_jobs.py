@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from dispatch import actions, couriers, pool, service
 from dispatch.batching import distance_m
 from dispatch.models import Courier, Job, JobStatus
+from dispatch.schemas import CourierLocationOut
 from o2o import clock
 from o2o.config import get_settings
 from o2o.geo import to_latlon
@@ -381,6 +382,8 @@ def test_a_courier_without_a_profile_yet_reports_a_position(client, db):
     )
     assert r.status_code == 200, r.text
     assert r.json()["lat"] == 31.2401 and r.json()["lon"] == 121.4802
+    # Written straight to JSON, as the documented model would write it.
+    assert r.json() == CourierLocationOut.model_validate(r.json()).model_dump(mode="json")
     profile = couriers.courier_profile(db, newcomer.id)
     assert profile["location"] == {"lat": 31.2401, "lon": 121.4802}
     assert profile["location_at"] == datetime.fromisoformat(r.json()["at"])
