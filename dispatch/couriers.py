@@ -111,7 +111,7 @@ async def count_location_report(courier_id: int) -> None:
 def report_location_plan(courier_id: int, lat: float, lon: float, now: datetime) -> Steps[dict]:
     """Record a position the courier reports, as a plan of one statement (`stores.statements`):
     returns {"lat", "lon", "at"} as stored. The window is counted first (`count_location_report`)."""
-    ((row),) = yield Step(
+    (row,) = yield Step(
         _REPORT_LOCATION_SQL, {"user_id": courier_id, "point": point_wkt(lat, lon), "now": now}
     )
     return {"lat": row.lat, "lon": row.lon, "at": row.at}
@@ -169,16 +169,9 @@ def _store_location(
 
 
 def upsert_location(session: Session, user_id: int, lat: float, lon: float, now: datetime) -> None:
-    """Write a courier's position (creating the profile row if there is none yet)."""
-    point = point_wkt(lat, lon)
-    stmt = pg_insert(Courier).values(
-        user_id=user_id, location=func.ST_GeogFromText(point), location_at=now
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[Courier.user_id],
-        set_={"location": func.ST_GeogFromText(point), "location_at": now},
-    )
-    session.execute(stmt)
+    """Write a courier's position (creating the profile row if there is none yet): the position
+    report's one statement, on a session."""
+    statements.run(session, report_location_plan(user_id, lat, lon, now))
 
 
 @dataclass(frozen=True)

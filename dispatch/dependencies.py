@@ -16,8 +16,8 @@ CourierUser = Annotated[User, Depends(require_role(Role.COURIER))]
 AsyncCourierUser = Annotated[
     User, Depends(require_role(Role.COURIER, current=get_current_user_async))
 ]
-# For the next-job claim, whose work runs on the driver's connection with no session: loaded
-# on that connection (a detached copy, for reading).
+# For the next-job claim and the position report, whose work runs on the driver's connection
+# with no session: loaded on that connection (a detached copy, for reading).
 DriverCourierUser = Annotated[
     User, Depends(require_role(Role.COURIER, current=get_current_user_driver))
 ]

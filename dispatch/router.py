@@ -178,6 +178,8 @@ async def claim_next(body: ClaimIn, courier: DriverCourierUser, conn: DriverConn
     try:
         answer = await _claim_next(conn, courier, body)
     except BaseException:
+        # Given back awaited, a cancelled request's too (it waits for Redis, at most its
+        # timeout); cancelled again meanwhile, the hit stays counted, one hit of the window.
         await ratelimit.give_back_async(item, *keys)
         raise
     if answer.status_code == status.HTTP_204_NO_CONTENT:

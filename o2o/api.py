@@ -177,8 +177,9 @@ _JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
 
 def data_json(data: Any, status_code: int = 200) -> Response:
     """Answer with plain data (dicts and lists of numbers, text, datetimes, enums) as JSON in one
-    pass, with no model in between: for the hottest reads, whose services build exactly the
-    route's documented model (tests validate those answers against it). Values are written as
+    pass, with no model in between: for the hottest requests (the nearby list, search, a
+    courier's position report), whose services build exactly the route's documented model (tests
+    validate those answers against it). Values are written as
     pydantic's serializer writes them (datetimes in ISO 8601 with Z for UTC, enums by value,
     anything else through pydantic itself; tests/o2o/test_data_json.py), by orjson, which writes
     a large page (the nearby list's, each store with its week of hours) faster. Unlike

@@ -4,9 +4,10 @@ edge, session_scope() for tasks and the CLI, and tasks queued to run only after 
 Two engines share the settings: the sync one behind DbSession (endpoints that run in the thread
 pool) and an async one (psycopg's async mode) behind SessionRunner, which async endpoints use to
 run the same sync service code in the event loop (SQLAlchemy's greenlet bridge): no thread hand-off
-for the session, the endpoint or the response. The hottest requests, the nearby list, search and
-the next-job claim, run on neither: DriverConnection gives them a connection of psycopg's own
-async pool in autocommit, with no session around it (the claim opens a transaction on it)."""
+for the session, the endpoint or the response. The hottest requests, the nearby list, search, the
+next-job claim and a courier's position report, run on neither: DriverConnection gives them a
+connection of psycopg's own async pool in autocommit, with no session around it (the claim opens
+a transaction on it)."""
 
 import functools
 import logging
@@ -170,9 +171,10 @@ async def _session_of_request(sessions: Callable[[], AsyncSession]) -> AsyncIter
 #   are keyed lookups (the courier's row, their active jobs) and a pick over the stores in reach
 #   and each one's open jobs in index order, whatever the values (`make load`'s courier rush).
 #
-# The claim shares the hot reads' pool: it waits on no lock but its own courier's row (another
-# claim or position report of the same courier, a few milliseconds), since the jobs it would
-# wait on are skipped (SKIP LOCKED). Placing an order, which may queue behind a lot's lock, has a
+# The claim and the position report share the hot reads' pool: they wait on no lock but their own
+# courier's row, held by another claim or report of the same courier, or by a courier's action on
+# a session (a claim by id, a trip, a shift's end), each a transaction of a few statements; the
+# jobs a next-job claim would wait on are skipped (SKIP LOCKED). Placing an order, which may queue behind a lot's lock, has a
 # pool of its own (`WriterRunner`).
 DRIVER_CONNECTION = {"autocommit": True, "options": GENERIC_PLANS}
 

@@ -12,7 +12,7 @@ import shapely
 from pydantic import BaseModel, ValidationError
 from shapely.geometry import MultiPolygon, Polygon
 from sqlalchemy import ColumnElement, Float, Row, Select, func, select, text, tuple_
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from o2o import clock, pagination
@@ -314,15 +314,17 @@ def like_pattern(q: str) -> str:
     return f"%{escaped}%"
 
 
-# A name search long enough for trigrams reads the trigram indexes: sequential scans off, and
-# the statement planned for its own pattern even on a connection that keeps generic plans (the
-# async engines', `o2o.db.GENERIC_PLANS`), where one plan made for whichever pattern came first
-# would serve them all. One statement reads the settings it changes and changes them; one more
-# puts them back for the rest of the transaction.
-_INDEXED_NAME_SEARCH = text(
+# A name search is planned for its own pattern, even on a connection that keeps generic plans
+# (the async engines', `o2o.db.GENERIC_PLANS`): one statement serves every pattern, and a plan
+# made for no pattern in particular would serve a three-letter word and a whole name alike. One
+# long enough for trigrams also has sequential scans off, so it reads the trigram indexes. One
+# statement reads the settings it changes and changes them (`:seqscan`: off, or as it was); one
+# more puts them back for the rest of the transaction.
+_NAME_SEARCH_PLANNING = text(
     """
     SELECT was.seqscan, was.plans,
-           set_config('enable_seqscan', 'off', true) AS seqscan_now,
+           set_config('enable_seqscan', coalesce(CAST(:seqscan AS text), was.seqscan), true)
+               AS seqscan_now,
            set_config('plan_cache_mode', 'force_custom_plan', true) AS plans_now
     FROM (SELECT current_setting('enable_seqscan') AS seqscan,
                  current_setting('plan_cache_mode') AS plans
@@ -336,10 +338,18 @@ _SETTINGS_BACK = text(
 
 
 @contextmanager
-def _indexed_name_search(session: Session) -> Iterator[None]:
-    """Plan the statements inside as `_INDEXED_NAME_SEARCH` says, then put the settings back."""
-    was = session.execute(_INDEXED_NAME_SEARCH).one()
-    yield
+def _name_search_planning(session: Session, *, indexed: bool) -> Iterator[None]:
+    """Plan the statements inside as `_NAME_SEARCH_PLANNING` says (`indexed`: sequential scans
+    off), then put the settings back, after a refusal (a bad cursor) too. After a database error
+    the transaction is aborted and takes the settings with it."""
+    was = session.execute(_NAME_SEARCH_PLANNING, {"seqscan": "off" if indexed else None}).one()
+    try:
+        yield
+    except DBAPIError:
+        raise
+    except BaseException:
+        session.execute(_SETTINGS_BACK, {"seqscan": was.seqscan, "plans": was.plans})
+        raise
     session.execute(_SETTINGS_BACK, {"seqscan": was.seqscan, "plans": was.plans})
 
 
@@ -375,12 +385,11 @@ def search_products(
         )
         keys = [(-score, pagination.number), (Product.id, pagination.integer)]
         listing = "products-by-name"
-        if len(q) >= TRIGRAM:
-            # PostgreSQL prices ILIKE as a cheap operator, so with the default random_page_cost
-            # it scans a catalogue of a few thousand rows rather than read the indexes for a
-            # long pattern: 15-85 ms instead of 0.3 ms. Shorter patterns have no trigram to look
-            # up, and there the scan is the right plan.
-            planner = _indexed_name_search(session)
+        # PostgreSQL prices ILIKE as a cheap operator, so with the default random_page_cost it
+        # scans a catalogue of a few thousand rows rather than read the indexes for a long
+        # pattern: 15-85 ms instead of 0.3 ms. Shorter patterns have no trigram to look up, and
+        # there the scan is the right plan.
+        planner = _name_search_planning(session, indexed=len(q) >= TRIGRAM)
     with planner:
         rows, next_cursor = keyset_page(
             session, query, listing=listing, keys=keys, limit=limit, cursor=cursor

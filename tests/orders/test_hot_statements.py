@@ -1,9 +1,10 @@
 """The hot requests on the ORM ask SQLAlchemy for no compilation once they have run: reading and
 listing orders, the catalogue search, the job board. A statement SQLAlchemy cannot cache (its
 PostgreSQL INSERT ... ON CONFLICT, say) or one whose cache key differs on every call is compiled
-on every request, which under load costs about what running it does. (The nearby list, search and
-the next-job claim run plain SQL on the driver's connections, with nothing to compile; placing an
-order is held to the same rule in test_placement_statements.py.)"""
+on every request, which under load costs about what running it does. (The nearby list, search,
+the next-job claim and a courier's position report run plain SQL on the driver's connections,
+with nothing to compile; placing an order is held to the same rule in
+test_placement_statements.py.)"""
 
 from o2o.db import session_scope
 from o2o.users.models import Role

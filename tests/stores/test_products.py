@@ -1,6 +1,10 @@
 import pytest
+from sqlalchemy import text
 
+from o2o.db import GENERIC_PLANS
+from o2o.errors import InvalidInput
 from o2o.users.models import Role
+from stores import service
 from tests.factories import auth, gtin, make_product, make_user
 from tests.stores.helpers import API, product_body, state
 
@@ -142,6 +146,37 @@ def test_search_by_gtin_prefix_and_whole_gtin(client, db, catalogue):
 def test_like_wildcards_in_q_are_plain_characters(client, db, catalogue):
     assert _names(client.get(f"{API}/products", params={"q": "1%"})) == ["Canesten 1% cream"]
     assert _names(client.get(f"{API}/products", params={"q": "_"})) == []
+
+
+def test_a_name_search_on_generic_plans_finds_by_its_own_pattern_and_leaves_the_settings(
+    db, catalogue
+):
+    """The async endpoint's connections keep generic plans (o2o.db.GENERIC_PLANS), where one
+    statement serves every pattern: each name search still finds what its own pattern names, and
+    puts the planner settings it changed back for the rest of the transaction, after a refused
+    cursor too."""
+    db.execute(text(f"SET LOCAL plan_cache_mode = {GENERIC_PLANS.rsplit('=', 1)[1]}"))
+
+    def settings() -> tuple[str, str]:
+        return tuple(
+            db.execute(
+                text("SELECT current_setting('enable_seqscan'), current_setting('plan_cache_mode')")
+            ).one()
+        )
+
+    # Each pattern more than five times: psycopg prepares a statement after its fifth run.
+    for _ in range(6):
+        for q, expected in (
+            ("amox", {"Amoxil 500 mg capsules", "Augmentin 625 mg tablets"}),
+            ("pa", {"Panadol 500 mg tablets"}),
+            ("canesten", {"Canesten 1% cream"}),
+        ):
+            products, _ = service.search_products(db, q)
+            assert {p.name for p in products} >= expected, q
+            assert settings() == ("on", "force_generic_plan"), q
+    with pytest.raises(InvalidInput):
+        service.search_products(db, "amox", cursor="not-a-cursor")
+    assert settings() == ("on", "force_generic_plan")
 
 
 def test_search_pages_with_a_cursor_without_repeats(client, db):
