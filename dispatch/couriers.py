@@ -110,7 +110,8 @@ async def count_location_report(courier_id: int) -> None:
 
 def report_location_plan(courier_id: int, lat: float, lon: float, now: datetime) -> Steps[dict]:
     """Record a position the courier reports, as a plan of one statement (`stores.statements`):
-    returns {"lat", "lon", "at"} as stored. The window is counted first (`count_location_report`)."""
+    returns {"lat", "lon", "at"} as stored. The window is counted first
+    (`count_location_report`)."""
     (row,) = yield Step(
         _REPORT_LOCATION_SQL, {"user_id": courier_id, "point": point_wkt(lat, lon), "now": now}
     )
@@ -120,8 +121,10 @@ def report_location_plan(courier_id: int, lat: float, lon: float, now: datetime)
 def record_position(
     session: Session, user_id: int, lat: float, lon: float, *, now: datetime | None = None
 ) -> Courier:
-    """Record a position from a trusted feed (no rate limit): fleet trackers, the simulation."""
-    return _store_location(session, user_id, lat, lon, now or clock.now())
+    """Record a position from a trusted feed (no rate limit): fleet trackers, the simulation.
+    Returns the profile as stored (a copy the session held is read again)."""
+    upsert_location(session, user_id, lat, lon, now or clock.now())
+    return session.get(Courier, user_id, populate_existing=True)
 
 
 def record_positions(
@@ -159,13 +162,6 @@ def set_shift_end(session: Session, courier: User, ends_at: datetime | None) -> 
     profile.shift_ends_at = ends_at
     session.flush()
     return profile
-
-
-def _store_location(
-    session: Session, user_id: int, lat: float, lon: float, now: datetime
-) -> Courier:
-    upsert_location(session, user_id, lat, lon, now)
-    return session.get(Courier, user_id, populate_existing=True)
 
 
 def upsert_location(session: Session, user_id: int, lat: float, lon: float, now: datetime) -> None:

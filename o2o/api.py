@@ -179,12 +179,11 @@ def data_json(data: Any, status_code: int = 200) -> Response:
     """Answer with plain data (dicts and lists of numbers, text, datetimes, enums) as JSON in one
     pass, with no model in between: for the hottest requests (the nearby list, search, a
     courier's position report), whose services build exactly the route's documented model (tests
-    validate those answers against it). Values are written as
-    pydantic's serializer writes them (datetimes in ISO 8601 with Z for UTC, enums by value,
-    anything else through pydantic itself; tests/o2o/test_data_json.py), by orjson, which writes
-    a large page (the nearby list's, each store with its week of hours) faster. Unlike
-    pydantic, it refuses a whole number past 64 bits and writes an infinite or NaN float as
-    null; the hot reads' answers hold neither."""
+    validate those answers against it). Values are written as pydantic's serializer writes them
+    (datetimes in ISO 8601 with Z for UTC, enums by value, anything else through pydantic itself;
+    tests/o2o/test_data_json.py), by orjson, which writes a large page (the nearby list's, each
+    store with its week of hours) faster. Unlike pydantic, it refuses a whole number past 64 bits
+    and writes an infinite or NaN float as null; the hot reads' answers hold neither."""
     return Response(
         orjson.dumps(data, default=to_jsonable_python, option=_JSON_OPTIONS),
         status_code=status_code,

@@ -174,8 +174,8 @@ async def _session_of_request(sessions: Callable[[], AsyncSession]) -> AsyncIter
 # The claim and the position report share the hot reads' pool: they wait on no lock but their own
 # courier's row, held by another claim or report of the same courier, or by a courier's action on
 # a session (a claim by id, a trip, a shift's end), each a transaction of a few statements; the
-# jobs a next-job claim would wait on are skipped (SKIP LOCKED). Placing an order, which may queue behind a lot's lock, has a
-# pool of its own (`WriterRunner`).
+# jobs a next-job claim would wait on are skipped (SKIP LOCKED). Placing an order, which may
+# queue behind a lot's lock, has a pool of its own (`WriterRunner`).
 DRIVER_CONNECTION = {"autocommit": True, "options": GENERIC_PLANS}
 
 

@@ -7,10 +7,9 @@ unreachable Redis would otherwise cost every request its timeout, and an async e
 runs in the event loop, where it holds up every request of the worker.
 
 The hottest async endpoints (search, placing an order, the next-job claim, a courier's position
-report) count their hit with
-`hit_async` (and the claim gives it back with `give_back_async` when it takes nothing): the
-same window in Redis, asked without blocking the worker's loop, which goes on with other
-requests while Redis answers. The checks that were already waiting when Redis stopped
+report) count their hit with `hit_async` (and the claim gives it back with `give_back_async` when
+it takes nothing): the same window in Redis, asked without blocking the worker's loop, which goes
+on with other requests while Redis answers. The checks that were already waiting when Redis stopped
 answering each wait out their timeout; those after them are let through for the pause.
 """
 

@@ -85,7 +85,7 @@ def test_the_sql_prediction_follows_the_pure_rules_in_every_phase(db, store, cou
         db, rider, helpers.job_of(db, picked).id, lat=HERE[0], lon=HERE[1], now=now
     )
     actions.pickup(db, rider, picked_job.id, now=now)
-    couriers._store_location(db, rider.id, *factories.offset(600, 600), now)
+    couriers.record_position(db, rider.id, *factories.offset(600, 600), now=now)
 
     predicted = monitor.predict(db, now=now)
 
