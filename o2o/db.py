@@ -18,8 +18,10 @@ from typing import Annotated, Any
 
 import psycopg
 from fastapi import Depends, Request
+from geoalchemy2 import Geography
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import DateTime, MetaData, create_engine, event, exc
+from sqlalchemy import DateTime, MetaData, Table, bindparam, create_engine, event, exc
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -27,7 +29,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, make_transient_to_detached, sessionmaker
 
 from o2o.config import Settings, get_settings
 
@@ -304,3 +306,52 @@ def _run_after_commit(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _drop_after_commit(session: Session) -> None:
     session.info.pop(_AFTER_COMMIT, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows written by one statement
+#
+# The unit of work writes a new aggregate a table at a time, each INSERT with the ORM's work per
+# object and per statement around it; a hot write (placing an order) instead writes its rows in
+# one statement of data-modifying CTEs and hands the session the objects as if it had loaded them.
+
+
+def insert_values(table: Table, *, skip: tuple[str, ...] = ()) -> tuple[str, str, list[Any]]:
+    """The column list and the VALUES list of an INSERT of one row of `table`, and the typed
+    bind parameters they need: every column but `skip`, each value a parameter named after its
+    column (a geography given as an element, as the ORM takes one, sent as its EWKT). Built from the table, so a
+    column added to it is written too."""
+    columns = [column for column in table.columns if column.name not in skip]
+    values = [
+        f"CAST(:{column.name} AS geography)"
+        if isinstance(column.type, Geography)
+        else f":{column.name}"
+        for column in columns
+    ]
+    params = [bindparam(column.name, type_=column.type) for column in columns]
+    return ", ".join(column.name for column in columns), ", ".join(values), params
+
+
+def written_values(obj: Any, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The values an INSERT of `insert_values` writes for a new object: its mapped columns by
+    column name. A column never set is set to None on the object, as it is written: the object
+    then knows every column of its row."""
+    state = sa_inspect(obj)
+    values = {}
+    for prop in state.mapper.column_attrs:
+        if prop.key not in state.dict:
+            setattr(obj, prop.key, None)
+        for column in prop.columns:
+            if column.name not in skip:
+                values[column.name] = state.dict[prop.key]
+    return values
+
+
+def attach_written(session: Session, *objects: Any) -> None:
+    """Make new objects whose rows a statement has just written persistent in `session`, as if
+    loaded: no INSERT at the next flush, and a later change is written as an UPDATE. Each must
+    have its identity and every column set (one left unset would be read back when first used),
+    and the objects it cascades to must be among `objects`."""
+    for obj in objects:
+        make_transient_to_detached(obj)
+    session.add_all(objects)

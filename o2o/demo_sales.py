@@ -142,9 +142,7 @@ def _sell(
             )
         )
     order.subtotal_minor = subtotal
-    session.add(order)
-    session.flush()
-    lifecycle.record_creation(session, order, actor_id=patient.id, at=at)
+    lifecycle.create(session, order, actor_id=patient.id, at=at)
     payment = payments_service.open_payment(
         session, order, method=PaymentMethod.AT_STORE, due_at=None
     )

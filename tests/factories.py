@@ -271,10 +271,7 @@ def make_order(
                 ],
             )
         )
-    session.add(order)
-    session.flush()
-    lifecycle.record_creation(session, order, actor_id=patient.id, at=now)
-    session.flush()
+    lifecycle.create(session, order, actor_id=patient.id, at=now)
     return order
 
 

@@ -332,11 +332,8 @@ def place(
             )
         )
     order.subtotal_minor = subtotal
-    session.add(order)
-    # Written before the rows that point at it: a payment, a waiver or a pickup-point parcel has
-    # no relationship to the order that would make the flush insert the order first.
-    session.flush()
-    lifecycle.record_creation(session, order, actor_id=patient.id, at=now)
+    # Written now, before the rows that point at it: its payment, a waiver, a pickup-point parcel.
+    lifecycle.create(session, order, actor_id=patient.id, at=now)
     if point is not None:
         pickup_point_checkout.book(session, order, point, now=now)
     # The member's level may waive the delivery fee: before the payment is opened for the total.

@@ -204,11 +204,9 @@ def place_split(
                 )
             )
         order.subtotal_minor = subtotal
-        session.add(order)
+        lifecycle.create(session, order, actor_id=patient.id, at=now)
         parts.append(order)
-    session.flush()
     for order in parts:
-        lifecycle.record_creation(session, order, actor_id=patient.id, at=now)
         # A member's free delivery applies to every delivering part, as to a whole order.
         members_service.apply_benefits(session, order, now=now)
     payments_service.open_payment(

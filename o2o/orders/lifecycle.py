@@ -4,11 +4,12 @@ write the outbox event, all in the caller's transaction on a row locked FOR UPDA
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from o2o import clock, outbox
+from o2o import clock, db, outbox
 from o2o.config import get_settings
 from o2o.errors import NotFound
 from o2o.geo import to_latlon
@@ -117,10 +118,100 @@ def mark_paid(session: Session, order: Order, *, at: datetime | None = None) -> 
     return event
 
 
-def record_creation(session: Session, order: Order, *, actor_id: int, at: datetime) -> None:
-    """Append the first timeline entry (the order's initial status); the order's timeline is
-    that entry alone, known without reading it back."""
+# What the table's server defaults write, set on a new order that leaves them unset: every column
+# of a written order is then known, none read back.
+_NEW_ORDER_DEFAULTS = {"delivery_fee_minor": 0, "compensation_minor": 0, "pickup_code_failures": 0}
+_ORDER_COLUMNS, _ORDER_VALUES, _ORDER_PARAMS = db.insert_values(Order.__table__)
+# The order, its lines (one per product), their lots, its first timeline entry and its
+# `order.created` event (as `outbox.emit` records one), in one statement. A line's id is read
+# back by its product.
+_CREATE = text(
+    f"""
+    WITH new_order AS (
+        INSERT INTO orders ({_ORDER_COLUMNS}) VALUES ({_ORDER_VALUES})
+    ), new_lines AS (
+        INSERT INTO order_lines (order_id, product_id, quantity, price_minor, rx_only,
+                                 requested_product_id, substitution, substitution_reason)
+        SELECT :id, l.product_id, l.quantity, l.price_minor, l.rx_only,
+               l.requested_product_id, l.substitution, l.substitution_reason
+        FROM unnest(CAST(:line_product_ids AS integer[]), CAST(:line_quantities AS integer[]),
+                    CAST(:line_prices AS integer[]), CAST(:line_rx_only AS boolean[]),
+                    CAST(:line_requested_product_ids AS integer[]),
+                    CAST(:line_substitutions AS varchar[]), CAST(:line_reasons AS varchar[]))
+             WITH ORDINALITY AS l(product_id, quantity, price_minor, rx_only,
+                                  requested_product_id, substitution, substitution_reason, n)
+        ORDER BY l.n
+        RETURNING id, product_id
+    ), new_allocations AS (
+        INSERT INTO lot_allocations (order_line_id, lot_id, quantity)
+        SELECT new_lines.id, a.lot_id, a.quantity
+        FROM unnest(CAST(:allocation_product_ids AS integer[]),
+                    CAST(:allocation_lot_ids AS bigint[]),
+                    CAST(:allocation_quantities AS integer[])) AS a(product_id, lot_id, quantity)
+        JOIN new_lines USING (product_id)
+    ), first_event AS (
+        INSERT INTO order_events (order_id, from_status, to_status, at, actor_id, reason)
+        VALUES (:id, NULL, :status, :event_at, :actor_id, :routing_reason)
+        RETURNING id
+    ), created AS (
+        INSERT INTO outbox_events (id, event_type, aggregate_type, aggregate_id, payload)
+        VALUES (:outbox_id, 'order.created', 'order', CAST(:id AS text), :outbox_payload)
+    )
+    SELECT first_event.id AS event_id, new_lines.product_id, new_lines.id AS line_id
+    FROM first_event LEFT JOIN new_lines ON true
+    """
+).bindparams(*_ORDER_PARAMS, bindparam("outbox_payload", type_=JSONB))
+
+
+def create(session: Session, order: Order, *, actor_id: int, at: datetime) -> None:
+    """Write a new order (its lines and their lots set on it, a line per product), its first
+    timeline entry (its initial status, by `actor_id` at `at`) and its `order.created` event, in
+    one statement. The order, its lines, their lots and the entry then belong to the session as
+    if loaded (a later change is an UPDATE); the order's timeline is that entry alone."""
+    for key, value in _NEW_ORDER_DEFAULTS.items():
+        if getattr(order, key) is None:
+            setattr(order, key, value)
+    if order.id is None:
+        order.id = uuid.uuid4()
+    if order.created_at is None:
+        order.created_at = at
+    session.flush()  # what the order points at (its split order, a new store in a test) first
+    lines = order.lines
+    allocations = [(line, a) for line in lines for a in line.allocations]
+    rows = session.execute(
+        _CREATE,
+        {
+            **db.written_values(order),
+            "line_product_ids": [line.product_id for line in lines],
+            "line_quantities": [line.quantity for line in lines],
+            "line_prices": [line.price_minor for line in lines],
+            "line_rx_only": [line.rx_only for line in lines],
+            "line_requested_product_ids": [line.requested_product_id for line in lines],
+            "line_substitutions": [line.substitution or "not_allowed" for line in lines],
+            "line_reasons": [line.substitution_reason for line in lines],
+            "allocation_product_ids": [line.product_id for line, _ in allocations],
+            "allocation_lot_ids": [a.lot_id for _, a in allocations],
+            "allocation_quantities": [a.quantity for _, a in allocations],
+            "event_at": at,
+            "actor_id": actor_id,
+            "outbox_id": uuid.uuid4(),
+            "outbox_payload": {
+                "order_id": str(order.id),
+                "store_id": order.store_id,
+                "status": order.status.value,
+                "at": at.isoformat(),
+            },
+        },
+    ).all()
+    line_ids = {row.product_id: row.line_id for row in rows}
+    for line in lines:
+        line.id = line_ids[line.product_id]
+        line.order_id = order.id
+        line.substitution = line.substitution or "not_allowed"
+        for a in line.allocations:
+            a.order_line_id = line.id
     event = OrderEvent(
+        id=rows[0].event_id,
         order_id=order.id,
         from_status=None,
         to_status=order.status,
@@ -128,20 +219,8 @@ def record_creation(session: Session, order: Order, *, actor_id: int, at: dateti
         actor_id=actor_id,
         reason=order.routing_reason,
     )
-    session.add(event)
     set_committed_value(order, "events", [event])
-    outbox.emit(
-        session,
-        "order.created",
-        "order",
-        order.id,
-        {
-            "order_id": str(order.id),
-            "store_id": order.store_id,
-            "status": order.status.value,
-            "at": at.isoformat(),
-        },
-    )
+    db.attach_written(session, order, *lines, *(a for _, a in allocations), event)
 
 
 def allocations_of(order: Order) -> list[tuple[int, int]]:

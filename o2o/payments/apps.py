@@ -105,8 +105,7 @@ _CURRENT_APP = (
 
 def current_app(session: Session) -> PaymentApp | None:
     """Return the app new online payments go to: the most recently registered active one."""
-    with session.no_autoflush:  # a new order's rows go in the payment's flush
-        return session.scalar(_CURRENT_APP)
+    return session.scalar(_CURRENT_APP)
 
 
 @dataclass(frozen=True)

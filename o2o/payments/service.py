@@ -17,12 +17,13 @@ payment, so the lock order holds for splits too.
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, bindparam, func, select, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.selectable import ScalarSelect
 
-from o2o import clock, outbox
+from o2o import clock, db, outbox
 from o2o.errors import Conflict
 from o2o.i18n import gettext as _
 from o2o.orders import states as order_states
@@ -62,6 +63,26 @@ def _send(session: Session, app_id: int, event_type: str, payment: Payment, payl
     relay.address(session, event, app.webhook_endpoint_id)
 
 
+_PAYMENT_COLUMNS, _PAYMENT_VALUES, _PAYMENT_PARAMS = db.insert_values(Payment.__table__)
+_OPEN = text(f"INSERT INTO payments ({_PAYMENT_COLUMNS}) VALUES ({_PAYMENT_VALUES})").bindparams(
+    *_PAYMENT_PARAMS
+)
+# The payment, its request in the outbox and the request's delivery to the app's endpoint alone
+# (as `_send` writes a request), in one statement.
+_OPEN_AND_REQUEST = text(
+    f"""
+    WITH payment AS (
+        INSERT INTO payments ({_PAYMENT_COLUMNS}) VALUES ({_PAYMENT_VALUES})
+    ), request AS (
+        INSERT INTO outbox_events (id, event_type, aggregate_type, aggregate_id, payload)
+        VALUES (:request_id, 'payment.requested', 'payment', CAST(:id AS text), :request)
+    )
+    INSERT INTO outbox_deliveries (event_id, endpoint_id, next_attempt_at)
+    VALUES (:request_id, :endpoint_id, :requested_at)
+    """
+).bindparams(*_PAYMENT_PARAMS, bindparam("request", type_=JSONB))
+
+
 def open_payment(
     session: Session,
     order: Order,
@@ -71,8 +92,8 @@ def open_payment(
     amount_minor: int | None = None,
 ) -> Payment:
     """Open the payment of a new order: online ones are requested from the payment app. The
-    order's row must be written already (a placement flushes it first); the payment and its
-    request are written at the caller's next flush.
+    order's row must be written already (`o2o.orders.lifecycle.create`); the payment and its
+    request are written at once, in one statement.
 
     `amount_minor`: what is to be paid when it is not the order's own total (a split order's
     first part pays for every part)."""
@@ -95,23 +116,30 @@ def open_payment(
         due_at=due_at,
         created_at=order.created_at,
     )
-    session.add(payment)
-    set_committed_value(payment, "refunds", [])  # a new payment has none: no read to know it
-    if app is not None:
-        _send(
-            session,
-            app.id,
-            "payment.requested",
-            payment,
+    values = db.written_values(payment)
+    if app is None:
+        session.execute(_OPEN, values)
+    else:
+        request = {
+            "payment_id": str(payment.id),
+            "order_id": str(order.id),
+            "store_id": order.store_id,
+            "amount_minor": payment.amount_minor,
+            "currency": payment.currency,
+            "due_at": due_at.isoformat() if due_at else None,
+        }
+        session.execute(
+            _OPEN_AND_REQUEST,
             {
-                "payment_id": str(payment.id),
-                "order_id": str(order.id),
-                "store_id": order.store_id,
-                "amount_minor": payment.amount_minor,
-                "currency": payment.currency,
-                "due_at": due_at.isoformat() if due_at else None,
+                **values,
+                "request_id": uuid.uuid4(),
+                "request": request,
+                "endpoint_id": app.webhook_endpoint_id,
+                "requested_at": clock.now(),
             },
         )
+    set_committed_value(payment, "refunds", [])  # a new payment has none: no read to know it
+    db.attach_written(session, payment)
     return payment
 
 

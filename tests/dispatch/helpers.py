@@ -94,22 +94,18 @@ def make_delivery_order(
         released_at=released_at,
         sla_deadline=released_at + timedelta(minutes=120),
         ready_at=now if status is OrderStatus.READY else None,
+        created_at=now,
     )
-    session.add(order)
-    session.flush()
-    line = OrderLine(
-        order_id=order.id,
-        product_id=product.id,
-        quantity=quantity,
-        price_minor=subtotal_minor // quantity,
-        rx_only=rx,
+    order.lines.append(
+        OrderLine(
+            product_id=product.id,
+            quantity=quantity,
+            price_minor=subtotal_minor // quantity,
+            rx_only=rx,
+            allocations=[LotAllocation(lot_id=lot.id, quantity=quantity)],
+        )
     )
-    session.add(line)
-    session.flush()
-    session.add(LotAllocation(order_line_id=line.id, lot_id=lot.id, quantity=quantity))
-    session.flush()
-    lifecycle.record_creation(session, order, actor_id=patient.id, at=released_at)
-    session.expire(order, ["lines"])
+    lifecycle.create(session, order, actor_id=patient.id, at=released_at)
     if open_job and status is OrderStatus.READY:
         service.open_job_for_order(session, order, now=now)
     return order

@@ -2,17 +2,28 @@
 statements, each through the ORM's Python (docs/BENCHMARKS.md, "Load"), so a change that adds
 one to the common path shows here."""
 
+from geoalchemy2.elements import WKBElement, WKTElement
+from sqlalchemy import inspect, select
+
 from o2o.db import session_scope
+from o2o.geo import to_latlon
+from o2o.order_flow import checkout
+from o2o.order_flow.schemas import OrderIn
+from o2o.orders.models import Fulfillment, Order
+from o2o.outbox import OutboxEvent
+from o2o.payments.models import Payment, PaymentApp
 from o2o.users.models import Role
+from o2o.webhooks.models import OutboxDelivery
+from stores.models import Store
 from tests.factories import auth, make_lot, make_product, make_store, make_user, offset
 from tests.orders.helpers import order_body, watched
 
 # The caller, the Idempotency-Key's claim, the cart's products, the patient's lock and caps,
-# the routing walk (in a savepoint) and the cart's equivalents, the chosen store, the stock's
-# plan, the order, its lines and their lots, the payment app, the timeline entry, the outbox
-# events (one INSERT), the payment and its delivery to the payment app, the key's answer and
-# the lot's UPDATE.
-PLACEMENT_STATEMENTS = 21
+# the routing walk (in a savepoint: three) and the cart's equivalents, the chosen store, the
+# stock's plan, the order with its lines, their lots, its timeline entry and its outbox event
+# (one statement), the payment app, the payment with its request to the app (one statement),
+# the key's answer and the lot's UPDATE.
+PLACEMENT_STATEMENTS = 16
 
 
 def test_an_online_pickup_with_an_idempotency_key_runs_its_statements_and_no_more(real_client):
@@ -50,3 +61,76 @@ def test_an_online_pickup_with_an_idempotency_key_runs_its_statements_and_no_mor
     # key differs on every call, costs every placement its compilation. (A statement rebuilt on
     # every call in the same shape is still found in the cache: this does not catch that.)
     assert seen.compiled_anew == [], "\n".join(seen.compiled_anew)
+
+
+def _as_read(obj) -> dict:
+    """Every mapped column of an object, a point as (lat, lon)."""
+    values = {}
+    for prop in inspect(obj).mapper.column_attrs:
+        value = getattr(obj, prop.key)
+        values[prop.key] = to_latlon(value) if isinstance(value, WKBElement | WKTElement) else value
+    return values
+
+
+def _order_as_read(placed: checkout.Placed) -> dict:
+    order = placed.order
+    return {
+        "order": _as_read(order),
+        "lines": [
+            (_as_read(line), [_as_read(a) for a in line.allocations]) for line in order.lines
+        ],
+        "timeline": [_as_read(e) for e in order.events],
+        "payment": _as_read(placed.payment),
+    }
+
+
+def test_a_placed_order_is_held_as_written_and_its_answer_reads_nothing_back(db):
+    store = make_store(db, at=offset(500, 0), zone_half_side_m=3000)
+    masks, fever = make_product(db, name="Mask pack"), make_product(db, name="Fever syrup")
+    # Three masks come from two lots (first expiring first), the syrup from one.
+    make_lot(db, store, masks, on_hand=2, days=100, price_minor=1000)
+    make_lot(db, store, masks, on_hand=5, days=200, price_minor=1300)
+    make_lot(db, store, fever, on_hand=4)
+    patient = make_user(db, role=Role.PATIENT)
+    body = OrderIn.model_validate(
+        order_body(
+            [(masks.id, 3), (fever.id, 1)], fulfillment="delivery", address_at=offset(1500, 300)
+        )
+    )
+
+    placed = checkout.place(db, patient, body)
+    with watched() as seen:
+        held = _order_as_read(placed)
+    # The order, its lines, their lots, its timeline and its payment were written by the
+    # placement's own statements, whose values the session holds: answering reads nothing.
+    assert seen.run == []
+    db.commit()
+    order_id, payment_id = placed.order.id, placed.payment.id
+
+    db.expunge_all()
+    stored = checkout.Placed(
+        order=db.get(Order, order_id),
+        store=db.get(Store, store.id),
+        payment=db.get(Payment, payment_id),
+        waiver=None,
+    )
+    assert _order_as_read(stored) == held
+    assert held["order"]["fulfillment"] is Fulfillment.DELIVERY
+    assert [(line["product_id"], line["quantity"]) for line, _ in held["lines"]] == [
+        (masks.id, 3),
+        (fever.id, 1),
+    ]
+    assert [[a["quantity"] for a in lots] for _, lots in held["lines"]] == [[2, 1], [1]]
+    # The outbox holds the order's creation for subscribers and the payment's request for its app.
+    sent = db.execute(
+        select(OutboxEvent.event_type, OutboxEvent.payload).where(
+            OutboxEvent.aggregate_id.in_([str(order_id), str(payment_id)])
+        )
+    ).all()
+    assert sorted(event_type for event_type, _ in sent) == ["order.created", "payment.requested"]
+    requested = db.scalar(
+        select(OutboxDelivery.endpoint_id)
+        .join(OutboxEvent, OutboxEvent.id == OutboxDelivery.event_id)
+        .where(OutboxEvent.aggregate_id == str(payment_id))
+    )
+    assert requested == db.get(PaymentApp, placed.payment.app_id).webhook_endpoint_id

@@ -129,9 +129,7 @@ def waiting_at_point(
             ],
         )
     )
-    session.add(order)
-    session.flush()
-    lifecycle.record_creation(session, order, actor_id=patient.id, at=order.created_at)
+    lifecycle.create(session, order, actor_id=patient.id, at=order.created_at)
     departs_at = now - timedelta(minutes=point.run_travel_minutes)
     run = session.scalar(
         select(PickupRun).where(PickupRun.point_id == point.id, PickupRun.departs_at == departs_at)
