@@ -18,10 +18,19 @@ from typing import Annotated, Any
 
 import psycopg
 from fastapi import Depends, Request
-from geoalchemy2 import Geography
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import DateTime, MetaData, Table, bindparam, create_engine, event, exc
+from sqlalchemy import (
+    BindParameter,
+    DateTime,
+    MetaData,
+    Table,
+    bindparam,
+    create_engine,
+    event,
+    exc,
+)
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -29,7 +38,13 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Session, make_transient_to_detached, sessionmaker
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Session,
+    SessionTransaction,
+    make_transient_to_detached,
+    sessionmaker,
+)
 
 from o2o.config import Settings, get_settings
 
@@ -314,44 +329,113 @@ def _drop_after_commit(session: Session) -> None:
 # The unit of work writes a new aggregate a table at a time, each INSERT with the ORM's work per
 # object and per statement around it; a hot write (placing an order) instead writes its rows in
 # one statement of data-modifying CTEs and hands the session the objects as if it had loaded them.
+# The INSERTs are built from the tables, so a column added to one is written too; an object that
+# leaves unset a column the table would fill in itself is refused (the INSERT names every column,
+# so the table's default would not apply).
+
+_ATTACHED = "o2o_attached"
 
 
-def insert_values(table: Table, *, skip: tuple[str, ...] = ()) -> tuple[str, str, list[Any]]:
-    """The column list and the VALUES list of an INSERT of one row of `table`, and the typed
-    bind parameters they need: every column but `skip`, each value a parameter named after its
-    column (a geography given as an element, as the ORM takes one, sent as its EWKT). Built from the table, so a
-    column added to it is written too."""
+def insert_values(table: Table, prefix: str) -> tuple[str, str, list[BindParameter]]:
+    """The column list and the VALUES list of an INSERT of one row of `table`, and their typed bind
+    parameters: every column, its value the parameter `prefix` + its name (typed as the column, so
+    a point is sent as the ORM sends one). `written_values(obj, prefix)` gives the values."""
+    columns = list(table.columns)
+    return (
+        ", ".join(column.name for column in columns),
+        ", ".join(f":{prefix}{column.name}" for column in columns),
+        [bindparam(prefix + column.name, type_=column.type) for column in columns],
+    )
+
+
+def insert_arrays(table: Table, prefix: str, *, skip: tuple[str, ...]) -> tuple[str, str]:
+    """The column list of an INSERT ... SELECT of many rows of `table`, and the arrays to unnest
+    for it: one array parameter per column (`prefix` + its name), but those in `skip` (the
+    caller's). `written_rows(table, objects, prefix, skip=...)` gives the arrays."""
+    dialect = postgresql.dialect()
     columns = [column for column in table.columns if column.name not in skip]
-    values = [
-        f"CAST(:{column.name} AS geography)"
-        if isinstance(column.type, Geography)
-        else f":{column.name}"
-        for column in columns
-    ]
-    params = [bindparam(column.name, type_=column.type) for column in columns]
-    return ", ".join(column.name for column in columns), ", ".join(values), params
+    return (
+        ", ".join(column.name for column in columns),
+        ", ".join(
+            f"CAST(:{prefix}{column.name} AS {column.type.compile(dialect=dialect)}[])"
+            for column in columns
+        ),
+    )
 
 
-def written_values(obj: Any, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The values an INSERT of `insert_values` writes for a new object: its mapped columns by
-    column name. A column never set is set to None on the object, as it is written: the object
-    then knows every column of its row."""
+def written_values(obj: Any, prefix: str = "", *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The values an INSERT built here writes for a new object: each mapped column's, keyed
+    `prefix` + its name. A column never set is set to None on the object, as it is written (the
+    object then knows its whole row); one the table would fill in itself may not be left None."""
     state = sa_inspect(obj)
     values = {}
     for prop in state.mapper.column_attrs:
         if prop.key not in state.dict:
             setattr(obj, prop.key, None)
         for column in prop.columns:
-            if column.name not in skip:
-                values[column.name] = state.dict[prop.key]
+            if column.name in skip:
+                continue
+            value = state.dict[prop.key]
+            if value is None and (column.default is not None or column.server_default is not None):
+                raise ValueError(f"{column.table.name}.{column.name} must be set: it has a default")
+            values[prefix + column.name] = value
     return values
+
+
+def written_rows(
+    table: Table, objects: list[Any], prefix: str, *, skip: tuple[str, ...]
+) -> dict[str, list[Any]]:
+    """The arrays `insert_arrays(table, prefix, skip=skip)` unnests for these new objects, in
+    their order."""
+    rows = [written_values(obj, skip=skip) for obj in objects]
+    return {
+        prefix + column.name: [row[column.name] for row in rows]
+        for column in table.columns
+        if column.name not in skip
+    }
 
 
 def attach_written(session: Session, *objects: Any) -> None:
     """Make new objects whose rows a statement has just written persistent in `session`, as if
     loaded: no INSERT at the next flush, and a later change is written as an UPDATE. Each must
-    have its identity and every column set (one left unset would be read back when first used),
-    and the objects it cascades to must be among `objects`."""
+    have its identity and every column set (`written_values` sets them), and the objects it
+    cascades to must be among `objects`. If the transaction they were written in is rolled back,
+    they leave the session, as new objects the unit of work wrote do."""
     for obj in objects:
+        state = sa_inspect(obj)
+        unset = set(state.mapper.column_attrs.keys()) - state.dict.keys()
+        if unset:
+            raise ValueError(f"{type(obj).__name__} attached without {sorted(unset)}")
         make_transient_to_detached(obj)
     session.add_all(objects)
+    written_in = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_ATTACHED, []).append((written_in, objects))
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _expunge_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
+    attached = session.info.get(_ATTACHED)
+    if not attached:
+        return
+    kept = []
+    for written_in, objects in attached:
+        if _within(written_in, previous_transaction):
+            for obj in objects:
+                if obj in session:
+                    session.expunge(obj)
+        else:
+            kept.append((written_in, objects))
+    session.info[_ATTACHED] = kept
+
+
+@event.listens_for(Session, "after_commit")
+def _forget_attached(session: Session) -> None:
+    session.info.pop(_ATTACHED, None)
+
+
+def _within(transaction: SessionTransaction | None, outer: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is outer:
+            return True
+        transaction = transaction.parent
+    return False

@@ -143,10 +143,7 @@ def _sell(
         )
     order.subtotal_minor = subtotal
     lifecycle.create(session, order, actor_id=patient.id, at=at)
-    payment = payments_service.open_payment(
-        session, order, method=PaymentMethod.AT_STORE, due_at=None
-    )
-    payment.created_at = at
+    payments_service.open_payment(session, order, method=PaymentMethod.AT_STORE, due_at=None)
     lifecycle.transition(session, order, OrderStatus.PREPARING, at=at)
     lifecycle.transition(session, order, OrderStatus.READY, at=at + timedelta(minutes=5))
     done = at + timedelta(minutes=8)

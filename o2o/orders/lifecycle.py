@@ -15,7 +15,7 @@ from o2o.errors import NotFound
 from o2o.geo import to_latlon
 from o2o.i18n import gettext as _
 from o2o.orders import events, states
-from o2o.orders.models import Fulfillment, Order, OrderEvent, OrderStatus
+from o2o.orders.models import Fulfillment, Order, OrderEvent, OrderLine, OrderStatus
 from stores import allocation, fleet_load, slots
 
 S = OrderStatus
@@ -118,10 +118,12 @@ def mark_paid(session: Session, order: Order, *, at: datetime | None = None) -> 
     return event
 
 
-# What the table's server defaults write, set on a new order that leaves them unset: every column
-# of a written order is then known, none read back.
+# What the table would fill in itself, set on a new order that leaves it unset: the INSERT names
+# every column, and the order then knows every column of its row.
 _NEW_ORDER_DEFAULTS = {"delivery_fee_minor": 0, "compensation_minor": 0, "pickup_code_failures": 0}
-_ORDER_COLUMNS, _ORDER_VALUES, _ORDER_PARAMS = db.insert_values(Order.__table__)
+_LINE_OWN = ("id", "order_id")  # the sequence's and the order's
+_ORDER_COLUMNS, _ORDER_VALUES, _ORDER_PARAMS = db.insert_values(Order.__table__, "order_")
+_LINE_COLUMNS, _LINE_ARRAYS = db.insert_arrays(OrderLine.__table__, "line_", skip=_LINE_OWN)
 # The order, its lines (one per product), their lots, its first timeline entry and its
 # `order.created` event (as `outbox.emit` records one), in one statement. A line's id is read
 # back by its product.
@@ -130,16 +132,9 @@ _CREATE = text(
     WITH new_order AS (
         INSERT INTO orders ({_ORDER_COLUMNS}) VALUES ({_ORDER_VALUES})
     ), new_lines AS (
-        INSERT INTO order_lines (order_id, product_id, quantity, price_minor, rx_only,
-                                 requested_product_id, substitution, substitution_reason)
-        SELECT :id, l.product_id, l.quantity, l.price_minor, l.rx_only,
-               l.requested_product_id, l.substitution, l.substitution_reason
-        FROM unnest(CAST(:line_product_ids AS integer[]), CAST(:line_quantities AS integer[]),
-                    CAST(:line_prices AS integer[]), CAST(:line_rx_only AS boolean[]),
-                    CAST(:line_requested_product_ids AS integer[]),
-                    CAST(:line_substitutions AS varchar[]), CAST(:line_reasons AS varchar[]))
-             WITH ORDINALITY AS l(product_id, quantity, price_minor, rx_only,
-                                  requested_product_id, substitution, substitution_reason, n)
+        INSERT INTO order_lines (order_id, {_LINE_COLUMNS})
+        SELECT :order_id, {_LINE_COLUMNS}
+        FROM unnest({_LINE_ARRAYS}) WITH ORDINALITY AS l({_LINE_COLUMNS}, n)
         ORDER BY l.n
         RETURNING id, product_id
     ), new_allocations AS (
@@ -151,16 +146,17 @@ _CREATE = text(
         JOIN new_lines USING (product_id)
     ), first_event AS (
         INSERT INTO order_events (order_id, from_status, to_status, at, actor_id, reason)
-        VALUES (:id, NULL, :status, :event_at, :actor_id, :routing_reason)
+        VALUES (:order_id, NULL, :order_status, :event_at, :event_actor_id, :order_routing_reason)
         RETURNING id
     ), created AS (
         INSERT INTO outbox_events (id, event_type, aggregate_type, aggregate_id, payload)
-        VALUES (:outbox_id, 'order.created', 'order', CAST(:id AS text), :outbox_payload)
+        VALUES (:event_outbox_id, 'order.created', 'order', CAST(:order_id AS text),
+                :event_payload)
     )
     SELECT first_event.id AS event_id, new_lines.product_id, new_lines.id AS line_id
     FROM first_event LEFT JOIN new_lines ON true
     """
-).bindparams(*_ORDER_PARAMS, bindparam("outbox_payload", type_=JSONB))
+).bindparams(*_ORDER_PARAMS, bindparam("event_payload", type_=JSONB))
 
 
 def create(session: Session, order: Order, *, actor_id: int, at: datetime) -> None:
@@ -168,34 +164,32 @@ def create(session: Session, order: Order, *, actor_id: int, at: datetime) -> No
     timeline entry (its initial status, by `actor_id` at `at`) and its `order.created` event, in
     one statement. The order, its lines, their lots and the entry then belong to the session as
     if loaded (a later change is an UPDATE); the order's timeline is that entry alone."""
-    for key, value in _NEW_ORDER_DEFAULTS.items():
-        if getattr(order, key) is None:
-            setattr(order, key, value)
     if order.id is None:
         order.id = uuid.uuid4()
     if order.created_at is None:
         order.created_at = at
-    session.flush()  # what the order points at (its split order, a new store in a test) first
+    for key, value in _NEW_ORDER_DEFAULTS.items():
+        if getattr(order, key) is None:
+            setattr(order, key, value)
     lines = order.lines
+    for line in lines:
+        line.order_id = order.id
+        if line.substitution is None:
+            line.substitution = "not_allowed"  # the column's default
     allocations = [(line, a) for line in lines for a in line.allocations]
+    session.flush()  # what the order points at (its split order, a new store in a test) first
     rows = session.execute(
         _CREATE,
         {
-            **db.written_values(order),
-            "line_product_ids": [line.product_id for line in lines],
-            "line_quantities": [line.quantity for line in lines],
-            "line_prices": [line.price_minor for line in lines],
-            "line_rx_only": [line.rx_only for line in lines],
-            "line_requested_product_ids": [line.requested_product_id for line in lines],
-            "line_substitutions": [line.substitution or "not_allowed" for line in lines],
-            "line_reasons": [line.substitution_reason for line in lines],
+            **db.written_values(order, "order_"),
+            **db.written_rows(OrderLine.__table__, lines, "line_", skip=_LINE_OWN),
             "allocation_product_ids": [line.product_id for line, _ in allocations],
             "allocation_lot_ids": [a.lot_id for _, a in allocations],
             "allocation_quantities": [a.quantity for _, a in allocations],
             "event_at": at,
-            "actor_id": actor_id,
-            "outbox_id": uuid.uuid4(),
-            "outbox_payload": {
+            "event_actor_id": actor_id,
+            "event_outbox_id": uuid.uuid4(),
+            "event_payload": {
                 "order_id": str(order.id),
                 "store_id": order.store_id,
                 "status": order.status.value,
@@ -206,10 +200,8 @@ def create(session: Session, order: Order, *, actor_id: int, at: datetime) -> No
     line_ids = {row.product_id: row.line_id for row in rows}
     for line in lines:
         line.id = line_ids[line.product_id]
-        line.order_id = order.id
-        line.substitution = line.substitution or "not_allowed"
-        for a in line.allocations:
-            a.order_line_id = line.id
+    for line, a in allocations:
+        a.order_line_id = line.id
     event = OrderEvent(
         id=rows[0].event_id,
         order_id=order.id,

@@ -63,7 +63,7 @@ def _send(session: Session, app_id: int, event_type: str, payment: Payment, payl
     relay.address(session, event, app.webhook_endpoint_id)
 
 
-_PAYMENT_COLUMNS, _PAYMENT_VALUES, _PAYMENT_PARAMS = db.insert_values(Payment.__table__)
+_PAYMENT_COLUMNS, _PAYMENT_VALUES, _PAYMENT_PARAMS = db.insert_values(Payment.__table__, "payment_")
 _OPEN = text(f"INSERT INTO payments ({_PAYMENT_COLUMNS}) VALUES ({_PAYMENT_VALUES})").bindparams(
     *_PAYMENT_PARAMS
 )
@@ -75,12 +75,13 @@ _OPEN_AND_REQUEST = text(
         INSERT INTO payments ({_PAYMENT_COLUMNS}) VALUES ({_PAYMENT_VALUES})
     ), request AS (
         INSERT INTO outbox_events (id, event_type, aggregate_type, aggregate_id, payload)
-        VALUES (:request_id, 'payment.requested', 'payment', CAST(:id AS text), :request)
+        VALUES (:request_id, 'payment.requested', 'payment', CAST(:payment_id AS text),
+                :request_payload)
     )
     INSERT INTO outbox_deliveries (event_id, endpoint_id, next_attempt_at)
-    VALUES (:request_id, :endpoint_id, :requested_at)
+    VALUES (:request_id, :request_endpoint_id, :request_at)
     """
-).bindparams(*_PAYMENT_PARAMS, bindparam("request", type_=JSONB))
+).bindparams(*_PAYMENT_PARAMS, bindparam("request_payload", type_=JSONB))
 
 
 def open_payment(
@@ -116,7 +117,7 @@ def open_payment(
         due_at=due_at,
         created_at=order.created_at,
     )
-    values = db.written_values(payment)
+    values = db.written_values(payment, "payment_")
     if app is None:
         session.execute(_OPEN, values)
     else:
@@ -133,9 +134,9 @@ def open_payment(
             {
                 **values,
                 "request_id": uuid.uuid4(),
-                "request": request,
-                "endpoint_id": app.webhook_endpoint_id,
-                "requested_at": clock.now(),
+                "request_payload": request,
+                "request_endpoint_id": app.webhook_endpoint_id,
+                "request_at": clock.now(),
             },
         )
     set_committed_value(payment, "refunds", [])  # a new payment has none: no read to know it

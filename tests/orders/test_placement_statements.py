@@ -15,7 +15,15 @@ from o2o.payments.models import Payment, PaymentApp
 from o2o.users.models import Role
 from o2o.webhooks.models import OutboxDelivery
 from stores.models import Store
-from tests.factories import auth, make_lot, make_product, make_store, make_user, offset
+from tests.factories import (
+    auth,
+    make_lot,
+    make_order,
+    make_product,
+    make_store,
+    make_user,
+    offset,
+)
 from tests.orders.helpers import order_body, watched
 
 # The caller, the Idempotency-Key's claim, the cart's products, the patient's lock and caps,
@@ -134,3 +142,40 @@ def test_a_placed_order_is_held_as_written_and_its_answer_reads_nothing_back(db)
         .where(OutboxEvent.aggregate_id == str(payment_id))
     )
     assert requested == db.get(PaymentApp, placed.payment.app_id).webhook_endpoint_id
+
+
+def test_an_order_whose_placement_is_rolled_back_leaves_the_session(db):
+    store = make_store(db, at=offset(500, 0))
+    masks = make_product(db, name="Mask pack")
+    make_lot(db, store, masks, on_hand=5)
+    patient = make_user(db, role=Role.PATIENT)
+    body = OrderIn.model_validate(order_body([(masks.id, 2)]))
+    db.commit()
+
+    first = checkout.place(db, patient, body)
+    order_id, lines = first.order.id, list(first.order.lines)
+    db.rollback()
+
+    # Gone with its rows, as an order the unit of work had inserted would be: the session holds
+    # none of its objects, and a read of it finds nothing.
+    assert first.order not in db and first.payment not in db
+    assert lines and all(line not in db for line in lines)
+    assert db.get(Order, order_id) is None
+    second = checkout.place(db, patient, body)
+    db.commit()
+    assert db.get(Order, second.order.id) is second.order
+
+
+def test_an_order_written_with_columns_left_unset_reads_none_of_them_back(db):
+    store = make_store(db, at=offset(500, 0))
+    masks = make_product(db, name="Mask pack")
+    lot = make_lot(db, store, masks, on_hand=5)
+    patient = make_user(db, role=Role.PATIENT)
+    # The factory sets neither a line's requested product nor its substitution reason.
+    order = make_order(db, patient, store, [(lot, 1)])
+    with watched() as seen:
+        line = order.lines[0]
+        read = (line.requested_product_id, line.substitution_reason, line.substitution)
+        read += (order.cancel_reason, order.pickup_point_id, order.split_position)
+    assert seen.run == []
+    assert read == (None, None, "not_allowed", None, None, None)
