@@ -212,7 +212,7 @@ class Placed:
 
 
 def place_order(session: Session, patient: User, body: OrderIn, **options: Any) -> Order:
-    """Place an order: route it, reserve every line atomically, and record it (flushes only).
+    """Place an order: route it, reserve every line atomically, and record it (written, not committed).
     `options` are `place`'s."""
     return place(session, patient, body, **options).order
 

@@ -67,7 +67,7 @@ def place(
 ):
     """Place an order: with allow_split, in parts when no single store can fill the cart.
 
-    Return the `checkout.Placed` order, or the `SplitOrder` when it was split (flushes only).
+    Return the `checkout.Placed` order, or the `SplitOrder` when it was split (written, not committed).
     `reserve` takes the stock, as in `checkout.place`."""
     if not body.allow_split:
         return checkout.place(session, patient, body, now=now, reserve=reserve)
