@@ -64,16 +64,13 @@ def _send(session: Session, app_id: int, event_type: str, payment: Payment, payl
 
 
 _PAYMENT_COLUMNS, _PAYMENT_VALUES, _PAYMENT_PARAMS = db.insert_values(Payment.__table__, "payment_")
-_OPEN = text(f"INSERT INTO payments ({_PAYMENT_COLUMNS}) VALUES ({_PAYMENT_VALUES})").bindparams(
-    *_PAYMENT_PARAMS
-)
+_INSERT_PAYMENT = f"INSERT INTO payments ({_PAYMENT_COLUMNS}) VALUES ({_PAYMENT_VALUES})"
+_OPEN = text(_INSERT_PAYMENT).bindparams(*_PAYMENT_PARAMS)
 # The payment, its request in the outbox and the request's delivery to the app's endpoint alone
 # (as `_send` writes a request), in one statement.
 _OPEN_AND_REQUEST = text(
     f"""
-    WITH payment AS (
-        INSERT INTO payments ({_PAYMENT_COLUMNS}) VALUES ({_PAYMENT_VALUES})
-    ), request AS (
+    WITH payment AS ({_INSERT_PAYMENT}), request AS (
         INSERT INTO outbox_events (id, event_type, aggregate_type, aggregate_id, payload)
         VALUES (:request_id, 'payment.requested', 'payment', CAST(:payment_id AS text),
                 :request_payload)
