@@ -244,22 +244,7 @@ def courier_rush(
 ) -> RaceResult:
     """`couriers` couriers claim from a pool of open jobs at once, each claiming again at once
     (timed after `warmup` seconds, as the HTTP rows are)."""
-    dispatch_bench.cleanup()
-    dispatch_bench.make_city(stores=40, spread_m=2500)
-    ids = dispatch_bench.make_couriers(couriers, 2500, area_m=6000)
-    with session_scope() as s:
-        s.execute(
-            text(dispatch_bench._ORDERS_SQL),
-            {
-                "n": jobs,
-                "released_within_s": 90 * 60,
-                "released": 0.0,
-                "preparing": 0.0,
-                "ready": 1.01,
-            },
-        )
-        s.execute(text(dispatch_bench._JOBS_SQL), {"claimed_share": 0.0, "ids": ids})
-        s.execute(text("ANALYZE dispatch_jobs"))
+    ids = dispatch_bench.seed_rush(couriers, jobs)
     site = dispatch_bench.SITE
     plan = [
         (
