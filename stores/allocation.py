@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from datetime import date
 from types import SimpleNamespace
 
+import psycopg
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
+from o2o.db import commit_after
 from o2o.errors import Conflict
 from stores.cart import CartLine
 from stores.models import Lot
@@ -146,6 +148,11 @@ _TAKE_SQL = text(
     "UPDATE lots SET reserved = reserved + :q "
     "WHERE id = :id AND on_hand - reserved >= :q AND expiry_date >= :min_expiry RETURNING id"
 )
+# The same take as a function of the database (migration 0026) that fails the statement when the
+# lot no longer has the units, so a COMMIT sent behind it commits nothing: with SQLSTATE
+# STOCK_MOVED_SQLSTATE and the lot's id as the error's detail.
+_TAKE_OR_FAIL = "SELECT take_lot(%s, %s, %s)"
+STOCK_MOVED_SQLSTATE = "O2S01"
 # A miss must let go of every lot it touched before the locked path locks them in id order:
 # PostgreSQL keeps the lock of a row an UPDATE waited for even when the row then no longer
 # matched. Rolling back to this savepoint releases them (it stays open until the commit, which
@@ -245,23 +252,14 @@ def plan_lines(
     return Planned(store_id, plan, floors)
 
 
-def take_planned(session: Session, planned: Iterable[Planned]) -> None:
-    """Reserve planned units as a transaction's last statements, so the lots stay locked only
-    until the commit that follows: one conditional UPDATE per lot, stores in id order and lots
-    in id order within each (the order the locked paths share, so nothing deadlocks).
-
-    Raise StockMoved when a lot no longer has the units; the caller must roll back the whole
-    transaction (which lets go of every lot this one touched) and redo its work with
-    `reserve_lines`, which chooses again under lock."""
-    steps = sorted(
+def _ordered_steps(planned: Iterable[Planned]) -> list[tuple[int, int, int, date]]:
+    """(store, lot, units, expiry floor) of every planned take: stores in id order, lots in id
+    order within each."""
+    return sorted(
         (p.store_id, lot_id, quantity, floor)
         for p in planned
         for lot_id, quantity, floor in _steps(p.plan, p.floors)
     )
-    for _, lot_id, quantity, floor in steps:
-        if not _take_one(session, lot_id, quantity, floor):
-            raise StockMoved(lot_id)
-    _forget_reserved(session, (lot_id for _, lot_id, _, _ in steps))
 
 
 # How a placement reserves one store's lines: `reserve_lines` (taken at once) or a `StockLast`.
@@ -269,10 +267,10 @@ Reserve = Callable[..., dict[int, list[Allocation]]]
 
 
 class StockLast:
-    """Reserve as `reserve_lines` does, but plan now and take at the end (`take`): the work
-    between needs no lock on the lots' stock, so buyers of one hot product queue only for the
-    UPDATEs and the commit. A placement passes one of these down and calls `take` right before
-    it commits."""
+    """Reserve as `reserve_lines` does, but plan now and take at the end (`take_and_commit`):
+    the work between needs no lock on the lots' stock, so buyers of one hot product queue only
+    for the UPDATEs and the commit, sent together. A placement passes one of these down and
+    ends its transaction with `take_and_commit`."""
 
     def __init__(self) -> None:
         self.planned: list[Planned] = []
@@ -294,9 +292,23 @@ class StockLast:
         self.planned.append(planned)
         return planned.plan
 
-    def take(self, session: Session) -> None:
-        """Take every planned lot (StockMoved when one ran dry since its plan)."""
-        take_planned(session, self.planned)
+    def take_and_commit(self, session: Session) -> None:
+        """Take every planned lot as the transaction's last statements and commit, in one round
+        trip (`o2o.db.commit_after`): one conditional UPDATE per lot, stores in id order and
+        lots in id order within each (the order the locked paths share, so nothing deadlocks),
+        so the lots' row locks are held for the server's time alone.
+
+        Raise StockMoved when a lot no longer has the units: nothing is committed, and the
+        caller must roll back the whole transaction (which lets go of every lot this one
+        touched) and redo its work with `reserve_lines`, which chooses again under lock."""
+        steps = _ordered_steps(self.planned)
+        try:
+            commit_after(session, _TAKE_OR_FAIL, [step[1:] for step in steps])
+        except psycopg.Error as exc:
+            if exc.sqlstate != STOCK_MOVED_SQLSTATE:
+                raise
+            raise StockMoved(int(exc.diag.message_detail or 0)) from None
+        _forget_reserved(session, (lot_id for _, lot_id, _, _ in steps))
 
 
 def reserve_lines(

@@ -228,7 +228,7 @@ def place(
     """Place an order as `place_order` does, and return it with its payment and waiver.
 
     `reserve` takes the stock; an `allocation.StockLast` only plans it, for the caller to take
-    right before its commit."""
+    with its commit (`StockLast.take_and_commit`)."""
     now = now or clock.now()
     settings = get_settings()
     cart = body.merged_items()

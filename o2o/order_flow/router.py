@@ -127,8 +127,8 @@ def _place_order(session: Session, patient: User, body: OrderIn, idempotency_key
             )
 
     try:
+        # Committed by the placement, the answer with the order (`record`), or neither.
         payload = split_checkout.place_and_present(session, patient, body, record=record)
-        session.commit()  # the answer is recorded with the order, or neither is
     except DomainError as exc:
         session.rollback()
         if 400 <= exc.status_code < 500 and not isinstance(exc, idempotency.RequestInFlight):

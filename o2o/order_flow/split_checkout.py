@@ -224,10 +224,11 @@ def place_split(
 def place_and_present(
     session: Session, patient: User, body: OrderIn, *, record: Callable[[dict], None] | None = None
 ) -> dict:
-    """Place the order, build its answer (and `record` it, e.g. for its Idempotency-Key), then
-    take its stock as the transaction's last statements: the caller commits at once. Buyers of
-    one hot product then queue only for the lots' UPDATEs and the commit, never for each
-    other's whole placement (routing, the order's rows, its payment, its answer).
+    """Place the order, build its answer (and `record` it, e.g. for its Idempotency-Key), take
+    its stock as the transaction's last statements and commit. The lots' UPDATEs and the
+    COMMIT go to the database together (`allocation.StockLast.take_and_commit`): buyers of one
+    hot product queue only for those, never for each other's whole placement (routing, the
+    order's rows, its payment, its answer), nor for a round trip back to the application.
 
     When another order took the planned units first, the work is rolled back and done again
     with the lots chosen under lock: the sell-out stays exact, only that order is slower.
@@ -236,14 +237,17 @@ def place_and_present(
     books the slot, or the point's run, which other writers lock after the lots, so taking
     the lots last could deadlock with them."""
     if body.delivery_slot is not None or body.fulfillment == "pickup_point":
-        return _placed(session, patient, body, allocation.reserve_lines, record)
+        payload = _placed(session, patient, body, allocation.reserve_lines, record)
+        session.commit()
+        return payload
     stock = allocation.StockLast()
     payload = _placed(session, patient, body, stock, record)
     try:
-        stock.take(session)
+        stock.take_and_commit(session)
     except allocation.StockMoved:
         session.rollback()
         payload = _placed(session, patient, body, allocation.reserve_lines, record)
+        session.commit()
     return payload
 
 

@@ -30,7 +30,7 @@ from tests.orders.helpers import order_body, watched
 # the routing walk (in a savepoint: three) and the cart's equivalents, the chosen store, the
 # stock's plan, the order with its lines, their lots, its timeline entry and its outbox event
 # (one statement), the payment app, the payment with its request to the app (one statement),
-# the key's answer and the lot's UPDATE.
+# the key's answer and the lot's take (sent with the COMMIT, in one round trip).
 PLACEMENT_STATEMENTS = 16
 
 
