@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -290,11 +290,14 @@ def commit_after(session: Session, statement: str, rows: Sequence[Sequence[Any]]
     statement that fails (it raises, as a check that must hold before the commit does) leaves
     the COMMIT nothing to commit: its error is raised as psycopg's, and the caller rolls back.
 
-    A session whose commit is a savepoint's release (one joined to an outer transaction, as the
-    tests' are) runs the statements, then commits, in turn."""
+    A session that does not own its transaction runs the statements, then commits, in turn:
+    one bound to a connection (its caller's transaction, as the tests' are, whose commits are
+    savepoints' releases), or one inside a savepoint of its own (its commit would release it
+    after the COMMIT had ended it). The session's commit afterwards sends nothing; a
+    `before_commit` listener that wrote would write in a transaction of its own."""
     session.flush()
     conn = session.connection()
-    if conn.in_nested_transaction():
+    if isinstance(session.get_bind(), Connection) or conn.in_nested_transaction():
         try:
             for row in rows:
                 conn.exec_driver_sql(statement, tuple(row))

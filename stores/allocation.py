@@ -151,7 +151,7 @@ _TAKE_SQL = text(
 # The same take as a function of the database (migration 0026) that fails the statement when the
 # lot no longer has the units, so a COMMIT sent behind it commits nothing: with SQLSTATE
 # STOCK_MOVED_SQLSTATE and the lot's id as the error's detail.
-_TAKE_OR_FAIL = "SELECT take_lot(%s, %s, %s)"
+_TAKE_OR_FAIL = "SELECT take_lot(CAST(%s AS bigint), CAST(%s AS integer), CAST(%s AS date))"
 STOCK_MOVED_SQLSTATE = "O2S01"
 # A miss must let go of every lot it touched before the locked path locks them in id order:
 # PostgreSQL keeps the lock of a row an UPDATE waited for even when the row then no longer

@@ -18,11 +18,12 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # The UPDATE is the conditional one of stores.allocation._TAKE_SQL. SECURITY INVOKER (the
-    # default): it runs with the caller's grants, as the UPDATE itself would.
+    # The UPDATE is the conditional one of stores.allocation._TAKE_SQL; a lot's id is its
+    # column's type (bigint). SECURITY INVOKER (the default): it runs with the caller's grants,
+    # as the UPDATE itself would.
     op.execute(
         """
-        CREATE FUNCTION take_lot(lot integer, units integer, min_expiry date) RETURNS void
+        CREATE FUNCTION take_lot(lot bigint, units integer, min_expiry date) RETURNS void
         LANGUAGE plpgsql AS $$
         BEGIN
             UPDATE lots SET reserved = reserved + units
@@ -38,4 +39,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP FUNCTION take_lot(integer, integer, date)")
+    op.execute("DROP FUNCTION take_lot(bigint, integer, date)")

@@ -19,8 +19,6 @@ from stores import allocation
 from stores.allocation import LineRequest
 from tests.factories import make_lot, make_product, make_store
 
-pytestmark = pytest.mark.usefixtures("committed")
-
 
 def _a_lot(on_hand: int = 5) -> tuple[int, int, int]:
     """(store id, product id, lot id) of a lot holding `on_hand` units, committed."""
@@ -51,6 +49,7 @@ def _plan_and_take(
     lot_id: int,
     units: int,
     meanwhile: Callable[[], None] | None = None,
+    name: str = "Written",
 ) -> Callable[[Session], None]:
     """The work of a placement on a session: a write first (the store's name, standing for the
     order's rows), the plan, what happens `meanwhile` elsewhere, then the take and the commit."""
@@ -87,6 +86,8 @@ def _sell(lot_id: int, units: int) -> Callable[[], None]:
 def _traced(session: Session, work: Callable[[Session], None]) -> list[str]:
     """Run `work` on the session; return the protocol messages its connection exchanged."""
     driver = session.connection().connection.driver_connection
+    # Sent as text, not as a statement the connection prepared earlier (only its name would show).
+    threshold, driver.prepare_threshold = driver.prepare_threshold, None
     with tempfile.TemporaryFile("w+") as trace:
         driver.pgconn.trace(trace.fileno())
         driver.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
@@ -94,6 +95,7 @@ def _traced(session: Session, work: Callable[[Session], None]) -> list[str]:
             work(session)
         finally:
             driver.pgconn.untrace()
+            driver.prepare_threshold = threshold
         trace.seek(0)
         return trace.read().splitlines()
 
@@ -107,7 +109,7 @@ def _commit_left_before_the_take_was_answered(messages: list[str]) -> bool:
     return commit < answered
 
 
-def test_the_take_and_the_commit_leave_together_and_are_committed():
+def test_the_take_and_the_commit_leave_together_and_are_committed(committed):
     store_id, product_id, lot_id = _a_lot(on_hand=5)
     session = get_sessionmaker()()
     try:
@@ -119,7 +121,7 @@ def test_the_take_and_the_commit_leave_together_and_are_committed():
     assert _stock(lot_id) == (2, "Written")
 
 
-def test_a_lot_that_ran_dry_since_its_plan_commits_nothing():
+def test_a_lot_that_ran_dry_since_its_plan_commits_nothing(committed):
     store_id, product_id, lot_id = _a_lot(on_hand=5)
     _, name = _stock(lot_id)
     session = get_sessionmaker()()
@@ -143,7 +145,9 @@ def test_a_lot_that_ran_dry_since_its_plan_commits_nothing():
     assert _stock(lot_id) == (4, name)
 
 
-def test_on_the_async_engine_the_take_and_the_commit_leave_together_and_a_dry_lot_commits_nothing():
+def test_on_the_async_engine_the_take_and_the_commit_leave_together_and_a_dry_lot_commits_nothing(
+    committed,
+):
     store_id, product_id, lot_id = _a_lot(on_hand=5)
     _, name = _stock(lot_id)
 
@@ -159,7 +163,9 @@ def test_on_the_async_engine_the_take_and_the_commit_leave_together_and_a_dry_lo
                 try:
                     # 2 more planned of the 3 left; another buyer takes 2 of them meanwhile.
                     await session.run_sync(
-                        _plan_and_take(store_id, product_id, lot_id, 2, meanwhile=_sell(lot_id, 2))
+                        _plan_and_take(
+                            store_id, product_id, lot_id, 2, _sell(lot_id, 2), name="Not written"
+                        )
                     )
                 except allocation.StockMoved as exc:
                     moved: BaseException | None = exc
@@ -176,3 +182,21 @@ def test_on_the_async_engine_the_take_and_the_commit_leave_together_and_a_dry_lo
     assert after_first == (2, "Written")
     assert isinstance(moved, allocation.StockMoved)
     assert _stock(lot_id) == (4, "Written")
+
+
+def test_a_session_in_its_callers_transaction_takes_and_commits_in_turn_inside_it(db):
+    # The tests' session (bound to a connection whose transaction the test rolls back): its
+    # commit releases a savepoint, and the take must not send a COMMIT that would end the
+    # test's transaction.
+    store = make_store(db)
+    product = make_product(db, name="Mask pack")
+    lot = make_lot(db, store, product, on_hand=5)
+    db.commit()
+
+    messages = _traced(db, _plan_and_take(store.id, product.id, lot.id, 2))
+
+    assert not any('"COMMIT"' in m for m in messages), "\n".join(messages)
+    assert db.connection().in_transaction()
+    assert (
+        db.execute(text("SELECT reserved FROM lots WHERE id = :id"), {"id": lot.id}).scalar() == 2
+    )
