@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import psycopg
 from sqlalchemy import bindparam, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from o2o.db import commit_after
@@ -142,16 +143,14 @@ def _plan(
     return result, shortages
 
 
-# Takes the units only if they are still there: the row lock lasts from here to the commit, and
-# nothing is read under it. A lot someone emptied meanwhile answers no row.
-_TAKE_SQL = text(
-    "UPDATE lots SET reserved = reserved + :q "
-    "WHERE id = :id AND on_hand - reserved >= :q AND expiry_date >= :min_expiry RETURNING id"
-)
-# The same take as a function of the database (migration 0026) that fails the statement when the
-# lot no longer has the units, so a COMMIT sent behind it commits nothing: with SQLSTATE
-# STOCK_MOVED_SQLSTATE and the lot's id as the error's detail.
-_TAKE_OR_FAIL = "SELECT take_lot(CAST(%s AS bigint), CAST(%s AS integer), CAST(%s AS date))"
+# Takes the units only if they are still there, or fails the statement (SQLSTATE
+# STOCK_MOVED_SQLSTATE, the lot's id as the error's detail): `take_lot`, a function of the
+# database (migration 0026), so a COMMIT sent behind a failed take commits nothing. The row lock
+# lasts from here to the commit, and nothing is read under it. One statement for a session
+# (`_take`) and for the driver's pipeline (`StockLast.take_and_commit`).
+_TAKE = "SELECT take_lot(CAST({} AS bigint), CAST({} AS integer), CAST({} AS date))"
+_TAKE_SQL = text(_TAKE.format(":id", ":q", ":min_expiry"))
+_TAKE_OR_FAIL = _TAKE.format("%s", "%s", "%s")
 STOCK_MOVED_SQLSTATE = "O2S01"
 # A miss must let go of every lot it touched before the locked path locks them in id order:
 # PostgreSQL keeps the lock of a row an UPDATE waited for even when the row then no longer
@@ -160,9 +159,21 @@ STOCK_MOVED_SQLSTATE = "O2S01"
 _SAVEPOINT = "o2o_reserve"
 
 
+def _moved_lot(error: psycopg.Error) -> int | None:
+    """The lot a refused take names; None for any other error."""
+    if error.sqlstate != STOCK_MOVED_SQLSTATE:
+        return None
+    return int(error.diag.message_detail)
+
+
 def _take_one(session: Session, lot_id: int, quantity: int, floor: date) -> bool:
-    row = session.execute(_TAKE_SQL, {"id": lot_id, "q": quantity, "min_expiry": floor})
-    return row.first() is not None
+    try:
+        session.execute(_TAKE_SQL, {"id": lot_id, "q": quantity, "min_expiry": floor})
+    except DBAPIError as exc:
+        if not isinstance(exc.orig, psycopg.Error) or _moved_lot(exc.orig) is None:
+            raise
+        return False
+    return True
 
 
 def _forget_reserved(session: Session, lot_ids: Iterable[int]) -> None:
@@ -305,9 +316,10 @@ class StockLast:
         try:
             commit_after(session, _TAKE_OR_FAIL, [step[1:] for step in steps])
         except psycopg.Error as exc:
-            if exc.sqlstate != STOCK_MOVED_SQLSTATE:
+            lot_id = _moved_lot(exc)
+            if lot_id is None:
                 raise
-            raise StockMoved(int(exc.diag.message_detail or 0)) from None
+            raise StockMoved(lot_id) from None
         _forget_reserved(session, (lot_id for _, lot_id, _, _ in steps))
 
 

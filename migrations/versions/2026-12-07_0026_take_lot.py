@@ -18,7 +18,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # The UPDATE is the conditional one of stores.allocation._TAKE_SQL; a lot's id is its
+    # The conditional take every reservation makes (stores.allocation); a lot's id is its
     # column's type (bigint). SECURITY INVOKER (the default): it runs with the caller's grants,
     # as the UPDATE itself would.
     op.execute(

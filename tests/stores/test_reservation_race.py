@@ -104,7 +104,7 @@ def test_a_lot_emptied_between_the_read_and_the_update_is_chosen_again_under_loc
         emptied = []
 
         def execute(statement, *args, **kwargs):
-            if "UPDATE lots SET reserved = reserved + :q" in str(statement) and not emptied:
+            if "take_lot(" in str(statement) and not emptied:
                 with session_scope() as other:
                     other.execute(
                         text("UPDATE lots SET reserved = reserved + 2 WHERE id = :id"),
