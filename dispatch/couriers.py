@@ -201,9 +201,10 @@ def where_from(session: Session, courier_id: int, lat: float | None, lon: float 
 # Readiness to claim
 
 
-_ACTIVE_COUNT_SQL = text(
-    f"SELECT count(*) FROM dispatch_jobs WHERE courier_id = :courier_id AND {ACTIVE_JOB_SQL}"
-)
+# The jobs a courier holds, counted: on its own, and inside the next-job claim's statement
+# (`dispatch.pool._claim_sql`), which counts them after the courier's lock as this does.
+ACTIVE_COUNT_SQL = f"SELECT count(*) AS jobs FROM dispatch_jobs WHERE courier_id = :courier_id AND {ACTIVE_JOB_SQL}"
+_ACTIVE_COUNT_SQL = text(ACTIVE_COUNT_SQL)
 
 
 def active_job_count(session: Session, courier_id: int) -> int:
@@ -238,8 +239,9 @@ _HOLD_SQL = text(
 
 def hold_for_claim_plan(courier_id: int, lat: float, lon: float, now: datetime) -> Steps[None]:
     """Lock the courier's profile for a claim and record where they ask from (one statement),
-    then refuse a courier with neither home store nor service area, or one who already holds
-    the most active jobs allowed (counted after the lock, so concurrent claims see each other).
+    then refuse a courier with neither home store nor service area. The jobs they hold are
+    counted after this lock, by the claim's own statement (`dispatch.pool.claim_plan`), so
+    concurrent claims of one courier see each other.
 
     A plan of statements (`stores.statements`), run in the claim's transaction on a session or on
     the driver's connection.
@@ -249,7 +251,6 @@ def hold_for_claim_plan(courier_id: int, lat: float, lon: float, now: datetime) 
     )
     if not rows or not rows[0][0]:
         raise not_configured()
-    yield from capacity_plan(courier_id)
 
 
 def not_configured() -> Conflict:
@@ -267,8 +268,13 @@ def check_capacity(session: Session, courier_id: int) -> None:
 def capacity_plan(courier_id: int) -> Steps[None]:
     """`check_capacity` as a plan of one statement (`stores.statements`)."""
     (counted,) = yield Step(_ACTIVE_COUNT_SQL, {"courier_id": courier_id})
+    refuse_when_full(counted[0])
+
+
+def refuse_when_full(active_jobs: int) -> None:
+    """Refuse another claim to a courier who holds `active_jobs`, the most allowed or more."""
     limit = get_settings().dispatch_max_active_jobs
-    if counted[0] >= limit:
+    if active_jobs >= limit:
         raise too_many_jobs(limit)
 
 

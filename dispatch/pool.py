@@ -261,10 +261,16 @@ CLAIM_CANDIDATES_PER_STORE = 2
 def _claim_sql(ranking: Ranking, extra: str) -> TextClause:
     """Lock the best candidate nobody holds (the ranked candidates are read without locks) and
     mark it claimed by the courier, in one statement (built once per ranking: a rush claims
-    with the same few texts). It answers the job claimed (or null) and every candidate it tried:
-    when none was free, they were all held, and the next round skips them."""
+    with the same few texts). It answers the job claimed (or null), every candidate it tried
+    (when none was free, they were all held, and the next round skips them) and the jobs the
+    courier held before it, counted after the courier's lock: at `:max_active` or more, it reads
+    no candidate and claims nothing."""
     return text(f"""
-        WITH p AS MATERIALIZED ({_pool_sql(ranking, extra=extra)}),
+        WITH held AS MATERIALIZED ({couriers.ACTIVE_COUNT_SQL}),
+        p AS MATERIALIZED (
+            SELECT pool.* FROM ({_pool_sql(ranking, extra=extra)}) pool
+            WHERE (SELECT jobs FROM held) < :max_active
+        ),
         picked AS (
             SELECT j.id FROM dispatch_jobs j
             JOIN p ON p.id = j.id
@@ -281,7 +287,8 @@ def _claim_sql(ranking: Ranking, extra: str) -> TextClause:
             WHERE j.id = picked.id AND p.id = picked.id AND s.id = j.store_id
             RETURNING j.id
         )
-        SELECT (SELECT id FROM claimed) AS claimed, ARRAY(SELECT id FROM p) AS candidates
+        SELECT (SELECT id FROM claimed) AS claimed, ARRAY(SELECT id FROM p) AS candidates,
+               (SELECT jobs FROM held) AS held
     """)
 
 
@@ -319,22 +326,25 @@ def claim_plan(
     FOR UPDATE SKIP LOCKED and claimed in the same statement: concurrent claimers each lock a
     different row instead of queueing on the same one, and a row claimed and committed meanwhile
     no longer matches `status = 'open'` when PostgreSQL re-checks it, so no job is ever claimed
-    twice. Three statements in all (the courier's lock and position, their job count, the claim;
-    one more a round when every candidate was held), the hot path of a courier rush: a plan of
+    twice. Two statements in all (the courier's lock and position; the claim, which counts the
+    jobs the courier holds after that lock and refuses a courier who holds the most allowed; one
+    more a round when every candidate was held), the hot path of a courier rush: a plan of
     statements (`stores.statements`), run in one transaction on a session or, for the endpoint,
     on the driver's connection.
     """
     yield from couriers.hold_for_claim_plan(courier_id, lat, lon, now)
     params = _pool_params(courier_id, Where(lat, lon), now=now, ranking=ranking)
     params["limit"] = CLAIM_CANDIDATES
+    params["max_active"] = get_settings().dispatch_max_active_jobs
     skipped: list[uuid.UUID] = []
     while True:
         extra = "AND j.id <> ALL(CAST(:skipped AS uuid[]))" if skipped else ""
         params["skipped"] = skipped
         params["per_store"] = CLAIM_CANDIDATES if skipped else CLAIM_CANDIDATES_PER_STORE
-        ((claimed, candidates),) = yield Step(_claim_sql(ranking, extra), params)
+        ((claimed, candidates, held),) = yield Step(_claim_sql(ranking, extra), params)
         if claimed is not None:
             return claimed
+        couriers.refuse_when_full(held)
         if not candidates:
             return None
         # Every candidate was held by another claimer: read past them.

@@ -277,6 +277,23 @@ def test_a_courier_holds_at_most_the_configured_number_of_jobs(db, client, store
     assert len(mine) == 2
 
 
+def test_a_courier_at_the_limit_is_refused_even_when_no_job_is_open(
+    db, client, store, courier_headers
+):
+    # The claim counts the held jobs in the statement that looks for a job: at the limit, the
+    # courier hears that they hold too many, not that there is nothing to take.
+    for _ in range(2):
+        helpers.make_delivery_order(db, store)
+    for _ in range(2):
+        assert (
+            client.post(f"{API}/dispatch/claim", json=HERE, headers=courier_headers).status_code
+            == 200
+        )
+    r = client.post(f"{API}/dispatch/claim", json=HERE, headers=courier_headers)
+    assert r.status_code == 409, r.text
+    assert r.json()["error"]["details"] == {"max_active_jobs": 2}
+
+
 def test_claiming_a_job_someone_took_is_a_conflict(db, client, store, courier, courier_headers):
     order = helpers.make_delivery_order(db, store)
     job = helpers.job_of(db, order)
