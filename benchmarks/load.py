@@ -354,7 +354,9 @@ def _races(base: str, args, ref: wrk.Result) -> str:
             f"({'exact' if exact else 'NOT EXACT'}). Target >= 300/s, p99 <= 500 ms: "
             f"{'met' if sale_met else 'missed'}.",
             f"Courier rush: {r['claims_answered']} claims answered, jobs answered twice "
-            f"{r['jobs_answered_twice']}, answered but not held {r['answered_but_not_held']}. "
+            f"{r['jobs_answered_twice']}, answered but not held {r['answered_but_not_held']}, "
+            f"couriers who found the pool empty {r['couriers_finding_the_pool_empty']} (a pool "
+            "too small for the run: its rate is then measured on a board running dry). "
             f"Target >= 300/s, p99 <= 500 ms: {'met' if rush_met else 'missed'}.",
             "Errors in the races: "
             + (", ".join(f"{k} x{v}" for k, v in sorted(errors.items())) if errors else "0")

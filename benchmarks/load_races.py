@@ -193,7 +193,14 @@ def flash_sale(
 
 
 async def _claim(
-    base, couriers, result: RaceResult, claimed: list[str], *, until: float, timed_from=0.0
+    base,
+    couriers,
+    result: RaceResult,
+    claimed: list[str],
+    emptied: list[bool],
+    *,
+    until: float,
+    timed_from=0.0,
 ):
     async def one(token: str, lat: float, lon: float) -> None:
         http = HttpConnection(*_split(base))
@@ -214,7 +221,10 @@ async def _claim(
                 # Every job answered counts in the checks, the warm-up's too.
                 claimed.append(json.loads(data)["id"])
             elif status == 204:
-                break  # the pool is empty
+                # The pool is empty: the courier stops, and the rest of the rate is measured on a
+                # board running dry. Counted in the rush's checks: a pool too small for the run.
+                emptied.append(True)
+                break
             else:
                 code = json.loads(data).get("error", {}).get("code") if data else ""
                 result.error(f"HTTP {status} {code}")
@@ -257,11 +267,19 @@ def courier_rush(
     stop = threading.Event()
     sweeper = threading.Thread(target=_deliver_held, args=(stop,), daemon=True)
     try:
-        result, claimed = RaceResult(), []
+        result, claimed, emptied = RaceResult(), [], []
         sweeper.start()
         timed_from = time.perf_counter() + warmup
         asyncio.run(
-            _claim(base, plan, result, claimed, until=timed_from + seconds, timed_from=timed_from)
+            _claim(
+                base,
+                plan,
+                result,
+                claimed,
+                emptied,
+                until=timed_from + seconds,
+                timed_from=timed_from,
+            )
         )
         # Nothing timed (rate 0) if the race ended within its warm-up.
         result.seconds = max(0.0, time.perf_counter() - timed_from)
@@ -280,6 +298,7 @@ def courier_rush(
             "jobs_answered_twice": len(claimed) - len(set(claimed)),
             "jobs_claimed_in_db": held[1],
             "answered_but_not_held": len(set(claimed)) - held[1],
+            "couriers_finding_the_pool_empty": len(emptied),
         }
         return result
     finally:

@@ -202,8 +202,12 @@ def where_from(session: Session, courier_id: int, lat: float | None, lon: float 
 
 
 # The jobs a courier holds, counted: on its own, and inside the next-job claim's statement
-# (`dispatch.pool._claim_sql`), which counts them after the courier's lock as this does.
-ACTIVE_COUNT_SQL = f"SELECT count(*) AS jobs FROM dispatch_jobs WHERE courier_id = :courier_id AND {ACTIVE_JOB_SQL}"
+# (`dispatch.pool._claim_sql`), which counts them after the courier's lock, as `check_capacity`
+# does in a claim of a chosen job.
+ACTIVE_COUNT_SQL = (
+    "SELECT count(*) AS jobs FROM dispatch_jobs"
+    f" WHERE courier_id = :courier_id AND {ACTIVE_JOB_SQL}"
+)
 _ACTIVE_COUNT_SQL = text(ACTIVE_COUNT_SQL)
 
 

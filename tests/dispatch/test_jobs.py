@@ -12,6 +12,7 @@ from dispatch.models import Courier, Job, JobStatus
 from dispatch.schemas import CourierLocationOut
 from o2o import clock
 from o2o.config import get_settings
+from o2o.errors import Conflict
 from o2o.geo import to_latlon
 from o2o.order_flow import store_actions
 from o2o.orders import lifecycle
@@ -280,8 +281,8 @@ def test_a_courier_holds_at_most_the_configured_number_of_jobs(db, client, store
 def test_a_courier_at_the_limit_is_refused_even_when_no_job_is_open(
     db, client, store, courier_headers
 ):
-    # The claim counts the held jobs in the statement that looks for a job: at the limit, the
-    # courier hears that they hold too many, not that there is nothing to take.
+    # The claim counts the held jobs in the statement that looks for a job; at the limit the
+    # courier still hears that they hold too many, not that there is nothing to take.
     for _ in range(2):
         helpers.make_delivery_order(db, store)
     for _ in range(2):
@@ -291,7 +292,20 @@ def test_a_courier_at_the_limit_is_refused_even_when_no_job_is_open(
         )
     r = client.post(f"{API}/dispatch/claim", json=HERE, headers=courier_headers)
     assert r.status_code == 409, r.text
+    assert r.json()["error"]["code"] == "too_many_jobs"
     assert r.json()["error"]["details"] == {"max_active_jobs": 2}
+
+
+def test_a_claim_on_a_session_at_the_limit_is_refused_even_when_no_job_is_open(db, store, courier):
+    # The same plan on a session (a batched trip's first job, the simulation): refused, not
+    # "nothing to take", which a trip would answer with 204.
+    for _ in range(2):
+        helpers.make_delivery_order(db, store)
+    for _ in range(2):
+        assert pool.claim_next_job(db, courier, lat=HERE["lat"], lon=HERE["lon"]) is not None
+    with pytest.raises(Conflict) as refused:
+        pool.claim_next_job(db, courier, lat=HERE["lat"], lon=HERE["lon"])
+    assert refused.value.code == "too_many_jobs"
 
 
 def test_claiming_a_job_someone_took_is_a_conflict(db, client, store, courier, courier_headers):
