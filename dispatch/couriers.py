@@ -266,13 +266,7 @@ def not_configured() -> Conflict:
 
 def check_capacity(session: Session, courier_id: int) -> None:
     """Refuse another claim to a courier who already holds the most active jobs allowed."""
-    statements.run(session, capacity_plan(courier_id))
-
-
-def capacity_plan(courier_id: int) -> Steps[None]:
-    """`check_capacity` as a plan of one statement (`stores.statements`)."""
-    (counted,) = yield Step(_ACTIVE_COUNT_SQL, {"courier_id": courier_id})
-    refuse_when_full(counted[0])
+    refuse_when_full(active_job_count(session, courier_id))
 
 
 def refuse_when_full(active_jobs: int) -> None:

@@ -261,29 +261,14 @@ def test_claim_next_takes_the_best_job_then_answers_204(db, client, store, couri
     assert r.status_code == 204 and r.content == b""
 
 
-def test_a_courier_holds_at_most_the_configured_number_of_jobs(db, client, store, courier_headers):
-    for _ in range(3):
-        helpers.make_delivery_order(db, store)
-    for _ in range(2):
-        assert (
-            client.post(f"{API}/dispatch/claim", json=HERE, headers=courier_headers).status_code
-            == 200
-        )
-    r = client.post(f"{API}/dispatch/claim", json=HERE, headers=courier_headers)
-    assert r.status_code == 409
-    assert r.json()["error"]["code"] == "too_many_jobs"
-    open_left = db.scalar(select(func.count()).select_from(Job).where(Job.status == JobStatus.OPEN))
-    assert open_left == 1
-    mine = client.get(f"{API}/couriers/me/jobs", headers=courier_headers).json()
-    assert len(mine) == 2
-
-
-def test_a_courier_at_the_limit_is_refused_even_when_no_job_is_open(
-    db, client, store, courier_headers
+@pytest.mark.parametrize("open_at_the_limit", [1, 0])
+def test_a_courier_holds_at_most_the_configured_number_of_jobs(
+    db, client, store, courier_headers, open_at_the_limit
 ):
-    # The claim counts the held jobs in the statement that looks for a job; at the limit the
-    # courier still hears that they hold too many, not that there is nothing to take.
-    for _ in range(2):
+    # With no job left open, too: the claim counts the held jobs in the statement that looks
+    # for a job, and the courier at the limit still hears that they hold too many, not that
+    # there is nothing to take.
+    for _ in range(2 + open_at_the_limit):
         helpers.make_delivery_order(db, store)
     for _ in range(2):
         assert (
@@ -294,6 +279,10 @@ def test_a_courier_at_the_limit_is_refused_even_when_no_job_is_open(
     assert r.status_code == 409, r.text
     assert r.json()["error"]["code"] == "too_many_jobs"
     assert r.json()["error"]["details"] == {"max_active_jobs": 2}
+    open_left = db.scalar(select(func.count()).select_from(Job).where(Job.status == JobStatus.OPEN))
+    assert open_left == open_at_the_limit
+    mine = client.get(f"{API}/couriers/me/jobs", headers=courier_headers).json()
+    assert len(mine) == 2
 
 
 def test_a_claim_on_a_session_at_the_limit_is_refused_even_when_no_job_is_open(db, store, courier):
