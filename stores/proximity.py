@@ -6,10 +6,11 @@ distance d is at least d x (1 - SPHEROID_BOUND) away on the spheroid, which prov
 is final and how far past the radius the sphere stream must run.
 """
 
+import contextlib
 import functools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -95,6 +96,10 @@ def proven(best: Sequence[Row], k: int, unseen_sphere_m: float) -> bool:
 # apart, so a walk inside a session's transaction runs in a savepoint (two short statements),
 # and a refused walk runs again without the index's ordering: a scan and a sort, exact, rare. (On
 # the driver, in autocommit, a refused walk has nothing to undo: see `walk_async`.)
+#
+# Work that can simply run again (placing an order) spares its walks the savepoint: inside
+# `redone_on_refusal`, a refused walk raises WalkRefused, the refusal having ended the
+# transaction, and the caller rolls back and runs the work again with each walk guarded.
 _MISORDERED = "index returned tuples in wrong order"
 # The walk again without the index's ordering (the ORM's and the driver's alike), for the rest of
 # the transaction's walk only. Planned anew: a statement the driver prepared may hold a generic
@@ -110,8 +115,34 @@ _INDEX_SCANS_ON = (
 )
 
 
+_UNGUARDED = "o2o_walks_unguarded"
+
+
+class WalkRefused(Exception):
+    """The index refused a walk that ran without a savepoint (`redone_on_refusal`): the
+    transaction can only be rolled back, and its work run again."""
+
+
+@contextlib.contextmanager
+def redone_on_refusal(session: Session) -> Iterator[None]:
+    """Run the session's walks in the block without savepoints: a refused one raises
+    WalkRefused, for a caller that then rolls back and runs the block's work again outside it."""
+    session.info[_UNGUARDED] = True
+    try:
+        yield
+    finally:
+        session.info.pop(_UNGUARDED, None)
+
+
 def walk(session: Session, statement: TextClause, params: dict) -> list[Row]:
     """Run a nearest-first walk from (params["lat"], params["lon"]) and return its rows."""
+    if session.info.get(_UNGUARDED) and session.in_transaction():
+        try:
+            return list(session.execute(statement, params).all())
+        except DBAPIError as exc:
+            if _MISORDERED not in str(exc.orig):
+                raise
+            raise WalkRefused from exc
     if not session.in_transaction():
         # The walk opens the request's transaction (the nearby list): refused, the transaction
         # holds nothing else and is rolled back whole, so no savepoint is needed.

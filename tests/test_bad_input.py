@@ -296,6 +296,29 @@ def test_a_store_on_the_searched_point_written_another_way_is_found(client, db, 
         assert plan is None  # the one store holds it all
 
 
+@pytest.mark.parametrize(("lat", "lon"), EDGES)
+def test_an_order_is_placed_at_a_store_on_the_patients_point_written_another_way(
+    client, db, patient, lat, lon
+):
+    # A placement walks the index with no savepoint around its walks (a refused walk redoes the
+    # placement: tests/stores/test_walks.py). At the edges the order is placed once, at one of
+    # the stores on the patient's point, whose stock it holds.
+    product = make_product(db)
+    stores = {s.id: s for s in (make_store(db, at=at) for at in twins(lat, lon))}
+    lots = {store_id: make_lot(db, store, product, on_hand=2) for store_id, store in stores.items()}
+    r = client.post(
+        f"{API}/orders",
+        json={**order_body([(product.id, 1)], at=(lat, lon)), "payment_method": "at_store"},
+        headers={**auth(patient), "Idempotency-Key": f"edge-{lat}-{lon}"},
+    )
+    assert r.status_code == 201, r.text
+    placed_at = r.json()["store"]["id"]
+    assert placed_at in stores
+    assert count(db, Order) == 1
+    reserved = {store_id: (db.refresh(lot), lot.reserved)[1] for store_id, lot in lots.items()}
+    assert reserved == {store_id: int(store_id == placed_at) for store_id in stores}
+
+
 def test_a_zone_across_the_antimeridian_and_couriers_at_the_edges(client, db, admin):
     zone = {
         "type": "Polygon",

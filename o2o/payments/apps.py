@@ -97,15 +97,11 @@ def rotate_secret(
     return app, secret
 
 
-# Built once: every online placement asks.
-_CURRENT_APP = (
-    select(PaymentApp).where(PaymentApp.is_active).order_by(PaymentApp.id.desc()).limit(1)
+# The app new online payments go to: the most recently registered active one (its id and its
+# endpoint's; a payment's opening statement reads it, `o2o.payments.service.open_payment`).
+CURRENT_APP_SQL = (
+    "SELECT id, webhook_endpoint_id FROM payment_apps WHERE is_active ORDER BY id DESC LIMIT 1"
 )
-
-
-def current_app(session: Session) -> PaymentApp | None:
-    """Return the app new online payments go to: the most recently registered active one."""
-    return session.scalar(_CURRENT_APP)
 
 
 @dataclass(frozen=True)

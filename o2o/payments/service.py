@@ -19,6 +19,7 @@ from datetime import datetime
 
 from sqlalchemy import ColumnElement, bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.selectable import ScalarSelect
@@ -66,19 +67,31 @@ def _send(session: Session, app_id: int, event_type: str, payment: Payment, payl
 _PAYMENT_COLUMNS, _PAYMENT_VALUES, _PAYMENT_PARAMS = db.insert_values(Payment.__table__, "payment_")
 _INSERT_PAYMENT = f"INSERT INTO payments ({_PAYMENT_COLUMNS}) VALUES ({_PAYMENT_VALUES})"
 _OPEN = text(_INSERT_PAYMENT).bindparams(*_PAYMENT_PARAMS)
-# The payment, its request in the outbox and the request's delivery to the app's endpoint alone
-# (as `_send` writes a request), in one statement.
+# An online payment, to the app new online payments go to (`apps.CURRENT_APP_SQL`), with its
+# request in the outbox and the request's delivery to that app's endpoint alone (as `_send` writes
+# a request), in one statement, which answers the app's id. With no app active, the payment has
+# none, which its table refuses (ONLINE_HAS_APP): nothing is written.
+_WITH_CURRENT_APP = _PAYMENT_VALUES.replace(":payment_app_id", "(SELECT id FROM app)")
+assert _WITH_CURRENT_APP.count("(SELECT id FROM app)") == 1
 _OPEN_AND_REQUEST = text(
     f"""
-    WITH payment AS ({_INSERT_PAYMENT}), request AS (
+    WITH app AS ({apps.CURRENT_APP_SQL}),
+    payment AS (INSERT INTO payments ({_PAYMENT_COLUMNS}) VALUES ({_WITH_CURRENT_APP})),
+    request AS (
         INSERT INTO outbox_events (id, event_type, aggregate_type, aggregate_id, payload)
-        VALUES (:request_id, 'payment.requested', 'payment', CAST(:payment_id AS text),
-                :request_payload)
+        SELECT :request_id, 'payment.requested', 'payment', CAST(:payment_id AS text),
+               :request_payload
+        FROM app
     )
     INSERT INTO outbox_deliveries (event_id, endpoint_id, next_attempt_at)
-    VALUES (:request_id, :request_endpoint_id, :request_at)
+    SELECT :request_id, app.webhook_endpoint_id, :request_at FROM app
+    RETURNING (SELECT id FROM app)
     """
-).bindparams(*_PAYMENT_PARAMS, bindparam("request_payload", type_=JSONB))
+).bindparams(
+    *(param for param in _PAYMENT_PARAMS if param.key != "payment_app_id"),
+    bindparam("request_payload", type_=JSONB),
+)
+ONLINE_HAS_APP = "ck_payments_online_has_app"
 
 
 def open_payment(
@@ -95,17 +108,10 @@ def open_payment(
 
     `amount_minor`: what is to be paid when it is not the order's own total (a split order's
     first part pays for every part)."""
-    app = apps.current_app(session) if method is PaymentMethod.ONLINE else None
-    if method is PaymentMethod.ONLINE and app is None:
-        raise PaymentsUnavailable(
-            _(
-                "Online payment is not available right now; choose payment at the store for a pickup, or try again later."
-            ),
-        )
     payment = Payment(
         id=uuid.uuid4(),
         order_id=order.id,
-        app_id=app.id if app else None,
+        app_id=None,  # an online payment's is chosen by its statement
         method=method,
         status=P.PENDING,
         amount_minor=order.total_minor if amount_minor is None else amount_minor,
@@ -115,9 +121,10 @@ def open_payment(
         created_at=order.created_at,
     )
     values = db.written_values(payment, "payment_")
-    if app is None:
+    if method is not PaymentMethod.ONLINE:
         session.execute(_OPEN, values)
     else:
+        del values["payment_app_id"]
         request = {
             "payment_id": str(payment.id),
             "order_id": str(order.id),
@@ -126,16 +133,24 @@ def open_payment(
             "currency": payment.currency,
             "due_at": due_at.isoformat() if due_at else None,
         }
-        session.execute(
-            _OPEN_AND_REQUEST,
-            {
-                **values,
-                "request_id": uuid.uuid4(),
-                "request_payload": request,
-                "request_endpoint_id": app.webhook_endpoint_id,
-                "request_at": clock.now(),
-            },
-        )
+        try:
+            payment.app_id = session.scalar(
+                _OPEN_AND_REQUEST,
+                {
+                    **values,
+                    "request_id": uuid.uuid4(),
+                    "request_payload": request,
+                    "request_at": clock.now(),
+                },
+            )
+        except IntegrityError as exc:
+            if getattr(getattr(exc.orig, "diag", None), "constraint_name", None) != ONLINE_HAS_APP:
+                raise
+            raise PaymentsUnavailable(
+                _(
+                    "Online payment is not available right now; choose payment at the store for a pickup, or try again later."
+                ),
+            ) from None
     set_committed_value(payment, "refunds", [])  # a new payment has none: no read to know it
     db.attach_written(session, payment)
     return payment

@@ -27,11 +27,12 @@ from tests.factories import (
 from tests.orders.helpers import order_body, watched
 
 # The caller, the Idempotency-Key's claim, the cart's products, the patient's lock and caps,
-# the routing walk (in a savepoint: three) and the cart's equivalents, the chosen store, the
-# stock's plan, the order with its lines, their lots, its timeline entry and its outbox event
-# (one statement), the payment app, the payment with its request to the app (one statement),
-# the key's answer and the lot's take (sent with the COMMIT, in one round trip).
-PLACEMENT_STATEMENTS = 16
+# the routing walk (no savepoint: a walk the index refuses redoes the placement) and the cart's
+# equivalents, the chosen store, the stock's plan, the order with its lines, their lots, its
+# timeline entry and its outbox event (one statement), the payment to the current app with its
+# request to that app (one statement), the key's answer and the lot's take (sent with the
+# COMMIT, in one round trip).
+PLACEMENT_STATEMENTS = 13
 
 
 def test_an_online_pickup_with_an_idempotency_key_runs_its_statements_and_no_more(real_client):
