@@ -8,16 +8,19 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from dispatch import monitor
 from o2o import clock
 from o2o.config import get_settings
 from o2o.order_flow.tasks import expire_due_orders
 from o2o.orders.models import Order
+from o2o.outbox import OutboxEvent
+from o2o.payments import apps as payment_apps
 from o2o.payments.models import Payment
 from o2o.users.models import Role
 from o2o.webhooks import relay
+from o2o.webhooks.models import OutboxDelivery
 from tests.factories import (
     auth,
     make_lot,
@@ -289,6 +292,36 @@ def test_no_payment_app_means_online_payment_is_unavailable(client, db, world):
     assert r.status_code == 409 and r.json()["error"]["code"] == "payments_unavailable"
     assert stock(db, world["lot"]) == (20, 0)
     assert place(client, world, payment_method="at_store").status_code == 201
+
+
+def test_an_online_payment_is_asked_of_the_newest_active_app(client, db, world):
+    older, _ = payment_apps.register_app(
+        db, name="Older provider", webhook_url="https://older.example.test/hooks"
+    )
+    newer, _ = payment_apps.register_app(
+        db, name="Newer provider", webhook_url="https://newer.example.test/hooks"
+    )
+
+    def asked_of(order: dict) -> tuple[int, list[int]]:
+        """The payment's app and the endpoints its request is addressed to."""
+        payment = db.get(Payment, uuid.UUID(order["payment"]["id"]))
+        endpoints = db.scalars(
+            select(OutboxDelivery.endpoint_id)
+            .join(OutboxEvent, OutboxEvent.id == OutboxDelivery.event_id)
+            .where(OutboxEvent.aggregate_id == str(payment.id))
+        ).all()
+        return payment.app_id, endpoints
+
+    assert asked_of(placed(client, world)) == (newer.id, [newer.webhook_endpoint_id])
+    newer.is_active = False
+    db.commit()
+    assert asked_of(placed(client, world)) == (older.id, [older.webhook_endpoint_id])
+    older.is_active = False
+    db.commit()
+    r = place(client, world)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "payments_unavailable"
+    assert stock(db, world["lot"]) == (20, 2)
+    assert db.scalar(select(func.count()).select_from(Order)) == 2
 
 
 def test_the_report_reconciles_a_stores_day(client, db, world):
