@@ -72,7 +72,8 @@ _OPEN = text(_INSERT_PAYMENT).bindparams(*_PAYMENT_PARAMS)
 # a request), in one statement, which answers the app's id. With no app active, the payment has
 # none, which its table refuses (ONLINE_HAS_APP): nothing is written.
 _WITH_CURRENT_APP = _PAYMENT_VALUES.replace(":payment_app_id", "(SELECT id FROM app)")
-assert _WITH_CURRENT_APP.count("(SELECT id FROM app)") == 1
+if _WITH_CURRENT_APP.count("(SELECT id FROM app)") != 1:  # checked at import, not per request
+    raise RuntimeError("the payment's INSERT must bind its app once, as :payment_app_id")
 _OPEN_AND_REQUEST = text(
     f"""
     WITH app AS ({apps.CURRENT_APP_SQL}),
