@@ -98,8 +98,9 @@ def proven(best: Sequence[Row], k: int, unseen_sphere_m: float) -> bool:
 # the driver, in autocommit, a refused walk has nothing to undo: see `walk_async`.)
 #
 # Work that can simply run again (placing an order) spares its walks the savepoint: inside
-# `redone_on_refusal`, a refused walk raises WalkRefused, the refusal having ended the
-# transaction, and the caller rolls back and runs the work again with each walk guarded.
+# `redone_on_refusal`, a refused walk raises WalkRefused, the refusal having aborted the
+# transaction (or the caller's own savepoint), and the caller rolls back and runs the work again
+# with each walk guarded.
 _MISORDERED = "index returned tuples in wrong order"
 # The walk again without the index's ordering (the ORM's and the driver's alike), for the rest of
 # the transaction's walk only. Planned anew: a statement the driver prepared may hold a generic
@@ -120,18 +121,20 @@ _UNGUARDED = "o2o_walks_unguarded"
 
 class WalkRefused(Exception):
     """The index refused a walk that ran without a savepoint (`redone_on_refusal`): the
-    transaction can only be rolled back, and its work run again."""
+    transaction (or the caller's savepoint) is aborted, to be rolled back and its work run
+    again."""
 
 
 @contextlib.contextmanager
 def redone_on_refusal(session: Session) -> Iterator[None]:
     """Run the session's walks in the block without savepoints: a refused one raises
     WalkRefused, for a caller that then rolls back and runs the block's work again outside it."""
+    outer = session.info.get(_UNGUARDED, False)
     session.info[_UNGUARDED] = True
     try:
         yield
     finally:
-        session.info.pop(_UNGUARDED, None)
+        session.info[_UNGUARDED] = outer
 
 
 def walk(session: Session, statement: TextClause, params: dict) -> list[Row]:

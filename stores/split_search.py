@@ -122,7 +122,8 @@ def plan_split(
     merged = cart.check_lines(lines)
     delivery_lat, delivery_lon = delivery_point or (lat, lon)
     # An index walk nearest first: run as every such walk is (stores.proximity.walk), so a pair of
-    # points PostGIS' index misorders falls back to an exact scan instead of failing.
+    # points PostGIS' index misorders falls back to an exact scan instead of failing (or, in a
+    # placement, which runs its walks without savepoints, redoes the placement with guarded ones).
     rows = yield Step(
         _CANDIDATES_SQL,
         {

@@ -34,6 +34,13 @@ class Step:
 T = TypeVar("T")
 Steps = Generator[Step, Sequence[Any], T]
 
+# Work a caller can simply run again (placing an order) runs its plans' walks on a session
+# without the savepoint each would get inside a transaction: a walk the index refuses raises
+# WalkRefused, and the caller rolls back and runs the work again outside the block
+# (`stores.proximity`, where the walks are run).
+redone_on_refusal = proximity.redone_on_refusal
+WalkRefused = proximity.WalkRefused
+
 
 def database(session: Session) -> str:
     """Name the session's database (the key of per-process caches of its statistics)."""

@@ -16,7 +16,15 @@ from o2o.users.models import Role
 from o2o.webhooks.models import WebhookEndpoint
 from stores.cli import app as stores_cli
 from stores.models import Product, Store
-from tests.factories import SHANGHAI, auth, make_lot, make_product, make_store, make_user
+from tests.factories import (
+    SHANGHAI,
+    auth,
+    make_lot,
+    make_product,
+    make_store,
+    make_user,
+    payment_app,
+)
 from tests.orders.helpers import order_body
 from tests.stores.helpers import product_body, store_body
 
@@ -297,26 +305,28 @@ def test_a_store_on_the_searched_point_written_another_way_is_found(client, db, 
 
 
 @pytest.mark.parametrize(("lat", "lon"), EDGES)
-def test_an_order_is_placed_at_a_store_on_the_patients_point_written_another_way(
+def test_an_order_is_placed_next_to_stores_on_the_patients_point_written_another_way(
     client, db, patient, lat, lon
 ):
-    # A placement walks the index with no savepoint around its walks (a refused walk redoes the
-    # placement: tests/stores/test_walks.py). At the edges the order is placed once, at one of
-    # the stores on the patient's point, whose stock it holds.
+    # With two stores or more on the point, the cart (three units, two at each) is split.
+    payment_app(db)
     product = make_product(db)
     stores = {s.id: s for s in (make_store(db, at=at) for at in twins(lat, lon))}
     lots = {store_id: make_lot(db, store, product, on_hand=2) for store_id, store in stores.items()}
-    r = client.post(
-        f"{API}/orders",
-        json={**order_body([(product.id, 1)], at=(lat, lon)), "payment_method": "at_store"},
-        headers={**auth(patient), "Idempotency-Key": f"edge-{lat}-{lon}"},
-    )
+    units = 3 if len(stores) > 1 else 1
+    request = {
+        "json": {**order_body([(product.id, units)], at=(lat, lon)), "allow_split": True},
+        "headers": {**auth(patient), "Idempotency-Key": f"edge-{lat}-{lon}"},
+    }
+    r = client.post(f"{API}/orders", **request)
     assert r.status_code == 201, r.text
-    placed_at = r.json()["store"]["id"]
-    assert placed_at in stores
-    assert count(db, Order) == 1
-    reserved = {store_id: (db.refresh(lot), lot.reserved)[1] for store_id, lot in lots.items()}
-    assert reserved == {store_id: int(store_id == placed_at) for store_id in stores}
+    placed = r.json()
+    parts = placed.get("parts", [placed])
+    assert len(parts) == (2 if len(stores) > 1 else 1)
+    assert {part["store"]["id"] for part in parts} <= set(stores)
+    assert count(db, Order) == len(parts)
+    reserved = [(db.refresh(lot), lot.reserved)[1] for lot in lots.values()]
+    assert sum(reserved) == units and max(reserved) <= 2
 
 
 def test_a_zone_across_the_antimeridian_and_couriers_at_the_edges(client, db, admin):

@@ -32,7 +32,7 @@ from o2o.payments import service as payments_service
 from o2o.payments.models import PaymentMethod
 from o2o.security import new_code
 from o2o.users.models import User
-from stores import allocation, proximity, split_search, substitutes
+from stores import allocation, split_search, statements, substitutes
 from stores import service as stores_service
 from stores.cart import CartLine, validate_cart
 from stores.models import Product, Store
@@ -238,17 +238,19 @@ def place_and_present(
     the lots last could deadlock with them.
 
     Its nearest-first walks run without savepoints (two statements fewer each): in the rare
-    case the index refuses one (`stores.proximity.WalkRefused`), the work is rolled back and
+    case the index refuses one (`stores.statements.WalkRefused`), the work is rolled back and
     done again with each walk guarded."""
     try:
-        with proximity.redone_on_refusal(session):
+        with statements.redone_on_refusal(session):
             return _place_and_present(session, patient, body, record)
-    except proximity.WalkRefused:
+    except statements.WalkRefused:
         session.rollback()
     return _place_and_present(session, patient, body, record)
 
 
-def _place_and_present(session, patient, body, record) -> dict:
+def _place_and_present(
+    session: Session, patient: User, body: OrderIn, record: Callable[[dict], None] | None
+) -> dict:
     if body.delivery_slot is not None or body.fulfillment == "pickup_point":
         payload = _placed(session, patient, body, allocation.reserve_lines, record)
         session.commit()

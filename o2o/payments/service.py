@@ -108,7 +108,11 @@ def open_payment(
     request are written at once, in one statement.
 
     `amount_minor`: what is to be paid when it is not the order's own total (a split order's
-    first part pays for every part)."""
+    first part pays for every part).
+
+    With no payment app active, an online payment raises PaymentsUnavailable (409) after its
+    statement was refused: the transaction (or the caller's savepoint) is aborted, and the
+    caller rolls it back, as it does on any refusal."""
     payment = Payment(
         id=uuid.uuid4(),
         order_id=order.id,

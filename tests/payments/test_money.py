@@ -303,7 +303,8 @@ def test_an_online_payment_is_asked_of_the_newest_active_app(client, db, world):
     )
 
     def asked_of(order: dict) -> tuple[int, list[int]]:
-        """The payment's app and the endpoints its request is addressed to."""
+        """The payment's app and the endpoints its request is addressed to, as stored."""
+        db.expire_all()
         payment = db.get(Payment, uuid.UUID(order["payment"]["id"]))
         endpoints = db.scalars(
             select(OutboxDelivery.endpoint_id)
@@ -321,7 +322,8 @@ def test_an_online_payment_is_asked_of_the_newest_active_app(client, db, world):
     r = place(client, world)
     assert r.status_code == 409 and r.json()["error"]["code"] == "payments_unavailable"
     assert stock(db, world["lot"]) == (20, 2)
-    assert db.scalar(select(func.count()).select_from(Order)) == 2
+    for written in (Order, Payment, OutboxDelivery):
+        assert db.scalar(select(func.count()).select_from(written)) == 2
 
 
 def test_the_report_reconciles_a_stores_day(client, db, world):
