@@ -11,7 +11,7 @@ a transaction on it)."""
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import Annotated, Any
@@ -387,15 +387,24 @@ def _drop_after_commit(session: Session) -> None:
 _ATTACHED = "o2o_attached"
 
 
-def insert_values(table: Table, prefix: str) -> tuple[str, str, list[BindParameter]]:
+def insert_values(
+    table: Table, prefix: str, *, computed: Mapping[str, str] | None = None
+) -> tuple[str, str, list[BindParameter]]:
     """The column list and the VALUES list of an INSERT of one row of `table`, and their typed bind
     parameters: every column, its value the parameter `prefix` + its name (typed as the column, so
-    a point is sent as the ORM sends one). `written_values(obj, prefix)` gives the values."""
+    a point is sent as the ORM sends one), but those `computed` names, whose value is the SQL
+    expression given (read by the statement itself). `written_values(obj, prefix, skip=...)`,
+    skipping the computed columns, gives the values."""
+    computed = computed or {}
     columns = list(table.columns)
     return (
         ", ".join(column.name for column in columns),
-        ", ".join(f":{prefix}{column.name}" for column in columns),
-        [bindparam(prefix + column.name, type_=column.type) for column in columns],
+        ", ".join(computed.get(column.name, f":{prefix}{column.name}") for column in columns),
+        [
+            bindparam(prefix + column.name, type_=column.type)
+            for column in columns
+            if column.name not in computed
+        ],
     )
 
 

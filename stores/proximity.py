@@ -139,22 +139,19 @@ def redone_on_refusal(session: Session) -> Iterator[None]:
 
 def walk(session: Session, statement: TextClause, params: dict) -> list[Row]:
     """Run a nearest-first walk from (params["lat"], params["lon"]) and return its rows."""
-    if session.info.get(_UNGUARDED) and session.in_transaction():
+    opens = not session.in_transaction()
+    if opens or session.info.get(_UNGUARDED):
+        # Bare. A walk that opens the request's transaction (the nearby list), refused, rolls
+        # back a transaction that holds nothing else and walks again; an unguarded one refused
+        # inside a transaction tells its caller, who redoes the work (`redone_on_refusal`).
         try:
             return list(session.execute(statement, params).all())
         except DBAPIError as exc:
             if _MISORDERED not in str(exc.orig):
                 raise
-            raise WalkRefused from exc
-    if not session.in_transaction():
-        # The walk opens the request's transaction (the nearby list): refused, the transaction
-        # holds nothing else and is rolled back whole, so no savepoint is needed.
-        try:
-            return list(session.execute(statement, params).all())
-        except DBAPIError as exc:
-            if _MISORDERED not in str(exc.orig):
-                raise
-            session.rollback()
+            if not opens:
+                raise WalkRefused from exc
+        session.rollback()
         return _walk_unordered(session, statement, params)
     try:
         with session.begin_nested():

@@ -71,13 +71,14 @@ _OPEN = text(_INSERT_PAYMENT).bindparams(*_PAYMENT_PARAMS)
 # request in the outbox and the request's delivery to that app's endpoint alone (as `_send` writes
 # a request), in one statement, which answers the app's id. With no app active, the payment has
 # none, which its table refuses (ONLINE_HAS_APP): nothing is written.
-_WITH_CURRENT_APP = _PAYMENT_VALUES.replace(":payment_app_id", "(SELECT id FROM app)")
-if _WITH_CURRENT_APP.count("(SELECT id FROM app)") != 1:  # checked at import, not per request
-    raise RuntimeError("the payment's INSERT must bind its app once, as :payment_app_id")
+_APP_COLUMN = "app_id"
+_ONLINE_VALUES, _ONLINE_PARAMS = db.insert_values(
+    Payment.__table__, "payment_", computed={_APP_COLUMN: "(SELECT id FROM app)"}
+)[1:]
 _OPEN_AND_REQUEST = text(
     f"""
     WITH app AS ({apps.CURRENT_APP_SQL}),
-    payment AS (INSERT INTO payments ({_PAYMENT_COLUMNS}) VALUES ({_WITH_CURRENT_APP})),
+    payment AS (INSERT INTO payments ({_PAYMENT_COLUMNS}) VALUES ({_ONLINE_VALUES})),
     request AS (
         INSERT INTO outbox_events (id, event_type, aggregate_type, aggregate_id, payload)
         SELECT :request_id, 'payment.requested', 'payment', CAST(:payment_id AS text),
@@ -88,10 +89,7 @@ _OPEN_AND_REQUEST = text(
     SELECT :request_id, app.webhook_endpoint_id, :request_at FROM app
     RETURNING (SELECT id FROM app)
     """
-).bindparams(
-    *(param for param in _PAYMENT_PARAMS if param.key != "payment_app_id"),
-    bindparam("request_payload", type_=JSONB),
-)
+).bindparams(*_ONLINE_PARAMS, bindparam("request_payload", type_=JSONB))
 ONLINE_HAS_APP = "ck_payments_online_has_app"
 
 
@@ -125,11 +123,10 @@ def open_payment(
         due_at=due_at,
         created_at=order.created_at,
     )
-    values = db.written_values(payment, "payment_")
     if method is not PaymentMethod.ONLINE:
-        session.execute(_OPEN, values)
+        session.execute(_OPEN, db.written_values(payment, "payment_"))
     else:
-        del values["payment_app_id"]
+        values = db.written_values(payment, "payment_", skip=(_APP_COLUMN,))
         request = {
             "payment_id": str(payment.id),
             "order_id": str(order.id),

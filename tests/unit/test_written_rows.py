@@ -36,6 +36,21 @@ def test_every_column_of_the_table_is_written_under_its_prefixed_name():
     assert written["payment_psp_reference"] is None and payment.psp_reference is None
 
 
+def test_a_computed_column_is_written_by_its_expression_with_no_parameter():
+    # An online payment's app is read by its own statement (o2o.payments.service.open_payment).
+    columns, values, params = insert_values(
+        Payment.__table__, "payment_", computed={"app_id": "(SELECT id FROM app)"}
+    )
+    names = [c.name for c in Payment.__table__.columns]
+    assert columns.split(", ") == names
+    assert values.split(", ") == [
+        "(SELECT id FROM app)" if name == "app_id" else f":payment_{name}" for name in names
+    ]
+    written = written_values(_payment(), "payment_", skip=("app_id",))
+    assert sorted(written) == sorted(p.key for p in params)
+    assert "payment_app_id" not in written
+
+
 @pytest.mark.parametrize("column", ["created_at", "captured_minor", "id"])
 def test_a_column_the_table_would_default_may_not_be_left_unset(column):
     with pytest.raises(ValueError, match=f"payments.{column} must be set"):
