@@ -12,7 +12,7 @@ a transaction on it)."""
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -226,6 +226,18 @@ async def get_driver(request: Request) -> AsyncIterator[psycopg.AsyncConnection]
         yield conn
 
 
+# Lends a connection of the driver pool for a few statements, taken back as its block ends.
+LendDriver = Callable[[], AbstractAsyncContextManager[psycopg.AsyncConnection]]
+
+
+async def get_driver_lender(request: Request) -> LendDriver:
+    """Give an endpoint that works on a session a way to borrow a driver connection for a few
+    statements before its work (a placement's user and Idempotency-Key), back to the pool as the
+    block ends: the request then waits for the writers' pool, and on a lot's lock, holding none
+    of the connections the hot reads and the claims share."""
+    return request.state.driver_pool.connection
+
+
 @functools.cache
 def get_sessionmaker() -> sessionmaker[Session]:
     return sessionmaker(bind=get_engine(), expire_on_commit=False)
@@ -254,6 +266,7 @@ DbSession = Annotated[Session, Depends(get_session, scope="function")]
 SessionRunner = Annotated[Runner, Depends(get_runner, scope="function")]
 WriterRunner = Annotated[Runner, Depends(get_writer_runner, scope="function")]
 DriverConnection = Annotated[psycopg.AsyncConnection, Depends(get_driver, scope="function")]
+DriverLender = Annotated[LendDriver, Depends(get_driver_lender)]
 
 
 def commit_on_return(endpoint: Callable[..., Any]) -> Callable[..., Any]:

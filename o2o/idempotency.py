@@ -1,7 +1,8 @@
 """Idempotency-Key for POSTs that create things: a retry gets the first answer, not a second order.
 
-The key is claimed first, in its own short transaction (`claim`): a row inserted with
-`ON CONFLICT`, so a concurrent twin sees it at once and is told the first is still in flight. The
+The key is claimed first, by one statement committed as it ends (`claim`, on a driver
+connection in autocommit): a row inserted with `ON CONFLICT`, so a concurrent twin sees it at
+once and is told the first is still in flight. The
 final response is stored by the claim's holder in the same transaction as the work (`finish`), so
 "order exists" and "response recorded" commit together or not at all. Refusals (4xx) are recorded
 too, in a transaction after the work's has rolled back; unexpected failures give the key back
@@ -16,15 +17,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from psycopg import AsyncConnection
 from sqlalchemy import (
     ForeignKey,
-    Interval,
     String,
     bindparam,
     delete,
     func,
     select,
-    text,
     tuple_,
     update,
 )
@@ -92,76 +92,72 @@ def request_hash(method: str, path: str, body: Any) -> str:
     return hashlib.sha256(f"{method.upper()} {path}\n{canonical}".encode()).hexdigest()
 
 
-# The claim: an INSERT ... ON CONFLICT, as SQL text. SQLAlchemy's PostgreSQL INSERT is never
-# cached (its ON CONFLICT clauses have no cache key), so built as a construct it was compiled
-# anew on every placement; text is compiled once. The row is taken over only when its answer
-# has expired, or when the same request was left unfinished long enough ago that its process
-# must have died.
-_CLAIM = (
-    text(
-        """
-        INSERT INTO idempotency_records AS r
-            (user_id, key, request_hash, claim_token, created_at, expires_at)
-        VALUES (:claim_user_id, :claim_key, :claim_hash, :claim_token_value, now(), now() + :ttl)
-        ON CONFLICT (user_id, key) DO UPDATE SET
-            request_hash = excluded.request_hash,
-            claim_token = excluded.claim_token,
-            created_at = excluded.created_at,
-            expires_at = excluded.expires_at,
-            response_status = NULL,
-            response_body = NULL
-        WHERE r.expires_at <= now()
-           OR (r.response_status IS NULL
-               AND r.created_at < now() - :stale
-               AND r.request_hash = excluded.request_hash)
-        RETURNING r.claim_token
-        """
-    )
-    .bindparams(
-        bindparam("claim_token_value", type_=UUID(as_uuid=True)),
-        bindparam("ttl", type_=Interval),
-        bindparam("stale", type_=Interval),
-    )
-    .columns(claim_token=UUID(as_uuid=True))
-)
+# The claim: an INSERT ... ON CONFLICT on the driver's connection, in autocommit, so the row is
+# committed as the statement ends and a twin request sees it at once. The row is taken over only
+# when its answer has expired, or when the same request was left unfinished long enough ago that
+# its process must have died.
+_CLAIM = """
+    INSERT INTO idempotency_records AS r
+        (user_id, key, request_hash, claim_token, created_at, expires_at)
+    VALUES (%(user_id)s, %(key)s, %(request_hash)s, %(token)s, now(), now() + %(ttl)s)
+    ON CONFLICT (user_id, key) DO UPDATE SET
+        request_hash = excluded.request_hash,
+        claim_token = excluded.claim_token,
+        created_at = excluded.created_at,
+        expires_at = excluded.expires_at,
+        response_status = NULL,
+        response_body = NULL
+    WHERE r.expires_at <= now()
+       OR (r.response_status IS NULL
+           AND r.created_at < now() - %(stale)s
+           AND r.request_hash = excluded.request_hash)
+    RETURNING r.claim_token
+"""
+# The key's use as committed, when the claim found it taken.
+_EARLIER_USE = """
+    SELECT request_hash, response_status, response_body FROM idempotency_records
+    WHERE user_id = %(user_id)s AND key = %(key)s
+"""
 
 
-def claim(session: Session, *, user_id: int, key: str, request_hash: str) -> Claim | Replay:
+async def claim(
+    conn: AsyncConnection, *, user_id: int, key: str, request_hash: str
+) -> Claim | Replay:
     """Take the key for this request, or say what the earlier use of it means.
 
-    Run in a transaction of its own and commit right after, so a twin request sees the claim.
-    Raises 422 `idempotency_key_reused` (another body) or 409 `request_in_flight`.
+    Run on a driver connection in autocommit (`o2o.db.DriverLender`): the claim is committed as
+    its statement ends, in one round trip, so a twin request sees it at once; the work runs in a
+    transaction of its own afterwards. Raises 422 `idempotency_key_reused` (another body) or
+    409 `request_in_flight`.
     """
     settings = get_settings()
     token = uuid.uuid4()
-    taken = session.scalar(
-        _CLAIM,
-        {
-            "claim_user_id": user_id,
-            "claim_key": key,
-            "claim_hash": request_hash,
-            "claim_token_value": token,
-            "ttl": timedelta(hours=settings.idempotency_ttl_hours),
-            "stale": timedelta(seconds=settings.idempotency_stale_seconds),
-        },
-    )
-    if taken == token:
-        return Claim(user_id, key, token)
-
-    # The conflicting row is locked by the statement above, so this reads its settled state.
-    existing = session.scalar(
-        select(R)
-        .where(R.user_id == user_id, R.key == key)
-        .execution_options(populate_existing=True)
-    )
-    if existing is None:  # purged between the two statements: the key is free again
-        return claim(session, user_id=user_id, key=key, request_hash=request_hash)
-    if existing.request_hash != request_hash:
+    params = {"user_id": user_id, "key": key, "request_hash": request_hash}
+    async with conn.cursor() as cur:
+        await cur.execute(
+            _CLAIM,
+            params
+            | {
+                "token": token,
+                "ttl": timedelta(hours=settings.idempotency_ttl_hours),
+                "stale": timedelta(seconds=settings.idempotency_stale_seconds),
+            },
+        )
+        taken = await cur.fetchone()
+        if taken is not None and taken[0] == token:
+            return Claim(user_id, key, token)
+        # Taken: its state as committed now (the holder may have answered since the claim).
+        await cur.execute(_EARLIER_USE, params)
+        existing = await cur.fetchone()
+    if existing is None:  # purged since the claim's statement: the key is free again
+        return await claim(conn, user_id=user_id, key=key, request_hash=request_hash)
+    earlier_hash, response_status, response_body = existing
+    if earlier_hash != request_hash:
         raise KeyReused(
             _("This Idempotency-Key was already used for a different request; use a new key."),
         )
-    if existing.response_status is not None:
-        return Replay(existing.response_status, existing.response_body)
+    if response_status is not None:
+        return Replay(response_status, response_body)
     raise RequestInFlight(
         _("The first request with this Idempotency-Key is still being processed; retry shortly."),
         details={"retry_after_seconds": 1},
@@ -197,18 +193,16 @@ _FINISH = (
 )
 
 
-def abandon(session: Session, claim: Claim) -> None:
-    """Give the key back after an unexpected failure, so a retry runs the request again."""
-    session.execute(
-        delete(R)
-        .where(
-            R.user_id == claim.user_id,
-            R.key == claim.key,
-            R.claim_token == claim.token,
-            R.response_status.is_(None),
+async def abandon(conn: AsyncConnection, claim: Claim) -> None:
+    """Give the key back after an unexpected failure, so a retry runs the request again: on a
+    driver connection in autocommit, after the work's transaction has rolled back. A claim taken
+    over since, or answered, is left alone."""
+    async with conn.cursor() as cur:
+        await cur.execute(
+            "DELETE FROM idempotency_records WHERE user_id = %s AND key = %s"
+            " AND claim_token = %s AND response_status IS NULL",
+            (claim.user_id, claim.key, claim.token),
         )
-        .execution_options(synchronize_session=False)
-    )
 
 
 def purge_expired(session: Session, *, batch: int = 5000) -> int:

@@ -1,5 +1,6 @@
 """The driver connection (`o2o.db.DriverConnection`: psycopg's async connection) of the hot
-reads and the next-job claim, for a test whose requests run on a sync session: the same
+reads and the next-job claim, and the one lent to a placement for its user and key
+(`o2o.db.DriverLender`), for a test whose requests run on a sync session: the same
 connection's sync side, under the async API they use, so it sees the test's data in its
 transaction. A savepoint stands for the state before the request: the driver's rollback returns
 to it, and a transaction the request opens is a savepoint of its own."""
@@ -56,8 +57,11 @@ class _Cursor:
     async def __aexit__(self, *exc: object) -> None:
         self.cursor.close()
 
-    async def execute(self, query: str, params: dict | None = None) -> None:
+    async def execute(self, query: str, params: dict | tuple | None = None) -> None:
         self.cursor.execute(query, params)
 
     async def fetchall(self) -> list[Any]:
         return self.cursor.fetchall()
+
+    async def fetchone(self) -> Any:
+        return self.cursor.fetchone()

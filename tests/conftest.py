@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,14 @@ from sqlalchemy.pool import NullPool
 
 from o2o import wiring
 from o2o.config import get_settings
-from o2o.db import COMMIT_ON_RETURN, get_driver, get_runner, get_session, get_writer_runner
+from o2o.db import (
+    COMMIT_ON_RETURN,
+    get_driver,
+    get_driver_lender,
+    get_runner,
+    get_session,
+    get_writer_runner,
+)
 from o2o.redis import get_redis
 from tests.async_driver import SyncDriver
 from tests.documented_errors import check_422_is_documented
@@ -141,18 +148,30 @@ def app(_built_app, db: Session):
         with _in_request():
             yield _Runner()
 
-    async def _driver():
-        # The driver connection (nearby, search, the next-job claim): the same connection's sync
-        # side. What it wrote bypassed the session, whose copies of those rows are then stale.
+    @asynccontextmanager
+    async def _driver_of_request():
+        # The driver connection (nearby, search, the next-job claim, a placement's user and key):
+        # the same connection's sync side. What it wrote bypassed the session, whose copies of
+        # those rows are then stale.
         with _in_request():
             yield SyncDriver(db)
         db.expire_all()
+
+    async def _driver():
+        async with _driver_of_request() as driver:
+            yield driver
+
+    @asynccontextmanager
+    async def _lent():
+        async with _driver_of_request() as driver:
+            yield driver
 
     # The console shares this dict, so it is changed in place, never replaced.
     _built_app.dependency_overrides[get_session] = _session
     _built_app.dependency_overrides[get_runner] = _runner
     _built_app.dependency_overrides[get_writer_runner] = _runner
     _built_app.dependency_overrides[get_driver] = _driver
+    _built_app.dependency_overrides[get_driver_lender] = lambda: _lent
     yield _built_app
     _built_app.dependency_overrides.clear()
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from o2o import idempotency, ratelimit
 from o2o.api import ApiRoute, CursorQuery, model_json
 from o2o.config import get_settings
-from o2o.db import INT4_MAX, DbSession, SessionRunner, WriterRunner
+from o2o.db import INT4_MAX, DbSession, DriverLender, LendDriver, SessionRunner, WriterRunner
 from o2o.errors import DomainError, error_body, error_responses
 from o2o.i18n import gettext as _
 from o2o.order_flow import (
@@ -85,6 +85,7 @@ ORDERS_PATH = "/orders"
 async def place_order(
     body: OrderIn,
     runner: WriterRunner,
+    lend: DriverLender,
     patient: WritingPatientUser,
     idempotency_key: IdempotencyKey = None,
 ):
@@ -96,29 +97,35 @@ async def place_order(
         str(patient.id),
         message=_("Too many orders in a short time; wait a minute and try again."),
     )
+    outcome = None
+    if idempotency_key is not None:
+        fingerprint = idempotency.request_hash(
+            "POST", ORDERS_PATH, body.model_dump(mode="json", exclude_unset=False)
+        )
+        # The claim is committed by its one statement, on a driver connection lent for it (as
+        # the patient was read): the placement's session has not opened yet, so the request
+        # never holds two connections at once, and its transaction starts with the work.
+        async with lend() as conn:
+            outcome = await idempotency.claim(
+                conn, user_id=patient.id, key=idempotency_key, request_hash=fingerprint
+            )
+        if isinstance(outcome, idempotency.Replay):
+            return _replay(outcome)
     # The placement runs in the event loop on the request's one async session (of the writers'
-    # pool): no hop to a worker thread for the session, the user, the work and the answer, each
-    # of which would contend for the interpreter with every other placement in flight.
-    return await runner.run(_place_order, patient, body, idempotency_key)
+    # pool): no hop to a worker thread for the session, the work and the answer, each of which
+    # would contend for the interpreter with every other placement in flight.
+    try:
+        return await runner.run(_place_order, patient, body, outcome)
+    except BaseException as exc:
+        if outcome is not None and not _refusal(exc):
+            await _give_back(lend, outcome)
+        raise
 
 
-def _place_order(session: Session, patient: User, body: OrderIn, idempotency_key: str | None):
-    if idempotency_key is None:
+def _place_order(session: Session, patient: User, body: OrderIn, outcome: idempotency.Claim | None):
+    if outcome is None:
         payload = split_checkout.place_and_present(session, patient, body)
         return JSONResponse(payload, status_code=status.HTTP_201_CREATED)
-
-    fingerprint = idempotency.request_hash(
-        "POST", ORDERS_PATH, body.model_dump(mode="json", exclude_unset=False)
-    )
-    # The claim, the work and a recorded refusal are three transactions in turn on this one
-    # session, so a request never holds two pooled connections at once: with side transactions,
-    # as many requests as the pool has connections could each hold one and wait for a second.
-    outcome = idempotency.claim(
-        session, user_id=patient.id, key=idempotency_key, request_hash=fingerprint
-    )
-    session.commit()  # a twin request must see the claim at once
-    if isinstance(outcome, idempotency.Replay):
-        return _replay(outcome)
 
     def record(payload: dict) -> None:
         if not idempotency.finish(session, outcome, status.HTTP_201_CREATED, payload):
@@ -129,33 +136,37 @@ def _place_order(session: Session, patient: User, body: OrderIn, idempotency_key
     try:
         # Committed by the placement, the answer with the order (`record`), or neither.
         payload = split_checkout.place_and_present(session, patient, body, record=record)
-    except DomainError as exc:
+    except BaseException as exc:
+        # Rolled back first: the key's row may be locked by the answer's UPDATE.
         session.rollback()
-        if 400 <= exc.status_code < 500 and not isinstance(exc, idempotency.RequestInFlight):
+        if _refusal(exc):
             # A refusal is an answer too: the retry gets the same one (the work rolled back).
             idempotency.finish(
                 session, outcome, exc.status_code, error_body(exc.code, exc.message, exc.details)
             )
-        else:
-            idempotency.abandon(session, outcome)
-        session.commit()
-        raise
-    except BaseException:
-        _give_back(session, outcome)
+            session.commit()
         raise
     return JSONResponse(payload, status_code=status.HTTP_201_CREATED)
 
 
-def _give_back(session: Session, claim: idempotency.Claim) -> None:
-    """Free the key after an unexpected failure, keeping that failure the one reported."""
+def _refusal(exc: BaseException) -> bool:
+    """Whether a placement's failure is a refusal its key answers (4xx), not one that frees it."""
+    return (
+        isinstance(exc, DomainError)
+        and 400 <= exc.status_code < 500
+        and not isinstance(exc, idempotency.RequestInFlight)
+    )
+
+
+async def _give_back(lend: LendDriver, claim: idempotency.Claim) -> None:
+    """Free the key after a failure that is not a refusal, so a retry runs the request again,
+    keeping that failure the one reported."""
     try:
-        session.rollback()
-        idempotency.abandon(session, claim)
-        session.commit()
+        async with lend() as conn:
+            await idempotency.abandon(conn, claim)
     except Exception:
         # The database is what failed: the claim goes stale and a retry takes it over.
         log.exception("could not free Idempotency-Key after a failure")
-        session.rollback()
 
 
 def _replay(replay: idempotency.Replay):

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
+from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from sqlalchemy import bindparam, select
 from sqlalchemy import inspect as sa_inspect
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session, joinedload, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from o2o.config import get_settings
-from o2o.db import DbSession, DriverConnection, SessionRunner, WriterRunner
+from o2o.db import DbSession, DriverConnection, DriverLender, SessionRunner
 from o2o.errors import Forbidden, Unauthorized
 from o2o.i18n import gettext as _
 from o2o.security import TokenError, decode_access_token
@@ -44,13 +45,6 @@ async def get_current_user_async(
     return await runner.run(user_from_token, token)
 
 
-async def get_current_user_writing(
-    runner: WriterRunner, token: Annotated[str | None, Depends(oauth2_scheme)]
-) -> User:
-    """As get_current_user_async, in the session of an async writer (o2o.db.WriterRunner)."""
-    return await runner.run(user_from_token, token)
-
-
 async def bearer_subject(token: Annotated[str | None, Depends(oauth2_scheme)]) -> tuple[int, int]:
     """The user id and token version the bearer token carries, or 401: checked before anything
     is asked of the database."""
@@ -64,6 +58,21 @@ async def get_current_user_driver(
     401: for an endpoint that does its work on that connection and takes no session at all (a
     courier's claim). A token that is not valid is refused before a connection is taken. The
     user is a detached copy, every column and the stores loaded, for reading only."""
+    return await _user_on(conn, subject)
+
+
+async def get_current_user_lent(
+    subject: Annotated[tuple[int, int], Depends(bearer_subject)], lend: DriverLender
+) -> User:
+    """As get_current_user_driver, on a driver connection lent for the one statement and taken
+    back at once: for an async endpoint whose work runs on a session (placing an order), so the
+    session's transaction does not open for the read, and the request holds no driver
+    connection while it works."""
+    async with lend() as conn:
+        return await _user_on(conn, subject)
+
+
+async def _user_on(conn: AsyncConnection, subject: tuple[int, int]) -> User:
     user_id, version = subject
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(_USER_ROW_SQL, {"user_id": user_id})
@@ -166,9 +175,9 @@ def require_role(*roles: Role, current: Callable[..., Any] = get_current_user) -
 
 AdminUser = Annotated[User, Depends(require_role(Role.ADMIN))]
 PatientUser = Annotated[User, Depends(require_role(Role.PATIENT))]
-# A patient for an async write, loaded in its one session (o2o.db.WriterRunner).
+# A patient for an async write on a session, loaded on a driver connection lent for the read.
 WritingPatientUser = Annotated[
-    User, Depends(require_role(Role.PATIENT, current=get_current_user_writing))
+    User, Depends(require_role(Role.PATIENT, current=get_current_user_lent))
 ]
 
 

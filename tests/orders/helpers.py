@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import psycopg
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.engine.default import CACHE_HIT
@@ -62,19 +63,37 @@ class Statements:
 
 @contextmanager
 def watched() -> Iterator[Statements]:
-    """Record every statement any engine runs in the block (the served application's too)."""
+    """Record every statement any engine runs in the block (the served application's too), and
+    those run on psycopg's async connections past SQLAlchemy (the driver pool's: a hot read, a
+    courier's claim, a placement's user and key)."""
     seen = Statements()
+    # Statements SQLAlchemy announced on an async connection and has yet to send through the
+    # driver's cursor, which then records nothing for them.
+    announced = [0]
 
     def record(conn, cursor, statement, parameters, context, executemany):
         text = " ".join(statement.split())[:100]
         seen.run.append(text)
+        if isinstance(conn.connection.driver_connection, psycopg.AsyncConnection):
+            announced[0] += 1
         # A savepoint's statement is its name: nothing to cache.
         savepoint = statement.startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))
         if getattr(context, "cache_hit", CACHE_HIT) is not CACHE_HIT and not savepoint:
             seen.compiled_anew.append(f"{context.cache_hit}: {text}")
 
+    sent = psycopg.AsyncCursor.execute
+
+    async def execute(cursor, query, params=None, **kwargs):
+        if announced[0]:
+            announced[0] -= 1
+        else:
+            seen.run.append(" ".join(str(query).split())[:100])
+        return await sent(cursor, query, params, **kwargs)
+
     event.listen(Engine, "before_cursor_execute", record)
+    psycopg.AsyncCursor.execute = execute
     try:
         yield seen
     finally:
+        psycopg.AsyncCursor.execute = sent
         event.remove(Engine, "before_cursor_execute", record)

@@ -6,12 +6,14 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import psycopg
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.util import await_only
 
 from o2o import clock, idempotency
-from o2o.db import session_scope
+from o2o.config import get_settings
+from o2o.db import psycopg_url, session_scope
 from o2o.idempotency import IdempotencyRecord
 from o2o.order_flow import checkout
 from o2o.order_flow.router import ORDERS_PATH
@@ -110,21 +112,26 @@ def test_without_a_key_each_post_is_a_new_order(world):
     assert orders() == 2
 
 
+def _placements_wait(monkeypatch, started, release: threading.Event) -> None:
+    """Make each placement call `started` as its work begins, then wait until `release` is set.
+    The placement runs in the event loop: it waits there as on a slow database, letting the loop
+    serve other requests meanwhile."""
+    real_place = checkout.place
+
+    def slow_place(*args, **kwargs):
+        started()
+        assert await_only(asyncio.to_thread(release.wait, 30))
+        return real_place(*args, **kwargs)
+
+    monkeypatch.setattr(checkout, "place", slow_place)
+
+
 def test_a_twin_sent_while_the_first_is_in_flight_gets_409_then_the_first_answer(
     world, monkeypatch
 ):
     client, body = world["client"], order_body([(world["product_id"], 1)])
     inside, release = threading.Event(), threading.Event()
-    real_place = checkout.place
-
-    def slow_place(*args, **kwargs):
-        inside.set()
-        # The placement runs in the event loop: it waits there as on a slow database, letting
-        # the loop serve the twin meanwhile.
-        assert await_only(asyncio.to_thread(release.wait, 20))
-        return real_place(*args, **kwargs)
-
-    monkeypatch.setattr(checkout, "place", slow_place)
+    _placements_wait(monkeypatch, inside.set, release)
     with ThreadPoolExecutor(max_workers=1) as pool:
         first = pool.submit(client.post, URL, json=body, headers=keyed(world, "k-5"))
         assert inside.wait(20)
@@ -157,6 +164,32 @@ def test_many_concurrent_twins_make_exactly_one_order(world):
     assert orders() == 1 and reserved(world) == 1
 
 
+def test_placements_at_work_hold_none_of_the_connections_the_hot_reads_share(world, monkeypatch):
+    # A placement reads its patient and claims its key on a driver connection lent for each and
+    # taken back at once: as many placements at work as the driver pool has connections leave
+    # the nearby list its connections (held, they would starve it until the pool timed out).
+    client, body = world["client"], order_body([(world["product_id"], 1)])
+    in_flight = get_settings().db_async_pool_size
+    with session_scope() as s:
+        patients = [auth(make_user(s, role=Role.PATIENT)) for _ in range(in_flight)]
+    at_work, release = threading.Semaphore(0), threading.Event()
+    _placements_wait(monkeypatch, at_work.release, release)
+    with ThreadPoolExecutor(max_workers=in_flight) as pool:
+        placing = [
+            pool.submit(client.post, URL, json=body, headers={**h, "Idempotency-Key": "k-busy"})
+            for h in patients
+        ]
+        assert all(at_work.acquire(timeout=20) for _ in patients)
+        lat, lon = body["location"]["lat"], body["location"]["lon"]
+        nearby = client.get("/api/v1/stores/nearby", params={"lat": lat, "lon": lon})
+        release.set()
+        placed = [f.result(timeout=60) for f in placing]
+    assert nearby.status_code == 200, nearby.text
+    assert len(nearby.json()["items"]) == 1
+    assert [p.status_code for p in placed] == [201] * in_flight
+    assert orders() == in_flight and reserved(world) == in_flight
+
+
 def test_a_claim_left_by_a_crashed_request_is_taken_over_after_a_minute(world):
     client, body = world["client"], order_body([(world["product_id"], 1)])
     with session_scope() as s:
@@ -182,26 +215,32 @@ def test_a_claim_left_by_a_crashed_request_is_taken_over_after_a_minute(world):
     assert client.post(URL, json=body, headers=keyed(world, "k-7")).json()["id"] == r.json()["id"]
 
 
+def _claim(user_id: int, key: str) -> idempotency.Claim | idempotency.Replay:
+    """Claim a key as a placement does: on a connection of its own, in autocommit."""
+
+    async def claiming():
+        url = psycopg_url(get_settings().database_url)
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            return await idempotency.claim(conn, user_id=user_id, key=key, request_hash="h")
+
+    return asyncio.run(claiming())
+
+
 def test_a_request_whose_claim_was_taken_over_cannot_store_its_answer(world):
     user_id = world["patient"].id
-    with session_scope() as s:
-        old = idempotency.claim(s, user_id=user_id, key="k-8", request_hash="h")
+    old = _claim(user_id, "k-8")
     with session_scope() as s:
         s.execute(
             update(IdempotencyRecord)
             .where(IdempotencyRecord.key == "k-8")
             .values(created_at=clock.now() - timedelta(minutes=5))
         )
-    with session_scope() as s:
-        new = idempotency.claim(s, user_id=user_id, key="k-8", request_hash="h")
+    new = _claim(user_id, "k-8")
     assert isinstance(new, idempotency.Claim) and new.token != old.token
     with session_scope() as s:
         assert idempotency.finish(s, old, 201, {"id": "late"}) is False
         assert idempotency.finish(s, new, 201, {"id": "winner"}) is True
-    with session_scope() as s:
-        assert idempotency.claim(s, user_id=user_id, key="k-8", request_hash="h") == (
-            idempotency.Replay(201, {"id": "winner"})
-        )
+    assert _claim(user_id, "k-8") == idempotency.Replay(201, {"id": "winner"})
 
 
 def test_an_unexpected_failure_gives_the_key_back(world, monkeypatch):

@@ -26,12 +26,14 @@ from tests.factories import (
 )
 from tests.orders.helpers import order_body, watched
 
-# The caller, the Idempotency-Key's claim, the cart's products, the patient's lock and caps,
-# the routing walk (no savepoint: a walk the index refuses redoes the placement) and the cart's
-# equivalents, the chosen store, the stock's plan, the order with its lines, their lots, its
-# timeline entry and its outbox event (one statement), the payment to the current app with its
-# request to that app (one statement), the key's answer and the lot's take (sent with the
-# COMMIT, in one round trip).
+# The caller and the Idempotency-Key's claim, each on a driver connection lent for it (in
+# autocommit: no BEGIN or COMMIT around them); then the placement's transaction: the cart's
+# products, the patient's lock and caps, the routing walk (no savepoint: a walk the index refuses
+# redoes the placement) and the cart's equivalents, the chosen store, the stock's plan, the order
+# with its lines, their lots, its timeline entry and its outbox event (one statement), the
+# payment to the current app with its request to that app (one statement), the key's answer and
+# the lot's take (sent with the COMMIT, in one round trip). `watched` counts the driver's
+# statements with SQLAlchemy's.
 PLACEMENT_STATEMENTS = 13
 
 

@@ -72,8 +72,9 @@ def test_an_order_for_a_slot_compiles_nothing_once_one_has_been_placed(client, d
     placed = client.post(URL, json=slot_body(product.id, listed[2]), headers=auth(first))
     assert placed.status_code == 201, placed.text
 
+    headers = auth(second)
     with watched() as seen:
-        placed = client.post(URL, json=slot_body(product.id, listed[3]), headers=auth(second))
+        placed = client.post(URL, json=slot_body(product.id, listed[3]), headers=headers)
 
     assert placed.status_code == 201, placed.text
     assert seen.compiled_anew == [], "\n".join(seen.compiled_anew)
