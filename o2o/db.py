@@ -7,7 +7,8 @@ run the same sync service code in the event loop (SQLAlchemy's greenlet bridge):
 for the session, the endpoint or the response. The hottest requests, the nearby list, search, the
 next-job claim and a courier's position report, run on neither: DriverConnection gives them a
 connection of psycopg's own async pool in autocommit, with no session around it (the claim opens
-a transaction on it)."""
+a transaction on it). Placing an order borrows one of those connections for a statement at a
+time before its work (DriverLender: its patient, its Idempotency-Key), then works on a session."""
 
 import functools
 import logging
@@ -193,8 +194,17 @@ async def _session_of_request(sessions: Callable[[], AsyncSession]) -> AsyncIter
 # courier's row, held by another claim or report of the same courier, or by a courier's action on
 # a session (a claim by id, a trip, a shift's end), each a transaction of a few statements; the
 # jobs a next-job claim would wait on are skipped (SKIP LOCKED). Placing an order, which may
-# queue behind a lot's lock, has a pool of its own (`WriterRunner`).
-DRIVER_CONNECTION = {"autocommit": True, "options": GENERIC_PLANS}
+# queue behind a lot's lock, has a pool of its own (`WriterRunner`); before its work it borrows
+# a driver connection for its patient (a read) and for its Idempotency-Key's claim, which waits
+# only on its key's row while a twin request holding the key commits its answer.
+# - a lock timeout: no statement on the pool waits on a lock longer than DRIVER_LOCK_TIMEOUT (it
+#   fails with LockNotAvailable: the key's claim answers 409 `request_in_flight`, anything else
+#   503), so a lock held long elsewhere cannot park the connections the hot reads share.
+DRIVER_LOCK_TIMEOUT = "1s"
+DRIVER_CONNECTION = {
+    "autocommit": True,
+    "options": f"{GENERIC_PLANS} -c lock_timeout={DRIVER_LOCK_TIMEOUT}",
+}
 
 
 def make_driver_pool(settings: Settings) -> AsyncConnectionPool:

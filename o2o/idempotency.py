@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.errors import LockNotAvailable
 from sqlalchemy import (
     ForeignKey,
     String,
@@ -126,23 +127,29 @@ async def claim(
     """Take the key for this request, or say what the earlier use of it means.
 
     Run on a driver connection in autocommit (`o2o.db.DriverLender`): the claim is committed as
-    its statement ends, in one round trip, so a twin request sees it at once; the work runs in a
-    transaction of its own afterwards. Raises 422 `idempotency_key_reused` (another body) or
-    409 `request_in_flight`.
+    its statement ends, so a twin request sees it at once (a key found taken is read by a second
+    statement); the work runs in a transaction of its own afterwards. Raises 422
+    `idempotency_key_reused` (another body) or 409 `request_in_flight` (also when the key's row
+    stays locked past the pool's lock timeout).
     """
     settings = get_settings()
     token = uuid.uuid4()
     params = {"user_id": user_id, "key": key, "request_hash": request_hash}
     async with conn.cursor() as cur:
-        await cur.execute(
-            _CLAIM,
-            params
-            | {
-                "token": token,
-                "ttl": timedelta(hours=settings.idempotency_ttl_hours),
-                "stale": timedelta(seconds=settings.idempotency_stale_seconds),
-            },
-        )
+        try:
+            await cur.execute(
+                _CLAIM,
+                params
+                | {
+                    "token": token,
+                    "ttl": timedelta(hours=settings.idempotency_ttl_hours),
+                    "stale": timedelta(seconds=settings.idempotency_stale_seconds),
+                },
+            )
+        except LockNotAvailable:
+            # The key's row is locked by a twin still committing its answer, past the driver
+            # pool's lock timeout (`o2o.db.DRIVER_LOCK_TIMEOUT`).
+            raise _in_flight() from None
         taken = await cur.fetchone()
         if taken is not None and taken[0] == token:
             return Claim(user_id, key, token)
@@ -158,7 +165,11 @@ async def claim(
         )
     if response_status is not None:
         return Replay(response_status, response_body)
-    raise RequestInFlight(
+    raise _in_flight()
+
+
+def _in_flight() -> RequestInFlight:
+    return RequestInFlight(
         _("The first request with this Idempotency-Key is still being processed; retry shortly."),
         details={"retry_after_seconds": 1},
         headers={"Retry-After": "1"},

@@ -47,7 +47,10 @@ def _caps_statement() -> Select:
 
 
 _CAPS = _caps_statement()
-_LOCK_PATIENT = text("SELECT 1 FROM users WHERE id = :id FOR UPDATE")
+# NO KEY UPDATE: it excludes another placement's lock, not the KEY SHARE lock a row that refers to
+# the patient takes (the Idempotency-Key's claim, on a driver connection, must not wait for the
+# patient's placement in flight).
+_LOCK_PATIENT = text("SELECT 1 FROM users WHERE id = :id FOR NO KEY UPDATE")
 
 
 def check_hoarding(session: Session, patient_id: int, cart: Sequence[tuple[int, int]]) -> None:

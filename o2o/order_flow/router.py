@@ -141,10 +141,19 @@ def _place_order(session: Session, patient: User, body: OrderIn, outcome: idempo
         session.rollback()
         if _refusal(exc):
             # A refusal is an answer too: the retry gets the same one (the work rolled back).
-            idempotency.finish(
-                session, outcome, exc.status_code, error_body(exc.code, exc.message, exc.details)
-            )
-            session.commit()
+            try:
+                idempotency.finish(
+                    session,
+                    outcome,
+                    exc.status_code,
+                    error_body(exc.code, exc.message, exc.details),
+                )
+                session.commit()
+            except BaseException:
+                # Not recorded: rolled back before the key is given back, which its row's lock
+                # would otherwise hold up.
+                session.rollback()
+                raise
         raise
     return JSONResponse(payload, status_code=status.HTTP_201_CREATED)
 

@@ -81,19 +81,21 @@ def watched() -> Iterator[Statements]:
         if getattr(context, "cache_hit", CACHE_HIT) is not CACHE_HIT and not savepoint:
             seen.compiled_anew.append(f"{context.cache_hit}: {text}")
 
-    sent = psycopg.AsyncCursor.execute
+    def counted(sent):
+        async def send(cursor, query, *args, **kwargs):
+            if announced[0]:
+                announced[0] -= 1
+            else:
+                seen.run.append(" ".join(str(query).split())[:100])
+            return await sent(cursor, query, *args, **kwargs)
 
-    async def execute(cursor, query, params=None, **kwargs):
-        if announced[0]:
-            announced[0] -= 1
-        else:
-            seen.run.append(" ".join(str(query).split())[:100])
-        return await sent(cursor, query, params, **kwargs)
+        return send
 
+    sent = psycopg.AsyncCursor.execute, psycopg.AsyncCursor.executemany
     event.listen(Engine, "before_cursor_execute", record)
-    psycopg.AsyncCursor.execute = execute
+    psycopg.AsyncCursor.execute, psycopg.AsyncCursor.executemany = map(counted, sent)
     try:
         yield seen
     finally:
-        psycopg.AsyncCursor.execute = sent
+        psycopg.AsyncCursor.execute, psycopg.AsyncCursor.executemany = sent
         event.remove(Engine, "before_cursor_execute", record)

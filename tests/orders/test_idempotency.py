@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -15,7 +16,7 @@ from o2o import clock, idempotency
 from o2o.config import get_settings
 from o2o.db import psycopg_url, session_scope
 from o2o.idempotency import IdempotencyRecord
-from o2o.order_flow import checkout
+from o2o.order_flow import checkout, limits
 from o2o.order_flow.router import ORDERS_PATH
 from o2o.order_flow.schemas import OrderIn
 from o2o.order_flow.tasks import purge_idempotency_records
@@ -188,6 +189,95 @@ def test_placements_at_work_hold_none_of_the_connections_the_hot_reads_share(wor
     assert len(nearby.json()["items"]) == 1
     assert [p.status_code for p in placed] == [201] * in_flight
     assert orders() == in_flight and reserved(world) == in_flight
+
+
+def test_a_patients_placement_at_work_keeps_none_of_their_next_claims_waiting(world, monkeypatch):
+    # The first placement holds its patient's lock (one placement per patient at a time) while
+    # the same patient sends as many more, each with a key of its own: their keys are claimed on
+    # lent driver connections without waiting for that lock (a claim's row refers to the
+    # patient), and the nearby list is served meanwhile. They wait for the lock on the writers'.
+    client, body = world["client"], order_body([(world["product_id"], 1)])
+    more = get_settings().db_async_pool_size
+    locked, release = threading.Event(), threading.Event()
+    real_check = limits.check_hoarding
+
+    def first_holds_the_lock(*args, **kwargs):
+        real_check(*args, **kwargs)
+        if not locked.is_set():
+            locked.set()
+            assert await_only(asyncio.to_thread(release.wait, 30))
+
+    monkeypatch.setattr(limits, "check_hoarding", first_holds_the_lock)
+    with ThreadPoolExecutor(max_workers=more + 1) as pool:
+        first = pool.submit(client.post, URL, json=body, headers=keyed(world, "k-first"))
+        assert locked.wait(20)
+        placing = [
+            pool.submit(client.post, URL, json=body, headers=keyed(world, f"k-next-{i}"))
+            for i in range(more)
+        ]
+        claimed = _wait_for(lambda: _claims(world["patient"].id) == more + 1)
+        lat, lon = body["location"]["lat"], body["location"]["lon"]
+        nearby = client.get("/api/v1/stores/nearby", params={"lat": lat, "lon": lon})
+        release.set()
+        answers = [f.result(timeout=60) for f in [first, *placing]]
+    assert claimed, "the next placements' keys were not claimed while the first held its lock"
+    assert nearby.status_code == 200, nearby.text
+    assert answers[0].status_code == 201
+    assert all(
+        a.status_code == 201 or a.json()["error"]["code"] == "too_many_open_orders" for a in answers
+    ), [a.text for a in answers]
+
+
+def test_a_twin_of_a_placement_committing_its_answer_waits_at_most_the_lock_timeout(
+    world, monkeypatch
+):
+    # The first placement has written its answer to its key's row and not committed (the lots'
+    # takes and the COMMIT come next): a twin's claim waits on that row, on a driver connection,
+    # for the driver pool's lock timeout at most, then answers 409 `request_in_flight`.
+    client, body = world["client"], order_body([(world["product_id"], 1)])
+    answered, release = threading.Event(), threading.Event()
+    real_finish = idempotency.finish
+
+    def slow_commit(*args, **kwargs):
+        done = real_finish(*args, **kwargs)
+        answered.set()
+        assert await_only(asyncio.to_thread(release.wait, 30))
+        return done
+
+    monkeypatch.setattr(idempotency, "finish", slow_commit)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first = pool.submit(client.post, URL, json=body, headers=keyed(world, "k-twin"))
+        assert answered.wait(20)
+        twin = pool.submit(client.post, URL, json=body, headers=keyed(world, "k-twin"))
+        try:
+            twin = twin.result(timeout=15)
+        finally:
+            release.set()
+        first = first.result(timeout=30)
+    assert twin.status_code == 409, twin.text
+    assert twin.json()["error"]["code"] == "request_in_flight"
+    assert first.status_code == 201
+    retry = client.post(URL, json=body, headers=keyed(world, "k-twin"))
+    assert retry.json()["id"] == first.json()["id"]
+    assert orders() == 1
+
+
+def _claims(user_id: int) -> int:
+    with session_scope() as s:
+        return s.scalar(
+            select(func.count())
+            .select_from(IdempotencyRecord)
+            .where(IdempotencyRecord.user_id == user_id)
+        )
+
+
+def _wait_for(condition, seconds: float = 20) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def test_a_claim_left_by_a_crashed_request_is_taken_over_after_a_minute(world):

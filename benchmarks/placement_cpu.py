@@ -1,0 +1,185 @@
+"""What one order placement costs the interpreter that serves it, next to the reference's request.
+
+Under `make load`'s flash sale the machine's two cores are full (the servers' workers, PostgreSQL,
+the client), so a placement's rate is set by its CPU time; one HTTP run's rate moves with the
+machine by more than a change to the placement does. This measures the CPU time alone, in one
+process, with no concurrency:
+
+- `POST /api/v1/orders` through the application (its lifespan, middleware, dependencies and
+  pools as served), each with a fresh Idempotency-Key, for one unit of one product at the one
+  store (`benchmarks.orders.setup`), by patients taken in turn;
+- the reference's request (`benchmarks.reference`: the nearby list's SQL on psycopg's async
+  pool, no framework) through the same in-process transport (httpx's ASGI transport), the
+  client's own CPU time being part of both.
+
+Rounds alternate the two, so a change in the machine's speed weighs on both; each figure is the
+median over the rounds of this process's CPU time per request, and the placement's is given as
+a ratio to the reference's.
+
+Run: `bash scripts/bench.sh placement_cpu` (options: `python -m benchmarks.placement_cpu --help`).
+"""
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import secrets
+import statistics
+import sys
+import time
+import uuid
+
+import httpx
+
+from benchmarks import orders as orders_bench
+from benchmarks import reference
+from o2o.config import get_settings
+from o2o.security import create_access_token
+
+# Caps meant for people, lifted for a benchmark whose patients each place many orders; still
+# checked (the rate limit in Redis, the caps in the placement's statements).
+RAISED_LIMITS = {
+    "O2O_ORDER_RATE_LIMIT": "10000000/minute",
+    "O2O_MAX_OPEN_UNITS_PER_PRODUCT": "1000000",
+    "O2O_MAX_UNPAID_ORDERS": "1000000",
+}
+PATIENTS = 64
+
+
+class Lifespan:
+    """An ASGI application's lifespan, run by hand (httpx's transport does not run it)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.outbox: asyncio.Queue = asyncio.Queue()
+        self.state: dict = {}
+        self.task: asyncio.Task | None = None
+
+    async def _run(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": self.state}
+        await self.app(scope, self.inbox.get, self.outbox.put)
+
+    async def __aenter__(self):
+        self.task = asyncio.create_task(self._run())
+        await self.inbox.put({"type": "lifespan.startup"})
+        message = await self.outbox.get()
+        if message["type"] != "lifespan.startup.complete":
+            raise RuntimeError(f"startup failed: {message}")
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.inbox.put({"type": "lifespan.shutdown"})
+        await self.outbox.get()
+        await self.task
+
+    def transport(self) -> httpx.ASGITransport:
+        async def with_state(scope, receive, send):
+            scope["state"] = dict(self.state)
+            await self.app(scope, receive, send)
+
+        return httpx.ASGITransport(app=with_state)
+
+
+async def measure(world: dict, rounds: int, placements: int, references: int) -> dict:
+    from main import app
+
+    tokens = [
+        create_access_token(str(p.id), role="patient", minutes=120) for p in world["patients"]
+    ]
+    lat, lon = orders_bench.SITE
+    body = {
+        "items": [{"product_id": world["product_id"], "quantity": 1}],
+        "location": {"lat": lat, "lon": lon},
+        "fulfillment": "pickup",
+    }
+    turn = iter(range(10**9))
+
+    async with (
+        Lifespan(app) as platform,
+        Lifespan(reference.app) as bare,
+        httpx.AsyncClient(transport=platform.transport(), base_url="http://platform") as client,
+        httpx.AsyncClient(transport=bare.transport(), base_url="http://reference") as ref,
+    ):
+
+        async def place() -> None:
+            headers = {
+                "Authorization": f"Bearer {tokens[next(turn) % len(tokens)]}",
+                "Idempotency-Key": str(uuid.uuid4()),
+            }
+            answer = await client.post("/api/v1/orders", json=body, headers=headers)
+            if answer.status_code != 201:
+                raise SystemExit(f"placement refused: {answer.status_code} {answer.text}")
+
+        async def nearby() -> None:
+            answer = await ref.get("/nearby", params={"lat": lat, "lon": lon})
+            if answer.status_code != 200 or not answer.json():
+                raise SystemExit(f"reference failed: {answer.status_code} {answer.text}")
+
+        async def timed(count: int, one) -> float:
+            started = time.process_time()
+            for _ in range(count):
+                await one()
+            return 1000 * (time.process_time() - started) / count
+
+        # Warm-up: statements prepared, caches filled, as after a server's first minutes.
+        await timed(50, place)
+        await timed(100, nearby)
+        placement_ms, reference_ms = [], []
+        for index in range(rounds):
+            placement_ms.append(await timed(placements, place))
+            reference_ms.append(await timed(references, nearby))
+            print(
+                f"round {index + 1}/{rounds}: placement {placement_ms[-1]:.2f} ms, "
+                f"reference {reference_ms[-1]:.2f} ms of CPU a request",
+                file=sys.stderr,
+                flush=True,
+            )
+    placement, ref_ms = statistics.median(placement_ms), statistics.median(reference_ms)
+    return {
+        "rounds": rounds,
+        "placements_per_round": placements,
+        "reference_requests_per_round": references,
+        "placement_cpu_ms": round(placement, 2),
+        "reference_cpu_ms": round(ref_ms, 2),
+        "placement_over_reference": round(placement / ref_ms, 2),
+        "placement_cpu_ms_by_round": [round(v, 2) for v in placement_ms],
+        "reference_cpu_ms_by_round": [round(v, 2) for v in reference_ms],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--placements", type=int, default=200, help="placements per round")
+    parser.add_argument("--references", type=int, default=400, help="reference requests per round")
+    args = parser.parse_args()
+    os.environ.update(RAISED_LIMITS)
+    get_settings.cache_clear()
+    # The in-process client's own log line per request is not the server's work.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Stock for every placement, warm-up included.
+    units = args.rounds * args.placements + 100
+    world = orders_bench.setup(PATIENTS, units=units, lots=3)
+    # Then served as in production (its logging, its settings) with keys of its own for this
+    # run, which sign the tokens. Online payments are asked of the setup's payment app, as in
+    # `make load`'s flash sale.
+    os.environ["O2O_ENV"] = "production"
+    for name in ("TOKEN_SECRET_KEY", "SESSION_SECRET_KEY", "IDENTITY_PEPPER", "SECRET_KEY"):
+        os.environ.setdefault(f"O2O_{name}", secrets.token_urlsafe(48))
+    get_settings.cache_clear()
+    try:
+        result = asyncio.run(measure(world, args.rounds, args.placements, args.references))
+    finally:
+        orders_bench.cleanup()
+    print(json.dumps(result, indent=2))
+    print(
+        f"placement_cpu: {result['placement_cpu_ms']} ms of CPU a placement, "
+        f"{result['placement_over_reference']} times the reference's request "
+        f"({result['reference_cpu_ms']} ms), median of {args.rounds} rounds"
+    )
+
+
+if __name__ == "__main__":
+    main()
