@@ -12,6 +12,9 @@ process, with no concurrency:
   pool, no framework) through the same in-process transport (httpx's ASGI transport), the
   client's own CPU time being part of both.
 
+The application is served as in production (its settings, its JSON lines), its lines written to
+artifacts/placement_cpu-server.log.
+
 Rounds alternate the two, so a change in the machine's speed weighs on both; each figure is the
 median over the rounds of this process's CPU time per request, and the placement's is given as
 a ratio to the reference's.
@@ -29,6 +32,8 @@ import statistics
 import sys
 import time
 import uuid
+from contextlib import redirect_stderr
+from pathlib import Path
 
 import httpx
 
@@ -45,6 +50,7 @@ RAISED_LIMITS = {
     "O2O_MAX_UNPAID_ORDERS": "1000000",
 }
 PATIENTS = 64
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
 
 class Lifespan:
@@ -85,6 +91,18 @@ class Lifespan:
 async def measure(world: dict, rounds: int, placements: int, references: int) -> dict:
     from main import app
 
+    # The server's lines (an access line for each request, as served) go to a file, as a
+    # served worker's do: this run's progress and figures stay readable.
+    progress = sys.stderr
+    ARTIFACTS.mkdir(exist_ok=True)
+    with open(ARTIFACTS / "placement_cpu-server.log", "w") as log, redirect_stderr(log):
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(log)
+        return await _measure(app, world, rounds, placements, references, progress)
+
+
+async def _measure(app, world, rounds, placements, references, progress) -> dict:
     tokens = [
         create_access_token(str(p.id), role="patient", minutes=120) for p in world["patients"]
     ]
@@ -133,7 +151,7 @@ async def measure(world: dict, rounds: int, placements: int, references: int) ->
             print(
                 f"round {index + 1}/{rounds}: placement {placement_ms[-1]:.2f} ms, "
                 f"reference {reference_ms[-1]:.2f} ms of CPU a request",
-                file=sys.stderr,
+                file=progress,
                 flush=True,
             )
     placement, ref_ms = statistics.median(placement_ms), statistics.median(reference_ms)
