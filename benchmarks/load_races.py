@@ -110,11 +110,7 @@ async def _place(
     async def one(slot: int) -> None:
         http = HttpConnection(*_split(base))
         headers = {"Authorization": f"Bearer {tokens[slot]}"}
-        body = {
-            "items": [{"product_id": product_id, "quantity": 1}],
-            "location": {"lat": orders_bench.SITE[0], "lon": orders_bench.SITE[1]},
-            "fulfillment": "pickup",
-        }
+        body = orders_bench.hot_order(product_id)
         while time.perf_counter() < until:
             started = time.perf_counter()
             try:
@@ -149,7 +145,7 @@ def flash_sale(
     """Place orders for one hot product from `connections` patients (timed after `warmup`
     seconds, as the HTTP rows are); then sell out exactly."""
     world = orders_bench.setup(connections, units=1_000_000, lots=3)
-    tokens = [create_access_token(str(p.id), role="patient", minutes=60) for p in world["patients"]]
+    tokens = orders_bench.patient_tokens(world)
     try:
         result = RaceResult()
         timed_from = time.perf_counter() + warmup

@@ -37,7 +37,7 @@ from o2o.orders.models import LotAllocation, Order, OrderEvent, OrderLine
 from o2o.outbox import OutboxEvent
 from o2o.payments import dev_app
 from o2o.payments.models import Payment
-from o2o.security import hash_password
+from o2o.security import create_access_token, hash_password
 from o2o.users.models import Role, User
 from stores.models import Lot, Product, Store
 
@@ -107,6 +107,20 @@ def setup(clients: int, units: int, lots: int) -> dict:
         s.flush()
         dev_app.register(s, webhook_url="http://127.0.0.1:8765/hooks")
         return {"store_id": store.id, "product_id": product.id, "patients": patients}
+
+
+def hot_order(product_id: int) -> dict:
+    """The body of an order for one unit of the hot product, picked up, from the site."""
+    return {
+        "items": [{"product_id": product_id, "quantity": 1}],
+        "location": {"lat": SITE[0], "lon": SITE[1]},
+        "fulfillment": "pickup",
+    }
+
+
+def patient_tokens(world: dict) -> list[str]:
+    """A bearer token for each of the world's patients."""
+    return [create_access_token(str(p.id), role="patient", minutes=120) for p in world["patients"]]
 
 
 def set_stock(store_id: int, units: int) -> None:

@@ -40,7 +40,6 @@ import httpx
 from benchmarks import orders as orders_bench
 from benchmarks import reference
 from o2o.config import get_settings
-from o2o.security import create_access_token
 
 # Caps meant for people, lifted for a benchmark whose patients each place many orders; still
 # checked (the rate limit in Redis, the caps in the placement's statements).
@@ -103,15 +102,9 @@ async def measure(world: dict, rounds: int, placements: int, references: int) ->
 
 
 async def _measure(app, world, rounds, placements, references, progress) -> dict:
-    tokens = [
-        create_access_token(str(p.id), role="patient", minutes=120) for p in world["patients"]
-    ]
+    tokens = orders_bench.patient_tokens(world)
     lat, lon = orders_bench.SITE
-    body = {
-        "items": [{"product_id": world["product_id"], "quantity": 1}],
-        "location": {"lat": lat, "lon": lon},
-        "fulfillment": "pickup",
-    }
+    body = orders_bench.hot_order(world["product_id"])
     turn = iter(range(10**9))
 
     async with (

@@ -188,7 +188,10 @@ async def _session_of_request(sessions: Callable[[], AsyncSession]) -> AsyncIter
 #   hang on their values: search picks its plan in Python from the cart's selectivity and writes
 #   its LIMITs into the text (`stores.search`), and the nearby walk is one index scan. The claim's
 #   are keyed lookups (the courier's row, their active jobs) and a pick over the stores in reach
-#   and each one's open jobs in index order, whatever the values (`make load`'s courier rush).
+#   and each one's open jobs in index order, whatever the values (`make load`'s courier rush);
+# - a lock timeout: no statement on the pool waits on a lock longer than DRIVER_LOCK_TIMEOUT (it
+#   fails with LockNotAvailable: the key's claim answers 409 `request_in_flight`, anything else
+#   503), so a lock held long elsewhere cannot park the connections the hot reads share.
 #
 # The claim and the position report share the hot reads' pool: they wait on no lock but their own
 # courier's row, held by another claim or report of the same courier, or by a courier's action on
@@ -197,9 +200,6 @@ async def _session_of_request(sessions: Callable[[], AsyncSession]) -> AsyncIter
 # queue behind a lot's lock, has a pool of its own (`WriterRunner`); before its work it borrows
 # a driver connection for its patient (a read) and for its Idempotency-Key's claim, which waits
 # only on its key's row while a twin request holding the key commits its answer.
-# - a lock timeout: no statement on the pool waits on a lock longer than DRIVER_LOCK_TIMEOUT (it
-#   fails with LockNotAvailable: the key's claim answers 409 `request_in_flight`, anything else
-#   503), so a lock held long elsewhere cannot park the connections the hot reads share.
 DRIVER_LOCK_TIMEOUT = "1s"
 DRIVER_CONNECTION = {
     "autocommit": True,

@@ -148,8 +148,7 @@ def app(_built_app, db: Session):
         with _in_request():
             yield _Runner()
 
-    @asynccontextmanager
-    async def _driver_of_request():
+    async def _driver():
         # The driver connection (nearby, search, the next-job claim, a placement's user and key):
         # the same connection's sync side. What it wrote bypassed the session, whose copies of
         # those rows are then stale.
@@ -157,21 +156,13 @@ def app(_built_app, db: Session):
             yield SyncDriver(db)
         db.expire_all()
 
-    async def _driver():
-        async with _driver_of_request() as driver:
-            yield driver
-
-    @asynccontextmanager
-    async def _lent():
-        async with _driver_of_request() as driver:
-            yield driver
-
     # The console shares this dict, so it is changed in place, never replaced.
     _built_app.dependency_overrides[get_session] = _session
     _built_app.dependency_overrides[get_runner] = _runner
     _built_app.dependency_overrides[get_writer_runner] = _runner
     _built_app.dependency_overrides[get_driver] = _driver
-    _built_app.dependency_overrides[get_driver_lender] = lambda: _lent
+    # A lent connection is the same, for the block that borrows it.
+    _built_app.dependency_overrides[get_driver_lender] = lambda: asynccontextmanager(_driver)
     yield _built_app
     _built_app.dependency_overrides.clear()
 

@@ -4,7 +4,6 @@
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -15,6 +14,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
 from tests.conftest import ARTIFACTS, alembic_config
+from tests.polling import wait_for
 from tests.spare_services import SparePostgres, SpareRedis, free_port, kill, spawn
 
 
@@ -81,17 +81,6 @@ def celery_worker(env: dict[str, str], log_name: str, *extra: str) -> subprocess
         env,
         log_name + ".log",
     )
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
-    """Poll until predicate() is truthy; fail the test with `what` after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @contextmanager

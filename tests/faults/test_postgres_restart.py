@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 from o2o.orders.models import Order
 from stores.models import Lot
 from tests.factories import auth, make_lot, make_product, make_store, make_user, offset, payment_app
-from tests.faults.conftest import running_api, service_env, wait_for
+from tests.faults.conftest import running_api, service_env
 from tests.orders.helpers import order_body
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -25,8 +25,9 @@ from tests.factories import (
     payment_app,
     payment_event,
 )
-from tests.faults.conftest import celery_worker, kill, running_api, service_env, wait_for
+from tests.faults.conftest import celery_worker, kill, running_api, service_env
 from tests.orders.helpers import HOME, order_body
+from tests.polling import wait_for
 from tests.spare_services import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.worker]

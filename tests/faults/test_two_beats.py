@@ -8,8 +8,9 @@ import time
 import pytest
 import redis
 
-from tests.faults.conftest import celery_worker, kill, service_env, spawn, wait_for
+from tests.faults.conftest import celery_worker, kill, service_env, spawn
 from tests.faults.fault_tasks import TICK_PERIOD_S
+from tests.polling import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.worker]
 

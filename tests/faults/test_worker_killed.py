@@ -17,7 +17,8 @@ from o2o.orders.models import Order, OrderEvent, OrderStatus
 from o2o.outbox import OutboxEvent
 from stores.models import Lot
 from tests.factories import make_lot, make_order, make_product, make_store, make_user, offset
-from tests.faults.conftest import celery_worker, kill, service_env, wait_for
+from tests.faults.conftest import celery_worker, kill, service_env
+from tests.polling import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.worker]
 

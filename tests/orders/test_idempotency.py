@@ -2,7 +2,6 @@
 
 import asyncio
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -25,6 +24,7 @@ from o2o.users.models import Role
 from stores.models import Lot
 from tests.factories import auth, make_lot, make_product, make_store, make_user, offset
 from tests.orders.helpers import order_body
+from tests.polling import wait_for
 
 URL = "/api/v1/orders"
 
@@ -215,12 +215,17 @@ def test_a_patients_placement_at_work_keeps_none_of_their_next_claims_waiting(wo
             pool.submit(client.post, URL, json=body, headers=keyed(world, f"k-next-{i}"))
             for i in range(more)
         ]
-        claimed = _wait_for(lambda: _claims(world["patient"].id) == more + 1)
-        lat, lon = body["location"]["lat"], body["location"]["lon"]
-        nearby = client.get("/api/v1/stores/nearby", params={"lat": lat, "lon": lon})
-        release.set()
+        try:
+            wait_for(
+                lambda: _claims(world["patient"].id) == more + 1,
+                20,
+                "the next placements' keys claimed while the first holds its lock",
+            )
+            lat, lon = body["location"]["lat"], body["location"]["lon"]
+            nearby = client.get("/api/v1/stores/nearby", params={"lat": lat, "lon": lon})
+        finally:
+            release.set()
         answers = [f.result(timeout=60) for f in [first, *placing]]
-    assert claimed, "the next placements' keys were not claimed while the first held its lock"
     assert nearby.status_code == 200, nearby.text
     assert answers[0].status_code == 201
     assert all(
@@ -269,15 +274,6 @@ def _claims(user_id: int) -> int:
             .select_from(IdempotencyRecord)
             .where(IdempotencyRecord.user_id == user_id)
         )
-
-
-def _wait_for(condition, seconds: float = 20) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_a_claim_left_by_a_crashed_request_is_taken_over_after_a_minute(world):
