@@ -102,6 +102,10 @@ class StoreMatch:
     delivery_fee_minor: int
     currency: str
     prep_minutes: int
+    # The store's zone and shelf-life floor: the lots an order placed here may take
+    # (`stores.service.min_sellable_expiry`) and the local time it opens.
+    timezone: str
+    min_shelf_life_days: int
     # Minutes a ready order waits for a courier around this store (in eta_minutes when
     # delivering; 0 when there is no fresh estimate of the fleet).
     courier_wait_minutes: int = 0
@@ -285,7 +289,8 @@ def _with_output(stream: str, kind: str) -> str:
                {_CAN_DELIVER} AS can_deliver,
                s.offers_pickup, s.offers_delivery, s.delivery_fee_minor, s.currency,
                s.prep_minutes, s.courier_speed_kmh, s.detour_factor, s.timezone,
-               s.opening_hours::text AS opening_hours, fl.courier_wait_minutes
+               s.min_shelf_life_days, s.opening_hours::text AS opening_hours,
+               fl.courier_wait_minutes
         FROM ({stream}) AS w
         JOIN stores AS s ON s.id = w.id
         LEFT JOIN store_fleet_load AS fl
@@ -630,6 +635,8 @@ def _to_match(
         delivery_fee_minor=row.delivery_fee_minor,
         currency=row.currency,
         prep_minutes=row.prep_minutes,
+        timezone=row.timezone,
+        min_shelf_life_days=row.min_shelf_life_days,
         courier_wait_minutes=courier_wait,
     )
 

@@ -6,7 +6,7 @@ reserve); search in `stores.search`, `stores.cart` and `stores.nearby`."""
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import shapely
 from pydantic import BaseModel, ValidationError
@@ -62,7 +62,18 @@ def services_of(store: Store | NearbyStore) -> list[str]:
     ]
 
 
-def min_sellable_expiry(store: Store, now: datetime) -> date:
+class ShelfLifeRule(Protocol):
+    """What a store's sellable lots hang on: its zone (its local day) and its shelf-life floor
+    (a `Store`, or the row a search read of it)."""
+
+    @property
+    def timezone(self) -> str: ...
+
+    @property
+    def min_shelf_life_days(self) -> int: ...
+
+
+def min_sellable_expiry(store: ShelfLifeRule, now: datetime) -> date:
     """Return the earliest expiry a lot may have to count as sellable at this store now."""
     return clock.today(store.timezone, at=now) + timedelta(days=store.min_shelf_life_days)
 

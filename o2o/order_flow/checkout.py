@@ -29,7 +29,7 @@ from o2o.payments import service as payments_service
 from o2o.payments.models import Payment, PaymentMethod
 from o2o.security import new_code
 from o2o.users.models import User
-from stores import allocation, substitutes
+from stores import allocation, search, substitutes
 from stores import service as stores_service
 from stores.cart import CartLine, validate_cart
 from stores.models import Product, Store
@@ -61,13 +61,12 @@ def _option(match, *, delivery: bool) -> routing.StoreOption:
     )
 
 
-def _localised(session: Session, match) -> datetime | None:
+def _localised(match: search.StoreMatch) -> datetime | None:
     """Return when a closed store opens, in the store's own time (what the patient reads)."""
     if match.opens_at is None:
         return None
-    store = session.get(Store, match.store_id)
     try:
-        return match.opens_at.astimezone(ZoneInfo(store.timezone))
+        return match.opens_at.astimezone(ZoneInfo(match.timezone))
     except (ZoneInfoNotFoundError, ValueError):
         return match.opens_at
 
@@ -83,11 +82,13 @@ def _options(
     now: datetime,
     wishes: Mapping[int, str | None] | None = None,
     found: dict[int, list[dict]] | None = None,
+    read: dict[int, search.StoreMatch] | None = None,
 ) -> list[routing.StoreOption]:
     """Return the stores routing chooses from, as seen from (lat, lon); with `wishes`, a store
-    covering lines with equivalents counts as complete, its stand-ins noted in `found`. Stores
-    holding part of the cart come only when none holds all of it: routing chooses among complete
-    stores, and reads what partial ones miss only to say why no store can take the order."""
+    covering lines with equivalents counts as complete, its stand-ins noted in `found`; each
+    store's row as the search read it is kept in `read` (by store id). Stores holding part of
+    the cart come only when none holds all of it: routing chooses among complete stores, and
+    reads what partial ones miss only to say why no store can take the order."""
     if chosen is None:
         matches = substitutes.search_stores(
             session,
@@ -135,9 +136,11 @@ def _options(
     for m in matches:
         if found is not None and m.substitutes:
             found[m.store_id] = m.substitutes
+        if read is not None:
+            read[m.store_id] = m
         option = _option(m, delivery=delivery_point is not None)
         if option.opens_at is not None:
-            option = replace(option, opens_at=_localised(session, m))
+            option = replace(option, opens_at=_localised(m))
         options.append(option)
     return options
 
@@ -201,12 +204,36 @@ def _unit_price(allocations: Sequence[allocation.Allocation], quantity: int) -> 
 
 
 @dataclass(frozen=True)
+class OrderStore:
+    """What placing an order reads of its store: the row routing's search read of it when the
+    store was chosen from a search (no second read of the store), else the `Store`."""
+
+    id: int
+    name: str
+    currency: str
+    delivery_fee_minor: int
+    timezone: str
+    min_shelf_life_days: int
+
+    @classmethod
+    def of(cls, store: "Store | search.StoreMatch") -> "OrderStore":
+        return cls(
+            id=store.store_id if isinstance(store, search.StoreMatch) else store.id,
+            name=store.name,
+            currency=store.currency,
+            delivery_fee_minor=store.delivery_fee_minor,
+            timezone=store.timezone,
+            min_shelf_life_days=store.min_shelf_life_days,
+        )
+
+
+@dataclass(frozen=True)
 class Placed:
     """A new order with what its view would otherwise read back: its store, its payment and its
     waiver."""
 
     order: Order
-    store: Store
+    store: OrderStore
     payment: Payment
     waiver: DeliveryWaiver | None
 
@@ -239,7 +266,9 @@ def place(
     wishes = body.substitution_wishes()
     # Stores that cover lines with equivalents, and which (store id -> stand-ins).
     found: dict[int, list[dict]] = {}
-    options = functools.partial(_options, wishes=wishes, found=found)
+    # Every store the routing searches read, as they read it (store id -> row).
+    read: dict[int, search.StoreMatch] = {}
+    options = functools.partial(_options, wishes=wishes, found=found, read=read)
     slot = None
     point = None
     try:
@@ -254,7 +283,8 @@ def place(
                 raise promise.with_earliest_slot(
                     session, exc, body, lines, now=now, options=options
                 ) from None
-        store = session.get(Store, decision.store_id)
+        # The chosen store as its search read it; a pickup point's store was not searched.
+        store = OrderStore.of(read.get(decision.store_id) or session.get(Store, decision.store_id))
         stand_ins = {c["for_product_id"]: c for c in found.get(store.id, [])}
         given = equivalent_lines.given(cart, stand_ins)
         reserved = reserve(

@@ -272,7 +272,10 @@ def test_a_closed_store_is_not_offered_and_the_patient_hears_when_it_opens(
     assert r.status_code == 409
     error = r.json()["error"]
     assert error["code"] == "store_closed"
-    assert error["details"]["opens_at"] is not None
+    # In the store's own time, as its hours are written: 09:00 on that weekday, not 01:00 UTC.
+    opens_at = datetime.fromisoformat(error["details"]["opens_at"])
+    assert (opens_at.weekday(), opens_at.hour, opens_at.minute) == ((today + 3) % 7, 9, 0)
+    assert opens_at.utcoffset() == timedelta(hours=8)
     assert stock(db, lot) == (10, 0)
 
 
