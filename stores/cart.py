@@ -5,7 +5,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from o2o.errors import InvalidInput
@@ -113,10 +113,20 @@ def check_products(merged: Sequence[CartLine], products: Mapping[int, Any]) -> N
 _PRODUCTS = select(Product).where(Product.id.in_(bindparam("ids", expanding=True)))
 
 
-def validate_cart(session: Session, lines: Sequence[Any]) -> dict[int, Product]:
-    """Check a cart (merging lines of one product); return its products by id, or raise 422."""
+def validate_cart(
+    session: Session,
+    lines: Sequence[Any],
+    *,
+    read: Select[tuple[Product]] = _PRODUCTS,
+    params: Mapping[str, Any] | None = None,
+) -> dict[int, Product]:
+    """Check a cart (merging lines of one product); return its products by id, or raise 422.
+    `read` is the statement that reads them (by `ids`, with `params`): `_PRODUCTS`, or one that
+    does more in the same statement (a placement takes its patient's lock with it)."""
     merged = check_lines(lines)
-    products = session.scalars(_PRODUCTS, {"ids": [line.product_id for line in merged]})
+    products = session.scalars(
+        read, {"ids": [line.product_id for line in merged], **(params or {})}
+    )
     by_id = {product.id: product for product in products}
     check_products(merged, by_id)
     return by_id

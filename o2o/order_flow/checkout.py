@@ -31,7 +31,7 @@ from o2o.security import new_code
 from o2o.users.models import User
 from stores import allocation, search, substitutes
 from stores import service as stores_service
-from stores.cart import CartLine, validate_cart
+from stores.cart import CartLine
 from stores.models import Product, Store
 
 # How many stores routing looks at: enough to find a complete, open one that delivers in time
@@ -260,8 +260,7 @@ def place(
     settings = get_settings()
     cart = body.merged_items()
     lines = [CartLine(product_id, quantity) for product_id, quantity in cart]
-    products: dict[int, Product] = validate_cart(session, lines)
-    limits.check_hoarding(session, patient.id, cart)
+    products: dict[int, Product] = limits.check_cart(session, patient.id, lines)
 
     wishes = body.substitution_wishes()
     # Stores that cover lines with equivalents, and which (store id -> stand-ins).

@@ -3,7 +3,7 @@ the units of one product held across a patient's open orders."""
 
 from collections.abc import Sequence
 
-from sqlalchemy import Select, bindparam, func, select, text
+from sqlalchemy import Select, bindparam, func, select, true
 from sqlalchemy.orm import Session
 
 from o2o.config import get_settings
@@ -12,6 +12,9 @@ from o2o.i18n import gettext as _
 from o2o.orders import states
 from o2o.orders.models import Order, OrderLine
 from o2o.payments import service as payments_service
+from o2o.users.models import User
+from stores.cart import CartLine, validate_cart
+from stores.models import Product
 
 
 class TooManyOpenOrders(Conflict):
@@ -47,17 +50,50 @@ def _caps_statement() -> Select:
 
 
 _CAPS = _caps_statement()
-# NO KEY UPDATE: it excludes another placement's lock, not the KEY SHARE lock a row that refers to
-# the patient takes (the Idempotency-Key's claim, on a driver connection, must not wait for the
-# patient's placement in flight).
-_LOCK_PATIENT = text("SELECT 1 FROM users WHERE id = :id FOR NO KEY UPDATE")
 
 
-def check_hoarding(session: Session, patient_id: int, cart: Sequence[tuple[int, int]]) -> None:
-    """Refuse (409) a new order past the patient's unpaid-order or per-product unit cap."""
+def _products_locking_patient() -> Select[tuple[Product]]:
+    """The cart's products (by `ids`), read with the patient's row locked (by `patient_id`), in
+    one statement. NO KEY UPDATE: it excludes another placement's lock, not the KEY SHARE lock a
+    row that refers to the patient takes (the Idempotency-Key's claim, on a driver connection,
+    must not wait for the patient's placement in flight). Joined on true, left: the products are
+    read whatever the lock finds, and the lock is taken with the first of them (a cart with
+    none is refused, `validate_cart`, before the caps are read)."""
+    lock = (
+        select(User.id)
+        .where(User.id == bindparam("patient_id"))
+        .with_for_update(key_share=True)
+        .cte("patient_lock")
+    )
+    return (
+        select(Product)
+        .outerjoin(lock, true())
+        .where(Product.id.in_(bindparam("ids", expanding=True)))
+    )
+
+
+_PRODUCTS_LOCKING_PATIENT = _products_locking_patient()
+
+
+def check_cart(session: Session, patient_id: int, lines: Sequence[CartLine]) -> dict[int, Product]:
+    """Check a new order's cart (422: `stores.cart.validate_cart`) and the patient's caps (409:
+    `check_caps`); return the cart's products by id. One placement per patient at a time, so two
+    at once cannot both slip under the caps: the products are read with the patient's lock taken
+    in the same statement, and the caps after it."""
+    products = validate_cart(
+        session, lines, read=_PRODUCTS_LOCKING_PATIENT, params={"patient_id": patient_id}
+    )
+    wanted: dict[int, int] = {}
+    for line in lines:
+        wanted[line.product_id] = wanted.get(line.product_id, 0) + line.quantity
+    check_caps(session, patient_id, list(wanted.items()))
+    return products
+
+
+def check_caps(session: Session, patient_id: int, cart: Sequence[tuple[int, int]]) -> None:
+    """Refuse (409) a new order past the patient's unpaid-order or per-product unit cap, the
+    patient's lock held (`check_cart`)."""
     settings = get_settings()
-    # One placement per patient at a time: two at once cannot both slip under the caps.
-    session.execute(_LOCK_PATIENT, {"id": patient_id})
     wanted = dict(cart)
     # Both caps in one statement, read after the lock (its snapshot then holds every order
     # the patient placed before).

@@ -34,7 +34,7 @@ from o2o.security import new_code
 from o2o.users.models import User
 from stores import allocation, split_search, statements, substitutes
 from stores import service as stores_service
-from stores.cart import CartLine, validate_cart
+from stores.cart import CartLine
 from stores.models import Product, Store
 
 
@@ -103,8 +103,7 @@ def place_split(
     settings = get_settings()
     cart = body.merged_items()
     lines = [CartLine(product_id, quantity) for product_id, quantity in cart]
-    products: dict[int, Product] = validate_cart(session, lines)
-    limits.check_hoarding(session, patient.id, cart)
+    products: dict[int, Product] = limits.check_cart(session, patient.id, lines)
     address = body.delivery_address if body.fulfillment != "pickup" else None
     plan = split_search.plan_cart(
         session,

@@ -28,14 +28,13 @@ from tests.orders.helpers import order_body, watched
 
 # The caller and the Idempotency-Key's claim, each on a driver connection lent for it (in
 # autocommit: no BEGIN or COMMIT around them); then the placement's transaction: the cart's
-# products, the patient's lock and caps, the routing walk (no savepoint: a walk the index refuses
-# redoes the placement; the chosen store is taken from its row) and the cart's equivalents, the
-# stock's plan, the order
-# with its lines, their lots, its timeline entry and its outbox event (one statement), the
-# payment to the current app with its request to that app (one statement), the key's answer and
-# the lot's take (sent with the COMMIT, in one round trip). `watched` counts the driver's
-# statements with SQLAlchemy's.
-PLACEMENT_STATEMENTS = 12
+# products read with the patient's lock taken (one statement), the caps, the routing walk (no
+# savepoint: a walk the index refuses redoes the placement; the chosen store is taken from its
+# row) and the cart's equivalents, the stock's plan, the order with its lines, their lots, its
+# timeline entry and its outbox event (one statement), the payment to the current app with its
+# request to that app (one statement), the key's answer and the lot's take (sent with the
+# COMMIT, in one round trip). `watched` counts the driver's statements with SQLAlchemy's.
+PLACEMENT_STATEMENTS = 11
 
 
 def test_an_online_pickup_with_an_idempotency_key_runs_its_statements_and_no_more(real_client):
