@@ -4,7 +4,10 @@ for field, for open and closed stores, partial stores, equivalents and split pla
 
 from datetime import UTC, datetime
 
+from sqlalchemy import update
+
 from o2o import clock
+from stores.models import Store
 from stores.schemas import Page
 from stores.search_schemas import NearbyItemOut, SearchOut
 from tests.factories import make_product
@@ -34,6 +37,38 @@ def test_the_nearby_list_is_written_as_its_model_writes_it(client, db):
     assert by_id[closed.id]["is_open_now"] is False
     assert by_id[closed.id]["opens_at"] == "2026-11-23T00:00:00Z"
     assert by_id[closed.id]["opening_hours"] == DAY_HOURS
+
+
+def test_a_store_changed_in_the_database_is_listed_as_it_now_is(client, db):
+    # The list keeps what it shows of a store per version of its row: a change made past the
+    # API (a bulk update, another worker's edit) shows on the next request, never the old card.
+    store = store_at(db, 300, name="Renmin Road Pharmacy")
+    db.commit()
+    with clock.use(lambda: MONDAY_NIGHT):
+        before = client.get(NEARBY, params=HERE).json()["items"][0]["store"]
+        db.execute(
+            update(Store)
+            .where(Store.id == store.id)
+            .values(
+                name="Renmin Road Pharmacy (24 h)",
+                opening_hours=DAY_HOURS,
+                offers_delivery=True,
+                delivery_fee_minor=700,
+            )
+        )
+        db.commit()
+        after = client.get(NEARBY, params=HERE).json()["items"][0]["store"]
+    assert (before["name"], before["opening_hours"], before["services"]) == (
+        "Renmin Road Pharmacy",
+        None,
+        ["pickup"],
+    )
+    assert before["is_open_now"] is True
+    assert after["name"] == "Renmin Road Pharmacy (24 h)"
+    assert after["opening_hours"] == DAY_HOURS
+    assert after["services"] == ["pickup", "delivery"]
+    assert after["delivery_fee_minor"] == 700
+    assert (after["is_open_now"], after["opens_at"]) == (False, "2026-11-23T00:00:00Z")
 
 
 def test_a_search_with_partial_stores_equivalents_and_a_split_plan_is_written_as_its_model(
