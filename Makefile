@@ -19,7 +19,7 @@ lint: ## ruff, and the import-linter contracts that keep the floors (pyproject.t
 format:
 	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
 
-bench: ## benchmarks (benchmark city, the walk's savepoint, order and claim races, a placement's CPU time); prints the figures
+bench: ## benchmarks (benchmark city, the walk's savepoint, order and claim races, the CPU time of a placement and of the hot reads); prints the figures
 	bash scripts/bench.sh
 
 load: ## the API under load next to a bare reference endpoint (wrk; demo and 10,000-store cities, flash sale, courier rush); prints the ratios

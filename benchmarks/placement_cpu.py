@@ -29,16 +29,12 @@ import logging
 import os
 import secrets
 import statistics
-import sys
-import time
 import uuid
-from contextlib import redirect_stderr
-from pathlib import Path
 
 import httpx
 
+from benchmarks import in_process, reference
 from benchmarks import orders as orders_bench
-from benchmarks import reference
 from o2o.config import get_settings
 
 # Caps meant for people, lifted for a benchmark whose patients each place many orders; still
@@ -49,55 +45,14 @@ RAISED_LIMITS = {
     "O2O_MAX_UNPAID_ORDERS": "1000000",
 }
 PATIENTS = 64
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
-
-
-class Lifespan:
-    """An ASGI application's lifespan, run by hand (httpx's transport does not run it)."""
-
-    def __init__(self, app) -> None:
-        self.app = app
-        self.inbox: asyncio.Queue = asyncio.Queue()
-        self.outbox: asyncio.Queue = asyncio.Queue()
-        self.state: dict = {}
-        self.task: asyncio.Task | None = None
-
-    async def _run(self) -> None:
-        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": self.state}
-        await self.app(scope, self.inbox.get, self.outbox.put)
-
-    async def __aenter__(self):
-        self.task = asyncio.create_task(self._run())
-        await self.inbox.put({"type": "lifespan.startup"})
-        message = await self.outbox.get()
-        if message["type"] != "lifespan.startup.complete":
-            raise RuntimeError(f"startup failed: {message}")
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.inbox.put({"type": "lifespan.shutdown"})
-        await self.outbox.get()
-        await self.task
-
-    def transport(self) -> httpx.ASGITransport:
-        async def with_state(scope, receive, send):
-            scope["state"] = dict(self.state)
-            await self.app(scope, receive, send)
-
-        return httpx.ASGITransport(app=with_state)
 
 
 async def measure(world: dict, rounds: int, placements: int, references: int) -> dict:
     from main import app
 
-    # The server's lines (an access line for each request, as served) go to a file, as a
-    # served worker's do: this run's progress and figures stay readable.
-    progress = sys.stderr
-    ARTIFACTS.mkdir(exist_ok=True)
-    with open(ARTIFACTS / "placement_cpu-server.log", "w") as log, redirect_stderr(log):
-        for handler in logging.getLogger().handlers:
-            if isinstance(handler, logging.StreamHandler):
-                handler.setStream(log)
+    # The server's lines go to a file, as a served worker's do: this run's progress and figures
+    # stay readable.
+    with in_process.server_log("placement_cpu") as progress:
         return await _measure(app, world, rounds, placements, references, progress)
 
 
@@ -108,8 +63,8 @@ async def _measure(app, world, rounds, placements, references, progress) -> dict
     turn = iter(range(10**9))
 
     async with (
-        Lifespan(app) as platform,
-        Lifespan(reference.app) as bare,
+        in_process.Lifespan(app) as platform,
+        in_process.Lifespan(reference.app) as bare,
         httpx.AsyncClient(transport=platform.transport(), base_url="http://platform") as client,
         httpx.AsyncClient(transport=bare.transport(), base_url="http://reference") as ref,
     ):
@@ -128,19 +83,13 @@ async def _measure(app, world, rounds, placements, references, progress) -> dict
             if answer.status_code != 200 or not answer.json():
                 raise SystemExit(f"reference failed: {answer.status_code} {answer.text}")
 
-        async def timed(count: int, one) -> float:
-            started = time.process_time()
-            for _ in range(count):
-                await one()
-            return 1000 * (time.process_time() - started) / count
-
         # Warm-up: statements prepared, caches filled, as after a server's first minutes.
-        await timed(50, place)
-        await timed(100, nearby)
+        await in_process.cpu_ms(50, place)
+        await in_process.cpu_ms(100, nearby)
         placement_ms, reference_ms = [], []
         for index in range(rounds):
-            placement_ms.append(await timed(placements, place))
-            reference_ms.append(await timed(references, nearby))
+            placement_ms.append(await in_process.cpu_ms(placements, place))
+            reference_ms.append(await in_process.cpu_ms(references, nearby))
             print(
                 f"round {index + 1}/{rounds}: placement {placement_ms[-1]:.2f} ms, "
                 f"reference {reference_ms[-1]:.2f} ms of CPU a request",

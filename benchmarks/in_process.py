@@ -1,0 +1,72 @@
+"""Serving an ASGI application in the benchmark's own process, to measure the CPU time a request
+costs it (`benchmarks.placement_cpu`, `benchmarks.hot_read_cpu`): its lifespan run by hand, its
+requests sent through httpx's ASGI transport, and its log lines kept out of the run's output."""
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, redirect_stderr
+from pathlib import Path
+from typing import TextIO
+
+import httpx
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+
+
+class Lifespan:
+    """An ASGI application's lifespan, run by hand (httpx's transport does not run it)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.inbox: asyncio.Queue = asyncio.Queue()
+        self.outbox: asyncio.Queue = asyncio.Queue()
+        self.state: dict = {}
+        self.task: asyncio.Task | None = None
+
+    async def _run(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": self.state}
+        await self.app(scope, self.inbox.get, self.outbox.put)
+
+    async def __aenter__(self):
+        self.task = asyncio.create_task(self._run())
+        await self.inbox.put({"type": "lifespan.startup"})
+        message = await self.outbox.get()
+        if message["type"] != "lifespan.startup.complete":
+            raise RuntimeError(f"startup failed: {message}")
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.inbox.put({"type": "lifespan.shutdown"})
+        await self.outbox.get()
+        await self.task
+
+    def transport(self) -> httpx.ASGITransport:
+        async def with_state(scope, receive, send):
+            scope["state"] = dict(self.state)
+            await self.app(scope, receive, send)
+
+        return httpx.ASGITransport(app=with_state)
+
+
+@contextmanager
+def server_log(name: str) -> Iterator[TextIO]:
+    """Write the served application's lines (an access line for each request, as a served
+    worker's) to artifacts/<name>-server.log; yield the run's own progress stream."""
+    progress = sys.stderr
+    ARTIFACTS.mkdir(exist_ok=True)
+    with open(ARTIFACTS / f"{name}-server.log", "w") as log, redirect_stderr(log):
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(log)
+        yield progress
+
+
+async def cpu_ms(count: int, one: Callable[[], Awaitable[None]]) -> float:
+    """This process's CPU time per call of `one`, in milliseconds, over `count` calls."""
+    started = time.process_time()
+    for _ in range(count):
+        await one()
+    return 1000 * (time.process_time() - started) / count
