@@ -5,7 +5,6 @@ fetches more until the page is proven final (see `stores.proximity`). Pages are 
 (distance, id), so they stay stable while stores are added.
 """
 
-import functools
 import hashlib
 import math
 from collections.abc import Generator, Sequence
@@ -22,44 +21,24 @@ from stores import hours, proximity
 from stores.proximity import POINT_SQL
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class StoreCard:
-    """What the nearby list shows of a store whatever the time and the patient's place: one
-    object per process for each version of the store's row (the row's values are its key, so a
-    store changed in the database is a new card at once), so a page costs a lookup a store,
-    not an object built from its row. Compared and hashed by identity: read it, never change it
-    (its hours' entries are shared)."""
+@dataclass(slots=True)
+class NearbyStore:
+    """A store near a point, with what a patient sees before choosing it."""
 
     store_id: int
     name: str
     address: str
     location: dict[str, float]
     timezone: str
-    week: hours.StoredWeek
+    opening_hours: list | None
     offers_pickup: bool
     offers_delivery: bool
     prep_minutes: int
     delivery_fee_minor: int
     currency: str
-
-    @property
-    def opening_hours(self) -> list | None:
-        return self.week.entries
-
-
-@dataclass(slots=True)
-class NearbyStore:
-    """A store near a point, with what a patient sees before choosing it: its card, whether it
-    is open now and, if not, when it opens, and how far it is."""
-
-    card: StoreCard
     is_open: bool
     opens_at: datetime | None
     distance_m: float
-
-    @property
-    def store_id(self) -> int:
-        return self.card.store_id
 
 
 # Plan: Limit <- Index Scan idx_stores_location ordered by `location <-> point`, filtered by
@@ -142,7 +121,7 @@ def _walks(
         last = page[-1]
         next_cursor = pagination.encode_cursor(listing, [last.distance_m, last.store_id])
     # Stores share a few weeks of hours and a city one zone: each pair's state is worked out once.
-    open_states: dict[tuple[hours.StoredWeek, str], tuple[bool, datetime | None]] = {}
+    open_states: dict[tuple[str | None, str], tuple[bool, datetime | None]] = {}
     return [_to_nearby(row, now, open_states) for row in page], next_cursor
 
 
@@ -189,33 +168,28 @@ async def nearby_stores_async(
             return done.value
 
 
-# The statement's first columns are a card's, in its fields' order (hours as text).
-_CARD_COLUMNS = 12
-
-
-@functools.lru_cache(maxsize=16384)
-def _card(values: tuple) -> StoreCard:
-    store_id, name, address, lat, lon, timezone, opening_hours, *rest = values
-    return StoreCard(
-        store_id,
-        name,
-        address,
-        {"lat": lat, "lon": lon},
-        timezone,
-        # The hours come as text: decoded and parsed once per process (stores share a few weeks).
-        hours.stored_week(opening_hours),
-        *rest,
-    )
-
-
 def _to_nearby(
-    row: Row,
-    now: datetime,
-    open_states: dict[tuple[hours.StoredWeek, str], tuple[bool, datetime | None]],
+    row: Row, now: datetime, open_states: dict[tuple[str | None, str], tuple[bool, datetime | None]]
 ) -> NearbyStore:
-    card = _card(tuple(row[:_CARD_COLUMNS]))
-    key = (card.week, card.timezone)
+    # The hours come as text: decoded and parsed once per process (stores share a few weeks).
+    week = hours.stored_week(row.opening_hours)
+    key = (row.opening_hours, row.timezone)
     if key not in open_states:
-        open_states[key] = hours.stored_open_state(card.week, card.timezone, now)
+        open_states[key] = hours.stored_open_state(week, row.timezone, now)
     is_open, opens_at = open_states[key]
-    return NearbyStore(card, is_open, opens_at, row.distance_m)
+    return NearbyStore(
+        store_id=row.store_id,
+        name=row.name,
+        address=row.address,
+        location={"lat": row.lat, "lon": row.lon},
+        timezone=row.timezone,
+        opening_hours=week.entries,
+        offers_pickup=row.offers_pickup,
+        offers_delivery=row.offers_delivery,
+        prep_minutes=row.prep_minutes,
+        delivery_fee_minor=row.delivery_fee_minor,
+        currency=row.currency,
+        is_open=is_open,
+        opens_at=opens_at,
+        distance_m=row.distance_m,
+    )

@@ -8,9 +8,6 @@ serialized once, straight from the services' data to JSON bytes (no model valida
 holds the answers to their documented models).
 """
 
-import functools
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request, Response
 
 from o2o import clock, ratelimit
@@ -21,7 +18,7 @@ from o2o.errors import error_responses
 from o2o.i18n import gettext as _
 from o2o.users.dependencies import client_ip
 from stores import cart, service, split_search, substitutes
-from stores.nearby import StoreCard, nearby_stores_async
+from stores.nearby import nearby_stores_async
 from stores.schemas import Page
 from stores.search_schemas import NearbyItemOut, NearbyQuery, SearchIn, SearchOut
 
@@ -53,7 +50,20 @@ async def nearby(conn: DriverConnection, request: Request):
         {
             "items": [
                 {
-                    "store": {**_shown(s.card), "is_open_now": s.is_open, "opens_at": s.opens_at},
+                    "store": {
+                        "id": s.store_id,
+                        "name": s.name,
+                        "address": s.address,
+                        "location": s.location,
+                        "timezone": s.timezone,
+                        "opening_hours": s.opening_hours,
+                        "services": service.services_of(s),
+                        "prep_minutes": s.prep_minutes,
+                        "delivery_fee_minor": s.delivery_fee_minor,
+                        "currency": s.currency,
+                        "is_open_now": s.is_open,
+                        "opens_at": s.opens_at,
+                    },
                     "distance_m": s.distance_m,
                 }
                 for s in stores
@@ -61,24 +71,6 @@ async def nearby(conn: DriverConnection, request: Request):
             "next_cursor": next_cursor,
         },
     )
-
-
-@functools.lru_cache(maxsize=16384)
-def _shown(card: StoreCard) -> dict[str, Any]:
-    """A store of the nearby list as the answer writes it, but for its open state: built once
-    per card (a card is one version of a store's row). Shared: read it, never change it."""
-    return {
-        "id": card.store_id,
-        "name": card.name,
-        "address": card.address,
-        "location": card.location,
-        "timezone": card.timezone,
-        "opening_hours": card.opening_hours,
-        "services": service.services_of(card),
-        "prep_minutes": card.prep_minutes,
-        "delivery_fee_minor": card.delivery_fee_minor,
-        "currency": card.currency,
-    }
 
 
 async def count_search(request: Request) -> None:

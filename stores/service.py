@@ -30,7 +30,7 @@ from o2o.geo import (
 from o2o.i18n import gettext
 from stores import equivalents, hours
 from stores.models import Product, Store
-from stores.nearby import StoreCard
+from stores.nearby import NearbyStore
 from stores.schemas import (
     ImportRefusal,
     ProductIn,
@@ -54,7 +54,7 @@ def get_store(session: Session, store_id: int) -> Store:
     return store
 
 
-def services_of(store: Store | StoreCard) -> list[str]:
+def services_of(store: Store | NearbyStore) -> list[str]:
     return [
         name
         for name, on in (("pickup", store.offers_pickup), ("delivery", store.offers_delivery))

@@ -40,8 +40,8 @@ def test_the_nearby_list_is_written_as_its_model_writes_it(client, db):
 
 
 def test_a_store_changed_in_the_database_is_listed_as_it_now_is(client, db):
-    # The list keeps what it shows of a store per version of its row: a change made past the
-    # API (a bulk update, another worker's edit) shows on the next request, never the old card.
+    # A change made past the API (a bulk update, another worker's edit) shows on the next
+    # request: nothing the list shows of a store is kept from an earlier one.
     store = store_at(db, 300, name="Renmin Road Pharmacy")
     db.commit()
     with clock.use(lambda: MONDAY_NIGHT):
