@@ -17,11 +17,12 @@ The database is seeded with the demo city when it has no store. The application 
 production (its settings, its JSON lines), its lines written to artifacts/hot_read_cpu-server.log.
 
 Within a round the three take turns, 20 requests at a time, so a change in the machine's speed
-weighs on each alike; each figure is
-the median over the rounds of this process's CPU time per request. The reference's time over a
-request's is the share of the reference's rate that request would reach if CPU time were all
-that set the rates (PostgreSQL's share of the work, the same for the nearby list and the
-reference, is not in it).
+weighs on each alike; each figure is the median over the rounds of this process's CPU time per
+request. That is all of the process's time, its pools' background tasks and the collector's
+passes included: they fall on whichever request is running, so a request that runs longer
+carries a little more of them. The reference's time over a request's is the share of the
+reference's rate that request would reach if CPU time were all that set the rates
+(PostgreSQL's share of the work, the same for the nearby list and the reference, is not in it).
 
 Run: `bash scripts/bench.sh hot_read_cpu` (options: `python -m benchmarks.hot_read_cpu --help`).
 """
@@ -128,8 +129,15 @@ async def _measure(app, rounds: int, requests: int, progress) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--requests", type=int, default=600, help="requests of each kind a round")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=600,
+        help=f"requests of each kind a round (a multiple of {CHUNK}, their turns' length)",
+    )
     args = parser.parse_args()
+    if args.requests < CHUNK or args.requests % CHUNK:
+        parser.error(f"--requests must be a positive multiple of {CHUNK}")
     seed_demo_city()
     # Searches are counted in Redis as served; the window is raised for one address's thousands.
     os.environ["O2O_SEARCH_RATE_LIMIT"] = "100000000/minute"

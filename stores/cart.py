@@ -117,12 +117,13 @@ def validate_cart(
     session: Session,
     lines: Sequence[Any],
     *,
-    read: Select[tuple[Product]] = _PRODUCTS,
+    read: Select[Any] = _PRODUCTS,
     params: Mapping[str, Any] | None = None,
 ) -> dict[int, Product]:
     """Check a cart (merging lines of one product); return its products by id, or raise 422.
-    `read` is the statement that reads them (by `ids`, with `params`): `_PRODUCTS`, or one that
-    does more in the same statement (a placement takes its patient's lock with it)."""
+    `read` is the statement that reads them (by `ids`, with `params`; the product its first
+    column): `_PRODUCTS`, or one that does more in the same statement (a placement takes its
+    patient's lock with it)."""
     merged = check_lines(lines)
     products = session.scalars(
         read, {"ids": [line.product_id for line in merged], **(params or {})}

@@ -260,7 +260,7 @@ def place(
     settings = get_settings()
     cart = body.merged_items()
     lines = [CartLine(product_id, quantity) for product_id, quantity in cart]
-    products: dict[int, Product] = limits.check_cart(session, patient.id, lines)
+    products: dict[int, Product] = limits.check_cart(session, patient.id, cart)
 
     wishes = body.substitution_wishes()
     # Stores that cover lines with equivalents, and which (store id -> stand-ins).

@@ -52,13 +52,14 @@ def _caps_statement() -> Select:
 _CAPS = _caps_statement()
 
 
-def _products_locking_patient() -> Select[tuple[Product]]:
+def _products_locking_patient() -> Select[tuple[Product, int]]:
     """The cart's products (by `ids`), read with the patient's row locked (by `patient_id`), in
     one statement. NO KEY UPDATE: it excludes another placement's lock, not the KEY SHARE lock a
     row that refers to the patient takes (the Idempotency-Key's claim, on a driver connection,
     must not wait for the patient's placement in flight). Joined on true, left: the products are
     read whatever the lock finds, and the lock is taken with the first of them (a cart with
-    none is refused, `validate_cart`, before the caps are read)."""
+    none is refused, `validate_cart`, before the caps are read); the lock's column is read too,
+    so no planner may drop the join as unused."""
     lock = (
         select(User.id)
         .where(User.id == bindparam("patient_id"))
@@ -66,7 +67,7 @@ def _products_locking_patient() -> Select[tuple[Product]]:
         .cte("patient_lock")
     )
     return (
-        select(Product)
+        select(Product, lock.c.id.label("locked_patient_id"))
         .outerjoin(lock, true())
         .where(Product.id.in_(bindparam("ids", expanding=True)))
     )
@@ -75,24 +76,28 @@ def _products_locking_patient() -> Select[tuple[Product]]:
 _PRODUCTS_LOCKING_PATIENT = _products_locking_patient()
 
 
-def check_cart(session: Session, patient_id: int, lines: Sequence[CartLine]) -> dict[int, Product]:
-    """Check a new order's cart (422: `stores.cart.validate_cart`) and the patient's caps (409:
-    `check_caps`); return the cart's products by id. One placement per patient at a time, so two
-    at once cannot both slip under the caps: the products are read with the patient's lock taken
-    in the same statement, and the caps after it."""
+def check_cart(
+    session: Session, patient_id: int, cart: Sequence[tuple[int, int]]
+) -> dict[int, Product]:
+    """Check a new order's cart, (product id, quantity) a product (422:
+    `stores.cart.validate_cart`), and the patient's caps (409); return the cart's products by
+    id. One placement per patient at a time, so two at once cannot both slip under the caps:
+    the products are read with the patient's lock taken in the same statement, and the caps
+    after it. A cart refused (422) while another placement of the patient is under way is
+    refused once that one has ended."""
     products = validate_cart(
-        session, lines, read=_PRODUCTS_LOCKING_PATIENT, params={"patient_id": patient_id}
+        session,
+        [CartLine(product_id, quantity) for product_id, quantity in cart],
+        read=_PRODUCTS_LOCKING_PATIENT,
+        params={"patient_id": patient_id},
     )
-    wanted: dict[int, int] = {}
-    for line in lines:
-        wanted[line.product_id] = wanted.get(line.product_id, 0) + line.quantity
-    check_caps(session, patient_id, list(wanted.items()))
+    _check_caps(session, patient_id, cart)
     return products
 
 
-def check_caps(session: Session, patient_id: int, cart: Sequence[tuple[int, int]]) -> None:
-    """Refuse (409) a new order past the patient's unpaid-order or per-product unit cap, the
-    patient's lock held (`check_cart`)."""
+def _check_caps(session: Session, patient_id: int, cart: Sequence[tuple[int, int]]) -> None:
+    """Refuse (409) a new order past the patient's unpaid-order or per-product unit cap; only
+    with the patient's lock held (`check_cart` takes it)."""
     settings = get_settings()
     wanted = dict(cart)
     # Both caps in one statement, read after the lock (its snapshot then holds every order

@@ -103,7 +103,7 @@ def place_split(
     settings = get_settings()
     cart = body.merged_items()
     lines = [CartLine(product_id, quantity) for product_id, quantity in cart]
-    products: dict[int, Product] = limits.check_cart(session, patient.id, lines)
+    products: dict[int, Product] = limits.check_cart(session, patient.id, cart)
     address = body.delivery_address if body.fulfillment != "pickup" else None
     plan = split_search.plan_cart(
         session,

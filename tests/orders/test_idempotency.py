@@ -199,7 +199,7 @@ def test_a_patients_placement_at_work_keeps_none_of_their_next_claims_waiting(wo
     client, body = world["client"], order_body([(world["product_id"], 1)])
     more = get_settings().db_async_pool_size
     locked, release = threading.Event(), threading.Event()
-    real_check = limits.check_caps
+    real_check = limits._check_caps
 
     def first_holds_the_lock(*args, **kwargs):
         real_check(*args, **kwargs)
@@ -207,7 +207,7 @@ def test_a_patients_placement_at_work_keeps_none_of_their_next_claims_waiting(wo
             locked.set()
             assert await_only(asyncio.to_thread(release.wait, 30))
 
-    monkeypatch.setattr(limits, "check_caps", first_holds_the_lock)
+    monkeypatch.setattr(limits, "_check_caps", first_holds_the_lock)
     with ThreadPoolExecutor(max_workers=more + 1) as pool:
         first = pool.submit(client.post, URL, json=body, headers=keyed(world, "k-first"))
         assert locked.wait(20)

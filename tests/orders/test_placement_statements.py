@@ -122,7 +122,7 @@ def test_a_placed_order_is_held_as_written_and_its_answer_reads_nothing_back(db)
     db.expunge_all()
     stored = checkout.Placed(
         order=db.get(Order, order_id),
-        store=db.get(Store, store.id),
+        store=checkout.OrderStore.of(db.get(Store, store.id)),
         payment=db.get(Payment, payment_id),
         waiver=None,
     )
