@@ -30,17 +30,14 @@ Run: `bash scripts/bench.sh hot_read_cpu` (options: `python -m benchmarks.hot_re
 import argparse
 import asyncio
 import json
-import logging
 import os
 import random
-import secrets
 import statistics
 
 import httpx
 from sqlalchemy import func, select
 
 from benchmarks import in_process, load, reference
-from o2o.config import get_settings
 from o2o.db import session_scope
 
 KINDS = ("nearby", "search", "reference")
@@ -139,15 +136,9 @@ def main() -> None:
     if args.requests < CHUNK or args.requests % CHUNK:
         parser.error(f"--requests must be a positive multiple of {CHUNK}")
     seed_demo_city()
-    # Searches are counted in Redis as served; the window is raised for one address's thousands.
-    os.environ["O2O_SEARCH_RATE_LIMIT"] = "100000000/minute"
-    # Served as in production (its logging, its settings) with keys of its own for this run.
-    os.environ["O2O_ENV"] = "production"
-    for name in ("TOKEN_SECRET_KEY", "SESSION_SECRET_KEY", "IDENTITY_PEPPER", "SECRET_KEY"):
-        os.environ.setdefault(f"O2O_{name}", secrets.token_urlsafe(48))
-    get_settings.cache_clear()
-    # The in-process client's own log line per request is not the server's work.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Served as production is, with `make load`'s raised limits (searches are still counted in
+    # Redis, the window raised for one address's thousands) and keys of this run's own.
+    in_process.serve_as_production(load.RAISED_LIMITS)
     result = asyncio.run(measure(args.rounds, args.requests))
     print(json.dumps(result, indent=2))
     print(

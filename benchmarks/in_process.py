@@ -1,9 +1,12 @@
 """Serving an ASGI application in the benchmark's own process, to measure the CPU time a request
-costs it (`benchmarks.placement_cpu`, `benchmarks.hot_read_cpu`): its lifespan run by hand, its
-requests sent through httpx's ASGI transport, and its log lines kept out of the run's output."""
+costs it (`benchmarks.placement_cpu`, `benchmarks.hot_read_cpu`): its settings as production's,
+its lifespan run by hand, its requests sent through httpx's ASGI transport, and its log lines
+kept out of the run's output. `production_keys` serves `make load`'s servers too."""
 
 import asyncio
 import logging
+import os
+import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -13,7 +16,28 @@ from typing import TextIO
 
 import httpx
 
+from o2o.config import get_settings
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+
+
+def production_keys() -> None:
+    """Production refuses to start without its own keys: fresh random ones for this run, in the
+    environment (servers started from it share them, and tokens signed here are theirs)."""
+    for name in ("TOKEN_SECRET_KEY", "SESSION_SECRET_KEY", "IDENTITY_PEPPER", "SECRET_KEY"):
+        os.environ.setdefault(f"O2O_{name}", secrets.token_urlsafe(48))
+    get_settings.cache_clear()
+
+
+def serve_as_production(limits: dict[str, str]) -> None:
+    """Settle this process's settings as a production worker's (its settings, its JSON lines),
+    with its own keys and `limits` (rate limits and caps meant for people, raised for a
+    benchmark: still checked); the in-process client's log line per request is not the
+    server's work, and is left out."""
+    os.environ.update(limits)
+    os.environ["O2O_ENV"] = "production"
+    production_keys()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class Lifespan:

@@ -28,7 +28,6 @@ import os
 import platform
 import random
 import re
-import secrets
 import signal
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, text
 
-from benchmarks import load_races, wrk
+from benchmarks import in_process, load_races, wrk
 from benchmarks.search import City, _meta, query_points
 from o2o.config import get_settings
 
@@ -415,11 +414,8 @@ def main() -> int:
             )
             return MISSING_CITY
     engine.dispose()
-    # Production refuses to start without its own keys: fresh random ones for this run, shared
-    # with the servers (the races sign their tokens with the same).
-    for name in ("TOKEN_SECRET_KEY", "SESSION_SECRET_KEY", "IDENTITY_PEPPER", "SECRET_KEY"):
-        os.environ.setdefault(f"O2O_{name}", secrets.token_urlsafe(48))
-    get_settings.cache_clear()
+    # The servers' keys, which the races sign their tokens with.
+    in_process.production_keys()
     body = run(args)
     print(body)
     if args.write_docs:

@@ -25,25 +25,14 @@ Run: `bash scripts/bench.sh placement_cpu` (options: `python -m benchmarks.place
 import argparse
 import asyncio
 import json
-import logging
-import os
-import secrets
 import statistics
 import uuid
 
 import httpx
 
-from benchmarks import in_process, reference
+from benchmarks import in_process, load, reference
 from benchmarks import orders as orders_bench
-from o2o.config import get_settings
 
-# Caps meant for people, lifted for a benchmark whose patients each place many orders; still
-# checked (the rate limit in Redis, the caps in the placement's statements).
-RAISED_LIMITS = {
-    "O2O_ORDER_RATE_LIMIT": "10000000/minute",
-    "O2O_MAX_OPEN_UNITS_PER_PRODUCT": "1000000",
-    "O2O_MAX_UNPAID_ORDERS": "1000000",
-}
 PATIENTS = 64
 
 
@@ -115,20 +104,13 @@ def main() -> None:
     parser.add_argument("--placements", type=int, default=200, help="placements per round")
     parser.add_argument("--references", type=int, default=400, help="reference requests per round")
     args = parser.parse_args()
-    os.environ.update(RAISED_LIMITS)
-    get_settings.cache_clear()
-    # The in-process client's own log line per request is not the server's work.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    # Stock for every placement, warm-up included.
+    # Stock for every placement, warm-up included (set up as development: its payment app).
     units = args.rounds * args.placements + 100
     world = orders_bench.setup(PATIENTS, units=units, lots=3)
-    # Then served as in production (its logging, its settings) with keys of its own for this
-    # run, which sign the tokens. Online payments are asked of the setup's payment app, as in
+    # Then served as production is, with `make load`'s raised limits and keys of this run's
+    # own, which sign the tokens. Online payments are asked of the setup's payment app, as in
     # `make load`'s flash sale.
-    os.environ["O2O_ENV"] = "production"
-    for name in ("TOKEN_SECRET_KEY", "SESSION_SECRET_KEY", "IDENTITY_PEPPER", "SECRET_KEY"):
-        os.environ.setdefault(f"O2O_{name}", secrets.token_urlsafe(48))
-    get_settings.cache_clear()
+    in_process.serve_as_production(load.RAISED_LIMITS)
     try:
         result = asyncio.run(measure(world, args.rounds, args.placements, args.references))
     finally:
