@@ -4,6 +4,7 @@ its lifespan run by hand, its requests sent through httpx's ASGI transport, and 
 kept out of the run's output. `production_keys` serves `make load`'s servers too."""
 
 import asyncio
+import importlib.util
 import logging
 import os
 import secrets
@@ -19,6 +20,13 @@ import httpx
 from o2o.config import get_settings
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+
+# httpx's ASGI transport asks on every request whether it runs under trio by importing sniffio,
+# which the project does not install: each failed import searches the whole path again, CPU time
+# on the client's side of every request that a served application never spends. Marked absent,
+# the import fails at once, and the transport goes on with asyncio as before.
+if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+    sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
 def production_keys() -> None:
