@@ -34,10 +34,9 @@ import os
 import random
 import statistics
 
-import httpx
 from sqlalchemy import func, select
 
-from benchmarks import in_process, load, reference
+from benchmarks import in_process, load
 from o2o.db import session_scope
 
 KINDS = ("nearby", "search", "reference")
@@ -56,13 +55,6 @@ def seed_demo_city() -> None:
 
 
 async def measure(rounds: int, requests: int) -> dict:
-    from main import app
-
-    with in_process.server_log("hot_read_cpu") as progress:
-        return await _measure(app, rounds, requests, progress)
-
-
-async def _measure(app, rounds: int, requests: int, progress) -> dict:
     points = load.demo_points(200, random.Random(11))
     products = load.sellable_products(os.environ["O2O_DATABASE_URL"], 40)
     sent = {
@@ -70,12 +62,7 @@ async def _measure(app, rounds: int, requests: int, progress) -> dict:
         "search": load.search_requests(points, products, random.Random(5)),
         "reference": load.reference_requests(points),
     }
-    async with (
-        in_process.Lifespan(app) as platform,
-        in_process.Lifespan(reference.app) as bare,
-        httpx.AsyncClient(transport=platform.transport(), base_url="http://platform") as client,
-        httpx.AsyncClient(transport=bare.transport(), base_url="http://reference") as ref,
-    ):
+    async with in_process.served("hot_read_cpu") as (client, ref, progress):
         turns = dict.fromkeys(KINDS, 0)
 
         def sender(kind: str):

@@ -1,7 +1,8 @@
 """Serving an ASGI application in the benchmark's own process, to measure the CPU time a request
 costs it (`benchmarks.placement_cpu`, `benchmarks.hot_read_cpu`): its settings as production's,
 its lifespan run by hand, its requests sent through httpx's ASGI transport, and its log lines
-kept out of the run's output. `production_keys` serves `make load`'s servers too."""
+kept out of the run's output; `served` gives both benchmarks the application and the reference
+side by side. `production_keys` serves `make load`'s servers too."""
 
 import asyncio
 import importlib.util
@@ -10,13 +11,14 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager, redirect_stderr
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, redirect_stderr
 from pathlib import Path
 from typing import TextIO
 
 import httpx
 
+from benchmarks import reference
 from o2o.config import get_settings
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -94,6 +96,24 @@ def server_log(name: str) -> Iterator[TextIO]:
             if isinstance(handler, logging.StreamHandler):
                 handler.setStream(log)
         yield progress
+
+
+@asynccontextmanager
+async def served(name: str) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient, TextIO]]:
+    """Serve the application (`main.app`, imported once the settings are settled) and the
+    reference (`benchmarks.reference`) in this process, each with its lifespan run; yield a
+    client of each and the run's progress stream, the application's lines going to
+    artifacts/<name>-server.log (`server_log`)."""
+    from main import app
+
+    with server_log(name) as progress:
+        async with (
+            Lifespan(app) as platform,
+            Lifespan(reference.app) as bare,
+            httpx.AsyncClient(transport=platform.transport(), base_url="http://platform") as client,
+            httpx.AsyncClient(transport=bare.transport(), base_url="http://reference") as ref,
+        ):
+            yield client, ref, progress
 
 
 async def cpu_ms(count: int, one: Callable[[], Awaitable[None]]) -> float:

@@ -28,35 +28,19 @@ import json
 import statistics
 import uuid
 
-import httpx
-
-from benchmarks import in_process, load, reference
+from benchmarks import in_process, load
 from benchmarks import orders as orders_bench
 
 PATIENTS = 64
 
 
 async def measure(world: dict, rounds: int, placements: int, references: int) -> dict:
-    from main import app
-
-    # The server's lines go to a file, as a served worker's do: this run's progress and figures
-    # stay readable.
-    with in_process.server_log("placement_cpu") as progress:
-        return await _measure(app, world, rounds, placements, references, progress)
-
-
-async def _measure(app, world, rounds, placements, references, progress) -> dict:
     tokens = orders_bench.patient_tokens(world)
     lat, lon = orders_bench.SITE
     body = orders_bench.hot_order(world["product_id"])
     turn = iter(range(10**9))
 
-    async with (
-        in_process.Lifespan(app) as platform,
-        in_process.Lifespan(reference.app) as bare,
-        httpx.AsyncClient(transport=platform.transport(), base_url="http://platform") as client,
-        httpx.AsyncClient(transport=bare.transport(), base_url="http://reference") as ref,
-    ):
+    async with in_process.served("placement_cpu") as (client, ref, progress):
 
         async def place() -> None:
             headers = {
