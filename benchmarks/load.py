@@ -15,7 +15,9 @@ Then, on the benchmark city's server: order placement on one hot product at 64 c
 timed phase with stock for everyone, then an exact sell-out) and a rush of 100 couriers claiming
 from a pool of open jobs (`benchmarks/load_races.py`). Every figure is printed as a ratio to the
 reference, each after a warm-up (the HTTP rows' warm-ups all run before the first measured row);
-then each worker's resident memory after the load and the load average.
+then what each row's requests cost the machine in CPU time, by who spent it (the server under
+load, PostgreSQL, Redis, the load client: `benchmarks/cpu_split.py`), each worker's resident
+memory after the load and the load average.
 `--write-docs` (or `O2O_BENCH_WRITE_DOCS=1`) records the output in docs/BENCHMARKS.md.
 
 Rate limits and per-patient caps are raised for the server processes (environment settings) so
@@ -37,7 +39,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, text
 
-from benchmarks import in_process, load_races, wrk
+from benchmarks import cpu_split, in_process, load_races, wrk
 from benchmarks.search import City, _meta, query_points
 from o2o.config import get_settings
 
@@ -228,6 +230,8 @@ def run(args) -> str:
     targets: list[str] = []
     memory: dict[str, list[float]] = {}
     races = ""
+    # (row, requests, where the cores went) for each measured row.
+    spent: list[tuple[str, int, cpu_split.Split]] = []
     base = f"http://127.0.0.1:{port}"
     ref_base = f"http://127.0.0.1:{port + 1}"
     for city, (url, points, products) in cities.items():
@@ -247,15 +251,27 @@ def run(args) -> str:
             ref_reqs = reference_requests(points)
             nearby_reqs = nearby_requests(points)
             search_reqs = search_requests(points, products, random.Random(5))
-            rows = ((ref_base, ref_reqs), (base, nearby_reqs), (base, search_reqs))
-            # Each row's own warm-up: their statements differ.
-            for at, reqs in rows:
-                wrk.run(at, reqs, connections=args.connections, seconds=WARMUP_S)
-            ref_before, nearby, search, ref_after = (
-                wrk.run(at, reqs, connections=args.connections, seconds=args.seconds)
-                for at, reqs in (*rows, rows[0])
+            rows = (
+                (ref_base, ref_reqs, ref_server),
+                (base, nearby_reqs, server),
+                (base, search_reqs, server),
             )
+            # Each row's own warm-up: their statements differ.
+            for at, reqs, _ in rows:
+                wrk.run(at, reqs, connections=args.connections, seconds=WARMUP_S)
+            (
+                (ref_before, ref_cpu),
+                (nearby, nearby_cpu),
+                (search, search_cpu),
+                (ref_after, ref_after_cpu),
+            ) = (_measured(at, reqs, serving, args) for at, reqs, serving in (*rows, rows[0]))
             ref = wrk.mean(ref_before, ref_after)
+            spent += [
+                (f"reference, before the rows ({city})", ref_before.requests, ref_cpu),
+                (f"GET /stores/nearby ({city})", nearby.requests, nearby_cpu),
+                (f"POST /search/stores ({city})", search.requests, search_cpu),
+                (f"reference, after the rows ({city})", ref_after.requests, ref_after_cpu),
+            ]
             table.append(_fmt(f"reference, before the rows ({city})", ref_before, ref))
             table.append(_fmt(f"GET /stores/nearby ({city})", nearby, ref))
             table.append(_fmt(f"POST /search/stores ({city})", search, ref))
@@ -269,7 +285,8 @@ def run(args) -> str:
                     f"{r.errors} errors: {'met' if met else 'missed'}"
                 )
             if url == args.bench_url:
-                races = _races(base, args, ref)
+                races, race_spent = _races(base, args, ref, server)
+                spent += race_spent
             memory[f"reference ({city})"] = worker_memory_mb(ref_server)
             memory[f"platform ({city})"] = worker_memory_mb(server)
         finally:
@@ -297,6 +314,8 @@ def run(args) -> str:
         "Targets:",
         *(f"- {t}" for t in targets),
         "",
+        *_cores_table(spent),
+        "",
         "Resident memory of each worker after the load (MiB):",
         *(f"- {k}: " + ", ".join(f"{v:.0f}" for v in vs) for k, vs in memory.items()),
         "",
@@ -308,17 +327,56 @@ def run(args) -> str:
     return "\n".join(lines)
 
 
-def _races(base: str, args, ref: wrk.Result) -> str:
+def _measured(
+    at: str, reqs: list[tuple], server: subprocess.Popen, args
+) -> tuple[wrk.Result, cpu_split.Split]:
+    """One measured row, and where the cores went meanwhile."""
+    watch = cpu_split.Watch(server.pid)
+    watch.start()
+    result = wrk.run(at, reqs, connections=args.connections, seconds=args.seconds)
+    return result, watch.stop()
+
+
+def _cores_table(spent: list[tuple[str, int, cpu_split.Split]]) -> list[str]:
+    """Each row's CPU time per request by who spent it, and what the cores allow at that cost."""
+    cores = os.cpu_count() or 1
+    lines = [
+        "Where the cores went: CPU milliseconds per request (per placement, per claim), by who "
+        "spent them, from the operating system's counters over each measured row "
+        "(`benchmarks/cpu_split.py`; server: the server under load, its workers; client: wrk, or "
+        "the races' asyncio clients; rest: the kernel's threads and anything else). At full use, "
+        f"the {cores} cores serve at most {cores} x 1000 / (all) requests a second.",
+        "",
+        "| row | server | PostgreSQL | Redis | client | rest | all | at most / s | cores busy "
+        "| stolen by the host |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, requests, split in spent:
+        each = [split.ms_per(requests, part) for part in cpu_split.PARTS]
+        total = split.ms_per(requests)
+        ceiling = f"{cores * 1000 / total:.0f}" if total else "-"
+        lines.append(
+            f"| {name} | " + " | ".join(f"{v:.2f}" for v in each) + f" | {total:.2f} | "
+            f"{ceiling} | {split.cores():.2f} | {split.stolen_ms_per(requests):.2f} |"
+        )
+    return lines
+
+
+def _races(
+    base: str, args, ref: wrk.Result, server: subprocess.Popen
+) -> tuple[str, list[tuple[str, int, cpu_split.Split]]]:
+    # Each timed as the HTTP rows are, the cores watched over its timed phase.
+    def timed() -> dict:
+        return {"seconds": args.seconds, "warmup": WARMUP_S, "watch": cpu_split.Watch(server.pid)}
+
     sale = load_races.flash_sale(
-        base,
-        connections=args.connections,
-        seconds=args.seconds,
-        sell_out_units=args.sell_out,
-        warmup=WARMUP_S,
+        base, connections=args.connections, sell_out_units=args.sell_out, **timed()
     )
-    rush = load_races.courier_rush(
-        base, couriers=args.couriers, jobs=args.jobs, seconds=args.seconds, warmup=WARMUP_S
-    )
+    rush = load_races.courier_rush(base, couriers=args.couriers, jobs=args.jobs, **timed())
+    spent = [
+        (f"order placement, one hot product, {args.connections} connections", sale.done, sale.cpu),
+        (f"claims, {args.couriers} couriers", rush.done, rush.cpu),
+    ]
     c = sale.checks
     exact = c["sold_in_sell_out"] == c["sell_out_units"]
     sale_met = (
@@ -361,7 +419,7 @@ def _races(base: str, args, ref: wrk.Result) -> str:
             + (", ".join(f"{k} x{v}" for k, v in sorted(errors.items())) if errors else "0")
             + ".",
         ]
-    )
+    ), spent
 
 
 def write_docs(body: str) -> None:

@@ -15,9 +15,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+import uvloop
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from benchmarks import cpu_split
 from benchmarks import dispatch as dispatch_bench
 from benchmarks import orders as orders_bench
 from benchmarks.search import percentile
@@ -38,7 +40,9 @@ class HttpConnection:
     ) -> tuple[int, bytes]:
         """Send one request, return (status, body); the connection is reused."""
         try:
-            return await asyncio.wait_for(self._exchange(method, path, body, headers), 60)
+            # A timeout around the exchange, not `wait_for` (a task of its own per request).
+            async with asyncio.timeout(60):
+                return await self._exchange(method, path, body, headers)
         except BaseException:
             self.close()
             raise
@@ -82,6 +86,8 @@ class RaceResult:
     latencies_ms: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     checks: dict[str, int] = field(default_factory=dict)
+    # Where the cores went over the timed phase (when a watch was given).
+    cpu: cpu_split.Split | None = None
 
     @property
     def rate(self) -> float:
@@ -140,16 +146,24 @@ async def _place(
 
 
 def flash_sale(
-    base: str, *, connections: int, seconds: float, sell_out_units: int, warmup: float = 0.0
+    base: str,
+    *,
+    connections: int,
+    seconds: float,
+    sell_out_units: int,
+    warmup: float = 0.0,
+    watch: cpu_split.Watch | None = None,
 ) -> RaceResult:
     """Place orders for one hot product from `connections` patients (timed after `warmup`
-    seconds, as the HTTP rows are); then sell out exactly."""
+    seconds, as the HTTP rows are; `watch` reads where the cores went over the timed phase);
+    then sell out exactly."""
     world = orders_bench.setup(connections, units=1_000_000, lots=3)
     tokens = orders_bench.patient_tokens(world)
     try:
         result = RaceResult()
         timed_from = time.perf_counter() + warmup
-        asyncio.run(
+        window = watch.between(timed_from, timed_from + seconds) if watch else None
+        uvloop.run(
             _place(
                 base,
                 tokens,
@@ -162,11 +176,12 @@ def flash_sale(
         )
         # Nothing timed (rate 0) if the race ended within its warm-up.
         result.seconds = max(0.0, time.perf_counter() - timed_from)
+        result.cpu = window.split() if window else None
         # The sell-out: exactly sell_out_units left, every patient orders until refused.
         orders_bench.set_stock(world["store_id"], sell_out_units)
         before = orders_bench.check_stock(world["store_id"])["reserved"]
         sell_out = RaceResult()
-        asyncio.run(
+        uvloop.run(
             _place(base, tokens, world["product_id"], sell_out, until=float("inf"), sell_out=True)
         )
         stock = orders_bench.check_stock(world["store_id"])
@@ -246,10 +261,17 @@ def _deliver_held(stop: threading.Event) -> None:
 
 
 def courier_rush(
-    base: str, *, couriers: int, jobs: int, seconds: float, warmup: float = 0.0
+    base: str,
+    *,
+    couriers: int,
+    jobs: int,
+    seconds: float,
+    warmup: float = 0.0,
+    watch: cpu_split.Watch | None = None,
 ) -> RaceResult:
     """`couriers` couriers claim from a pool of open jobs at once, each claiming again at once
-    (timed after `warmup` seconds, as the HTTP rows are)."""
+    (timed after `warmup` seconds, as the HTTP rows are; `watch` reads where the cores went over
+    the timed phase)."""
     ids = dispatch_bench.seed_rush(couriers, jobs)
     site = dispatch_bench.SITE
     plan = [
@@ -266,7 +288,8 @@ def courier_rush(
         result, claimed, emptied = RaceResult(), [], []
         sweeper.start()
         timed_from = time.perf_counter() + warmup
-        asyncio.run(
+        window = watch.between(timed_from, timed_from + seconds) if watch else None
+        uvloop.run(
             _claim(
                 base,
                 plan,
@@ -279,6 +302,7 @@ def courier_rush(
         )
         # Nothing timed (rate 0) if the race ended within its warm-up.
         result.seconds = max(0.0, time.perf_counter() - timed_from)
+        result.cpu = window.split() if window else None
         stop.set()
         sweeper.join()
         with session_scope() as s:

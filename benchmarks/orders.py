@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 
 from benchmarks.search import percentile
 from o2o import clock
@@ -56,8 +56,42 @@ class Phase:
     units_sold: int = 0
 
 
+# Each patient's past orders at the store: collected and paid, one line of the hot product each.
+PAST_ORDERS = 100
+
+# A store's database is never empty: its patients have ordered before, and its tables have been
+# analysed. Without a history the sale began on empty tables, and the plans PostgreSQL prepared
+# for them (a scan of the whole table) stayed while the sale filled them: a patient's caps
+# (`o2o.order_flow.limits`) then read every order placed so far, not that patient's few.
+_HISTORY_SQL = f"""
+WITH g AS (
+    SELECT gen_random_uuid() AS id, u.id AS patient_id,
+           now() - make_interval(days => i % 365, mins => u.id % 600) AS at
+    FROM users u CROSS JOIN generate_series(1, :per_patient) i
+    WHERE u.email LIKE '{TAG}-%@bench.example.com'
+),
+o AS (
+    INSERT INTO orders (id, patient_id, store_id, status, fulfillment, requested_fulfillment,
+                        routing_reason, currency, subtotal_minor, pickup_code, delivery_code,
+                        created_at, released_at)
+    SELECT g.id, g.patient_id, :store_id, 'completed', 'pickup', 'pickup', 'bench history',
+           'CNY', 1200, '000000', '000000', g.at, g.at
+    FROM g
+    RETURNING id, created_at
+),
+lines AS (
+    INSERT INTO order_lines (order_id, product_id, quantity, price_minor, rx_only)
+    SELECT o.id, :product_id, 1, 1200, false FROM o
+)
+INSERT INTO payments (id, order_id, method, status, amount_minor, captured_minor, currency,
+                      created_at)
+SELECT gen_random_uuid(), o.id, 'at_store', 'captured', 1200, 1200, 'CNY', o.created_at FROM o
+"""
+
+
 def setup(clients: int, units: int, lots: int) -> dict:
-    """Create the store, the hot product, its lots and one patient per client."""
+    """Create the store, the hot product, its lots and one patient per client, with an order
+    history of `PAST_ORDERS` each (the tables analysed after it)."""
     cleanup()
     password = hash_password("bench-password")
     with session_scope() as s:
@@ -105,8 +139,16 @@ def setup(clients: int, units: int, lots: int) -> dict:
         ]
         s.add_all(patients)
         s.flush()
+        s.execute(
+            text(_HISTORY_SQL),
+            {"per_patient": PAST_ORDERS, "store_id": store.id, "product_id": product.id},
+        )
         dev_app.register(s, webhook_url="http://127.0.0.1:8765/hooks")
-        return {"store_id": store.id, "product_id": product.id, "patients": patients}
+        world = {"store_id": store.id, "product_id": product.id, "patients": patients}
+    with session_scope() as s:
+        for table in ("users", "orders", "order_lines", "payments", "lots", "lot_allocations"):
+            s.execute(text(f"ANALYZE {table}"))
+    return world
 
 
 def hot_order(product_id: int) -> dict:
