@@ -428,7 +428,8 @@ def write_docs(body: str) -> None:
         "The platform under load (`benchmarks/load.py`) next to the ceiling of its stack, from one "
         "run: a bare ASGI endpoint running the nearby list's SQL on psycopg's async pool "
         "(`benchmarks/reference.py`), served the same way and loaded before the platform's rows and "
-        "after them; every figure is a ratio to its two runs together.\n\n"
+        "after them; every figure is a ratio to its two runs together. Its last table says where "
+        "the cores went in each measured row: each request's CPU time, by who spent it.\n\n"
         "Command: `make load` (`bash scripts/load.sh`; it generates the cities when they are "
         "missing; `O2O_BENCH_WRITE_DOCS=1` rewrites this section).\n\n" + body.rstrip("\n") + "\n\n"
     )
