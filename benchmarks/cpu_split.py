@@ -9,12 +9,12 @@ server's share) and what it cannot (PostgreSQL's, the client's). The operating s
 
 - **server**: the uvicorn process under load and its workers;
 - **PostgreSQL**: every `postgres` process (the backends of every pool, and the background
-  writers: a commit's WAL is written there);
+  writers: a commit's WAL is written there), those that ended within the row included;
 - **Redis**: `redis-server`;
 - **client**: this process (a race's asyncio clients and its helper thread) and the children it
   waited for meanwhile (wrk);
-- **rest**: the machine's busy time beyond those (the kernel's own threads, a process that ended
-  within the row, the other server, idle);
+- **rest**: the machine's busy time beyond those (the kernel's own threads, the other server,
+  any other process);
 - **stolen**: time the host gave to other machines while this one had work (a virtual machine's
   steal time), which no process here spent and every rate here lost.
 """
@@ -59,9 +59,17 @@ class Split:
 
 
 @dataclass(frozen=True)
+class _Process:
+    part: str
+    own_s: float  # its own CPU seconds since it started
+    reaped_s: float  # its children's, those it waited for
+
+
+@dataclass(frozen=True)
 class _Counters:
     at: float
-    processes: dict[int, tuple[str, float]]  # pid -> (part, CPU seconds since it started)
+    # By (pid, start time): a pid the system reuses within a row is another process.
+    processes: dict[tuple[int, float], _Process]
     client_s: float
     busy_s: float
     stolen_s: float
@@ -94,11 +102,15 @@ class Watch:
             except psutil.NoSuchProcess:
                 pass  # ended: its time is the rest's
         processes = {}
-        for proc in psutil.process_iter(["name", "cpu_times"]):
+        for proc in psutil.process_iter(["name", "cpu_times", "create_time"]):
             part = self._part(proc, server)
             times = proc.info["cpu_times"]
             if part is not None and times is not None:
-                processes[proc.pid] = (part, times.user + times.system)
+                processes[(proc.pid, proc.info["create_time"])] = _Process(
+                    part,
+                    own_s=times.user + times.system,
+                    reaped_s=times.children_user + times.children_system,
+                )
         me = psutil.Process().cpu_times()
         machine = psutil.cpu_times()
         return _Counters(
@@ -114,16 +126,28 @@ class Watch:
         self._started = self._read()
 
     def stop(self) -> Split:
-        """The split since `start`."""
+        """The split since `start`.
+
+        A process that started within the row spent all its time in it. One that ended within
+        it (a backend whose connection closed, an autovacuum worker, a worker restarted) is
+        counted through the parent that waited for it (PostgreSQL's postmaster, the server's
+        supervisor): the parent's children's time grew by the whole of the ended one's, of
+        which the part spent before the row is taken off again."""
         if self._started is None:
             raise RuntimeError("Watch.stop before Watch.start")
         before, after = self._started, self._read()
         cpu = dict.fromkeys(PARTS, 0.0)
-        for pid, (part, seconds) in after.processes.items():
-            # A process born within the row spent all its time in it.
-            was_part, was = before.processes.get(pid, (part, 0.0))
-            cpu[part] += seconds - (was if was_part == part else 0.0)
+        for key, now in after.processes.items():
+            was = before.processes.get(key)
+            if was is None:
+                cpu[now.part] += now.own_s + now.reaped_s
+            else:
+                cpu[now.part] += (now.own_s - was.own_s) + (now.reaped_s - was.reaped_s)
+        for key, was in before.processes.items():
+            if key not in after.processes:
+                cpu[was.part] -= was.own_s
         cpu["client"] = after.client_s - before.client_s
+        # Never below nothing: the counters are read one process at a time, not all at once.
         cpu["rest"] = max(0.0, (after.busy_s - before.busy_s) - sum(cpu.values()))
         return Split(
             seconds=after.at - before.at, cpu_s=cpu, stolen_s=after.stolen_s - before.stolen_s

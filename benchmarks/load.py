@@ -251,31 +251,24 @@ def run(args) -> str:
             ref_reqs = reference_requests(points)
             nearby_reqs = nearby_requests(points)
             search_reqs = search_requests(points, products, random.Random(5))
-            rows = (
-                (ref_base, ref_reqs, ref_server),
-                (base, nearby_reqs, server),
-                (base, search_reqs, server),
-            )
+            rows = {
+                "reference, before the rows": (ref_base, ref_reqs, ref_server),
+                "GET /stores/nearby": (base, nearby_reqs, server),
+                "POST /search/stores": (base, search_reqs, server),
+            }
+            rows["reference, after the rows"] = rows["reference, before the rows"]
             # Each row's own warm-up: their statements differ.
-            for at, reqs, _ in rows:
+            for at, reqs, _ in list(rows.values())[:3]:
                 wrk.run(at, reqs, connections=args.connections, seconds=WARMUP_S)
-            (
-                (ref_before, ref_cpu),
-                (nearby, nearby_cpu),
-                (search, search_cpu),
-                (ref_after, ref_after_cpu),
-            ) = (_measured(at, reqs, serving, args) for at, reqs, serving in (*rows, rows[0]))
+            measured = {
+                f"{name} ({city})": _measured(at, reqs, serving, args)
+                for name, (at, reqs, serving) in rows.items()
+            }
+            ref_before, nearby, search, ref_after = (r for r, _ in measured.values())
             ref = wrk.mean(ref_before, ref_after)
-            spent += [
-                (f"reference, before the rows ({city})", ref_before.requests, ref_cpu),
-                (f"GET /stores/nearby ({city})", nearby.requests, nearby_cpu),
-                (f"POST /search/stores ({city})", search.requests, search_cpu),
-                (f"reference, after the rows ({city})", ref_after.requests, ref_after_cpu),
-            ]
-            table.append(_fmt(f"reference, before the rows ({city})", ref_before, ref))
-            table.append(_fmt(f"GET /stores/nearby ({city})", nearby, ref))
-            table.append(_fmt(f"POST /search/stores ({city})", search, ref))
-            table.append(_fmt(f"reference, after the rows ({city})", ref_after, ref))
+            for name, (result, split) in measured.items():
+                table.append(_fmt(name, result, ref))
+                spent.append((name, result.requests, split))
             table.append(_fmt(f"reference, both runs: the ratios' base ({city})", ref, ref))
             for name, r, share in (("nearby", nearby, 0.7), ("search", search, 0.5)):
                 met = r.rps >= share * ref.rps and r.p99_ms <= 2 * ref.p99_ms and r.errors == 0
@@ -373,10 +366,9 @@ def _races(
         base, connections=args.connections, sell_out_units=args.sell_out, **timed()
     )
     rush = load_races.courier_rush(base, couriers=args.couriers, jobs=args.jobs, **timed())
-    spent = [
-        (f"order placement, one hot product, {args.connections} connections", sale.done, sale.cpu),
-        (f"claims, {args.couriers} couriers", rush.done, rush.cpu),
-    ]
+    sale_name = f"order placement, one hot product, {args.connections} connections"
+    rush_name = f"claims, {args.couriers} couriers"
+    spent = [(sale_name, sale.done, sale.cpu), (rush_name, rush.done, rush.cpu)]
     c = sale.checks
     exact = c["sold_in_sell_out"] == c["sell_out_units"]
     sale_met = (
@@ -399,11 +391,11 @@ def _races(
         [
             "| race | done | per s | p99 ms | per s / ref req/s | p99 / ref p99 |",
             "|---|---|---|---|---|---|",
-            f"| order placement, one hot product, {args.connections} connections | {sale.done} | "
-            f"{sale.rate:.0f} | {sale.p99_ms:.1f} | {sale.rate / ref.rps:.2f} | "
-            f"{sale.p99_ms / ref.p99_ms:.2f} |",
-            f"| claims, {args.couriers} couriers | {rush.done} | {rush.rate:.0f} | "
-            f"{rush.p99_ms:.1f} | {rush.rate / ref.rps:.2f} | {rush.p99_ms / ref.p99_ms:.2f} |",
+            *(
+                f"| {name} | {race.done} | {race.rate:.0f} | {race.p99_ms:.1f} | "
+                f"{race.rate / ref.rps:.2f} | {race.p99_ms / ref.p99_ms:.2f} |"
+                for name, race in ((sale_name, sale), (rush_name, rush))
+            ),
             "",
             f"Flash sale: oversold units {c['oversold_units']}, reserved units without an order "
             f"{c['reserved_without_order']}; sell-out of {c['sell_out_units']} units: "

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import String, cast, delete, func, select, text, union_all
 
 from benchmarks.search import percentile
 from o2o import clock
@@ -56,8 +56,10 @@ class Phase:
     units_sold: int = 0
 
 
-# Each patient's past orders at the store: collected and paid, one line of the hot product each.
+# Each patient's past orders at the store, one a day back from today: collected and paid, one
+# line of the hot product each.
 PAST_ORDERS = 100
+HISTORY = "bench history"  # their routing reason
 
 # A store's database is never empty: its patients have ordered before, and its tables have been
 # analysed. Without a history the sale began on empty tables, and the plans PostgreSQL prepared
@@ -66,16 +68,16 @@ PAST_ORDERS = 100
 _HISTORY_SQL = f"""
 WITH g AS (
     SELECT gen_random_uuid() AS id, u.id AS patient_id,
-           now() - make_interval(days => i % 365, mins => u.id % 600) AS at
+           now() - make_interval(days => i, mins => u.id % 600) AS at
     FROM users u CROSS JOIN generate_series(1, :per_patient) i
     WHERE u.email LIKE '{TAG}-%@bench.example.com'
 ),
 o AS (
     INSERT INTO orders (id, patient_id, store_id, status, fulfillment, requested_fulfillment,
                         routing_reason, currency, subtotal_minor, pickup_code, delivery_code,
-                        created_at, released_at)
-    SELECT g.id, g.patient_id, :store_id, 'completed', 'pickup', 'pickup', 'bench history',
-           'CNY', 1200, '000000', '000000', g.at, g.at
+                        created_at, released_at, ready_at, completed_at)
+    SELECT g.id, g.patient_id, :store_id, 'completed', 'pickup', 'pickup', '{HISTORY}',
+           'CNY', 1200, '000000', '000000', g.at, g.at, g.at, g.at
     FROM g
     RETURNING id, created_at
 ),
@@ -84,8 +86,10 @@ lines AS (
     SELECT o.id, :product_id, 1, 1200, false FROM o
 )
 INSERT INTO payments (id, order_id, method, status, amount_minor, captured_minor, currency,
-                      created_at)
-SELECT gen_random_uuid(), o.id, 'at_store', 'captured', 1200, 1200, 'CNY', o.created_at FROM o
+                      created_at, captured_at)
+SELECT gen_random_uuid(), o.id, 'at_store', 'captured', 1200, 1200, 'CNY', o.created_at,
+       o.created_at
+FROM o
 """
 
 
@@ -236,7 +240,7 @@ def check_stock(store_id: int) -> dict:
         ordered = s.scalar(
             select(func.coalesce(func.sum(OrderLine.quantity), 0))
             .join(Order)
-            .where(Order.store_id == store_id)
+            .where(Order.store_id == store_id, Order.routing_reason != HISTORY)
         )
         oversold = sum(max(0, lot.reserved - lot.on_hand) for lot in lots)
         unaccounted = sum(abs(lot.reserved - allocated.get(lot.id, 0)) for lot in lots)
@@ -251,19 +255,26 @@ def check_stock(store_id: int) -> dict:
 
 def cleanup() -> None:
     """Remove everything a previous run created (the benchmark database is shared)."""
+    # By subqueries, not lists of ids: a history has thousands of orders.
+    store_ids = select(Store.id).where(Store.name == "Bench Hot Store")
+    order_ids = select(Order.id).where(Order.store_id.in_(store_ids))
+    aggregates = union_all(
+        select(cast(Order.id, String)).where(Order.store_id.in_(store_ids)),
+        select(cast(Payment.id, String)).where(Payment.order_id.in_(order_ids)),
+    )
+    unsynchronised = {"synchronize_session": False}
     with session_scope() as s:
-        store_ids = s.scalars(select(Store.id).where(Store.name == "Bench Hot Store")).all()
-        order_ids = s.scalars(select(Order.id).where(Order.store_id.in_(store_ids))).all()
-        if order_ids:
-            payment_ids = s.scalars(select(Payment.id).where(Payment.order_id.in_(order_ids))).all()
-            aggregates = [str(i) for i in [*order_ids, *payment_ids]]
-            s.execute(delete(OutboxEvent).where(OutboxEvent.aggregate_id.in_(aggregates)))
-            s.execute(delete(OrderEvent).where(OrderEvent.order_id.in_(order_ids)))
-            s.execute(delete(Order).where(Order.id.in_(order_ids)))
-        s.execute(delete(Lot).where(Lot.store_id.in_(store_ids)))
-        s.execute(delete(Store).where(Store.id.in_(store_ids)))
-        s.execute(delete(Product).where(Product.generic_name == TAG))
-        s.execute(delete(User).where(User.email.like(f"{TAG}-%@bench.example.com")))
+        for statement in (
+            delete(OutboxEvent).where(OutboxEvent.aggregate_id.in_(aggregates)),
+            delete(OrderEvent).where(OrderEvent.order_id.in_(order_ids)),
+            # Their lines and payments go with them (ON DELETE CASCADE).
+            delete(Order).where(Order.id.in_(order_ids)),
+            delete(Lot).where(Lot.store_id.in_(store_ids)),
+            delete(Store).where(Store.id.in_(store_ids)),
+            delete(Product).where(Product.generic_name == TAG),
+            delete(User).where(User.email.like(f"{TAG}-%@bench.example.com")),
+        ):
+            s.execute(statement.execution_options(**unsynchronised))
 
 
 def report(phase: Phase, stock: dict, clients: int) -> dict:
