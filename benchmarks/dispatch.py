@@ -29,6 +29,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
+from benchmarks import analyse
 from benchmarks.search import percentile
 from dispatch import monitor, pool
 from o2o import clock
@@ -211,8 +212,7 @@ def seed_rush(couriers: int, jobs: int) -> list[int]:
             },
         )
         s.execute(text(_JOBS_SQL), {"claimed_share": 0.0, "ids": courier_ids})
-        for table in ("orders", "dispatch_jobs", "couriers"):
-            s.execute(text(f"ANALYZE {table}"))
+        analyse(s, *("orders", "dispatch_jobs", "couriers"))
     return courier_ids
 
 
@@ -316,8 +316,7 @@ def monitor_phase(orders: int) -> dict:
             },
         )
         s.execute(text(_JOBS_SQL), {"claimed_share": 0.35, "ids": courier_ids})
-        for table in ("orders", "dispatch_jobs", "couriers", "stores"):
-            s.execute(text(f"ANALYZE {table}"))
+        analyse(s, *("orders", "dispatch_jobs", "couriers", "stores"))
     seeded_s = time.perf_counter() - t0
     with session_scope() as s:
         open_deliveries = s.scalar(

@@ -251,15 +251,16 @@ def run(args) -> str:
             ref_reqs = reference_requests(points)
             nearby_reqs = nearby_requests(points)
             search_reqs = search_requests(points, products, random.Random(5))
+            ref_row = (ref_base, ref_reqs, ref_server)
             rows = {
-                "reference, before the rows": (ref_base, ref_reqs, ref_server),
+                "reference, before the rows": ref_row,
                 "GET /stores/nearby": (base, nearby_reqs, server),
                 "POST /search/stores": (base, search_reqs, server),
             }
-            rows["reference, after the rows"] = rows["reference, before the rows"]
             # Each row's own warm-up: their statements differ.
-            for at, reqs, _ in list(rows.values())[:3]:
+            for at, reqs, _ in rows.values():
                 wrk.run(at, reqs, connections=args.connections, seconds=WARMUP_S)
+            rows["reference, after the rows"] = ref_row
             measured = {
                 f"{name} ({city})": _measured(at, reqs, serving, args)
                 for name, (at, reqs, serving) in rows.items()
@@ -359,13 +360,13 @@ def _races(
     base: str, args, ref: wrk.Result, server: subprocess.Popen
 ) -> tuple[str, list[tuple[str, int, cpu_split.Split]]]:
     # Each timed as the HTTP rows are, the cores watched over its timed phase.
-    def timed() -> dict:
-        return {"seconds": args.seconds, "warmup": WARMUP_S, "watch": cpu_split.Watch(server.pid)}
+    def timed() -> load_races.Timing:
+        return load_races.Timing(args.seconds, WARMUP_S, cpu_split.Watch(server.pid))
 
     sale = load_races.flash_sale(
-        base, connections=args.connections, sell_out_units=args.sell_out, **timed()
+        base, connections=args.connections, sell_out_units=args.sell_out, timing=timed()
     )
-    rush = load_races.courier_rush(base, couriers=args.couriers, jobs=args.jobs, **timed())
+    rush = load_races.courier_rush(base, couriers=args.couriers, jobs=args.jobs, timing=timed())
     sale_name = f"order placement, one hot product, {args.connections} connections"
     rush_name = f"claims, {args.couriers} couriers"
     spent = [(sale_name, sale.done, sale.cpu), (rush_name, rush.done, rush.cpu)]

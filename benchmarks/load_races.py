@@ -13,7 +13,9 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import uvloop
 from sqlalchemy import text
@@ -101,6 +103,30 @@ class RaceResult:
         self.errors[what] = self.errors.get(what, 0) + 1
 
 
+@dataclass(frozen=True)
+class Timing:
+    """A race's timed phase: `seconds` after `warmup` seconds untimed (as the HTTP rows are),
+    with where the cores went over it read by `watch` when one is given."""
+
+    seconds: float
+    warmup: float = 0.0
+    watch: cpu_split.Watch | None = None
+
+
+def _run_timed(
+    result: RaceResult, timing: Timing, race: Callable[[float, float], Coroutine[Any, Any, None]]
+) -> None:
+    """Run `race(until, timed_from)` and record its timed phase in `result`: the seconds since
+    the phase began (every answer it timed included) and, with a watch, the cores."""
+    timed_from = time.perf_counter() + timing.warmup
+    until = timed_from + timing.seconds
+    window = timing.watch.between(timed_from, until) if timing.watch else None
+    uvloop.run(race(until, timed_from))
+    # Nothing timed (rate 0) if the race ended within its warm-up.
+    result.seconds = max(0.0, time.perf_counter() - timed_from)
+    result.cpu = window.split() if window else None
+
+
 def _split(base: str) -> tuple[str, int]:
     host, port = base.removeprefix("http://").split(":")
     return host, int(port)
@@ -145,38 +171,26 @@ async def _place(
     await asyncio.gather(*(one(slot) for slot in range(len(tokens))))
 
 
-def flash_sale(
-    base: str,
-    *,
-    connections: int,
-    seconds: float,
-    sell_out_units: int,
-    warmup: float = 0.0,
-    watch: cpu_split.Watch | None = None,
-) -> RaceResult:
-    """Place orders for one hot product from `connections` patients (timed after `warmup`
-    seconds, as the HTTP rows are; `watch` reads where the cores went over the timed phase);
+def flash_sale(base: str, *, connections: int, sell_out_units: int, timing: Timing) -> RaceResult:
+    """Place orders for one hot product from `connections` patients over `timing`'s phase;
     then sell out exactly."""
     world = orders_bench.setup(connections, units=1_000_000, lots=3)
     tokens = orders_bench.patient_tokens(world)
     try:
         result = RaceResult()
-        timed_from = time.perf_counter() + warmup
-        window = watch.between(timed_from, timed_from + seconds) if watch else None
-        uvloop.run(
-            _place(
+        _run_timed(
+            result,
+            timing,
+            lambda until, timed_from: _place(
                 base,
                 tokens,
                 world["product_id"],
                 result,
-                until=timed_from + seconds,
+                until=until,
                 sell_out=False,
                 timed_from=timed_from,
-            )
+            ),
         )
-        # Nothing timed (rate 0) if the race ended within its warm-up.
-        result.seconds = max(0.0, time.perf_counter() - timed_from)
-        result.cpu = window.split() if window else None
         # The sell-out: exactly sell_out_units left, every patient orders until refused.
         orders_bench.set_stock(world["store_id"], sell_out_units)
         before = orders_bench.check_stock(world["store_id"])["reserved"]
@@ -260,18 +274,9 @@ def _deliver_held(stop: threading.Event) -> None:
             )
 
 
-def courier_rush(
-    base: str,
-    *,
-    couriers: int,
-    jobs: int,
-    seconds: float,
-    warmup: float = 0.0,
-    watch: cpu_split.Watch | None = None,
-) -> RaceResult:
-    """`couriers` couriers claim from a pool of open jobs at once, each claiming again at once
-    (timed after `warmup` seconds, as the HTTP rows are; `watch` reads where the cores went over
-    the timed phase)."""
+def courier_rush(base: str, *, couriers: int, jobs: int, timing: Timing) -> RaceResult:
+    """`couriers` couriers claim from a pool of open jobs at once, each claiming again at once,
+    over `timing`'s phase."""
     ids = dispatch_bench.seed_rush(couriers, jobs)
     site = dispatch_bench.SITE
     plan = [
@@ -287,22 +292,13 @@ def courier_rush(
     try:
         result, claimed, emptied = RaceResult(), [], []
         sweeper.start()
-        timed_from = time.perf_counter() + warmup
-        window = watch.between(timed_from, timed_from + seconds) if watch else None
-        uvloop.run(
-            _claim(
-                base,
-                plan,
-                result,
-                claimed,
-                emptied,
-                until=timed_from + seconds,
-                timed_from=timed_from,
-            )
+        _run_timed(
+            result,
+            timing,
+            lambda until, timed_from: _claim(
+                base, plan, result, claimed, emptied, until=until, timed_from=timed_from
+            ),
         )
-        # Nothing timed (rate 0) if the race ended within its warm-up.
-        result.seconds = max(0.0, time.perf_counter() - timed_from)
-        result.cpu = window.split() if window else None
         stop.set()
         sweeper.join()
         with session_scope() as s:

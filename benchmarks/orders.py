@@ -25,6 +25,7 @@ from datetime import timedelta
 
 from sqlalchemy import String, cast, delete, func, select, text, union_all
 
+from benchmarks import analyse
 from benchmarks.search import percentile
 from o2o import clock
 from o2o.config import get_settings
@@ -44,6 +45,8 @@ from stores.models import Lot, Product, Store
 # Far from any demo or search-benchmark data, so the search sees this store alone.
 SITE = (-33.8688, 151.2093)
 TAG = "bench-orders"
+# The patients' email addresses: `{TAG}-<n>@...`.
+PATIENT_EMAILS = f"{TAG}-%@bench.example.com"
 
 
 @dataclass
@@ -70,7 +73,7 @@ WITH g AS (
     SELECT gen_random_uuid() AS id, u.id AS patient_id,
            now() - make_interval(days => i, mins => u.id % 600) AS at
     FROM users u CROSS JOIN generate_series(1, :per_patient) i
-    WHERE u.email LIKE '{TAG}-%@bench.example.com'
+    WHERE u.email LIKE '{PATIENT_EMAILS}'
 ),
 o AS (
     INSERT INTO orders (id, patient_id, store_id, status, fulfillment, requested_fulfillment,
@@ -150,8 +153,7 @@ def setup(clients: int, units: int, lots: int) -> dict:
         dev_app.register(s, webhook_url="http://127.0.0.1:8765/hooks")
         world = {"store_id": store.id, "product_id": product.id, "patients": patients}
     with session_scope() as s:
-        for table in ("users", "orders", "order_lines", "payments", "lots", "lot_allocations"):
-            s.execute(text(f"ANALYZE {table}"))
+        analyse(s, "users", "orders", "order_lines", "payments", "lots", "lot_allocations")
     return world
 
 
@@ -272,7 +274,7 @@ def cleanup() -> None:
             delete(Lot).where(Lot.store_id.in_(store_ids)),
             delete(Store).where(Store.id.in_(store_ids)),
             delete(Product).where(Product.generic_name == TAG),
-            delete(User).where(User.email.like(f"{TAG}-%@bench.example.com")),
+            delete(User).where(User.email.like(PATIENT_EMAILS)),
         ):
             s.execute(statement.execution_options(**unsynchronised))
 

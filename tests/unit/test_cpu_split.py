@@ -2,6 +2,7 @@
 under load with its workers, PostgreSQL, the load client with the children it waited for), read
 from the operating system's counters, not guessed from wall time."""
 
+import inspect
 import os
 import signal
 import subprocess
@@ -16,12 +17,15 @@ BURN_S = 0.4
 # The counters tick in hundredths of a second; reading them costs a little of the client's own.
 TOLERANCE_S = 0.1
 
-_BURN = """
-def burn(seconds):
+
+def _burn(seconds: float) -> None:
     start = time.process_time()
     while time.process_time() - start < seconds:
         pass
-"""
+
+
+# The same, for the processes the tests start.
+_BURN = inspect.getsource(_burn)
 # A worker: named as its argument says, it says it is ready, burns the seconds it is told on its
 # input, says so, then waits (alive when the row ends) or ends (`end`).
 _WORKER = f"""
@@ -32,7 +36,7 @@ if name:
     with open("/proc/self/comm", "w") as comm:
         comm.write(name)
 print("ready", flush=True)
-burn(float(sys.stdin.readline()))
+_burn(float(sys.stdin.readline()))
 print("burnt", flush=True)
 if then == "wait":
     time.sleep(600)
@@ -88,12 +92,6 @@ def start():
         tree.stop()
 
 
-def _burn(seconds: float) -> None:
-    start = time.process_time()
-    while time.process_time() - start < seconds:
-        pass
-
-
 def test_a_servers_workers_time_is_the_servers_and_the_clients_own_is_the_clients(start):
     server = start()
     watch = cpu_split.Watch(server.pid)
@@ -135,7 +133,7 @@ def test_a_child_the_client_waited_for_counts_as_the_clients_as_wrk_does():
     watch = cpu_split.Watch(server_pid=None)  # no server: nothing is the server's
     watch.start()
     subprocess.run(
-        [sys.executable, "-c", f"import time\n{_BURN}\nburn({BURN_S})"], check=True
+        [sys.executable, "-c", f"import time\n{_BURN}\n_burn({BURN_S})"], check=True
     )  # fmt: skip
     split = watch.stop()
 
